@@ -1,0 +1,1 @@
+"""The ``ctnormalize`` command line: one ``cmd_<name>.py`` module per subcommand."""

@@ -1,0 +1,159 @@
+"""Events of the background-process protocol (DESIGN.md section 4).
+
+In ``json`` mode every event is one JSON object on one line of stdout, flushed at once;
+nothing else may be printed to stdout then (logs go to stderr). In ``bar`` mode the same
+events drive a tqdm bar on stderr. ``none`` prints warnings and errors to stderr only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from typing import Callable, Optional
+
+from ..errors import CancelledError
+
+ProgressFn = Callable[[str, float], None]
+
+
+def _clean(obj):
+    """Make an object JSON-safe: NaN/inf become None, numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def dumps(obj) -> str:
+    """One-line JSON of ``obj`` (strict: no NaN)."""
+    return json.dumps(_clean(obj), allow_nan=False, default=str)
+
+
+class EventStream:
+    """Emit started / progress / warning / done / error events.
+
+    Parameters
+    ----------
+    mode : {"json", "bar", "none"}
+    steps : int
+        Number of stages announced in ``started``.
+    stream : file
+        Where JSON lines go (stdout by default).
+    """
+
+    def __init__(self, mode: str = "bar", steps: int = 1, stream=None):
+        if mode not in ("json", "bar", "none"):
+            raise ValueError(f"progress mode must be json, bar or none, not {mode!r}")
+        self.mode = mode
+        self.steps = max(1, int(steps))
+        self.stream = stream if stream is not None else sys.stdout
+        self._t0 = time.monotonic()
+        self._bar = None
+        self._last_emit = 0.0
+        self._last_fraction = -1.0
+        self.warnings: list[dict] = []
+
+    def _emit(self, event: dict):
+        if self.mode == "json":
+            self.stream.write(dumps(event) + "\n")
+            self.stream.flush()
+
+    def started(self, method: str, device: str = "cpu", model_sha256: Optional[str] = None, **extra):
+        self._t0 = time.monotonic()
+        ev = {"event": "started", "steps": self.steps, "device": device, "method": method,
+              "model_sha256": model_sha256}
+        ev.update(extra)
+        self._emit(ev)
+        if self.mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=100, file=sys.stderr, unit="%", desc=method,
+                             bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}]")
+
+    def progress(self, stage: str, fraction: float, step: Optional[int] = None, force: bool = False):
+        """Report overall progress ``fraction`` in [0, 1] during ``stage``.
+
+        Throttled to about 5 events a second unless ``force``.
+        """
+        fraction = min(1.0, max(0.0, float(fraction)))
+        now = time.monotonic()
+        if not force and now - self._last_emit < 0.2 and fraction < 1.0:
+            return
+        self._last_emit = now
+        elapsed = now - self._t0
+        eta = elapsed * (1.0 - fraction) / fraction if fraction > 1e-3 else None
+        if step is None:
+            step = min(self.steps, 1 + int(fraction * self.steps))
+        self._emit({"event": "progress", "step": step, "steps": self.steps, "stage": stage,
+                    "fraction": round(fraction, 4), "eta_s": None if eta is None else round(eta, 1)})
+        if self._bar is not None:
+            self._bar.set_description(stage)
+            self._bar.n = round(100 * fraction)
+            self._bar.refresh()
+        self._last_fraction = fraction
+
+    def callback(self) -> ProgressFn:
+        """A ``progress(stage, fraction)`` function for library calls."""
+        return lambda stage, fraction: self.progress(stage, fraction)
+
+    def warning(self, code: str, message: str):
+        self.warnings.append({"code": code, "message": message})
+        self._emit({"event": "warning", "code": code, "message": message})
+        if self.mode != "json":
+            self._write_stderr(f"warning [{code}]: {message}")
+
+    def done(self, output: Optional[str], report: dict):
+        self._close_bar()
+        self._emit({"event": "done", "output": output, "report": report})
+
+    def error(self, code: str, message: str):
+        self._close_bar()
+        self._emit({"event": "error", "code": code, "message": message})
+        self._write_stderr(f"ctnormalize: error [{code}]: {message}")
+
+    def _write_stderr(self, text: str):
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def _close_bar(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _raise_cancel(signum, frame):
+    raise CancelledError(f"Cancelled by {signal.Signals(signum).name}.")
+
+
+@contextlib.contextmanager
+def cancel_on_signals():
+    """Turn SIGTERM and SIGINT into :class:`CancelledError` inside the block.
+
+    The exception is raised from the signal handler, i.e. at the next Python bytecode
+    in the main thread, so long computations must be chunked (per slice / per tile) to
+    cancel within about a second. Writers clean their temp files in ``finally``.
+    """
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in old:
+        signal.signal(s, _raise_cancel)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def default_progress_mode() -> str:
+    """``bar`` on a terminal, ``none`` otherwise."""
+    return "bar" if sys.stderr.isatty() else "none"

@@ -1,0 +1,47 @@
+"""Named target presets, stored as YAML in ``Resources/Presets/protocols.yaml``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import yaml
+
+from ..errors import BadInputError
+from ..resources import resource_path
+from .protocol import FieldSource, Protocol, parse_spec
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    protocol: Protocol
+
+
+@lru_cache(maxsize=1)
+def load_presets() -> dict[str, Preset]:
+    """All presets, by name, in file order."""
+    with open(resource_path("Presets", "protocols.yaml"), encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)
+    out = {}
+    for name, entry in data["presets"].items():
+        spec = ",".join(f"{k}={entry[k]}" for k in ("kernel", "dose", "thickness", "spacing") if k in entry)
+        p = parse_spec(spec, source="preset")
+        p = Protocol(**{**p.__dict__, "sources": {k: FieldSource("preset", 1.0, name) for k in p.sources}})
+        out[name] = Preset(name, entry.get("description", ""), p)
+    return out
+
+
+def resolve_protocol(text: str) -> Protocol:
+    """A preset name or a spec string, as a :class:`Protocol`."""
+    presets = load_presets()
+    key = str(text).strip()
+    if key in presets:
+        return presets[key].protocol
+    if "=" not in key:
+        raise BadInputError(
+            f"{key!r} is neither a preset nor a spec like 'kernel=smooth,dose=1,thickness=1'. "
+            f"Presets: {', '.join(presets)}."
+        )
+    return parse_spec(key)

@@ -1,0 +1,153 @@
+"""The ``Protocol`` dataclass, where each field came from, and spec strings."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
+
+from ..errors import BadInputError
+from .kernels import kernel_class
+
+
+@dataclass(frozen=True)
+class FieldSource:
+    """Where a protocol field came from and how sure we are.
+
+    source : ``"tag"`` (DICOM), ``"image"`` (estimated from the voxels), ``"user"``,
+    ``"preset"`` or ``"default"``; confidence in [0, 1]; detail is a short human note
+    (e.g. ``"ConvolutionKernel=B70f"``).
+    """
+
+    source: str
+    confidence: float = 1.0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """An acquisition/reconstruction protocol.
+
+    Attributes
+    ----------
+    kernel : str or None
+        Kernel class: ``smooth``, ``standard``, ``sharp`` or ``very-sharp``.
+    kernel_name : str or None
+        The vendor's name when known (``"B70f"``), else None.
+    dose : float or None
+        Dose as a fraction of the full reference dose (1.0 = full dose).
+    mas : float or None
+        Tube current-time product (mAs), when known.
+    ctdivol : float or None
+        CTDIvol (mGy), when known.
+    thickness : float or None
+        Reconstructed slice thickness (slice-sensitivity FWHM), mm.
+    spacing : float or None
+        Slice spacing along z, mm (defaults to ``thickness`` where needed).
+    sources : dict
+        Field name -> :class:`FieldSource`.
+    """
+
+    kernel: Optional[str] = None
+    kernel_name: Optional[str] = None
+    dose: Optional[float] = None
+    mas: Optional[float] = None
+    ctdivol: Optional[float] = None
+    thickness: Optional[float] = None
+    spacing: Optional[float] = None
+    sources: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def merged(self, other: "Protocol") -> "Protocol":
+        """This protocol with every field that ``other`` sets taken from ``other``."""
+        changes, sources = {}, dict(self.sources)
+        for name in ("kernel", "kernel_name", "dose", "mas", "ctdivol", "thickness", "spacing"):
+            v = getattr(other, name)
+            if v is not None:
+                changes[name] = v
+                if name in other.sources:
+                    sources[name] = other.sources[name]
+        return replace(self, sources=sources, **changes)
+
+    @property
+    def z_spacing(self) -> Optional[float]:
+        return self.spacing if self.spacing is not None else self.thickness
+
+    def spec(self) -> str:
+        """The spec string, e.g. ``kernel=sharp,dose=0.25,thickness=2``."""
+        parts = []
+        if self.kernel:
+            parts.append(f"kernel={self.kernel_name or self.kernel}")
+        if self.dose is not None:
+            parts.append(f"dose={self.dose:g}")
+        if self.mas is not None:
+            parts.append(f"mas={self.mas:g}")
+        if self.ctdivol is not None:
+            parts.append(f"ctdivol={self.ctdivol:g}")
+        if self.thickness is not None:
+            parts.append(f"thickness={self.thickness:g}")
+        if self.spacing is not None:
+            parts.append(f"spacing={self.spacing:g}")
+        return ",".join(parts)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["sources"] = {k: asdict(v) for k, v in self.sources.items()}
+        return d
+
+    def vector(self) -> list[float]:
+        """Numeric encoding for conditioning models: one-hot kernel (4), dose, thickness."""
+        from .kernels import KERNEL_CLASSES
+
+        onehot = [1.0 if self.kernel == k else 0.0 for k in KERNEL_CLASSES]
+        return onehot + [float(self.dose or 1.0), float(self.thickness or 1.0)]
+
+
+_KEYS = {"kernel", "dose", "mas", "ctdivol", "thickness", "spacing"}
+
+
+def _number(key: str, text: str) -> float:
+    t = text.strip()
+    try:
+        if key == "dose" and t.endswith("%"):
+            v = float(t[:-1]) / 100.0
+        else:
+            v = float(t.rstrip("mm").strip()) if key in ("thickness", "spacing") else float(t)
+    except ValueError:
+        raise BadInputError(f"{key}={text!r} is not a number.") from None
+    if not v > 0:
+        raise BadInputError(f"{key} must be positive, got {text!r}.")
+    if key == "dose" and v > 4:
+        raise BadInputError(f"dose is a fraction of full dose (e.g. 0.25 or 25%), got {text!r}.")
+    return v
+
+
+def parse_spec(spec: str, source: str = "user") -> Protocol:
+    """Parse ``kernel=<class|vendor>,dose=<fraction|NN%>,thickness=<mm>[,spacing=<mm>][,mas=..][,ctdivol=..]``.
+
+    Fields left out stay None. Raises :class:`BadInputError` with the reason on a bad spec.
+    """
+    if spec is None or not str(spec).strip():
+        raise BadInputError("Empty protocol spec; expected e.g. 'kernel=sharp,dose=0.25,thickness=2'.")
+    values: dict = {}
+    sources: dict = {}
+    for part in str(spec).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise BadInputError(
+                f"Bad protocol spec part {part!r} in {spec!r}: expected key=value with keys "
+                f"{', '.join(sorted(_KEYS))} (or a preset name)."
+            )
+        key, val = (s.strip() for s in part.split("=", 1))
+        key = key.lower()
+        if key not in _KEYS:
+            raise BadInputError(f"Unknown protocol key {key!r} in {spec!r}; known keys: {', '.join(sorted(_KEYS))}.")
+        if key == "kernel":
+            cls = kernel_class(val)
+            values["kernel"] = cls
+            if val.lower() != cls:
+                values["kernel_name"] = val
+        else:
+            values[key] = _number(key, val)
+        sources[key] = FieldSource(source, 1.0, f"{key}={val}")
+    return Protocol(sources=sources, **values)
