@@ -103,4 +103,4 @@ def gap_closed(m_src: float, m_out: float, m_rep: float, min_gap: float = 1e-9,
     gap = float(m_src) - float(m_rep)
     if abs(gap) <= max(min_gap, rel_min_gap * max(abs(float(m_src)), abs(float(m_rep)))):
         return None
-    return float((float(m_src) - float(m_out)) / gap)
+    return float((float(m_src) - float(m_out)) / gap) + 0.0  # no "-0.0" in tables

@@ -99,6 +99,7 @@ def to_target_grid(target: Volume, *others: Volume | None, tol: float = 1e-3):
         interpolated.append(not same)
     info = {"grid": "target", "z_range_mm": [float(zk.min()), float(zk.max())],
             "n_slices": int(len(zk)), "target_slices_dropped": int((~keep).sum()),
+            "target_slices_dropped_before": first,
             "interpolated": interpolated,
             "note": "source/output/replicate linearly interpolated along z onto the target's "
                     "slice positions, over the z extent all volumes cover"}

@@ -39,7 +39,7 @@ def _fallback_lung_mask(hu: np.ndarray, body: np.ndarray) -> np.ndarray:
     return np.stack([ndi.binary_fill_holes(s) for s in air])
 
 
-def lung_mask(hu: np.ndarray, spacing) -> tuple[np.ndarray, str]:
+def lung_mask(hu: np.ndarray, spacing, direction=None) -> tuple[np.ndarray, str]:
     """Lung mask of ``hu`` and where it came from.
 
     Returns
@@ -47,13 +47,15 @@ def lung_mask(hu: np.ndarray, spacing) -> tuple[np.ndarray, str]:
     (mask, source)
         ``source`` is ``"quantify.lung"`` or ``"threshold-fallback"``.
     """
+    import importlib
+
     try:
-        from ..quantify import lung as qlung  # noqa: WPS433 (optional module, may not exist yet)
+        qlung = importlib.import_module("CTNormalizeLib.quantify.lung")
     except ImportError:
         qlung = None
     if qlung is not None and hasattr(qlung, "lung_mask"):
-        m = qlung.lung_mask(hu, spacing)
-        m = getattr(m, "mask", m)
+        m = qlung.lung_mask(hu, spacing, direction)
+        m = getattr(m, "lungs", getattr(m, "mask", m))
         if isinstance(m, tuple):
             m = m[0]
         return np.asarray(m) > 0, "quantify.lung"

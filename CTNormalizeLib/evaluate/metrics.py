@@ -113,16 +113,17 @@ def emphysema_measures(hu: np.ndarray, spacing, lung: np.ndarray, threshold: flo
 
     Returns ``{"laa_percent", "mask", "source"}``.
     """
-    try:
-        from ..quantify import emphysema as qe
+    import importlib
+
+    try:  # the module, not the function that quantify/__init__ re-exports under the same name
+        qe = importlib.import_module("CTNormalizeLib.quantify.emphysema")
     except ImportError:
         qe = None
     if qe is not None and hasattr(qe, "emphysema"):
-        r = qe.emphysema(hu, spacing, lung, threshold)
-        get = (lambda k: r.get(k)) if isinstance(r, dict) else (lambda k: getattr(r, k, None))
-        laa, mask = get("laa_percent"), get("mask")
-        if laa is not None and mask is not None:
-            return {"laa_percent": float(laa), "mask": np.asarray(mask, dtype=bool),
+        r = qe.emphysema(hu, spacing, np.asarray(lung, dtype=bool), threshold)
+        mask = getattr(r, "emphysema_mask", getattr(r, "mask", None))
+        if r.laa_percent is not None and mask is not None:
+            return {"laa_percent": float(r.laa_percent), "mask": np.asarray(mask, dtype=bool),
                     "source": "quantify.emphysema"}
     m = np.asarray(lung, dtype=bool)
     return {"laa_percent": laa_percent(hu, m, threshold), "mask": m & (np.asarray(hu) < threshold),

@@ -1,0 +1,202 @@
+"""One paired evaluation: source, output and replicate against the target, with the floor.
+
+DESIGN.md section 6: every metric of the output is reported next to the same metric of
+the **source** (the problem) and of the **replicate** (same anatomy, target protocol,
+independent noise: the physical floor), plus ``gap closed = (m_src - m_out) / (m_src - m_rep)``.
+
+Everything is compared on the target's grid over the common z extent (see :mod:`.grid`);
+masks (body, lung), NPS ROIs and edge points are computed once on the target and shared,
+so the differences between roles reflect the images only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from ..volume import Volume
+from . import agreement, grid, lpips, masks, metrics, nps, sharpness
+
+ROLES = ("source", "output", "replicate")
+
+# name -> (better, unit, description)
+METRICS = {
+    "l1_body_hu": ("lower", "HU", "mean |HU - target| in the body"),
+    "l1_lung_hu": ("lower", "HU", "mean |HU - target| in the lungs"),
+    "psnr_axial": ("higher", "dB", "PSNR over the HU window, axial slices"),
+    "psnr_coronal": ("higher", "dB", "PSNR over the HU window, coronal slices"),
+    "psnr_sagittal": ("higher", "dB", "PSNR over the HU window, sagittal slices"),
+    "ssim_axial": ("higher", "", "SSIM over the HU window, axial slices"),
+    "ssim_coronal": ("higher", "", "SSIM over the HU window, coronal slices"),
+    "ssim_sagittal": ("higher", "", "SSIM over the HU window, sagittal slices"),
+    "nps_similarity": ("higher", "", "1 - 0.5 sum|a-b| of unit-sum radial NPS vs the target's"),
+    "noise_std_error_hu": ("lower", "HU", "|noise std - target noise std| in uniform ROIs"),
+    "nps_mean_freq_error": ("lower", "1/mm", "|NPS mean frequency - target's|"),
+    "edge_width_error_mm": ("lower", "mm", "|10-90 % edge width - target's| at the body outline"),
+    "mtf50_error": ("lower", "1/mm", "|MTF50 - target's| at the body outline"),
+    "ei_error_pt": ("lower", "pt", "|LAA-950 % - target's| in the target's lung mask"),
+    "emphysema_dice": ("higher", "", "Dice of the emphysema masks (HU < threshold in the lungs)"),
+    "radiomics_rel_error": ("lower", "", "mean relative error of nodule features vs the target's"),
+    "lpips": ("lower", "", "LPIPS (only with a user-given backbone)"),
+}
+
+
+def floor_table(values: dict) -> dict:
+    """Rows ``{metric: {"source", "output", "replicate", "gap_closed", "better", "unit"}}``.
+
+    ``values`` maps role -> {metric: value}; missing roles or metrics give None, and
+    ``gap_closed`` needs all three roles (:func:`agreement.gap_closed`).
+    """
+    rows = {}
+    for name, (better, unit, _desc) in METRICS.items():
+        row = {r: values.get(r, {}).get(name) for r in ROLES}
+        if all(v is None for v in row.values()):
+            continue
+        row["gap_closed"] = agreement.gap_closed(row["source"], row["output"], row["replicate"]) \
+            if all(row[r] is not None for r in ROLES) else None
+        row["better"], row["unit"] = better, unit
+        rows[name] = row
+    return rows
+
+
+def _zone_laa(hu, lung, threshold, n_zones=3):
+    zs = np.nonzero(lung.any(axis=(1, 2)))[0]
+    if len(zs) == 0:
+        return []
+    edges = np.linspace(zs.min(), zs.max() + 1, n_zones + 1).round().astype(int)
+    out = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        m = np.zeros_like(lung)
+        m[a:b] = lung[a:b]
+        out.append(metrics.laa_percent(hu, m, threshold))
+    return out
+
+
+def evaluate_pair(target: Volume, source: Optional[Volume] = None, output: Optional[Volume] = None,
+                  replicate: Optional[Volume] = None, *, window=metrics.LUNG_WINDOW,
+                  threshold: float = -950.0, lung: Optional[np.ndarray] = None,
+                  segments: Optional[np.ndarray] = None, lpips_weights=None,
+                  nps_roi: int = 32, max_slices: int = 48, with_features: bool = True) -> dict:
+    """Every paired metric of source, output and replicate against the target.
+
+    Parameters
+    ----------
+    target : Volume
+        The reference; defines the comparison grid.
+    source, output, replicate : Volume, optional
+        Same in-plane grid as the target; any z spacing (interpolated onto the target's
+        slices, see :func:`grid.to_target_grid`).
+    window : (lo, hi)
+        HU window of PSNR/SSIM (default lung window -1350..150).
+    threshold : float
+        Emphysema threshold (HU).
+    lung : np.ndarray, optional
+        Lung mask on the target's grid; computed from the target when None.
+    segments : np.ndarray, optional
+        Integer labelmap (e.g. nodules) on the target's grid, for radiomic agreement.
+    lpips_weights : path, optional
+        AlexNet backbone weights; LPIPS is marked absent without them.
+    nps_roi : int
+        NPS ROI size in pixels.
+    max_slices : int
+        Slices sampled per plane for PSNR/SSIM.
+    with_features : bool
+        Compute radiomic features when ``segments`` is given.
+
+    Returns
+    -------
+    dict
+        ``table`` (see :func:`floor_table`), ``values`` (role -> metric -> value, with
+        absolute noise/edge/LAA values for the target too), ``curves`` (radial NPS and ESF
+        per role), ``emphysema`` (LAA per zone per role, for Bland-Altman), ``features``
+        (role -> label -> feature -> value), ``grid``, ``masks``, ``settings``, ``lpips_note``.
+    """
+    imgs = {"source": source, "output": output, "replicate": replicate}
+    roles = [r for r in ROLES if imgs[r] is not None]
+    tgt, aligned, ginfo = grid.to_target_grid(target, *[imgs[r] for r in roles])
+    al = dict(zip(roles, (a.hu for a in aligned)))
+    keep = slice(ginfo["target_slices_dropped_before"], ginfo["target_slices_dropped_before"] + tgt.shape[0])
+    sp = tgt.spacing
+    body = masks.body_mask(tgt.hu)
+    if lung is not None:
+        lung_m, lung_src = np.asarray(lung, bool)[keep], "given"
+    else:
+        lung_m, lung_src = masks.lung_mask(tgt.hu, sp, tgt.direction)
+    seg = None if segments is None else np.asarray(segments)[keep]
+    # the largest ROI size that finds a few uniform soft-tissue ROIs (thin body walls need smaller ones)
+    for roi_px in sorted({nps_roi, 24, 16}, reverse=True):
+        if roi_px > nps_roi:
+            continue
+        corners = nps.find_uniform_rois(tgt.hu, roi=roi_px, mask=body)
+        if len(corners) >= 4:
+            break
+    nps_roi = roi_px
+    pts = sharpness.edge_points(tgt.hu, body, sp[1:])
+
+    values: dict = {}
+    curves: dict = {"nps": {}, "esf": {}}
+    zones: dict = {}
+    feats: dict = {}
+    ref_nps = nps.nps_of(tgt.hu, corners, sp[1:], nps_roi)
+    ref_sh = sharpness.sharpness(tgt.hu, pts, sp[1:])
+    ref_laa = metrics.laa_percent(tgt.hu, lung_m, threshold)
+    values["target"] = {"noise_std_hu": ref_nps["noise_std"] if ref_nps else None,
+                        "edge_width_mm": ref_sh["width_10_90_mm"], "mtf50": ref_sh["mtf50"],
+                        "laa_percent": ref_laa}
+    curves["nps"]["target"] = ref_nps and {"f": ref_nps["f"], "nps": ref_nps["nps"]}
+    curves["esf"]["target"] = {"t": ref_sh["t_mm"], "esf": ref_sh["esf"]}
+    zones["target"] = _zone_laa(tgt.hu, lung_m, threshold)
+    if seg is not None and with_features:
+        from .features import segment_features
+
+        feats["target"] = segment_features(tgt.hu, sp, seg)
+    lp_note = lpips.ABSENT_NOTE
+    for r in roles:
+        a = al[r]
+        v = {"l1_body_hu": metrics.l1_hu(a, tgt.hu, body), "l1_lung_hu": metrics.l1_hu(a, tgt.hu, lung_m)}
+        pm = metrics.plane_metrics(a, tgt.hu, window, max_slices=max_slices, mask=body)
+        for p in metrics.PLANES:
+            v[f"psnr_{p}"], v[f"ssim_{p}"] = pm["psnr"][p], pm["ssim"][p]
+        n = nps.nps_of(a, corners, sp[1:], nps_roi)
+        if n and ref_nps:
+            v["nps_similarity"] = nps.nps_similarity(n["nps"], ref_nps["nps"])
+            v["noise_std_hu"] = n["noise_std"]
+            v["noise_std_error_hu"] = abs(n["noise_std"] - ref_nps["noise_std"])
+            v["nps_mean_freq_error"] = abs(n["mean_frequency"] - ref_nps["mean_frequency"])
+            curves["nps"][r] = {"f": n["f"], "nps": n["nps"]}
+        sh = sharpness.sharpness(a, pts, sp[1:])
+        v["edge_width_mm"], v["mtf50"] = sh["width_10_90_mm"], sh["mtf50"]
+        v["edge_width_error_mm"] = abs(sh["width_10_90_mm"] - ref_sh["width_10_90_mm"])
+        v["mtf50_error"] = abs(sh["mtf50"] - ref_sh["mtf50"])
+        curves["esf"][r] = {"t": sh["t_mm"], "esf": sh["esf"]}
+        em = metrics.emphysema_metrics(a, tgt.hu, sp, lung_m, threshold)
+        v["laa_percent"], v["ei_error_pt"], v["emphysema_dice"] = em["laa_test"], em["ei_error"], em["emphysema_dice"]
+        zones[r] = _zone_laa(a, lung_m, threshold)
+        if "target" in feats:
+            from .features import segment_features
+
+            feats[r] = segment_features(a, sp, seg)
+            errs = [agreement.relative_feature_error(feats[r][k], feats["target"][k])
+                    for k in feats["target"] if k in feats[r]]
+            v["radiomics_rel_error"] = float(np.mean(errs)) if errs else None
+        lp = lpips.lpips_metric(a, tgt.hu, lpips_weights, window)
+        v["lpips"], lp_note = lp["lpips"], lp["lpips_note"]
+        values[r] = {k: (None if isinstance(x, float) and not math.isfinite(x) else x) for k, x in v.items()}
+    return {
+        "table": floor_table(values),
+        "values": values,
+        "curves": curves,
+        "emphysema": {"threshold_hu": threshold, "zone_laa": zones, "zones": "lung z-thirds",
+                      "source": em["source"] if roles else None},
+        "features": feats,
+        "grid": ginfo,
+        "masks": {"lung": lung_src, "lung_voxels": int(lung_m.sum()), "body_voxels": int(body.sum()),
+                  "nps_rois": len(corners), "nps_roi_px": nps_roi, "edge_points": int(len(pts[0])),
+                  "computed_on": "target"},
+        "settings": {"window_hu": list(map(float, window)), "data_range": float(window[1] - window[0]),
+                     "threshold_hu": threshold, "max_slices_per_plane": max_slices},
+        "lpips": values.get("output", {}).get("lpips"),
+        "lpips_note": lp_note,
+    }
