@@ -84,7 +84,7 @@ def _read_file(p: Path) -> Volume:
         raise BadInputError(f"Cannot read {p}: {reason.strip()} (readable formats: {known}).") from None
     meta = {}
     keys = set(image.GetMetaDataKeys())
-    for name in dicom.META_TAGS:  # tags written back by write_volume (NRRD/MHA headers)
+    for name in list(dicom.META_TAGS) + ["ctnormalize"]:  # tags written by write_volume (NRRD/MHA)
         if name in keys and image.GetMetaData(name).strip():
             meta[name] = image.GetMetaData(name).strip()
     vol = image_to_volume(image, meta)

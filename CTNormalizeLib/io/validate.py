@@ -107,7 +107,7 @@ def validate_ct(volume: Volume, check_values: bool = True) -> None:
         raise NotCTError(
             f"Minimum value {vmin:g}, {LOW_PCT:g}th percentile {lo:g}, 1st percentile {p1:g}: no air or lung "
             f"near -1000 HU; this does not look like CT in HU{hint}. "
-            "If it is a CT cropped to soft tissue only, skip the value check."
+            "(A CT cropped to soft tissue only, with no air, also fails this check.)"
         )
     if lo < LOW_FLOOR:
         raise NotCTError(

@@ -44,12 +44,16 @@ def _choose_dtype(hu: np.ndarray, dtype: Optional[str]):
     raise BadInputError(f"Output dtype must be 'float32', 'int16' or 'auto', not {dtype!r}.")
 
 
-def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: bool = True) -> Path:
+def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: bool = True,
+                 write_tags: bool = False) -> Path:
     """Write ``volume`` to a NRRD, NIfTI or MHA file, atomically.
 
     Geometry (spacing, origin, direction, oblique included) is written as is; NRRD and
-    MHA store it in full precision, NIfTI in float32 (its format). The DICOM tags of
-    ``meta`` go into the NRRD/MHA header (``Modality:=CT`` ...), so a later read keeps them.
+    MHA store it in full precision, NIfTI in float32 (its format). NRRD/MHA headers get
+    ``Modality`` and the ``ctnormalize`` provenance string from ``meta``; with
+    ``write_tags`` all the acquisition tags of ``meta`` too (``ConvolutionKernel:=B70f`` ...),
+    which a later :func:`read_volume` picks up. They are off by default because after a
+    normalization the input's kernel/thickness tags no longer describe the voxels.
 
     Parameters
     ----------
@@ -61,6 +65,8 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
         ``int16`` rounds to the nearest integer (error when out of range).
     compress : bool
         zlib/gzip compression (``.nii`` is never compressed, ``.nii.gz`` always).
+    write_tags : bool
+        Also store the acquisition tags of ``meta`` in NRRD/MHA headers.
 
     Returns
     -------
@@ -94,7 +100,8 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
     data = np.round(hu) if out_dtype is np.int16 else hu
     image = volume_to_image(volume.with_array(data) if out_dtype is np.int16 else volume, dtype=out_dtype)
     if fmt in ("NRRD", "MetaImage"):
-        for name in META_TAGS:
+        names = list(META_TAGS) if write_tags else ["Modality"]
+        for name in names + ["ctnormalize"]:
             v = volume.meta.get(name)
             if v is not None and str(v).strip():
                 image.SetMetaData(name, str(v).strip())

@@ -47,7 +47,7 @@ def _kernel_from_tag(tag: str) -> tuple[Optional[str], FieldSource]:
 
 def detect_protocol(volume: Volume, overrides: Optional[Protocol] = None,
                     noise: Optional[NoiseEstimate] = None,
-                    reference_table: Optional[Mapping] = None) -> Protocol:
+                    reference_table: Optional[Mapping] = None, measure_noise: bool = True) -> Protocol:
     """Fill a :class:`Protocol` from ``volume.meta`` tags, geometry and image noise.
 
     Parameters
@@ -60,6 +60,8 @@ def detect_protocol(volume: Volume, overrides: Optional[Protocol] = None,
         A precomputed :func:`~CTNormalizeLib.protocols.noise.estimate_noise` result.
     reference_table : mapping, optional
         Full-dose noise table for the dose estimate (default ``NOISE_REFERENCE``).
+    measure_noise : bool
+        When False and no ``noise`` is given, the dose is left unknown (e.g. not a CT).
 
     Returns
     -------
@@ -144,7 +146,9 @@ def detect_protocol(volume: Volume, overrides: Optional[Protocol] = None,
 
     # dose, relative to full dose, from image noise
     if not user_set("dose"):
-        if noise is None and not np.all(np.isfinite(volume.hu)):
+        if noise is None and not measure_noise:
+            sources["dose"] = FieldSource("unknown", 0.0, "image noise not measured")
+        elif noise is None and not np.all(np.isfinite(volume.hu)):
             sources["dose"] = FieldSource("unknown", 0.0, "non-finite voxels; noise not measured")
         else:
             if noise is None:
