@@ -1,0 +1,101 @@
+"""``ctnormalize study``: create, check and analyze blinded reader studies."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import BadInputError
+
+NAME = "study"
+HELP = "blinded reader studies: create from a manifest, show progress, analyze answers"
+DESCRIPTION = (
+    "Blinded reader studies. 'create' builds a study folder (study.json, blinded items/, "
+    "key.json) from a CSV manifest; readers read it in Slicer (module 'CTNormalize Reader Study'); "
+    "'status' shows each reader's progress; 'analyze' writes an HTML report (and JSON with --json)."
+)
+ORDER = 80
+
+
+def add_arguments(parser):
+    sub = parser.add_subparsers(dest="study_command", metavar="ACTION")
+    c = sub.add_parser("create", help="create a blinded study from a CSV manifest")
+    c.add_argument("--manifest", required=True, help="CSV: case id, then one column per variant (paths)")
+    c.add_argument("--design", required=True, choices=("single", "pair", "protocol"))
+    c.add_argument("--seed", type=int, required=True, help="random seed (same seed, same study)")
+    c.add_argument("--per-reader", action="store_true", help="randomize per reader (needs --readers)")
+    c.add_argument("--readers", default="", help="comma-separated reader names (per-reader studies)")
+    c.add_argument("--variants", default="", help="comma-separated variants to show (default depends on design)")
+    c.add_argument("--reference", default="original", help="name of the original variant (default: original)")
+    c.add_argument("--key", default=None, help="write the key here instead of DIR/key.json (keep it from readers)")
+    c.add_argument("--title", default="", help="title shown to readers (must not reveal the truth)")
+    c.add_argument("-o", "--output", required=True, help="new study folder")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+
+    s = sub.add_parser("status", help="progress of each reader")
+    s.add_argument("study_dir")
+    s.add_argument("--json", action="store_true")
+
+    a = sub.add_parser("analyze", help="analyze the answers into an HTML report")
+    a.add_argument("study_dir")
+    a.add_argument("-o", "--output", default=None, help="HTML report path")
+    a.add_argument("--key", default=None, help="key file (default: STUDY_DIR/key.json)")
+    a.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    a.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+
+def _split(text):
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def run(args) -> int:
+    from ..readerstudy import analysis, create
+    from .events import dumps
+
+    cmd = getattr(args, "study_command", None)
+    if cmd == "create":
+        summary = create.create_study(
+            args.manifest, args.output, args.design, args.seed, per_reader=args.per_reader,
+            readers=_split(args.readers), variants=_split(args.variants) or None,
+            reference=args.reference, key_path=args.key, title=args.title)
+        if args.json:
+            print(dumps(summary))
+        else:
+            print(f"Created {summary['design']} study in {summary['study_dir']}: {summary['n_cases']} cases, "
+                  f"{summary['n_items']} items, {summary['n_images']} blinded images "
+                  f"(variants {', '.join(summary['variants'])}, randomized {summary['randomization']}).")
+            print(f"Key: {summary['key']} (keep it away from readers).")
+        for w in summary["warnings"]:
+            print(f"warning [{w['code']}]: {w['message']}", file=sys.stderr)
+        return 0
+    if cmd == "status":
+        st = analysis.study_status(args.study_dir)
+        if args.json:
+            print(dumps(st))
+            return 0
+        total = st["n_items"]
+        print(f"{st['design']} study, {st['n_cases']} cases, randomized {st['randomization']}"
+              + (f", {total} items per reader" if total else ""))
+        if not st["readers"]:
+            print("No answers yet.")
+        for name, r in st["readers"].items():
+            print(f"  {name}: {r['answered']}/{r['total'] if r['total'] is not None else '?'} answered, "
+                  f"{r['revisions']} revisions, last {r['last_answer'] or '-'}"
+                  f"{' (complete)' if r['complete'] else ''}")
+        return 0
+    if cmd == "analyze":
+        if not args.output and not args.json:
+            raise BadInputError("Give -o report.html and/or --json.")
+        result = analysis.analyze_study(args.study_dir, key_path=args.key, seed=args.seed)
+        if args.output:
+            from ..readerstudy.report import write_report
+
+            write_report(result, args.output)
+            if not args.json:
+                print(f"Wrote {args.output}")
+        if args.json:
+            print(dumps(result))
+        for w in result["warnings"]:
+            print(f"warning [{w['code']}]: {w['message']}", file=sys.stderr)
+        return 0
+    raise BadInputError("Give an action: ctnormalize study create|status|analyze (see --help).")
