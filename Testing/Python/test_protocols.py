@@ -1,0 +1,151 @@
+"""Protocols: spec strings, presets, vendor kernel table, unknown-kernel messages, kernel MTFs."""
+
+import numpy as np
+import pytest
+
+from CTNormalizeLib import BadInputError
+from CTNormalizeLib.protocols.kernels import KERNEL_MTF
+from CTNormalizeLib.protocols import (KERNEL_CLASSES, FieldSource, Protocol, kernel_class, kernel_mtf,
+                                      known_kernel_names, load_presets, mtf50, parse_spec, resolve_protocol)
+
+
+# ----------------------------------------------------------------------------- specs
+
+def test_parse_spec_full():
+    p = parse_spec("kernel=sharp,dose=0.25,thickness=2")
+    assert (p.kernel, p.dose, p.thickness, p.kernel_name, p.spacing) == ("sharp", 0.25, 2.0, None, None)
+    assert p.z_spacing == 2.0
+    assert set(p.sources) == {"kernel", "dose", "thickness"}
+    assert all(s.source == "user" and s.confidence == 1.0 for s in p.sources.values())
+
+
+def test_parse_spec_vendor_units_and_spaces():
+    p = parse_spec(" kernel = B70f , dose=25% , thickness=2mm, spacing=1.5, mas=100, ctdivol=3.2 ")
+    assert (p.kernel, p.kernel_name) == ("very-sharp", "B70f")
+    assert p.dose == pytest.approx(0.25) and p.thickness == 2.0 and p.spacing == 1.5
+    assert p.mas == 100 and p.ctdivol == 3.2 and p.z_spacing == 1.5
+
+
+def test_spec_round_trip():
+    for spec in ("kernel=smooth,dose=1,thickness=1", "kernel=B30f,dose=0.5,thickness=3,spacing=2"):
+        p = parse_spec(spec)
+        assert parse_spec(p.spec()) == p
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("", "Empty"),
+    ("kernel", "key=value"),
+    ("colour=red", "Unknown protocol key"),
+    ("dose=-1", "positive"),
+    ("dose=10", "fraction"),
+    ("thickness=abc", "not a number"),
+    ("kernel=XYZ", "Unknown kernel"),
+])
+def test_parse_spec_errors(spec, words):
+    with pytest.raises(BadInputError, match=words):
+        parse_spec(spec)
+
+
+def test_merged_and_vector():
+    a = parse_spec("kernel=sharp,dose=0.25,thickness=2")
+    b = Protocol(dose=1.0, sources={"dose": FieldSource("preset", 1.0, "x")})
+    m = a.merged(b)
+    assert (m.kernel, m.dose, m.thickness) == ("sharp", 1.0, 2.0)
+    assert m.sources["dose"].source == "preset" and m.sources["kernel"].source == "user"
+    v = m.vector()
+    assert len(v) == len(KERNEL_CLASSES) + 2 and v[KERNEL_CLASSES.index("sharp")] == 1.0 and sum(v[:4]) == 1.0
+
+
+# ----------------------------------------------------------------------------- presets
+
+def test_presets_load_and_resolve():
+    presets = load_presets()
+    assert "emphysema-reference" in presets
+    for name, preset in presets.items():
+        p = preset.protocol
+        assert p.kernel in KERNEL_CLASSES and p.dose and p.thickness
+        assert all(s.source == "preset" and s.detail == name for s in p.sources.values())
+        assert resolve_protocol(name) == p
+    e = resolve_protocol("emphysema-reference")
+    assert (e.kernel, e.dose, e.thickness) == ("smooth", 1.0, 1.0)
+    assert resolve_protocol("kernel=standard,thickness=2").thickness == 2.0
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(BadInputError) as info:
+        resolve_protocol("emphysema")
+    assert "emphysema-reference" in info.value.message
+
+
+# ----------------------------------------------------------------------------- vendor names
+
+@pytest.mark.parametrize("name, cls", [
+    ("B10f", "smooth"), ("B30f", "standard"), ("B31f", "standard"), ("B45f", "sharp"), ("B70f", "very-sharp"),
+    ("Br40 d 3", "standard"), ("Br64", "sharp"), ("Bl57", "sharp"), ("I26f", "smooth"), ("I70f", "very-sharp"),
+    ("B30f\\XYZ", "standard"),
+    ("STANDARD", "standard"), ("standard", "standard"), ("SOFT", "smooth"), ("LUNG", "sharp"), ("BONE", "very-sharp"),
+    ("A", "smooth"), ("YA", "standard"), ("YC", "sharp"), ("L", "sharp"),
+    ("FC01", "smooth"), ("FC13", "standard"), ("FC52", "sharp"), ("FC86", "very-sharp"),
+    ("very_sharp", "very-sharp"), ("Smooth", "smooth"),
+])
+def test_vendor_kernels(name, cls):
+    assert kernel_class(name) == cls
+
+
+def test_every_known_name_maps_to_a_class():
+    for name in known_kernel_names():
+        assert kernel_class(name) in KERNEL_CLASSES
+
+
+@pytest.mark.parametrize("name, suggestion", [("STANDRD", "'STANDARD'"), ("shrp", "'sharp'"), ("FC5", "'FC5")])
+def test_unknown_kernel_lists_known_and_suggests_closest(name, suggestion):
+    with pytest.raises(BadInputError) as info:
+        kernel_class(name)
+    msg = info.value.message
+    hint, known = msg.split("Known classes")
+    assert "Did you mean" in hint and suggestion in hint
+    for cls in KERNEL_CLASSES:
+        assert cls in known
+    assert "STANDARD" in known and "FC52" in known and "Siemens" in known
+
+
+def test_empty_kernel_name():
+    with pytest.raises(BadInputError, match="Empty"):
+        kernel_class("  ")
+
+
+# ----------------------------------------------------------------------------- MTF
+
+F = np.linspace(0.0, 2.5, 2501)
+
+
+@pytest.mark.parametrize("k", KERNEL_CLASSES)
+def test_mtf_shape(k):
+    w = kernel_mtf(k, F)
+    assert w[0] == pytest.approx(1.0)
+    assert np.all(w >= 0) and w[-1] < 1e-2
+    assert w[np.searchsorted(F, mtf50(k))] <= 0.5 + 1e-3
+    p = KERNEL_MTF[k]
+    gauss = np.exp(-np.log(2) * (F / p.f50) ** 2)
+    if p.boost == 0:  # no edge enhancement: a monotone Gaussian roll-off
+        assert np.all(np.diff(w) <= 1e-12)
+        np.testing.assert_allclose(w, gauss)
+    else:  # edge enhancement lifts mid frequencies above the plain roll-off
+        assert np.all(w >= gauss - 1e-12) and np.max(w - gauss) > 0.1
+
+
+def test_very_sharp_overshoots():
+    assert kernel_mtf("very-sharp", F).max() > 1.02  # edge enhancement overshoot
+
+
+def test_mtf_ordered_by_sharpness():
+    m = [mtf50(k) for k in KERNEL_CLASSES]
+    assert m == sorted(m) and len(set(m)) == 4
+    curves = [kernel_mtf(k, F) for k in KERNEL_CLASSES]
+    for softer, sharper in zip(curves, curves[1:]):
+        assert np.all(sharper >= softer - 1e-12)  # a sharper class passes at least as much at every f
+
+
+def test_mtf_accepts_vendor_names():
+    np.testing.assert_array_equal(kernel_mtf("B70f", F), kernel_mtf("very-sharp", F))
+    assert mtf50("STANDARD") == mtf50("standard")
