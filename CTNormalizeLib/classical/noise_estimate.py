@@ -41,20 +41,19 @@ def local_noise_std(hu: np.ndarray, lo: float = -200.0, hi: float = 200.0, windo
 
 
 def estimate_noise_std(hu: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> float:
-    """Noise std (HU) of a CT volume: ``protocols.noise.estimate_noise`` if present, else :func:`local_noise_std`."""
+    """Noise std (HU) of a CT volume.
+
+    ``protocols.noise.estimate_noise`` (tissue, else air outside the body) when it
+    gives a value, else :func:`local_noise_std`.
+    """
     try:
-        from ..protocols.noise import estimate_noise  # another module; optional
-    except Exception:  # noqa: BLE001
-        estimate_noise = None
-    if estimate_noise is not None:
-        try:
-            est = estimate_noise(hu, spacing)
-            for name in ("std", "sigma", "noise_std", "soft_tissue_std"):
-                v = getattr(est, name, None) if not isinstance(est, dict) else est.get(name)
-                if v is not None and np.isfinite(v) and v > 0:
-                    return float(v)
-            if isinstance(est, (int, float)) and est > 0:
-                return float(est)
-        except Exception:  # noqa: BLE001
-            pass
+        from ..protocols.noise import estimate_noise
+        from ..volume import Volume
+
+        est = estimate_noise(Volume(np.asarray(hu, dtype=np.float32), spacing=tuple(spacing)))
+        for v in (est.tissue_std, est.air_std if est.air_usable else None):
+            if v is not None and np.isfinite(v) and v > 0:
+                return float(v)
+    except ImportError:
+        pass
     return local_noise_std(hu)

@@ -22,16 +22,18 @@ def disk_phantom(shape=(32, 128, 128), spacing=(0.5, 0.7, 0.7), seed: int = 0) -
     """Chest-like truth: air, a body ellipse (fat rim, muscle), two lungs with vessels and nodules."""
     rng = np.random.default_rng(seed)
     nz, ny, nx = shape
-    z, y, x = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, spacing)), indexing="ij")
+    z, y, x = (np.arange(n, dtype=np.float32).reshape([-1 if i == k else 1 for i in range(3)]) * s
+               for k, (n, s) in enumerate(zip(shape, spacing)))  # broadcast grids: memory of one volume
     cy, cx = ny * spacing[1] / 2, nx * spacing[2] / 2
     ry, rx = 0.40 * ny * spacing[1], 0.45 * nx * spacing[2]
     r = ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2
     vol = np.full(shape, -1000.0, np.float32)
-    vol[r < 1.0] = -100.0
-    vol[r < 0.8] = 40.0
+    full = lambda m: np.broadcast_to(m, shape)  # noqa: E731
+    vol[full(r < 1.0)] = -100.0
+    vol[full(r < 0.8)] = 40.0
     for side in (-1, 1):
         lr = ((y - cy) / (0.7 * ry)) ** 2 + ((x - cx - side * 0.42 * rx) / (0.33 * rx)) ** 2
-        vol[lr < 1.0] = -860.0
+        vol[full(lr < 1.0)] = -860.0
     lungs = vol < -800
     # vessels: random tubes (along z with drift) and nodules: random blobs, inside the lungs
     zz = z - z.mean()
