@@ -16,8 +16,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import os
-import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Optional, Sequence
@@ -89,6 +87,12 @@ def _default_variants(design: str, variants: list[str], reference: str) -> list[
         if reference in variants and others:
             return [reference, others[0]] if design == "pair" or len(others) == 1 else [reference] + others
     return list(variants)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _geo_text(variant: str, geo: dict) -> str:
@@ -251,11 +255,12 @@ def create_study(manifest, out_dir, design: str, seed: int, per_reader: bool = F
         study["items"] = items
         key["items"] = {it["id"]: item_truth(it) for it in items}
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    from ..io.atomic import atomic_output_dir
+
+    with atomic_output_dir(out_dir) as stage:
         (stage / S.ITEMS_DIR).mkdir()
         (stage / S.ANSWERS_DIR).mkdir()
+        os.chmod(stage / S.ANSWERS_DIR, 0o777 & ~_umask())  # readers on a shared drive append here
         geometry = {}
         todo = sorted(image_truth)
         for k, img in enumerate(todo):
@@ -272,12 +277,6 @@ def create_study(manifest, out_dir, design: str, seed: int, per_reader: bool = F
         S.write_json(stage / S.STUDY_FILE, study)
         if key_path is None:
             S.write_json(stage / S.KEY_FILE, key)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.rename(stage, out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     if key_path is not None:
         Path(key_path).parent.mkdir(parents=True, exist_ok=True)
         S.write_json(key_path, key)

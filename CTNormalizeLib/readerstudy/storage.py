@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 
 from ..errors import BadInputError
+from ..io.atomic import atomic_write_text
 
 FORMAT = "ctnormalize-readerstudy"
 VERSION = 1
@@ -33,25 +33,6 @@ ITEMS_DIR = "items"
 ANSWERS_DIR = "answers"
 
 PathLike = Union[str, os.PathLike]
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``.
-
-    Own helper until ``CTNormalizeLib.io.atomic`` lands; the temp file is removed on any error.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_json(path: PathLike, obj) -> None:
@@ -98,65 +79,29 @@ def image_path(study_dir: PathLike, image_id: str) -> Path:
     return Path(study_dir) / ITEMS_DIR / f"{image_id}.nrrd"
 
 
-def read_image(path: PathLike):
-    """Read a CT image file or DICOM series folder into a SimpleITK image (HU).
-
-    The small seam where ``CTNormalizeLib.io.read_volume`` replaces SimpleITK once it lands.
-    """
-    import SimpleITK as sitk
-
-    path = Path(path)
-    if not path.exists():
-        raise BadInputError(f"Image {path} does not exist.")
-    try:
-        if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(str(path))
-            if not series:
-                raise BadInputError(f"{path} is a folder without a DICOM series.")
-            if len(series) > 1:
-                raise BadInputError(f"{path} holds {len(series)} DICOM series; give one series per folder.")
-            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
-            return reader.Execute()
-        return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise BadInputError(f"Cannot read image {path}: {str(exc).strip().splitlines()[-1]}") from None
-
-
 def write_blinded_image(src: PathLike, dst: PathLike) -> dict:
-    """Write ``src`` to ``dst`` (NRRD) with voxels and geometry only.
+    """Write ``src`` (a CT file or DICOM series folder) to ``dst`` (NRRD) with voxels and geometry only.
 
-    Every image is rebuilt from its voxel array, so no metadata (file name, series
-    description, DICOM tags, NRRD keys) is carried over, and stored as int16 rounded HU so
-    that the voxel type does not tell an original (integer) from a normalized (float) scan.
+    The image is rebuilt as a new :class:`~CTNormalizeLib.volume.Volume` with empty ``meta``,
+    so no file name, series description, DICOM tag or header key is carried over. Voxels are
+    stored as int16 rounded HU so that the voxel type does not tell an original (integer)
+    from a normalized (float) scan.
 
     Returns
     -------
     dict
-        ``{"size", "spacing"}`` of the written image, for geometry checks.
+        ``{"size", "spacing"}`` (ITK order) of the written image, for geometry checks.
     """
-    import SimpleITK as sitk
+    from ..io import read_volume, write_volume
+    from ..volume import Volume
 
-    img = read_image(src)
-    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+    vol = read_volume(src, validate=False)
+    if vol.hu.ndim != 3:
         raise BadInputError(f"{src} is not a 3D scalar image.")
-    arr = sitk.GetArrayFromImage(img).astype(np.float64)
-    arr = np.clip(np.rint(arr), -32768, 32767).astype(np.int16)
-    out = sitk.GetImageFromArray(arr)
-    out.SetSpacing(img.GetSpacing())
-    out.SetOrigin(img.GetOrigin())
-    out.SetDirection(img.GetDirection())
-    dst = Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp", suffix=".nrrd", dir=dst.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(out, tmp, useCompression=True)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return {"size": list(out.GetSize()), "spacing": [round(s, 4) for s in out.GetSpacing()]}
+    hu = np.clip(np.rint(vol.hu), -32768, 32767)
+    blind = Volume(hu, spacing=vol.spacing, origin=vol.origin, direction=vol.direction, meta={})
+    write_volume(blind, dst, dtype="int16", compress=True, write_tags=False)
+    return {"size": list(hu.shape[::-1]), "spacing": [round(s, 4) for s in vol.spacing[::-1]]}
 
 
 def nrrd_header(path: PathLike) -> str:
