@@ -75,10 +75,7 @@ def _zone_laa(hu, lung, threshold, n_zones=3):
 
 
 def evaluate_pair(target: Volume, source: Optional[Volume] = None, output: Optional[Volume] = None,
-                  replicate: Optional[Volume] = None, *, window=metrics.LUNG_WINDOW,
-                  threshold: float = -950.0, lung: Optional[np.ndarray] = None,
-                  segments: Optional[np.ndarray] = None, lpips_weights=None,
-                  nps_roi: int = 32, max_slices: int = 48, with_features: bool = True) -> dict:
+                  replicate: Optional[Volume] = None, **kwargs) -> dict:
     """Every paired metric of source, output and replicate against the target.
 
     Parameters
@@ -88,6 +85,42 @@ def evaluate_pair(target: Volume, source: Optional[Volume] = None, output: Optio
     source, output, replicate : Volume, optional
         Same in-plane grid as the target; any z spacing (interpolated onto the target's
         slices, see :func:`grid.to_target_grid`).
+    **kwargs
+        See :func:`evaluate_methods` (window, threshold, lung, segments, lpips_weights, ...).
+
+    Returns
+    -------
+    dict
+        ``table`` (see :func:`floor_table`), ``values`` (role -> metric -> value, with
+        absolute noise/edge/LAA values for the target too), ``curves`` (radial NPS and ESF
+        per role), ``emphysema`` (LAA per lung z-third per role, for Bland-Altman),
+        ``features`` (role -> label -> feature -> value), ``grid``, ``masks``, ``settings``,
+        ``lpips`` and ``lpips_note``.
+    """
+    outputs = {} if output is None else {"output": output}
+    res = evaluate_methods(target, source, outputs, replicate, **kwargs)
+    res["table"] = res.pop("tables").get("output") or floor_table(res["values"])
+    res["lpips"] = res["values"].get("output", {}).get("lpips")
+    return res
+
+
+def evaluate_methods(target: Volume, source: Optional[Volume] = None, outputs: Optional[dict] = None,
+                     replicate: Optional[Volume] = None, *, window=metrics.LUNG_WINDOW,
+                     threshold: float = -950.0, lung: Optional[np.ndarray] = None,
+                     segments: Optional[np.ndarray] = None, lpips_weights=None,
+                     nps_roi: int = 32, max_slices: int = 48, with_features: bool = True,
+                     keep_arrays: bool = False) -> dict:
+    """Paired metrics of a source, several outputs (one per method) and a replicate vs the target.
+
+    Target-derived quantities (grid, masks, NPS ROIs, edge points, target features) are
+    computed once and shared by all images.
+
+    Parameters
+    ----------
+    target : Volume
+    source, replicate : Volume, optional
+    outputs : dict, optional
+        Method label -> output Volume.
     window : (lo, hi)
         HU window of PSNR/SSIM (default lung window -1350..150).
     threshold : float
@@ -99,25 +132,29 @@ def evaluate_pair(target: Volume, source: Optional[Volume] = None, output: Optio
     lpips_weights : path, optional
         AlexNet backbone weights; LPIPS is marked absent without them.
     nps_roi : int
-        NPS ROI size in pixels.
+        Largest NPS ROI size in pixels (24 and 16 are tried when too few ROIs fit).
     max_slices : int
         Slices sampled per plane for PSNR/SSIM.
     with_features : bool
         Compute radiomic features when ``segments`` is given.
+    keep_arrays : bool
+        Also return ``arrays`` (label -> array on the target grid, plus ``target`` and
+        ``lung``) for pictures; not JSON-serializable.
 
     Returns
     -------
     dict
-        ``table`` (see :func:`floor_table`), ``values`` (role -> metric -> value, with
-        absolute noise/edge/LAA values for the target too), ``curves`` (radial NPS and ESF
-        per role), ``emphysema`` (LAA per zone per role, for Bland-Altman), ``features``
-        (role -> label -> feature -> value), ``grid``, ``masks``, ``settings``, ``lpips_note``.
+        ``values`` (label -> metric -> value; labels ``source``, ``replicate``, ``target``
+        and the method labels), ``tables`` (method label -> :func:`floor_table`),
+        ``curves``, ``emphysema``, ``features``, ``grid``, ``masks``, ``settings``, ``lpips_note``.
     """
-    imgs = {"source": source, "output": output, "replicate": replicate}
-    roles = [r for r in ROLES if imgs[r] is not None]
-    tgt, aligned, ginfo = grid.to_target_grid(target, *[imgs[r] for r in roles])
-    al = dict(zip(roles, (a.hu for a in aligned)))
-    keep = slice(ginfo["target_slices_dropped_before"], ginfo["target_slices_dropped_before"] + tgt.shape[0])
+    outputs = dict(outputs or {})
+    imgs = {"source": source, **outputs, "replicate": replicate}
+    labels = [k for k, v in imgs.items() if v is not None]
+    tgt, aligned, ginfo = grid.to_target_grid(target, *[imgs[k] for k in labels])
+    al = dict(zip(labels, (a.hu for a in aligned)))
+    first = ginfo["target_slices_dropped_before"]
+    keep = slice(first, first + tgt.shape[0])
     sp = tgt.spacing
     body = masks.body_mask(tgt.hu)
     if lung is not None:
@@ -126,40 +163,38 @@ def evaluate_pair(target: Volume, source: Optional[Volume] = None, output: Optio
         lung_m, lung_src = masks.lung_mask(tgt.hu, sp, tgt.direction)
     seg = None if segments is None else np.asarray(segments)[keep]
     # the largest ROI size that finds a few uniform soft-tissue ROIs (thin body walls need smaller ones)
-    for roi_px in sorted({nps_roi, 24, 16}, reverse=True):
-        if roi_px > nps_roi:
-            continue
+    for roi_px in [r for r in (nps_roi, 24, 16) if r <= nps_roi]:
         corners = nps.find_uniform_rois(tgt.hu, roi=roi_px, mask=body)
         if len(corners) >= 4:
             break
-    nps_roi = roi_px
     pts = sharpness.edge_points(tgt.hu, body, sp[1:])
 
     values: dict = {}
     curves: dict = {"nps": {}, "esf": {}}
     zones: dict = {}
     feats: dict = {}
-    ref_nps = nps.nps_of(tgt.hu, corners, sp[1:], nps_roi)
+    ref_nps = nps.nps_of(tgt.hu, corners, sp[1:], roi_px)
     ref_sh = sharpness.sharpness(tgt.hu, pts, sp[1:])
-    ref_laa = metrics.laa_percent(tgt.hu, lung_m, threshold)
     values["target"] = {"noise_std_hu": ref_nps["noise_std"] if ref_nps else None,
                         "edge_width_mm": ref_sh["width_10_90_mm"], "mtf50": ref_sh["mtf50"],
-                        "laa_percent": ref_laa}
+                        "laa_percent": metrics.laa_percent(tgt.hu, lung_m, threshold)}
     curves["nps"]["target"] = ref_nps and {"f": ref_nps["f"], "nps": ref_nps["nps"]}
     curves["esf"]["target"] = {"t": ref_sh["t_mm"], "esf": ref_sh["esf"]}
     zones["target"] = _zone_laa(tgt.hu, lung_m, threshold)
-    if seg is not None and with_features:
+    do_feats = seg is not None and with_features and np.any(seg)
+    if do_feats:
         from .features import segment_features
 
         feats["target"] = segment_features(tgt.hu, sp, seg)
     lp_note = lpips.ABSENT_NOTE
-    for r in roles:
+    em_source = None
+    for r in labels:
         a = al[r]
         v = {"l1_body_hu": metrics.l1_hu(a, tgt.hu, body), "l1_lung_hu": metrics.l1_hu(a, tgt.hu, lung_m)}
         pm = metrics.plane_metrics(a, tgt.hu, window, max_slices=max_slices, mask=body)
         for p in metrics.PLANES:
             v[f"psnr_{p}"], v[f"ssim_{p}"] = pm["psnr"][p], pm["ssim"][p]
-        n = nps.nps_of(a, corners, sp[1:], nps_roi)
+        n = nps.nps_of(a, corners, sp[1:], roi_px)
         if n and ref_nps:
             v["nps_similarity"] = nps.nps_similarity(n["nps"], ref_nps["nps"])
             v["noise_std_hu"] = n["noise_std"]
@@ -172,11 +207,10 @@ def evaluate_pair(target: Volume, source: Optional[Volume] = None, output: Optio
         v["mtf50_error"] = abs(sh["mtf50"] - ref_sh["mtf50"])
         curves["esf"][r] = {"t": sh["t_mm"], "esf": sh["esf"]}
         em = metrics.emphysema_metrics(a, tgt.hu, sp, lung_m, threshold)
+        em_source = em["source"]
         v["laa_percent"], v["ei_error_pt"], v["emphysema_dice"] = em["laa_test"], em["ei_error"], em["emphysema_dice"]
         zones[r] = _zone_laa(a, lung_m, threshold)
-        if "target" in feats:
-            from .features import segment_features
-
+        if do_feats:
             feats[r] = segment_features(a, sp, seg)
             errs = [agreement.relative_feature_error(feats[r][k], feats["target"][k])
                     for k in feats["target"] if k in feats[r]]
@@ -184,19 +218,23 @@ def evaluate_pair(target: Volume, source: Optional[Volume] = None, output: Optio
         lp = lpips.lpips_metric(a, tgt.hu, lpips_weights, window)
         v["lpips"], lp_note = lp["lpips"], lp["lpips_note"]
         values[r] = {k: (None if isinstance(x, float) and not math.isfinite(x) else x) for k, x in v.items()}
-    return {
-        "table": floor_table(values),
+    tables = {m: floor_table({"source": values.get("source", {}), "output": values[m],
+                              "replicate": values.get("replicate", {})}) for m in outputs if m in values}
+    res = {
         "values": values,
+        "tables": tables,
         "curves": curves,
         "emphysema": {"threshold_hu": threshold, "zone_laa": zones, "zones": "lung z-thirds",
-                      "source": em["source"] if roles else None},
+                      "source": em_source},
         "features": feats,
         "grid": ginfo,
         "masks": {"lung": lung_src, "lung_voxels": int(lung_m.sum()), "body_voxels": int(body.sum()),
-                  "nps_rois": len(corners), "nps_roi_px": nps_roi, "edge_points": int(len(pts[0])),
+                  "nps_rois": len(corners), "nps_roi_px": roi_px, "edge_points": int(len(pts[0])),
                   "computed_on": "target"},
         "settings": {"window_hu": list(map(float, window)), "data_range": float(window[1] - window[0]),
                      "threshold_hu": threshold, "max_slices_per_plane": max_slices},
-        "lpips": values.get("output", {}).get("lpips"),
         "lpips_note": lp_note,
     }
+    if keep_arrays:
+        res["arrays"] = {**al, "target": tgt.hu, "lung": lung_m, "spacing": sp}
+    return res

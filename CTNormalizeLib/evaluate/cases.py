@@ -1,0 +1,159 @@
+"""The benchmark's fixed, versioned set of held-out cases and its grid of source protocols.
+
+Cases (never used for training):
+- procedural phantoms with seeds >= 1000, with emphysema and nodules
+  (``simulate.make_phantom``; until that exists, the image-domain ``classical.synthetic``
+  disk phantom stands in and the case records it);
+- lung2 from pyradiomics' test data (real anatomy, 5 mm slices): a fixed crop around
+  its tumour and the lateral chest wall. Being 5 mm, it is simulated at its native
+  thickness, so only kernel and dose vary.
+
+Change anything here (seeds, sizes, crops, grid, sampling) -> bump ``BENCHMARK_VERSION``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ..protocols import KERNEL_CLASSES, Protocol, parse_spec, resolve_protocol
+from ..volume import Volume
+
+BENCHMARK_VERSION = "1"
+
+DOSES = (0.1, 0.25, 0.5, 1.0)
+THICKNESSES = (1.0, 2.0, 3.0)
+DEFAULT_TARGETS = ("emphysema-reference",)
+FULL_TARGETS = ("emphysema-reference", "radiomics-reference", "lung-detail")
+
+# The default size's sampled subset of the grid: each axis of the problem alone and combined.
+DEFAULT_SOURCES = (
+    "kernel=very-sharp,dose=1,thickness=1",   # kernel only
+    "kernel=standard,dose=0.1,thickness=1",   # dose only (plus a milder kernel change)
+    "kernel=smooth,dose=1,thickness=3",       # thickness only
+    "kernel=sharp,dose=0.25,thickness=2",     # all three
+)
+
+LUNG2_CROP = (slice(12, 28), slice(240, 432), slice(320, 512))  # z, y, x of the 61x512x512 volume
+
+
+@dataclass(frozen=True)
+class Case:
+    """One held-out case: a phantom (by seed) or a crop of lung2."""
+
+    name: str
+    kind: str  # "phantom" | "lung2"
+    seed: int = 0
+    shape: tuple = (48, 112, 112)
+    spacing: tuple = (0.5, 0.7, 0.7)
+    options: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass
+class CaseData:
+    """A loaded case: the truth volume, nodule labels on its grid (or None), and notes."""
+
+    case: Case
+    truth: Volume
+    nodules: Optional[np.ndarray]
+    info: dict
+
+
+def benchmark_cases(size: str = "default") -> list[Case]:
+    """The cases of a benchmark size (``"default"``, ``"full"`` or ``"tiny"`` for tests)."""
+    if size == "tiny":
+        return [Case("phantom-1000", "phantom", 1000, (24, 80, 80))]
+    if size == "full":
+        return [Case(f"phantom-{s}", "phantom", s, (96, 160, 160)) for s in range(1000, 1006)] + \
+            [Case("lung2", "lung2")]
+    return [Case("phantom-1000", "phantom", 1000), Case("phantom-1001", "phantom", 1001), Case("lung2", "lung2")]
+
+
+def _phantom(case: Case) -> CaseData:
+    try:
+        from ..simulate import make_phantom
+    except ImportError:
+        make_phantom = None
+    if make_phantom is not None:
+        ph = make_phantom(case.seed, case.shape, case.spacing, emphysema=True, nodules=True)
+        truth = ph.volume if isinstance(ph.volume, Volume) else Volume(ph.volume, case.spacing)
+        labels = getattr(ph, "nodule_labels", None)
+        return CaseData(case, truth, None if labels is None else np.asarray(labels),
+                        {"truth": "simulate.make_phantom", "seed": case.seed,
+                         "phantom_info": getattr(ph, "info", {})})
+    from ..classical.synthetic import disk_phantom
+
+    hu = disk_phantom(case.shape, case.spacing, seed=case.seed)
+    rng = np.random.default_rng(case.seed)
+    lungs = hu < -700
+    # emphysema stand-in: clusters of low attenuation inside the lungs
+    blobs = rng.random(hu.shape) < 0.02
+    from scipy import ndimage as ndi
+
+    blobs = ndi.binary_dilation(blobs, iterations=2) & lungs
+    hu[blobs] = -990.0
+    return CaseData(case, Volume(hu, case.spacing), None,
+                    {"truth": "classical.synthetic.disk_phantom (fallback: simulate.make_phantom missing)",
+                     "seed": case.seed})
+
+
+def _lung2(case: Case) -> CaseData:
+    import SimpleITK as sitk
+
+    from .. import testdata
+
+    img_p, lab_p = testdata.pyradiomics_case("lung2")
+    img = sitk.ReadImage(str(img_p))
+    lab = sitk.GetArrayFromImage(sitk.ReadImage(str(lab_p)))
+    hu = sitk.GetArrayFromImage(img).astype(np.float32)
+    zc, yc, xc = LUNG2_CROP
+    sp = tuple(reversed(img.GetSpacing()))
+    origin = np.asarray(img.GetOrigin()) + np.asarray([xc.start * sp[2], yc.start * sp[1], zc.start * sp[0]])
+    meta = {"Modality": "CT", "SliceThickness": f"{sp[0]:g}", "source_path": str(img_p)}
+    truth = Volume(hu[LUNG2_CROP], sp, tuple(origin), img.GetDirection(), meta)
+    labels = (lab[LUNG2_CROP] > 0).astype(np.uint8)
+    return CaseData(case, truth, labels, {"truth": "pyradiomics lung2 (real CT, 5 mm), crop "
+                                                   f"z{zc.start}:{zc.stop} y{yc.start}:{yc.stop} x{xc.start}:{xc.stop}"})
+
+
+def load_case(case: Case) -> CaseData:
+    """Build or read a case's truth volume and its nodule labels."""
+    return _lung2(case) if case.kind == "lung2" else _phantom(case)
+
+
+def full_grid() -> list[str]:
+    """Every source protocol of the grid: kernel class x dose x thickness."""
+    return [f"kernel={k},dose={d:g},thickness={t:g}" for k, d, t in itertools.product(KERNEL_CLASSES, DOSES, THICKNESSES)]
+
+
+def source_protocols(size: str, native_thickness: float) -> list[Protocol]:
+    """Source protocols for a case: the sampled subset (default) or the whole grid (full).
+
+    Thicknesses below the case's native one are raised to it ("where z allows"): for
+    lung2 (5 mm) only kernel and dose vary. Duplicates after that are dropped.
+    """
+    specs = full_grid() if size == "full" else list(DEFAULT_SOURCES[:2] if size == "tiny" else DEFAULT_SOURCES)
+    out, seen = [], set()
+    for s in specs:
+        p = parse_spec(s)
+        t = max(float(p.thickness), native_thickness)
+        key = (p.kernel, p.dose, t)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(Protocol(kernel=p.kernel, dose=p.dose, thickness=t, spacing=t, sources=p.sources))
+    return out
+
+
+def target_protocols(size: str, native_thickness: float) -> list[tuple[str, Protocol]]:
+    """(preset name, protocol) of the targets, thickness raised to the native one where needed."""
+    names = FULL_TARGETS if size == "full" else DEFAULT_TARGETS
+    out = []
+    for n in names:
+        p = resolve_protocol(n)
+        t = max(float(p.thickness), native_thickness)
+        out.append((n, Protocol(kernel=p.kernel, dose=p.dose, thickness=t, spacing=t, sources=p.sources)))
+    return out
