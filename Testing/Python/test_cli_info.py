@@ -1,0 +1,107 @@
+"""``ctnormalize info`` and ``ctnormalize protocols`` through a real subprocess: output, JSON, exit codes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_io import write_dicom_series
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "CTNormalizeLib", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+def test_info_lung1_text(lung1_path):
+    r = cli("info", lung1_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "512 x 512 x 48" in out and "0.5703 x 0.5703 x 5 mm" in out
+    assert "Validation: ok" in out
+    assert "thickness" in out and "no SliceThickness tag" in out
+    assert "Noise" in out and "muscle" in out
+
+
+def test_info_lung1_json(lung1_path):
+    r = cli("info", lung1_path, "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)  # stdout is exactly one JSON document
+    assert info["geometry"]["size_xyz"] == [512, 512, 48]
+    assert info["geometry"]["spacing_xyz_mm"][2] == pytest.approx(5.0)
+    assert info["validation"] == {"ok": True}
+    assert info["hu"]["p1"] < -900
+    p = info["protocol"]
+    assert p["thickness"] == 5.0 and p["sources"]["thickness"]["source"] == "image"
+    assert p["sources"]["dose"]["source"] == "image" and p["dose"] > 0
+    assert info["noise"]["muscle_voxels"] > 1000
+
+
+def test_info_ct_small_prints_tags_then_exits_2(ct_small_path):
+    r = cli("info", ct_small_path)
+    assert r.returncode == 2
+    assert "STANDARD" in r.stdout and "GE MEDICAL SYSTEMS" in r.stdout and "170" in r.stdout
+    assert "error [BAD_INPUT]" in r.stderr and "got 1 slice" in r.stderr
+    r = cli("info", ct_small_path, "--json")
+    assert r.returncode == 2
+    info = json.loads(r.stdout)
+    assert info["validation"]["code"] == "BAD_INPUT"
+    assert info["protocol"]["kernel"] == "standard" and info["protocol"]["mas"] == 170
+    assert info["tags"]["ConvolutionKernel"] == "STANDARD"
+
+
+def test_info_brain1_not_ct(brain1_path):
+    r = cli("info", brain1_path)
+    assert r.returncode == 2
+    assert "error [NOT_CT]" in r.stderr and "-1000 HU" in r.stderr
+
+
+def test_info_missing_file(tmp_path):
+    r = cli("info", tmp_path / "nope.nrrd")
+    assert r.returncode == 2 and r.stdout == ""
+    assert "error [BAD_INPUT]" in r.stderr and "nope.nrrd" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_info_dicom_series_selection(tmp_path):
+    big, _ = write_dicom_series(tmp_path / "d", n_slices=5, seed=1, tags={"ConvolutionKernel": "B70f"})
+    small, _ = write_dicom_series(tmp_path / "d", n_slices=3, seed=2, tags={"ConvolutionKernel": "B30f"})
+    r = cli("info", tmp_path / "d", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["tags"]["SeriesInstanceUID"] == big and info["protocol"]["kernel"] == "very-sharp"
+    assert [w["code"] for w in info["warnings"]] == ["SERIES_CHOSEN"]
+    assert {s["uid"] for s in info["series"]} == {big, small}
+    r = cli("info", tmp_path / "d", "--series-uid", small)
+    assert r.returncode == 0, r.stderr
+    assert "B30f" in r.stdout and "standard" in r.stdout
+    r = cli("info", tmp_path / "d", "--series-uid", "9.9.9")
+    assert r.returncode == 2 and "9.9.9" in r.stderr and "5 slices" in r.stderr and "3 slices" in r.stderr
+
+
+def test_info_mr_series(tmp_path):
+    write_dicom_series(tmp_path / "mr", n_slices=3, modality="MR")
+    r = cli("info", tmp_path / "mr")
+    assert r.returncode == 2 and "error [NOT_CT]" in r.stderr and "'MR'" in r.stderr
+
+
+def test_protocols_text_and_json():
+    r = cli("protocols")
+    assert r.returncode == 0, r.stderr
+    for word in ("smooth", "standard", "sharp", "very-sharp", "MTF50", "emphysema-reference", "B70f", "FC52",
+                 "STANDARD"):
+        assert word in r.stdout
+    r = cli("protocols", "--json")
+    assert r.returncode == 0
+    info = json.loads(r.stdout)
+    classes = info["kernel_classes"]
+    assert [c["name"] for c in classes] == ["smooth", "standard", "sharp", "very-sharp"]
+    m = [c["mtf50_cycles_per_mm"] for c in classes]
+    assert m == sorted(m)
+    assert "LUNG" in classes[2]["vendor_names"] and "B70f" in classes[3]["siemens_examples"]
+    assert any(p["name"] == "emphysema-reference" and p["spec"].startswith("kernel=smooth")
+               for p in info["presets"])
