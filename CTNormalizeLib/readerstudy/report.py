@@ -56,10 +56,11 @@ def score_distribution_figure(result: dict):
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
     scores = np.arange(D.SCORE_MIN, D.SCORE_MAX + 1)
     for ax, (name, m) in zip(axes[0], panels):
-        counts = m.get("score_counts", {})
+        ref = result["study"].get("reference", "original")
+        counts = sorted((m.get("score_counts") or {}).items(), key=lambda vc: vc[0] != ref)  # reference first
         k = max(len(counts), 1)
         width = 0.8 / k
-        for j, (variant, c) in enumerate(counts.items()):
+        for j, (variant, c) in enumerate(counts):
             g = m["groups"][variant]
             ax.bar(scores + (j - (k - 1) / 2) * width, c, width, label=f"{variant} ({_ms(g)})")
         ax.set_xticks(scores)
