@@ -82,8 +82,10 @@ def _read_file(p: Path) -> Volume:
         reason = next((line for line in reversed(reason) if line.strip()), "unknown error")
         known = "NRRD (.nrrd), NIfTI (.nii, .nii.gz), MetaImage (.mha, .mhd), DICOM (file or series folder)"
         raise BadInputError(f"Cannot read {p}: {reason.strip()} (readable formats: {known}).") from None
-    meta = {}
     keys = set(image.GetMetaDataKeys())
+    if {"0008|0060", "0028|0010"} & keys:  # DICOM without preamble or extension
+        return dicom.read_dicom_file(p)
+    meta = {}
     for name in list(dicom.META_TAGS) + ["ctnormalize"]:  # tags written by write_volume (NRRD/MHA)
         if name in keys and image.GetMetaData(name).strip():
             meta[name] = image.GetMetaData(name).strip()

@@ -425,3 +425,40 @@ def test_rgb_image_refused(tmp_path):
     sitk.WriteImage(img, str(tmp_path / "c.mha"))
     with pytest.raises(BadInputError, match="components per voxel"):
         read_volume(tmp_path / "c.mha")
+
+
+def test_dicom_without_preamble(tmp_path):
+    import pydicom
+
+    _, truth = write_dicom_series(tmp_path / "src", n_slices=4, tags={"ConvolutionKernel": "FC13"})
+    (tmp_path / "raw").mkdir()
+    for f in sorted((tmp_path / "src").iterdir()):
+        ds = pydicom.dcmread(f)
+        del ds.file_meta
+        ds.preamble = None
+        ds.save_as(tmp_path / "raw" / f.stem, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    vol = read_volume(tmp_path / "raw")
+    np.testing.assert_array_equal(vol.hu, truth)
+    one = read_volume(sorted((tmp_path / "raw").iterdir())[0], validate=False)
+    assert one.meta["ConvolutionKernel"] == "FC13" and one.meta["source_format"] == "DICOM"
+
+
+def test_pydicom_fallback_matches(tmp_path, monkeypatch):
+    from CTNormalizeLib.io import dicom
+
+    _, truth = write_dicom_series(tmp_path / "s", n_slices=4, slope=0.5, intercepts=[-1024.0, -1000.0, -1024.0, -1024.0],
+                                  tags={"Exposure": 80})
+    ref = read_volume(tmp_path / "s")
+
+    def fail(*a, **k):
+        raise RuntimeError("GDCM cannot")
+
+    monkeypatch.setattr(dicom, "_header_sitk", fail)
+    monkeypatch.setattr(dicom, "_pixels_sitk", fail)
+    vol = read_volume(tmp_path / "s")
+    np.testing.assert_allclose(vol.hu, truth)
+    assert vol.spacing == pytest.approx(ref.spacing) and vol.origin == pytest.approx(ref.origin)
+    assert vol.direction == pytest.approx(ref.direction) and vol.meta["Exposure"] == "80"
+    monkeypatch.setattr(dicom.sitk, "ReadImage", fail)
+    one = read_volume(sorted((tmp_path / "s").iterdir())[0], validate=False)
+    assert one.shape == (1, 64, 64) and one.meta["Exposure"] == "80"
