@@ -1,0 +1,355 @@
+"""pyradiomics on every segment of a labelmap or Slicer ``.seg.nrrd``, over several images.
+
+Every image of one run (e.g. ``original``, ``normalized``, ``reference``) is extracted with
+the *same* pyradiomics settings, so the differences in the comparison table come from the
+images only. The CT preset is ``Resources/Radiomics/CT.yaml`` (bin width 25 HU, 1 mm
+isotropic resampling, shape + first order + texture classes); ``CT_filters.yaml`` adds
+LoG and wavelet images.
+
+Segments:
+
+- a labelmap (NRRD, NIfTI, ...): each nonzero label value is one segment, named
+  ``label_<value>``;
+- a Slicer segmentation (``.seg.nrrd``): names, label values and layers come from its
+  header through ``slicerio``; the voxels are read with SimpleITK (one layer per
+  component when segments overlap).
+
+When the segments' grid differs from an image's, the labelmap is resampled onto that
+image with nearest neighbour and a ``SEGMENTS_RESAMPLED`` warning says so.
+
+``radiomics`` is imported inside the functions (heavy import).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _stdio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import numpy as np
+
+from .. import __version__
+from ..errors import BadInputError
+from ..volume import Volume
+
+Progress = Optional[Callable[[str, float], None]]
+DEFAULT_PARAMS = ("Radiomics", "CT.yaml")
+FILTER_PARAMS = ("Radiomics", "CT_filters.yaml")
+
+
+def default_params_path(filters: bool = False) -> Path:
+    """Path of the CT preset params YAML (with LoG + wavelet when ``filters``)."""
+    from ..resources import resource_path
+
+    return resource_path(*(FILTER_PARAMS if filters else DEFAULT_PARAMS))
+
+
+@dataclass
+class Segment:
+    """One segment: its name, label value and layer (index into ``SegmentSet.layers``)."""
+
+    name: str
+    label: int
+    layer: int = 0
+
+
+@dataclass
+class SegmentSet:
+    """Label images (one per layer) and the segments they hold."""
+
+    layers: list
+    segments: list
+    source: str = ""
+
+    @property
+    def reference(self):
+        return self.layers[0]
+
+
+def _is_seg_nrrd(path: Path) -> bool:
+    if not path.name.lower().endswith(".nrrd"):
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    return b"Segment0_" in head
+
+
+def load_segments(path) -> SegmentSet:
+    """Read a labelmap or a Slicer ``.seg.nrrd`` into a :class:`SegmentSet`.
+
+    Raises
+    ------
+    BadInputError
+        Missing/unreadable file, no segment, or a segment without voxels.
+    """
+    import SimpleITK as sitk
+
+    from ._io import read_image
+
+    path = Path(path)
+    img = read_image(path)
+    if img.GetDimension() != 3:
+        raise BadInputError(f"Segments {path} must be a 3D labelmap or segmentation, not {img.GetDimension()}D.")
+    ncomp = img.GetNumberOfComponentsPerPixel()
+    layers = [img] if ncomp == 1 else [sitk.VectorIndexSelectionCast(img, k) for k in range(ncomp)]
+    layers = [sitk.Cast(layer, sitk.sitkUInt16) if layer.GetPixelID() not in (sitk.sitkUInt8, sitk.sitkUInt16)
+              else layer for layer in layers]
+    arrays = [sitk.GetArrayViewFromImage(layer) for layer in layers]
+    segments: list = []
+    if _is_seg_nrrd(path):
+        import slicerio
+
+        info = slicerio.read_segmentation(str(path), skip_voxels=True)
+        for s in info.get("segments", []):
+            segments.append(Segment(name=str(s.get("name") or s.get("id")), label=int(s.get("labelValue", 1)),
+                                    layer=int(s.get("layer", 0))))
+        for s in segments:
+            if s.layer >= len(layers):
+                raise BadInputError(f"Segment '{s.name}' of {path} refers to layer {s.layer}, "
+                                    f"but the file has {len(layers)} layer(s).")
+    else:
+        if len(layers) != 1:
+            raise BadInputError(f"Labelmap {path} has {len(layers)} components; expected a scalar labelmap.")
+        arr = arrays[0]
+        if np.issubdtype(arr.dtype, np.floating) and not np.all(np.mod(arr, 1) == 0):
+            raise BadInputError(f"Labelmap {path} holds non-integer values: is it an image, not a labelmap?")
+        values = np.unique(arr)
+        segments = [Segment(name=f"label_{int(v)}", label=int(v)) for v in values if v != 0]
+    if not segments:
+        raise BadInputError(f"No segment found in {path} (all voxels are 0).")
+    for s in segments:
+        if not np.any(arrays[s.layer] == s.label):
+            raise BadInputError(f"Segment '{s.name}' (label {s.label}) of {path} is empty: it has no voxels.")
+    return SegmentSet(layers=layers, segments=segments, source=str(path))
+
+
+def _same_geometry(a, b) -> bool:
+    return (a.GetSize() == b.GetSize()
+            and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-4, atol=1e-5)
+            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3 * max(b.GetSpacing()))
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4))
+
+
+def _as_image(obj, name: str):
+    """A SimpleITK float image from a path, a Volume or a SimpleITK image."""
+    import SimpleITK as sitk
+
+    if isinstance(obj, sitk.Image):
+        return obj, "<image>"
+    if isinstance(obj, Volume):
+        from ._io import image_from_array
+
+        return image_from_array(obj.hu, obj), obj.meta.get("source_path", "<volume>")
+    from ._io import image_from_array, read_volume
+
+    vol = read_volume(obj)
+    return image_from_array(vol.hu, vol), str(obj)
+
+
+def _load_params(params) -> tuple:
+    """``(extractor params argument, description)`` from None / path / dict."""
+    if params is None:
+        p = default_params_path()
+        return str(p), str(p)
+    if isinstance(params, dict):
+        return params, "dict"
+    p = Path(params)
+    if not p.is_file():
+        raise BadInputError(f"Radiomics params file not found: {p}")
+    return str(p), str(p.resolve())
+
+
+@dataclass
+class RadiomicsResult:
+    """Features of every segment on every image.
+
+    Attributes
+    ----------
+    rows : list of dict
+        The tidy table: ``segment``, ``label``, ``image``, ``feature``, ``value``.
+    image_names : list of str
+        In the order given; the first is the comparison's reference.
+    provenance : dict
+        ``params_path``, ``settings``, ``image_types``, ``pyradiomics_version``,
+        ``engine_version``, ``images`` (name -> path), ``segments`` (path).
+    warnings : list of dict
+    """
+
+    rows: list
+    image_names: list
+    provenance: dict
+    warnings: list = field(default_factory=list)
+
+    def value(self, segment: str, image: str, feature: str) -> float:
+        for r in self.rows:
+            if r["segment"] == segment and r["image"] == image and r["feature"] == feature:
+                return r["value"]
+        raise KeyError((segment, image, feature))
+
+    def wide(self) -> list:
+        """The comparison: one row per (segment, feature), one column per image, and for each
+        image after the first ``<name>_minus_<first>`` and ``<name>_pct_vs_<first>``
+        (100 x difference / |first|; None when the first is 0)."""
+        first = self.image_names[0]
+        table: dict = {}
+        for r in self.rows:
+            key = (r["segment"], r["feature"])
+            table.setdefault(key, {"segment": r["segment"], "label": r["label"], "feature": r["feature"]})
+            table[key][r["image"]] = r["value"]
+        out = []
+        for row in table.values():
+            v0 = row.get(first)
+            for name in self.image_names[1:]:
+                v = row.get(name)
+                diff = None if v is None or v0 is None else v - v0
+                row[f"{name}_minus_{first}"] = diff
+                row[f"{name}_pct_vs_{first}"] = (None if diff is None or v0 == 0 else 100.0 * diff / abs(v0))
+            out.append(row)
+        return out
+
+    def wide_columns(self) -> list:
+        first = self.image_names[0]
+        cols = ["segment", "label", "feature"] + list(self.image_names)
+        for name in self.image_names[1:]:
+            cols += [f"{name}_minus_{first}", f"{name}_pct_vs_{first}"]
+        return cols
+
+    def to_dict(self) -> dict:
+        return {"provenance": self.provenance, "images": list(self.image_names), "features": self.rows,
+                "comparison": self.wide(), "warnings": list(self.warnings)}
+
+    def tidy_csv(self) -> str:
+        buf = _stdio.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["segment", "label", "image", "feature", "value"], lineterminator="\n")
+        w.writeheader()
+        w.writerows(self.rows)
+        return buf.getvalue()
+
+    def wide_csv(self) -> str:
+        buf = _stdio.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.wide_columns(), lineterminator="\n")
+        w.writeheader()
+        for row in self.wide():
+            w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        return buf.getvalue()
+
+    def write_csv(self, path) -> tuple:
+        """Write the tidy table to ``path`` and the comparison to ``<stem>_comparison.csv``,
+        each atomically. Returns both paths."""
+        from ..io.atomic import atomic_write_text
+
+        path = Path(path)
+        wide_path = path.with_name(path.stem + "_comparison" + (path.suffix or ".csv"))
+        atomic_write_text(path, self.tidy_csv())
+        atomic_write_text(wide_path, self.wide_csv())
+        return path, wide_path
+
+
+def _number(v):
+    try:
+        arr = np.asarray(v, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if arr.size != 1:
+        return None
+    return float(arr.reshape(()))
+
+
+def extract_radiomics(images: dict, segments: Union[str, Path, SegmentSet], params=None,
+                      progress: Progress = None) -> RadiomicsResult:
+    """Run pyradiomics on every segment of ``segments`` over every image of ``images``.
+
+    Parameters
+    ----------
+    images : dict name -> path | Volume | SimpleITK.Image
+        One or several images (e.g. ``{"original": ..., "normalized": ..., "reference": ...}``);
+        the first is the comparison's reference.
+    segments : path or SegmentSet
+        A labelmap (each nonzero value = one segment) or a Slicer ``.seg.nrrd``.
+    params : None, path or dict
+        pyradiomics parameters; None = the CT preset ``Resources/Radiomics/CT.yaml``.
+    progress : callable(stage, fraction), optional
+
+    Returns
+    -------
+    RadiomicsResult
+
+    Raises
+    ------
+    BadInputError
+        Missing files, empty segments (also after resampling), or pyradiomics refusing
+        a segment (too small); the message names the segment and image.
+    """
+    import SimpleITK as sitk
+    import radiomics
+    from radiomics import featureextractor
+
+    if not images:
+        raise BadInputError("Give at least one image (NAME=PATH).")
+    report = progress or (lambda stage, frac: None)
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    segset = segments if isinstance(segments, SegmentSet) else load_segments(segments)
+    params_arg, params_desc = _load_params(params)
+    try:
+        extractor = featureextractor.RadiomicsFeatureExtractor(params_arg)
+    except Exception as exc:  # pykwalify schema errors and YAML errors
+        raise BadInputError(f"Invalid radiomics params ({params_desc}): {exc}") from exc
+    warnings: list = []
+    rows: list = []
+    paths: dict = {}
+    names = list(images)
+    total = len(names) * len(segset.segments)
+    done = 0
+    for name in names:
+        image, paths[name] = _as_image(images[name], name)
+        layers = []
+        for k, layer in enumerate(segset.layers):
+            if not _same_geometry(layer, image):
+                layer = sitk.Resample(layer, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                                      layer.GetPixelID())
+                warnings.append({"code": "SEGMENTS_RESAMPLED",
+                                 "message": f"The segments' grid differs from image '{name}'; the labelmap"
+                                            f"{'' if len(segset.layers) == 1 else f' (layer {k})'} was resampled "
+                                            "onto it with nearest neighbour."})
+            layers.append(layer)
+        for seg in segset.segments:
+            report(f"radiomics {seg.name} on {name}", done / max(total, 1))
+            mask = layers[seg.layer]
+            if not np.any(sitk.GetArrayViewFromImage(mask) == seg.label):
+                raise BadInputError(f"Segment '{seg.name}' is empty on image '{name}' "
+                                    "(after resampling onto its grid).")
+            try:
+                result = extractor.execute(image, mask, label=seg.label)
+            except (ValueError, AssertionError, RuntimeError) as exc:
+                raise BadInputError(f"pyradiomics could not process segment '{seg.name}' on image '{name}': "
+                                    f"{exc}") from exc
+            for key, val in result.items():
+                if key.startswith("diagnostics_"):
+                    continue
+                num = _number(val)
+                if num is None:
+                    continue
+                rows.append({"segment": seg.name, "label": seg.label, "image": name, "feature": key, "value": num})
+            done += 1
+    report("radiomics", 1.0)
+    provenance = {
+        "params_path": params_desc,
+        "settings": dict(extractor.settings),
+        "image_types": dict(extractor.enabledImagetypes),
+        "feature_classes": {k: list(v) if v else [] for k, v in extractor.enabledFeatures.items()},
+        "pyradiomics_version": radiomics.__version__,
+        "engine_version": __version__,
+        "images": paths,
+        "segments": segset.source,
+        "segment_list": [{"name": s.name, "label": s.label, "layer": s.layer} for s in segset.segments],
+    }
+    # de-duplicate identical warnings (one per image and layer is enough)
+    seen, uniq = set(), []
+    for w in warnings:
+        if w["message"] not in seen:
+            seen.add(w["message"])
+            uniq.append(w)
+    return RadiomicsResult(rows=rows, image_names=names, provenance=provenance, warnings=uniq)
