@@ -12,3 +12,4 @@ from .scanner import (  # noqa: F401
     simulate_scan,
 )
 from .phantom import PHANTOM_VERSION, Phantom, make_phantom  # noqa: F401,E402
+from .noise import measure_noise, noise_reference  # noqa: F401,E402
