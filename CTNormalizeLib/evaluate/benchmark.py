@@ -161,6 +161,7 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
             target = simulate.simulate_scan(truth, tprot, _seed(case.name, tname, "target"), projections=proj)
             replicate = simulate.simulate_scan(truth, tprot, _seed(case.name, tname, "replicate"), projections=proj)
             seg = _labels_on(target, truth, data.nodules)
+            lung = _labels_on(target, truth, data.lung)
             key = (tprot.kernel, tprot.dose, tprot.thickness)
             if key not in refs and any(m.name.endswith("histogram_match") for m in methods):
                 refs[key] = _reference_scan(tprot, cases_mod.Case("x", "phantom").shape, cases_mod.Case("x", "phantom").spacing)
@@ -178,7 +179,8 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
                         log.warning("method %s failed on %s: %s", m.name, case.name, exc)
                     timings[m.name] = round(time.perf_counter() - t0, 3)
                 want_arrays = keep_example and example is None
-                ev = evaluate_methods(target, src, outputs, replicate, segments=seg, keep_arrays=want_arrays)
+                ev = evaluate_methods(target, src, outputs, replicate, segments=seg, lung=lung,
+                                      keep_arrays=want_arrays)
                 if want_arrays:
                     example = {"case": case.name, "target_name": tname, "source": sprot.spec(),
                                "arrays": ev.pop("arrays"), "curves": ev["curves"]}

@@ -5,7 +5,7 @@ Cases (never used for training):
   (``simulate.make_phantom``; until that exists, the image-domain ``classical.synthetic``
   disk phantom stands in and the case records it);
 - lung2 from pyradiomics' test data (real anatomy, 5 mm slices): a fixed crop around
-  its tumour and the lateral chest wall. Being 5 mm, it is simulated at its native
+  its tumour (full in-plane, so the lungs and the skin are whole). Being 5 mm, it is simulated at its native
   thickness, so only kernel and dose vary.
 
 Change anything here (seeds, sizes, crops, grid, sampling) -> bump ``BENCHMARK_VERSION``.
@@ -37,7 +37,7 @@ DEFAULT_SOURCES = (
     "kernel=sharp,dose=0.25,thickness=2",     # all three
 )
 
-LUNG2_CROP = (slice(12, 28), slice(240, 432), slice(320, 512))  # z, y, x of the 61x512x512 volume
+LUNG2_CROP = (slice(17, 23), slice(0, 512), slice(0, 512))  # z, y, x of the 61x512x512 volume: a tumour slab
 
 
 @dataclass(frozen=True)
@@ -47,43 +47,51 @@ class Case:
     name: str
     kind: str  # "phantom" | "lung2"
     seed: int = 0
-    shape: tuple = (48, 112, 112)
-    spacing: tuple = (0.5, 0.7, 0.7)
+    shape: tuple = (48, 128, 128)
+    spacing: tuple = (0.5, 0.8, 0.8)
     options: dict = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass
 class CaseData:
-    """A loaded case: the truth volume, nodule labels on its grid (or None), and notes."""
+    """A loaded case: the truth volume, nodule labels and lung mask on its grid (or None), and notes."""
 
     case: Case
     truth: Volume
     nodules: Optional[np.ndarray]
     info: dict
+    lung: Optional[np.ndarray] = None
 
 
 def benchmark_cases(size: str = "default") -> list[Case]:
     """The cases of a benchmark size (``"default"``, ``"full"`` or ``"tiny"`` for tests)."""
+    emph = (0.05, 0.25, 0.12, 0.35, 0.0, 0.2)
     if size == "tiny":
-        return [Case("phantom-1000", "phantom", 1000, (24, 80, 80))]
+        return [Case("phantom-1000", "phantom", 1000, (24, 96, 96), options={"emphysema": 0.15, "nodules": 2})]
     if size == "full":
-        return [Case(f"phantom-{s}", "phantom", s, (96, 160, 160)) for s in range(1000, 1006)] + \
-            [Case("lung2", "lung2")]
-    return [Case("phantom-1000", "phantom", 1000), Case("phantom-1001", "phantom", 1001), Case("lung2", "lung2")]
+        return [Case(f"phantom-{s}", "phantom", s, (96, 192, 192), options={"emphysema": emph[i], "nodules": 3})
+                for i, s in enumerate(range(1000, 1006))] + [Case("lung2", "lung2")]
+    return [Case("phantom-1000", "phantom", 1000, options={"emphysema": emph[0], "nodules": 3}),
+            Case("phantom-1001", "phantom", 1001, options={"emphysema": emph[1], "nodules": 3}),
+            Case("lung2", "lung2")]
 
 
 def _phantom(case: Case) -> CaseData:
     try:
-        from ..simulate import make_phantom
+        from ..simulate.phantom import make_phantom
     except ImportError:
         make_phantom = None
     if make_phantom is not None:
-        ph = make_phantom(case.seed, case.shape, case.spacing, emphysema=True, nodules=True)
+        ph = make_phantom(case.seed, case.shape, case.spacing, emphysema=case.options.get("emphysema", 0.15),
+                          nodules=case.options.get("nodules", 3))
         truth = ph.volume if isinstance(ph.volume, Volume) else Volume(ph.volume, case.spacing)
         labels = getattr(ph, "nodule_labels", None)
+        info = dict(getattr(ph, "info", {}))
         return CaseData(case, truth, None if labels is None else np.asarray(labels),
                         {"truth": "simulate.make_phantom", "seed": case.seed,
-                         "phantom_info": getattr(ph, "info", {})})
+                         "laa950_percent_truth": info.get("laa950_percent"),
+                         "nodules": len(info.get("nodules", [])), "lung_mask": "phantom ground truth"},
+                        lung=ph.masks.get("lungs"))
     from ..classical.synthetic import disk_phantom
 
     hu = disk_phantom(case.shape, case.spacing, seed=case.seed)
@@ -115,8 +123,12 @@ def _lung2(case: Case) -> CaseData:
     meta = {"Modality": "CT", "SliceThickness": f"{sp[0]:g}", "source_path": str(img_p)}
     truth = Volume(hu[LUNG2_CROP], sp, tuple(origin), img.GetDirection(), meta)
     labels = (lab[LUNG2_CROP] > 0).astype(np.uint8)
+    from ..quantify.lung import lung_mask
+
+    lung = lung_mask(truth.hu, truth.spacing, truth.direction).lungs
     return CaseData(case, truth, labels, {"truth": "pyradiomics lung2 (real CT, 5 mm), crop "
-                                                   f"z{zc.start}:{zc.stop} y{yc.start}:{yc.stop} x{xc.start}:{xc.stop}"})
+                                                   f"z{zc.start}:{zc.stop} y{yc.start}:{yc.stop} x{xc.start}:{xc.stop}",
+                                          "lung_mask": "quantify.lung on the unscanned volume"}, lung=lung)
 
 
 def load_case(case: Case) -> CaseData:

@@ -246,3 +246,75 @@ def metric_by_protocol_figure(rows: list, metric: str, unit: str = "", title: st
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return to_png(fig)
+
+
+def feature_error_figure(rel_err: dict, title: str = "Radiomic features: relative error vs target") -> bytes:
+    """Horizontal bars of |f - f_target| / |f_target| per feature, one colour per series.
+
+    ``rel_err``: series label -> {feature: relative error}.
+    """
+    plt = _plt()
+    feats = sorted({f for d in rel_err.values() for f in d})
+    fig, ax = plt.subplots(figsize=(7.5, 0.2 * max(1, len(feats)) + 1.5))
+    if not feats:
+        ax.text(0.5, 0.5, "no radiomic features computed", ha="center", va="center")
+        ax.axis("off")
+        return to_png(fig)
+    labels = list(rel_err)
+    h = 0.8 / len(labels)
+    y = np.arange(len(feats))
+    for k, lab in enumerate(labels):
+        ax.barh(y + k * h - 0.4 + h / 2, [100 * rel_err[lab].get(f, np.nan) for f in feats], height=h, label=lab,
+                color=ROLE_COLORS.get(lab))
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_yticks(y)
+    ax.set_yticklabels(feats, fontsize=7)
+    ax.set_xlabel("relative error (%)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def pair_figures(result: dict, output_label: str = "normalized") -> dict:
+    """Caption -> PNG for one paired evaluation made with ``keep_arrays=True``."""
+    from .agreement import lins_ccc
+
+    arr = result["arrays"]
+    out = {}
+    panels = {}
+    if "source" in arr:
+        panels["source"] = arr["source"]
+    if "output" in arr:
+        panels[output_label] = arr["output"]
+    panels["target"] = arr["target"]
+    if "output" in arr:
+        panels[f"difference ({output_label} − target)"] = arr["output"] - arr["target"]
+    elif "source" in arr:
+        panels["difference (source − target)"] = arr["source"] - arr["target"]
+    out["lung-window views (source | normalized | target | difference)"] = views_figure(
+        panels, arr["spacing"], window=result["settings"]["window_hu"], mask=arr["lung"])
+    c = result["curves"]
+    out["radial NPS in uniform ROIs and mean edge profile"] = nps_figure(c["nps"], c["esf"])
+    z = result["emphysema"]["zone_laa"]
+    series = {r: (z[r], z["target"]) for r in ("source", "output", "replicate") if r in z}
+    out["emphysema index per lung third: Bland-Altman vs target"] = bland_altman_figure(
+        series, title="LAA-950 per lung z-third vs target: Bland-Altman")
+    feats = result.get("features") or {}
+    if "target" in feats:
+        segs = sorted(feats["target"])
+        roles = [r for r in ("source", "output", "replicate") if r in feats]
+        if len(segs) >= 3:
+            ccc = {}
+            for r in roles:
+                names = sorted(feats["target"][segs[0]])
+                ccc[r] = {f: lins_ccc([feats[r][s][f] for s in segs], [feats["target"][s][f] for s in segs])
+                          for f in names}
+            out["radiomic feature CCC across segments"] = ccc_bars_figure(ccc)
+        else:
+            rel = {r: {f: np.mean([abs(feats[r][s][f] - feats["target"][s][f]) / max(abs(feats["target"][s][f]), 1e-6)
+                                   for s in segs]) for f in feats["target"][segs[0]]} for r in roles}
+            out["radiomic features: relative error vs target (fewer than 3 segments: no CCC)"] = \
+                feature_error_figure(rel)
+    return out

@@ -132,7 +132,7 @@ def evaluate_methods(target: Volume, source: Optional[Volume] = None, outputs: O
     lpips_weights : path, optional
         AlexNet backbone weights; LPIPS is marked absent without them.
     nps_roi : int
-        Largest NPS ROI size in pixels (24 and 16 are tried when too few ROIs fit).
+        Largest NPS ROI size in pixels (24, 16 and 12 are tried when fewer than 4 ROIs fit).
     max_slices : int
         Slices sampled per plane for PSNR/SSIM.
     with_features : bool
@@ -163,7 +163,7 @@ def evaluate_methods(target: Volume, source: Optional[Volume] = None, outputs: O
         lung_m, lung_src = masks.lung_mask(tgt.hu, sp, tgt.direction)
     seg = None if segments is None else np.asarray(segments)[keep]
     # the largest ROI size that finds a few uniform soft-tissue ROIs (thin body walls need smaller ones)
-    for roi_px in [r for r in (nps_roi, 24, 16) if r <= nps_roi]:
+    for roi_px in [r for r in (nps_roi, 24, 16, 12) if r <= nps_roi]:
         corners = nps.find_uniform_rois(tgt.hu, roi=roi_px, mask=body)
         if len(corners) >= 4:
             break

@@ -1,0 +1,182 @@
+"""``ctnormalize evaluate``: paired metrics of files against a target, or the quality benchmark."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from ..errors import BadInputError
+
+NAME = "evaluate"
+HELP = "paired metrics vs a target (with the replicate floor), or the quality benchmark"
+ORDER = 60
+DESCRIPTION = (
+    "Files mode: ctnormalize evaluate --source S --output O --target T [--replicate R] [--json] "
+    "[--report R.html] compares the source (the problem), the normalized output and a replicate "
+    "(the floor: the target protocol with independent noise) with the target, on the target's "
+    "grid, and reports 'gap closed' = (m_src - m_out)/(m_src - m_rep). "
+    "Benchmark mode: ctnormalize evaluate --benchmark [--full] [--out-dir DIR] [--report R.html] "
+    "runs the held-out benchmark over source protocols, targets and methods."
+)
+
+
+def add_arguments(p):
+    g = p.add_argument_group("files mode")
+    g.add_argument("--source", help="source CT (as acquired)")
+    g.add_argument("--output", help="normalized CT")
+    g.add_argument("--target", help="target CT (the reference)")
+    g.add_argument("--replicate", help="replicate CT: target protocol, independent noise (the floor)")
+    g.add_argument("--segments", help="labelmap on the target's grid (e.g. nodules) for radiomic agreement")
+    g.add_argument("--lung-mask", help="lung mask on the target's grid (default: segmented from the target)")
+    g.add_argument("--window", default="-1350,150", help="HU window LO,HI for PSNR/SSIM (default -1350,150)")
+    g.add_argument("--threshold", type=float, default=-950.0, help="emphysema threshold in HU (default -950)")
+    g.add_argument("--lpips-weights", help="AlexNet backbone weights file for LPIPS (nothing is downloaded; "
+                                          "without it LPIPS is reported as absent)")
+    g.add_argument("--method", default=None, help="method or model name, recorded in the provenance")
+    g.add_argument("--source-protocol", default=None, help="source protocol spec, recorded in the provenance")
+    g.add_argument("--target-protocol", default=None, help="target protocol spec or preset, recorded in the provenance")
+    g.add_argument("--model-sha256", default=None, help="sha256 of the model used, recorded in the provenance")
+    g.add_argument("--out", help="write the result JSON to this file")
+    b = p.add_argument_group("benchmark mode")
+    b.add_argument("--benchmark", action="store_true", help="run the quality benchmark instead")
+    b.add_argument("--full", action="store_true", help="the whole grid (slow); default: the sampled subset")
+    b.add_argument("--size", choices=("tiny", "default", "full"), default=None, help=argparse_suppress())
+    b.add_argument("--out-dir", default="benchmarks/results", help="where quality.json and the PNGs go")
+    b.add_argument("--methods", default=None,
+                   help="comma-separated method names (e.g. classical:auto,classical:mtf_ratio); default: all")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (nothing else)")
+    p.add_argument("--report", help="write a self-contained HTML report here")
+
+
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _window(text: str):
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise BadInputError(f"--window must be LO,HI in HU (e.g. -1350,150), got {text!r}.") from None
+    if not hi > lo:
+        raise BadInputError(f"--window {text!r}: HI must exceed LO.")
+    return lo, hi
+
+
+def _read_mask(path, target):
+    import numpy as np
+    import SimpleITK as sitk
+
+    try:
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    except RuntimeError as exc:
+        raise BadInputError(f"Cannot read {path}: {exc}") from None
+    if arr.shape != target.shape:
+        raise BadInputError(f"{path} has shape {arr.shape}, but the target has {target.shape}; "
+                            "masks and labelmaps must be on the target's grid.")
+    return np.asarray(arr)
+
+
+def run(args) -> int:
+    if args.benchmark:
+        return _run_benchmark(args)
+    if not args.target or not (args.source or args.output):
+        raise BadInputError("Give --target and at least --source or --output (files mode), or --benchmark.")
+    return _run_files(args)
+
+
+def _run_files(args) -> int:
+    from ..cli.events import dumps
+    from ..evaluate.figures import pair_figures
+    from ..evaluate.paired import evaluate_pair
+    from ..evaluate.report import pair_report_html, versions, write_html
+    from ..io import read_volume
+    from ..io.atomic import atomic_write_text
+
+    paths = {"target": args.target, "source": args.source, "output": args.output, "replicate": args.replicate}
+    vols = {k: read_volume(v) if v else None for k, v in paths.items()}
+    target = vols["target"]
+    lung = _read_mask(args.lung_mask, target) > 0 if args.lung_mask else None
+    seg = _read_mask(args.segments, target) if args.segments else None
+    res = evaluate_pair(target, vols["source"], vols["output"], vols["replicate"], window=_window(args.window),
+                        threshold=args.threshold, lung=lung, segments=seg, lpips_weights=args.lpips_weights,
+                        keep_arrays=bool(args.report))
+    prov = {"inputs": {k: str(Path(v).resolve()) for k, v in paths.items() if v},
+            "sha256": {k: _sha256(v) for k, v in paths.items() if v},
+            "method": args.method,
+            "model_sha256": args.model_sha256,
+            "source_protocol": args.source_protocol, "target_protocol": args.target_protocol}
+    res["provenance"] = {**prov, "versions": versions()}
+    arrays = res.pop("arrays", None)
+    if args.report:
+        res["arrays"] = arrays
+        figs = pair_figures(res)
+        res.pop("arrays")
+        flat = {**{k: v for k, v in prov.items() if k not in ("inputs", "sha256")},
+                **{f"{k} file": v for k, v in prov["inputs"].items()},
+                **{f"{k} sha256": v for k, v in prov["sha256"].items()}}
+        write_html(args.report, pair_report_html(res, figs, flat))
+    if args.out:
+        atomic_write_text(args.out, json.dumps(json.loads(dumps(res)), indent=1))
+    if args.json:
+        sys.stdout.write(dumps(res) + "\n")
+    else:
+        _print_table(res["table"], sys.stdout)
+        print(f"LPIPS: {res['lpips_note']}")
+        if args.report:
+            print(f"report: {args.report}")
+    return 0
+
+
+def _print_table(table: dict, fh):
+    def f(v):
+        return "—" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    fh.write(f"{'metric':<22}{'source':>11}{'output':>11}{'replicate':>11}{'gap closed':>12}\n")
+    for name, r in table.items():
+        fh.write(f"{name:<22}{f(r['source']):>11}{f(r['output']):>11}{f(r['replicate']):>11}"
+                 f"{f(r['gap_closed']):>12}\n")
+
+
+def _run_benchmark(args) -> int:
+    from ..cli.events import EventStream, cancel_on_signals, default_progress_mode, dumps
+    from ..evaluate import benchmark
+
+    size = args.size or ("full" if args.full else "default")
+    methods = benchmark.default_methods()
+    if args.methods:
+        want = [m.strip() for m in args.methods.split(",") if m.strip()]
+        known = {m.name: m for m in methods}
+        known.update({m.name.split(":", 1)[1]: m for m in methods})
+        missing = [w for w in want if w not in known]
+        if missing:
+            raise BadInputError(f"Unknown method(s) {', '.join(missing)}; known: {', '.join(m.name for m in methods)}.")
+        methods = [known[w] for w in want]
+    events = EventStream("none" if args.json else default_progress_mode(), steps=1)
+    events.started("benchmark")
+    with cancel_on_signals():
+        res = benchmark.run_benchmark(size, methods, progress=events.callback())
+        written = benchmark.write_benchmark(res, args.out_dir, args.report)
+    events.done(written["json"], {})
+    if args.json:
+        sys.stdout.write(dumps({k: v for k, v in res.items() if not k.startswith("_")}) + "\n")
+    else:
+        print(benchmark.format_table(res))
+        print(f"\n{len(res['runs'])} runs in {res['elapsed_s']} s; JSON: {written['json']}")
+        if written["report"]:
+            print(f"report: {written['report']}")
+    return 0
