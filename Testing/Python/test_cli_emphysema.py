@@ -1,0 +1,82 @@
+"""``ctnormalize emphysema`` through a subprocess: exit codes, JSON keys, mask outputs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from test_quantify import synthetic_chest
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "CTNormalizeLib", "emphysema", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def _save(vol, path, arr=None):
+    img = sitk.GetImageFromArray(vol.hu.astype(np.int16) if arr is None else arr)
+    img.SetSpacing(tuple(reversed(vol.spacing)))
+    img.SetOrigin(vol.origin)
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def chest(tmp_path_factory):
+    d = tmp_path_factory.mktemp("emph")
+    vol, truth = synthetic_chest(shape=(32, 80, 80), spacing=(3.0, 3.6, 3.6), noise=20.0, seed=11)
+    hu = vol.hu.copy()
+    rng = np.random.default_rng(0)
+    hu[truth["lungs"] & (rng.random(hu.shape) < 0.1)] = -990.0
+    vol.hu = hu
+    return vol, truth, _save(vol, d / "chest.nrrd"), d
+
+
+def test_json_two_inputs_and_masks(chest, tmp_path):
+    vol, truth, path, _ = chest
+    out = tmp_path / "masks"
+    p = _cli(path, path, "--json", "--mask-out", out)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert len(d["results"]) == 2
+    r = d["results"][0]
+    for key in ("laa_percent", "perc15_hu", "lung_volume_ml", "per_lung", "per_zone", "provenance"):
+        assert key in r
+    assert set(r["per_lung"]) == {"left", "right"}
+    assert set(r["per_zone"]) == {"upper", "middle", "lower"}
+    for g in list(r["per_lung"].values()) + list(r["per_zone"].values()):
+        assert {"laa_percent", "perc15_hu", "lung_volume_ml"} <= set(g)
+    assert r["provenance"]["mask_source"] == "engine"
+    assert 5.0 < r["laa_percent"] < 15.0
+    assert d["results"][1]["dice_vs_first"] == 1.0
+    lung = sitk.GetArrayFromImage(sitk.ReadImage(r["masks"]["lung"]))
+    emph = sitk.GetArrayFromImage(sitk.ReadImage(r["masks"]["emphysema"]))
+    assert set(np.unique(lung)) == {0, 1, 2}
+    assert emph.sum() == round(r["laa_percent"] / 100 * (lung > 0).sum())
+    assert sorted(x.name for x in out.iterdir()) == ["chest_1_emphysema.nrrd", "chest_1_lung.nrrd",
+                                                     "chest_emphysema.nrrd", "chest_lung.nrrd"]
+
+
+def test_table_with_user_mask_and_threshold(chest):
+    vol, truth, path, d = chest
+    mask = _save(vol, d / "lungs.nrrd", truth["lungs"].astype(np.uint8))
+    p = _cli(path, "--lung-mask", mask, "--threshold", "-900")
+    assert p.returncode == 0, p.stderr
+    assert "LAA%" in p.stdout and "upper" in p.stdout and "right" in p.stdout
+    assert "user:" in p.stdout and "-900" in p.stdout
+
+
+def test_bad_inputs(chest, tmp_path):
+    vol, truth, path, d = chest
+    p = _cli(tmp_path / "missing.nrrd")
+    assert p.returncode == 2 and "not found" in p.stderr
+    img = sitk.GetImageFromArray(truth["lungs"][:, ::2, ::2].astype(np.uint8))
+    sitk.WriteImage(img, str(tmp_path / "small.nrrd"))
+    p = _cli(path, "--lung-mask", tmp_path / "small.nrrd", "--json")
+    assert p.returncode == 2 and "geometry" in p.stderr
+    assert p.stdout == ""
+    p = _cli(path, path, path, "--lung-mask", tmp_path / "small.nrrd", "--lung-mask", tmp_path / "small.nrrd")
+    assert p.returncode == 2 and "once per CT" in p.stderr

@@ -1,0 +1,60 @@
+"""``ctnormalize radiomics`` through a subprocess: exit codes, JSON keys, CSV outputs."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import SimpleITK as sitk
+
+from test_quantify_radiomics import _image, _phantom
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "CTNormalizeLib", "radiomics", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def _case(tmp_path):
+    hu, lab = _phantom(2)
+    a, b, s = tmp_path / "a.nrrd", tmp_path / "b.nrrd", tmp_path / "s.nrrd"
+    sitk.WriteImage(_image(hu), str(a))
+    sitk.WriteImage(_image(hu + 20.0), str(b))
+    sitk.WriteImage(_image(lab), str(s))
+    return a, b, s, lab
+
+
+def test_json_and_csv(tmp_path):
+    a, b, s, _ = _case(tmp_path)
+    out = tmp_path / "res" / "features.csv"
+    p = _cli("--image", f"original={a}", "--image", f"normalized={b}", "--segments", s, "--json", "-o", out)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert {"features", "comparison", "provenance", "images", "warnings"} <= set(d)
+    assert d["images"] == ["original", "normalized"]
+    assert d["provenance"]["pyradiomics_version"] and d["provenance"]["params_path"].endswith("CT.yaml")
+    row = next(r for r in d["comparison"] if r["feature"] == "original_firstorder_Mean" and r["segment"] == "label_1")
+    assert abs(row["normalized_minus_original"] - 20.0) < 1e-3
+    tidy = list(csv.DictReader(open(out)))
+    assert len(tidy) == len(d["features"])
+    assert (tmp_path / "res" / "features_comparison.csv").exists()
+
+
+def test_table(tmp_path):
+    a, b, s, _ = _case(tmp_path)
+    p = _cli("--image", f"ct={a}", "--image", f"other={b}", "--segments", s)
+    assert p.returncode == 0, p.stderr
+    assert "original_firstorder_Mean" in p.stdout and "%other" in p.stdout and "pyradiomics" in p.stdout
+
+
+def test_bad_inputs(tmp_path):
+    a, b, s, lab = _case(tmp_path)
+    p = _cli("--image", f"ct={a}", "--segments", tmp_path / "nope.nrrd")
+    assert p.returncode == 2 and "not found" in p.stderr
+    p = _cli("--image", str(a), "--segments", s)
+    assert p.returncode == 2 and "NAME=PATH" in p.stderr
+    empty = tmp_path / "empty.nrrd"
+    sitk.WriteImage(_image(np.zeros_like(lab)), str(empty))
+    p = _cli("--image", f"ct={a}", "--segments", empty, "--json")
+    assert p.returncode == 2 and "No segment" in p.stderr and p.stdout == ""
