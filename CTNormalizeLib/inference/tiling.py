@@ -1,0 +1,112 @@
+"""Tiled, memory-bounded model evaluation with Gaussian blending (MONAI sliding windows).
+
+The 2.5D models run slice-chunk by slice-chunk (true neighbouring slices as channels,
+so z has no tiles and no seams); in-plane, MONAI's ``sliding_window_inference`` cuts
+overlapping windows and blends them with a Gaussian importance map. Out-of-memory errors
+surface as :class:`TileOOM` so the engine can retry smaller or move to the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class TileOOM(Exception):
+    """The device ran out of memory on a chunk (carries the original exception)."""
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for CUDA OOM, CPU allocator failures and MemoryError."""
+    import torch
+
+    if isinstance(exc, MemoryError):
+        return True
+    oom_cls = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_cls is not None and isinstance(exc, oom_cls):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def window_starts(size: int, roi: int, overlap: float) -> list[int]:
+    """Window start positions along one axis, as MONAI's dense patch slicing lays them out."""
+    if roi >= size:
+        return [0]
+    interval = max(int(roi * (1 - overlap)), 1)
+    n = int(math.ceil((size - roi) / interval)) + 1
+    return sorted({min(i * interval, size - roi) for i in range(n)})
+
+
+def tile_borders(size: int, roi: int, overlap: float) -> list[int]:
+    """Indices where a window edge falls inside an axis of length ``size`` (for the seam QC)."""
+    b = set()
+    for s in window_starts(size, roi, overlap):
+        b.update(p for p in (s, s + roi) if 0 < p < size)
+    return sorted(b)
+
+
+def autocast_context(device: str):
+    """fp16/bf16 autocast on CUDA, nothing on CPU."""
+    import contextlib
+
+    import torch
+
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def infer_chunk_2d(module, x: np.ndarray, cond: np.ndarray, device: str, roi: int, overlap: float,
+                   multiple: int = 4, sw_batch: int = 16) -> np.ndarray:
+    """Run a 2.5D module on ``x [B, C, H, W]`` (scaled units) with in-plane sliding windows.
+
+    Returns ``[B, H, W]`` float32. Raises :class:`TileOOM` on out-of-memory.
+    """
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    roi = int(roi)
+    roi_hw = (min(roi, _ceil_to(x.shape[2], multiple)), min(roi, _ceil_to(x.shape[3], multiple)))
+    roi_hw = tuple(_ceil_to(r, multiple) for r in roi_hw)
+    try:
+        with torch.inference_mode(), autocast_context(device):
+            t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+            c = torch.from_numpy(np.asarray(cond, np.float32)).to(device)[None]
+            if device.startswith("cuda"):
+                t = t.contiguous(memory_format=torch.channels_last)
+
+            def predictor(win):
+                return module(win, c.expand(win.shape[0], -1).to(win.dtype))
+
+            y = sliding_window_inference(t, roi_hw, sw_batch, predictor, overlap=overlap, mode="gaussian",
+                                         padding_mode="replicate")
+            return y[:, 0].float().cpu().numpy()
+    except Exception as exc:  # noqa: BLE001 - OOM is re-raised as TileOOM, anything else unchanged
+        if is_oom(exc):
+            raise TileOOM(str(exc)) from exc
+        raise
+
+
+def infer_slab_3d(module, x: np.ndarray, device: str, roi: tuple, overlap: float, sw_batch: int = 1) -> np.ndarray:
+    """Run a 3D module on ``x [D, H, W]`` (scaled units) with 3D sliding windows; returns its output ``[D', H, W]``."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    roi = tuple(min(int(r), s) for r, s in zip(roi, x.shape))
+    try:
+        with torch.inference_mode(), autocast_context(device):
+            t = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)
+            y = sliding_window_inference(t, roi, sw_batch, lambda w: module(w), overlap=overlap, mode="gaussian",
+                                         padding_mode="replicate")
+            return y[0, 0].float().cpu().numpy()
+    except Exception as exc:  # noqa: BLE001
+        if is_oom(exc):
+            raise TileOOM(str(exc)) from exc
+        raise
+
+
+def _ceil_to(n: int, m: int) -> int:
+    return int(math.ceil(n / m) * m)

@@ -1,0 +1,1 @@
+"""Training of the learned models: simulated or manifest pairs, checkpoints, packages."""

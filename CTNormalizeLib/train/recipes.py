@@ -1,0 +1,73 @@
+"""The shipped models' recipes: architecture, training settings, protocol space and card."""
+
+from __future__ import annotations
+
+import json
+import platform
+
+from ..protocols import KERNEL_CLASSES
+from .loop import TrainConfig
+
+IO_DEFAULT = {"hu_window": [-1100.0, 900.0], "scale": {"offset": 0.0, "divisor": 1000.0},
+              "passthrough": "HU outside the window (bone, metal) and air outside the body keep their input values"}
+
+DEFAULT_COVERS = {
+    "source": {"kernel": list(KERNEL_CLASSES), "dose": [0.1, 1.0], "thickness": [1.0, 5.0]},
+    "targets": [{"kernel": k, "dose": 1.0, "thickness": [1.0, 5.0]} for k in ("smooth", "standard", "sharp")],
+}
+
+UNET_COVERS = {
+    "source": {"kernel": ["standard", "sharp", "very-sharp"], "dose": [0.1, 1.0], "thickness": [1.0, 5.0]},
+    "targets": [{"kernel": "smooth", "dose": 1.0, "thickness": [1.0, 5.0]}],
+    "same_thickness": True,
+}
+
+
+def default_config(**over) -> TrainConfig:
+    """The default protocol-conditioned 2.5D model."""
+    cfg = TrainConfig(name="ctn-conditioned-v1",
+                      arch={"name": "conditioned2.5d", "params": {"context": 5, "width": 32, "head": 12, "blocks": 4}},
+                      steps=3000, batch=12, patch=64, lr=2e-3, curriculum=True)
+    for k, v in over.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def unet_config(**over) -> TrainConfig:
+    """The small 2D kernel-normalization U-Net (L1)."""
+    cfg = TrainConfig(name="ctn-unet2d-kernel-v1",
+                      arch={"name": "unet2d", "params": {"features": [12, 24, 48, 96, 192, 12], "context": 1}},
+                      steps=1500, batch=8, patch=64, lr=1e-3, curriculum=False)
+    for k, v in over.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def unet_pair_filter(src, tgt) -> bool:
+    """U-Net pairs: any non-smooth source kernel -> smooth target at the same thickness."""
+    return tgt.kernel == "smooth" and src.kernel != "smooth" and abs(src.thickness - tgt.thickness) < 1e-3
+
+
+def make_card(cfg: TrainConfig, covers: dict, training_data: dict, summary: dict, z_up_factor=None,
+              priority: int = 0, description: str = "") -> dict:
+    """A card (DESIGN.md section 5) for a trained model; ``sha256`` is added by ``write_package``."""
+    import torch
+
+    from ..simulate import SIMULATOR_VERSION
+
+    return {
+        "name": cfg.name,
+        "description": description,
+        "architecture": json.loads(json.dumps(cfg.arch)),
+        "hyperparameters": {k: v for k, v in cfg.to_dict().items() if k not in ("arch", "name")},
+        "io": dict(IO_DEFAULT, context=cfg.context, z_up_factor=z_up_factor,
+                   z_handling="source resampled to the target z grid through the slice profile "
+                              "(any factor), then refined by the network"),
+        "covers": covers,
+        "priority": priority,
+        "training_data": dict(training_data, simulator_version=SIMULATOR_VERSION,
+                              held_out="phantom seeds >= 1000 and lung2 never used"),
+        "training": {k: v for k, v in summary.items() if k != "model"} | {
+            "torch": torch.__version__, "python": platform.python_version(), "device": "cpu"},
+        "metrics": {},
+    }
