@@ -1,0 +1,84 @@
+"""The benchmark machinery on a tiny case: method-provider hook, floor, aggregation, outputs, report."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from CTNormalizeLib.evaluate import benchmark, cases
+
+
+def _identity(volume, source, target, reference=None):
+    return volume.with_array(volume.hu.copy())
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    methods = [benchmark.MethodProvider("identity", _identity), *benchmark.classical_methods(["auto"])]
+    return benchmark.run_benchmark("tiny", methods)
+
+
+def test_cases_are_held_out_and_versioned():
+    assert cases.BENCHMARK_VERSION
+    for size in ("default", "full"):
+        for c in cases.benchmark_cases(size):
+            assert c.kind == "lung2" or c.seed >= 1000
+    # lung2 is 5 mm: thickness is raised to native, the source grid collapses to kernel x dose
+    protos = cases.source_protocols("full", 5.0)
+    assert {p.thickness for p in protos} == {5.0} and len(protos) == 16
+    assert len(cases.full_grid()) == 4 * 4 * 3
+
+
+@pytest.mark.slow
+def test_identity_method_closes_no_gap_and_auto_closes_some(tiny_result):
+    pm = tiny_result["summary"]["per_method"]
+    for name, row in pm["identity"].items():
+        assert row["output"] == pytest.approx(row["source"]), name
+        if row["gap_closed"] is not None:
+            assert row["gap_closed"] == pytest.approx(0.0, abs=1e-9)
+    auto = pm["classical:auto"]["l1_body_hu"]
+    assert auto["output"] < auto["source"] and auto["gap_closed"] > 0.3
+    assert auto["replicate"] < auto["output"]
+
+
+@pytest.mark.slow
+def test_runs_record_every_role_and_timing(tiny_result):
+    r = tiny_result
+    assert len(r["runs"]) == 2 and r["benchmark_version"] == cases.BENCHMARK_VERSION
+    for run in r["runs"]:
+        assert {"source", "replicate", "target", "identity", "classical:auto"} <= set(run["values"])
+        assert set(run["timings_s"]) == {"identity", "classical:auto"} and not run["errors"]
+    assert "interpolated" in r["grid_note"]
+    w = r["summary"]["wilcoxon"]
+    assert {x["metric"] for x in w} == set(benchmark.WILCOXON_METRICS)
+
+
+@pytest.mark.slow
+def test_write_outputs_and_report(tiny_result, tmp_path):
+    out = benchmark.write_benchmark(tiny_result, tmp_path / "res", tmp_path / "r.html")
+    data = json.loads((tmp_path / "res" / "quality.json").read_text())
+    assert data["summary"]["per_method"] and len(out["pngs"]) >= 4
+    assert all(p.endswith(".png") for p in out["pngs"])
+    html = (tmp_path / "r.html").read_text()
+    assert html.count("data:image/png;base64,") == len(out["pngs"])
+    assert not re.search(r'src="(?!data:)', html)  # self-contained
+    assert "gap closed" in html and "replicate" in html
+    text = benchmark.format_table(tiny_result)
+    assert "classical:auto"[-4:] in text and "replicate" in text
+    # ctnormalize report re-renders from the JSON
+    from CTNormalizeLib.cli.main import main
+
+    assert main(["report", str(tmp_path / "res" / "quality.json"), "-o", str(tmp_path / "r2.html")]) == 0
+    assert (tmp_path / "r2.html").read_text().count("data:image/png;base64,") >= 4
+
+
+@pytest.mark.slow
+def test_failing_method_is_recorded_not_fatal():
+    def boom(volume, source, target, reference=None):
+        raise RuntimeError("nope")
+
+    c = [cases.Case("phantom-1000", "phantom", 1000, (16, 64, 64), options={"emphysema": 0.1, "nodules": 1})]
+    r = benchmark.run_benchmark("tiny", [benchmark.MethodProvider("boom", boom)], cases=c, keep_example=False)
+    assert all("nope" in run["errors"]["boom"] for run in r["runs"])
+    assert np.isfinite(r["runs"][0]["values"]["source"]["l1_body_hu"])
