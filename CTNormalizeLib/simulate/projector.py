@@ -48,8 +48,8 @@ class ParallelGeometry:
     dy, dx : float
         Pixel size in mm.
     views : int or None
-        Number of views over 180 degrees; default ``ceil(pi/2 * max(ny, nx))``, the
-        angular sampling that the detector sampling supports for the inscribed circle.
+        Number of views over 180 degrees; default ``ceil(pi/2 * n_det)``, the angular
+        sampling that the detector sampling needs out to the image corners.
 
     The detector has ``n_det`` bins of width ``dt = min(dx, dy)`` covering the image
     diagonal; the centre of rotation is the pixel ``(ny // 2, nx // 2)``.
@@ -65,7 +65,7 @@ class ParallelGeometry:
     def n_views(self) -> int:
         if self.views:
             return int(self.views)
-        n = int(np.ceil(np.pi / 2 * max(self.ny, self.nx)))
+        n = int(np.ceil(np.pi / 2 * self.n_det))
         return n + n % 2
 
     @property
