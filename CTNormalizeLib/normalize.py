@@ -134,7 +134,7 @@ def available_methods() -> dict:
         from .models import registry
 
         models = [m.name for m in registry.list_models()]
-    return {"classical": list(CLASSICAL_METHODS), "models": models}
+    return {"classical": [m for m in CLASSICAL_METHODS if m != "auto"], "models": models}
 
 
 @dataclass
@@ -164,7 +164,7 @@ def plan_method(source: Protocol, target: Protocol, method: str = "auto") -> Met
     """
     from .classical.pipeline import CLASSICAL_METHODS
 
-    if method in CLASSICAL_METHODS:
+    if method != "auto" and method in CLASSICAL_METHODS:
         return MethodPlan("classical", method)
     if _models_available():
         from .models import registry
@@ -175,20 +175,20 @@ def plan_method(source: Protocol, target: Protocol, method: str = "auto") -> Met
                 return MethodPlan("model", package.name, package)
             return MethodPlan("classical", "auto", warnings=[{
                 "code": "NO_COVERING_MODEL",
-                "message": f"No learned model covers {source.spec()} -> {target.spec()}; "
-                           f"using the classical pipeline instead.",
+                "message": registry.explain_no_model(source, target) + " Using the classical pipeline instead.",
             }])
-        names = [m.name for m in registry.list_models()]
-        if method not in names:
+        packages = {p.name: p for p in registry.list_models()}
+        if method not in packages:
             raise BadInputError(
                 f"Unknown method {method!r}. Methods: auto, {', '.join(CLASSICAL_METHODS)}"
-                + (f"; models: {', '.join(names)}." if names else "; no models installed.")
+                + (f"; models: {', '.join(packages)}." if packages else "; no models installed.")
             )
-        package = registry.get_model(method)
-        if not package.covers(source, target):
+        package = packages[method]
+        why = package.why_not(source, target)
+        if why is not None:
             raise NoModelError(
-                f"Model {method!r} does not cover {source.spec()} -> {target.spec()}; "
-                f"use --method auto or a classical method."
+                f"Model {method!r} does not cover {source.spec()} -> {target.spec()}: {why}. "
+                f"Use --method auto or a classical method."
             )
         return MethodPlan("model", package.name, package)
     if method == "auto":
@@ -273,11 +273,18 @@ def normalize(
 
 
 def _qc(inp: Volume, out: Volume, outcome: NormalizeOutcome) -> dict:
-    """QC figures for classical outputs, with the same function the inference engine uses."""
-    if importlib.util.find_spec("CTNormalizeLib.inference.qc") is None:
-        return {}
-    from .inference.qc import compute_qc
+    """QC figures for classical outputs, measured as for learned models (no tiles, so no seams).
 
-    qc = compute_qc(inp, out)
-    outcome.warnings.extend(qc.pop("warnings", []))
+    The input is put on the output's z grid (slice profile + linear interpolation) first.
+    """
+    from .inference.masks import body_mask
+    from .inference.qc import measure_qc
+    from .inference.zgrid import resample_z
+
+    inp_hu = resample_z(inp.hu, inp.spacing[0], out.spacing[0],
+                        outcome.source.thickness, outcome.target.thickness)
+    n = min(inp_hu.shape[0], out.shape[0])
+    step = max(1, n // 32)
+    qc, warnings = measure_qc(inp_hu[:n], out.hu[:n], body_mask(inp_hu[:n]), slice_step=step)
+    outcome.warnings.extend(warnings)
     return qc

@@ -1,0 +1,160 @@
+"""The ``normalize`` command's process protocol (DESIGN.md section 4), through a real child process."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+SRC = "kernel=sharp,dose=0.25,thickness=2"
+
+
+def _chest(shape=(12, 64, 64), seed=0) -> np.ndarray:
+    """A crude noisy chest: air around an ellipse of soft tissue with two low-HU lungs."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    cy, cx = shape[1] / 2, shape[2] / 2
+    body = ((y - cy) / (0.42 * shape[1])) ** 2 + ((x - cx) / (0.46 * shape[2])) ** 2 < 1
+    vol = np.full(shape, -1000.0)
+    vol[body] = 40.0
+    for side in (-1, 1):
+        lung = ((y - cy) / (0.28 * shape[1])) ** 2 + ((x - cx - side * 0.2 * shape[2]) / (0.15 * shape[2])) ** 2 < 1
+        vol[lung] = -860.0
+    return (vol + rng.normal(0, 30, shape)).astype(np.float32)
+
+
+def _write(path: Path, arr: np.ndarray, spacing=(0.8, 0.8, 2.0)):
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(spacing)
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run(args, **kw):
+    return subprocess.run([sys.executable, "-m", "CTNormalizeLib", *args], capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+def _events(stdout: str):
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    return [json.loads(ln) for ln in lines]  # every stdout line must be JSON
+
+
+@pytest.fixture
+def small_ct(tmp_path):
+    return _write(tmp_path / "in.nrrd", _chest())
+
+
+def test_json_events_done_and_input_untouched(small_ct, tmp_path):
+    before = _sha(small_ct)
+    out = tmp_path / "out.nrrd"
+    r = _run(["normalize", str(small_ct), "-o", str(out), "--source", SRC,
+              "--target", "emphysema-reference", "--progress", "json", "--report", str(tmp_path / "r.json")])
+    assert r.returncode == 0, r.stderr
+    ev = _events(r.stdout)
+    assert ev[0]["event"] == "started" and ev[0]["steps"] >= 1 and "method" in ev[0] and "device" in ev[0]
+    assert ev[-1]["event"] == "done"
+    assert Path(ev[-1]["output"]) == out.resolve()
+    prog = [e for e in ev if e["event"] == "progress"]
+    assert prog and all(0 <= e["fraction"] <= 1 and "stage" in e and "eta_s" in e for e in prog)
+    fr = [e["fraction"] for e in prog]
+    assert fr == sorted(fr)
+    rep = ev[-1]["report"]
+    assert rep["target"]["kernel"] == "smooth" and rep["source"]["kernel"] == "sharp"
+    assert json.loads((tmp_path / "r.json").read_text())["method"] == rep["method"]
+    assert _sha(small_ct) == before
+    img = sitk.ReadImage(str(out))
+    assert img.GetSpacing()[2] == pytest.approx(1.0)  # 2 mm -> 1 mm target grid
+    assert img.GetSpacing()[0] == pytest.approx(0.8)
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_bar_mode_prints_no_json(small_ct, tmp_path):
+    r = _run(["normalize", str(small_ct), "-o", str(tmp_path / "o.nii.gz"), "--source", SRC,
+              "--target", "kernel=standard", "--progress", "none"])
+    assert r.returncode == 0, r.stderr
+    assert "Wrote" in r.stdout
+    # kernel-only target keeps the source dose and thickness
+    assert sitk.ReadImage(str(tmp_path / "o.nii.gz")).GetSpacing()[2] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "args, code, needle",
+    [
+        (["MISSING", "--target", "emphysema-reference"], "BAD_INPUT", "MISSING"),
+        (["IN", "--target", "no-such-preset"], "BAD_INPUT", "preset"),
+        (["IN", "--target", "kernel=blurry"], "BAD_INPUT", "Unknown kernel"),
+        (["IN", "--target", "emphysema-reference", "--method", "magic"], "BAD_INPUT", "magic"),
+        (["IN", "--target", "kernel=smooth,dose=-1"], "BAD_INPUT", "positive"),
+    ],
+)
+def test_bad_input_error_event_and_exit_2(small_ct, tmp_path, args, code, needle):
+    args = [str(tmp_path / "missing.nrrd") if a == "MISSING" else str(small_ct) if a == "IN" else a for a in args]
+    before = _sha(small_ct)
+    out = tmp_path / "o.nrrd"
+    r = _run(["normalize", args[0], "-o", str(out), "--source", SRC, *args[1:], "--progress", "json"])
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    ev = _events(r.stdout)
+    assert ev[-1]["event"] == "error" and ev[-1]["code"] == code
+    assert needle.lower() in ev[-1]["message"].lower()
+    assert needle.lower() in r.stderr.lower()
+    assert not out.exists()
+    assert _sha(small_ct) == before
+
+
+def test_output_equal_to_input_refused(small_ct):
+    before = _sha(small_ct)
+    r = _run(["normalize", str(small_ct), "-o", str(small_ct), "--source", SRC, "--target", "emphysema-reference"])
+    assert r.returncode == 2 and "input" in r.stderr.lower()
+    assert _sha(small_ct) == before
+
+
+def test_non_ct_refused(brain1_path, tmp_path):
+    r = _run(["normalize", str(brain1_path), "-o", str(tmp_path / "o.nrrd"), "--source", SRC,
+              "--target", "emphysema-reference", "--progress", "json"])
+    assert r.returncode == 2
+    assert _events(r.stdout)[-1]["code"] == "NOT_CT"
+    assert not (tmp_path / "o.nrrd").exists()
+
+
+def test_nan_input_refused(tmp_path):
+    arr = _chest()
+    arr[3, 10, 10] = np.nan
+    src = _write(tmp_path / "nan.nrrd", arr)
+    r = _run(["normalize", str(src), "-o", str(tmp_path / "o.nrrd"), "--source", SRC, "--target", "emphysema-reference"])
+    assert r.returncode == 2 and "nan" in r.stderr.lower()
+
+
+def test_sigterm_cancels_fast_and_leaves_nothing(tmp_path):
+    big = _write(tmp_path / "big.nrrd", _chest((80, 384, 384), seed=1), spacing=(0.7, 0.7, 1.0))
+    out = tmp_path / "out.nrrd"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "CTNormalizeLib", "normalize", str(big), "-o", str(out),
+         "--source", "kernel=very-sharp,dose=0.1,thickness=1", "--target", "emphysema-reference",
+         "--method", "auto", "--progress", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = json.loads(proc.stdout.readline())
+    assert first["event"] == "started", first
+    time.sleep(1.0)
+    assert proc.poll() is None, "run finished before it could be cancelled; make the input bigger"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rest, err = proc.communicate(timeout=30)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 130, err
+    ev = _events(rest)
+    assert ev[-1]["event"] == "error" and ev[-1]["code"] == "CANCELLED"
+    assert elapsed < 3.0, f"cancel took {elapsed:.1f} s"
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.nrrd"]
