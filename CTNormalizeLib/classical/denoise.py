@@ -18,14 +18,13 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import BadInputError
-from .noise_estimate import estimate_noise_std, local_noise_std
+from .noise_estimate import estimate_noise_std
 
 DENOISE_METHODS = ("auto", "nlm", "gaussian")
 # Below this much noise reduction (target/source std >= it) "auto" takes the Gaussian fast path.
 FAST_PATH_RATIO = 0.85
 NLM_PATCH_SIZE = 5
 NLM_PATCH_DISTANCE = 6
-_CAL_WINDOW = 7
 
 
 def expected_noise_std(noise_std: float, source_dose: float, target_dose: float) -> float:
@@ -58,7 +57,12 @@ def _gaussian(sl: np.ndarray, strength: float, sigma: float = 0.0) -> np.ndarray
 _FILTERS = {"nlm": _nlm, "gaussian": _gaussian}
 
 
-def _calibrate(hu, method, noise_std, target_std, n_slices=3, iterations=9, crop=256):
+def _measure(sample, spacing) -> float:
+    """Noise of calibration slices, by the project's noise estimator (high-pass residual in fat/muscle)."""
+    return estimate_noise_std(sample, spacing)
+
+
+def _calibrate(hu, spacing, method, noise_std, target_std, n_slices=4, iterations=9, crop=256):
     """Strength that brings the measured noise of sample slices from ``noise_std`` to ``target_std``.
 
     Bisection in log-strength (the noise left falls monotonically, but steeply for NLM);
@@ -68,12 +72,12 @@ def _calibrate(hu, method, noise_std, target_std, n_slices=3, iterations=9, crop
     zs = np.unique(np.linspace(0.25 * (nz - 1), 0.75 * (nz - 1), min(n_slices, nz)).round().astype(int))
     y0, x0 = max(0, (ny - crop) // 2), max(0, (nx - crop) // 2)
     sample = hu[zs, y0:y0 + crop, x0:x0 + crop].astype(np.float32)
-    base = local_noise_std(sample, window=_CAL_WINDOW)
+    base = _measure(sample, spacing)
     want = base * target_std / noise_std  # same reduction ratio in the estimator's own units
     filt = _FILTERS[method]
     lo, hi = (0.1 * noise_std, 3.0 * noise_std) if method == "nlm" else (0.2, 6.0)
     # NLM gets sigma=0: scikit-image's sigma term already averages everything at small h
-    measure = lambda s: local_noise_std(np.stack([filt(sl, s, 0.0) for sl in sample]), window=_CAL_WINDOW)  # noqa: E731
+    measure = lambda s: _measure(np.stack([filt(sl, s, 0.0) for sl in sample]), spacing)  # noqa: E731
     got_hi = measure(hi)
     if got_hi > want:
         return float(hi), base, got_hi, want
@@ -137,7 +141,7 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
         method = "gaussian" if ratio >= FAST_PATH_RATIO else "nlm"
     info["method"] = method
     if strength is None:
-        strength, base, reached, want = _calibrate(hu, method, float(noise_std), float(target_std))
+        strength, base, reached, want = _calibrate(hu, spacing, method, float(noise_std), float(target_std))
         info["calibration"] = {"measured_before": base, "measured_after": reached, "wanted": want}
     info["strength"] = float(strength)
     filt = _FILTERS[method]
