@@ -197,3 +197,29 @@ def test_to_target_grid_interpolates_thick_source_on_common_extent():
     assert info2["interpolated"] == [False] and np.array_equal(same.hu, tgt.hu)
     with pytest.raises(BadInputError):
         grid.to_target_grid(tgt, Volume(np.zeros((5, 3, 3)), spacing=(1, 1, 1)))
+
+
+def test_lpips_only_with_a_user_weights_file(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from CTNormalizeLib.evaluate import lpips
+
+    rng = np.random.default_rng(6)
+    a = rng.uniform(-1000, 100, (3, 64, 64)).astype(np.float32)
+    assert lpips.lpips_metric(a, a, None) == {"lpips": None, "lpips_note": lpips.ABSENT_NOTE}
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    for (cin, cout, k, _s, _p), i in zip(lpips._CONV, lpips._IDX):
+        state[f"features.{i}.weight"] = torch.randn(cout, cin, k, k, generator=g) * 0.05
+        state[f"features.{i}.bias"] = torch.zeros(cout)
+    w = tmp_path / "alex.safetensors"
+    save_file(state, str(w))
+    same = lpips.lpips_metric(a, a.copy(), w)
+    assert same["lpips"] == pytest.approx(0.0, abs=1e-6) and "uniform channel weights" in same["lpips_note"]
+    b = a + rng.normal(0, 200, a.shape).astype(np.float32)
+    assert lpips.lpips_metric(b, a, w)["lpips"] > 0
+    bad = tmp_path / "bad.safetensors"
+    save_file({"x": torch.zeros(1)}, str(bad))
+    with pytest.raises(BadInputError):
+        lpips.lpips_metric(a, a, bad)
