@@ -120,6 +120,12 @@ def _run_files(args) -> int:
             "method": args.method,
             "model_sha256": args.model_sha256,
             "source_protocol": args.source_protocol, "target_protocol": args.target_protocol}
+    for key in ("source_protocol", "target_protocol"):
+        if prov[key]:
+            from ..protocols import resolve_protocol
+
+            prov[key] = f"{prov[key]} ({resolve_protocol(prov[key]).spec()})" if "=" not in prov[key] else \
+                resolve_protocol(prov[key]).spec()
     res["provenance"] = {**prov, "versions": versions()}
     arrays = res.pop("arrays", None)
     if args.report:

@@ -142,9 +142,6 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
     example = None
     refs: dict = {}
     case_records = []
-    plan = []
-    for case in case_list:
-        plan.append(case)
     n_done, n_total_est = 0, None
     for ci, case in enumerate(case_list):
         data = cases_mod.load_case(case)

@@ -165,9 +165,12 @@ def benchmark_report_html(bench: dict, figures: dict) -> str:
     wil_html = ('<table class="metrics"><thead><tr><th>metric</th><th>A</th><th>B</th><th>n pairs</th>'
                 f"<th>median A−B</th><th>p (Wilcoxon)</th></tr></thead><tbody>{wil_rows}</tbody></table>") if wil_rows else ""
     figs = "".join(_img(png, cap) for cap, png in figures.items())
+    pp_html = _per_protocol_html(bench.get("summary", {}).get("per_protocol", {}))
     prov = dict(bench.get("provenance", {}))
+    vers = prov.pop("versions", None) or versions()
     sections = [
         ("Metric tables with the floor (median over runs)", "".join(tables) + FLOOR_NOTE),
+        ("Per source protocol (median over cases)", pp_html),
         ("Radiomic reproducibility (nodules, across cases)", rad_html),
         ("Paired Wilcoxon signed-rank tests between methods", wil_html),
         ("Pictures", figs),
@@ -175,9 +178,29 @@ def benchmark_report_html(bench: dict, figures: dict) -> str:
                                            "source protocols": ", ".join(bench.get("source_protocols", [])),
                                            "targets": ", ".join(bench.get("targets", [])),
                                            "grid": bench.get("grid_note", "")})),
-        ("Provenance", _kv_table({**prov, **{f"version {k}": v for k, v in bench.get("versions", versions()).items()}})),
+        ("Provenance", _kv_table({**prov, **{f"version {k}": v for k, v in vers.items()}})),
     ]
     return _page("CTNormalize quality benchmark", sub, sections)
+
+
+PER_PROTOCOL_METRICS = ("l1_body_hu", "ssim_axial", "nps_similarity", "noise_std_error_hu", "edge_width_error_mm",
+                        "ei_error_pt")
+
+
+def _per_protocol_html(per_protocol: dict) -> str:
+    if not per_protocol:
+        return ""
+    head = "".join(f"<th>{m}</th>" for m in PER_PROTOCOL_METRICS)
+    rows = []
+    for proto, d in per_protocol.items():
+        first = True
+        for label, vals in d.items():
+            cell = f'<td rowspan="{len(d)}">{html.escape(proto)}</td>' if first else ""
+            first = False
+            rows.append(f"<tr>{cell}<td>{html.escape(label)}</td>" +
+                        "".join(f"<td>{_fmt(vals.get(m))}</td>" for m in PER_PROTOCOL_METRICS) + "</tr>")
+    return (f'<table class="metrics"><thead><tr><th>source → target</th><th>series</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 def write_html(path, text: str):
