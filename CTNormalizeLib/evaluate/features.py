@@ -1,8 +1,10 @@
 """Radiomic features per labelled segment for the agreement metrics (firstorder + GLCM).
 
-pyradiomics, with the same fixed settings for every image of a comparison: bin width 25 HU, no resampling (the images already share the
-target grid), firstorder and GLCM classes. That subset keeps the benchmark fast; shape
-features are left out on purpose because they depend only on the mask, which is shared.
+Through ``CTNormalizeLib.quantify.radiomics.extract_radiomics`` (pyradiomics), with the
+same fixed settings for every image of a comparison: bin width 25 HU, HU shift 1000,
+no resampling (the images already share the target grid), firstorder and GLCM classes.
+That subset keeps the benchmark fast; shape features are left out on purpose because
+they depend only on the mask, which all images share.
 """
 
 from __future__ import annotations
@@ -11,19 +13,16 @@ import logging
 
 import numpy as np
 
-SETTINGS = {"binWidth": 25, "force2D": False, "label": 1, "additionalInfo": False}
-CLASSES = ("firstorder", "glcm")
+from ..errors import BadInputError
 
+PARAMS = {
+    "imageType": {"Original": {}},
+    "featureClass": {"firstorder": [], "glcm": []},
+    "setting": {"binWidth": 25, "voxelArrayShift": 1000, "normalize": False, "force2D": False,
+                "minimumROIDimensions": 2, "minimumROISize": 5, "additionalInfo": False},
+}
 
-def _extractor():
-    from radiomics import featureextractor
-
-    logging.getLogger("radiomics").setLevel(logging.ERROR)
-    ex = featureextractor.RadiomicsFeatureExtractor(**SETTINGS)
-    ex.disableAllFeatures()
-    for c in CLASSES:
-        ex.enableFeatureClassByName(c)
-    return ex
+log = logging.getLogger(__name__)
 
 
 def segment_features(hu: np.ndarray, spacing, labels: np.ndarray, min_voxels: int = 20) -> dict:
@@ -42,20 +41,29 @@ def segment_features(hu: np.ndarray, spacing, labels: np.ndarray, min_voxels: in
     Returns
     -------
     dict
-        ``{label: {feature_name: value}}`` (feature names without the ``original_`` prefix).
+        ``{label: {feature_name: value}}`` (names without the ``original_`` prefix).
     """
     import SimpleITK as sitk
 
-    ex = _extractor()
+    from ..quantify.radiomics import Segment, SegmentSet, extract_radiomics
+
+    labels = np.asarray(labels)
+    keep = [int(v) for v in np.unique(labels) if v != 0 and (labels == v).sum() >= min_voxels]
+    if not keep:
+        return {}
+    sp = tuple(float(s) for s in reversed(spacing))
     img = sitk.GetImageFromArray(np.asarray(hu, dtype=np.float32))
-    img.SetSpacing(tuple(float(s) for s in reversed(spacing)))
-    out = {}
-    for lab in np.unique(labels):
-        if lab == 0 or (labels == lab).sum() < min_voxels:
+    img.SetSpacing(sp)
+    lab = sitk.GetImageFromArray(np.where(np.isin(labels, keep), labels, 0).astype(np.int16))
+    lab.CopyInformation(img)
+    out: dict = {}
+    for v in keep:
+        segs = SegmentSet(layers=[lab], segments=[Segment(f"label{v}", v)], source="array")
+        try:
+            res = extract_radiomics({"image": img}, segs, params=PARAMS)
+        except BadInputError as exc:  # pyradiomics refused this segment (too small / flat)
+            log.warning("radiomics skipped label %s: %s", v, exc)
             continue
-        m = sitk.GetImageFromArray((labels == lab).astype(np.uint8))
-        m.CopyInformation(img)
-        res = ex.execute(img, m, label=1)
-        out[int(lab)] = {k.replace("original_", ""): float(v) for k, v in res.items()
-                         if k.startswith("original_")}
+        out[v] = {r["feature"].replace("original_", ""): float(r["value"]) for r in res.rows
+                  if r["feature"].startswith("original_")}
     return out
