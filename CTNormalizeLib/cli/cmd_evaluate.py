@@ -30,7 +30,8 @@ def add_arguments(p):
     g.add_argument("--replicate", help="replicate CT: target protocol, independent noise (the floor)")
     g.add_argument("--segments", help="labelmap on the target's grid (e.g. nodules) for radiomic agreement")
     g.add_argument("--lung-mask", help="lung mask on the target's grid (default: segmented from the target)")
-    g.add_argument("--window", default="-1350,150", help="HU window LO,HI for PSNR/SSIM (default -1350,150)")
+    g.add_argument("--window", default="-1350,150",
+                   help="HU window for PSNR/SSIM, written --window=LO,HI (default --window=-1350,150)")
     g.add_argument("--threshold", type=float, default=-950.0, help="emphysema threshold in HU (default -950)")
     g.add_argument("--lpips-weights", help="AlexNet backbone weights file for LPIPS (nothing is downloaded; "
                                           "without it LPIPS is reported as absent)")

@@ -71,7 +71,7 @@ def test_report_is_self_contained_with_pictures(files, capsys):
 def test_bad_inputs_exit_2(files, tmp_path, capsys):
     assert main(["evaluate", "--target", str(files["target"])]) == 2
     assert main(["evaluate", "--target", str(files["target"]), "--source", str(files["source"]),
-                 "--window", "150,-1350"]) == 2
+                 "--window=150,-1350"]) == 2
     small = write_volume(Volume(np.zeros((8, 20, 20), np.float32) - 1000, (1, 1, 1)), tmp_path / "s.nrrd")
     assert main(["evaluate", "--target", str(files["target"]), "--source", str(small)]) == 2
     assert "error" in capsys.readouterr().err
