@@ -62,11 +62,19 @@ def _measure(sample, spacing) -> float:
     return estimate_noise_std(sample, spacing)
 
 
-def _calibrate(hu, spacing, method, noise_std, target_std, n_slices=4, iterations=9, crop=256):
-    """Strength that brings the measured noise of sample slices from ``noise_std`` to ``target_std``.
+def _calibrate(hu, spacing, method, noise_std, target_std, n_slices=4, iterations=8, crop=320):
+    """Strength and blend weight that bring the measured noise of sample slices to the target.
 
-    Bisection in log-strength (the noise left falls monotonically, but steeply for NLM);
-    the sample is ``n_slices`` slices from the middle half, centre-cropped to ``crop``.
+    The strength is found by bisection in log-strength: the smallest one whose output
+    reaches the target. NLM's noise-versus-``h`` curve is nearly a step (patches either
+    all match or none do), so its output usually overshoots; a blend
+    ``x + alpha (denoised - x)`` then sets the noise left continuously, with ``alpha``
+    found by bisection too. The sample is ``n_slices`` slices from the middle half,
+    centre-cropped to ``crop``; noise is measured with the project's estimator.
+
+    Returns
+    -------
+    strength, alpha, measured_before, measured_after, wanted
     """
     nz, ny, nx = hu.shape
     zs = np.unique(np.linspace(0.25 * (nz - 1), 0.75 * (nz - 1), min(n_slices, nz)).round().astype(int))
@@ -77,24 +85,33 @@ def _calibrate(hu, spacing, method, noise_std, target_std, n_slices=4, iteration
     filt = _FILTERS[method]
     lo, hi = (0.1 * noise_std, 3.0 * noise_std) if method == "nlm" else (0.2, 6.0)
     # NLM gets sigma=0: scikit-image's sigma term already averages everything at small h
-    measure = lambda s: _measure(np.stack([filt(sl, s, 0.0) for sl in sample]), spacing)  # noqa: E731
-    got_hi = measure(hi)
-    if got_hi > want:
-        return float(hi), base, got_hi, want
-    got = got_hi
+    run = lambda s: np.stack([filt(sl, s, 0.0) for sl in sample])  # noqa: E731
+    den_hi = run(hi)
+    got = _measure(den_hi, spacing)
+    if got > want:
+        return float(hi), 1.0, base, got, want
     for _ in range(iterations):
         mid = float(np.sqrt(lo * hi))
-        m = measure(mid)
+        den = run(mid)
+        m = _measure(den, spacing)
         if m > want:
             lo = mid
         else:
-            hi, got = mid, m
-    return float(np.sqrt(lo * hi)), base, got, want
+            hi, got, den_hi = mid, m, den
+    a_lo, a_hi = 0.0, 1.0
+    for _ in range(iterations if got < 0.9 * want else 0):
+        mid = 0.5 * (a_lo + a_hi)
+        m = _measure(sample + mid * (den_hi - sample), spacing)
+        if m > want:
+            a_lo = mid
+        else:
+            a_hi, got = mid, m
+    return float(hi), float(a_hi), base, got, want
 
 
 def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, reduction: float | None = None,
                    noise_std: float | None = None, method: str = "auto", strength: float | None = None,
-                   progress=None):
+                   alpha: float | None = None, progress=None):
     """Denoise slice by slice so the noise std falls from ``noise_std`` to ``target_std``.
 
     Parameters
@@ -113,6 +130,8 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
         ``auto``: NLM, or a Gaussian when the reduction is small (ratio >= 0.85).
     strength : float, optional
         Skip calibration: the NLM ``h`` (HU) or the Gaussian sigma (pixels).
+    alpha : float, optional
+        With ``strength``: blend weight of the denoised image (default 1).
     progress : callable, optional
         ``progress("denoise", fraction)``.
 
@@ -121,7 +140,7 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
     out : np.ndarray
         float32 ``[z, y, x]``.
     info : dict
-        ``method``, ``strength``, ``noise_std``, ``target_std`` and calibration figures.
+        ``method``, ``strength``, ``blend``, ``noise_std``, ``target_std`` and calibration figures.
     """
     if method not in DENOISE_METHODS:
         raise BadInputError(f"Unknown denoising method {method!r}; use one of {', '.join(DENOISE_METHODS)}.")
@@ -141,16 +160,20 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
         method = "gaussian" if ratio >= FAST_PATH_RATIO else "nlm"
     info["method"] = method
     if strength is None:
-        strength, base, reached, want = _calibrate(hu, spacing, method, float(noise_std), float(target_std))
+        strength, alpha, base, reached, want = _calibrate(hu, spacing, method, float(noise_std), float(target_std))
         info["calibration"] = {"measured_before": base, "measured_after": reached, "wanted": want}
+    elif alpha is None:
+        alpha = 1.0
     info["strength"] = float(strength)
+    info["blend"] = float(alpha)
     filt = _FILTERS[method]
     out = np.empty_like(hu)
     nz = hu.shape[0]
     done = 0
 
     def work(z):
-        out[z] = filt(hu[z], float(strength), 0.0)
+        d = filt(hu[z], float(strength), 0.0)
+        out[z] = d if alpha >= 1.0 else hu[z] + np.float32(alpha) * (d - hu[z])
 
     chunk = 4 * _threads()
     with ThreadPoolExecutor(_threads()) as pool:

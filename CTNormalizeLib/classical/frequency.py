@@ -144,7 +144,7 @@ def _solve_gains(hu, spacing, mask, sig, ref, gains0, max_sample_slices):
 
 
 def normalize_bands(hu: np.ndarray, spacing, reference: BandEnergies | dict, mask: np.ndarray,
-                    source: BandEnergies | None = None, refine: bool = True, max_sample_slices: int = 16,
+                    source: BandEnergies | None = None, refine: bool = True, max_sample_slices: int = 8,
                     chunk: int = 8, progress=None):
     """Rescale each band's energy inside ``mask`` to the reference's.
 

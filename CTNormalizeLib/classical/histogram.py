@@ -10,12 +10,12 @@ from .masks import body_mask, lung_mask
 REGIONS = ("body", "lung")
 
 
-def region_mask(hu: np.ndarray, spacing, region: str) -> np.ndarray:
-    """Mask of ``region`` (``"body"`` or ``"lung"``) from the HU values."""
+def region_mask(hu: np.ndarray, spacing, region: str, full: bool = False) -> np.ndarray:
+    """Mask of ``region`` (``"body"`` or ``"lung"``) from the HU values (``full``: see :func:`lung_mask`)."""
     if region == "body":
         return body_mask(hu)
     if region == "lung":
-        return lung_mask(hu, spacing)
+        return lung_mask(hu, spacing, full=full)
     raise BadInputError(f"Unknown histogram-matching region {region!r}; use one of {', '.join(REGIONS)}.")
 
 

@@ -151,7 +151,7 @@ def _band_reference(reference, hu, spacing, mask, sk, tk, source, target, noise_
     if isinstance(reference, dict):
         return _freq.BandEnergies.from_dict(reference), "given band energies"
     if isinstance(reference, Volume):
-        ref_mask = lung_mask(reference.hu, reference.spacing)
+        ref_mask = lung_mask(reference.hu, reference.spacing, full=options.get("full_lung_mask", False))
         if not ref_mask.any():
             raise BadInputError("No lungs found in the reference volume; band energies are measured in the lungs.")
         return _freq.band_energies(reference.hu, reference.spacing, ref_mask), "reference volume's lungs"
@@ -191,7 +191,8 @@ def normalize_classical(volume: Volume, source: Protocol, target: Protocol, meth
         ``progress(stage, fraction)``, called per chunk of slices.
     options : dict, optional
         Overrides: ``denoise_method``, ``denoise_strength``, ``wiener_lambda``,
-        ``histogram_region`` (``body``/``lung``).
+        ``histogram_region`` (``body``/``lung``), ``full_lung_mask`` (use
+        ``quantify.lung`` instead of the fast threshold mask), ``noise_std``.
 
     Returns
     -------
@@ -274,7 +275,7 @@ def normalize_classical(volume: Volume, source: Protocol, target: Protocol, meth
         hu, spacing = _z_step(hu, spacing, t_s, t_t, s_t, progress, steps, warnings)
         partial("changes the slice profile")
     elif method == "frequency_decomposition":
-        mask = lung_mask(hu, spacing)
+        mask = lung_mask(hu, spacing, full=options.get("full_lung_mask", False))
         if not mask.any():
             raise BadInputError("No lungs found in the volume; frequency-decomposition normalization measures "
                                 "band energies inside the lungs.")
