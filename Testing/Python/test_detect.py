@@ -9,8 +9,8 @@ from CTNormalizeLib import Volume
 from CTNormalizeLib.io import read_volume
 from CTNormalizeLib.protocols import parse_spec
 from CTNormalizeLib.protocols.detect import detect_protocol
-from CTNormalizeLib.protocols.noise import (NOISE_REFERENCE, NoiseEstimate, calibrate_reference, estimate_dose,
-                                            estimate_noise, reference_std, relative_dose)
+from CTNormalizeLib.protocols.noise import (NOISE_REFERENCE, REFERENCE_PIXEL_MM, NoiseEstimate, calibrate_reference,
+                                            estimate_dose, estimate_noise, pixel_factor, reference_std, relative_dose)
 
 
 def phantom(sigma: float, n: int = 128, nz: int = 6, seed: int = 0, ramp: float = 0.0, air_sigma=None,
@@ -94,6 +94,17 @@ def test_relative_dose_scaling():
         relative_dose(0.0, "standard", 1.0)
 
 
+def test_pixel_factor_model():
+    for k in ("smooth", "standard", "sharp", "very-sharp"):
+        assert pixel_factor(k, REFERENCE_PIXEL_MM) == pytest.approx(1.0)
+        assert pixel_factor(k, None) == 1.0
+    # finer pixels show more of a sharp kernel's noise; a smooth kernel hardly cares
+    f = {k: [pixel_factor(k, p) for p in (1.0, 0.7, 0.5, 0.35)] for k in ("smooth", "very-sharp")}
+    assert all(abs(v - 1) < 0.03 for v in f["smooth"])
+    assert f["very-sharp"] == sorted(f["very-sharp"]) and f["very-sharp"][0] < 0.8 < 1.2 < f["very-sharp"][-1]
+    assert relative_dose(10.0, "very-sharp", 1.0, pixel_mm=0.5) > relative_dose(10.0, "very-sharp", 1.0, pixel_mm=0.7)
+
+
 def test_calibrate_reference_round_trip():
     est = NoiseEstimate(air_std=8.0, air_voxels=10000, fat_std=11.0, fat_voxels=5000,
                         muscle_std=13.0, muscle_voxels=5000)
@@ -104,6 +115,10 @@ def test_calibrate_reference_round_trip():
     # measured at 4 mm full dose -> dose 1 at 4 mm with that table
     assert relative_dose(est.tissue_std, "smooth", 4.0, table) == pytest.approx(1.0)
     assert relative_dose(40.0, "sharp", 4.0, table) == pytest.approx(1.0)
+    # measured at 0.5 mm pixels: the table is moved to the reference pixel and back
+    table = calibrate_reference({"very-sharp": 30.0}, thickness=1.0, pixel_mm=0.5)
+    assert table["very-sharp"]["air"] < 30.0
+    assert relative_dose(30.0, "very-sharp", 1.0, table, "air", pixel_mm=0.5) == pytest.approx(1.0)
 
 
 def test_dose_confidence_grows_with_voxels_and_drops_for_unknown_kernel():
@@ -117,11 +132,14 @@ def test_dose_confidence_grows_with_voxels_and_drops_for_unknown_kernel():
 
 
 def test_dose_confidence_drops_when_air_and_tissue_disagree():
-    agree = estimate_noise(phantom(20.0, air_sigma=20.0 * 11 / 22))  # air/tissue as in the reference
-    disagree = estimate_noise(phantom(20.0, air_sigma=40.0))
+    ref = NOISE_REFERENCE["standard"]
+    agree = estimate_noise(phantom(20.0, air_sigma=20.0 * ref["air"] / ref["tissue"]))  # as in the reference
+    disagree = estimate_noise(phantom(20.0, air_sigma=60.0))
     a, d = estimate_dose(agree, "standard", 1.0), estimate_dose(disagree, "standard", 1.0)
-    assert a.dose == pytest.approx(d.dose, rel=0.1)  # dose comes from tissue
-    assert d.confidence < 0.6 * a.confidence
+    assert a.dose == pytest.approx(a.dose_tissue, rel=0.15)
+    assert a.dose_tissue == pytest.approx(d.dose_tissue, rel=0.1)
+    assert d.dose == pytest.approx(d.dose_air) and d.dose < 0.3 * d.dose_tissue  # air is the primary estimate
+    assert d.confidence < 0.5 * a.confidence
 
 
 # ----------------------------------------------------------------------------- detection
@@ -181,7 +199,7 @@ def test_overrides_win_and_drive_the_dose():
     p = detect_protocol(vol, parse_spec("kernel=standard,thickness=4"), noise=noise)
     assert (p.kernel, p.kernel_name, p.thickness) == ("standard", None, 4.0)
     assert p.sources["kernel"].source == "user" and p.sources["thickness"].source == "user"
-    expected = (reference_std("standard", 4.0) / noise.tissue_std) ** 2
+    expected = (reference_std("standard", 4.0, "air", pixel_mm=noise.pixel_mm) / noise.air_std) ** 2
     assert p.dose == pytest.approx(min(4.0, max(0.01, expected)))
     assert p.dose != pytest.approx(base.dose)
     q = detect_protocol(vol, parse_spec("dose=0.5,kernel=Br40"))
@@ -200,3 +218,38 @@ def test_lung1_detection_runs(lung1_path):
     p = detect_protocol(read_volume(lung1_path))
     assert p.thickness == 5.0 and p.dose is not None and math.isfinite(p.dose)
     assert "kernel unknown" in p.sources["dose"].detail
+
+
+# ----------------------------------------------------------------------------- against the simulator
+
+@pytest.fixture(scope="module")
+def simulated():
+    """Full- and quarter-dose scans of one phantom (seed 11, not the calibration seed 7)."""
+    from CTNormalizeLib.protocols import Protocol
+    from CTNormalizeLib.simulate.phantom import make_phantom
+    from CTNormalizeLib.simulate.scanner import project_truth, simulate_scan
+
+    truth = make_phantom(11, shape=(16, 192, 192), spacing=(0.5, 1.0, 1.0)).volume
+    proj = project_truth(truth)
+    return {(k, d): simulate_scan(truth, Protocol(kernel=k, dose=d, thickness=2.0), seed=5, projections=proj)
+            for k in ("smooth", "very-sharp") for d in (1.0, 0.25)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", ["smooth", "very-sharp"])
+@pytest.mark.parametrize("dose", [1.0, 0.25])
+def test_dose_estimate_on_simulated_scans(simulated, kernel, dose):
+    # other pixel size (1.0 mm) and thickness (2 mm) than the calibration (0.7 mm, 1 mm)
+    p = detect_protocol(simulated[(kernel, dose)], parse_spec(f"kernel={kernel},thickness=2"))
+    assert p.dose == pytest.approx(dose, rel=0.25)
+    assert p.sources["dose"].source == "image" and p.sources["dose"].confidence > 0.3
+
+
+@pytest.mark.slow
+def test_noise_reference_matches_simulator():
+    from CTNormalizeLib.protocols.noise import calibrate_from_simulator
+
+    table = calibrate_from_simulator(shape=(8, 274, 274))
+    for k, ref in NOISE_REFERENCE.items():
+        assert table[k]["air"] == pytest.approx(ref["air"], rel=0.15), k
+        assert table[k]["tissue"] == pytest.approx(ref["tissue"], rel=0.2), k
