@@ -462,3 +462,22 @@ def test_pydicom_fallback_matches(tmp_path, monkeypatch):
     monkeypatch.setattr(dicom.sitk, "ReadImage", fail)
     one = read_volume(sorted((tmp_path / "s").iterdir())[0], validate=False)
     assert one.shape == (1, 64, 64) and one.meta["Exposure"] == "80"
+
+
+def test_dicom_gantry_tilt_warned(tmp_path):
+    import pydicom
+
+    write_dicom_series(tmp_path / "s", n_slices=5)
+    for f in (tmp_path / "s").iterdir():
+        ds = pydicom.dcmread(f)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y + 0.4 * z, z]  # slices shift in y as z grows: sheared grid
+        ds.save_as(f, enforce_file_format=True)
+    vol = read_volume(tmp_path / "s")
+    warning = next(w for w in vol.meta["warnings"] if w["code"] == "GANTRY_TILT")
+    assert "21.8 deg" in warning["message"]  # atan(0.4)
+
+
+def test_series_uid_for_a_non_dicom_file(lung1_path):
+    with pytest.raises(BadInputError, match="not DICOM"):
+        read_volume(lung1_path, series_uid="1.2.3")
