@@ -5,8 +5,9 @@ cycles/mm). The simulator multiplies the FBP ramp filter by ``W`` and the MTF-ra
 method divides one ``W`` by another, so both agree by construction.
 
 The curves are generic, not any vendor's measured MTF: a Gaussian roll-off with 50 %
-at ``f50`` plus, for sharp kernels, the mid-frequency overshoot (edge enhancement)
-that bone/lung kernels show.
+at ``f50`` plus a mid-frequency lift. For ``sharp`` the lift only flattens the roll-off
+(the MTF stays at or below 1); ``very-sharp`` overshoots above 1, the edge enhancement
+that bone kernels show.
 """
 
 from __future__ import annotations

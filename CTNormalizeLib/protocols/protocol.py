@@ -14,7 +14,7 @@ class FieldSource:
     """Where a protocol field came from and how sure we are.
 
     source : ``"tag"`` (DICOM), ``"image"`` (estimated from the voxels), ``"user"``,
-    ``"preset"`` or ``"default"``; confidence in [0, 1]; detail is a short human note
+    ``"preset"``, ``"default"`` or ``"unknown"`` (could not be determined; confidence 0); confidence in [0, 1]; detail is a short human note
     (e.g. ``"ConvolutionKernel=B70f"``).
     """
 
