@@ -19,18 +19,21 @@ as band-limited samples, so projections of sharp edges carry no extra pixel blur
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+
+# finufft's OpenMP threads would otherwise spin while waiting, burning the CPU that other
+# processes on a shared machine need (set before finufft's runtime loads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Relative accuracy of the NUFFTs (single precision); ~0.01 HU on a chest slice.
 NUFFT_EPS = 1e-5
 
 
 def _nthreads() -> int:
-    import os
-
     try:
         return max(1, min(len(os.sched_getaffinity(0)), 4))
     except AttributeError:  # pragma: no cover - non-Linux
