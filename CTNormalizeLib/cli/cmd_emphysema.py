@@ -8,7 +8,7 @@ from pathlib import Path
 from .events import dumps
 
 NAME = "emphysema"
-HELP = "emphysema index (LAA%, Perc15, lung volume) per lung and per zone"
+HELP = "emphysema index (LAA below -950 HU, Perc15, lung volume) per lung and per zone"
 ORDER = 55
 DESCRIPTION = (
     "Segment the lungs (or use --lung-mask) and measure the emphysema index of each CT: LAA% "

@@ -14,7 +14,8 @@ Steps (:func:`lung_mask`):
    anterior/posterior junction, by eroding (distance threshold) until they separate
    and growing them back with a watershed;
 6. holes filled per lung (closing + per-slice hole filling), so vessels inside the
-   lungs stay lung.
+   lungs stay lung; filled rings around a small dark lumen are bronchi and are taken out
+   again (densitometry excludes the airways).
 
 Written on scipy/scikit-image rather than a library because no maintained weight-free
 lung segmenter exists as a package; the steps follow Hu, Hoffman & Reinhardt (IEEE TMI
@@ -58,7 +59,8 @@ class LungMask:
     body : np.ndarray or None
         bool body mask (None for user masks).
     airways : np.ndarray or None
-        bool mask of the trachea / main bronchi that were removed (None for user masks).
+        bool mask of the airways that were removed (None for user masks): trachea and main
+        bronchi tracked from the top, and bronchi seen inside the lungs as a wall around a lumen.
     method : str
         How the mask was made (``"engine: ..."`` or ``"user:<path>"``).
     warnings : list of dict
@@ -338,6 +340,32 @@ def _fill_lung(mask: np.ndarray, spacing) -> np.ndarray:
     return _fill_slices(closed | mask)
 
 
+def _airway_rings(raw: np.ndarray, filled: np.ndarray, sm: np.ndarray, spacing) -> np.ndarray:
+    """Bronchi inside the lung: filled-in rings (the wall) around a small dark lumen.
+
+    Hole filling turns vessels (solid discs) and bronchial walls (rings) into lung; a ring
+    that encloses a small, dark (< -900 HU) lumen is a bronchus, and wall + lumen are taken
+    out again, as densitometry excludes the airways.
+    """
+    out = np.zeros_like(raw)
+    px = float(spacing[1] * spacing[2])
+    max_lumen = max(2, int(100.0 / px))  # lumen up to ~11 mm across
+    for z in range(raw.shape[0]):
+        holes = filled[z] & ~raw[z]
+        if not holes.any():
+            continue
+        lab, n = ndi.label(holes)
+        for i, sl in enumerate(ndi.find_objects(lab), start=1):
+            sl = (slice(max(0, sl[0].start - 1), sl[0].stop + 1), slice(max(0, sl[1].start - 1), sl[1].stop + 1))
+            comp = lab[sl] == i
+            whole = ndi.binary_fill_holes(comp)
+            inner = whole & ~comp
+            k = int(inner.sum())
+            if 0 < k <= max_lumen and float(sm[z][sl][inner].mean()) < AIRWAY_HU:
+                out[z][sl] |= whole
+    return out
+
+
 # ----------------------------------------------------------------------------- public
 
 def lung_mask(hu, spacing=None, direction=None, progress: Progress = None) -> LungMask:
@@ -432,6 +460,10 @@ def lung_mask(hu, spacing=None, direction=None, progress: Progress = None) -> Lu
     report("fill", 0.8)
     left_f = _fill_lung(left, spacing) & body & ~airways
     right_f = _fill_lung(right, spacing) & body & ~airways
+    rings = _airway_rings(left, left_f, sm, spacing) | _airway_rings(right, right_f, sm, spacing)
+    left_f &= ~rings
+    right_f &= ~rings
+    airways = airways | rings
     overlap = left_f & right_f
     if overlap.any():
         left_f &= ~(overlap & right)
@@ -443,7 +475,7 @@ def lung_mask(hu, spacing=None, direction=None, progress: Progress = None) -> Lu
     report("done", 1.0)
     method = (f"engine: smooth {SMOOTH_MM:g} mm, body > {BODY_HU:g} HU, lungs < {LUNG_HU:g} HU inside body, "
               f"airways {'tracked from trachea' if seed is not None else 'not found'}, "
-              f"left/right by {how}, holes filled per slice")
+              f"left/right by {how}, holes filled per slice, bronchi rings removed")
     return LungMask(lungs=lungs, left=left_f, right=right_f, body=body, airways=airways,
                     method=method, warnings=warnings, spacing=spacing)
 

@@ -80,3 +80,10 @@ def test_bad_inputs(chest, tmp_path):
     assert p.stdout == ""
     p = _cli(path, path, path, "--lung-mask", tmp_path / "small.nrrd", "--lung-mask", tmp_path / "small.nrrd")
     assert p.returncode == 2 and "once per CT" in p.stderr
+
+
+def test_help():
+    p = _cli("--help")
+    assert p.returncode == 0 and "--lung-mask" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "CTNormalizeLib", "--help"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "emphysema" in p.stdout and "radiomics" in p.stdout

@@ -58,3 +58,8 @@ def test_bad_inputs(tmp_path):
     sitk.WriteImage(_image(np.zeros_like(lab)), str(empty))
     p = _cli("--image", f"ct={a}", "--segments", empty, "--json")
     assert p.returncode == 2 and "No segment" in p.stderr and p.stdout == ""
+
+
+def test_help():
+    p = _cli("--help")
+    assert p.returncode == 0 and "--segments" in p.stdout
