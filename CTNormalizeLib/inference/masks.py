@@ -24,8 +24,13 @@ def body_mask(hu: np.ndarray, threshold: float = -500.0) -> np.ndarray:
 
 
 def soft_mask(mask: np.ndarray, sigma: float = 2.0) -> np.ndarray:
-    """A 0..1 in-plane feathered version of a binary mask (smooth blending, no hard edge)."""
-    return np.clip(ndi.gaussian_filter(mask.astype(np.float32), (0, sigma, sigma)), 0.0, 1.0)
+    """A 0..1 in-plane feathered version of a binary mask (smooth blending, no hard edge).
+
+    Weights below 1 % are cut to 0, so voxels a few sigma outside stay exactly untouched.
+    """
+    soft = np.clip(ndi.gaussian_filter(mask.astype(np.float32), (0, sigma, sigma)), 0.0, 1.0)
+    soft[soft < 0.01] = 0.0
+    return soft
 
 
 def window_weight(hu_smooth: np.ndarray, lo: float, hi: float, ramp: float = 150.0) -> np.ndarray:
