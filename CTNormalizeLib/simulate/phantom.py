@@ -205,7 +205,9 @@ def _paint_slice(P: _Painter, U, V, zeta, A: _Anatomy, pix, pix_z, cache: dict):
     # Mediastinum.
     front = -b + 8.0 + 2.0 + A.fat + A.muscle + A.rib_layer
     v_vb = b + 8.0 - 2.0 - A.fat - A.muscle - 22.0
-    width = 22.0 + 6.0 * np.clip((V - front) / 60.0, 0, 1)
+    # Narrow anteriorly (junction line), widest mid-way (great vessels), then the spine.
+    t = np.clip((V - front) / max(v_vb + 10.0 - front, 1.0), 0, 1)
+    width = 13.0 + 17.0 * np.sin(np.pi * t) ** 0.7
     band = np.minimum(width - np.abs(U - 4.0), np.minimum(V - front + 4.0, v_vb + 40 - V))
     P.paint(_soft(band, pix) * f_cav, HU["mediastinal_fat"], TISSUE_LABELS["fat"])
     hz = (zeta + 75.0) / 58.0
