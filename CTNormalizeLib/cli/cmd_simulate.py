@@ -104,7 +104,8 @@ def _run(args, events: EventStream, written: list) -> int:
     if args.phantom is not None:
         events.progress("phantom", 0.0, step=1, force=True)
         phantom = make_phantom(args.phantom, shape=_triple(args.shape, int), spacing=_triple(args.spacing),
-                               emphysema=args.emphysema, nodules=args.nodules)
+                               emphysema=args.emphysema, nodules=args.nodules,
+                               progress=lambda s, f: events.progress(s, 0.1 * f, step=1))
         truth = phantom.volume
     else:
         if args.from_ct and Path(args.from_ct).resolve() == out.resolve():

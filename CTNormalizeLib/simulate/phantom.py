@@ -332,7 +332,7 @@ def _grow_tree(start, points, radius, rng, segs, min_points=2, min_radius=0.0, d
 
 
 def make_phantom(seed: int, shape=(96, 192, 192), spacing=(0.5, 0.8, 0.8), emphysema: float | None = 0.0,
-                 nodules: int | None = None) -> Phantom:
+                 nodules: int | None = None, progress=None) -> Phantom:
     """Generate a seeded chest phantom.
 
     Parameters
@@ -349,6 +349,8 @@ def make_phantom(seed: int, shape=(96, 192, 192), spacing=(0.5, 0.8, 0.8), emphy
         ``info["laa950"]``.
     nodules : int or None
         Number of nodules; None draws 0-3.
+    progress : callable, optional
+        ``progress("phantom", fraction)`` as the generation goes on.
 
     Returns
     -------
@@ -380,11 +382,15 @@ def make_phantom(seed: int, shape=(96, 192, 192), spacing=(0.5, 0.8, 0.8), emphy
     labels = np.empty(shape, np.uint8)
     body = np.empty(shape, bool)
     cache: dict = {}
+    report = (lambda f: progress("phantom", f)) if progress else (lambda f: None)
     for k in range(nz):
+        if k % 8 == 0:
+            report(0.4 * k / nz)
         P = _Painter((ny, nx))
         sdf_body = _paint_slice(P, U, V, A.zeta_lo + k * pix_z, A, pix, pix_z, cache)
         hu[k], lung_frac[k], labels[k], body[k] = P.hu, P.lung, P.label, sdf_body > 0
 
+    report(0.4)
     # Soft-tissue texture (fat lobules, muscle fibres: a few HU).
     step_mm = grid.step
     tex = _grf(shape, 1.2 / step_mm, rng)
@@ -406,6 +412,7 @@ def make_phantom(seed: int, shape=(96, 192, 192), spacing=(0.5, 0.8, 0.8), emphy
     np.clip(par, -935.0, -700.0, out=par)
     hu += lung_frac * par
 
+    report(0.5)
     # Vessel trees and airways.
     vessel = np.zeros(shape, np.float32)
     wall = np.zeros(shape, np.float32)
@@ -444,6 +451,7 @@ def make_phantom(seed: int, shape=(96, 192, 192), spacing=(0.5, 0.8, 0.8), emphy
                 _draw_tube(wall, grid, p0, p1, ra + tw(ra), rb + tw(rb), pix)
                 _draw_tube(lumen, grid, p0, p1, ra, rb, pix)
 
+        report(0.75)
         # Nodules: lobulated spheres well inside the lungs.
         if nodules > 0:
             # Distance to the lung boundary on a 2x coarser grid (fast; nodule centres need no more).
@@ -489,6 +497,7 @@ def make_phantom(seed: int, shape=(96, 192, 192), spacing=(0.5, 0.8, 0.8), emphy
     airways = wall > 0.5
     lungs = lungs_region & ~airways
 
+    report(0.85)
     # Emphysema: replace the parenchymal share of each lung voxel where a multi-scale field is high.
     pw = (lung_frac * (1 - vessel) * (1 - wall) * (1 - nod_occ))[lungs]
     achieved = 0.0
@@ -551,6 +560,7 @@ def make_phantom(seed: int, shape=(96, 192, 192), spacing=(0.5, 0.8, 0.8), emphy
     meta = {"Modality": "CT", "Manufacturer": "CTNormalize phantom", "SliceThickness": f"{spacing[0]:g}",
             "phantom": {"seed": int(seed), "version": PHANTOM_VERSION}}
     vol = Volume(hu, spacing=spacing, origin=origin, meta=meta)
+    report(1.0)
     return Phantom(vol, masks, nod_labels, info)
 
 
