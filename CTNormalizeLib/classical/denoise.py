@@ -43,11 +43,11 @@ def _threads() -> int:
 
 
 def _nlm(sl: np.ndarray, strength: float, sigma: float = 0.0) -> np.ndarray:
+    """2D NLM with ``h = strength`` (HU); sigma 0 (scikit-image's sigma term averages everything at small h)."""
     from skimage.restoration import denoise_nl_means
 
-    return denoise_nl_means(sl, h=strength, sigma=sigma, patch_size=NLM_PATCH_SIZE,
-                            patch_distance=NLM_PATCH_DISTANCE, fast_mode=True,
-                            preserve_range=True).astype(np.float32)
+    return denoise_nl_means(sl, h=strength, sigma=0.0, patch_size=NLM_PATCH_SIZE,
+                            patch_distance=NLM_PATCH_DISTANCE, fast_mode=True, preserve_range=True).astype(np.float32)
 
 
 def _gaussian(sl: np.ndarray, strength: float, sigma: float = 0.0) -> np.ndarray:
@@ -57,43 +57,73 @@ def _gaussian(sl: np.ndarray, strength: float, sigma: float = 0.0) -> np.ndarray
 _FILTERS = {"nlm": _nlm, "gaussian": _gaussian}
 
 
-def _measure(sample, spacing) -> float:
-    """Noise of calibration slices, by the project's noise estimator (high-pass residual in fat/muscle)."""
-    return estimate_noise_std(sample, spacing)
+def _residual_std(x: np.ndarray, region: np.ndarray, window: int) -> float:
+    """Robust (MAD) std of the high-pass residual ``x - local_mean(x)`` inside ``region``."""
+    r = x - ndi.uniform_filter(x, (1, window, window), mode="nearest")
+    v = r[region]
+    return float(1.4826 * np.median(np.abs(v - np.median(v))) / np.sqrt(1.0 - 1.0 / window**2))
 
 
-def _calibrate(hu, spacing, method, noise_std, target_std, n_slices=4, iterations=8, crop=320):
-    """Strength and blend weight that bring the measured noise of sample slices to the target.
+def _noise_patch(spacing, kernel: str, noise_std: float, n: int = 4, size: int = 160, seed: int = 0) -> np.ndarray:
+    """Pure FBP-like noise (power ~ |f| MTF^2 of ``kernel``) whose residual std equals ``noise_std``."""
+    from ._fft import filter_slices
+    from .synthetic import noise_transfer
+
+    rng = np.random.default_rng(seed)
+    white = rng.standard_normal((n, size, size)).astype(np.float32)
+    patch = filter_slices(white, spacing[-2:], noise_transfer(kernel), pad=0)
+    region, window = _whole(patch, spacing)
+    return patch * np.float32(noise_std / _residual_std(patch, region, window))
+
+
+def _whole(x, spacing):
+    pix = float(np.sqrt(spacing[1] * spacing[2]))
+    window = max(3, int(round(5.0 / pix)) | 1)
+    m = np.zeros(x.shape, bool)
+    m[:, window:-window, window:-window] = True
+    return m, window
+
+
+def _calibrate(spacing, kernel, method, noise_std, target_std, iterations=9, post=None):
+    """Strength and blend weight that bring FBP-like noise from ``noise_std`` to ``target_std``.
+
+    Calibrated on a synthetic patch of pure noise with the source kernel's texture and
+    the measured noise level (``protocols.noise``'s high-pass residual std), not on the
+    image: anatomy, lung texture and edges would read as noise, and the quieter,
+    streakier air outside the body would set the wrong strength. So this sets the
+    denoising of flat tissue, which is what "noise level" means. ``post`` (the kernel
+    conversion that follows) is applied before measuring, so the reduction is met where
+    the noise ends up.
 
     The strength is found by bisection in log-strength: the smallest one whose output
     reaches the target. NLM's noise-versus-``h`` curve is nearly a step (patches either
     all match or none do), so its output usually overshoots; a blend
     ``x + alpha (denoised - x)`` then sets the noise left continuously, with ``alpha``
-    found by bisection too. The sample is ``n_slices`` slices from the middle half,
-    centre-cropped to ``crop``; noise is measured with the project's estimator.
+    found by bisection too.
 
     Returns
     -------
     strength, alpha, measured_before, measured_after, wanted
     """
-    nz, ny, nx = hu.shape
-    zs = np.unique(np.linspace(0.25 * (nz - 1), 0.75 * (nz - 1), min(n_slices, nz)).round().astype(int))
-    y0, x0 = max(0, (ny - crop) // 2), max(0, (nx - crop) // 2)
-    sample = hu[zs, y0:y0 + crop, x0:x0 + crop].astype(np.float32)
-    base = _measure(sample, spacing)
-    want = base * target_std / noise_std  # same reduction ratio in the estimator's own units
+    sample = _noise_patch(spacing, kernel, noise_std)
+    region, window = _whole(sample, spacing)
+
+    def _m(x):
+        return float(np.std((post(x) if post is not None else x)[region]))
+
+    base = _m(sample)
+    want = base * target_std / noise_std
     filt = _FILTERS[method]
-    lo, hi = (0.1 * noise_std, 3.0 * noise_std) if method == "nlm" else (0.2, 6.0)
-    # NLM gets sigma=0: scikit-image's sigma term already averages everything at small h
+    lo, hi = (0.05 * noise_std, 3.0 * noise_std) if method == "nlm" else (0.2, 6.0)
     run = lambda s: np.stack([filt(sl, s, 0.0) for sl in sample])  # noqa: E731
     den_hi = run(hi)
-    got = _measure(den_hi, spacing)
+    got = _m(den_hi)
     if got > want:
         return float(hi), 1.0, base, got, want
     for _ in range(iterations):
         mid = float(np.sqrt(lo * hi))
         den = run(mid)
-        m = _measure(den, spacing)
+        m = _m(den)
         if m > want:
             lo = mid
         else:
@@ -101,7 +131,7 @@ def _calibrate(hu, spacing, method, noise_std, target_std, n_slices=4, iteration
     a_lo, a_hi = 0.0, 1.0
     for _ in range(iterations if got < 0.9 * want else 0):
         mid = 0.5 * (a_lo + a_hi)
-        m = _measure(sample + mid * (den_hi - sample), spacing)
+        m = _m(sample + mid * (den_hi - sample))
         if m > want:
             a_lo = mid
         else:
@@ -111,7 +141,7 @@ def _calibrate(hu, spacing, method, noise_std, target_std, n_slices=4, iteration
 
 def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, reduction: float | None = None,
                    noise_std: float | None = None, method: str = "auto", strength: float | None = None,
-                   alpha: float | None = None, progress=None):
+                   alpha: float | None = None, kernel: str | None = None, post=None, progress=None):
     """Denoise slice by slice so the noise std falls from ``noise_std`` to ``target_std``.
 
     Parameters
@@ -132,6 +162,11 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
         Skip calibration: the NLM ``h`` (HU) or the Gaussian sigma (pixels).
     alpha : float, optional
         With ``strength``: blend weight of the denoised image (default 1).
+    kernel : str, optional
+        Source kernel class: the texture of the calibration noise (default standard).
+    post : callable, optional
+        Linear step that will follow (e.g. the kernel conversion): the calibration
+        measures noise after it, so the noise *reduction* is met where it matters.
     progress : callable, optional
         ``progress("denoise", fraction)``.
 
@@ -160,7 +195,8 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
         method = "gaussian" if ratio >= FAST_PATH_RATIO else "nlm"
     info["method"] = method
     if strength is None:
-        strength, alpha, base, reached, want = _calibrate(hu, spacing, method, float(noise_std), float(target_std))
+        strength, alpha, base, reached, want = _calibrate(spacing, kernel or "standard", method, float(noise_std),
+                                                          float(target_std), post=post)
         info["calibration"] = {"measured_before": base, "measured_after": reached, "wanted": want}
     elif alpha is None:
         alpha = 1.0

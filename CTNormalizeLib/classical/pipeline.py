@@ -19,6 +19,9 @@ from .masks import lung_mask
 from .noise_estimate import estimate_noise_std
 
 CLASSICAL_METHODS = ["auto", "mtf_ratio", "frequency_decomposition", "histogram_match", "denoise", "z_profile"]
+# Defaults tuned on training phantom seeds (< 1000) only; see docs/classical.md.
+Z_RESTORE_LAMBDA = 0.03  # Wiener term of the partial z deconvolution in thick -> thin
+DENOISE_TARGET_SCALE = 1.0  # target noise = scale * source noise * sqrt(d_s/d_t); 1 = physical
 DOSE_TOLERANCE = 0.02  # relative dose difference treated as "same dose"
 THICKNESS_TOLERANCE = 0.01  # mm
 
@@ -98,21 +101,38 @@ def _z_target(volume: Volume, target: Protocol):
     return t, s
 
 
-def _dose_step(hu, spacing, source: Protocol, target: Protocol, noise_std, progress, steps, options):
+def _dose_step(hu, spacing, source: Protocol, target: Protocol, noise_std, progress, steps, options, post=None,
+               thickness_ratio: float = 1.0, kernel=None):
+    """Denoise from the source dose to the target's noise.
+
+    ``thickness_ratio`` = source/target thickness when the z step that follows is thick ->
+    thin: interpolation adds no noise, while the thinner target slices are noisier by
+    ``sqrt(ratio)``, so the target noise is raised by that much (never lowered: a
+    thin -> thick z step averages the noise itself).
+    """
     sd, td = float(source.dose), float(target.dose)
+    tr = max(1.0, float(thickness_ratio))
     if td <= sd * (1 + DOSE_TOLERANCE):
         note = ("same dose" if abs(td - sd) <= sd * DOSE_TOLERANCE
                 else "target dose is lower than source dose; noise is not added")
         steps.append({"method": "denoise", "done": False, "parameters": {"source_dose": sd, "target_dose": td},
                       "note": note})
         return hu, noise_std, (None if abs(td - sd) <= sd * DOSE_TOLERANCE else note)
-    target_std = _denoise.expected_noise_std(noise_std, sd, td)
+    target_std = _denoise.expected_noise_std(noise_std, sd, td) * np.sqrt(tr) * float(
+        options.get("denoise_target_scale", DENOISE_TARGET_SCALE))
+    if target_std >= noise_std:
+        note = (f"the thicker source slices ({tr:g}x the target's) already average the noise down to the "
+                f"target's level; nothing to remove")
+        steps.append({"method": "denoise", "done": False, "parameters": {"source_dose": sd, "target_dose": td,
+                                                                         "thickness_ratio": tr}, "note": note})
+        return hu, noise_std, None
     out, info = _denoise.denoise_volume(hu, spacing, target_std=target_std, noise_std=noise_std,
                                         method=options.get("denoise_method", "auto"),
-                                        strength=options.get("denoise_strength"), progress=progress)
+                                        strength=options.get("denoise_strength"), kernel=kernel, post=post,
+                                        progress=progress)
     steps.append({"method": "denoise", "done": True,
-                  "parameters": {"source_dose": sd, "target_dose": td, **info},
-                  "note": f"noise {noise_std:.1f} -> {target_std:.1f} HU (std ~ 1/sqrt(dose)), "
+                  "parameters": {"source_dose": sd, "target_dose": td, "thickness_ratio": tr, **info},
+                  "note": f"noise {noise_std:.1f} -> {target_std:.1f} HU (std ~ 1/sqrt(dose x thickness)), "
                           f"{info.get('method')} strength {info.get('strength', 0):.3g}"})
     return out, target_std, None
 
@@ -133,15 +153,19 @@ def _kernel_step(hu, spacing, sk, tk, noise_std, progress, steps, options):
     return out
 
 
-def _z_step(hu, spacing, t_s, t_t, s_t, progress, steps, warnings):
+def _z_step(hu, spacing, t_s, t_t, s_t, progress, steps, warnings, options):
     if abs(t_t - t_s) <= THICKNESS_TOLERANCE and abs(s_t - spacing[0]) <= THICKNESS_TOLERANCE:
         steps.append({"method": "z_profile", "done": False, "parameters": {"thickness": t_s, "spacing": spacing[0]},
                       "note": "same thickness and z spacing"})
         return hu, spacing
-    r = _thick.change_thickness(hu, spacing, t_s, t_t, s_t, progress=progress)
+    r = _thick.change_thickness(hu, spacing, t_s, t_t, s_t, progress=progress,
+                                restore_lambda=options.get("z_restore_lambda", Z_RESTORE_LAMBDA))
     warnings.extend(r.warnings)
     note = {"thin_to_thick": "Gaussian slice profile widened (exact), sampled on the target grid",
-            "thick_to_thin": "cubic-spline interpolation onto the finer grid (detail not recovered)",
+            "thick_to_thin": ("cubic-spline interpolation onto the finer grid after a Wiener-regularized "
+                              "partial z deconvolution; detail the thick slices removed is not recovered"
+                              if r.info.get("restore_lambda") else
+                              "cubic-spline interpolation onto the finer grid (detail not recovered)"),
             "same_thickness": "resampled onto the target z spacing"}[r.info["kind"]]
     steps.append({"method": "z_profile", "done": True, "parameters": r.info, "note": note})
     return r.hu, (r.z_spacing, spacing[1], spacing[2])
@@ -190,7 +214,8 @@ def normalize_classical(volume: Volume, source: Protocol, target: Protocol, meth
     progress : callable, optional
         ``progress(stage, fraction)``, called per chunk of slices.
     options : dict, optional
-        Overrides: ``denoise_method``, ``denoise_strength``, ``wiener_lambda``,
+        Overrides: ``denoise_method``, ``denoise_strength``, ``denoise_target_scale``,
+        ``wiener_lambda``, ``z_restore_lambda`` (None: plain interpolation),
         ``histogram_region`` (``body``/``lung``), ``full_lung_mask`` (use
         ``quantify.lung`` instead of the fast threshold mask), ``noise_std``.
 
@@ -238,9 +263,19 @@ def normalize_classical(volume: Volume, source: Protocol, target: Protocol, meth
                                         f"from the target. Use method 'auto' to chain the steps."})
 
     if method == "auto":
+        t_t, s_t = _z_target(volume, target)
+        t_s = _source_thickness(volume, source, steps) if t_t is not None else None
         if target.dose is not None:
             _need(source.dose, "dose", "source", "dose normalization")
-            hu, noise_std, note = _dose_step(hu, spacing, source, target, noise_std, progress, steps, options)
+            post = None
+            if tk is not None and sk is not None and sk != tk:
+                lam = options.get("wiener_lambda")
+                post_lam = _mtf.wiener_lambda(noise_std) if lam is None else lam
+
+                def post(x):  # the kernel step that follows: calibrate the noise where it ends up
+                    return _mtf.convert_kernel(x, spacing, sk, tk, lam=post_lam)
+            hu, noise_std, note = _dose_step(hu, spacing, source, target, noise_std, progress, steps, options, post,
+                                             thickness_ratio=(t_s / t_t) if t_t else 1.0, kernel=sk)
             if note and "lower" in note:
                 warnings.append({"code": "DOSE_NOT_MATCHED", "message": f"The {note}."})
         else:
@@ -250,16 +285,15 @@ def normalize_classical(volume: Volume, source: Protocol, target: Protocol, meth
             hu = _kernel_step(hu, spacing, sk, tk, noise_std, progress, steps, options)
         else:
             steps.append({"method": "mtf_ratio", "done": False, "parameters": {}, "note": "target kernel not given"})
-        t_t, s_t = _z_target(volume, target)
         if t_t is not None:
-            t_s = _source_thickness(volume, source, steps)
-            hu, spacing = _z_step(hu, spacing, t_s, t_t, s_t, progress, steps, warnings)
+            hu, spacing = _z_step(hu, spacing, t_s, t_t, s_t, progress, steps, warnings, options)
         else:
             steps.append({"method": "z_profile", "done": False, "parameters": {}, "note": "target thickness not given"})
     elif method == "denoise":
         _need(source.dose, "dose", "source", "dose normalization")
         _need(target.dose, "dose", "target", "dose normalization")
-        hu, noise_std, note = _dose_step(hu, spacing, source, target, noise_std, progress, steps, options)
+        hu, noise_std, note = _dose_step(hu, spacing, source, target, noise_std, progress, steps, options,
+                                         kernel=sk)
         if note and "lower" in note:
             warnings.append({"code": "DOSE_NOT_MATCHED", "message": f"The {note}."})
         partial("changes the noise level")
@@ -272,7 +306,7 @@ def normalize_classical(volume: Volume, source: Protocol, target: Protocol, meth
         t_t, s_t = _z_target(volume, target)
         _need(t_t, "thickness", "target", "slice-thickness change")
         t_s = _source_thickness(volume, source, steps)
-        hu, spacing = _z_step(hu, spacing, t_s, t_t, s_t, progress, steps, warnings)
+        hu, spacing = _z_step(hu, spacing, t_s, t_t, s_t, progress, steps, warnings, options)
         partial("changes the slice profile")
     elif method == "frequency_decomposition":
         mask = lung_mask(hu, spacing, full=options.get("full_lung_mask", False))

@@ -44,14 +44,38 @@ def target_slice_count(n_in: int, s_in: float, s_out: float) -> int:
     return int(np.floor((n_in - 1) * float(s_in) / float(s_out) + 1e-6)) + 1
 
 
-def z_operator(n_in: int, s_in: float, src_thickness: float, tgt_thickness: float, s_out: float) -> np.ndarray:
+def z_restore_operator(n_in: int, s_in: float, src_thickness: float, tgt_thickness: float,
+                       lam: float, pad: int = 8) -> np.ndarray:
+    """``n_in x n_in`` Wiener filter along z toward a thinner Gaussian profile (float64).
+
+    ``H(f) = clip(M_t M_s / (M_s^2 + lam), 1, M_t / M_s)`` with ``M`` the Gaussian SSP
+    MTFs, on the source grid (so only frequencies below the source's Nyquist are
+    touched), with reflect padding against wrap-around.
+    """
+    eye = np.pad(np.eye(n_in), ((pad, pad), (0, 0)), mode="reflect") if n_in > pad else np.eye(n_in)
+    p = pad if n_in > pad else 0
+    f = np.fft.rfftfreq(eye.shape[0], d=s_in)
+    ms = np.exp(-2.0 * np.pi**2 * (src_thickness * FWHM_TO_SIGMA) ** 2 * f**2)
+    mt = np.exp(-2.0 * np.pi**2 * (tgt_thickness * FWHM_TO_SIGMA) ** 2 * f**2)
+    h = np.clip(mt * ms / (ms**2 + lam), 1.0, mt / ms)
+    out = np.fft.irfft(np.fft.rfft(eye, axis=0) * h[:, None], n=eye.shape[0], axis=0)
+    return out[p:p + n_in]
+
+
+def z_operator(n_in: int, s_in: float, src_thickness: float, tgt_thickness: float, s_out: float,
+               restore_lambda: float | None = None) -> np.ndarray:
     """The ``n_out x n_in`` matrix mapping source slices to target slices (float64)."""
     from scipy.interpolate import make_interp_spline
     from scipy.ndimage import gaussian_filter1d
 
     eye = np.eye(n_in)
     var = (tgt_thickness * FWHM_TO_SIGMA) ** 2 - (src_thickness * FWHM_TO_SIGMA) ** 2
-    g = gaussian_filter1d(eye, np.sqrt(var) / s_in, axis=0, mode="nearest") if var > 1e-12 else eye
+    if var > 1e-12:
+        g = gaussian_filter1d(eye, np.sqrt(var) / s_in, axis=0, mode="nearest")
+    elif var < -1e-12 and restore_lambda:
+        g = z_restore_operator(n_in, s_in, src_thickness, tgt_thickness, restore_lambda)
+    else:
+        g = eye
     n_out = target_slice_count(n_in, s_in, s_out)
     z_in = np.arange(n_in) * s_in
     z_out = np.clip(np.arange(n_out) * s_out, 0.0, z_in[-1])
@@ -63,8 +87,8 @@ def z_operator(n_in: int, s_in: float, src_thickness: float, tgt_thickness: floa
 
 
 def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, target_thickness: float,
-                     target_spacing: float | None = None, rows_per_chunk: int = 32,
-                     progress=None) -> ZProfileResult:
+                     target_spacing: float | None = None, restore_lambda: float | None = None,
+                     rows_per_chunk: int = 32, progress=None) -> ZProfileResult:
     """Change slice thickness (SSP FWHM) and z spacing.
 
     Parameters
@@ -79,6 +103,11 @@ def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, ta
         Target SSP FWHM (mm).
     target_spacing : float, optional
         Target z spacing (mm); default ``target_thickness``.
+    restore_lambda : float, optional
+        Thick -> thin only: Wiener regularization of a partial z deconvolution toward the
+        thinner profile (:func:`z_restore_operator`) before the interpolation. It lifts
+        frequencies the thick profile attenuated but kept (below the source's Nyquist);
+        what the thick slices removed or aliased stays lost. None: interpolation only.
     rows_per_chunk : int
         y rows per matrix product.
     progress : callable, optional
@@ -97,7 +126,7 @@ def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, ta
     s_out = float(target_spacing) if target_spacing else t_t
     if s_in <= 0 or s_out <= 0:
         raise BadInputError("z spacings must be positive.")
-    a = z_operator(hu.shape[0], s_in, t_s, t_t, s_out).astype(np.float32)
+    a = z_operator(hu.shape[0], s_in, t_s, t_t, s_out, restore_lambda).astype(np.float32)
     nz, ny, nx = hu.shape
     out = np.empty((a.shape[0], ny, nx), dtype=np.float32)
     for y0 in range(0, ny, rows_per_chunk):
@@ -121,6 +150,7 @@ def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, ta
         "target_spacing": s_out,
         "extra_gaussian_sigma_mm": float(np.sqrt(max(0.0, (t_t * FWHM_TO_SIGMA) ** 2 - (t_s * FWHM_TO_SIGMA) ** 2))),
         "interpolation": "cubic spline" if nz >= 4 else "linear",
+        "restore_lambda": restore_lambda if kind == "thick_to_thin" else None,
         "slices": [int(nz), int(out.shape[0])],
     }
     return ZProfileResult(out, s_out, info, warnings)
