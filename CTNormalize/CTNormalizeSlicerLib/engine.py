@@ -1,0 +1,69 @@
+"""Command lines for the CTNormalize engine (``python -m CTNormalizeLib ...``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional
+
+
+def engine_package_parent() -> str:
+    """The folder that holds the ``CTNormalizeLib`` package.
+
+    In a Slicer install it sits next to ``CTNormalize.py`` in ``qt-scripted-modules``; in the
+    source tree it is the repository root. The child gets it as working directory and on
+    ``PYTHONPATH`` so ``-m CTNormalizeLib`` resolves to the same engine the module ships.
+    """
+    spec = importlib.util.find_spec("CTNormalizeLib")
+    if spec is not None and spec.origin:
+        return str(Path(spec.origin).resolve().parent.parent)
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent, here.parent.parent):
+        if (candidate / "CTNormalizeLib" / "__init__.py").is_file():
+            return str(candidate)
+    raise FileNotFoundError("The CTNormalizeLib engine package was not found next to the CTNormalize module.")
+
+
+def python_executable() -> str:
+    """Slicer's Python (``PythonSlicer``) inside Slicer, else the running interpreter."""
+    try:
+        import slicer
+
+        in_slicer = getattr(slicer, "app", None) is not None
+    except ImportError:
+        in_slicer = False
+    if in_slicer:
+        found = shutil.which("PythonSlicer")
+        if found:
+            return found
+    return sys.executable
+
+
+def engine_environment(device: str = "auto") -> dict:
+    """Extra environment for the child: engine on PYTHONPATH, CPU forced when asked."""
+    parent = engine_package_parent()
+    paths = [parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), "PYTHONUNBUFFERED": "1",
+           "PYTHONIOENCODING": "utf-8"}
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = "-1"
+    return env
+
+
+def engine_command(subcommand: str, *args: str, python: Optional[str] = None) -> list[str]:
+    """``[python, -m, CTNormalizeLib, subcommand, *args]``."""
+    return [python or python_executable(), "-m", "CTNormalizeLib", subcommand, *[str(a) for a in args]]
+
+
+def normalize_command(input_path: str, output_path: str, source: str = "auto", target: str = "",
+                      method: str = "auto", device: str = "auto", python: Optional[str] = None,
+                      report_path: Optional[str] = None) -> list[str]:
+    """The ``normalize`` command line of DESIGN.md section 4, with ``--progress json``."""
+    args = [input_path, "-o", output_path, "--source", source or "auto", "--target", target,
+            "--method", method or "auto", "--device", device or "auto", "--progress", "json"]
+    if report_path:
+        args += ["--report", report_path]
+    return engine_command("normalize", *args, python=python)

@@ -1,0 +1,181 @@
+"""Volume nodes <-> files, geometry, provenance attributes, subject hierarchy, DICOM tags.
+
+File exchange goes through a volume archetype storage node that is not added to the
+scene, so the result node does not point at a temp file that is about to be removed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+ATTRIBUTE_PREFIX = "CTNormalize."
+
+#: DICOM tags the engine's protocol detection reads (name -> "gggg,eeee").
+DICOM_TAGS = {
+    "Modality": "0008,0060",
+    "Manufacturer": "0008,0070",
+    "ManufacturerModelName": "0008,1090",
+    "ConvolutionKernel": "0018,1210",
+    "SliceThickness": "0018,0050",
+    "SpacingBetweenSlices": "0018,0088",
+    "KVP": "0018,0060",
+    "Exposure": "0018,1152",
+    "XRayTubeCurrent": "0018,1151",
+    "ExposureTime": "0018,1150",
+    "CTDIvol": "0018,9345",
+}
+
+
+def write_volume(volume_node, path: str) -> str:
+    """Write a scalar volume node to ``path`` (NRRD, uncompressed for speed); returns path."""
+    import slicer
+
+    if volume_node is None or volume_node.GetImageData() is None:
+        raise ValueError("The input volume has no image data.")
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetUseCompression(False)
+    if not storage.WriteData(volume_node):
+        raise RuntimeError(f"Could not write the volume {volume_node.GetName()!r} to {path}.")
+    return str(path)
+
+
+def read_volume(path: str, volume_node) -> None:
+    """Read ``path`` into an existing volume node (image data + IJK-to-RAS)."""
+    import slicer
+
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetSingleFile(True)
+    if not storage.ReadData(volume_node):
+        raise RuntimeError(f"Could not read the engine output {path}.")
+    if volume_node.GetDisplayNode() is None:
+        volume_node.CreateDefaultDisplayNodes()
+
+
+def same_grid(a, b, tol: float = 1e-3) -> bool:
+    """True when two volume nodes have the same dimensions and IJK-to-RAS (within ``tol``)."""
+    import vtk
+
+    if a.GetImageData() is None or b.GetImageData() is None:
+        return False
+    if a.GetImageData().GetDimensions() != b.GetImageData().GetDimensions():
+        return False
+    ma, mb = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    a.GetIJKToRASMatrix(ma)
+    b.GetIJKToRASMatrix(mb)
+    return all(abs(ma.GetElement(i, j) - mb.GetElement(i, j)) <= tol for i in range(4) for j in range(4))
+
+
+def adopt_geometry(output_node, input_node) -> None:
+    """Give the output the input's parent transform, and its exact IJK-to-RAS on the same grid.
+
+    The NRRD round trip prints matrices in decimal, which changes the last bits; on the same
+    grid we copy the input's matrix so both volumes overlay exactly.
+    """
+    import vtk
+
+    output_node.SetAndObserveTransformNodeID(input_node.GetTransformNodeID())
+    if same_grid(output_node, input_node):
+        m = vtk.vtkMatrix4x4()
+        input_node.GetIJKToRASMatrix(m)
+        output_node.SetIJKToRASMatrix(m)
+
+
+def set_provenance(node, report: dict, extra: Optional[dict] = None) -> dict:
+    """Store the run's provenance as ``CTNormalize.*`` node attributes; returns what was set.
+
+    Keys: engineVersion, method, modelSha256, device, sourceProtocol, targetProtocol,
+    protocolPair, qc (JSON), warnings (JSON), report (JSON), plus ``extra``.
+    """
+    report = report or {}
+    attrs = {
+        "engineVersion": report.get("engine_version", ""),
+        "method": report.get("method", ""),
+        "modelSha256": report.get("model_sha256") or "",
+        "device": report.get("device", ""),
+        "sourceProtocol": report.get("source_spec", ""),
+        "targetProtocol": report.get("target_spec", ""),
+        "protocolPair": f"{report.get('source_spec', '?')} -> {report.get('target_spec', '?')}",
+        "qc": json.dumps(report.get("qc", {}), sort_keys=True),
+        "warnings": json.dumps(report.get("warnings", [])),
+        "report": json.dumps(report, sort_keys=True, default=str),
+    }
+    attrs.update({k: str(v) for k, v in (extra or {}).items()})
+    for key, value in attrs.items():
+        node.SetAttribute(ATTRIBUTE_PREFIX + key, str(value))
+    return attrs
+
+
+def provenance(node) -> dict:
+    """The ``CTNormalize.*`` attributes of a node, without the prefix."""
+    out = {}
+    for name in node.GetAttributeNames() or ():
+        if name.startswith(ATTRIBUTE_PREFIX):
+            out[name[len(ATTRIBUTE_PREFIX):]] = node.GetAttribute(name)
+    return out
+
+
+def place_next_to(node, reference_node) -> None:
+    """Put ``node`` under the same subject-hierarchy parent (study) as ``reference_node``."""
+    import slicer
+
+    scene = node.GetScene()
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    if sh is None:
+        return
+    ref_item = sh.GetItemByDataNode(reference_node)
+    if not ref_item:
+        return
+    parent = sh.GetItemParent(ref_item)
+    item = sh.GetItemByDataNode(node)
+    if not item:  # Slicer's subject hierarchy plugins add items; a bare scene does not
+        sh.CreateItem(parent, node)
+    elif parent:
+        sh.SetItemParent(item, parent)
+
+
+def dicom_tags(volume_node) -> dict:
+    """The DICOM tags of a volume loaded from DICOM, by name (empty when not from DICOM).
+
+    Uses the node's ``DICOM.instanceUIDs`` attribute (set by Slicer's DICOM import) and the
+    application's DICOM database; the first instance stands for the series.
+    """
+    import slicer
+
+    uids = (volume_node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    db = getattr(slicer, "dicomDatabase", None)
+    if not uids or db is None:
+        return {}
+    path = db.fileForInstance(uids[0])
+    if not path:
+        return {}
+    tags = {}
+    for name, tag in DICOM_TAGS.items():
+        value = db.fileValue(path, tag)
+        if value:
+            tags[name] = str(value).strip()
+    return tags
+
+
+def volume_for_engine(volume_node, meta: Optional[dict] = None):
+    """A ``CTNormalizeLib.Volume`` view of a node's voxels (for in-process detection).
+
+    Geometry is ITK/LPS as the engine expects; ``meta`` carries the DICOM tags.
+    """
+    import numpy as np
+    import slicer
+    import vtk
+
+    from CTNormalizeLib import Volume
+
+    arr = slicer.util.arrayFromVolume(volume_node)
+    sx, sy, sz = volume_node.GetSpacing()
+    m = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASDirectionMatrix(m)
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
+    d = ras_to_lps @ np.array([[m.GetElement(i, j) for j in range(3)] for i in range(3)])
+    origin = ras_to_lps @ np.array(volume_node.GetOrigin())
+    return Volume(hu=np.asarray(arr, dtype=np.float32), spacing=(sz, sy, sx), origin=tuple(origin),
+                  direction=tuple(d.ravel()), meta=dict(meta or {}))

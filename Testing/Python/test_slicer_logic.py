@@ -1,0 +1,459 @@
+"""The CTNormalize Slicer module's logic against real MRML (the ``slicer-core`` wheel).
+
+Covers: volume node -> temp NRRD -> real engine child process -> node round trip; output
+naming, provenance and subject hierarchy; lung window; side-by-side and 2x3 layouts with
+linked composite nodes; segments -> labelmap -> radiomics / emphysema tables and mask
+segments. Skipped only when slicer-core cannot be imported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (the headless 3D Slicer wheel) is not installed")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("the installed 'slicer' package is not slicer-core", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "CTNormalize"))
+
+from CTNormalizeSlicerLib import nodes, segments, tables, views  # noqa: E402
+from CTNormalizeSlicerLib.logic import NormalizationLogic, _emphysema_pair  # noqa: E402
+from CTNormalizeSlicerLib.process import RunState  # noqa: E402
+
+pytestmark = pytest.mark.slicer
+
+_SEGMENTATIONS_READY = []
+
+
+@pytest.fixture()
+def mrml(tmp_path):
+    """A real MRML scene with application, color, segmentation, layout and slice logics."""
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    app = slicer.vtkSlicerApplicationLogic()
+    app.SetMRMLScene(scene)
+    colors = app.GetColorLogic()
+    colors.SetMRMLScene(scene)
+    colors.AddDefaultColorNodes()
+    app.SetModuleLogic("Colors", colors)
+    # The segmentations logic registers the labelmap/surface converters (a process-wide singleton).
+    seg_logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    seg_logic.SetMRMLScene(scene)
+    seg_logic.SetMRMLApplicationLogic(app)
+    app.SetModuleLogic("Segmentations", seg_logic)
+    _SEGMENTATIONS_READY.append(seg_logic)  # keep it alive
+    # Slicer's application adds the axial/coronal/sagittal presets before any slice node exists.
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    layout_logic = slicer.vtkMRMLLayoutLogic()
+    layout_logic.SetMRMLScene(scene)
+    import vtk
+
+    app.SetSliceLogics(vtk.vtkCollection())
+    slice_logics = []
+    for name in ("Red", "Yellow", "Green"):
+        sl = slicer.vtkMRMLSliceLogic()
+        sl.SetMRMLApplicationLogic(app)
+        app.GetSliceLogics().AddItem(sl)
+        sl.SetMRMLScene(scene)
+        sl.SetSliceNode(scene.GetSingletonNode(name, "vtkMRMLSliceNode"))
+        slice_logics.append(sl)
+    # slicer.util's segment helpers reach for slicer.modules.volumes.logic(); give them the
+    # real volumes logic (the wheel has the class but no module registry).
+    volumes_logic = slicer.vtkSlicerVolumesLogic()
+    volumes_logic.SetMRMLScene(scene)
+    volumes_logic.SetMRMLApplicationLogic(app)
+    app.SetModuleLogic("Volumes", volumes_logic)
+    import types
+
+    slicer.modules = types.SimpleNamespace(volumes=types.SimpleNamespace(logic=lambda: volumes_logic),
+                                           segmentations=types.SimpleNamespace(logic=lambda: seg_logic))
+    logic = NormalizationLogic(scene=scene, appLogic=app)
+    logic.tempRoot = str(tmp_path)
+    yield type("MRML", (), {"scene": scene, "app": app, "layout": layout_logic, "logic": logic,
+                            "slice_logics": slice_logics, "tmp": tmp_path})
+    # No scene.Clear() here: with slice logics attached it does not return in the wheel
+    # (seen with slicer-core 5.13); a fresh scene per test is enough.
+
+
+def _phantom(z=12, y=48, x=48, seed=0):
+    """A small chest-like phantom in HU: air outside, body, two lungs with low-HU spots."""
+    rng = np.random.default_rng(seed)
+    a = np.full((z, y, x), -1000.0, np.float32)
+    a[:, 6:42, 4:44] = 40.0
+    a[:, 12:36, 8:21] = -860.0
+    a[:, 12:36, 27:40] = -860.0
+    a[:, 16:22, 10:15] = -980.0
+    a[:, 26:32, 30:36] = -975.0
+    a += rng.normal(0, 25, a.shape).astype(np.float32)
+    return a
+
+
+def _volume(scene, name="chest", arr=None, spacing=(0.8, 0.8, 2.0), origin=(10.0, -20.0, 30.0)):
+    import vtk
+
+    arr = _phantom() if arr is None else arr
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    img = vtk.vtkImageData()
+    img.SetDimensions(arr.shape[2], arr.shape[1], arr.shape[0])
+    img.AllocateScalars(vtk.VTK_SHORT, 1)
+    node.SetAndObserveImageData(img)
+    node.SetSpacing(*spacing)
+    node.SetOrigin(*origin)
+    m = vtk.vtkMatrix4x4()
+    m.SetElement(0, 0, -1.0)
+    m.SetElement(1, 1, -1.0)
+    node.SetIJKToRASDirectionMatrix(m)
+    slicer.util.updateVolumeFromArray(node, np.round(arr).astype(np.int16))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def _matrix(node):
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)])
+
+
+# -- files ---------------------------------------------------------------------------------
+def test_write_read_round_trip_keeps_geometry_and_data(mrml):
+    node = _volume(mrml.scene)
+    path = nodes.write_volume(node, str(mrml.tmp / "x.nrrd"))
+    out = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "back")
+    nodes.read_volume(path, out)
+    nodes.adopt_geometry(out, node)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(out), slicer.util.arrayFromVolume(node))
+    np.testing.assert_array_equal(_matrix(out), _matrix(node))
+    assert out.GetStorageNode() is None  # the result does not point at a temp file
+
+
+def test_volume_for_engine_is_lps_itk_order(mrml):
+    import SimpleITK as sitk
+
+    node = _volume(mrml.scene)
+    vol = nodes.volume_for_engine(node, {"ConvolutionKernel": "B70f"})
+    path = nodes.write_volume(node, str(mrml.tmp / "y.nrrd"))
+    img = sitk.ReadImage(path)
+    np.testing.assert_allclose(vol.origin, img.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(vol.direction, img.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(vol.spacing, img.GetSpacing()[::-1], atol=1e-6)
+    assert vol.meta["ConvolutionKernel"] == "B70f"
+    assert vol.hu.shape == sitk.GetArrayFromImage(img).shape
+
+
+# -- the real engine -----------------------------------------------------------------------
+SOURCE = "kernel=sharp,dose=0.5,thickness=2"
+TARGET = "kernel=smooth,dose=1,thickness=2"
+
+
+def test_normalization_round_trip_with_real_engine(mrml):
+    scene = mrml.scene
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    study = sh.CreateStudyItem(sh.CreateSubjectItem(sh.GetSceneItemID(), "patient"), "study")
+    node = _volume(scene)
+    if sh.GetItemByDataNode(node):
+        sh.SetItemParent(sh.GetItemByDataNode(node), study)
+    else:  # Slicer's subject hierarchy plugins add items; the bare wheel scene does not
+        sh.CreateItem(study, node)
+    before = slicer.util.arrayFromVolume(node).copy()
+    events = []
+    run = mrml.logic.startNormalization(node, TARGET, source=SOURCE, method="auto", device="cpu",
+                                        onEvent=lambda r, e: events.append(e["event"]))
+    state = run.wait(timeout=240)
+    assert state is RunState.COMPLETED, (run.error_code, run.error_message, run.log_lines[-10:])
+    out = run.outputNode
+    # naming, data, geometry
+    assert out.GetName() == f"chest \u2192 {TARGET}"
+    result = slicer.util.arrayFromVolume(out)
+    assert result.shape == before.shape
+    np.testing.assert_array_equal(_matrix(out), _matrix(node))
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), before)  # input untouched
+    assert not np.array_equal(result, before)  # something was done
+    assert np.corrcoef(result.ravel(), before.ravel())[0, 1] > 0.9  # same anatomy, same orientation
+    # The node holds exactly what the engine makes of that volume on disk.
+    import subprocess
+
+    import SimpleITK as sitk
+
+    ref_in = nodes.write_volume(node, str(mrml.tmp / "ref_in.nrrd"))
+    ref_out = str(mrml.tmp / "ref_out.nrrd")
+    subprocess.run([sys.executable, "-m", "CTNormalizeLib", "normalize", ref_in, "-o", ref_out, "--source",
+                    SOURCE, "--target", TARGET, "--device", "cpu", "--progress", "none"],
+                   check=True, cwd=str(ROOT), timeout=240)
+    ref = sitk.ReadImage(ref_out)
+    np.testing.assert_allclose(result, sitk.GetArrayFromImage(ref), atol=1e-3)
+    np.testing.assert_allclose(out.GetSpacing(), ref.GetSpacing(), atol=1e-5)
+    # provenance attributes
+    prov = nodes.provenance(out)
+    for key in ("engineVersion", "method", "modelSha256", "protocolPair", "qc", "report",
+                "sourceProtocol", "targetProtocol"):
+        assert key in prov, key
+    from CTNormalizeLib import __version__
+
+    assert prov["engineVersion"] == __version__
+    assert "->" in prov["protocolPair"] and "smooth" in prov["targetProtocol"]
+    assert isinstance(json.loads(prov["qc"]), dict)
+    assert prov["inputNodeID"] == node.GetID()
+    # next to the input in the subject hierarchy
+    assert sh.GetItemParent(sh.GetItemByDataNode(out)) == study
+    # events seen and temp folder removed
+    assert events[0] == "started" and "progress" in events and "done" in events
+    assert not os.path.exists(run.tempDir)
+
+
+def test_normalization_bad_target_shows_engine_message(mrml):
+    node = _volume(mrml.scene)
+    n_volumes = mrml.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    run = mrml.logic.startNormalization(node, "kernel=nosuchkernel", source=SOURCE, device="cpu")
+    state = run.wait(timeout=120)
+    assert state is RunState.FAILED
+    assert run.returncode == 2 and run.error_code == "BAD_INPUT"
+    assert "nosuchkernel" in run.error_message  # the engine's own sentence
+    assert mrml.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == n_volumes  # no empty output
+    assert not os.path.exists(run.tempDir)
+
+
+def test_blocking_normalization_raises_with_engine_message(mrml):
+    node = _volume(mrml.scene)
+    with pytest.raises(RuntimeError, match="nosuchkernel"):
+        mrml.logic.runNormalization(node, TARGET, source="kernel=nosuchkernel", device="cpu", timeout=120)
+
+
+def test_bad_input_raises_before_launch(mrml):
+    node = _volume(mrml.scene)
+    with pytest.raises(ValueError):
+        mrml.logic.startNormalization(None, TARGET)
+    with pytest.raises(ValueError):
+        mrml.logic.startNormalization(node, "")
+    with pytest.raises(ValueError):
+        mrml.logic.startNormalization(node, TARGET, outputNode=node)
+    with pytest.raises(ValueError):
+        mrml.logic.startNormalization(node, TARGET, device="tpu")
+
+
+def test_source_spec_and_names(mrml):
+    from CTNormalizeLib.errors import BadInputError
+
+    lg = NormalizationLogic
+    assert lg.sourceSpec() == "auto"
+    assert lg.sourceSpec("B70f", 0.25, 2) == "kernel=B70f,dose=0.25,thickness=2"
+    assert lg.sourceSpec("", 0.5, 0) == "dose=0.5"
+    with pytest.raises(BadInputError):
+        lg.sourceSpec("Q99zz")
+    assert "emphysema-reference" in lg.presets()
+    names = [m for m, _ in lg.methods()]
+    assert names[0] == "auto" and "mtf_ratio" in names
+    kernels = lg.kernelChoices()
+    assert kernels[:4] == ["smooth", "standard", "sharp", "very-sharp"] and "B70f" in kernels
+
+
+def test_protocol_rows_show_sources():
+    from CTNormalizeLib.protocols import parse_spec
+
+    rows = NormalizationLogic.protocolRows(parse_spec("kernel=B70f,dose=0.25"))
+    by = {r[0]: r for r in rows}
+    assert by["kernel"][1] == "B70f (very-sharp)" or "B70f" in by["kernel"][1]
+    assert by["kernel"][2].startswith("user")
+    assert by["thickness"][1] == "unknown"
+
+
+# -- views ---------------------------------------------------------------------------------
+def test_lung_window_on_both_display_nodes(mrml):
+    a, b = _volume(mrml.scene, "a"), _volume(mrml.scene, "b")
+    mrml.logic.setWindowPreset([a, b], "lung")
+    for n in (a, b):
+        d = n.GetDisplayNode()
+        assert not d.GetAutoWindowLevel()
+        assert d.GetWindow() == pytest.approx(1500) and d.GetLevel() == pytest.approx(-600)
+    mrml.logic.setWindowPreset([a, b], "mediastinum")
+    assert (b.GetDisplayNode().GetWindow(), b.GetDisplayNode().GetLevel()) == pytest.approx((350, 40))
+    mrml.logic.setWindowPreset([a, b], "bone")
+    assert (a.GetDisplayNode().GetWindow(), a.GetDisplayNode().GetLevel()) == pytest.approx((2000, 500))
+    with pytest.raises(ValueError):
+        views.apply_window([a], "brain")
+
+
+def test_side_by_side_layout_with_linked_composite_nodes(mrml):
+    scene = mrml.scene
+    a, b = _volume(scene, "original"), _volume(scene, "normalized")
+    comps = mrml.logic.compare(a, b, layout="sideBySide", orientation="Coronal")
+    assert views.layout_node(scene).GetViewArrangement() == 29
+    red = views.composite_node(scene, "Red")
+    yellow = views.composite_node(scene, "Yellow")
+    assert comps == [red, yellow]
+    assert red.GetBackgroundVolumeID() == a.GetID()
+    assert yellow.GetBackgroundVolumeID() == b.GetID()
+    for c in (red, yellow):
+        assert c.GetLinkedControl() and c.GetHotLinkedControl()
+        assert c.GetForegroundVolumeID() is None
+    for name in ("Red", "Yellow"):
+        assert views.slice_node(scene, name).GetOrientation() == "Coronal"
+    assert a.GetDisplayNode().GetWindow() == pytest.approx(1500)
+    assert b.GetDisplayNode().GetLevel() == pytest.approx(-600)
+
+
+def test_grid_layout_registered_and_filled(mrml):
+    scene = mrml.scene
+    for name in ("Slice4", "Slice5", "Slice6"):  # the layout manager creates these inside Slicer
+        sl = slicer.vtkMRMLSliceLogic()
+        sl.SetMRMLApplicationLogic(mrml.app)
+        mrml.app.GetSliceLogics().AddItem(sl)
+        sl.SetMRMLScene(scene)
+        sn = scene.GetSingletonNode(name, "vtkMRMLSliceNode")
+        if sn is None:
+            sn = scene.CreateNodeByClass("vtkMRMLSliceNode")  # takes the scene's default presets
+            sn.SetLayoutName(name)
+            scene.AddNode(sn)
+        sl.SetSliceNode(sn)
+        mrml.slice_logics.append(sl)
+    a, b = _volume(scene, "original"), _volume(scene, "normalized")
+    comps = mrml.logic.compare(a, b, layout="grid")
+    lnode = views.layout_node(scene)
+    assert lnode.GetViewArrangement() == views.COMPARE_2X3_LAYOUT
+    xml = lnode.GetLayoutDescription(views.COMPARE_2X3_LAYOUT)
+    assert xml.count("vtkMRMLSliceNode") == 6 and "Sagittal" in xml
+    assert len(comps) == 6
+    for row, vol in zip(views.GRID_VIEWS, (a, b)):
+        for view, orientation in zip(row, views.ORIENTATIONS):
+            c = views.composite_node(scene, view)
+            assert c.GetBackgroundVolumeID() == vol.GetID() and c.GetLinkedControl()
+            assert views.slice_node(scene, view).GetOrientation() == orientation
+
+
+# -- segments and quantification -----------------------------------------------------------
+def _segmentation(scene, volume):
+    """Two box segments ('nodule' and 'lung') on the volume's grid."""
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "segs")
+    seg.CreateDefaultDisplayNodes()
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    shape = slicer.util.arrayFromVolume(volume).shape
+    nodule = np.zeros(shape, np.uint8)
+    nodule[3:9, 14:24, 9:19] = 1
+    lung = np.zeros(shape, np.uint8)
+    lung[:, 12:36, 8:21] = 1
+    lung[:, 12:36, 27:40] = 1
+    for name, arr in (("nodule", nodule), ("lung", lung)):
+        sid = seg.GetSegmentation().AddEmptySegment("", name)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(arr, seg, sid, volume)
+    return seg, nodule, lung
+
+
+def test_segments_export_to_labelmap_values_in_order(mrml):
+    vol = _volume(mrml.scene)
+    seg, nodule, lung = _segmentation(mrml.scene, vol)
+    ids = segments.segment_ids_by_name(seg, ["lung", "nodule"])
+    path = str(mrml.tmp / "lab.nrrd")
+    names = segments.export_labelmap(seg, ids, vol, path)
+    assert names == {1: "lung", 2: "nodule"}
+    import SimpleITK as sitk
+
+    lab = sitk.GetArrayFromImage(sitk.ReadImage(path))
+    assert lab.shape == nodule.shape
+    assert np.array_equal(lab == 2, nodule.astype(bool))
+    assert np.array_equal(lab == 1, lung.astype(bool) & ~nodule.astype(bool))
+    with pytest.raises(ValueError):
+        segments.segment_ids_by_name(seg, ["liver"])
+
+
+def test_mask_file_imports_as_segment(mrml):
+    vol = _volume(mrml.scene)
+    seg, nodule, _ = _segmentation(mrml.scene, vol)
+    path = str(mrml.tmp / "mask.nrrd")
+    segments.export_labelmap(seg, segments.segment_ids_by_name(seg, ["nodule"]), vol, path)
+    sid = segments.import_mask_as_segment(path, seg, "Emphysema (original)")
+    got = slicer.util.arrayFromSegmentBinaryLabelmap(seg, sid, vol)
+    assert np.array_equal(got.astype(bool), nodule.astype(bool))
+    assert seg.GetSegmentation().GetSegment(sid).GetName() == "Emphysema (original)"
+
+
+def test_radiomics_table_columns_and_difference(mrml):
+    table = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode", "rad")
+    tidy = [
+        {"segment": "1", "image": "original", "feature": "original_firstorder_Mean", "value": -100.0},
+        {"segment": "1", "image": "normalized", "feature": "original_firstorder_Mean", "value": -90.0},
+        {"segment": "1", "image": "original", "feature": "diagnostics_Versions_PyRadiomics", "value": "v3"},
+        {"segment": "1", "image": "normalized", "feature": "diagnostics_Versions_PyRadiomics", "value": "v3"},
+    ]
+    n = tables.radiomics_table(table, {"rows": tidy}, params_file="ct.yaml", engine_version="0.1",
+                               segment_names={1: "nodule"})
+    assert n == 1
+    assert tables.column_names(table) == ["segment", "feature", "original", "normalized", "% difference"]
+    row = list(tables.iter_rows(table))[0]
+    assert row[0] == "nodule" and float(row[4]) == pytest.approx(10.0)
+    assert table.GetAttribute("CTNormalize.radiomicsParams") == "ct.yaml"
+    assert math.isnan(tables.percent_difference(0.0, 1.0))
+
+
+def test_emphysema_table_columns(mrml):
+    table = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode", "emph")
+
+    def result(laa):
+        stats = {"laa_percent": laa, "perc15_hu": -900.0, "lung_volume_ml": 100.0}
+        return {**stats, "per_lung": {"left": stats, "right": stats},
+                "per_zone": {z: stats for z in ("upper", "middle", "lower")},
+                "provenance": {"threshold_hu": -950, "mask_source": "engine", "engine_version": "0.1"}}
+
+    n = tables.emphysema_table(table, result(10.0), result(7.5))
+    assert tables.column_names(table) == ["region", "measure", "unit", "original", "normalized", "difference"]
+    rows = list(tables.iter_rows(table))
+    assert n == 18 and [r[0] for r in rows[::3]] == ["whole", "left", "right", "upper", "middle", "lower"]
+    assert rows[0][1] == "LAA%" and float(rows[0][5]) == pytest.approx(-2.5)
+    assert table.GetAttribute("CTNormalize.emphysemaThresholdHU") == "-950"
+    o, nn = _emphysema_pair([{"input": "/t/original.nrrd", "laa_percent": 1},
+                             {"input": "/t/normalized.nrrd", "laa_percent": 2}],
+                            "/x/original.nrrd", "/x/normalized.nrrd")
+    assert (o["laa_percent"], nn["laa_percent"]) == (1, 2)
+
+
+def _has_command(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(f"CTNormalizeLib.cli.cmd_{name}") is not None
+
+
+@pytest.mark.skipif(not _has_command("radiomics"), reason="the engine's radiomics command is not there yet")
+def test_radiomics_on_segments_with_real_engine(mrml):
+    scene = mrml.scene
+    a = _volume(scene, "original")
+    b = _volume(scene, "normalized", arr=_phantom(seed=1))
+    seg, _, _ = _segmentation(scene, a)
+    run = mrml.logic.startRadiomics(a, b, seg, ["nodule"])
+    state = run.wait(timeout=240)
+    assert state is RunState.COMPLETED, (run.error_message, run.log_lines[-10:])
+    cols = tables.column_names(run.tableNode)
+    assert cols == ["segment", "feature", "original", "normalized", "% difference"]
+    rows = list(tables.iter_rows(run.tableNode))
+    assert len(rows) > 10 and {r[0] for r in rows} == {"nodule"}
+    mean = [r for r in rows if r[1].endswith("firstorder_Mean")]
+    assert mean and float(mean[0][2]) < 0
+    assert run.tableNode.GetAttribute("CTNormalize.radiomicsParams")
+    assert not os.path.exists(run.tempDir)
+
+
+@pytest.mark.skipif(not _has_command("emphysema"), reason="the engine's emphysema command is not there yet")
+def test_emphysema_with_lung_segment_and_mask_segments(mrml):
+    scene = mrml.scene
+    a = _volume(scene, "original")
+    b = _volume(scene, "normalized", arr=_phantom(seed=1))
+    seg, _, lung = _segmentation(scene, a)
+    run = mrml.logic.startEmphysema(a, b, seg, "lung", threshold=-950)
+    state = run.wait(timeout=240)
+    assert state is RunState.COMPLETED, (run.error_message, run.log_lines[-10:])
+    rows = list(tables.iter_rows(run.tableNode))
+    whole = {r[1]: r for r in rows if r[0] == "whole"}
+    assert set(whole) == {"LAA%", "Perc15", "Lung volume"}
+    # the two -980/-975 HU spots inside the lung mask are emphysema: LAA% well above 0
+    assert 1.0 < float(whole["LAA%"][3]) < 40.0
+    names = [run.maskSegmentationNode.GetSegmentation().GetNthSegment(i).GetName()
+             for i in range(run.maskSegmentationNode.GetSegmentation().GetNumberOfSegments())]
+    assert any("original" in n for n in names if n.startswith("Emphysema"))
+    assert any("normalized" in n for n in names if n.startswith("Emphysema"))
