@@ -27,7 +27,7 @@ def default_config(**over) -> TrainConfig:
     """The default protocol-conditioned 2.5D model."""
     cfg = TrainConfig(name="ctn-conditioned-v1",
                       arch={"name": "conditioned2.5d", "params": {"context": 5, "width": 32, "head": 12, "blocks": 4}},
-                      steps=3000, batch=12, patch=64, lr=2e-3, curriculum=True)
+                      steps=1300, batch=8, patch=64, lr=2e-3, curriculum=True)
     for k, v in over.items():
         setattr(cfg, k, v)
     return cfg
@@ -36,8 +36,8 @@ def default_config(**over) -> TrainConfig:
 def unet_config(**over) -> TrainConfig:
     """The small 2D kernel-normalization U-Net (L1)."""
     cfg = TrainConfig(name="ctn-unet2d-kernel-v1",
-                      arch={"name": "unet2d", "params": {"features": [12, 24, 48, 96, 192, 12], "context": 1}},
-                      steps=1500, batch=8, patch=64, lr=1e-3, curriculum=False)
+                      arch={"name": "unet2d", "params": {"features": [8, 16, 32, 64, 128, 8], "context": 1}},
+                      steps=700, batch=6, patch=64, lr=1e-3, curriculum=False)
     for k, v in over.items():
         setattr(cfg, k, v)
     return cfg

@@ -1,0 +1,65 @@
+"""``ctnormalize models``: installed model packages and the protocol pairs each covers."""
+
+from __future__ import annotations
+
+import sys
+
+from .events import dumps
+
+NAME = "models"
+HELP = "list the installed learned models and the protocol pairs they cover"
+ORDER = 45
+DESCRIPTION = (
+    "List the model packages found in Resources/Models and in $CTNORMALIZE_MODELS, best first "
+    "(the order 'normalize --method auto' tries them), with the source protocols and targets "
+    "each covers, its sha256 and its validation figures."
+)
+
+
+def add_arguments(p):
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--verify", action="store_true", help="also check each package's weights sha256")
+
+
+def collect(verify: bool = False) -> dict:
+    """``{"dirs": [...], "models": [summary, ...]}`` (JSON-ready)."""
+    from ..errors import BadInputError
+    from ..models.registry import list_models, model_dirs
+
+    models = []
+    for pkg in list_models():
+        s = pkg.summary()
+        if verify:
+            try:
+                pkg.verify()
+                s["verified"] = True
+            except BadInputError as exc:
+                s["verified"] = False
+                s["error"] = exc.message
+        models.append(s)
+    return {"dirs": [str(d) for d in model_dirs()], "models": models}
+
+
+def format_text(info: dict) -> str:
+    if not info["models"]:
+        return "No model packages installed (looked in " + ", ".join(info["dirs"]) + ")."
+    lines = []
+    for m in info["models"]:
+        lines.append(f"{m['name']}  [{m['architecture']}, priority {m['priority']:g}]  sha256 {m['sha256'][:12]}")
+        lines.append(f"  covers: {m['coverage']}")
+        l1 = (m.get("metrics") or {}).get("summary")
+        if l1:
+            lines.append(f"  benchmark: {l1}")
+        if "verified" in m:
+            lines.append("  weights: " + ("sha256 ok" if m["verified"] else m.get("error", "BAD")))
+        lines.append(f"  {m.get('intended_use') or ''}  ({m['path']})")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    info = collect(verify=args.verify)
+    if args.json:
+        sys.stdout.write(dumps(info) + "\n")
+    else:
+        print(format_text(info))
+    return 0 if all(m.get("verified", True) for m in info["models"]) else 1
