@@ -1,0 +1,183 @@
+"""The Slicer module's process helper: JSON-lines parsing, state machine, cancel and error
+paths, with real child processes. Plain Python: needs neither Qt nor slicer-core."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "CTNormalize"))
+
+from CTNormalizeSlicerLib import engine  # noqa: E402
+from CTNormalizeSlicerLib.process import (  # noqa: E402
+    EngineRun, RunState, format_eta, kill_process_tree, parse_event_line, parse_json_document)
+
+
+def _script(tmp_path, body: str) -> list[str]:
+    path = tmp_path / "child.py"
+    path.write_text(textwrap.dedent(body))
+    return [sys.executable, "-u", str(path)]
+
+
+def test_parse_event_line():
+    assert parse_event_line('{"event": "progress", "fraction": 0.5}') == {"event": "progress", "fraction": 0.5}
+    assert parse_event_line('  {"event":"done","output":"/x"}  ') == {"event": "done", "output": "/x"}
+    for line in ("WARNING root: {odd}", "", "[1, 2]", '{"no_event": 1}', '{"event": 3}', "{not json}",
+                 "ctnormalize: error [BAD_INPUT]: x"):
+        assert parse_event_line(line) is None, line
+
+
+def test_parse_json_document_skips_log_lines():
+    doc = {"a": [1, 2], "b": {"c": "d"}}
+    lines = ["WARNING x: starting"] + json.dumps(doc, indent=2).splitlines() + ["INFO done"]
+    assert parse_json_document(lines) == doc
+    assert parse_json_document(json.dumps(doc).splitlines()) == doc
+    assert parse_json_document(["nothing here"]) is None
+
+
+def test_format_eta():
+    assert format_eta(None) == ""
+    assert format_eta(4.4) == "4 s"
+    assert format_eta(65) == "1 min 05 s"
+    assert format_eta(3720) == "1 h 02 min"
+
+
+def test_successful_run_goes_through_states(tmp_path):
+    args = _script(tmp_path, """
+        import json, sys, time
+        def ev(**k): print(json.dumps(k), flush=True)
+        ev(event="started", steps=2, device="cpu", method="classical:auto", model_sha256=None)
+        print("INFO a log line on stderr", file=sys.stderr, flush=True)
+        ev(event="progress", step=1, steps=2, stage="denoise", fraction=0.5, eta_s=1.5)
+        ev(event="warning", code="NO_COVERING_MODEL", message="classical instead")
+        ev(event="done", output="/tmp/out.nrrd", report={"qc": {"ok": True}})
+    """)
+    seen, finished, cleaned = [], [], []
+    run = EngineRun(args, on_event=lambda r, e: seen.append((e["event"], r.state)),
+                    on_finished=finished.append, cleanup=lambda: cleaned.append(1))
+    assert run.state is RunState.IDLE
+    run.start()
+    assert run.wait(timeout=30) is RunState.IMPORT_RESULTS
+    kinds = [k for k, _ in seen]
+    assert kinds[:2] == ["started", "log"] or kinds[0] == "started"
+    assert {"progress", "warning", "done", "import", "log"} <= set(kinds)
+    assert dict(seen)["progress"] is RunState.IN_PROGRESS
+    assert run.stage == "denoise" and run.eta_s == 1.5 and run.fraction == 1.0
+    assert run.warnings == [{"code": "NO_COVERING_MODEL", "message": "classical instead"}]
+    assert run.done_event["report"]["qc"] == {"ok": True}
+    assert "INFO a log line on stderr" in run.log_lines
+    assert not finished and not cleaned  # waiting for the owner to import
+    run.set_completed()
+    assert run.state is RunState.COMPLETED and finished == [run] and cleaned == [1]
+    run.set_completed()  # idempotent: callbacks run once
+    assert finished == [run] and cleaned == [1]
+
+
+def test_auto_complete(tmp_path):
+    run = EngineRun(_script(tmp_path, "print('hello')"), auto_complete=True).start()
+    assert run.wait(timeout=30) is RunState.COMPLETED
+    assert run.output_lines == ["hello"]
+
+
+def test_error_event_gives_engine_message(tmp_path):
+    args = _script(tmp_path, """
+        import json, sys
+        print(json.dumps({"event": "error", "code": "BAD_INPUT", "message": "Unknown kernel 'Q9'."}), flush=True)
+        sys.exit(2)
+    """)
+    cleaned = []
+    run = EngineRun(args, cleanup=lambda: cleaned.append(1)).start()
+    assert run.wait(timeout=30) is RunState.FAILED
+    assert (run.returncode, run.error_code, run.error_message) == (2, "BAD_INPUT", "Unknown kernel 'Q9'.")
+    assert cleaned == [1]
+
+
+def test_crash_without_event_reports_exit_code_and_log_tail(tmp_path):
+    args = _script(tmp_path, "import sys\nprint('Traceback: boom', file=sys.stderr)\nsys.exit(4)\n")
+    run = EngineRun(args).start()
+    assert run.wait(timeout=30) is RunState.FAILED
+    assert run.error_code == "OOM" and "exit code 4" in run.error_message and "boom" in run.error_message
+
+
+def test_real_engine_usage_error(tmp_path):
+    """The real engine, asked for a missing input: BAD_INPUT event and exit 2."""
+    out = tmp_path / "out.nrrd"
+    cmd = engine.normalize_command(str(tmp_path / "missing.nrrd"), str(out), target="emphysema-reference",
+                                   device="cpu")
+    run = EngineRun(cmd, env=engine.engine_environment("cpu"), cwd=engine.engine_package_parent()).start()
+    assert run.wait(timeout=120) is RunState.FAILED
+    assert run.returncode == 2 and run.error_code in ("BAD_INPUT", "NOT_CT")
+    assert run.error_message and not out.exists()
+
+
+_TREE = """
+    import json, signal, subprocess, sys, time
+    {handler}
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    print(json.dumps({{"event": "started", "steps": 1, "device": "cpu", "method": "x",
+                      "child": child.pid}}), flush=True)
+    for i in range(1200):
+        print(json.dumps({{"event": "progress", "stage": "work", "fraction": i / 1200, "eta_s": 99}}), flush=True)
+        time.sleep(0.1)
+"""
+
+
+@pytest.mark.parametrize("graceful", [True, False], ids=["sigterm-honoured", "sigterm-ignored"])
+def test_cancel_kills_the_whole_tree(tmp_path, graceful):
+    handler = ("signal.signal(signal.SIGTERM, lambda *a: sys.exit(130))" if graceful
+               else "signal.signal(signal.SIGTERM, signal.SIG_IGN)")
+    cleaned, finished = [], []
+    run = EngineRun(_script(tmp_path, _TREE.format(handler=handler)), cleanup=lambda: cleaned.append(1),
+                    on_finished=finished.append).start()
+    deadline = time.monotonic() + 30
+    while run.poll() is not RunState.IN_PROGRESS or run.progress_event is None:
+        assert time.monotonic() < deadline, run.output_lines
+        time.sleep(0.05)
+    grandchild = run.started_event["child"]
+    assert psutil.pid_exists(grandchild)
+    t0 = time.monotonic()
+    run.cancel(timeout=1.0 if not graceful else 5.0)
+    assert run.state is RunState.CANCEL_REQUESTED
+    assert run.wait(timeout=30) is RunState.CANCELLED
+    assert time.monotonic() - t0 < 10
+    assert run.error_code == "CANCELLED" and finished == [run] and cleaned == [1]
+    gone = not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+    assert gone, "the grandchild survived the cancel"
+    run.cancel()  # no-op once finished
+
+
+def test_launch_failure_fails_and_cleans(tmp_path):
+    cleaned = []
+    run = EngineRun([str(tmp_path / "no-such-python"), "-m", "x"], cleanup=lambda: cleaned.append(1))
+    with pytest.raises(OSError):
+        run.start()
+    assert run.state is RunState.FAILED and cleaned == [1]
+    with pytest.raises(RuntimeError):
+        run.start()
+
+
+def test_kill_process_tree_on_gone_pid():
+    kill_process_tree(2 ** 22 + 12345)  # no such process: no error
+
+
+def test_engine_command_and_environment():
+    cmd = engine.normalize_command("/in.nrrd", "/out.nrrd", source="kernel=B70f", target="lung-detail",
+                                   method="mtf_ratio", device="cuda", python="/py")
+    assert cmd[:4] == ["/py", "-m", "CTNormalizeLib", "normalize"]
+    i = cmd.index
+    assert cmd[i("-o") + 1] == "/out.nrrd" and cmd[i("--source") + 1] == "kernel=B70f"
+    assert cmd[i("--target") + 1] == "lung-detail" and cmd[i("--method") + 1] == "mtf_ratio"
+    assert cmd[i("--device") + 1] == "cuda" and cmd[i("--progress") + 1] == "json"
+    env = engine.engine_environment("cpu")
+    assert env["CUDA_VISIBLE_DEVICES"] == "-1"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == engine.engine_package_parent()
+    assert (Path(engine.engine_package_parent()) / "CTNormalizeLib" / "__init__.py").is_file()
+    assert "CUDA_VISIBLE_DEVICES" not in engine.engine_environment("auto")
