@@ -321,7 +321,8 @@ def benchmark_figures(result: dict) -> dict:
     rows = []
     for proto, d in s["per_protocol"].items():
         for label, vals in d.items():
-            rows.append({"protocol": proto.split(" -> ")[0].replace("kernel=", ""), "series": label,
+            src = proto.split(" -> ")[0].replace("kernel=", "").split(",spacing=")[0]
+            rows.append({"protocol": src, "series": label,
                          "value": vals.get("l1_body_hu")})
     out["L1 in the body by source protocol"] = figures.metric_by_protocol_figure(rows, "l1_body_hu", "HU")
     return out

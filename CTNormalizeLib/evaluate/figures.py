@@ -11,6 +11,20 @@ import math
 import numpy as np
 
 ROLE_COLORS = {"source": "#d62728", "output": "#1f77b4", "replicate": "#2ca02c", "target": "#000000"}
+# methods get colours that never collide with the roles' red / green / black
+METHOD_PALETTE = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def series_colors(labels) -> dict:
+    """Colour per series label: the role colours for source/output/replicate/target, the palette otherwise."""
+    out, k = {}, 0
+    for lab in labels:
+        if lab in ROLE_COLORS:
+            out[lab] = ROLE_COLORS[lab]
+        else:
+            out[lab] = METHOD_PALETTE[k % len(METHOD_PALETTE)]
+            k += 1
+    return out
 
 
 def _plt():
@@ -60,7 +74,14 @@ def views_figure(panels: dict, spacing, window=(-1350.0, 150.0), diff_window: fl
     shape = next(iter(panels.values())).shape
     zc, yc, xc = _centre(mask, shape)
     dz, dy, dx = spacing
-    fig, axes = plt.subplots(3, len(names), figsize=(2.6 * len(names), 2.6 * 3 * 0.95), squeeze=False)
+    nz, ny, nx = shape
+    # row heights follow the physical extents, so thin slabs do not leave empty bands
+    heights = [ny * dy, max(nz * dz, 0.12 * ny * dy), max(nz * dz, 0.12 * ny * dy)]
+    width = nx * dx
+    col_w = 2.6
+    fig_h = col_w * sum(heights) / width + 0.9
+    fig, axes = plt.subplots(3, len(names), figsize=(col_w * len(names) + 0.8, fig_h), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
     rows = [("axial", lambda a: a[zc], dy / dx), ("coronal", lambda a: a[::-1, yc, :], dz / dx),
             ("sagittal", lambda a: a[::-1, :, xc], dz / dy)]
     for j, name in enumerate(names):
@@ -80,7 +101,7 @@ def views_figure(panels: dict, spacing, window=(-1350.0, 150.0), diff_window: fl
             if i == 0:
                 ax.set_title(name, fontsize=9)
             if j == 0:
-                ax.set_ylabel(plane, fontsize=9)
+                ax.set_ylabel(plane, fontsize=9, rotation=0, ha="right", va="center", labelpad=4)
         if diff:
             cb = fig.colorbar(im, ax=axes[:, j], fraction=0.05, shrink=0.6)
             cb.set_label("HU", fontsize=8)
@@ -101,7 +122,7 @@ def nps_figure(nps_curves: dict, esf_curves: dict | None = None, title: str = ""
     for role, c in nps_curves.items():
         if not c:
             continue
-        ax.plot(c["f"], c["nps"], label=role, color=ROLE_COLORS.get(role), lw=1.6 if role != "target" else 2.2,
+        ax.plot(c["f"], c["nps"], label=role, color=series_colors(nps_curves)[role], lw=1.6 if role != "target" else 2.2,
                 ls="--" if role == "target" else "-")
     ax.set_xlabel("spatial frequency (cycles/mm)")
     ax.set_ylabel("NPS (HU$^2$ mm$^2$)")
@@ -113,7 +134,7 @@ def nps_figure(nps_curves: dict, esf_curves: dict | None = None, title: str = ""
         ax = axes[0, 1]
         for role, c in esf_curves.items():
             if c:
-                ax.plot(c["t"], c["esf"], label=role, color=ROLE_COLORS.get(role),
+                ax.plot(c["t"], c["esf"], label=role, color=series_colors(esf_curves)[role],
                         ls="--" if role == "target" else "-")
         ax.set_xlabel("distance along the edge normal (mm)")
         ax.set_ylabel("mean HU")
@@ -137,14 +158,14 @@ def bland_altman_figure(series: dict, title: str = "Emphysema index: Bland-Altma
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, (label, (a, b)) in enumerate(series.items()):
+    cols = series_colors(series)
+    for label, (a, b) in series.items():
         a, b = np.asarray(a, float), np.asarray(b, float)
         ok = np.isfinite(a) & np.isfinite(b)
         a, b = a[ok], b[ok]
         if not len(a):
             continue
-        col = ROLE_COLORS.get(label, colors[k % len(colors)])
+        col = cols[label]
         mean, diff = (a + b) / 2, a - b
         bias = diff.mean()
         sd = diff.std(ddof=1) if len(diff) > 1 else 0.0
@@ -179,12 +200,12 @@ def ccc_bars_figure(ccc: dict, threshold: float = 0.85, title: str = "Radiomic f
         return to_png(fig)
     h = 0.8 / max(1, len(labels))
     fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(feats) * max(1, len(labels)) ** 0.5 + 1.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    cols = series_colors(labels)
     y = np.arange(len(feats))
     for k, lab in enumerate(labels):
         vals = [ccc[lab].get(f, np.nan) for f in feats]
         vals = [v if v is not None and math.isfinite(v) else np.nan for v in vals]
-        ax.barh(y + k * h - 0.4 + h / 2, vals, height=h, label=lab, color=ROLE_COLORS.get(lab, colors[k % len(colors)]))
+        ax.barh(y + k * h - 0.4 + h / 2, vals, height=h, label=lab, color=cols[lab])
     ax.axvline(threshold, color="k", ls="--", lw=1, label=f"CCC = {threshold}")
     ax.set_yticks(y)
     ax.set_yticklabels([f.replace("firstorder_", "fo_") for f in feats], fontsize=7)
@@ -192,7 +213,7 @@ def ccc_bars_figure(ccc: dict, threshold: float = 0.85, title: str = "Radiomic f
     ax.set_xlabel("Lin's CCC")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="lower left")
-    ax.invert_yaxis()
+    ax.set_ylim(len(feats) - 0.5, -0.5)
     fig.tight_layout()
     return to_png(fig)
 
@@ -232,18 +253,18 @@ def metric_by_protocol_figure(rows: list, metric: str, unit: str = "", title: st
     vals = {(r["protocol"], r["series"]): r["value"] for r in rows}
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(protos) + 2), 3.8))
     w = 0.8 / max(1, len(series))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    cols = series_colors(series)
     for k, s in enumerate(series):
         ys = [vals.get((p, s), np.nan) for p in protos]
         ys = [np.nan if y is None else y for y in ys]
         ax.bar(np.arange(len(protos)) + k * w - 0.4 + w / 2, ys, width=w, label=s,
-               color=ROLE_COLORS.get(s, colors[k % len(colors)]))
+               color=cols[s])
     ax.set_xticks(range(len(protos)))
     ax.set_xticklabels(protos, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel(f"{metric} ({unit})" if unit else metric)
     ax.set_title(title or f"{metric} by source protocol (median over cases)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return to_png(fig)
 
@@ -265,7 +286,7 @@ def feature_error_figure(rel_err: dict, title: str = "Radiomic features: relativ
     y = np.arange(len(feats))
     for k, lab in enumerate(labels):
         ax.barh(y + k * h - 0.4 + h / 2, [100 * rel_err[lab].get(f, np.nan) for f in feats], height=h, label=lab,
-                color=ROLE_COLORS.get(lab))
+                color=series_colors(labels)[lab])
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_yticks(y)
     ax.set_yticklabels(feats, fontsize=7)
