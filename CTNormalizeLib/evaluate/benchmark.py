@@ -27,6 +27,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..errors import NoModelError
 from ..protocols import Protocol
 from ..volume import Volume
 from . import agreement, cases as cases_mod
@@ -166,11 +167,13 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
                 if (sprot.kernel, sprot.dose, sprot.thickness) == key:
                     continue
                 src = simulate.simulate_scan(truth, sprot, _seed(case.name, tname, sprot.spec()), projections=proj)
-                outputs, timings, errors = {}, {}, {}
+                outputs, timings, errors, skipped = {}, {}, {}, {}
                 for m in methods:
                     t0 = time.perf_counter()
                     try:
                         outputs[m.name] = m.fn(src, sprot, tprot, reference=refs.get(key))
+                    except NoModelError as exc:  # a model that does not cover this pair: not a failure
+                        skipped[m.name] = exc.message
                     except Exception as exc:  # noqa: BLE001 - a failing method is a result, not a crash
                         errors[m.name] = f"{type(exc).__name__}: {exc}"
                         log.warning("method %s failed on %s: %s", m.name, case.name, exc)
@@ -191,6 +194,7 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
                 runs.append({"case": case.name, "kind": case.kind, "target": tname, "target_spec": tprot.spec(),
                              "source": sprot.spec(), "values": ev["values"], "tables": ev["tables"],
                              "zone_laa": ev["emphysema"]["zone_laa"], "timings_s": timings, "errors": errors,
+                             "skipped": skipped,
                              "masks": ev["masks"], "grid": {k: ev["grid"][k] for k in ("n_slices", "z_range_mm")}})
                 n_done += 1
                 if progress:
