@@ -124,6 +124,17 @@ class NormalizationLogic:
                 out.append((name, CLASSICAL_TOOLTIPS.get(name, "Classical method")))
         return out
 
+    @staticmethod
+    def methodNeedsTorch(method: str) -> bool:
+        """True when ``method`` may run a learned model (a model name, or auto with models installed)."""
+        try:
+            from CTNormalizeLib.classical.pipeline import CLASSICAL_METHODS
+        except ImportError:
+            CLASSICAL_METHODS = list(CLASSICAL_TOOLTIPS)
+        names = [m for m, _ in NormalizationLogic.methods()]
+        models = [m for m in names if m != "auto" and m not in CLASSICAL_METHODS]
+        return method in models or (method == "auto" and bool(models))
+
     def startGpuCheck(self, onFinished: Callable[[bool], None]) -> Optional[EngineRun]:
         """Ask a child Python whether torch sees a GPU; ``onFinished(bool)`` gets the answer.
 
@@ -379,7 +390,8 @@ class NormalizationLogic:
         def importer(run, doc):
             from CTNormalizeLib import __version__
 
-            used = paramsFile or (doc.get("params_file") if isinstance(doc, dict) else "") or "engine default (CT preset)"
+            prov = doc.get("provenance", {}) if isinstance(doc, dict) else {}
+            used = paramsFile or prov.get("params_path") or "engine default (CT preset)"
             tables.radiomics_table(tableNode, doc, params_file=used, engine_version=__version__, segment_names=names)
 
         run = self._quantRun(cmd, tmp, importer, onEvent, onFinished)
@@ -407,6 +419,11 @@ class NormalizationLogic:
                 lung = os.path.join(tmp, "lung.nrrd")
                 segments.export_labelmap(segmentationNode, ids, originalNode, lung)
                 args += ["--lung-mask", lung]
+                if not nodes.same_grid(originalNode, normalizedNode):
+                    # a thickness change gives the normalized volume its own z grid
+                    lung_n = os.path.join(tmp, "lung_normalized_grid.nrrd")
+                    segments.export_labelmap(segmentationNode, ids, normalizedNode, lung_n)
+                    args += ["--lung-mask", lung_n]
             mask_dir = os.path.join(tmp, "masks")
             os.makedirs(mask_dir)
             if addMaskSegments:

@@ -83,7 +83,7 @@ def radiomics_rows(result, original: str = "original", normalized: str = "normal
     order: list = []
     for rec in tidy:
         seg = str(rec.get("segment", rec.get("label", "")))
-        seg = names.get(seg, names.get(_label_number(seg), seg))
+        seg = names.get(str(rec.get("label", "")), names.get(seg, names.get(_label_number(seg), seg)))
         feat = str(rec.get("feature", ""))
         img = str(rec.get("image", ""))
         key = (seg, feat)

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "CTNormalize"))
 
 from CTNormalizeSlicerLib import nodes, segments, tables, views  # noqa: E402
-from CTNormalizeSlicerLib.logic import NormalizationLogic, _emphysema_pair  # noqa: E402
+from CTNormalizeSlicerLib.logic import PROTOCOL_FIELDS, NormalizationLogic, _emphysema_pair  # noqa: E402
 from CTNormalizeSlicerLib.process import RunState  # noqa: E402
 
 pytestmark = pytest.mark.slicer
@@ -256,6 +256,20 @@ def test_source_spec_and_names(mrml):
     assert kernels[:4] == ["smooth", "standard", "sharp", "very-sharp"] and "B70f" in kernels
 
 
+def test_detect_source_protocol_from_node(mrml):
+    node = _volume(mrml.scene)
+    proto = mrml.logic.detectSourceProtocol(node)
+    rows = {r[0]: r for r in mrml.logic.protocolRows(proto)}
+    assert set(PROTOCOL_FIELDS) <= set(rows)
+    # no DICOM tags here: whatever was found came from the image (or a default), and says so
+    for field in PROTOCOL_FIELDS:
+        if rows[field][1] != "unknown":
+            assert rows[field][2], field
+    with pytest.raises(ValueError):
+        mrml.logic.detectSourceProtocol(None)
+    assert NormalizationLogic.methodNeedsTorch("mtf_ratio") is False
+
+
 def test_protocol_rows_show_sources():
     from CTNormalizeLib.protocols import parse_spec
 
@@ -457,3 +471,18 @@ def test_emphysema_with_lung_segment_and_mask_segments(mrml):
              for i in range(run.maskSegmentationNode.GetSegmentation().GetNumberOfSegments())]
     assert any("original" in n for n in names if n.startswith("Emphysema"))
     assert any("normalized" in n for n in names if n.startswith("Emphysema"))
+
+
+@pytest.mark.skipif(not _has_command("emphysema"), reason="the engine's emphysema command is not there yet")
+def test_emphysema_when_normalized_volume_has_its_own_z_grid(mrml):
+    """A thickness change gives the output another z grid: the lung mask follows each grid."""
+    scene = mrml.scene
+    a = _volume(scene, "original")
+    thick = _phantom(z=6, seed=2)
+    b = _volume(scene, "normalized", arr=thick, spacing=(0.8, 0.8, 4.0))
+    assert not nodes.same_grid(a, b)
+    seg, _, _ = _segmentation(scene, a)
+    run = mrml.logic.startEmphysema(a, b, seg, "lung", addMaskSegments=False)
+    assert run.wait(timeout=240) is RunState.COMPLETED, (run.error_message, run.log_lines[-10:])
+    whole = {r[1]: r for r in tables.iter_rows(run.tableNode) if r[0] == "whole"}
+    assert float(whole["Lung volume"][4]) == pytest.approx(float(whole["Lung volume"][3]), rel=0.15)
