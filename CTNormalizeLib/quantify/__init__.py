@@ -13,3 +13,5 @@ Radiomics and matplotlib are imported inside the functions that need them.
 
 from .lung import LungMask, lung_mask, load_lung_mask  # noqa: F401
 from .emphysema import EmphysemaResult, emphysema, emphysema_dice  # noqa: F401
+from .radiomics import RadiomicsResult, extract_radiomics, load_segments  # noqa: F401
+from .overlay import lung_overlay_figure, save_lung_overlay  # noqa: F401
