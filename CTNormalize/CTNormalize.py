@@ -290,10 +290,8 @@ class CTNormalizeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.toolTip = (_("Normalize the input volume") if ok
                                            else _("Select an input volume"))
         gpuIndex = self.ui.deviceComboBox.findText(_("GPU"))
-        if gpuIndex >= 0:
-            item = self.ui.deviceComboBox.model().item(gpuIndex)
-            if item is not None:
-                item.setEnabled(self._gpuAvailable)
+        if gpuIndex >= 0:  # GPU is offered only when torch sees one
+            self.ui.deviceComboBox.view().setRowHidden(gpuIndex, not self._gpuAvailable)
         if p and not self._gpuAvailable and p.device is DeviceChoice.GPU:
             p.device = DeviceChoice.AUTO
         self.ui.compareButton.enabled = bool(p and p.compareOriginal and p.compareNormalized)

@@ -4,6 +4,7 @@ paths, with real child processes. Plain Python: needs neither Qt nor slicer-core
 from __future__ import annotations
 
 import json
+import re
 import os
 import sys
 import textwrap
@@ -181,3 +182,44 @@ def test_engine_command_and_environment():
     assert env["PYTHONPATH"].split(os.pathsep)[0] == engine.engine_package_parent()
     assert (Path(engine.engine_package_parent()) / "CTNormalizeLib" / "__init__.py").is_file()
     assert "CUDA_VISIBLE_DEVICES" not in engine.engine_environment("auto")
+
+
+def test_cmake_lists_every_module_script():
+    """slicerMacroBuildScriptedModule installs only what is listed."""
+    text = (ROOT / "CTNormalize" / "CMakeLists.txt").read_text()
+    listed = set(re.findall(r"\$\{MODULE_NAME\}(SlicerLib/\w+\.py)", text))
+    present = {f"SlicerLib/{p.name}" for p in (ROOT / "CTNormalize" / "CTNormalizeSlicerLib").glob("*.py")}
+    assert listed == present
+    assert "WITH_GENERIC_TESTS" in text and "slicer_add_python_unittest" in text
+    top = (ROOT / "CMakeLists.txt").read_text()
+    assert 'EXTENSION_DEPENDS "PyTorch"' in top and "add_subdirectory(CTNormalize)" in top
+    for needed in ("CTNormalizeLib/*.py", "Resources/Presets/*", "Resources/Models/*", "Resources/Radiomics/*",
+                   "Resources/UI/*.ui", "Resources/Icons/*.png"):
+        assert needed in top, needed
+    assert (ROOT / "Resources" / "UI" / "CTNormalize.ui").is_file()
+    assert (ROOT / "Resources" / "Icons" / "CTNormalize.png").is_file()
+
+
+def test_installed_layout_finds_engine_and_resources(tmp_path):
+    """The layout the CMake rules produce: qt-scripted-modules/{CTNormalize.py, CTNormalizeLib, Resources}."""
+    import shutil
+    import subprocess
+
+    dest = tmp_path / "qt-scripted-modules"
+    dest.mkdir()
+    shutil.copy(ROOT / "CTNormalize" / "CTNormalize.py", dest)
+    shutil.copytree(ROOT / "CTNormalize" / "CTNormalizeSlicerLib", dest / "CTNormalizeSlicerLib")
+    shutil.copytree(ROOT / "CTNormalizeLib", dest / "CTNormalizeLib",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(ROOT / "Resources", dest / "Resources")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "from CTNormalizeSlicerLib import engine; import CTNormalizeLib.resources as r; "
+            "from CTNormalizeLib.protocols import load_presets; "
+            "print(engine.engine_package_parent()); print(r.resources_dir()); print(len(load_presets()))")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CTNORMALIZE_RESOURCES")}
+    out = subprocess.run([sys.executable, "-c", code, str(dest)], cwd=str(tmp_path), env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    parent, res, n = out.stdout.split()
+    # The installed copy wins over the editable install of the source tree.
+    assert Path(parent) == dest and Path(res) == dest / "Resources" and int(n) >= 1
