@@ -132,7 +132,7 @@ class _Anatomy:
 
     def __init__(self, rng, height_adult):
         r = rng.uniform
-        self.a = r(148, 172)  # body half-width
+        self.a = r(146, 168)  # body half-width
         self.b = r(98, 122)  # body half-depth
         self.p_body = r(2.1, 2.6)
         self.fat = r(6, 24)
@@ -155,9 +155,11 @@ def _paint_slice(P: _Painter, U, V, zeta, A: _Anatomy, pix, pix_z, cache: dict):
     """Paint the extruded anatomy of one axial slice at height ``zeta`` (adult mm)."""
     # Body tapers to the neck above the apex.
     neck = float(np.clip((zeta - 110.0) / 60.0, 0, 1))
-    a = A.a * (1 - 0.45 * neck)
-    b = A.b * (1 - 0.25 * neck)
-    key = round(neck, 3)
+    # The chest widens towards its base (quantised so that slices can share the body arrays).
+    widen = 1.0 + 0.005 * round(10.0 * float(np.clip(-zeta / 150.0, -0.5, 1.0)))
+    a = A.a * (1 - 0.45 * neck) * widen
+    b = A.b * (1 - 0.25 * neck) * (1 + 0.4 * (widen - 1))
+    key = (round(neck, 3), widen)
     if key not in cache:
         phi = np.arctan2(U, V)  # 0 = posterior midline, +-pi anterior
         sdf_body = _ellipse_sdf(U, V, 0.0, 8.0, a, b, p=A.p_body)
