@@ -52,8 +52,11 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+import CTNormalizeSlicerLib
 from CTNormalizeSlicerLib.logic import NormalizationLogic
 from CTNormalizeSlicerLib.process import QtPoller, RunState, format_eta
+
+CTNormalizeSlicerLib.ensure_engine_importable()
 
 #
 # CTNormalize
@@ -79,6 +82,9 @@ See <a href="https://github.com/ctnormalize/CTNormalize#install-in-3d-slicer">th
         self.parent.acknowledgementText = _("""
 Uses SimpleITK, pyradiomics, scipy, scikit-image and, for learned models, PyTorch and MONAI.
 """)
+        icon = CTNormalizeSlicerLib.resources_dir() / "Icons" / "CTNormalize.png"
+        if icon.is_file():  # also when used from the source tree, where Resources/ is one level up
+            self.parent.icon = qt.QIcon(str(icon))
 
 
 #
@@ -162,6 +168,10 @@ class CTNormalizeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._quantRun = None
         self._pollers = []
         self._gpuAvailable = False
+
+    def resourcePath(self, filename):
+        """Resources next to the module when installed, or at the top of the source tree."""
+        return str(CTNormalizeSlicerLib.resources_dir() / filename)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)

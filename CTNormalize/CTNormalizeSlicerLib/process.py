@@ -324,8 +324,13 @@ class EngineRun:
         self._fail(code, message)
         self._finish()
 
-    def cancel(self, timeout: float = 5.0):
-        """Stop the child and all its descendants. Safe to call in any state."""
+    def cancel(self, timeout: float = 5.0, block: bool = False):
+        """Stop the child and all its descendants. Safe to call in any state.
+
+        SIGTERM first (the engine then cleans up and exits 130 within about a second), SIGKILL
+        for what is left after ``timeout`` s. Unless ``block``, the waiting happens on a helper
+        thread so the GUI never freezes; the run reaches CANCELLED through :meth:`poll`.
+        """
         if self.state.finished:
             return
         if self.proc is None:
@@ -335,7 +340,11 @@ class EngineRun:
         self.state = RunState.CANCEL_REQUESTED
         self._notify({"event": "cancel"})
         if self.proc.poll() is None:
-            kill_process_tree(self.proc.pid, timeout=timeout)
+            if block:
+                kill_process_tree(self.proc.pid, timeout=timeout)
+            else:
+                threading.Thread(target=kill_process_tree, args=(self.proc.pid, timeout),
+                                 name="ctnormalize-cancel", daemon=True).start()
 
     def wait(self, timeout: Optional[float] = None, interval: float = 0.05) -> RunState:
         """Poll until the child has exited and every line is handled (for scripts and tests).

@@ -147,6 +147,7 @@ def test_cancel_kills_the_whole_tree(tmp_path, graceful):
     t0 = time.monotonic()
     run.cancel(timeout=1.0 if not graceful else 5.0)
     assert run.state is RunState.CANCEL_REQUESTED
+    assert time.monotonic() - t0 < 0.5  # the caller (the GUI thread) is not blocked
     assert run.wait(timeout=30) is RunState.CANCELLED
     assert time.monotonic() - t0 < 10
     assert run.error_code == "CANCELLED" and finished == [run] and cleaned == [1]
@@ -223,3 +224,19 @@ def test_installed_layout_finds_engine_and_resources(tmp_path):
     parent, res, n = out.stdout.split()
     # The installed copy wins over the editable install of the source tree.
     assert Path(parent) == dest and Path(res) == dest / "Resources" and int(n) >= 1
+
+
+def test_module_lib_finds_resources_and_engine_from_source_tree(tmp_path):
+    import subprocess
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import CTNormalizeSlicerLib as L; "
+            "L.ensure_engine_importable(); import importlib.util as u; print(L.resources_dir()); "
+            "print(u.find_spec('CTNormalizeLib').origin)")
+    # A bare interpreter (no editable install on the path): -S skips site-packages.
+    out = subprocess.run([sys.executable, "-S", "-c", code, str(ROOT / "CTNormalize")], cwd=str(tmp_path),
+                         capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert out.returncode == 0, out.stderr
+    res, lib = out.stdout.split()
+    assert Path(res) == ROOT / "Resources" and (Path(res) / "UI" / "CTNormalize.ui").is_file()
+    assert Path(lib).parent == ROOT / "CTNormalizeLib"
