@@ -114,12 +114,6 @@ def _check_truth(truth: Volume):
         raise BadInputError(f"Voxel spacing must be positive, got {truth.spacing}.")
 
 
-def _stage(progress: Optional[ProgressFn], stage: str, lo: float, hi: float):
-    if progress is None:
-        return lambda f: None
-    return lambda f: progress(stage, lo + (hi - lo) * min(1.0, max(0.0, f)))
-
-
 def _chunk(ny: int, nx: int) -> int:
     # About 1 Mpixel per chunk: well under a second per chunk, so SIGTERM cancels quickly.
     return max(1, 1_000_000 // (ny * nx))
@@ -144,7 +138,10 @@ def project_truth(truth: Volume, detector: ScannerConfig | None = None,
     geom = projector.ParallelGeometry(ny, nx, dy, dx, views=det.views)
     sino = np.empty((nz, geom.n_views, geom.n_det), np.float32)
     wed = np.empty(nz)
-    report = _stage(progress, "project", 0.0, 1.0)
+    def report(fraction):
+        if progress is not None:
+            progress("project", fraction)
+
     step = _chunk(ny, nx)
     for z0 in range(0, nz, step):
         hu = truth.hu[z0:z0 + step].astype(np.float32)
