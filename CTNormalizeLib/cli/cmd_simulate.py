@@ -8,7 +8,7 @@ import time
 import traceback
 from pathlib import Path
 
-from ..errors import BadInputError, CancelledError, CTNormalizeError, ResourceExhaustedError
+from ..errors import BadInputError, CTNormalizeError, ResourceExhaustedError
 from .events import EventStream, cancel_on_signals, default_progress_mode, dumps
 
 NAME = "simulate"

@@ -78,3 +78,34 @@ def test_noise_reference_is_the_simulators_water_noise():
     # The table (or on-demand value) agrees with a fresh simulation at another seed and a quarter dose.
     fresh = measure_noise("standard", 1.0, dose=0.25, seed=99)
     assert fresh / noise_reference("standard", 1.0) == pytest.approx(2.0, rel=0.12)
+
+
+def test_sigterm_cancels_quickly_and_leaves_no_output(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sim"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "CTNormalizeLib", "simulate", "--phantom", "2", "--shape", "48,192,192",
+         "--protocol", "kernel=standard,dose=1,thickness=1", "--replicate", "-o", str(out), "--progress", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            ev = json.loads(line)
+            if ev["event"] == "progress" and ev["stage"] in ("project", "noise", "reconstruct"):
+                break
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stdout.read()
+        rc = proc.wait(timeout=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 130
+    last = json.loads(rest.strip().splitlines()[-1])
+    assert last["event"] == "error" and last["code"] == "CANCELLED"
+    assert elapsed < 5.0  # about a second of work per chunk, generous for a loaded CI machine
+    assert not out.exists() or not any(out.iterdir())
