@@ -29,6 +29,9 @@ def add_arguments(parser):
     c.add_argument("--reference", default="original", help="name of the original variant (default: original)")
     c.add_argument("--key", default=None, help="write the key here instead of DIR/key.json (keep it from readers)")
     c.add_argument("--title", default="", help="title shown to readers (must not reveal the truth)")
+    c.add_argument("--no-crop", action="store_true",
+                   help="keep each image's extent (default: crop the variants of a case to their common "
+                        "extent when they share a voxel grid, so the slice count reveals nothing)")
     c.add_argument("-o", "--output", required=True, help="new study folder")
     c.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
 
@@ -57,13 +60,15 @@ def run(args) -> int:
         summary = create.create_study(
             args.manifest, args.output, args.design, args.seed, per_reader=args.per_reader,
             readers=_split(args.readers), variants=_split(args.variants) or None,
-            reference=args.reference, key_path=args.key, title=args.title)
+            reference=args.reference, key_path=args.key, title=args.title,
+            crop=not args.no_crop)
         if args.json:
             print(dumps(summary))
         else:
             print(f"Created {summary['design']} study in {summary['study_dir']}: {summary['n_cases']} cases, "
                   f"{summary['n_items']} items, {summary['n_images']} blinded images "
-                  f"(variants {', '.join(summary['variants'])}, randomized {summary['randomization']}).")
+                  f"(variants {', '.join(summary['variants'])}, randomized {summary['randomization']}"
+                  f"{', ' + str(summary['n_cases_cropped']) + ' cases cropped to a common extent' if summary['n_cases_cropped'] else ''}).")
             print(f"Key: {summary['key']} (keep it away from readers).")
         for w in summary["warnings"]:
             print(f"warning [{w['code']}]: {w['message']}", file=sys.stderr)

@@ -111,7 +111,7 @@ def _protocol_truth(spec: str, where: str) -> dict:
 def create_study(manifest, out_dir, design: str, seed: int, per_reader: bool = False,
                  readers: Optional[Sequence[str]] = None, variants: Optional[Sequence[str]] = None,
                  reference: str = "original", key_path=None, title: str = "",
-                 progress=None) -> dict:
+                 crop: bool = True, progress=None) -> dict:
     """Create a blinded study folder.
 
     Parameters
@@ -137,6 +137,9 @@ def create_study(manifest, out_dir, design: str, seed: int, per_reader: bool = F
         Where to write the key; default ``<out_dir>/key.json``. Keep it away from readers.
     title : str
         Free text shown to readers; it must not reveal the truth.
+    crop : bool
+        Crop the variants of a case to their common extent when they share a voxel grid
+        but differ in size (e.g. one slice more), so the slice count reveals nothing.
     progress : callable(stage, fraction), optional
 
     Returns
@@ -261,17 +264,29 @@ def create_study(manifest, out_dir, design: str, seed: int, per_reader: bool = F
         (stage / S.ITEMS_DIR).mkdir()
         (stage / S.ANSWERS_DIR).mkdir()
         os.chmod(stage / S.ANSWERS_DIR, 0o777 & ~_umask())  # readers on a shared drive append here
-        geometry = {}
-        todo = sorted(image_truth)
-        for k, img in enumerate(todo):
-            geometry[img] = S.write_blinded_image(image_truth[img]["source"], S.image_path(stage, img))
+        n_cropped = 0
+        for k, (cid, c, imgs) in enumerate(blinded):
+            if not any(img in image_truth for img in imgs.values()):
+                continue
+            # Crop over every variant of the case, shown or not, so that all its images that
+            # any reader sees share one extent.
+            todo = sorted((img, v) for v, img in imgs.items())
+            vols = [S.read_for_blinding(c["images"][v]) for _, v in todo]
+            if crop and (len({v.hu.shape for v in vols}) > 1 or len({v.origin for v in vols}) > 1):
+                cropped = S.crop_to_common_extent(vols)
+                if cropped is not None:
+                    n_cropped += any(a.hu.shape != b.hu.shape for a, b in zip(vols, cropped))
+                    vols = cropped
+            for (img, _), vol in zip(todo, vols):
+                if img in image_truth:
+                    S.write_blinded_volume(vol, S.image_path(stage, img))
+            geos = {v: S.geometry_of(vol) for (_, v), vol in zip(todo, vols)}
+            del vols
             if progress:
-                progress("write", (k + 1) / len(todo))
-        for cid, c, imgs in blinded:
-            geos = {v: geometry[i] for v, i in imgs.items() if i in geometry}
-            if len({(tuple(g["size"]), tuple(g["spacing"])) for g in geos.values()}) > 1:
+                progress("write", (k + 1) / len(blinded))
+            if len({(tuple(g["size"]), tuple(g["spacing"]), tuple(g["origin"])) for g in geos.values()}) > 1:
                 warnings.append({"code": "GEOMETRY_DIFFERS", "message": (
-                    f"Case {c['case']}: the variants differ in size or spacing "
+                    f"Case {c['case']}: the variants differ in size, spacing or position "
                     f"({'; '.join(_geo_text(v, g) for v, g in geos.items())}); "
                     f"a reader who inspects the geometry could tell them apart.")})
         S.write_json(stage / S.STUDY_FILE, study)
@@ -283,4 +298,5 @@ def create_study(manifest, out_dir, design: str, seed: int, per_reader: bool = F
     n_items = sum(len(v) for v in drawn.values()) if per_reader else len(items)
     return {"study_dir": str(out_dir), "key": str(key_path or out_dir / S.KEY_FILE), "design": design,
             "randomization": study["randomization"], "n_cases": len(blinded), "n_items": n_items,
-            "n_images": len(image_truth), "variants": chosen, "warnings": warnings}
+            "n_images": len(image_truth), "n_cases_cropped": n_cropped, "variants": chosen,
+            "warnings": warnings}

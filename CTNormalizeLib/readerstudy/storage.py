@@ -79,8 +79,60 @@ def image_path(study_dir: PathLike, image_id: str) -> Path:
     return Path(study_dir) / ITEMS_DIR / f"{image_id}.nrrd"
 
 
-def write_blinded_image(src: PathLike, dst: PathLike) -> dict:
-    """Write ``src`` (a CT file or DICOM series folder) to ``dst`` (NRRD) with voxels and geometry only.
+def read_for_blinding(src: PathLike):
+    """Read a CT file or DICOM series folder as a :class:`~CTNormalizeLib.volume.Volume` (HU)."""
+    from ..io import read_volume
+
+    vol = read_volume(src, validate=False)
+    if vol.hu.ndim != 3:
+        raise BadInputError(f"{src} is not a 3D scalar image.")
+    return vol
+
+
+def crop_to_common_extent(volumes: list, tol: float = 0.01):
+    """Crop volumes on one grid to the physical extent they all cover.
+
+    Variants of a case often differ by a slice or two (e.g. a normalized scan on the
+    target z grid is one slice shorter than the original), which a reader would see as a
+    different slice count. When every volume has the same spacing and direction and their
+    voxel grids are aligned (origins an integer number of voxels apart), each is cropped
+    to the common box, so all end up with the same size and origin.
+
+    Returns
+    -------
+    list of Volume or None
+        The cropped volumes, or None when the grids differ (different spacing, direction or
+        misaligned origins), in which case nothing can be cropped.
+    """
+    first = volumes[0]
+    sp = np.asarray(first.spacing, float)  # z, y, x
+    dirs = np.asarray(first.direction, float).reshape(3, 3)
+    offsets = []
+    for v in volumes:
+        if not np.allclose(v.spacing, first.spacing, rtol=1e-4, atol=1e-5) or \
+                not np.allclose(v.direction, first.direction, atol=1e-5):
+            return None
+        # Origin of v in index units of the first volume, array order (z, y, x).
+        off_xyz = dirs.T @ (np.asarray(v.origin) - np.asarray(first.origin)) / sp[::-1]
+        off = off_xyz[::-1]
+        if np.any(np.abs(off - np.round(off)) > tol):
+            return None
+        offsets.append(np.round(off).astype(int))
+    lo = np.max(offsets, axis=0)
+    hi = np.min([o + np.asarray(v.hu.shape) for o, v in zip(offsets, volumes)], axis=0)
+    if np.any(hi <= lo):
+        return None
+    out = []
+    for o, v in zip(offsets, volumes):
+        a, b = lo - o, hi - o
+        hu = v.hu[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
+        origin = np.asarray(v.origin) + dirs @ (a[::-1] * sp[::-1])
+        out.append(v.with_array(hu, origin=tuple(origin)))
+    return out
+
+
+def write_blinded_volume(vol, dst: PathLike) -> dict:
+    """Write ``vol`` to ``dst`` (NRRD) with voxels and geometry only.
 
     The image is rebuilt as a new :class:`~CTNormalizeLib.volume.Volume` with empty ``meta``,
     so no file name, series description, DICOM tag or header key is carried over. Voxels are
@@ -92,16 +144,19 @@ def write_blinded_image(src: PathLike, dst: PathLike) -> dict:
     dict
         ``{"size", "spacing"}`` (ITK order) of the written image, for geometry checks.
     """
-    from ..io import read_volume, write_volume
+    from ..io import write_volume
     from ..volume import Volume
 
-    vol = read_volume(src, validate=False)
-    if vol.hu.ndim != 3:
-        raise BadInputError(f"{src} is not a 3D scalar image.")
     hu = np.clip(np.rint(vol.hu), -32768, 32767)
     blind = Volume(hu, spacing=vol.spacing, origin=vol.origin, direction=vol.direction, meta={})
     write_volume(blind, dst, dtype="int16", compress=True, write_tags=False)
-    return {"size": list(hu.shape[::-1]), "spacing": [round(s, 4) for s in vol.spacing[::-1]]}
+    return geometry_of(vol)
+
+
+def geometry_of(vol) -> dict:
+    """``{"size", "spacing", "origin"}`` in ITK order, rounded for comparisons."""
+    return {"size": list(vol.hu.shape[::-1]), "spacing": [round(s, 4) for s in vol.spacing[::-1]],
+            "origin": [round(o, 3) for o in vol.origin]}
 
 
 def nrrd_header(path: PathLike) -> str:

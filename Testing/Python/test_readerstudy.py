@@ -347,3 +347,34 @@ def test_cli_create_status_analyze(tmp_path, manifest):
                "-o", tmp_path / "x", check=False)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
     assert _cli("study", "analyze", out, check=False).returncode == 2
+
+
+def test_crop_to_common_extent():
+    from CTNormalizeLib.readerstudy.storage import crop_to_common_extent
+    from CTNormalizeLib.volume import Volume
+
+    a = Volume(np.arange(10 * 4 * 4).reshape(10, 4, 4), spacing=(1.0, 0.5, 0.5), origin=(0.0, 0.0, 0.0))
+    # b starts two slices later and has one slice more at the end; same voxel grid.
+    b = Volume(a.hu[2:] + 0.0, spacing=(1.0, 0.5, 0.5), origin=(0.0, 0.0, 2.0))
+    ca, cb = crop_to_common_extent([a, b])
+    assert ca.hu.shape == cb.hu.shape == (8, 4, 4) and ca.origin == cb.origin == (0.0, 0.0, 2.0)
+    assert np.array_equal(ca.hu, cb.hu)  # the same physical voxels
+    misaligned = Volume(a.hu, spacing=(1.0, 0.5, 0.5), origin=(0.0, 0.0, 0.4))
+    assert crop_to_common_extent([a, misaligned]) is None
+    other_spacing = Volume(a.hu[::2], spacing=(2.0, 0.5, 0.5))
+    assert crop_to_common_extent([a, other_spacing]) is None
+
+
+def test_slice_count_difference_is_cropped_away(tmp_path):
+    manifest = make_manifest(tmp_path / "data", n_cases=3, variants=("original", "normalized"), protocols=False)
+    rows = list(csv.DictReader(open(manifest)))
+    for r in rows:  # normalized one slice shorter, as on a resampled z grid
+        p = manifest.parent / r["normalized"]
+        img = sitk.ReadImage(str(p))
+        sitk.WriteImage(img[:, :, :7], str(p))
+    summary = create_study(manifest, tmp_path / "s", "pair", 1)
+    assert summary["n_cases_cropped"] == 3 and not summary["warnings"]
+    sizes = {sitk.ReadImage(str(p)).GetSize() for p in (tmp_path / "s" / "items").glob("*.nrrd")}
+    assert sizes == {(32, 32, 7)}
+    summary = create_study(manifest, tmp_path / "t", "pair", 1, crop=False)
+    assert len(summary["warnings"]) == 3 and summary["warnings"][0]["code"] == "GEOMETRY_DIFFERS"
