@@ -240,6 +240,7 @@ class CTNormalizeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
             self._selectCombo(self.ui.targetComboBox, self._parameterNode.targetPreset)
             self._selectCombo(self.ui.methodComboBox, self._parameterNode.method)
+            self.onTargetChanged(self.ui.targetComboBox.currentIndex)
             self._updateButtons()
 
     # -- choices -----------------------------------------------------------------------

@@ -486,3 +486,33 @@ def test_emphysema_when_normalized_volume_has_its_own_z_grid(mrml):
     assert run.wait(timeout=240) is RunState.COMPLETED, (run.error_message, run.log_lines[-10:])
     whole = {r[1]: r for r in tables.iter_rows(run.tableNode) if r[0] == "whole"}
     assert float(whole["Lung volume"][4]) == pytest.approx(float(whole["Lung volume"][3]), rel=0.15)
+
+
+def test_cancel_real_engine_run(mrml):
+    """Cancel during the engine's work: exit 130, no output node, temp folder removed."""
+    import time
+
+    rng = np.random.default_rng(5)
+    arr = np.full((40, 160, 160), -1000.0, np.float32)
+    arr[:, 16:144, 16:144] = 40.0
+    arr[:, 30:130, 24:76] = -850.0
+    arr += rng.normal(0, 30, arr.shape).astype(np.float32)
+    node = _volume(mrml.scene, "big", arr=arr, spacing=(0.8, 0.8, 1.0))
+    n_volumes = mrml.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    run = mrml.logic.startNormalization(node, "kernel=smooth,dose=1,thickness=3",
+                                        source="kernel=sharp,dose=0.25,thickness=1", device="cpu")
+    deadline = time.monotonic() + 120
+    while run.poll() is not RunState.IN_PROGRESS:  # "started": the engine is at work
+        assert not run.state.finished, (run.error_message, run.log_lines[-5:])
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    mrml.logic.cancel()
+    state = run.wait(timeout=60)
+    assert state is RunState.CANCELLED
+    assert time.monotonic() - t0 < 15
+    assert run.returncode in (130, -15, -9), (run.returncode, run.log_lines[-5:])
+    assert run.error_event is None or run.error_event["code"] == "CANCELLED"
+    assert run.outputNode is None
+    assert mrml.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == n_volumes
+    assert not os.path.exists(run.tempDir)
