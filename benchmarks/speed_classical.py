@@ -86,13 +86,19 @@ def main(argv=None) -> int:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count()
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
     report = {
         "benchmark": "speed_classical",
         "shape_zyx": list(vol.shape),
         "spacing_zyx": list(vol.spacing),
         "volume_seconds_to_make": round(t_make, 2),
         "machine": {"cpus": cpus, "platform": platform.platform(), "python": platform.python_version(),
-                    "numpy": np.__version__},
+                    "numpy": np.__version__,
+                    "load_average_1_5_15min_at_end": load},
+        "note": "wall times on a shared machine; compare with the load average",
         "results": results,
     }
     out = Path(args.out)
