@@ -240,3 +240,21 @@ def test_module_lib_finds_resources_and_engine_from_source_tree(tmp_path):
     res, lib = out.stdout.split()
     assert Path(res) == ROOT / "Resources" and (Path(res) / "UI" / "CTNormalize.ui").is_file()
     assert Path(lib).parent == ROOT / "CTNormalizeLib"
+
+
+def test_gpu_check_runs_in_a_child_without_importing_torch_here():
+    from CTNormalizeSlicerLib.logic import NormalizationLogic
+
+    answers = []
+    had_torch = "torch" in sys.modules
+    run = NormalizationLogic(python=sys.executable).startGpuCheck(answers.append)
+    if run is not None:
+        assert run.wait(timeout=120) is RunState.COMPLETED
+    assert len(answers) == 1 and isinstance(answers[0], bool)
+    assert had_torch or "torch" not in sys.modules  # asked the child, not this process
+    try:
+        import torch
+    except ImportError:
+        assert answers[0] is False
+    else:
+        assert answers[0] == torch.cuda.is_available()
