@@ -210,7 +210,7 @@ class CTNormalizeReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationM
     def onProtocolChanged(self):
         if self._updating or self.logic.design != "protocol":
             return
-        values = {key: combo.currentData for key, combo in (("kernel", self.ui.kernelComboBox),
+        values = {key: combo.itemData(combo.currentIndex) for key, combo in (("kernel", self.ui.kernelComboBox),
                                                              ("dose", self.ui.doseComboBox),
                                                              ("thickness", self.ui.thicknessComboBox))}
         draft = {"protocol": {k: v for k, v in values.items() if v is not None}}
@@ -261,15 +261,14 @@ class CTNormalizeReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationM
         try:
             for k in range(6):
                 getattr(self.ui, f"score{k}Button").checked = answer.get("score") == k
-            if design == "pair":
+            # A half-filled pair form stays while the reader works on the same item.
+            if design == "pair" and (answer or not self._pairDraftBelongsToItem()):
                 self.ui.originalAButton.checked = answer.get("original") == "A"
                 self.ui.originalBButton.checked = answer.get("original") == "B"
                 for item in LIKERT_ITEMS:
                     for side in "AB":
-                        spin = getattr(self.ui, f"{item}{side}SpinBox")
                         saved = ((answer.get("likert") or {}).get(item) or {}).get(side)
-                        if saved is not None or not self._pairDraftBelongsToItem():
-                            spin.value = saved or 0
+                        getattr(self.ui, f"{item}{side}SpinBox").value = saved or 0
             if design == "protocol":
                 guess = answer.get("guess") or {}
                 for combo, key in ((self.ui.kernelComboBox, "kernel"), (self.ui.doseComboBox, "dose"),
@@ -283,7 +282,6 @@ class CTNormalizeReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationM
             self.ui.statusLabel.text = _("All items answered. Thank you! You can still go back to revise.")
 
     def _pairDraftBelongsToItem(self):
-        # Keep a half-filled pair form while the reader works on the same item.
         return getattr(self, "_shownItem", None) == self.logic.session.index
 
 
