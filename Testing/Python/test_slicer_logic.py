@@ -516,3 +516,27 @@ def test_cancel_real_engine_run(mrml):
     assert run.outputNode is None
     assert mrml.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == n_volumes
     assert not os.path.exists(run.tempDir)
+
+
+def test_detection_reads_dicom_tags_through_the_database(mrml, monkeypatch):
+    """A volume loaded from DICOM carries instance UIDs; the tags come from the DICOM database."""
+    class FakeDatabase:  # the two ctkDICOMDatabase calls the module makes
+        values = {"0018,1210": "B70f", "0018,0050": "2.0", "0008,0060": "CT", "0008,0070": "SIEMENS"}
+
+        def fileForInstance(self, uid):
+            return "/dicom/1.dcm" if uid == "1.2.3.1" else ""
+
+        def fileValue(self, path, tag):
+            assert path == "/dicom/1.dcm"
+            return self.values.get(tag, "")
+
+    monkeypatch.setattr(slicer, "dicomDatabase", FakeDatabase(), raising=False)
+    node = _volume(mrml.scene)
+    assert nodes.dicom_tags(node) == {}
+    node.SetAttribute("DICOM.instanceUIDs", "1.2.3.1 1.2.3.2")
+    tags = nodes.dicom_tags(node)
+    assert tags == {"ConvolutionKernel": "B70f", "SliceThickness": "2.0", "Modality": "CT", "Manufacturer": "SIEMENS"}
+    proto = mrml.logic.detectSourceProtocol(node)
+    rows = {r[0]: r for r in mrml.logic.protocolRows(proto)}
+    assert "B70f" in rows["kernel"][1] and rows["kernel"][2].startswith("tag")
+    assert rows["thickness"][1] == "2" and rows["thickness"][2].startswith("tag")
