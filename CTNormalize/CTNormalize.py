@@ -27,7 +27,12 @@ qMRMLNodeComboBox, qMRMLSegmentSelectorWidget.{currentNode, selectedSegmentIDs,
 currentSegmentID, multiSelection}, ctkCollapsibleButton, qt.QTimer.singleShot,
 slicer.app.{temporaryPath, applicationLogic}, slicer.dicomDatabase.{fileForInstance, fileValue},
 SampleData.downloadSample("CTChest"), PyTorchUtils.PyTorchUtilsLogic().installTorch
-(SlicerPyTorch).
+(SlicerPyTorch, askConfirmation/torchVersionRequirement).
+Also checked outside Slicer: this file imports and its parameter node (enums with ``label``,
+WithinRange floats, node references) works with Slicer v5.10.0's own ScriptedLoadableModule.py
+and parameterNodeWrapper sources on the slicer-core MRML classes (Qt stubbed); the .ui compiles
+with uic. Not checked without a running Slicer: the widgets' look and signals, QComboBox
+``view().setRowHidden`` through PythonQt, the self-test.
 """
 
 from __future__ import annotations
@@ -244,7 +249,17 @@ class CTNormalizeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateButtons()
 
     # -- choices -----------------------------------------------------------------------
-    def _fillChoices(self) -> None:
+    def _fillChoices(self) -> bool:
+        """Fill the target, method and kernel choices; False while engine packages are missing."""
+        try:
+            self._fillChoicesFromEngine()
+        except ImportError as exc:
+            self.ui.statusLabel.text = _("Some Python packages the engine needs are missing ({name}). "
+                                         "Press Apply to install them.").format(name=getattr(exc, "name", exc))
+            return False
+        return True
+
+    def _fillChoicesFromEngine(self) -> None:
         combo = self.ui.targetComboBox
         combo.clear()
         for name, (description, spec) in self.logic.presets().items():
@@ -342,6 +357,12 @@ class CTNormalizeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the normalization."), waitCursor=True):
             p = self._parameterNode
+            if self.ui.targetComboBox.count == 0:  # first use without the engine's packages
+                self.logic.ensureDependencies(models=False)
+                if self._fillChoices():
+                    self._selectCombo(self.ui.targetComboBox, p.targetPreset)
+                    self.ui.statusLabel.text = _("Packages installed. Check the choices and press Apply.")
+                return
             self.logic.ensureDependencies(models=self.logic.methodNeedsTorch(p.method) or p.device is DeviceChoice.GPU)
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
