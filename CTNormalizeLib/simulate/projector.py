@@ -33,6 +33,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 NUFFT_EPS = 1e-5
 
 
+def _finufft():
+    try:
+        import finufft
+    except ImportError as exc:  # pragma: no cover - a broken install
+        from ..errors import InternalError
+
+        raise InternalError("The simulator needs the 'finufft' package: pip install finufft.") from exc
+    return finufft
+
+
 def _nthreads() -> int:
     try:
         return max(1, min(len(os.sched_getaffinity(0)), 4))
@@ -114,7 +124,7 @@ def forward_project(mu: np.ndarray, geom: ParallelGeometry) -> np.ndarray:
     np.ndarray
         float32 sinograms ``[b, views, n_det]`` (dimensionless line integrals).
     """
-    import finufft
+    finufft = _finufft()
 
     mu = np.asarray(mu)
     b = mu.shape[0]
@@ -152,7 +162,7 @@ def fbp(sino: np.ndarray, geom: ParallelGeometry, window: np.ndarray | None = No
     np.ndarray
         float32 ``[b, ny, nx]`` attenuation (1/mm).
     """
-    import finufft
+    finufft = _finufft()
 
     sino = np.asarray(sino, dtype=np.float32)
     b, a, d = sino.shape
