@@ -61,8 +61,10 @@ class Phantom:
         0 = background, ``i + 1`` = nodule ``i`` of ``info["nodules"]``.
     info : dict
         ``seed``, ``emphysema_target``, ``laa950`` (ground-truth fraction of lung voxels
-        below -950 HU, 0..1), ``laa950_percent``, ``nodules`` (label, type, centre voxel
-        zyx and mm, diameter mm), ``lung_volume_ml``, ``scale``, ``version``.
+        below -950 HU, 0..1), ``laa950_percent``, ``nodules`` (``label``, ``type`` solid /
+        part-solid / ground-glass, ``center_zyx`` voxel index, ``center_mm`` = index x spacing
+        (z, y, x, from voxel [0, 0, 0]), ``diameter_mm``, ``hu``, and ``solid_diameter_mm``
+        for part-solid), ``lung_volume_ml``, ``scale`` (mm per adult-chest mm), ``version``.
     """
 
     volume: Volume
