@@ -1,10 +1,12 @@
 """Parallel-beam forward projection and filtered back-projection through the Fourier-slice theorem.
 
 Why our own projector: ``skimage.transform.radon/iradon`` rotate or interpolate the whole
-image once per view (O(N^3) per slice, about 1 s per 256^2 slice on these CPUs), far too
-slow for 100-slice volumes, and there is no CPU tomography package on PyPI that is both
-small and maintained (ASTRA and torch-radon need a GPU for 2D speed). The Fourier-slice
-theorem turns both operators into non-uniform FFTs (FINUFFT, a well-kept C++ library):
+image once per view (O(N^3) per slice; measured here for a 256^2 slice and 580 views:
+radon 0.94 s, iradon 0.20 s of CPU, against 0.022 s and 0.031 s for this module), too
+slow for 100-slice volumes and several protocols, and there is no CPU tomography package
+on PyPI that is both small and maintained (ASTRA and torch-radon need a GPU for speed).
+The Fourier-slice theorem turns both operators into non-uniform FFTs (FINUFFT, a
+well-kept C++ library):
 
 - forward:  the 2D Fourier transform of the slice, sampled on the polar grid of
   (view angle, detector frequency) with a type-2 NUFFT, then a 1D inverse FFT per view
@@ -13,7 +15,7 @@ theorem turns both operators into non-uniform FFTs (FINUFFT, a well-kept C++ lib
   class's apodization ``W(f)``), Fourier transformed per view, and back-projected by the
   adjoint type-1 NUFFT onto the pixel grid.
 
-Both are O(N^2 log N) per slice (about 25 ms for 256^2 on one core). Pixels are treated
+Both are O(N^2 log N) per slice. Pixels are treated
 as band-limited samples, so projections of sharp edges carry no extra pixel blur.
 """
 
