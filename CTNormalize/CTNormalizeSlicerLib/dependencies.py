@@ -11,15 +11,15 @@ from __future__ import annotations
 import importlib.util
 from typing import Iterable
 
-#: import name -> pip requirement, for the engine (normalize, info, protocols).
+#: import name -> pip requirement, for the engine (normalize, info, protocols) and the
+#: module's cancel (psutil). Slicer 5.10+ bundles numpy, scipy, pydicom, SimpleITK, vtk and
+#: requests (SuperBuild/External_python-*.cmake), so they are not listed: pip never touches them.
 ENGINE_REQUIREMENTS = {
-    "scipy": "scipy>=1.10",
     "skimage": "scikit-image>=0.21",
     "yaml": "pyyaml>=6",
     "tqdm": "tqdm>=4.60",
     "safetensors": "safetensors>=0.4",
     "psutil": "psutil>=5.9",
-    "pydicom": "pydicom>=2.4",
 }
 #: extra packages for learned models (besides torch).
 MODEL_REQUIREMENTS = {"monai": "monai>=1.3"}

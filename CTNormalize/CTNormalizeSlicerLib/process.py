@@ -95,8 +95,11 @@ def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
     The whole tree matters: Slicer's ``PythonSlicer`` launcher starts the real interpreter
     as a child, and killing only the launcher leaves the worker running.
     """
-    import psutil
-
+    try:
+        import psutil
+    except ImportError:  # psutil is installed on first use; without it only the direct child goes
+        _kill_without_psutil(pid, timeout)
+        return
     try:
         parent = psutil.Process(pid)
     except psutil.NoSuchProcess:
@@ -118,6 +121,26 @@ def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=timeout)
+
+
+def _kill_without_psutil(pid: int, timeout: float) -> None:
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+    except OSError:
+        pass
 
 
 def default_launcher(args: list[str], env: Optional[dict] = None, cwd: Optional[str] = None):

@@ -258,3 +258,13 @@ def test_gpu_check_runs_in_a_child_without_importing_torch_here():
         assert answers[0] is False
     else:
         assert answers[0] == torch.cuda.is_available()
+
+
+def test_kill_without_psutil_stops_the_child(monkeypatch, tmp_path):
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil -> ImportError
+    t0 = time.monotonic()
+    kill_process_tree(child.pid, timeout=2.0)
+    assert child.wait(timeout=10) != 0 and time.monotonic() - t0 < 5
