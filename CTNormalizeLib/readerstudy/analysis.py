@@ -17,7 +17,6 @@ them (scikit-learn / statsmodels would be new dependencies for two short formula
 
 from __future__ import annotations
 
-
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence

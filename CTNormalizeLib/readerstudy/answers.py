@@ -149,18 +149,15 @@ class ReaderSession:
             raise BadInputError(f"The study in {study_dir} has no items.")
         self.path = answers_path(self.study_dir, reader)
         self.path.parent.mkdir(exist_ok=True)
-        self._check_owner()
-        self.answers = latest_answers(read_lines(self.path))
+        lines = read_lines(self.path)
+        if lines and lines[0].get("reader") not in (None, reader):
+            # Stems are unique by construction; this guards a name typed to look like a stem.
+            raise BadInputError(
+                f"{self.path} belongs to reader {lines[0].get('reader')!r}; choose a different reader name.")
+        self.answers = latest_answers(lines)
         self.index = self.first_unanswered()
         if self.index is None:
             self.index = len(self.items) - 1
-
-    def _check_owner(self):
-        # The hash suffix makes stems unique; this guards a truncated name colliding anyway.
-        for rec in read_lines(self.path)[:1]:
-            if rec.get("reader") not in (None, self.reader):
-                raise BadInputError(
-                    f"{self.path} belongs to reader {rec.get('reader')!r}; choose a different reader name.")
 
     @property
     def n(self) -> int:
@@ -209,8 +206,7 @@ class ReaderSession:
         """
         k = self.index if k is None else k
         it = self.item(k)
-        opts = self.study.get("questions", {}).get("protocol")
-        clean = D.validate_answer(self.design, answer, views=list(it["views"]), protocol_options=opts)
+        clean = D.validate_answer(self.design, answer, views=list(it["views"]))
         previous = self.answers.get(it["id"])
         rec = {"item": it["id"], **clean, "reader": self.reader,
                "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),

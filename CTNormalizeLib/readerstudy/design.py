@@ -154,7 +154,7 @@ def required_fields(design: str) -> tuple[str, ...]:
     return {"single": ("score",), "pair": ("original", "likert"), "protocol": ("protocol",)}[design]
 
 
-def validate_answer(design: str, answer: dict, views: Sequence[str] = ("A",), protocol_options: Optional[dict] = None) -> dict:
+def validate_answer(design: str, answer: dict, views: Sequence[str] = ("A",)) -> dict:
     """Check a reader's answer for ``design`` and return its normalized form.
 
     Raises

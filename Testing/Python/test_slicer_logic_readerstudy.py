@@ -185,3 +185,35 @@ def test_unknown_reader_of_a_per_reader_study(scene, studies):
     with pytest.raises(BadInputError, match="not a reader study"):
         ReaderStudyLogic(scene, app).openStudy(str(root), "ann")
     assert D.required_fields("pair") == ("original", "likert")
+
+
+def test_two_readers_read_and_the_study_analyzes(scene, studies, tmp_path):
+    """Two readers read the per-reader pair study interleaved; separate files; analysis sees both."""
+    scene, app = scene
+    root, _ = studies
+    import shutil
+
+    from CTNormalizeLib.readerstudy.analysis import analyze_study
+
+    study = tmp_path / "pair"
+    shutil.copytree(root / "pair", study)
+    key = json.loads((study / "key.json").read_text())
+    ann, bob = ReaderStudyLogic(scene, app), ReaderStudyLogic(slicer.vtkMRMLScene(), None)
+    ann.openStudy(str(study), "ann")
+    bob.openStudy(str(study), "bob")
+    likert = {k: {"A": 3, "B": 4} for k in D.LIKERT_ITEMS}
+    for k in range(4):
+        for name, logic in (("ann", ann), ("bob", bob)):
+            item = logic.session.item()
+            truth = key["readers"][name][item["id"]]
+            right = "A" if truth["A"] == "original" else "B"
+            logic.recordAnswer({"original": right if name == "ann" else ("B" if right == "A" else "A"),
+                                "likert": likert})
+            if logic.canGoNext():
+                logic.next()
+    files = sorted(p.name for p in (study / "answers").glob("*.jsonl"))
+    assert files == ["ann.jsonl", "bob.jsonl"]
+    res = analyze_study(study)
+    assert res["readers"]["ann"]["accuracy"] == 1.0 and res["readers"]["bob"]["accuracy"] == 0.0
+    # Each reader is constant (always right / always wrong): no agreement beyond chance, kappa 0.
+    assert res["agreement"]["n_subjects"] == 4 and res["agreement"]["cohen_kappa"] == 0.0
