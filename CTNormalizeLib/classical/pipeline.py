@@ -108,6 +108,48 @@ def _source_thickness(volume: Volume, source: Protocol, steps: list) -> float:
     return t
 
 
+def _fill_source(volume: Volume, source: Protocol, target: Protocol, method: str, steps: list,
+                 warnings: list) -> Protocol:
+    """Fill missing source kernel / dose / thickness from tags and image noise (``protocols.detect``).
+
+    Only fields some step may need are looked up; a dose from image noise is rough, so it
+    comes with a ``SOURCE_DOSE_ESTIMATED`` warning carrying its confidence.
+    """
+    wanted = []
+    if source.kernel is None and method in ("auto", "mtf_ratio") and target.kernel is not None:
+        wanted.append("kernel")
+    if source.dose is None and method in ("auto", "denoise") and target.dose is not None:
+        wanted.append("dose")
+    if source.thickness is None and method in ("auto", "z_profile"):
+        wanted.append("thickness")
+    if not wanted:
+        return source
+    from ..protocols.detect import detect_protocol
+
+    det = detect_protocol(volume, overrides=source, measure_noise="dose" in wanted)
+    changes = {}
+    for name in wanted:
+        value = getattr(det, name)
+        if value is None:
+            continue
+        changes[name] = value
+        fs = det.sources.get(name)
+        steps.append({"method": "detect", "done": True,
+                      "parameters": {name: value, "source": getattr(fs, "source", None),
+                                     "confidence": getattr(fs, "confidence", None)},
+                      "note": f"source {name} detected: {getattr(fs, 'detail', '')}"})
+        if name == "dose":
+            warnings.append({"code": "SOURCE_DOSE_ESTIMATED",
+                             "message": f"The source dose was not given; estimated {value:.2g} of full dose from "
+                                        f"image noise (confidence {getattr(fs, 'confidence', 0):.2f}: "
+                                        f"{getattr(fs, 'detail', '')}). Give dose=... in the source spec to be exact."})
+    if "kernel" in changes and det.kernel_name:
+        changes["kernel_name"] = det.kernel_name
+    return Protocol(**{**{f: getattr(source, f) for f in ("kernel", "kernel_name", "dose", "mas", "ctdivol",
+                                                          "thickness", "spacing")}, **changes},
+                    sources={**source.sources, **{k: det.sources[k] for k in changes if k in det.sources}})
+
+
 def _need(value, field_name: str, side: str, why: str):
     if value is None:
         raise BadInputError(
@@ -262,6 +304,7 @@ def normalize_classical(volume: Volume, source: Protocol, target: Protocol, meth
     if hu.ndim != 3:
         raise BadInputError(f"Expected a 3D volume, got shape {hu.shape}.")
 
+    source = _fill_source(volume, source, target, method, steps, warnings)
     sk = _source_kernel(volume, source, steps)
     tk = target.kernel
     noise_std = options.get("noise_std")

@@ -172,8 +172,13 @@ def test_bad_inputs(truth):
         normalize_classical(vol, S, T, method="nope")
     with pytest.raises(BadInputError, match="kernel"):
         normalize_classical(vol, parse_spec("dose=0.25,thickness=2"), T)
-    with pytest.raises(BadInputError, match="dose"):
-        normalize_classical(vol, parse_spec("kernel=sharp,thickness=2"), T)
+    # a missing source dose is estimated from image noise, with a warning
+    res = normalize_classical(vol, parse_spec("kernel=sharp,thickness=2"), T)
+    assert any(w["code"] == "SOURCE_DOSE_ESTIMATED" for w in res.warnings)
+    assert any(s["method"] == "detect" and "dose" in s["parameters"] for s in res.steps)
+    # the target's missing fields are simply not normalized
+    res = normalize_classical(vol, S, parse_spec("kernel=smooth"))
+    assert [s["method"] for s in res.steps if s["done"]] == ["estimate_noise", "mtf_ratio"]
     with pytest.raises(BadInputError, match="reference"):
         normalize_classical(vol, S, T, method="histogram_match")
     # the kernel can come from the DICOM tag instead
