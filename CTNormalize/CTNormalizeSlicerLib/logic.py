@@ -107,14 +107,9 @@ class NormalizationLogic:
             from CTNormalizeLib.models import registry
 
             for m in registry.list_models():
-                card = getattr(m, "card", {}) or {}
-                covers = card.get("protocol_space") or card.get("covers") or ""
-                tip = card.get("description") or f"Learned model {m.name}"
-                if covers:
-                    tip += f"\nCovers: {json.dumps(covers) if not isinstance(covers, str) else covers}"
-                out.append((m.name, tip))
+                out.append((m.name, model_tooltip(m)))
         except Exception:  # no registry yet, or no models installed
-            pass
+            log.debug("CTNormalize: no model registry", exc_info=True)
         try:
             from CTNormalizeLib.classical.pipeline import CLASSICAL_METHODS
         except ImportError:
@@ -456,6 +451,30 @@ class NormalizationLogic:
         run.tableNode = tableNode
         run.maskSegmentationNode = None
         return run
+
+
+def model_tooltip(package) -> str:
+    """A learned model's card, in a few lines: coverage, architecture, metrics, sha256, use."""
+    card = getattr(package, "card", {}) or {}
+    lines = [f"Learned model {getattr(package, 'name', '?')}"]
+    try:
+        lines.append("Covers: " + package.coverage_text())
+    except Exception:
+        pass
+    arch = (card.get("architecture") or {}).get("name")
+    if arch:
+        lines.append(f"Architecture: {arch}")
+    metrics = card.get("metrics") or {}
+    if isinstance(metrics, dict) and metrics:
+        shown = [f"{k}={v:.3g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                 for k, v in list(metrics.items())[:4] if not isinstance(v, (dict, list))]
+        if shown:
+            lines.append("Benchmark: " + ", ".join(shown))
+    sha = card.get("sha256")
+    if sha:
+        lines.append(f"Weights sha256: {sha[:16]}...")
+    lines.append(str(card.get("intended_use") or "Research use, not for diagnosis."))
+    return "\n".join(lines)
 
 
 def _emphysema_pair(doc, orig_path: str, norm_path: str) -> tuple[dict, dict]:

@@ -268,3 +268,19 @@ def test_kill_without_psutil_stops_the_child(monkeypatch, tmp_path):
     t0 = time.monotonic()
     kill_process_tree(child.pid, timeout=2.0)
     assert child.wait(timeout=10) != 0 and time.monotonic() - t0 < 5
+
+
+def test_model_tooltip_from_card():
+    from CTNormalizeSlicerLib.logic import model_tooltip
+
+    class Package:
+        name = "film-small"
+        card = {"architecture": {"name": "conditioned"}, "metrics": {"gap_closed": 0.61, "nested": {"a": 1}},
+                "sha256": "ab" * 32, "intended_use": "Research use, not for diagnosis."}
+
+        def coverage_text(self):
+            return "source [kernel=sharp] -> targets [kernel=smooth]"
+
+    tip = model_tooltip(Package())
+    assert "film-small" in tip and "kernel=sharp" in tip and "conditioned" in tip
+    assert "gap_closed=0.61" in tip and "abababab" in tip and "not for diagnosis" in tip
