@@ -239,7 +239,9 @@ def create_study(manifest, out_dir, design: str, seed: int, per_reader: bool = F
     study = {
         "format": S.FORMAT, "version": S.VERSION, "study_id": study_id, "title": title,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "design": design, "seed": int(seed),
+        # No seed here: with the seed, the case count and this (public) code, anyone could
+        # replay the draw and unblind the study. The seed is kept in the key.
+        "design": design,
         "randomization": "per-reader" if per_reader else "per-study",
         "n_cases": len(blinded),
         "questions": D.questions(design, protocol_options),

@@ -3,9 +3,9 @@
 Layout of a study directory::
 
     study.json          design, questions, items (per study) or readers' items (per reader),
-                        seed, version; no truth
-    key.json            blinded image id -> {"case": manifest case id, "variant": ...}, and
-                        item-level truth; may be written elsewhere (``key_path``) so readers
+                        version; no truth, and no seed (it would let anyone replay the draw)
+    key.json            blinded image id -> {"case": manifest case id, "variant": ...},
+                        item-level truth and the seed; may be written elsewhere (``key_path``) so readers
                         cannot open it
     items/007_A.nrrd    blinded images: voxels (int16 HU) and geometry only
     answers/<reader>.jsonl  one line per answer (see :mod:`.answers`)

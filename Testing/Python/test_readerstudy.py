@@ -158,6 +158,7 @@ def test_blinding_holds(tmp_path, manifest):
         for word in forbidden:
             assert word not in text, word
         study = json.loads(text)
+        assert "seed" not in study  # with the seed and the code the draw could be replayed
         items = study["items"]
         assert "original" not in json.dumps(items)  # the reference's name only appears in the questions
         types = set()
