@@ -284,3 +284,31 @@ def test_model_tooltip_from_card():
     tip = model_tooltip(Package())
     assert "film-small" in tip and "kernel=sharp" in tip and "conditioned" in tip
     assert "gap_closed=0.61" in tip and "abababab" in tip and "not for diagnosis" in tip
+
+
+def test_qt_poller_rearms_until_the_run_ends(tmp_path, monkeypatch):
+    """The Qt adapter, with a fake qt.QTimer: it polls, reports, and stops re-arming at the end."""
+    import types
+
+    from CTNormalizeSlicerLib.process import QtPoller
+
+    pending = []
+    fake_qt = types.SimpleNamespace(QTimer=types.SimpleNamespace(singleShot=lambda ms, fn: pending.append((ms, fn))))
+    monkeypatch.setitem(sys.modules, "qt", fake_qt)
+    args = _script(tmp_path, """
+        import json, time
+        for i in range(3):
+            print(json.dumps({"event": "progress", "stage": "s", "fraction": i / 3, "eta_s": 1}), flush=True)
+            time.sleep(0.1)
+    """)
+    run = EngineRun(args, auto_complete=True).start()
+    ticks = []
+    poller = QtPoller(run, interval_ms=50, on_tick=lambda r: ticks.append(r.fraction)).start()
+    deadline = time.monotonic() + 30
+    while pending:
+        assert time.monotonic() < deadline
+        ms, fn = pending.pop(0)
+        time.sleep(ms / 1000)
+        fn()
+    assert run.state is RunState.COMPLETED and ticks[-1] == 1.0 and len(ticks) >= 2
+    assert poller.interval_ms == 50
