@@ -151,7 +151,7 @@ def benchmark_report_html(bench: dict, figures: dict) -> str:
     tables = []
     for method, table in bench.get("summary", {}).get("per_method", {}).items():
         tables.append(f"<h3>{html.escape(method)}</h3>" + floor_table_html(table, {k: v[2] for k, v in METRICS.items()},
-                                                                           output_label=f"{method} vs target"))
+                                                                           output_label=method))
     rad = bench.get("summary", {}).get("radiomics", {})
     rad_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v.get('percent_reproducible'))}</td>"
                        f"<td>{_fmt(v.get('median_ccc'))}</td><td>{v.get('n_samples')}</td></tr>" for k, v in rad.items())
