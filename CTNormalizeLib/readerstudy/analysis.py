@@ -257,6 +257,10 @@ def _analyze_single(rows, key, seed):
                       "time_spent_s": r["rec"].get("time_spent_s"), "window": r["rec"].get("window")})
     pooled = score_detection([r["rec"]["score"] for r in rows if r["truth"]["A"]["variant"] == ref],
                              [r["rec"]["score"] for r in rows if r["truth"]["A"]["variant"] != ref], seed=seed)
+    pooled_groups = defaultdict(list)
+    for r in rows:
+        pooled_groups[r["truth"]["A"]["variant"]].append(r["rec"]["score"])
+    pooled["groups"] = {v: _summary(g) for v, g in sorted(pooled_groups.items())}
     ratings = {reader: {r["rec"]["views"]["A"]: r["rec"]["score"] for r in rs} for reader, rs in by_reader.items()}
     agree = agreement(ratings, list(range(D.SCORE_MIN, D.SCORE_MAX + 1)))
     return readers, pooled, agree, cases
