@@ -245,13 +245,22 @@ def _band_reference(reference, hu, spacing, mask, sk, tk, source, target, noise_
         return _freq.band_energies(reference.hu, reference.spacing, ref_mask), "reference volume's lungs"
     if reference is not None:
         raise BadInputError("The reference must be a Volume or a dict of band energies.")
-    # No reference: predict the target's band energies by converting the source with the physics model.
+    # No reference: predict the target's band energies by converting the source with the
+    # physics model (the same denoise -> MTF-ratio chain as ``auto``, in-plane only).
     pred = hu
+    if sk and tk and sk != tk:
+        lam = _mtf.wiener_lambda(noise_std)
+
+        def post(x):
+            return _mtf.convert_kernel(x, spacing, sk, tk, lam=lam)
+    else:
+        post = None
     if source.dose and target.dose and target.dose > source.dose * (1 + DOSE_TOLERANCE):
         pred, _ = _denoise.denoise_volume(hu, spacing, target_std=_denoise.expected_noise_std(
-            noise_std, source.dose, target.dose), noise_std=noise_std, method="gaussian")
-    if sk and tk and sk != tk:
-        pred = _mtf.convert_kernel(pred, spacing, sk, tk, noise_std=noise_std)
+            noise_std, source.dose, target.dose), noise_std=noise_std,
+            method=options.get("denoise_method", "auto"), kernel=sk, post=post)
+    if post is not None:
+        pred = post(pred)
     return _freq.band_energies(pred, spacing, mask), "predicted from the target protocol (denoise + MTF ratio)"
 
 
