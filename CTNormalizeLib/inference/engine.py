@@ -102,7 +102,8 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
     device : {"auto", "cpu", "cuda", "cuda:N"}
     progress : callable(stage, fraction), optional
     tile : int, optional
-        In-plane window size; default: the whole (body-cropped) slice on CPU, 256 on CUDA.
+        In-plane window size (the card's ``io.frontend``, e.g. ``mtf_ratio``, is applied
+        before the network); default: the whole (body-cropped) slice on CPU, 256 on CUDA.
     overlap : float
         Window overlap (Gaussian blending).
     chunk : int, optional
@@ -158,6 +159,14 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
             x_in = zgrid.resample_z(volume.hu, src.spacing, base_sp, src.thickness, src.thickness)
         else:
             x_in = zgrid.resample_z(volume.hu, src.spacing, tgt.spacing, src.thickness, tgt.thickness)
+        x_model = x_in
+        if io.get("frontend"):
+            from .frontend import apply_frontend
+
+            conv = apply_frontend(io["frontend"], volume.hu, volume.spacing, src.kernel, tgt.kernel)
+            if conv is not volume.hu:
+                x_model = zgrid.resample_z(conv, src.spacing, tgt.spacing, src.thickness, tgt.thickness)
+            del conv
         body = masks.body_mask(x_in)
         timings["prepare_s"] = time.perf_counter() - t0
 
@@ -169,7 +178,7 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
             from ..models.conditioning import pair_features
 
             cond = np.asarray(pair_features(src, tgt), np.float32)
-            y_hu, dev, borders, tile_used = _run_25d(module, x_in, body, cond, lo, hi, offset, divisor, dev, tile,
+            y_hu, dev, borders, tile_used = _run_25d(module, x_model, body, cond, lo, hi, offset, divisor, dev, tile,
                                                      overlap, chunk, memory_mb, int(io.get("context", 5)),
                                                      warnings, prog)
         timings["inference_s"] = time.perf_counter() - t1

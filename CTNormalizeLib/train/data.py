@@ -43,11 +43,12 @@ class Scan:
 
 @dataclass
 class TruthScans:
-    """Source and target scans of one truth volume."""
+    """Source and target scans of one truth volume (``spacing_yx``: in-plane pixel size, mm)."""
 
     name: str
     sources: list
     targets: list
+    spacing_yx: tuple = (0.7, 0.7)
 
 
 @dataclass
@@ -56,6 +57,21 @@ class PairBank:
 
     truths: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    _converted: dict = field(default_factory=dict, repr=False)
+
+    def source_for(self, ti: int, si: int, target_kernel: str, frontend: Optional[str]) -> Scan:
+        """The source scan, passed through the model's front-end for ``target_kernel`` (cached)."""
+        src = self.truths[ti].sources[si]
+        if frontend is None:
+            return src
+        key = (ti, si, target_kernel, frontend)
+        if key not in self._converted:
+            from ..inference.frontend import apply_frontend
+
+            sp = self.truths[ti].spacing_yx
+            hu = apply_frontend(frontend, src.hu, (1.0,) + tuple(sp), src.protocol.kernel, target_kernel)
+            self._converted[key] = Scan(hu, src.protocol)
+        return self._converted[key]
 
     def pairs(self, pair_filter: Optional[Callable] = None) -> list:
         """``(truth, source_scan, target_scan)`` index triples allowed by ``pair_filter(src_prot, tgt_prot)``."""
@@ -68,7 +84,8 @@ class PairBank:
         return out
 
     def sample(self, rng: np.random.Generator, batch: int, patch: int, context: int, lo: float, hi: float,
-               offset: float, divisor: float, pair_filter: Optional[Callable] = None):
+               offset: float, divisor: float, pair_filter: Optional[Callable] = None,
+               frontend: Optional[str] = None):
         """A batch ``(x [B, context, P, P], y [B, 1, P, P], cond [B, F])`` of float32 arrays (scaled units)."""
         triples = self.pairs(pair_filter)
         if not triples:
@@ -77,7 +94,8 @@ class PairBank:
         while len(xs) < batch:
             ti, si, gi = triples[rng.integers(len(triples))]
             t = self.truths[ti]
-            src, tgt = t.sources[si], t.targets[gi]
+            tgt = t.targets[gi]
+            src = self.source_for(ti, si, tgt.protocol.kernel, frontend)
             out = _pair_patch(src, tgt, rng, patch, context)
             if out is None:
                 continue
@@ -162,7 +180,7 @@ def _simulate_truth(name: str, truth: Volume, settings: SimSettings, rng, native
             p = Protocol(kernel=kern, dose=1.0, thickness=th, spacing=th)
             v = simulate_scan(truth, p, int(rng.integers(2 ** 31)), projections=proj)
             targets.append(Scan(v.hu, p))
-    return TruthScans(name, sources, targets)
+    return TruthScans(name, sources, targets, tuple(float(v) for v in truth.spacing[1:]))
 
 
 def lung1_crops(n: int, size: int, seed: int) -> list[Volume]:
@@ -221,7 +239,7 @@ def save_bank(bank: PairBank, path) -> Path:
 
     arrays, index = {}, []
     for ti, t in enumerate(bank.truths):
-        entry = {"name": t.name, "sources": [], "targets": []}
+        entry = {"name": t.name, "sources": [], "targets": [], "spacing_yx": list(t.spacing_yx)}
         for role in ("sources", "targets"):
             for si, sc in enumerate(getattr(t, role)):
                 key = f"t{ti}_{role}_{si}"
@@ -245,8 +263,16 @@ def load_bank(path) -> PairBank:
             roles = {}
             for role in ("sources", "targets"):
                 roles[role] = [Scan(z[s["key"]], _filled(parse_spec(s["spec"]))) for s in e[role]]
-            bank.truths.append(TruthScans(e["name"], roles["sources"], roles["targets"]))
+            sp = e.get("spacing_yx") or _legacy_spacing(e["name"], meta["settings"])
+            bank.truths.append(TruthScans(e["name"], roles["sources"], roles["targets"], tuple(sp)))
     return bank
+
+
+def _legacy_spacing(name: str, settings: dict) -> tuple:
+    # banks written before spacing_yx was stored: phantoms use the settings, lung1 its own grid
+    if name.startswith("lung1"):
+        return (0.5703125, 0.5703125)
+    return tuple(settings.get("phantom_spacing", (0.5, 0.7, 0.7))[1:])
 
 
 def _filled(p: Protocol) -> Protocol:
@@ -286,7 +312,7 @@ def manifest_bank(manifest) -> PairBank:
                                 "register and resample them first.")
         ps = _filled_from(ps, vs)
         pt = _filled_from(pt, vt)
-        bank.truths.append(TruthScans(f"pair{i}", [Scan(vs.hu, ps)], [Scan(vt.hu, pt)]))
+        bank.truths.append(TruthScans(f"pair{i}", [Scan(vs.hu, ps)], [Scan(vt.hu, pt)], tuple(vs.spacing[1:])))
     if not bank.truths:
         raise BadInputError(f"The manifest {mpath} lists no pairs.")
     return bank

@@ -44,6 +44,7 @@ class TrainConfig:
     offset: float = 0.0
     divisor: float = 1000.0
     curriculum: bool = True
+    frontend: Optional[str] = None
     curriculum_patience: int = 150
     gan_weight: float = 0.0
     fm_weight: float = 0.0
@@ -145,7 +146,7 @@ def train(cfg: TrainConfig, bank, out_dir, resume: bool = True, stop_after: Opti
         while step < cfg.steps:
             rng = np.random.default_rng([cfg.seed, step, 31337])
             x, y, c = bank.sample(rng, cfg.batch, cfg.patch, cfg.context, lo_w, hi_w, cfg.offset, cfg.divisor,
-                                  pair_filter)
+                                  pair_filter, cfg.frontend)
             x, y, c = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(c)
             lr = lr_at(cfg, step)
             for g in opt.param_groups:

@@ -27,7 +27,7 @@ def default_config(**over) -> TrainConfig:
     """The default protocol-conditioned 2.5D model."""
     cfg = TrainConfig(name="ctn-conditioned-v1",
                       arch={"name": "conditioned2.5d", "params": {"context": 5, "width": 32, "head": 12, "blocks": 4}},
-                      steps=1300, batch=8, patch=64, lr=2e-3, curriculum=True)
+                      steps=4000, batch=8, patch=64, lr=2e-3, curriculum=True, frontend="mtf_ratio")
     for k, v in over.items():
         setattr(cfg, k, v)
     return cfg
@@ -60,7 +60,7 @@ def make_card(cfg: TrainConfig, covers: dict, training_data: dict, summary: dict
         "description": description,
         "architecture": json.loads(json.dumps(cfg.arch)),
         "hyperparameters": {k: v for k, v in cfg.to_dict().items() if k not in ("arch", "name")},
-        "io": dict(IO_DEFAULT, context=cfg.context, z_up_factor=z_up_factor,
+        "io": dict(IO_DEFAULT, context=cfg.context, z_up_factor=z_up_factor, frontend=cfg.frontend,
                    z_handling="source resampled to the target z grid through the slice profile "
                               "(any factor), then refined by the network"),
         "covers": covers,
