@@ -269,3 +269,25 @@ def test_load_never_uses_pickle(package, monkeypatch):
     monkeypatch.setattr(pickle, "loads", forbidden)
     module = read_package(package.path).load()
     assert sum(p.numel() for p in module.parameters()) > 0
+
+
+def test_mtf_frontend_applied_before_the_model(package, tmp_path):
+    import shutil
+
+    from CTNormalizeLib.inference import run_model
+    from CTNormalizeLib.inference.frontend import apply_frontend
+    from CTNormalizeLib.models.registry import read_package
+
+    shutil.copytree(package.path, tmp_path / "fe")
+    card = json.loads((tmp_path / "fe" / "card.json").read_text())
+    card["io"]["frontend"] = "mtf_ratio"
+    (tmp_path / "fe" / "card.json").write_text(json.dumps(card))
+    fe = read_package(tmp_path / "fe")
+    vol = _body_volume(nz=4, n=64, gradient=False)
+    a = run_model(package, vol, SRC, TGT, device="cpu").volume.hu
+    b = run_model(fe, vol, SRC, TGT, device="cpu").volume.hu
+    assert np.abs(a - b).max() > 1.0
+    # same kernel: the front-end is the identity (same object back)
+    assert apply_frontend("mtf_ratio", vol.hu, vol.spacing, "smooth", "smooth") is vol.hu
+    with pytest.raises(ValueError):
+        apply_frontend("nope", vol.hu, vol.spacing, "sharp", "smooth")
