@@ -176,7 +176,7 @@ def _run_benchmark(args) -> int:
     events = EventStream("none" if args.json else default_progress_mode(), steps=1)
     events.started("benchmark")
     with cancel_on_signals():
-        res = benchmark.run_benchmark(size, methods, progress=events.callback())
+        res = benchmark.run_benchmark(size, methods, progress=events.callback(), lpips_weights=args.lpips_weights)
         written = benchmark.write_benchmark(res, args.out_dir, args.report)
     events.done(written["json"], {})
     if args.json:

@@ -119,7 +119,7 @@ def _reference_scan(tprot: Protocol, shape, spacing):
 
 
 def run_benchmark(size: str = "default", methods: Optional[list] = None, progress=None,
-                  cases: Optional[list] = None, keep_example: bool = True) -> dict:
+                  cases: Optional[list] = None, keep_example: bool = True, lpips_weights=None) -> dict:
     """Run the benchmark and return its JSON-ready result (plus ``_example`` arrays for pictures).
 
     Parameters
@@ -132,6 +132,10 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
     progress : callable(stage, fraction), optional
     cases : list of cases.Case, optional
         Override the size's case list.
+    keep_example : bool
+        Keep the first run's arrays (``_example``) for the pictures.
+    lpips_weights : path, optional
+        AlexNet backbone weights for LPIPS; without them LPIPS is reported absent.
     """
     from .. import simulate
 
@@ -139,6 +143,7 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
     methods = default_methods() if methods is None else list(methods)
     case_list = cases if cases is not None else cases_mod.benchmark_cases(size)
     runs: list = []
+    lpips_note = None
     feats: dict = {}  # series -> list of (feature dict, target feature dict)
     example = None
     refs: dict = {}
@@ -180,7 +185,8 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
                     timings[m.name] = round(time.perf_counter() - t0, 3)
                 want_arrays = keep_example and example is None
                 ev = evaluate_methods(target, src, outputs, replicate, segments=seg, lung=lung,
-                                      keep_arrays=want_arrays)
+                                      keep_arrays=want_arrays, lpips_weights=lpips_weights)
+                lpips_note = ev["lpips_note"]
                 if want_arrays:
                     example = {"case": case.name, "target_name": tname, "source": sprot.spec(),
                                "arrays": ev.pop("arrays"), "curves": ev["curves"]}
@@ -215,6 +221,7 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
         "runs": runs,
         "summary": summary,
         "elapsed_s": round(time.perf_counter() - t_start, 1),
+        "lpips_note": lpips_note if runs else None,
         "provenance": _provenance(methods),
     }
     if example is not None:

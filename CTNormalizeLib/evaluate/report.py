@@ -169,7 +169,8 @@ def benchmark_report_html(bench: dict, figures: dict) -> str:
     prov = dict(bench.get("provenance", {}))
     vers = prov.pop("versions", None) or versions()
     sections = [
-        ("Metric tables with the floor (median over runs)", "".join(tables) + FLOOR_NOTE),
+        ("Metric tables with the floor (median over runs)", "".join(tables) + FLOOR_NOTE +
+         f'<p class="note">LPIPS: {html.escape(str(bench.get("lpips_note")))}</p>'),
         ("Per source protocol (median over cases)", pp_html),
         ("Radiomic reproducibility (nodules, across cases)", rad_html),
         ("Paired Wilcoxon signed-rank tests between methods", wil_html),
