@@ -120,7 +120,7 @@ def _reference_scan(tprot: Protocol, shape, spacing):
 
 def run_benchmark(size: str = "default", methods: Optional[list] = None, progress=None,
                   cases: Optional[list] = None, keep_example: bool = True, lpips_weights=None) -> dict:
-    """Run the benchmark and return its JSON-ready result (plus ``_example`` arrays for pictures).
+    """Run the benchmark and return its JSON-ready result (plus ``_examples`` arrays for pictures).
 
     Parameters
     ----------
@@ -133,7 +133,8 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
     cases : list of cases.Case, optional
         Override the size's case list.
     keep_example : bool
-        Keep the first run's arrays (``_example``) for the pictures.
+        Keep the arrays of the first run of each case kind (phantom, lung2) in ``_examples``
+        for the pictures.
     lpips_weights : path, optional
         AlexNet backbone weights for LPIPS; without them LPIPS is reported absent.
     """
@@ -145,7 +146,7 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
     runs: list = []
     lpips_note = None
     feats: dict = {}  # series -> list of (feature dict, target feature dict)
-    example = None
+    examples: dict = {}
     refs: dict = {}
     case_records = []
     n_done, n_total_est = 0, None
@@ -183,12 +184,12 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
                         errors[m.name] = f"{type(exc).__name__}: {exc}"
                         log.warning("method %s failed on %s: %s", m.name, case.name, exc)
                     timings[m.name] = round(time.perf_counter() - t0, 3)
-                want_arrays = keep_example and example is None
+                want_arrays = keep_example and case.kind not in examples
                 ev = evaluate_methods(target, src, outputs, replicate, segments=seg, lung=lung,
                                       keep_arrays=want_arrays, lpips_weights=lpips_weights)
                 lpips_note = ev["lpips_note"]
                 if want_arrays:
-                    example = {"case": case.name, "target_name": tname, "source": sprot.spec(),
+                    examples[case.kind] = {"case": case.name, "target_name": tname, "source": sprot.spec(),
                                "arrays": ev.pop("arrays"), "curves": ev["curves"]}
                 ev.pop("arrays", None)
                 for label, fdict in ev["features"].items():
@@ -224,8 +225,8 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
         "lpips_note": lpips_note if runs else None,
         "provenance": _provenance(methods),
     }
-    if example is not None:
-        result["_example"] = example
+    if examples:
+        result["_examples"] = list(examples.values())
     return result
 
 
@@ -293,14 +294,13 @@ def summarize(runs: list, method_names: list, feats: dict) -> dict:
 
 
 def benchmark_figures(result: dict) -> dict:
-    """Caption -> PNG bytes for a benchmark result (example views only when ``_example`` is present)."""
+    """Caption -> PNG bytes for a benchmark result (example views only when ``_examples`` is present)."""
     from . import figures
 
     out = {}
-    ex = result.get("_example")
-    if ex is not None:
+    best = _best_method(result)
+    for ex in result.get("_examples", []):
         arr = ex["arrays"]
-        best = _best_method(result)
         panels = {"source": arr["source"]}
         if best in arr:
             panels[f"normalized ({best})"] = arr[best]
@@ -311,11 +311,12 @@ def benchmark_figures(result: dict) -> dict:
             panels[f"difference ({best} − target)"] = arr[best] - arr["target"]
         else:
             panels["difference (source − target)"] = arr["source"] - arr["target"]
-        out[f"views: {ex['case']}, {ex['source']} → {ex['target_name']}"] = figures.views_figure(
+        src = ex["source"].split(",spacing=")[0]
+        out[f"views: {ex['case']}, {src} → {ex['target_name']}"] = figures.views_figure(
             panels, arr["spacing"], mask=arr["lung"])
         curves = ex["curves"]
         keep = ["source", best, "replicate", "target"]
-        out[f"NPS and edge profile: {ex['case']}, {ex['source']} → {ex['target_name']}"] = figures.nps_figure(
+        out[f"NPS and edge profile: {ex['case']}, {src} → {ex['target_name']}"] = figures.nps_figure(
             {k: curves["nps"].get(k) for k in keep if curves["nps"].get(k)},
             {k: curves["esf"].get(k) for k in keep if curves["esf"].get(k)})
     s = result["summary"]
