@@ -70,6 +70,27 @@ def test_held_out_seeds_refused():
         simulated_bank(SimSettings(phantom_seeds=(3, 1000), lung1_crops=0))
 
 
+def test_manifest_bank(tmp_path):
+    from CTNormalizeLib.io import write_volume
+    from CTNormalizeLib.train.data import manifest_bank
+    from CTNormalizeLib.volume import Volume
+
+    rng = np.random.default_rng(0)
+    write_volume(Volume(rng.normal(0, 1, (8, 40, 40)).astype(np.float32) - 500, (2.0, 0.7, 0.7)), tmp_path / "s.nrrd")
+    write_volume(Volume(rng.normal(0, 1, (16, 40, 40)).astype(np.float32) - 500, (1.0, 0.7, 0.7)), tmp_path / "t.nrrd")
+    write_volume(Volume(rng.normal(0, 1, (16, 30, 30)).astype(np.float32) - 500, (1.0, 0.7, 0.7)), tmp_path / "u.nrrd")
+    man = {"pairs": [{"source": "s.nrrd", "target": "t.nrrd", "source_protocol": "kernel=sharp,dose=0.5",
+                      "target_protocol": "kernel=smooth,dose=1"}]}
+    (tmp_path / "m.json").write_text(json.dumps(man))
+    bank = manifest_bank(tmp_path / "m.json")
+    src = bank.truths[0].sources[0].protocol
+    assert src.thickness == 2.0 and src.spacing == 2.0 and bank.truths[0].targets[0].protocol.spacing == 1.0
+    man["pairs"][0]["target"] = "u.nrrd"
+    (tmp_path / "m.json").write_text(json.dumps(man))
+    with pytest.raises(BadInputError, match="in-plane grid"):
+        manifest_bank(tmp_path / "m.json")
+
+
 def test_bank_roundtrip(tmp_path):
     bank = _bank()
     p = save_bank(bank, tmp_path / "bank.npz")
@@ -82,6 +103,7 @@ def test_bank_roundtrip(tmp_path):
     assert x.shape == (3, 5, 32, 32) and y.shape == (3, 1, 32, 32) and c.ndim == 2
 
 
+@pytest.mark.slow
 def test_training_reduces_loss(tmp_path):
     cfg = _cfg(steps=40, lr=3e-3, warmup=5, curriculum=False, batch=4)
     res = train(cfg, _bank(), tmp_path / "run")
