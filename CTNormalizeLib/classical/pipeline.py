@@ -338,7 +338,9 @@ def normalize_classical(volume: Volume, source: Protocol, target: Protocol, meth
 
     if method == "auto":
         t_t, s_t = _z_target(volume, target)
-        t_s = _source_thickness(volume, source, steps) if t_t is not None else None
+        t_s = _source_thickness(volume, source, steps) if (t_t is not None or target.spacing) else None
+        if t_t is None and target.spacing:  # spacing only: keep the slice profile, resample z
+            t_t, s_t = t_s, float(target.spacing)
         if target.dose is not None:
             _need(source.dose, "dose", "source", "dose normalization")
             post = None
@@ -377,9 +379,11 @@ def normalize_classical(volume: Volume, source: Protocol, target: Protocol, meth
         hu = _kernel_step(hu, spacing, sk, tk, noise_std, progress, steps, options)
         partial("converts the kernel")
     elif method == "z_profile":
-        t_t, s_t = _z_target(volume, target)
-        _need(t_t, "thickness", "target", "slice-thickness change")
         t_s = _source_thickness(volume, source, steps)
+        t_t, s_t = _z_target(volume, target)
+        if t_t is None and target.spacing:  # spacing only: keep the slice profile, resample z
+            t_t, s_t = t_s, float(target.spacing)
+        _need(t_t, "thickness", "target", "slice-thickness change")
         hu, spacing = _z_step(hu, spacing, t_s, t_t, s_t, progress, steps, warnings, options)
         partial("changes the slice profile")
     elif method == "frequency_decomposition":
