@@ -82,3 +82,16 @@ def test_failing_method_is_recorded_not_fatal():
     r = benchmark.run_benchmark("tiny", [benchmark.MethodProvider("boom", boom)], cases=c, keep_example=False)
     assert all("nope" in run["errors"]["boom"] for run in r["runs"])
     assert np.isfinite(r["runs"][0]["values"]["source"]["l1_body_hu"])
+
+
+@pytest.mark.slow
+def test_cli_benchmark_json(tmp_path, capsys):
+    from CTNormalizeLib.cli.main import main
+
+    rc = main(["evaluate", "--benchmark", "--size", "tiny", "--methods", "mtf_ratio", "--json",
+               "--out-dir", str(tmp_path / "b"), "--report", str(tmp_path / "b.html")])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)  # stdout is one JSON document, nothing else
+    assert res["methods"] == ["classical:mtf_ratio"] and res["size"] == "tiny"
+    assert (tmp_path / "b" / "quality.json").is_file() and (tmp_path / "b.html").is_file()
+    assert main(["evaluate", "--benchmark", "--size", "tiny", "--methods", "nope"]) == 2
