@@ -246,7 +246,10 @@ def _band_reference(reference, hu, spacing, mask, sk, tk, source, target, noise_
     if reference is not None:
         raise BadInputError("The reference must be a Volume or a dict of band energies.")
     # No reference: predict the target's band energies by converting the source with the
-    # physics model (the same denoise -> MTF-ratio chain as ``auto``, in-plane only).
+    # physics model (the same denoise -> MTF-ratio chain as ``auto``, in-plane only), on
+    # the subsample of lung slices the energies are measured on.
+    zs = _freq.lung_slices(mask, 32)
+    hu, mask = hu[zs], mask[zs]
     pred = hu
     if sk and tk and sk != tk:
         lam = _mtf.wiener_lambda(noise_std)
