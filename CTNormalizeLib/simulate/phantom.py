@@ -32,7 +32,7 @@ from scipy import ndimage
 from ..errors import BadInputError
 from ..volume import Volume
 
-PHANTOM_VERSION = "1.0"
+PHANTOM_VERSION = "2.0"
 
 ADULT_FOV = 360.0  # mm: the adult field of view that the requested grid is scaled to
 
@@ -42,6 +42,11 @@ HU = {
     "mediastinal_fat": -95.0, "liver": 58.0, "cartilage": 110.0, "wall": 20.0, "oesophagus": 35.0,
     "emphysema": -990.0,
 }
+
+# Radius exponent of the vessel trees' bifurcations: Murray's ideal is 3, measured pulmonary arterial
+# trees give about 2.3-2.7 (Huang et al., J Appl Physiol 1996). With 3 the trees stayed thick out to the
+# periphery and the healthy mean lung density came out near -700..-800 HU instead of about -850.
+VESSEL_EXPONENT = 2.4
 
 TISSUE_LABELS = {"soft": 1, "fat": 2, "muscle": 3, "bone": 4, "heart": 5, "abdomen": 6}
 
@@ -141,8 +146,12 @@ class _Anatomy:
         self.muscle = r(7, 13)
         self.rib_layer = r(9, 12)
         self.heart_scale = r(0.9, 1.1)
-        self.parenchyma = r(-878, -858)
-        self.gradient = r(15, 35)  # HU denser posteriorly (dependent lung)
+        # Healthy parenchyma between the vessels at full inspiration: about -900..-875 HU (the
+        # whole-lung mean, vessels included, lands near -860). Its position against -950 matters:
+        # lesions at about -993 HU cross -950 near the middle of their edge, so blur neither
+        # shrinks nor grows large lesions much (midway crossing conserves volume to first order).
+        self.parenchyma = r(-900, -875)
+        self.gradient = r(12, 28)  # HU denser posteriorly (dependent lung)
         self.rib_phase = r(0, 24)
         self.rib_slope = r(55, 85)
         self.vert_phase = r(0, 27)
@@ -311,7 +320,7 @@ def _draw_tube(occ, grid: _Grid, p0, p1, r0, r1, pix):
     np.maximum(occ[sl], f.astype(np.float32), out=occ[sl])
 
 
-def _grow_tree(start, points, radius, rng, segs, min_points=2, min_radius=0.0, depth=0, max_depth=40):
+def _grow_tree(start, points, radius, rng, segs, min_points=2, min_radius=0.0, depth=0, max_depth=40, exponent=3.0):
     """Space-filling branching: aim at the territory's centroid, split it along its main axis.
 
     Child radii follow Murray's law on territory size (r^3 proportional to the points served).
@@ -331,8 +340,8 @@ def _grow_tree(start, points, radius, rng, segs, min_points=2, min_radius=0.0, d
         m = int(sel.sum())
         if m == 0:
             continue
-        _grow_tree(end, points[sel], radius * (m / n) ** (1 / 3), rng, segs, min_points, min_radius, depth + 1,
-                   max_depth)
+        _grow_tree(end, points[sel], radius * (m / n) ** (1 / exponent), rng, segs, min_points, min_radius,
+                   depth + 1, max_depth, exponent)
 
 
 def make_phantom(seed: int, shape=(96, 192, 192), spacing=(0.5, 0.8, 0.8), emphysema: float | None = 0.0,
@@ -406,7 +415,7 @@ def make_phantom(seed: int, shape=(96, 192, 192), spacing=(0.5, 0.8, 0.8), emphy
     # Parenchyma: base + dependent gradient + correlated texture; never below -935 HU.
     Vz = np.broadcast_to(V[None], shape)
     par = (A.parenchyma + A.gradient * np.clip(Vz / A.b, -1, 1)
-           + 9.0 * _grf(shape, 1.0 / step_mm, rng) + 7.0 * _grf(shape, 5.0 / step_mm, rng)).astype(np.float32)
+           + 6.0 * _grf(shape, 1.0 / step_mm, rng) + 5.0 * _grf(shape, 5.0 / step_mm, rng)).astype(np.float32)
     # Fissures: thin oblique sheets, slightly denser.
     for side, tilt, off in ((-1, 0.9, rng.uniform(-20, 20)), (1, 0.85, rng.uniform(-20, 20))):
         zeta = (A.zeta_lo + np.arange(nz) * pix_z)[:, None, None]
@@ -438,7 +447,7 @@ def make_phantom(seed: int, shape=(96, 192, 192), spacing=(0.5, 0.8, 0.8), emphy
                 pts = mine[rng.choice(len(mine), k, replace=False)] + rng.uniform(-0.5, 0.5, (k, 3)) * step_mm
                 root = np.array([np.clip(hz, A.zeta_lo - 25, zeta_hi + 25), hv, side * 42.0])
                 segs = []
-                _grow_tree(root, pts, r0, rng, segs, min_points=2)
+                _grow_tree(root, pts, r0, rng, segs, min_points=2, exponent=VESSEL_EXPONENT)
                 for p0, p1, ra, rb in segs:
                     _draw_tube(vessel, grid, p0, p1, ra, rb, pix)
             # Airways follow the arteries' territories (bronchovascular bundles), a few generations.
@@ -502,31 +511,12 @@ def make_phantom(seed: int, shape=(96, 192, 192), spacing=(0.5, 0.8, 0.8), emphy
     lungs = lungs_region & ~airways
 
     report(0.85)
-    # Emphysema: replace the parenchymal share of each lung voxel where a multi-scale field is high.
-    pw = (lung_frac * (1 - vessel) * (1 - wall) * (1 - nod_occ))[lungs]
-    achieved = 0.0
+    lesion_counts = {}
     if emphysema > 0 and lungs.any():
-        zeta = (A.zeta_lo + np.arange(nz) * pix_z)[:, None, None]
-        field = sum(w * _grf(shape, s / step_mm, rng) for w, s in ((0.45, 1.0), (0.6, 2.5), (0.8, 6.0), (1.0, 15.0)))
-        field = field + 0.6 * np.clip(zeta / 120.0, -1, 1)  # upper-zone predominance
-        fl = field[lungs]
-        base = hu[lungs]
-        par_l = par[lungs]
-        emph_hu = HU["emphysema"] + 6.0 * tex[lungs]
-        emph_hu = np.minimum(emph_hu, -978.0)
-
-        def blend(thr):
-            e = 1.0 / (1.0 + np.exp(-(fl - thr) / 0.04))
-            return base + e * pw * (emph_hu - par_l)
-
-        lo, hi = float(fl.min()) - 1, float(fl.max()) + 1
-        for _ in range(30):
-            mid = 0.5 * (lo + hi)
-            if np.mean(blend(mid) < -950) > emphysema:
-                lo = mid
-            else:
-                hi = mid
-        hu[lungs] = blend(hi)
+        lung_share = lung_frac * (1 - wall) * (1 - nod_occ)
+        lesion_counts, avascular = _paint_emphysema(hu, lungs, (lung_share, lung_share * (1 - vessel)), par, tex,
+                                                    grid, spacing, float(emphysema), rng)
+        vessel *= 1 - avascular
     below = lungs & (hu < -950)
     achieved = float(below.sum() / max(lungs.sum(), 1))
 
@@ -560,6 +550,7 @@ def make_phantom(seed: int, shape=(96, 192, 192), spacing=(0.5, 0.8, 0.8), emphy
         "laa950_percent": round(100 * achieved, 3),
         "lung_volume_ml": round(float(lungs.sum()) * voxel_ml, 2),
         "nodules": nod_info,
+        "emphysema_lesions": lesion_counts,
     }
     meta = {"Modality": "CT", "Manufacturer": "CTNormalize phantom", "SliceThickness": f"{spacing[0]:g}",
             "phantom": {"seed": int(seed), "version": PHANTOM_VERSION}}
@@ -582,3 +573,185 @@ def _draw_lobulated(occ, grid, c_mm, radius, lobes, amps, pix):
     rr = radius * (1 + np.sum(amps * np.clip(u @ lobes.T, 0, None) ** 3, axis=-1))
     sl = tuple(slice(l, h) for l, h in zip(lo, hi))
     np.maximum(occ[sl], np.clip(0.5 + (rr - r) / pix, 0, 1).astype(np.float32), out=occ[sl])
+
+
+# --- Emphysema -------------------------------------------------------------------------------
+# Lesions are discrete low-attenuation blobs that replace the parenchyma, in three kinds (Fleischner
+# Society glossary; Lynch et al., Radiology 2015): centrilobular lucencies a few mm across, upper-zone
+# predominant; confluent / panlobular regions where neighbouring lobules coalesce; paraseptal
+# emphysema and bullae, 10-30 mm, against the pleura. Each kind's diameters follow a truncated
+# power law (number density ~ d^-(1 + alpha)), which gives the heavy-tailed cluster sizes reported
+# for low-attenuation areas (Mishima et al., PNAS 1999). Sizes are in *physical* mm, not in the
+# phantom's scaled adult frame: how much of a lesion a scan keeps depends on its size relative to
+# the scanner's point-spread function, so a chest shrunk to fit a small grid must not also shrink
+# its 5 mm lobular lesions to 2 mm ones. Only the largest sizes are capped by the lung's own size.
+EMPHYSEMA_KINDS = {
+    # kind: (min diameter mm, max diameter mm, alpha, upper-zone weight)
+    "centrilobular": (3.0, 10.0, 2.0, 1.2),
+    "confluent": (10.0, 30.0, 1.5, 0.0),
+    "bulla": (10.0, 30.0, 1.5, 0.8),
+}
+# Centrilobular lesions keep their vessels (the lobular artery runs through the lesion's centre);
+# confluent / panlobular regions and bullae are avascular: the destroyed lung has lost its small
+# vessels and bullae push the rest aside, so there the lesion replaces vessels as well.
+AVASCULAR = ("confluent", "bulla")
+EMPHYSEMA_HU = -993.0  # inside a lesion: air with a few residual strands; kept in [-1000, -984]
+
+
+def _kind_shares(target):
+    """Share of the emphysema volume per kind: centrilobular lesions dominate mild disease; as it
+    progresses they coalesce into confluent / panlobular regions and bullae grow."""
+    cle = float(np.clip(0.85 - 1.6 * target, 0.3, 0.85))
+    bulla = float(np.clip(0.05 + 0.5 * target, 0.05, 0.3))
+    return {"centrilobular": cle, "confluent": 1.0 - cle - bulla, "bulla": bulla}
+
+
+def _power_law(rng, lo, hi, alpha, n=None):
+    """Diameters from a power law truncated to [lo, hi] (inverse CDF)."""
+    if hi <= lo:
+        return np.full(n, lo) if n is not None else lo
+    u = rng.random(n)
+    return (lo**-alpha - u * (lo**-alpha - hi**-alpha)) ** (-1.0 / alpha)
+
+
+def _random_rotation(rng):
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    return q * np.sign(np.diag(r))
+
+
+def _lesion_groups(rng, kind, budget_mm3, centres, pleural, d_cap):
+    """Draw lesions of one kind until their nominal volume reaches ``budget_mm3``.
+
+    A lesion is ``(centre_mm_zyx, semi_axes_mm, rotation, lobes, amps)``: a mildly elongated
+    ellipsoid whose radius bulges towards a few directions (lobules coalescing into a confluent
+    region). ``centres(kind, n)`` draws candidate centres (physical mm); ``pleural(r)`` draws a
+    centre within about ``r`` of the pleura, so that the pleura cuts bullae and paraseptal lesions.
+    """
+    lo, hi, alpha, _ = EMPHYSEMA_KINDS[kind]
+    hi = max(min(hi, d_cap), lo)
+    out, vol = [], 0.0
+    while vol < budget_mm3:
+        d = float(_power_law(rng, lo, hi, alpha))
+        c = pleural(d / 2) if kind == "bulla" else centres(kind, 1)[0]
+        n_lobes = 5 if kind == "confluent" else 0
+        lobes = rng.standard_normal((n_lobes, 3))
+        lobes /= np.linalg.norm(lobes, axis=1, keepdims=True) if n_lobes else 1.0
+        amps = rng.uniform(0.1, 0.35, n_lobes)
+        out.append((c, _axes(rng, d / 2), _random_rotation(rng), lobes, amps))
+        vol += 4.19 * (d / 2) ** 3 * (0.6 if kind == "bulla" else 1.0)  # bullae are cut by the pleura
+    return out
+
+
+def _axes(rng, r):
+    """Semi-axes of a mildly elongated ellipsoid with the volume of a sphere of radius ``r``."""
+    s = rng.uniform(0.8, 1.25, 3)
+    return r * s / np.prod(s) ** (1 / 3)
+
+
+def _paint_lesion(sdf, spacing, lesion, pix):
+    """Max-accumulate a lesion's signed distance (mm, >0 inside; exact along rays from its centre)."""
+    centre, axes, rot, lobes, amps = lesion
+    rmax = float(axes.max()) * (1 + float(np.sum(amps))) + 2 * pix
+    sp = np.asarray(spacing, float)
+    lo = np.maximum(np.floor((centre - rmax) / sp).astype(int), 0)
+    hi = np.minimum(np.ceil((centre + rmax) / sp).astype(int) + 1, sdf.shape)
+    if np.any(hi <= lo):
+        return
+    x = [np.arange(l, h) * s - c for l, h, s, c in zip(lo, hi, sp, centre)]
+    xs = (x[0][:, None, None], x[1][None, :, None], x[2][None, None, :])
+    rho = np.sqrt(sum((sum(rot[j, i] * xs[j] for j in range(3)) / axes[i]) ** 2 for i in range(3)))
+    r = np.sqrt(xs[0] ** 2 + xs[1] ** 2 + xs[2] ** 2)
+    radius = np.where(rho > 1e-6, r / np.maximum(rho, 1e-6), axes.min())
+    if len(amps):
+        u = np.stack(np.broadcast_arrays(*xs), -1) / np.maximum(r, 1e-6)[..., None]
+        radius = radius * (1 + np.sum(amps * np.clip(u @ lobes.T, 0, None) ** 3, axis=-1))
+    d = radius - r
+    sl = tuple(slice(l, h) for l, h in zip(lo, hi))
+    np.maximum(sdf[sl], d.astype(np.float32), out=sdf[sl])
+
+
+def _paint_emphysema(hu, lungs, share, par, tex, grid, spacing, target, rng):
+    """Paint emphysema lesions into ``hu`` (in place) until a ``target`` fraction of lung voxels is below -950 HU.
+
+    ``share`` = (lung share, parenchymal share) of each voxel: avascular lesions replace the
+    former, centrilobular ones only the latter (vessels stay). Lesions are drawn and painted
+    until the target is reached; a final common offset of all lesion borders (a fraction of a
+    voxel) makes the fraction exact. Returns (lesions per kind, avascular occupancy 0..1).
+    """
+    sp = np.asarray(spacing, float)
+    pix = float(min(sp[1], sp[2]))
+    base, pa, pw, par_l = hu[lungs], share[0][lungs], share[1][lungs], par[lungs]
+    emph_hu = np.clip(EMPHYSEMA_HU + 4.0 * tex[lungs], -1000.0, -984.0)
+    n_lung = base.size
+
+    idx = np.argwhere(lungs)
+    zone = np.clip((grid.zeta_lo + idx[:, 0] * grid.step[0]) / 120.0, -1, 1)  # +1 apex, -1 base (adult frame)
+    jitter = lambda n: rng.uniform(-0.5, 0.5, (n, 3)) * sp  # noqa: E731
+    cdf = {}
+    for kind, (_, _, _, upper) in EMPHYSEMA_KINDS.items():
+        w = np.cumsum(np.exp(upper * zone))
+        cdf[kind] = w / w[-1]
+
+    def centres(kind, n):
+        k = np.minimum(np.searchsorted(cdf[kind], rng.random(n)), n_lung - 1)
+        return idx[k] * sp + jitter(n)
+
+    # Distance to the pleura on a 2x coarser grid, for bullae.
+    edt = ndimage.distance_transform_edt(np.pad(lungs[::2, ::2, ::2], 1), sampling=sp * 2)[1:-1, 1:-1, 1:-1]
+    coarse = np.argwhere(edt > 0)
+    coarse_d = edt[edt > 0]
+    coarse_w = np.exp(EMPHYSEMA_KINDS["bulla"][3] * np.clip(
+        (grid.zeta_lo + coarse[:, 0] * 2 * grid.step[0]) / 120.0, -1, 1))
+
+    def pleural(r):
+        if len(coarse) == 0:
+            return centres("bulla", 1)[0]
+        w = coarse_w * (coarse_d <= max(0.7 * r, float(coarse_d.min())))
+        k = rng.choice(len(coarse), p=w / w.sum())
+        return coarse[k] * 2 * sp + jitter(1)[0]
+
+    # The largest lesions stay well inside a lung: cap by a third of one lung's width.
+    width = lungs.any(axis=(0, 1)).sum() * sp[2] / 2
+    d_cap = max(0.33 * width, 3.0)
+
+    sdf = {"vascular": np.full(hu.shape, -1e3, np.float32), "avascular": np.full(hu.shape, -1e3, np.float32)}
+
+    def blend(offset=0.0):
+        occ_v = np.clip(0.5 + (sdf["vascular"][lungs] + offset) / pix, 0.0, 1.0)
+        occ_a = np.clip(0.5 + (sdf["avascular"][lungs] + offset) / pix, 0.0, 1.0) * pa
+        h = base + occ_v * pw * (emph_hu - par_l)
+        return h + occ_a * (emph_hu - h)
+
+    def fraction(offset=0.0):
+        return float(np.count_nonzero(blend(offset) < -950.0)) / n_lung
+
+    shares = _kind_shares(target)
+    counts = {k: 0 for k in shares}
+    lung_mm3 = n_lung * float(np.prod(sp))
+    achieved = 0.0
+    for _ in range(30):
+        budget = max(target - achieved, 0.002) * lung_mm3 * 1.1
+        lesions = [(k, x) for k in shares for x in _lesion_groups(rng, k, shares[k] * budget, centres, pleural, d_cap)]
+        order = rng.permutation(len(lesions))
+        step = max(1, len(order) // 20)
+        for j, li in enumerate(order):
+            kind, lesion = lesions[li]
+            _paint_lesion(sdf["avascular" if kind in AVASCULAR else "vascular"], sp, lesion, pix)
+            counts[kind] += 1
+            if (j + 1) % step == 0 or j == len(order) - 1:
+                achieved = fraction()
+                if achieved >= target:
+                    break
+        if achieved >= target:
+            break
+    lo_off, hi_off = -3.0 * pix, 0.0
+    for _ in range(25):
+        mid = 0.5 * (lo_off + hi_off)
+        if fraction(mid) >= target:
+            hi_off = mid
+        else:
+            lo_off = mid
+    hu[lungs] = blend(hi_off)
+    occ_a = np.zeros(hu.shape, np.float32)
+    occ_a[lungs] = np.clip(0.5 + (sdf["avascular"][lungs] + hi_off) / pix, 0.0, 1.0)
+    return counts, occ_a

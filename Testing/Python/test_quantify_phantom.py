@@ -88,42 +88,75 @@ def test_lung_mask_dice_on_simulated_scans(spec, emphysematous):
     assert dice(m.lungs, truth_on_scan_grid(ph.masks["lungs"], ph.volume, scan)) >= 0.94, spec
 
 
-def test_laa_engine_mask_close_to_ground_truth(emphysematous):
-    """The lung mask's share of the LAA% error, on the noise-free truth and on a smooth full-dose scan.
+def _engine_bounds(ph):
+    """Where the engine's LAA% must lie on the noise-free truth, from the lung-definition difference.
 
-    The phantom's ground-truth lungs exclude every airway wall, while the engine keeps bronchial
-    walls that run in-plane (they look like vessels, which stay lung): on seed 1011 this costs
-    about 1 pt (19.0 vs 20.0). The bound below is relative (5 % of the value) so it does not
-    depend on this seed's emphysema level.
+    The engine's lungs are the phantom's lungs plus the intrapulmonary airways (share ``s`` of the
+    phantom's lung voxels; lumen air is below -950, walls are not). So its LAA% lies between the
+    ground truth diluted by the extra voxels, ``GT / (1 + s)``, and ``(GT + 100 s) / (1 + s)`` if
+    they were all below -950; 0.3 pt more either way for the segmentation's own boundary (Dice
+    >= 0.95 against the same convention).
+    """
+    gt = ph.info["laa950_percent"]
+    s = float((lungs_with_small_airways(ph) & ~ph.masks["lungs"]).sum() / ph.masks["lungs"].sum())
+    return gt / (1 + s) - 0.3, (gt + 100 * s) / (1 + s) + 0.3
+
+
+@pytest.mark.parametrize("seed,fraction", [(1011, 0.2), (1012, 0.05), (1013, 0.3)])
+def test_laa_engine_mask_on_truth_within_the_definition_difference(seed, fraction):
+    """Measured (40x128x128 at 1.5 mm): 1011 at 20 %: 18.97 (airway share 6.2 %); 1012, 1013 and 1016
+    at 20 %: 19.07, 19.10, 18.95; at 5 %: 4.91-5.11. The bronchial walls dilute, the lumen air adds."""
+    ph = simulate.make_phantom(seed, shape=SHAPE, spacing=SPACING, emphysema=fraction, nodules=0)
+    assert emphysema(ph.volume, lung=ph.masks["lungs"]).laa_percent == pytest.approx(ph.info["laa950_percent"],
+                                                                                     abs=0.01)
+    lo, hi = _engine_bounds(ph)
+    engine = emphysema(ph.volume).laa_percent
+    assert lo <= engine <= hi
+    # in the small-airways convention the engine's LAA% is within 0.5 pt of the truth's
+    assert engine == pytest.approx(emphysema(ph.volume, lung=lungs_with_small_airways(ph)).laa_percent, abs=0.5)
+
+
+def _noise_free(truth, protocol):
+    from CTNormalizeLib.simulate import ScannerConfig
+
+    return simulate_scan(truth, protocol, seed=5, detector=ScannerConfig(i0_ref=6.9e13, electronic_std=0.0))
+
+
+def test_laa_on_smooth_full_dose_scan_loses_only_resolution(emphysematous):
+    """What a smooth full-dose 1 mm scan does to LAA-950, with the phantom's own lung mask.
+
+    Noise at full dose moves LAA% by well under 0.5 pt (against a noise-free scan with the same
+    kernel and slice). Resolution does not: the smooth kernel (MTF50 0.30 c/mm, a Gaussian PSF of
+    sigma ~0.6 mm in-plane plus the pixel) blooms every structure brighter than parenchyma into the
+    -993 HU lesions by about 1.7 sigma (-950 is only 43 HU above the lesion), and erodes lesions a
+    few mm across. Measured here (40x128x128, 1.5 mm pixels, seeds 1011-1013, 1016): 79-86 % of
+    the ground truth (20 % -> 16.6-17.1; 5 % -> 3.9-4.1). The bounds catch a scanner that blurs
+    more, or an emphysema model that goes back to sub-resolution texture (the phantom 1.0 read
+    12.5 of 20 here).
     """
     ph = emphysematous
     gt = ph.info["laa950_percent"]
-    assert emphysema(ph.volume, lung=ph.masks["lungs"]).laa_percent == pytest.approx(gt, abs=0.01)
-    # in the small-airways convention the engine's LAA% is within 0.5 pt of the truth's
-    in_convention = emphysema(ph.volume, lung=lungs_with_small_airways(ph)).laa_percent
-    assert emphysema(ph.volume).laa_percent == pytest.approx(in_convention, abs=0.5)
-    assert emphysema(ph.volume).laa_percent == pytest.approx(gt, rel=0.05)
-    scan = simulate_scan(ph.volume, parse_spec("kernel=smooth,dose=1,thickness=1"), seed=5)
-    with_truth_mask = emphysema(scan, lung=ph.masks["lungs"]).laa_percent
+    protocol = parse_spec("kernel=smooth,dose=1,thickness=1")
+    scan = simulate_scan(ph.volume, protocol, seed=5)
+    lungs = truth_on_scan_grid(ph.masks["lungs"], ph.volume, scan)
+    noisy = emphysema(scan, lung=lungs).laa_percent
+    clean = emphysema(_noise_free(ph.volume, protocol), lung=lungs).laa_percent
+    assert noisy == pytest.approx(clean, abs=0.5)
+    assert 0.72 * gt < noisy < gt
+    # the engine's own mask on the scan: the definition difference again (bronchial walls dilute)
     engine = emphysema(scan).laa_percent
-    assert engine == pytest.approx(with_truth_mask, rel=0.08)
-    in_convention = emphysema(scan, lung=lungs_with_small_airways(ph)).laa_percent
+    assert engine == pytest.approx(noisy, rel=0.08)
+    in_convention = emphysema(scan, lung=truth_on_scan_grid(lungs_with_small_airways(ph), ph.volume, scan)).laa_percent
     assert engine == pytest.approx(in_convention, abs=0.5)
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "The engine's lung mask keeps in-plane bronchial walls that the phantom's ground truth excludes: "
-    "about -1 pt on seed 1011 (19.0 vs 20.0); 19.1 in the small-airways convention."))
-def test_laa_on_truth_volume_within_half_point(emphysematous):
-    ph = emphysematous
-    assert emphysema(ph.volume).laa_percent == pytest.approx(ph.info["laa950_percent"], abs=0.5)
-
-
-@pytest.mark.xfail(strict=False, reason=(
-    "Simulator physics, not the quantification: the smooth kernel blurs the phantom's small -990 HU "
-    "emphysema clusters above -950 HU, so the scan's LAA% falls far below the truth's even with the "
-    "true lung mask (seed 1011: truth 20.0, scan 12.5 with the true mask, 11.7 with the engine's)."))
+    "Resolution, not the phantom or the quantification: a realistic smooth kernel (PSF sigma ~0.6 mm) "
+    "erodes emphysema lesions of a few mm and blooms vessels, airway walls and pleura into them, so "
+    "the scan reads 79-86 % of the truth-grid LAA (seed 1011: 20.0 -> 17.1 with the phantom's mask; a "
+    "noise-free scan reads the same 17.1). Within 0.5 pt needs a resolution-matched ground truth."))
 def test_laa_on_smooth_full_dose_scan_within_half_point(emphysematous):
     ph = emphysematous
     scan = simulate_scan(ph.volume, parse_spec("kernel=smooth,dose=1,thickness=1"), seed=5)
-    assert emphysema(scan).laa_percent == pytest.approx(ph.info["laa950_percent"], abs=0.5)
+    lungs = truth_on_scan_grid(ph.masks["lungs"], ph.volume, scan)
+    assert emphysema(scan, lung=lungs).laa_percent == pytest.approx(ph.info["laa950_percent"], abs=0.5)
