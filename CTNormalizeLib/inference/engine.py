@@ -185,7 +185,10 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
 
         t2 = time.perf_counter()
         prog("blend", 0.0)
-        out = _blend(x_in, y_hu, body, lo, hi)
+        # outside the body / window the front-end's output (a fixed linear kernel conversion,
+        # or the input itself without a front-end) passes through: the network never acts there
+        out = _blend(x_model if kind != "3d" else x_in, y_hu, body, lo, hi, weight_from=x_in)
+        del x_model
         base_sp = src.spacing / int(io.get("z_up_factor") or 1)
         if kind == "3d" and abs(base_sp - tgt.spacing) > 1e-3 * tgt.spacing:
             out = zgrid.resample_z(out, base_sp, tgt.spacing, base_sp, tgt.thickness)
@@ -225,11 +228,15 @@ def _scale(hu, lo, hi, offset, divisor):
     return ((np.clip(hu, lo, hi) - offset) / divisor).astype(np.float32)
 
 
-def _blend(x_in, y_hu, body, lo, hi):
-    """Model output inside the body and inside the HU window; the input elsewhere."""
-    sm = ndi.gaussian_filter(x_in, (0, 1.0, 1.0))
+def _blend(x_pass, y_hu, body, lo, hi, weight_from=None):
+    """Model output inside the body and inside the HU window; ``x_pass`` elsewhere.
+
+    The HU-window weights come from the smoothed ``weight_from`` (the input on the output grid).
+    """
+    ref = x_pass if weight_from is None else weight_from
+    sm = ndi.gaussian_filter(ref, (0, 1.0, 1.0))
     w = masks.soft_mask(body, 2.0) * masks.window_weight(sm, lo, hi)
-    return (x_in + w * (y_hu - x_in)).astype(np.float32)
+    return (x_pass + w * (y_hu - x_pass)).astype(np.float32)
 
 
 def _crop_box(body: np.ndarray, margin: int, multiple: int):

@@ -9,7 +9,8 @@ from ..protocols import KERNEL_CLASSES
 from .loop import TrainConfig
 
 IO_DEFAULT = {"hu_window": [-1100.0, 900.0], "scale": {"offset": 0.0, "divisor": 1000.0},
-              "passthrough": "HU outside the window (bone, metal) and air outside the body keep their input values"}
+              "passthrough": "HU outside the window (bone, metal) and air outside the body are never changed by the network: "
+                             "they keep the input, passed through the fixed front-end (if any)"}
 
 DEFAULT_COVERS = {
     "source": {"kernel": list(KERNEL_CLASSES), "dose": [0.1, 1.0], "thickness": [1.0, 5.0]},
