@@ -267,6 +267,13 @@ def _band_reference(reference, hu, spacing, mask, sk, tk, source, target, noise_
     return _freq.band_energies(pred, spacing, mask), "predicted from the target protocol (denoise + MTF ratio)"
 
 
+def _sub_progress(progress: Progress, lo: float, hi: float) -> Progress:
+    """``progress`` with a step's own 0..1 fraction mapped into [lo, hi] of the whole run."""
+    if progress is None:
+        return None
+    return lambda stage, fraction: progress(stage, lo + (hi - lo) * min(1.0, max(0.0, fraction)))
+
+
 def normalize_classical(volume: Volume, source: Protocol, target: Protocol, method: str = "auto",
                         reference: Any = None, progress: Progress = None,
                         options: Optional[dict] = None) -> NormalizeResult:
@@ -340,6 +347,9 @@ def normalize_classical(volume: Volume, source: Protocol, target: Protocol, meth
                                         f"from the target. Use method 'auto' to chain the steps."})
 
     if method == "auto":
+        # Overall progress stays monotonic: each step reports inside its own share
+        # (denoising dominates the run time).
+        p_dose, p_kernel, p_z = (_sub_progress(progress, a, b) for a, b in ((0.0, 0.7), (0.7, 0.85), (0.85, 1.0)))
         t_t, s_t = _z_target(volume, target)
         t_s = _source_thickness(volume, source, steps) if (t_t is not None or target.spacing) else None
         if t_t is None and target.spacing:  # spacing only: keep the slice profile, resample z
@@ -353,7 +363,7 @@ def normalize_classical(volume: Volume, source: Protocol, target: Protocol, meth
 
                 def post(x):  # the kernel step that follows: calibrate the noise where it ends up
                     return _mtf.convert_kernel(x, spacing, sk, tk, lam=post_lam)
-            hu, noise_std, note = _dose_step(hu, spacing, source, target, noise_std, progress, steps, options, post,
+            hu, noise_std, note = _dose_step(hu, spacing, source, target, noise_std, p_dose, steps, options, post,
                                              thickness_ratio=(t_s / t_t) if t_t else 1.0, kernel=sk)
             if note and "lower" in note:
                 warnings.append({"code": "DOSE_NOT_MATCHED", "message": f"The {note}."})
@@ -361,11 +371,11 @@ def normalize_classical(volume: Volume, source: Protocol, target: Protocol, meth
             steps.append({"method": "denoise", "done": False, "parameters": {}, "note": "target dose not given"})
         if tk is not None:
             _need(sk, "kernel", "source", "kernel conversion")
-            hu = _kernel_step(hu, spacing, sk, tk, noise_std, progress, steps, options)
+            hu = _kernel_step(hu, spacing, sk, tk, noise_std, p_kernel, steps, options)
         else:
             steps.append({"method": "mtf_ratio", "done": False, "parameters": {}, "note": "target kernel not given"})
         if t_t is not None:
-            hu, spacing = _z_step(hu, spacing, t_s, t_t, s_t, progress, steps, warnings, options)
+            hu, spacing = _z_step(hu, spacing, t_s, t_t, s_t, p_z, steps, warnings, options)
         else:
             steps.append({"method": "z_profile", "done": False, "parameters": {}, "note": "target thickness not given"})
     elif method == "denoise":
