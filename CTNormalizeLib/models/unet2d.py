@@ -8,7 +8,7 @@ residual added to the input slice.
 from __future__ import annotations
 
 
-def build_unet2d(features=(16, 32, 64, 128, 256, 16), context: int = 1):
+def build_unet2d(features=(16, 32, 64, 128, 256, 16), context: int = 1, norm=None):
     """A residual 2D ``monai.networks.nets.BasicUNet``; ``forward(x [B, context, H, W], cond=None)``.
 
     Parameters
@@ -17,6 +17,9 @@ def build_unet2d(features=(16, 32, 64, 128, 256, 16), context: int = 1):
         BasicUNet feature sizes.
     context : int
         Number of input slices (1 = pure 2D); the output is the centre slice.
+    norm : str or tuple, optional
+        MONAI norm spec. Default None: instance norm computed on 64-px training patches
+        does not transfer to whole-slice inference (its statistics depend on the field of view).
     """
     from monai.networks.nets import BasicUNet
     from torch import nn
@@ -29,7 +32,7 @@ def build_unet2d(features=(16, 32, 64, 128, 256, 16), context: int = 1):
             self.context = context
             self.net = BasicUNet(spatial_dims=2, in_channels=context, out_channels=1,
                                  features=tuple(features), act=("LeakyReLU", {"negative_slope": 0.1}),
-                                 norm=("instance", {"affine": True}))
+                                 norm=tuple(norm) if isinstance(norm, list) else norm)
 
         def forward(self, x, cond=None):
             c = self.context // 2

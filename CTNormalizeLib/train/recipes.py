@@ -37,8 +37,8 @@ def default_config(**over) -> TrainConfig:
 def unet_config(**over) -> TrainConfig:
     """The small 2D kernel-normalization U-Net (L1)."""
     cfg = TrainConfig(name="ctn-unet2d-kernel-v1",
-                      arch={"name": "unet2d", "params": {"features": [8, 16, 32, 64, 128, 8], "context": 1}},
-                      steps=700, batch=6, patch=64, lr=1e-3, curriculum=False)
+                      arch={"name": "unet2d", "params": {"features": [8, 16, 32, 64, 128, 8], "context": 1, "norm": None}},
+                      steps=2500, batch=8, patch=64, lr=1e-3, curriculum=False)
     for k, v in over.items():
         setattr(cfg, k, v)
     return cfg
