@@ -115,6 +115,9 @@ def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
         except psutil.NoSuchProcess:
             pass
     _, alive = psutil.wait_procs(procs, timeout=timeout)
+    # Descendants before the launcher: once the launcher exits the run counts as finished,
+    # so nothing of the tree may outlive that moment.
+    alive.sort(key=lambda p: p.pid == parent.pid)
     for p in alive:
         try:
             p.kill()
