@@ -11,29 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-
-def body_mask(hu: np.ndarray, threshold: float = -500.0) -> np.ndarray:
-    """Boolean mask of the body: the largest 3D component above ``threshold`` HU, holes filled per slice.
-
-    Parameters
-    ----------
-    hu : np.ndarray
-        ``[z, y, x]`` HU.
-    threshold : float
-        HU above which a voxel may be body.
-    """
-    hu = np.asarray(hu)
-    # smoothed first: noisy low-dose air must not bridge into the body
-    fg = ndi.uniform_filter(np.asarray(hu, dtype=np.float32), size=(1, 3, 3)) > threshold
-    lab, n = ndi.label(fg)
-    if n == 0:
-        return np.zeros(hu.shape, dtype=bool)
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    body = lab == int(np.argmax(sizes))
-    for z in range(body.shape[0]):
-        body[z] = ndi.binary_fill_holes(body[z])
-    return body
+from ..quantify.body import body_mask  # noqa: F401  (re-exported for the classical methods)
 
 
 def _fallback_lung_mask(hu: np.ndarray, threshold: float = -400.0) -> np.ndarray:

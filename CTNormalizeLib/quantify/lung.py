@@ -44,8 +44,8 @@ from scipy import ndimage as ndi
 
 from ..errors import BadInputError
 from ..volume import Volume
+from .body import BODY_HU, body_mask, fill_holes_per_slice
 
-BODY_HU = -500.0
 LUNG_HU = -400.0
 AIRWAY_HU = -900.0
 SMOOTH_MM = 1.0
@@ -128,30 +128,6 @@ def _smooth(hu: np.ndarray, spacing) -> np.ndarray:
     sigma = [SMOOTH_MM / float(s) for s in spacing]
     sigma = [s if s >= 0.3 else 0.0 for s in sigma]
     return ndi.gaussian_filter(hu.astype(np.float32, copy=False), sigma=sigma, mode="nearest")
-
-
-def _largest(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndi.label(mask)
-    if n == 0:
-        return mask.copy()
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
-
-
-def _fill_slices(mask: np.ndarray) -> np.ndarray:
-    out = np.empty_like(mask)
-    for z in range(mask.shape[0]):
-        out[z] = ndi.binary_fill_holes(mask[z])
-    return out
-
-
-def body_mask(smoothed: np.ndarray) -> np.ndarray:
-    """Body: tissue above -500 HU, its largest 3D component, holes filled per slice."""
-    tissue = smoothed > BODY_HU
-    if not tissue.any():
-        return tissue
-    return _fill_slices(_largest(tissue))
 
 
 def _border_labels(lab: np.ndarray) -> np.ndarray:
@@ -343,7 +319,7 @@ def _fill_lung(mask: np.ndarray, spacing) -> np.ndarray:
     pad = int(np.ceil(r)) + 1
     padded = np.pad(mask, ((0, 0), (pad, pad), (pad, pad)))
     closed = ndi.binary_closing(padded, structure=_inplane(_disk(r)))[:, pad:-pad, pad:-pad]
-    return _fill_slices(closed | mask)
+    return fill_holes_per_slice(closed | mask)
 
 
 def _airway_rings(raw: np.ndarray, filled: np.ndarray, sm: np.ndarray, spacing) -> np.ndarray:
@@ -415,7 +391,7 @@ def lung_mask(hu, spacing=None, direction=None, progress: Progress = None) -> Lu
     report("smooth", 0.0)
     sm = _smooth(hu, spacing)
     report("body", 0.15)
-    body = body_mask(sm)
+    body = body_mask(sm, threshold=BODY_HU, sigma=0)  # sm is already smoothed
     if not body.any():
         raise BadInputError("No body found (nothing above -500 HU): is this a CT in HU?")
 
