@@ -66,14 +66,19 @@ def resolve_device(device: str = "auto") -> str:
     return d
 
 
-def prepare_module(module, device: str):
-    """The module on ``device`` (a copy for CUDA, so the cached CPU module stays usable)."""
+def prepare_module(module, device: str, three_d: bool = False):
+    """The module on ``device`` in channels-last layout (a copy for CUDA, so the cached CPU module stays usable).
+
+    Channels-last is a layout change only (same weights, same results up to float rounding)
+    and makes oneDNN / cuDNN convolutions faster.
+    """
     import torch
 
+    fmt = torch.channels_last_3d if three_d else torch.channels_last
     if device == "cpu":
-        return module
+        return module.to(memory_format=fmt)
     m = copy.deepcopy(module).to(device)
-    return m.to(memory_format=torch.channels_last)
+    return m.to(memory_format=fmt)
 
 
 def _effective(source, target, volume: Volume):
@@ -337,7 +342,7 @@ def _run_3d(module, hu, lo, hi, offset, divisor, dev, tile, overlap, warnings, p
     roi = (16, tile, tile)
     slab, halo = 16, 4
     out = np.empty((n * z_up,) + scaled.shape[1:], np.float32)
-    run_mod = prepare_module(module, dev)
+    run_mod = prepare_module(module, dev, three_d=True)
     z = 0
     while z < n:
         z1 = min(n, z + slab)
@@ -347,7 +352,7 @@ def _run_3d(module, hu, lo, hi, offset, divisor, dev, tile, overlap, warnings, p
         except tiling.TileOOM as exc:
             new_dev, tile, _ = _after_oom(exc, dev, tile, 1, warnings)
             if new_dev != dev:
-                dev, run_mod = new_dev, prepare_module(module, new_dev)
+                dev, run_mod = new_dev, prepare_module(module, new_dev, three_d=True)
             roi = (16, tile, tile)
             continue
         out[z * z_up: z1 * z_up] = y[(z - a) * z_up: (z - a + z1 - z) * z_up]

@@ -69,18 +69,26 @@ def infer_chunk_2d(module, x: np.ndarray, cond: np.ndarray, device: str, roi: in
     from monai.inferers import sliding_window_inference
 
     roi = int(roi)
-    roi_hw = (min(roi, _ceil_to(x.shape[2], multiple)), min(roi, _ceil_to(x.shape[3], multiple)))
+    h, w = x.shape[2], x.shape[3]
+    roi_hw = (min(roi, _ceil_to(h, multiple)), min(roi, _ceil_to(w, multiple)))
     roi_hw = tuple(_ceil_to(r, multiple) for r in roi_hw)
     try:
         with torch.inference_mode(), autocast_context(device):
             t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
             c = torch.from_numpy(np.asarray(cond, np.float32)).to(device)[None]
-            if device.startswith("cuda"):
-                t = t.contiguous(memory_format=torch.channels_last)
+            t = t.contiguous(memory_format=torch.channels_last)  # faster convs on CPU (oneDNN) and GPU
 
             def predictor(win):
                 return module(win, c.expand(win.shape[0], -1).to(win.dtype))
 
+            if roi_hw[0] >= h and roi_hw[1] >= w:
+                # one window covers the slice: no blending needed, skip the sliding-window
+                # machinery (importance map, aggregation buffers); pad to the model's multiple
+                ph, pw = roi_hw[0] - h, roi_hw[1] - w
+                if ph or pw:
+                    t = torch.nn.functional.pad(t, (0, pw, 0, ph), mode="replicate")
+                y = torch.cat([predictor(t[i:i + sw_batch]) for i in range(0, t.shape[0], sw_batch)])
+                return y[:, 0, :h, :w].float().cpu().numpy()
             y = sliding_window_inference(t, roi_hw, sw_batch, predictor, overlap=overlap, mode="gaussian",
                                          padding_mode="replicate")
             return y[:, 0].float().cpu().numpy()
@@ -99,6 +107,7 @@ def infer_slab_3d(module, x: np.ndarray, device: str, roi: tuple, overlap: float
     try:
         with torch.inference_mode(), autocast_context(device):
             t = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)
+            t = t.contiguous(memory_format=torch.channels_last_3d)
             y = sliding_window_inference(t, roi, sw_batch, lambda w: module(w), overlap=overlap, mode="gaussian",
                                          padding_mode="replicate")
             return y[0, 0].float().cpu().numpy()
