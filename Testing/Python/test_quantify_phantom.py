@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 
-simulate = pytest.importorskip("CTNormalizeLib.simulate.phantom")
-
-from CTNormalizeLib.protocols import parse_spec  # noqa: E402
-from CTNormalizeLib.quantify import emphysema, lung_mask  # noqa: E402
-from CTNormalizeLib.simulate import simulate_scan  # noqa: E402
+from CTNormalizeLib.protocols import parse_spec
+from CTNormalizeLib.quantify import emphysema, lung_mask
+from CTNormalizeLib.simulate import phantom as simulate
+from CTNormalizeLib.simulate import simulate_scan
 
 pytestmark = pytest.mark.slow
 

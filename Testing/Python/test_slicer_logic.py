@@ -428,13 +428,6 @@ def test_emphysema_table_columns(mrml):
     assert (o["laa_percent"], nn["laa_percent"]) == (1, 2)
 
 
-def _has_command(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(f"CTNormalizeLib.cli.cmd_{name}") is not None
-
-
-@pytest.mark.skipif(not _has_command("radiomics"), reason="the engine's radiomics command is not there yet")
 def test_radiomics_on_segments_with_real_engine(mrml):
     scene = mrml.scene
     a = _volume(scene, "original")
@@ -453,7 +446,6 @@ def test_radiomics_on_segments_with_real_engine(mrml):
     assert not os.path.exists(run.tempDir)
 
 
-@pytest.mark.skipif(not _has_command("emphysema"), reason="the engine's emphysema command is not there yet")
 def test_emphysema_with_lung_segment_and_mask_segments(mrml):
     scene = mrml.scene
     a = _volume(scene, "original")
@@ -473,7 +465,6 @@ def test_emphysema_with_lung_segment_and_mask_segments(mrml):
     assert any("normalized" in n for n in names if n.startswith("Emphysema"))
 
 
-@pytest.mark.skipif(not _has_command("emphysema"), reason="the engine's emphysema command is not there yet")
 def test_emphysema_when_normalized_volume_has_its_own_z_grid(mrml):
     """A thickness change gives the output another z grid: the lung mask follows each grid."""
     scene = mrml.scene
