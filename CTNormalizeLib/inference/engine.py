@@ -193,7 +193,7 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
         # outside the body / window the front-end's output (a fixed linear kernel conversion,
         # or the input itself without a front-end) passes through: the network never acts there
         out = _blend(x_model if kind != "3d" else x_in, y_hu, body, lo, hi, weight_from=x_in)
-        del x_model
+        del y_hu
         base_sp = src.spacing / int(io.get("z_up_factor") or 1)
         if kind == "3d" and abs(base_sp - tgt.spacing) > 1e-3 * tgt.spacing:
             out = zgrid.resample_z(out, base_sp, tgt.spacing, base_sp, tgt.thickness)
@@ -204,7 +204,8 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
         t3 = time.perf_counter()
         prog("qc", 0.0)
         step = qc_slice_step or max(1, out.shape[0] // 64)
-        qc, qc_warn = qcmod.measure_qc(x_in, out, body, borders[0], borders[1], qc_limits, step)
+        qc, qc_warn = qcmod.measure_qc(x_in, out, body, borders[0], borders[1], qc_limits, step,
+                                       change_reference=x_model if x_model is not x_in and kind != "3d" else None)
         qc["tile"] = tile_used
         qc["overlap"] = overlap
         warnings.extend(qc_warn)
