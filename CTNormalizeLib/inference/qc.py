@@ -102,9 +102,12 @@ def measure_qc(inp: np.ndarray, out: np.ndarray, body: np.ndarray, borders_y=(),
     sm_in = ndi.gaussian_filter(inp, (0, 1.5, 1.5))
     sm_out = ndi.gaussian_filter(out, (0, 1.5, 1.5))
     drift = {}
+    # tissue classes are picked on a strongly smoothed input: picking them on noisy values
+    # would select noise tails, whose median a denoised output then "drifts" from (regression to the mean)
+    sm_cls = ndi.gaussian_filter(inp, (0, 3.0, 3.0))
     for name, (lo, hi) in REGIONS.items():
         region = ~body if name == "air" else body
-        region = region & (sm_in < hi) & (sm_in > lo if lo is not None else True)
+        region = region & (sm_cls < hi) & (sm_cls > lo if lo is not None else True)
         if region.sum() >= 200:
             drift[name] = float(np.median(out[region]) - np.median(inp[region]))
         else:
