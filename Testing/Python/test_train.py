@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from CTNormalizeLib.errors import BadInputError
-from CTNormalizeLib.protocols import Protocol
+from CTNormalizeLib.protocols import Protocol, parse_spec
 from CTNormalizeLib.train.data import PairBank, Scan, SimSettings, TruthScans, load_bank, save_bank, simulated_bank
 from CTNormalizeLib.train.loop import TrainConfig, train
 
@@ -113,3 +113,31 @@ def test_training_reduces_loss(tmp_path):
     first, last = float(rows[0]["l1"]), float(rows[-1]["l1"])
     assert last < first
     assert res["final_l1"] is not None
+
+
+def test_train_cli_writes_a_loadable_package(tmp_path, monkeypatch):
+    from CTNormalizeLib.cli.main import main
+    from CTNormalizeLib.models.registry import read_package
+    from CTNormalizeLib.train import recipes
+
+    save_bank(_bank(), tmp_path / "bank.npz")
+    # keep the recipe's everything but the size: a tiny network for a test
+    orig = recipes.default_config
+
+    def tiny(**over):
+        cfg = orig(**over)
+        cfg.arch = {"name": "conditioned2.5d", "params": {"context": 5, "width": 8, "head": 4, "blocks": 1}}
+        cfg.batch, cfg.patch = 2, 32
+        return cfg
+
+    from CTNormalizeLib.train import run as run_mod
+
+    monkeypatch.setitem(run_mod.RECIPES, "default", (tiny,) + run_mod.RECIPES["default"][1:])
+    rc = main(["train", "--recipe", "default", "-o", str(tmp_path / "run"), "--bank", str(tmp_path / "bank.npz"),
+               "--steps", "2", "--no-validate", "--package-dir", str(tmp_path / "pkg")])
+    assert rc == 0
+    pkg = read_package(tmp_path / "pkg")
+    assert pkg.card["io"]["frontend"] == "mtf_ratio" and pkg.card["training"]["step"] == 2
+    assert pkg.card["training_data"]["held_out"].startswith("phantom seeds >= 1000")
+    assert pkg.covers(parse_spec("kernel=sharp,dose=0.25,thickness=2"), parse_spec("kernel=smooth,dose=1,thickness=1"))
+    pkg.load()
