@@ -183,7 +183,7 @@ def train(cfg: TrainConfig, bank, out_dir, resume: bool = True, stop_after: Opti
             done_here += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
                 writer.writerow([step, f"{float(loss.detach()):.6f}", f"{lv:.6f}", f"{float(g_adv.detach()):.5f}", f"{float(fm.detach()):.5f}",
-                                 f"{float(d_loss):.5f}", f"{lr:.3e}", wlo, whi,
+                                 f"{float(d_loss.detach()):.5f}", f"{lr:.3e}", wlo, whi,
                                  f"{time.perf_counter() - t0:.1f}"])
                 fh.flush()
             if progress:
