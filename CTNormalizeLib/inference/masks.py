@@ -5,22 +5,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..quantify.body import body_mask as _body_mask
+
 
 def body_mask(hu: np.ndarray, threshold: float = -500.0) -> np.ndarray:
-    """Largest connected component above ``threshold`` HU with holes filled per slice.
-
-    Computed at half in-plane resolution (enough for a blending mask, 4x cheaper).
-    """
-    small = np.asarray(hu[:, ::2, ::2], np.float32)
-    sm = ndi.gaussian_filter(small, (0, 1.0, 1.0))
-    m = sm > threshold
-    lab, k = ndi.label(m)
-    if k > 1:
-        sizes = ndi.sum(m, lab, index=np.arange(1, k + 1))
-        m = lab == (int(np.argmax(sizes)) + 1)
-    m = np.stack([ndi.binary_fill_holes(s) for s in m])
-    full = np.repeat(np.repeat(m, 2, axis=1), 2, axis=2)[:, : hu.shape[1], : hu.shape[2]]
-    return full
+    """The engine's body mask at half in-plane resolution (enough for a blending mask, 4x cheaper)."""
+    return _body_mask(hu, threshold=threshold, sigma=1.0, step=2)
 
 
 def soft_mask(mask: np.ndarray, sigma: float = 2.0) -> np.ndarray:

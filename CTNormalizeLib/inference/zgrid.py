@@ -17,12 +17,9 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..classical.thickness import target_slice_count  # noqa: F401  (the one z-grid rule)
+
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-
-
-def target_slice_count(n_src: int, src_spacing: float, tgt_spacing: float) -> int:
-    """Number of target slices that fit in the source's z extent (first-slice centres aligned)."""
-    return int(math.floor((n_src - 1) * src_spacing / tgt_spacing + 1e-6)) + 1
 
 
 def resample_z(hu: np.ndarray, src_spacing: float, tgt_spacing: float,
