@@ -77,15 +77,15 @@ class Protocol:
         if self.kernel:
             parts.append(f"kernel={self.kernel_name or self.kernel}")
         if self.dose is not None:
-            parts.append(f"dose={self.dose:g}")
+            parts.append(f"dose={self.dose:.3g}")
         if self.mas is not None:
-            parts.append(f"mas={self.mas:g}")
+            parts.append(f"mas={self.mas:.4g}")
         if self.ctdivol is not None:
-            parts.append(f"ctdivol={self.ctdivol:g}")
+            parts.append(f"ctdivol={self.ctdivol:.4g}")
         if self.thickness is not None:
-            parts.append(f"thickness={self.thickness:g}")
+            parts.append(f"thickness={self.thickness:.3g}")
         if self.spacing is not None:
-            parts.append(f"spacing={self.spacing:g}")
+            parts.append(f"spacing={self.spacing:.3g}")
         return ",".join(parts)
 
     def to_dict(self) -> dict:
