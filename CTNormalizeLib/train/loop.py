@@ -26,8 +26,10 @@ DEFAULT_ARCH = {"name": "conditioned2.5d", "params": {"context": 5, "width": 32,
 class TrainConfig:
     """Everything that defines a training run (recorded in the card).
 
-    Loss: ``l1 + gan_weight * hinge_G + fm_weight * feature_matching``; with
-    ``curriculum`` the L1 uses RadiomicGAN's widening HU window.
+    Loss: ``l1 + lung_weight * l1_lung + gan_weight * hinge_G + fm_weight * feature_matching``;
+    with ``curriculum`` the L1 uses RadiomicGAN's widening HU window; ``l1_lung`` is the L1
+    in ``lung_window`` (the HU band around the -950 HU emphysema threshold); ``ei_weight``
+    adds :func:`soft_ei_loss` (per-patch fraction of voxels below -950 HU, output vs target).
     """
 
     name: str = "ctn-conditioned"
@@ -48,6 +50,9 @@ class TrainConfig:
     curriculum_patience: int = 150
     gan_weight: float = 0.0
     fm_weight: float = 0.0
+    lung_weight: float = 0.0
+    lung_window: tuple = (-1000.0, -850.0)
+    ei_weight: float = 0.0
     ckpt_every: int = 100
     log_every: int = 10
     max_minutes: Optional[float] = None
@@ -59,6 +64,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["hu_window"] = list(self.hu_window)
+        d["lung_window"] = list(self.lung_window)
         return d
 
 
@@ -68,6 +74,20 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
+
+
+def soft_ei_loss(pred, target, threshold: float, tau: float):
+    """|soft EI(pred) - soft EI(target)| per patch, mean over the batch (scaled units).
+
+    A sigmoid stands in for the step at ``threshold`` so the fraction below it is
+    differentiable; it keeps the lung-density tail that a plain L1 smooths away.
+    """
+    import torch
+
+    def frac(v):
+        return torch.sigmoid((threshold - v) / tau).flatten(1).mean(1)
+
+    return (frac(pred) - frac(target)).abs().mean()
 
 
 def _build(cfg: TrainConfig):
@@ -155,6 +175,10 @@ def train(cfg: TrainConfig, bank, out_dir, resume: bool = True, stop_after: Opti
             wlo, whi = cur.window() if cur is not None else (lo_w, hi_w)
             l1 = windowed_l1(pred, y, sc(wlo), sc(whi))
             loss = l1
+            if cfg.lung_weight > 0:
+                loss = loss + cfg.lung_weight * windowed_l1(pred, y, sc(cfg.lung_window[0]), sc(cfg.lung_window[1]))
+            if cfg.ei_weight > 0:
+                loss = loss + cfg.ei_weight * soft_ei_loss(pred, y, sc(-950.0), 10.0 / cfg.divisor)
             g_adv = fm = d_loss = torch.zeros(())
             if disc is not None:
                 fake_s, fake_f = disc(pred)
