@@ -25,8 +25,13 @@ UNET_COVERS = {
 
 
 def default_config(**over) -> TrainConfig:
-    """The default protocol-conditioned 2.5D model."""
-    cfg = TrainConfig(name="ctn-conditioned-v1",
+    """The default protocol-conditioned 2.5D model, trained from scratch.
+
+    This is the first stage of the shipped ``ctn-conditioned-v2``, which then was fine-tuned
+    from it (plain windowed L1, and L1 + ``ei_weight`` soft-EI loss) and the two fine-tunes'
+    weights averaged; its card records every stage.
+    """
+    cfg = TrainConfig(name="ctn-conditioned-custom",
                       arch={"name": "conditioned2.5d", "params": {"context": 5, "width": 32, "head": 12, "blocks": 4}},
                       steps=4000, batch=8, patch=64, lr=2e-3, curriculum=True, frontend="mtf_ratio")
     for k, v in over.items():

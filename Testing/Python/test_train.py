@@ -141,3 +141,23 @@ def test_train_cli_writes_a_loadable_package(tmp_path, monkeypatch):
     assert pkg.card["training_data"]["held_out"].startswith("phantom seeds >= 1000")
     assert pkg.covers(parse_spec("kernel=sharp,dose=0.25,thickness=2"), parse_spec("kernel=smooth,dose=1,thickness=1"))
     pkg.load()
+
+
+def test_soft_ei_loss_zero_for_identical_and_grows_with_emphysema_difference():
+    import torch
+
+    from CTNormalizeLib.train.loop import soft_ei_loss
+
+    rng = torch.Generator().manual_seed(0)
+    a = torch.rand((2, 1, 16, 16), generator=rng)
+    assert float(soft_ei_loss(a, a, threshold=0.1, tau=0.01)) == 0.0
+    b = a.clone()
+    b[:, :, :4] = 0.0  # a quarter of each patch below the threshold
+    c = a.clone()
+    c[:, :, :8] = 0.0  # half of each patch
+    l_b = float(soft_ei_loss(b, a, threshold=0.1, tau=0.01))
+    l_c = float(soft_ei_loss(c, a, threshold=0.1, tau=0.01))
+    assert 0.1 < l_b < l_c
+    x = b.clone().requires_grad_(True)
+    soft_ei_loss(x, a, threshold=0.1, tau=0.05).backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
