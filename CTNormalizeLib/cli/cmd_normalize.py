@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
-import traceback
 from pathlib import Path
 
-from ..errors import BadInputError, CancelledError, CTNormalizeError, ResourceExhaustedError
-from .events import EventStream, cancel_on_signals, default_progress_mode, dumps
+from ..errors import BadInputError
+from .events import EventStream, check_cancelled, default_progress_mode, dumps, run_with_events
 
 NAME = "normalize"
 HELP = "translate a CT into how it would look under a target protocol"
@@ -51,30 +48,9 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def run(args) -> int:
-    mode = args.progress or default_progress_mode()
-    events = EventStream(mode, steps=len(STEPS))
-    written: list[str] = []
-    try:
-        with cancel_on_signals():
-            return _run(args, events, written)
-    except CancelledError as exc:
-        _remove(written)
-        events.error(exc.code, exc.message)
-        return exc.exit_code
-    except CTNormalizeError as exc:
-        _remove(written)
-        events.error(exc.code, exc.message)
-        return exc.exit_code
-    except MemoryError:
-        _remove(written)
-        exc = ResourceExhaustedError("Out of host memory; try a smaller volume or free memory.")
-        events.error(exc.code, exc.message)
-        return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - the protocol wants every failure as an event
-        _remove(written)
-        traceback.print_exc(file=sys.stderr)
-        events.error("INTERNAL", f"Internal error: {type(exc).__name__}: {exc}")
-        return 1
+    events = EventStream(args.progress or default_progress_mode(), steps=len(STEPS))
+    return run_with_events(events, lambda written: _run(args, events, written),
+                           oom_hint="Try a smaller volume or free memory.")
 
 
 def _device_label(plan, device: str) -> str:
@@ -84,14 +60,6 @@ def _device_label(plan, device: str) -> str:
     from ..inference import resolve_device
 
     return str(resolve_device(device))
-
-
-def _remove(paths):
-    for p in paths:
-        try:
-            os.remove(p)
-        except OSError:
-            pass
 
 
 def _run(args, events: EventStream, written: list) -> int:
@@ -118,6 +86,11 @@ def _run(args, events: EventStream, written: list) -> int:
     source = resolve_source(vol, args.source)
     target = complete_target(source, args.target)
     plan = plan_method(source, target, args.method)
+    if plan.kind == "model":
+        from ..inference import preload
+
+        preload()
+        check_cancelled()
     events.started(method=plan.label, device=_device_label(plan, args.device),
                    model_sha256=plan.model_sha256, source=source.spec(), target=target.spec())
     events.progress("detect", 0.05, step=2, force=True)
@@ -130,6 +103,7 @@ def _run(args, events: EventStream, written: list) -> int:
     for w in outcome.warnings:
         events.warning(w.get("code", "WARNING"), w.get("message", ""))
 
+    check_cancelled()
     events.progress("write", 0.92, step=4, force=True)
     t = time.perf_counter()
     out_vol = outcome.volume
@@ -146,6 +120,7 @@ def _run(args, events: EventStream, written: list) -> int:
 
         atomic_write_text(args.report, dumps(report) + "\n")
         written.append(args.report)
+    check_cancelled()
     events.progress("done", 1.0, step=4, force=True)
     events.done(str(Path(out).resolve()), report)
     if events.mode != "json":

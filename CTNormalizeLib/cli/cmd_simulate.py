@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-import traceback
 from pathlib import Path
 
-from ..errors import BadInputError, CTNormalizeError, ResourceExhaustedError
-from .events import EventStream, cancel_on_signals, default_progress_mode, dumps
+from ..errors import BadInputError
+from .events import EventStream, default_progress_mode, dumps, run_with_events
 
 NAME = "simulate"
 HELP = "simulate a protocol (kernel, dose, thickness) on a chest phantom or a high-quality CT"
@@ -53,34 +51,10 @@ def add_arguments(p):
                    help="json: JSON lines on stdout; bar: a progress bar (default on a terminal)")
 
 
-def _remove(paths):
-    for p in paths:
-        try:
-            os.remove(p)
-        except OSError:
-            pass
-
-
 def run(args) -> int:
     events = EventStream(args.progress or default_progress_mode(), steps=3)
-    written: list[str] = []
-    try:
-        with cancel_on_signals():
-            return _run(args, events, written)
-    except CTNormalizeError as exc:  # CancelledError included
-        _remove(written)
-        events.error(exc.code, exc.message)
-        return exc.exit_code
-    except MemoryError:
-        _remove(written)
-        exc = ResourceExhaustedError("Out of host memory; try a smaller volume.")
-        events.error(exc.code, exc.message)
-        return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - every failure becomes an event
-        _remove(written)
-        traceback.print_exc(file=sys.stderr)
-        events.error("INTERNAL", f"Internal error: {type(exc).__name__}: {exc}")
-        return 1
+    return run_with_events(events, lambda written: _run(args, events, written),
+                           oom_hint="Try a smaller volume.")
 
 
 def _run(args, events: EventStream, written: list) -> int:

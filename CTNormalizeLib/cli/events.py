@@ -82,8 +82,11 @@ class EventStream:
     def progress(self, stage: str, fraction: float, step: Optional[int] = None, force: bool = False):
         """Report overall progress ``fraction`` in [0, 1] during ``stage``.
 
-        Throttled to about 5 events a second unless ``force``.
+        Throttled to about 5 events a second unless ``force``. Raises :class:`CancelledError`
+        when a signal asked to cancel and some library code swallowed the handler's exception
+        (MONAI's import machinery does), so a cancel always lands at the next progress report.
         """
+        check_cancelled()
         fraction = min(1.0, max(0.0, float(fraction)))
         now = time.monotonic()
         if not force and now - self._last_emit < 0.2 and fraction < 1.0:
@@ -132,8 +135,22 @@ class EventStream:
             self._bar = None
 
 
+_cancel_reason: list = []
+
+
 def _raise_cancel(signum, frame):
-    raise CancelledError(f"Cancelled by {signal.Signals(signum).name}.")
+    _cancel_reason[:] = [f"Cancelled by {signal.Signals(signum).name}."]
+    raise CancelledError(_cancel_reason[0])
+
+
+def check_cancelled():
+    """Raise :class:`CancelledError` if a signal asked to cancel inside :func:`cancel_on_signals`.
+
+    The handler raises at once, but library code that catches broad exceptions could swallow
+    that; commands call this before they write outputs, so a cancelled run never writes any.
+    """
+    if _cancel_reason:
+        raise CancelledError(_cancel_reason[0])
 
 
 @contextlib.contextmanager
@@ -144,6 +161,7 @@ def cancel_on_signals():
     in the main thread, so long computations must be chunked (per slice / per tile) to
     cancel within about a second. Writers clean their temp files in ``finally``.
     """
+    _cancel_reason.clear()
     old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     for s in old:
         signal.signal(s, _raise_cancel)
@@ -152,6 +170,42 @@ def cancel_on_signals():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def run_with_events(events: EventStream, work: Callable[[list], int], oom_hint: str = "") -> int:
+    """Run ``work(written)`` as a process-protocol command and return its exit code.
+
+    SIGTERM/SIGINT cancel it; every failure becomes one ``error`` event (and a line on
+    stderr) with the code and exit code of DESIGN.md section 4, and the files ``work``
+    listed in ``written`` are removed, so no half-finished output is left behind.
+    """
+    import os
+    import traceback
+
+    from ..errors import CTNormalizeError, ResourceExhaustedError
+
+    written: list = []
+
+    def fail(code: str, message: str, exit_code: int) -> int:
+        for path in written:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        events.error(code, message)
+        return exit_code
+
+    try:
+        with cancel_on_signals():
+            return work(written)
+    except CTNormalizeError as exc:  # CancelledError included
+        return fail(exc.code, exc.message, exc.exit_code)
+    except MemoryError:
+        exc = ResourceExhaustedError(f"Out of host memory. {oom_hint}".strip())
+        return fail(exc.code, exc.message, exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - the protocol wants every failure as an event
+        traceback.print_exc(file=sys.stderr)
+        return fail("INTERNAL", f"Internal error: {type(exc).__name__}: {exc}", 1)
 
 
 def default_progress_mode() -> str:

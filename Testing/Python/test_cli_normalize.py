@@ -136,13 +136,14 @@ def test_nan_input_refused(tmp_path):
     assert r.returncode == 2 and "nan" in r.stderr.lower()
 
 
-def test_sigterm_cancels_fast_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("method", ["auto", "denoise"])  # the learned model; the classical NLM path
+def test_sigterm_cancels_fast_and_leaves_nothing(tmp_path, method):
     big = _write(tmp_path / "big.nrrd", _chest((80, 384, 384), seed=1), spacing=(0.7, 0.7, 1.0))
     out = tmp_path / "out.nrrd"
     proc = subprocess.Popen(
         [sys.executable, "-m", "CTNormalizeLib", "normalize", str(big), "-o", str(out),
          "--source", "kernel=very-sharp,dose=0.1,thickness=1", "--target", "emphysema-reference",
-         "--method", "auto", "--progress", "json"],
+         "--method", method, "--progress", "json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = json.loads(proc.stdout.readline())
     assert first["event"] == "started", first
