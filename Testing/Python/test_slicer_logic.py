@@ -28,59 +28,20 @@ from CTNormalizeSlicerLib import nodes, segments, tables, views  # noqa: E402
 from CTNormalizeSlicerLib.logic import PROTOCOL_FIELDS, NormalizationLogic, _emphysema_pair  # noqa: E402
 from CTNormalizeSlicerLib.process import RunState  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mrml_scene import make_mrml_scene  # noqa: E402
+
 pytestmark = pytest.mark.slicer
-
-_SEGMENTATIONS_READY = []
-
 
 @pytest.fixture()
 def mrml(tmp_path):
     """A real MRML scene with application, color, segmentation, layout and slice logics."""
-    scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = scene
-    app = slicer.vtkSlicerApplicationLogic()
-    app.SetMRMLScene(scene)
-    colors = app.GetColorLogic()
-    colors.SetMRMLScene(scene)
-    colors.AddDefaultColorNodes()
-    app.SetModuleLogic("Colors", colors)
-    # The segmentations logic registers the labelmap/surface converters (a process-wide singleton).
-    seg_logic = slicer.vtkSlicerSegmentationsModuleLogic()
-    seg_logic.SetMRMLScene(scene)
-    seg_logic.SetMRMLApplicationLogic(app)
-    app.SetModuleLogic("Segmentations", seg_logic)
-    _SEGMENTATIONS_READY.append(seg_logic)  # keep it alive
-    # Slicer's application adds the axial/coronal/sagittal presets before any slice node exists.
-    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
-    layout_logic = slicer.vtkMRMLLayoutLogic()
-    layout_logic.SetMRMLScene(scene)
-    import vtk
-
-    app.SetSliceLogics(vtk.vtkCollection())
-    slice_logics = []
-    for name in ("Red", "Yellow", "Green"):
-        sl = slicer.vtkMRMLSliceLogic()
-        sl.SetMRMLApplicationLogic(app)
-        app.GetSliceLogics().AddItem(sl)
-        sl.SetMRMLScene(scene)
-        sl.SetSliceNode(scene.GetSingletonNode(name, "vtkMRMLSliceNode"))
-        slice_logics.append(sl)
-    # slicer.util's segment helpers reach for slicer.modules.volumes.logic(); give them the
-    # real volumes logic (the wheel has the class but no module registry).
-    volumes_logic = slicer.vtkSlicerVolumesLogic()
-    volumes_logic.SetMRMLScene(scene)
-    volumes_logic.SetMRMLApplicationLogic(app)
-    app.SetModuleLogic("Volumes", volumes_logic)
-    import types
-
-    slicer.modules = types.SimpleNamespace(volumes=types.SimpleNamespace(logic=lambda: volumes_logic),
-                                           segmentations=types.SimpleNamespace(logic=lambda: seg_logic))
+    m = make_mrml_scene()
+    scene, app, layout_logic, slice_logics = m.scene, m.app, m.layout, m.slice_logics
     logic = NormalizationLogic(scene=scene, appLogic=app)
     logic.tempRoot = str(tmp_path)
     yield type("MRML", (), {"scene": scene, "app": app, "layout": layout_logic, "logic": logic,
                             "slice_logics": slice_logics, "tmp": tmp_path})
-    # No scene.Clear() here: with slice logics attached it does not return in the wheel
-    # (seen with slicer-core 5.13); a fresh scene per test is enough.
 
 
 def _phantom(z=12, y=48, x=48, seed=0):
@@ -490,7 +451,8 @@ def test_cancel_real_engine_run(mrml):
     arr += rng.normal(0, 30, arr.shape).astype(np.float32)
     node = _volume(mrml.scene, "big", arr=arr, spacing=(0.8, 0.8, 1.0))
     n_volumes = mrml.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
-    run = mrml.logic.startNormalization(node, "kernel=smooth,dose=1,thickness=3",
+    # Non-local means keeps the engine busy for seconds (the learned model would finish first).
+    run = mrml.logic.startNormalization(node, "kernel=smooth,dose=1,thickness=3", method="denoise",
                                         source="kernel=sharp,dose=0.25,thickness=1", device="cpu")
     deadline = time.monotonic() + 120
     while run.poll() is not RunState.IN_PROGRESS:  # "started": the engine is at work

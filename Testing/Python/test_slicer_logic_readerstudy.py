@@ -18,6 +18,7 @@ sys.path.insert(0, str(REPO / "CTNormalizeReaderStudy"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from CTNormalizeReaderStudyLib.logic import OWNER_ATTRIBUTE, ReaderStudyLogic  # noqa: E402
+from mrml_scene import make_mrml_scene  # noqa: E402
 from test_readerstudy import make_manifest  # noqa: E402
 
 from CTNormalizeLib.readerstudy import create_study  # noqa: E402
@@ -28,28 +29,9 @@ pytestmark = pytest.mark.slicer
 
 @pytest.fixture
 def scene():
-    """A scene with app logic, colors, layout node and Red/Yellow slice logics (SLICER.md recipe)."""
-    scene = slicer.vtkMRMLScene()
-    app = slicer.vtkSlicerApplicationLogic()
-    app.SetMRMLScene(scene)
-    colors = app.GetColorLogic()
-    colors.SetMRMLScene(scene)
-    colors.AddDefaultColorNodes()
-    app.SetModuleLogic("Colors", colors)
-    layout = slicer.vtkMRMLLayoutLogic()
-    layout.SetMRMLScene(scene)
-    import vtk
-
-    app.SetSliceLogics(vtk.vtkCollection())
-    logics = []
-    for name in ("Red", "Yellow", "Green"):
-        sl = slicer.vtkMRMLSliceLogic()
-        sl.SetMRMLApplicationLogic(app)
-        app.GetSliceLogics().AddItem(sl)
-        sl.SetMRMLScene(scene)
-        sl.SetSliceNode(scene.GetSingletonNode(name, "vtkMRMLSliceNode"))
-        logics.append(sl)
-    slicer.mrmlScene = scene
+    """A scene with app logic, colors, layout node and slice logics (SLICER.md recipe)."""
+    m = make_mrml_scene()
+    scene, app = m.scene, m.app
     yield scene, app
     app.GetSliceLogics().RemoveAllItems()
 
