@@ -22,8 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import BadInputError
-from ..volume import Volume
-from .lung import LungMask, lung_mask, superior_is_last
+from .lung import LungMask, lung_mask, superior_is_last, unpack_volume
 
 DEFAULT_THRESHOLD = -950.0
 ZONES = ("upper", "middle", "lower")
@@ -162,15 +161,7 @@ def emphysema(hu, spacing=None, lung: Union[LungMask, np.ndarray, None] = None,
     -------
     EmphysemaResult
     """
-    if isinstance(hu, Volume):
-        spacing = hu.spacing if spacing is None else spacing
-        direction = hu.direction if direction is None else direction
-        hu = hu.hu
-    hu = np.asarray(hu)
-    if hu.ndim != 3:
-        raise BadInputError(f"emphysema needs a 3D [z,y,x] volume, got shape {hu.shape}.")
-    if spacing is None:
-        raise BadInputError("emphysema needs the voxel spacing (z, y, x) in mm.")
+    hu, spacing, direction = unpack_volume(hu, spacing, direction, "emphysema")
     if not np.isfinite(threshold):
         raise BadInputError(f"The LAA threshold must be a finite HU value, not {threshold}.")
     spacing = tuple(float(s) for s in spacing)

@@ -102,6 +102,23 @@ class LungMask:
 
 # ----------------------------------------------------------------------------- helpers
 
+def unpack_volume(hu, spacing, direction, what: str):
+    """``(array, spacing, direction)`` from a :class:`Volume` or an array with its spacing.
+
+    Raises :class:`BadInputError` naming ``what`` when the array is not 3D or has no spacing.
+    """
+    if isinstance(hu, Volume):
+        spacing = hu.spacing if spacing is None else spacing
+        direction = hu.direction if direction is None else direction
+        hu = hu.hu
+    hu = np.asarray(hu)
+    if hu.ndim != 3:
+        raise BadInputError(f"{what} needs a 3D [z,y,x] volume, got shape {hu.shape}.")
+    if spacing is None:
+        raise BadInputError(f"{what} needs the voxel spacing (z, y, x) in mm.")
+    return hu, spacing, direction
+
+
 def superior_is_last(direction=None) -> bool:
     """True when a larger z index is more superior (LPS +z), from the ITK direction."""
     d = IDENTITY if direction is None else tuple(direction)
@@ -375,15 +392,7 @@ def lung_mask(hu, spacing=None, direction=None, progress: Progress = None) -> Lu
     BadInputError
         Not a 3D array, or no lung-like air found inside a body.
     """
-    if isinstance(hu, Volume):
-        spacing = hu.spacing if spacing is None else spacing
-        direction = hu.direction if direction is None else direction
-        hu = hu.hu
-    hu = np.asarray(hu)
-    if hu.ndim != 3:
-        raise BadInputError(f"lung_mask needs a 3D [z,y,x] volume, got shape {hu.shape}.")
-    if spacing is None:
-        raise BadInputError("lung_mask needs the voxel spacing (z, y, x) in mm.")
+    hu, spacing, direction = unpack_volume(hu, spacing, direction, "lung_mask")
     spacing = tuple(float(s) for s in spacing)
     report = progress or (lambda stage, frac: None)
     warnings: list = []
