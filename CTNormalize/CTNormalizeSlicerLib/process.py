@@ -114,7 +114,7 @@ def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
             p.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    alive = _wait_without_reaping(procs, timeout)
     # Descendants before the launcher: once the launcher exits the run counts as finished,
     # so nothing of the tree may outlive that moment.
     alive.sort(key=lambda p: p.pid == parent.pid)
@@ -123,7 +123,30 @@ def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=timeout)
+    _wait_without_reaping(alive, timeout)
+
+
+def _wait_without_reaping(procs, timeout: float) -> list:
+    """The processes still running after up to ``timeout`` s.
+
+    Not ``psutil.wait_procs``: for our own child it calls ``waitpid`` and reaps it, and then
+    ``subprocess.Popen`` can no longer read the exit status (it reports 0 instead of 130).
+    A zombie counts as exited; its parent (the Popen owner) collects the status.
+    """
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for p in procs:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def _kill_without_psutil(pid: int, timeout: float) -> None:
