@@ -57,26 +57,13 @@ def build_s0_discriminator(channels: int = 32, layers: int = 4, in_channels: int
     from torch import nn
     from torch.nn.utils import spectral_norm
 
-    class S0Discriminator(nn.Module):
-        def __init__(self):
-            super().__init__()
-            convs, ch_in = [], in_channels
-            for i in range(layers):
-                ch_out = channels * (2 ** min(i, 3))
-                stride = (1, 2, 2) if i < layers - 1 else 1
-                convs.append(spectral_norm(nn.Conv3d(ch_in, ch_out, 3, stride=stride, padding=1)))
-                ch_in = ch_out
-            self.convs = nn.ModuleList(convs)
-            self.out = spectral_norm(nn.Conv3d(ch_in, 1, 3, padding=1))
-
-        def forward(self, x):
-            feats = []
-            for c in self.convs:
-                x = nn.functional.leaky_relu(c(x), 0.2)
-                feats.append(x)
-            return self.out(x), feats
-
-    return S0Discriminator()
+    convs, ch_in = [], in_channels
+    for i in range(layers):
+        ch_out = channels * (2 ** min(i, 3))
+        stride = (1, 2, 2) if i < layers - 1 else 1
+        convs.append(spectral_norm(nn.Conv3d(ch_in, ch_out, 3, stride=stride, padding=1)))
+        ch_in = ch_out
+    return _feature_discriminator(convs, spectral_norm(nn.Conv3d(ch_in, 1, 3, padding=1)))
 
 
 def build_patch_discriminator_2d(channels: int = 32, layers: int = 3, in_channels: int = 1):
@@ -84,16 +71,27 @@ def build_patch_discriminator_2d(channels: int = 32, layers: int = 3, in_channel
     from torch import nn
     from torch.nn.utils import spectral_norm
 
-    class PatchDiscriminator2D(nn.Module):
+    convs, ch_in = [], in_channels
+    for i in range(layers):
+        ch_out = channels * (2 ** i)
+        convs.append(spectral_norm(nn.Conv2d(ch_in, ch_out, 4, stride=2, padding=1)))
+        ch_in = ch_out
+    return _feature_discriminator(convs, spectral_norm(nn.Conv2d(ch_in, 1, 3, padding=1)))
+
+
+def _feature_discriminator(convs, out):
+    """A discriminator from its convs (leaky ReLU after each) and a scoring conv.
+
+    ``forward(x) -> (scores, features)``: the activations feed the feature-matching loss.
+    Parameter names (``convs.N``, ``out``) are those of the earlier per-architecture classes.
+    """
+    from torch import nn
+
+    class FeatureDiscriminator(nn.Module):
         def __init__(self):
             super().__init__()
-            convs, ch_in = [], in_channels
-            for i in range(layers):
-                ch_out = channels * (2 ** i)
-                convs.append(spectral_norm(nn.Conv2d(ch_in, ch_out, 4, stride=2, padding=1)))
-                ch_in = ch_out
             self.convs = nn.ModuleList(convs)
-            self.out = spectral_norm(nn.Conv2d(ch_in, 1, 3, padding=1))
+            self.out = out
 
         def forward(self, x):
             feats = []
@@ -102,4 +100,4 @@ def build_patch_discriminator_2d(channels: int = 32, layers: int = 3, in_channel
                 feats.append(x)
             return self.out(x), feats
 
-    return PatchDiscriminator2D()
+    return FeatureDiscriminator()
