@@ -1,22 +1,23 @@
-"""``normalize(volume, source, target, method)``: the one entry point that composes the layers.
+"""``normalize``: one call from a CT (path or volume) and a target to a normalized volume.
 
-It resolves the source protocol (detected from the volume, overridden by the user), fills
-the target from the source where the target leaves a field open, then picks the method:
-a covering learned model from the registry for ``"auto"`` (falling back to the classical
-pipeline with a warning when none covers the pair), a named model, or a classical method.
+It makes the :class:`~CTNormalizeLib.plan.Plan` once (tags, measured signatures, user
+overrides, target, method, device), runs the plan's method from the method table, and
+returns the volume with its run report. The CLI and the Slicer module do the same
+through :func:`~CTNormalizeLib.plan.make_plan` and :func:`execute`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Callable, Optional, Union
 
 from . import __version__
-from .errors import BadInputError, NoModelError
-from .protocols import FieldSource, Protocol
+from .contracts.report import RunReport
+from .method_rows import MethodResult
+from .plan import DEFAULT_TEXTURE, Plan, make_plan
 from .volume import Volume
 
 log = logging.getLogger(__name__)
@@ -26,253 +27,100 @@ ProgressFn = Optional[Callable[[str, float], None]]
 
 @dataclass
 class NormalizeOutcome:
-    """What :func:`normalize` returns.
-
-    Attributes
-    ----------
-    volume : Volume
-        The normalized volume (a new object; the input is untouched).
-    method : str
-        ``"classical:<name>"`` or ``"model:<name>"``.
-    source, target : Protocol
-        The protocols actually used (source after detection + overrides; target completed).
-    steps : list of dict
-        What was done, in order, with parameters.
-    warnings : list of dict
-        ``{"code", "message"}`` items for the caller to show.
-    qc : dict
-        Quality-control figures (see :mod:`CTNormalizeLib.qc`).
-    device : str
-    model_sha256 : str or None
-    timings : dict
-        Seconds per stage.
-    """
+    """The normalized volume, the plan it followed and what the method reported."""
 
     volume: Volume
-    method: str
-    source: Protocol
-    target: Protocol
-    steps: list = field(default_factory=list)
-    warnings: list = field(default_factory=list)
-    qc: dict = field(default_factory=dict)
-    device: str = "cpu"
-    model_sha256: Optional[str] = None
+    plan: Plan
+    result: MethodResult
     timings: dict = field(default_factory=dict)
 
-    def report(self) -> dict:
-        """JSON-ready provenance + QC + timings (the ``report`` of the ``done`` event)."""
-        return {
-            "engine_version": __version__,
-            "method": self.method,
-            "model_sha256": self.model_sha256,
-            "device": self.device,
-            "source": self.source.to_dict(),
-            "target": self.target.to_dict(),
-            "source_spec": self.source.spec(),
-            "target_spec": self.target.spec(),
-            "steps": self.steps,
-            "warnings": self.warnings,
-            "qc": self.qc,
-            "timings": self.timings,
-            "output_shape": list(self.volume.shape),
-            "output_spacing": list(self.volume.spacing),
-            "note": "Research use, not for diagnosis.",
-        }
-
-
-def resolve_source(volume: Volume, source: Optional[Protocol | str]) -> Protocol:
-    """The source protocol: detection from tags and noise, with user fields winning.
-
-    ``source`` may be None or ``"auto"`` (detect everything), a spec string or a
-    :class:`Protocol` (its set fields override the detected ones).
-    """
-    from .protocols import parse_spec
-    from .protocols.detect import detect_protocol
-
-    user = None
-    if isinstance(source, str) and source.strip().lower() != "auto":
-        user = parse_spec(source)
-    elif isinstance(source, Protocol):
-        user = source
-    detected = detect_protocol(volume, overrides=user)
-    missing = [f for f in ("kernel", "dose", "thickness") if getattr(detected, f) is None]
-    if missing:
-        raise BadInputError(
-            f"Could not determine the source {', '.join(missing)} from the image or its tags; "
-            f"give it explicitly, e.g. --source kernel=sharp,dose=0.25,thickness=2."
-        )
-    return detected
-
-
-def complete_target(source: Protocol, target: Protocol | str) -> Protocol:
-    """The target with every field it leaves open taken from the source (i.e. unchanged)."""
-    from .protocols import resolve_protocol
-
-    tgt = resolve_protocol(target) if isinstance(target, str) else target
-    keep = {}
-    for name in ("kernel", "dose", "thickness"):
-        if getattr(tgt, name) is None:
-            keep[name] = getattr(source, name)
-    if not keep:
-        return tgt
-    base = Protocol(
-        sources={k: FieldSource("default", 1.0, "unchanged from source") for k in keep}, **keep
-    )
-    return base.merged(tgt)
-
-
-def _models_available() -> bool:
-    return importlib.util.find_spec("CTNormalizeLib.models.registry") is not None
-
-
-def available_methods() -> dict:
-    """``{"classical": [...], "models": [...]}``: what ``method=`` accepts besides ``"auto"``."""
-    from .classical.pipeline import CLASSICAL_METHODS
-
-    models = []
-    if _models_available():
-        from .models import registry
-
-        models = [m.name for m in registry.list_models()]
-    return {"classical": [m for m in CLASSICAL_METHODS if m != "auto"], "models": models}
-
-
-@dataclass
-class MethodPlan:
-    """Which method will run: ``kind`` is ``"model"`` or ``"classical"``."""
-
-    kind: str
-    name: str
-    package: object = None
-    warnings: list = field(default_factory=list)
-
     @property
-    def label(self) -> str:
-        return f"{self.kind}:{self.name}"
+    def warnings(self) -> list:
+        return list(self.plan.warnings) + list(self.result.warnings)
 
-    @property
-    def model_sha256(self) -> Optional[str]:
-        return getattr(self.package, "sha256", None) if self.package is not None else None
+    def report(self, input_path: Optional[str] = None, output_path: Optional[str] = None) -> RunReport:
+        """The run report (``done`` event, ``--report``, DICOM and Slicer provenance)."""
+        from .methods import get_method
 
-
-def plan_method(source: Protocol, target: Protocol, method: str = "auto") -> MethodPlan:
-    """Choose the method for a protocol pair.
-
-    ``"auto"`` takes the best covering learned model, else the classical pipeline (with a
-    ``NO_COVERING_MODEL`` warning). A classical method name is used as is. A model name must
-    cover the pair (:class:`NoModelError` otherwise). Anything else is a :class:`BadInputError`.
-    """
-    from .classical.pipeline import CLASSICAL_METHODS
-
-    if method != "auto" and method in CLASSICAL_METHODS:
-        return MethodPlan("classical", method)
-    if _models_available():
-        from .models import registry
-
-        if method == "auto":
-            package = registry.find_model(source, target)
-            if package is not None:
-                return MethodPlan("model", package.name, package)
-            return MethodPlan("classical", "auto", warnings=[{
-                "code": "NO_COVERING_MODEL",
-                "message": registry.explain_no_model(source, target) + " Using the classical pipeline instead.",
-            }])
-        packages = {p.name: p for p in registry.list_models()}
-        if method not in packages:
-            raise BadInputError(
-                f"Unknown method {method!r}. Methods: auto, {', '.join(CLASSICAL_METHODS)}"
-                + (f"; models: {', '.join(packages)}." if packages else "; no models installed.")
-            )
-        package = packages[method]
-        why = package.why_not(source, target)
-        if why is not None:
-            raise NoModelError(
-                f"Model {method!r} does not cover {source.spec()} -> {target.spec()}: {why}. "
-                f"Use --method auto or a classical method."
-            )
-        return MethodPlan("model", package.name, package)
-    if method == "auto":
-        return MethodPlan("classical", "auto", warnings=[{
-            "code": "NO_COVERING_MODEL",
-            "message": "No learned models are installed; using the classical pipeline.",
-        }])
-    raise BadInputError(f"Unknown method {method!r}. Methods: auto, {', '.join(CLASSICAL_METHODS)}.")
+        kind = get_method(self.plan.method).kind
+        return RunReport(
+            engine_version=__version__, method=self.plan.method, method_kind=kind,
+            method_reason=self.plan.method_reason, model_sha256=self.result.model_sha256,
+            device=self.result.device, texture=self.plan.texture, plan=self.plan.to_dict(),
+            steps=list(self.result.steps), warnings=self.warnings, qc=dict(self.result.qc),
+            timings={**self.timings, **self.result.timings},
+            output_shape=list(self.volume.shape), output_spacing=[float(s) for s in self.volume.spacing],
+            input=input_path, output=output_path)
 
 
-def normalize(
-    volume: Volume,
-    source: Optional[Protocol | str],
-    target: Protocol | str,
-    method: str = "auto",
-    device: str = "auto",
-    progress: ProgressFn = None,
-    reference: Optional[Volume] = None,
-    plan: Optional[MethodPlan] = None,
-) -> NormalizeOutcome:
-    """Translate ``volume`` from the ``source`` protocol to the ``target`` protocol.
+def _as_volume(x) -> Volume:
+    if isinstance(x, Volume):
+        return x
+    from .io import read_volume
+
+    return read_volume(str(x))
+
+
+def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: Optional[Volume] = None,
+            with_qc: bool = True) -> NormalizeOutcome:
+    """Run ``plan``'s method on ``volume`` (the plan made for this volume)."""
+    from .methods import get_method
+
+    t0 = time.perf_counter()
+    row = get_method(plan.method)
+    result = row.run(volume, plan, progress, reference)
+    timings = {"normalize_s": round(time.perf_counter() - t0, 3)}
+    if with_qc and row.kind == "classical":
+        t1 = time.perf_counter()
+        result.qc = _qc(volume, result, plan)
+        timings["qc_s"] = round(time.perf_counter() - t1, 3)
+    return NormalizeOutcome(result.volume, plan, result, timings)
+
+
+def normalize(volume: Union[Volume, str, Path], source=None, target=None, method: str = "auto", device: str = "auto",
+              progress: ProgressFn = None, reference: Union[Volume, str, Path, None] = None,
+              target_like: Union[Volume, str, Path, None] = None, texture: str = DEFAULT_TEXTURE,
+              plan: Optional[Plan] = None) -> NormalizeOutcome:
+    """Translate a CT from its protocol to a target protocol.
 
     Parameters
     ----------
-    volume : Volume
-        Input CT (not modified).
-    source : Protocol, spec string, ``"auto"`` or None
-        ``"auto"``/None detects it; set fields override detection.
-    target : Protocol, spec string or preset name
+    volume : Volume or path
+        Input CT (not modified): a volume, a file or a DICOM series folder.
+    source : None, "auto", spec string or Protocol
+        Overrides of what the tags and the pixels say (e.g. ``"kernel=B70f,dose=0.25"``).
+    target : preset name, spec string or Protocol
         Fields left open stay as in the source.
     method : str
-        ``"auto"``, a classical method name or a model name (see :func:`plan_method`).
-    device : {"auto", "cpu", "cuda"}
-        For learned models.
+        ``"auto"`` (the best measured method covering the pair) or a row of the method table.
+    device : str
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``gpu`` or ``mps`` (learned methods).
     progress : callable(stage, fraction), optional
-    reference : Volume, optional
-        Reference volume for ``histogram_match``.
-    plan : MethodPlan, optional
-        A plan already made with :func:`plan_method` for the same pair.
+    reference : Volume or path, optional
+        Reference volume for ``histogram_match`` / ``frequency_decomposition``.
+    target_like : Volume or path, optional
+        A scan whose measured signature is the target.
+    texture : {"clean", "target"}
+    plan : Plan, optional
+        A plan already made for this volume (then source/target/method/device are ignored).
 
     Returns
     -------
     NormalizeOutcome
-
-    Raises
-    ------
-    BadInputError
-        Unknown method, or a source field that cannot be determined.
-    NoModelError
-        A named model does not cover the protocol pair.
     """
-    from .classical.pipeline import normalize_classical
-
+    vol = _as_volume(volume)
+    ref = None if reference is None else _as_volume(reference)
     t0 = time.perf_counter()
-    src = resolve_source(volume, source)
-    tgt = complete_target(src, target)
     if plan is None:
-        plan = plan_method(src, tgt, method)
-    timings = {"resolve_s": round(time.perf_counter() - t0, 3)}
-
-    t1 = time.perf_counter()
-    if plan.kind == "model":
-        from .inference import run_model
-
-        res = run_model(plan.package, volume, src, tgt, device=device, progress=progress)
-        outcome = NormalizeOutcome(
-            volume=res.volume, method=plan.label, source=src, target=tgt,
-            steps=[{"method": plan.label}], warnings=list(plan.warnings) + list(res.warnings),
-            qc=dict(res.qc), device=res.device, model_sha256=res.model_sha256,
-        )
-    else:
-        res = normalize_classical(volume, src, tgt, method=plan.name, reference=reference,
-                                  progress=progress)
-        outcome = NormalizeOutcome(
-            volume=res.volume, method=f"classical:{res.method}", source=src, target=tgt,
-            steps=list(res.steps), warnings=list(plan.warnings) + list(res.warnings), device="cpu",
-        )
-        outcome.qc = _qc(volume, res.volume, outcome)
-    timings["normalize_s"] = round(time.perf_counter() - t1, 3)
-    outcome.timings = timings
+        like = None if target_like is None else _as_volume(target_like)
+        plan = make_plan(vol, source, target, target_like=like, method=method, device=device, texture=texture)
+    t_plan = round(time.perf_counter() - t0, 3)
+    outcome = execute(plan, vol, progress, ref)
+    outcome.timings = {"plan_s": t_plan, **outcome.timings}
     return outcome
 
 
-def _qc(inp: Volume, out: Volume, outcome: NormalizeOutcome) -> dict:
+def _qc(inp: Volume, result: MethodResult, plan: Plan) -> dict:
     """QC figures for classical outputs, measured as for learned models (no tiles, so no seams).
 
     The input is put on the output's z grid (slice profile + linear interpolation) first.
@@ -281,10 +129,11 @@ def _qc(inp: Volume, out: Volume, outcome: NormalizeOutcome) -> dict:
     from .inference.qc import measure_qc
     from .inference.zgrid import resample_z
 
-    inp_hu = resample_z(inp.hu, inp.spacing[0], out.spacing[0],
-                        outcome.source.thickness, outcome.target.thickness)
+    out = result.volume
+    t_s = float(plan.source.thickness or plan.source_signature.thickness_mm)
+    inp_hu = resample_z(inp.hu, inp.spacing[0], out.spacing[0], t_s, plan.target_signature.thickness_mm)
     n = min(inp_hu.shape[0], out.shape[0])
     step = max(1, n // 32)
     qc, warnings = measure_qc(inp_hu[:n], out.hu[:n], body_mask(inp_hu[:n]), slice_step=step)
-    outcome.warnings.extend(warnings)
+    result.warnings.extend(warnings)
     return qc

@@ -101,34 +101,26 @@ class NormalizationLogic:
 
     @staticmethod
     def methods() -> list[tuple[str, str]]:
-        """``[(name, tooltip)]``: auto, each learned model (tooltip from its card), each classical method."""
-        out = [("auto", CLASSICAL_TOOLTIPS["auto"])]
-        try:
-            from CTNormalizeLib.models import registry
+        """``[(name, tooltip)]`` from the engine's method table: auto, then every row that runs
+        without a reference volume (a reference selector is not offered here)."""
+        from CTNormalizeLib.methods import method_table
 
-            for m in registry.list_models():
-                out.append((m.name, model_tooltip(m)))
-        except Exception:  # no registry yet, or no models installed
-            log.debug("CTNormalize: no model registry", exc_info=True)
-        try:
-            from CTNormalizeLib.classical.pipeline import CLASSICAL_METHODS
-        except ImportError:
-            CLASSICAL_METHODS = [k for k in CLASSICAL_TOOLTIPS if k != "auto"]
-        for name in CLASSICAL_METHODS:
-            if name != "auto":
-                out.append((name, CLASSICAL_TOOLTIPS.get(name, "Classical method")))
+        out = [("auto", CLASSICAL_TOOLTIPS["auto"])]
+        for m in method_table().values():
+            if m.needs_reference:
+                continue
+            out.append((m.name, model_tooltip(m) if m.kind == "model" else m.summary))
         return out
 
     @staticmethod
     def methodNeedsTorch(method: str) -> bool:
-        """True when ``method`` may run a learned model (a model name, or auto with models installed)."""
-        try:
-            from CTNormalizeLib.classical.pipeline import CLASSICAL_METHODS
-        except ImportError:
-            CLASSICAL_METHODS = list(CLASSICAL_TOOLTIPS)
-        names = [m for m, _ in NormalizationLogic.methods()]
-        models = [m for m in names if m != "auto" and m not in CLASSICAL_METHODS]
-        return method in models or (method == "auto" and bool(models))
+        """True when ``method`` may run a learned model (a model row, or auto when a model row is complete)."""
+        from CTNormalizeLib.methods import method_table
+
+        table = method_table()
+        if method == "auto":
+            return any(m.needs_torch and m.complete for m in table.values())
+        return bool(table.get(method) and table[method].needs_torch)
 
     def startGpuCheck(self, onFinished: Callable[[bool], None]) -> Optional[EngineRun]:
         """Ask a child Python whether torch sees a GPU; ``onFinished(bool)`` gets the answer.
@@ -158,10 +150,11 @@ class NormalizationLogic:
         """
         if volumeNode is None or volumeNode.GetImageData() is None:
             raise ValueError("Select an input volume with image data.")
-        from CTNormalizeLib.protocols.detect import detect_protocol
+        from CTNormalizeLib.plan import resolve_source
 
         vol = nodes.volume_for_engine(volumeNode, nodes.dicom_tags(volumeNode))
-        return detect_protocol(vol)
+        protocol, _signature = resolve_source(vol, None)
+        return protocol
 
     @staticmethod
     def protocolRows(protocol) -> list[tuple[str, str, str, str]]:

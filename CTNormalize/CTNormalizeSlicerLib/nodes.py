@@ -86,20 +86,28 @@ def adopt_geometry(output_node, input_node) -> None:
 def set_provenance(node, report: dict, extra: Optional[dict] = None) -> dict:
     """Store the run's provenance as ``CTNormalize.*`` node attributes; returns what was set.
 
-    Keys: engineVersion, method, modelSha256, device, sourceProtocol, targetProtocol,
-    protocolPair, qc (JSON), warnings (JSON), report (JSON), plus ``extra``.
+    ``report`` is the engine's run report (:class:`CTNormalizeLib.contracts.report.RunReport`).
+    Keys: engineVersion, method, methodReason, modelSha256, device, texture, sourceProtocol,
+    targetProtocol, protocolPair, noise, sourceProvenance (JSON), qc (JSON), warnings (JSON),
+    report (JSON), plus ``extra``.
     """
-    report = report or {}
+    from CTNormalizeLib.contracts.report import RunReport
+
+    rr = RunReport.from_dict(report)
     attrs = {
-        "engineVersion": report.get("engine_version", ""),
-        "method": report.get("method", ""),
-        "modelSha256": report.get("model_sha256") or "",
-        "device": report.get("device", ""),
-        "sourceProtocol": report.get("source_spec", ""),
-        "targetProtocol": report.get("target_spec", ""),
-        "protocolPair": f"{report.get('source_spec', '?')} -> {report.get('target_spec', '?')}",
-        "qc": json.dumps(report.get("qc", {}), sort_keys=True),
-        "warnings": json.dumps(report.get("warnings", [])),
+        "engineVersion": rr.engine_version,
+        "method": rr.method,
+        "methodReason": rr.method_reason,
+        "modelSha256": rr.model_sha256 or "",
+        "device": rr.device,
+        "texture": rr.texture,
+        "sourceProtocol": rr.source_spec,
+        "targetProtocol": rr.target_spec,
+        "protocolPair": f"{rr.source_spec or '?'} -> {rr.target_spec or '?'}",
+        "noise": rr.plan.get("noise_summary", ""),
+        "sourceProvenance": json.dumps(rr.plan.get("source", {}).get("sources", {}), sort_keys=True),
+        "qc": json.dumps(rr.qc, sort_keys=True),
+        "warnings": json.dumps(rr.warnings),
         "report": json.dumps(report, sort_keys=True, default=str),
     }
     attrs.update({k: str(v) for k, v in (extra or {}).items()})

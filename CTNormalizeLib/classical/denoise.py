@@ -66,14 +66,15 @@ def _residual_std(x: np.ndarray, region: np.ndarray, window: int) -> float:
     return float(1.4826 * np.median(np.abs(v - np.median(v))) / np.sqrt(1.0 - 1.0 / window**2))
 
 
-def _noise_patch(spacing, kernel: str, noise_std: float, n: int = 4, size: int = 160, seed: int = 0) -> np.ndarray:
+def _noise_patch(spacing, kernel, noise_std: float, n: int = 4, size: int = 160, seed: int = 0) -> np.ndarray:
     """Pure FBP-like noise (power ~ |f| MTF^2 of ``kernel``) whose residual std equals ``noise_std``."""
+    from ..signature.kernel_class import as_transfer
     from ._fft import filter_slices
-    from .synthetic import noise_transfer
 
+    w = as_transfer(kernel)
     rng = np.random.default_rng(seed)
     white = rng.standard_normal((n, size, size)).astype(np.float32)
-    patch = filter_slices(white, spacing[-2:], noise_transfer(kernel), pad=0)
+    patch = filter_slices(white, spacing[-2:], lambda f: np.sqrt(f) * w(f), pad=0)
     region, window = _whole(patch, spacing)
     return patch * np.float32(noise_std / _residual_std(patch, region, window))
 
@@ -90,7 +91,7 @@ def _calibrate(spacing, kernel, method, noise_std, target_std, iterations=9, pos
     """Strength and blend weight that bring FBP-like noise from ``noise_std`` to ``target_std``.
 
     Calibrated on a synthetic patch of pure noise with the source kernel's texture and
-    the measured noise level (``protocols.noise``'s high-pass residual std), not on the
+    the measured noise level (the signature's soft-tissue std), not on the
     image: anatomy, lung texture and edges would read as noise, and the quieter,
     streakier air outside the body would set the wrong strength. So this sets the
     denoising of flat tissue, which is what "noise level" means. ``post`` (the kernel
@@ -164,8 +165,9 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
         Skip calibration: the NLM ``h`` (HU) or the Gaussian sigma (pixels).
     alpha : float, optional
         With ``strength``: blend weight of the denoised image (default 1).
-    kernel : str, optional
-        Source kernel class: the texture of the calibration noise (default standard).
+    kernel : str or Transfer, optional
+        Source kernel (class or measured transfer): the texture of the calibration noise
+        (default standard).
     post : callable, optional
         Linear step that will follow (e.g. the kernel conversion): the calibration
         measures noise after it, so the noise *reduction* is met where it matters.
@@ -221,3 +223,58 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
             if progress is not None:
                 progress("denoise", done / nz)
     return out, info
+
+
+#: ``clean`` texture: the calibrated denoiser leaves this fraction of the noise (at the
+#: level it has after the kernel step). Chosen on training phantoms (seeds < 1000) for the
+#: lowest L1 against noise-free targets; see docs/ARCHITECTURE.md.
+CLEAN_RESIDUAL = 0.35
+#: Below this relative reduction denoising is not worth its blur.
+MIN_REDUCTION = 0.05
+
+
+def denoise_step(state, plan, progress=None, post=None, options: dict | None = None) -> None:
+    """The chain's noise step on ``state``: calibrated NLM down to the target's noise or to ``clean``.
+
+    ``target`` texture: the noise after the kernel and thickness steps should equal the
+    target's, so the reduction is ``sigma_target / sigma_predicted`` (measured after
+    ``post``, the kernel conversion that follows). ``clean``: a fixed fraction
+    (:data:`CLEAN_RESIDUAL`) of the noise is left, whatever the target's level.
+    """
+    from .state import predicted_noise
+
+    options = options or {}
+    sigma = state.noise_hu
+    if sigma is None:
+        state.record("denoise", False, {}, "source noise not measurable")
+        return
+    if plan.texture == "clean":
+        ratio = float(options.get("clean_residual", CLEAN_RESIDUAL))
+        why = f"clean texture: leave {ratio:.0%} of the noise"
+    else:
+        pred, want = predicted_noise(plan, sigma), plan.target_signature.noise_hu
+        if pred is None or want is None:
+            state.record("denoise", False, {}, "target noise unknown")
+            return
+        ratio = want / pred
+        why = f"target texture: noise {pred:.1f} -> {want:.1f} HU after the kernel and thickness steps"
+    if ratio >= 1.0 - MIN_REDUCTION:
+        state.record("denoise", False, {"ratio": ratio}, "the noise is already at or below the target's")
+        return
+    out, info = denoise_volume(state.hu, state.spacing, target_std=sigma * ratio, noise_std=sigma,
+                               method=options.get("denoise_method", "auto"), strength=options.get("denoise_strength"),
+                               kernel=state.transfer, post=post, progress=progress)
+    state.hu = out
+    state.noise_hu = sigma * ratio
+    state.record("denoise", True, {"ratio": ratio, **info},
+                 f"{why}; {info.get('method')} strength {info.get('strength', 0):.3g} HU")
+
+
+def run(volume, plan, progress=None, reference=None):
+    """The ``denoise`` method: the noise step alone (no kernel or thickness change)."""
+    from .state import finish, partial_warning, start
+
+    state = start(volume, plan)
+    denoise_step(state, plan, progress)
+    partial_warning(state, plan, "denoise", ("noise",))
+    return finish(volume, state, plan, "denoise")

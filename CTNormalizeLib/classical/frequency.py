@@ -215,3 +215,54 @@ def normalize_bands(hu: np.ndarray, spacing, reference: BandEnergies | dict, mas
         "gains": [float(g) for g in gains],
     }
     return out, info
+
+
+def _predicted_reference(state, plan, mask, options):
+    """The target's band energies predicted by the physics chain (denoise + MTF ratio) on lung slices."""
+    from .chain import run as run_chain  # noqa: F401  (same steps, in-plane only)
+    from . import denoise, mtf_ratio
+    from .state import ChainState
+
+    zs = lung_slices(mask, 32)
+    sub = ChainState(hu=state.hu[zs], spacing=state.spacing, transfer=state.transfer, noise_hu=state.noise_hu,
+                     thickness=state.thickness)
+    src, tgt = sub.transfer, plan.target_signature.transfer
+    lam = mtf_ratio.wiener_lambda(sub.noise_hu)
+    post = (lambda x: mtf_ratio.convert_kernel(x, sub.spacing, src, tgt, lam=lam))
+    denoise.denoise_step(sub, plan, post=post, options=options)
+    mtf_ratio.kernel_step(sub, plan, options=options)
+    return band_energies(sub.hu, sub.spacing, mask[zs])
+
+
+def run(volume, plan, progress=None, reference=None, options: dict | None = None):
+    """The ``frequency_decomposition`` method: lung band energies scaled to a reference.
+
+    ``reference``: a reference volume (its lungs) or a dict of band energies; None
+    predicts the target's energies from the source by the physics chain.
+    """
+    from ..volume import Volume
+    from .masks import lung_mask
+    from .state import finish, partial_warning, start
+
+    options = options or {}
+    state = start(volume, plan)
+    mask = lung_mask(state.hu, state.spacing, full=options.get("full_lung_mask", False))
+    if not mask.any():
+        raise BadInputError("No lungs found in the volume; frequency-decomposition normalization measures "
+                            "band energies inside the lungs.")
+    if isinstance(reference, dict):
+        ref, how = BandEnergies.from_dict(reference), "given band energies"
+    elif isinstance(reference, Volume):
+        ref_mask = lung_mask(reference.hu, reference.spacing)
+        if not ref_mask.any():
+            raise BadInputError("No lungs found in the reference volume; band energies are measured in the lungs.")
+        ref, how = band_energies(reference.hu, reference.spacing, ref_mask), "reference volume's lungs"
+    elif reference is None:
+        ref, how = _predicted_reference(state, plan, mask, options), "predicted by the physics chain"
+    else:
+        raise BadInputError("The reference must be a Volume or a dict of band energies.")
+    state.hu, info = normalize_bands(state.hu, state.spacing, ref, mask, progress=progress)
+    state.record("frequency_decomposition", True, {**info, "reference": how, "lung_voxels": int(mask.sum())},
+                 "band energies inside the lungs scaled to the reference")
+    partial_warning(state, plan, "frequency_decomposition", ("kernel", "noise"))
+    return finish(volume, state, plan, "frequency_decomposition")

@@ -47,3 +47,25 @@ def match_histogram(hu: np.ndarray, reference: np.ndarray, mask: np.ndarray,
     out = np.array(hu, dtype=np.float32, copy=True)
     out[mask] = match_histograms(out[mask], np.asarray(reference, dtype=np.float32)[reference_mask])
     return out
+
+
+def run(volume, plan, progress=None, reference=None, options: dict | None = None):
+    """The ``histogram_match`` method: the HU histogram in the body (or lungs) matched to a reference volume."""
+    from ..volume import Volume
+    from .state import finish, partial_warning, start
+
+    if not isinstance(reference, Volume):
+        raise BadInputError("Histogram matching needs a reference volume (--reference).")
+    region = (options or {}).get("histogram_region", "body")
+    state = start(volume, plan)
+    m = region_mask(state.hu, state.spacing, region)
+    rm = region_mask(reference.hu, reference.spacing, region)
+    if progress is not None:
+        progress("histogram_match", 0.0)
+    state.hu = match_histogram(state.hu, reference.hu, m, rm)
+    if progress is not None:
+        progress("histogram_match", 1.0)
+    state.record("histogram_match", True, {"region": region, "voxels": int(m.sum()), "reference_voxels": int(rm.sum())},
+                 f"HU histogram inside the {region} matched to the reference")
+    partial_warning(state, plan, "histogram_match", ())
+    return finish(volume, state, plan, "histogram_match")

@@ -1,7 +1,8 @@
 """Kernel conversion by the ratio of kernel MTFs, ``H(f) = MTF_target(f) / MTF_source(f)``.
 
-Both MTFs come from :func:`CTNormalizeLib.protocols.kernel_mtf`, the same curves the
-simulator's FBP apodization uses. Where the ratio exceeds 1 (sharpening) the division
+Both MTFs are :class:`~CTNormalizeLib.signature.Transfer` curves: the source's as
+measured from its noise texture (or a kernel class's nominal curve, the same one the
+simulator's FBP apodization uses), the target's nominal or measured on a reference scan. Where the ratio exceeds 1 (sharpening) the division
 would amplify noise without bound where the source MTF is small, so there the filter is
 Wiener-regularized: ``H = max(1, M_t M_s / (M_s^2 + lambda))`` with
 ``lambda = (noise_std / signal_scale)^2``.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..protocols import kernel_class, kernel_mtf
+from ..signature.kernel_class import as_transfer
 from ._fft import filter_slices
 
 SIGNAL_SCALE_HU = 100.0  # typical structure contrast the Wiener prior assumes
@@ -25,18 +26,19 @@ def wiener_lambda(noise_std: float | None, signal_scale: float = SIGNAL_SCALE_HU
     return float(max(MIN_LAMBDA, (float(noise_std) / signal_scale) ** 2))
 
 
-def mtf_ratio_transfer(source_kernel: str, target_kernel: str, lam: float = 0.04):
+def mtf_ratio_transfer(source_kernel, target_kernel, lam: float = 0.04):
     """The radial transfer function ``f -> H(f)`` (f in cycles/mm) converting source to target kernel.
 
-    ``H = M_t/M_s`` where that is <= 1, and ``max(1, M_t M_s/(M_s^2+lam))`` where the
-    plain ratio would exceed 1, so H is continuous and never amplifies beyond what the
-    Wiener estimate supports.
+    ``source_kernel``/``target_kernel`` are kernel classes, vendor names or
+    :class:`~CTNormalizeLib.signature.Transfer` curves. ``H = M_t/M_s`` where that is
+    <= 1, and ``max(1, M_t M_s/(M_s^2+lam))`` where the plain ratio would exceed 1, so H
+    is continuous and never amplifies beyond what the Wiener estimate supports.
     """
-    src, tgt = kernel_class(source_kernel), kernel_class(target_kernel)
+    src, tgt = as_transfer(source_kernel), as_transfer(target_kernel)
 
     def transfer(f):
-        ms = kernel_mtf(src, f)
-        mt = kernel_mtf(tgt, f)
+        ms = src(f)
+        mt = tgt(f)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(ms > 1e-12, mt / np.maximum(ms, 1e-12), 0.0)
         wiener = np.maximum(1.0, mt * ms / (ms * ms + lam))
@@ -45,7 +47,7 @@ def mtf_ratio_transfer(source_kernel: str, target_kernel: str, lam: float = 0.04
     return transfer
 
 
-def convert_kernel(hu: np.ndarray, spacing, source_kernel: str, target_kernel: str,
+def convert_kernel(hu: np.ndarray, spacing, source_kernel, target_kernel,
                    noise_std: float | None = None, lam: float | None = None, chunk: int = 8,
                    progress=None) -> np.ndarray:
     """Convert the reconstruction kernel of a volume slice by slice.
@@ -56,8 +58,8 @@ def convert_kernel(hu: np.ndarray, spacing, source_kernel: str, target_kernel: s
         ``[z, y, x]`` HU (not modified).
     spacing : tuple of float
         ``(z, y, x)`` mm; the in-plane pair sets the frequency axis.
-    source_kernel, target_kernel : str
-        Kernel classes or vendor names.
+    source_kernel, target_kernel : str or Transfer
+        Kernel classes, vendor names or measured transfers.
     noise_std : float, optional
         Image noise (HU) for the Wiener term; ignored when ``lam`` is given.
     lam : float, optional
@@ -76,3 +78,38 @@ def convert_kernel(hu: np.ndarray, spacing, source_kernel: str, target_kernel: s
         lam = wiener_lambda(noise_std)
     transfer = mtf_ratio_transfer(source_kernel, target_kernel, lam)
     return filter_slices(hu, spacing[-2:], transfer, chunk=chunk, progress=progress, stage="mtf_ratio")
+
+
+def kernel_step(state, plan, progress=None, options: dict | None = None) -> None:
+    """The chain's kernel step: the measured source transfer -> the target's, on ``state``."""
+    from ..signature.transfer import band_noise_factor
+    from .state import same_transfer
+
+    src, tgt = state.transfer, plan.target_signature.transfer
+    nyq = plan.source_signature.nyquist
+    if same_transfer(src, tgt, nyq):
+        state.record("mtf_ratio", False, {"source": src.to_dict(), "target": tgt.to_dict()},
+                     "the source already has the target's in-plane transfer")
+        return
+    lam = (options or {}).get("wiener_lambda")
+    if lam is None:
+        lam = wiener_lambda(state.noise_hu)
+    state.hu = convert_kernel(state.hu, state.spacing, src, tgt, lam=lam, progress=progress)
+    px = plan.source_signature.pixel_mm
+    if state.noise_hu is not None:
+        state.noise_hu *= band_noise_factor(tgt, px) / band_noise_factor(src, px)
+    state.transfer = tgt
+    state.record("mtf_ratio", True, {"source": src.to_dict(), "target": tgt.to_dict(), "wiener_lambda": lam,
+                                     "noise_hu": state.noise_hu},
+                 "per-slice 2D filter MTF_target/MTF_source (measured source transfer), Wiener-regularized "
+                 "where it sharpens")
+
+
+def run(volume, plan, progress=None, reference=None):
+    """The ``mtf_ratio`` method: the kernel step alone."""
+    from .state import finish, partial_warning, start
+
+    state = start(volume, plan)
+    kernel_step(state, plan, progress)
+    partial_warning(state, plan, "mtf_ratio", ("kernel",))
+    return finish(volume, state, plan, "mtf_ratio")

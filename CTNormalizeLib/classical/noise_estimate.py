@@ -1,7 +1,7 @@
 """Image-noise estimate (HU std) used to set denoising strength and Wiener regularization.
 
-Uses ``CTNormalizeLib.protocols.noise.estimate_noise`` when it exists; otherwise a
-robust local-std estimate in soft tissue. Both work on any reconstruction kernel; the
+The measured signature's soft-tissue noise (:func:`CTNormalizeLib.signature.measure_signature`)
+when it can be measured; otherwise a robust local-std estimate in soft tissue. Both work on any reconstruction kernel; the
 fallback's window is small, so for strongly correlated (smooth-kernel) noise it reads
 somewhat low, which is harmless where only ratios of estimates are used.
 """
@@ -41,19 +41,11 @@ def local_noise_std(hu: np.ndarray, lo: float = -200.0, hi: float = 200.0, windo
 
 
 def estimate_noise_std(hu: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> float:
-    """Noise std (HU) of a CT volume.
+    """Noise std (HU) of a CT volume: the measured signature's, else :func:`local_noise_std`."""
+    from ..signature import measure_signature
+    from ..volume import Volume
 
-    ``protocols.noise.estimate_noise`` (tissue, else air outside the body) when it
-    gives a value, else :func:`local_noise_std`.
-    """
-    try:
-        from ..protocols.noise import estimate_noise
-        from ..volume import Volume
-
-        est = estimate_noise(Volume(np.asarray(hu, dtype=np.float32), spacing=tuple(spacing)))
-        for v in (est.tissue_std, est.air_std if est.air_usable else None):
-            if v is not None and np.isfinite(v) and v > 0:
-                return float(v)
-    except ImportError:
-        pass
+    sig = measure_signature(Volume(np.asarray(hu, dtype=np.float32), spacing=tuple(spacing)), with_edge=False)
+    if sig.noise_hu is not None and np.isfinite(sig.noise_hu) and sig.noise_hu > 0:
+        return float(sig.noise_hu)
     return local_noise_std(hu)

@@ -154,3 +154,38 @@ def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, ta
         "slices": [int(nz), int(out.shape[0])],
     }
     return ZProfileResult(out, s_out, info, warnings)
+
+
+#: Wiener term of the partial z deconvolution in thick -> thin (tuned on training phantoms).
+Z_RESTORE_LAMBDA = 0.03
+
+_NOTES = {"thin_to_thick": "Gaussian slice profile widened (exact), sampled on the target grid",
+          "thick_to_thin": "cubic-spline interpolation onto the finer grid after a Wiener-regularized partial z "
+                           "deconvolution; detail the thick slices removed is not recovered",
+          "same_thickness": "resampled onto the target z spacing"}
+
+
+def z_step(state, plan, progress=None, options: dict | None = None) -> None:
+    """The chain's slice-profile step on ``state``: source thickness/spacing -> the target's."""
+    t_s, sp = state.thickness, state.spacing
+    t_t, s_t = plan.target_signature.thickness_mm, plan.target_signature.spacing_mm
+    if abs(t_t - t_s) <= 0.01 and abs(s_t - sp[0]) <= 0.01:
+        state.record("z_profile", False, {"thickness": t_s, "spacing": sp[0]}, "same thickness and z spacing")
+        return
+    lam = (options or {}).get("z_restore_lambda", Z_RESTORE_LAMBDA)
+    r = change_thickness(state.hu, sp, t_s, t_t, s_t, progress=progress, restore_lambda=lam)
+    state.warnings.extend(r.warnings)
+    if state.noise_hu is not None and t_t > t_s:
+        state.noise_hu *= float(np.sqrt(t_s / t_t))
+    state.hu, state.spacing, state.thickness = r.hu, (r.z_spacing, sp[1], sp[2]), t_t
+    state.record("z_profile", True, r.info, _NOTES[r.info["kind"]])
+
+
+def run(volume, plan, progress=None, reference=None):
+    """The ``z_profile`` method: the slice-profile step alone."""
+    from .state import finish, partial_warning, start
+
+    state = start(volume, plan)
+    z_step(state, plan, progress)
+    partial_warning(state, plan, "z_profile", ("thickness",))
+    return finish(volume, state, plan, "z_profile")

@@ -36,7 +36,8 @@ def run(args) -> int:
     from ..evaluate.metrics import l1_hu
     from ..io import write_volume
     from ..io.atomic import atomic_output, atomic_write_text
-    from ..normalize import MethodPlan, normalize
+    from ..methods import get_method
+    from ..normalize import normalize
     from ..protocols import resolve_protocol
     from ..simulate import make_phantom, simulate_pair
     from .events import dumps
@@ -67,10 +68,12 @@ def run(args) -> int:
     for w in outcome.warnings:
         say(f"[demo] note [{w['code']}]: {w['message']}")
     classical = None
-    if outcome.method.startswith("model:"):
-        # Show the classical pipeline beside the model, so the table says whether the model helps.
-        say("[demo] normalizing with the classical pipeline too, for comparison")
-        classical = normalize(src, source_p, target_p, method="auto", plan=MethodPlan("classical", "auto"))
+    say(f"[demo] method {outcome.plan.method}: {outcome.plan.method_reason}")
+    say(f"[demo] {outcome.plan.noise_summary()}")
+    if get_method(outcome.plan.method).kind == "model":
+        # Show the classical chain beside the model, so the table says whether the model helps.
+        say("[demo] normalizing with the classical chain too, for comparison")
+        classical = normalize(src, source_p, target_p, method="classical")
 
     # Compare on the target's grid: the 2 mm source is interpolated along z onto it.
     masks = ph.volume.with_array(ph.masks["body"] + 2.0 * ph.masks["lungs"])
@@ -80,10 +83,10 @@ def run(args) -> int:
     lungs = mask_c.hu > 2.5
     rows = {
         "source (interpolated to the target grid)": l1_hu(src_c.hu, tgt_c.hu, body),
-        f"normalized ({outcome.method})": l1_hu(out_c.hu, tgt_c.hu, body),
+        f"normalized ({outcome.plan.method})": l1_hu(out_c.hu, tgt_c.hu, body),
     }
     if classical is not None:
-        rows[f"  for comparison: {classical.method}"] = l1_hu(cls_c[0].hu, tgt_c.hu, body)
+        rows[f"  for comparison: {classical.plan.method}"] = l1_hu(cls_c[0].hu, tgt_c.hu, body)
     rows["replicate (floor)"] = l1_hu(rep_c.hu, tgt_c.hu, body)
     vals = list(rows.values())
     gap = (vals[0] - vals[1]) / (vals[0] - vals[-1]) if vals[0] - vals[-1] > 1e-6 else float("nan")
@@ -91,7 +94,7 @@ def run(args) -> int:
     for name, vol in (("source", src), ("target", tgt), ("replicate", rep), ("normalized", outcome.volume)):
         write_volume(vol, out / f"{name}.nrrd")
     png = out / "demo.png"
-    panels = {f"source\n{source_p.spec()}": src_c.hu, f"normalized\n{outcome.method}": out_c.hu,
+    panels = {f"source\n{source_p.spec()}": src_c.hu, f"normalized\n{outcome.plan.method}": out_c.hu,
               f"target\n{target_p.spec()}": tgt_c.hu}
     with atomic_output(png) as tmp:
         Path(tmp).write_bytes(views_figure(panels, tgt_c.spacing, window=(-1350.0, 150.0), mask=lungs,
@@ -100,7 +103,7 @@ def run(args) -> int:
         "seed": args.seed,
         "source": source_p.spec(),
         "target": target_p.spec(),
-        "method": outcome.method,
+        "method": outcome.plan.method,
         "l1_hu_in_body_vs_target": rows,
         "gap_closed": gap,
         "timings_s": {"simulate": round(t_sim, 1), "normalize": round(t_norm, 1),
@@ -114,7 +117,7 @@ def run(args) -> int:
         print(f"\nL1 HU in the body vs the target ({target_p.spec()}), phantom seed {args.seed}:")
         for name, v in rows.items():
             print(f"  {name:<52s} {v:7.1f}")
-        print(f"  gap closed by {outcome.method}: {100 * gap:.0f} %   (0 % = source, 100 % = replicate floor)")
+        print(f"  gap closed by {outcome.plan.method}: {100 * gap:.0f} %   (0 % = source, 100 % = replicate floor)")
         print(f"\nWrote {out}/: source, target, replicate, normalized (.nrrd), demo.png, demo.json "
               f"in {result['timings_s']['total']:.0f} s")
     return 0

@@ -24,14 +24,15 @@ def add_arguments(p):
     p.add_argument("input", help="CT file or DICOM series folder")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the folder holds several series")
+    p.add_argument("--target", default="emphysema-reference",
+                   help="target preset or spec the noise is compared with (default emphysema-reference)")
 
 
-def collect(path, series_uid=None) -> tuple[dict, CTNormalizeError | None]:
+def collect(path, series_uid=None, target: str = "emphysema-reference") -> tuple[dict, CTNormalizeError | None]:
     """Everything ``info`` shows, as a JSON-ready dict, and the validation error (or None)."""
     from ..io import hu_summary, read_volume, validate_ct
     from ..io.dicom import META_TAGS
-    from ..protocols.detect import detect_protocol
-    from ..protocols.noise import NOISE_REFERENCE_PROVISIONAL, estimate_noise
+    from ..protocols.detect import protocol_from_tags
 
     vol = read_volume(path, series_uid=series_uid, validate=False)
     error = None
@@ -50,10 +51,9 @@ def collect(path, series_uid=None) -> tuple[dict, CTNormalizeError | None]:
         "extent_xyz_mm": [n * s for n, s in zip((nx, ny, nz), reversed(vol.spacing))],
     }
     finite = bool(np.all(np.isfinite(vol.hu)))
-    noise = None
-    if finite and not isinstance(error, NotCTError):
-        noise = estimate_noise(vol)
-    protocol = detect_protocol(vol, noise=noise, measure_noise=False)
+    protocol, signature, noise = protocol_from_tags(vol.meta, float(vol.spacing[0])), None, None
+    if finite and error is None:
+        protocol, signature, noise = _measure(vol, target)
     info = {
         "input": vol.meta.get("source_path", str(path)),
         "format": vol.meta.get("source_format"),
@@ -61,13 +61,29 @@ def collect(path, series_uid=None) -> tuple[dict, CTNormalizeError | None]:
         "hu": hu_summary(vol.hu) if finite else {},
         "tags": {k: vol.meta[k] for k in META_TAGS if k in vol.meta},
         "series": vol.meta.get("dicom_series"),
-        "warnings": vol.meta.get("warnings", []),
+        "warnings": list(vol.meta.get("warnings", [])) + list(signature["warnings"] if signature else []),
         "validation": ({"ok": True} if error is None else
                        {"ok": False, "code": error.code, "message": error.message}),
         "protocol": {"spec": protocol.spec(), **protocol.to_dict()},
-        "noise": None if noise is None else {**noise.to_dict(), "provisional_reference": NOISE_REFERENCE_PROVISIONAL},
+        "signature": signature,
+        "noise": noise,
     }
     return info, error
+
+
+def _measure(vol, target: str):
+    """The source protocol, the measured signature and the noise relative to ``target``."""
+    from ..plan import complete_target, resolve_source
+    from ..signature.target import noise_equivalent_dose, nominal_target
+
+    protocol, sig = resolve_source(vol, None)
+    tgt, k_given, d_given = complete_target(protocol, target)
+    tsig = nominal_target(sig, protocol, tgt, k_given, d_given)
+    ned = noise_equivalent_dose(sig, tsig)
+    noise = {"noise_hu": sig.noise_hu, "by_region": sig.noise_by_region, "target": target,
+             "target_spec": tgt.spec(), "target_noise_hu": tsig.noise_hu, "noise_equivalent_dose": ned,
+             "mas": protocol.mas, "ctdivol": protocol.ctdivol}
+    return protocol, sig.to_dict(), noise
 
 
 def _fmt(v) -> str:
@@ -110,22 +126,49 @@ def format_text(info: dict) -> str:
         src = src or {"source": "-", "confidence": 0.0, "detail": ""}
         lines.append(f"  {name:<12}{_fmt(p.get(name)):<12}{src['source']:<8}"
                      f"{src['confidence']:<6.2f}{src['detail']}")
-    n = info["noise"]
-    if n:
-        lines.append("Noise (robust std of the high-pass residual, HU):")
-        for region in ("air", "fat", "muscle"):
-            lines.append(f"  {region:<8}{_fmt(n[f'{region}_std']):<10}{n[f'{region}_voxels']} voxels")
-        if n["air_clipped_fraction"] > 0.02:
-            lines.append(f"  air values clipped at the minimum: {100 * n['air_clipped_fraction']:.0f}%")
-        if n.get("provisional_reference"):
-            lines.append("  (dose uses a provisional full-dose noise reference)")
+    lines += _signature_lines(info.get("signature"), info.get("noise"))
     for w in info["warnings"]:
         lines.append(f"Warning [{w.get('code')}]: {w.get('message')}")
     return "\n".join(lines)
 
 
+def _signature_lines(sig, noise) -> list:
+    if not sig:
+        return []
+    src = sig["sources"]
+    tr = sig["transfer"]
+    m50 = "above Nyquist" if tr["mtf50"] is None else f"{tr['mtf50']:.3g} c/mm"
+    lines = ["Measured signature (from the pixels; tags are priors):",
+             f"  kernel      {sig['kernel']:<12}{src['kernel']['source']:<8}{src['kernel']['confidence']:<6.2f}"
+             f"MTF50 {m50} from {src['transfer']['detail']}"]
+    edge = sig["details"].get("edge")
+    if edge and edge.get("mtf50"):
+        lines.append(f"  edge MTF    MTF50 {edge['mtf50']:.3g}, MTF10 {_fmt(edge['mtf10'])} c/mm at the body outline "
+                     f"({edge['edge_mm']:.0f} mm of edge)")
+    nps = sig["details"].get("nps")
+    if nps:
+        lines.append(f"  NPS         {nps['region']} ROIs ({nps['n_rois']}): peak {nps['peak_frequency']:.3g}, "
+                     f"mean {nps['mean_frequency']:.3g} c/mm")
+    n_src = src.get("noise_hu", {})
+    if sig["noise_hu"] is not None:
+        lines.append(f"  noise       {sig['noise_hu']:.1f} HU in soft tissue ({n_src.get('detail', '')})")
+    regions = ", ".join(f"{k} {v:.1f}" for k, v in sig["noise_by_region"].items() if v is not None)
+    if regions:
+        lines.append(f"              by region (HU): {regions}")
+    if noise and noise.get("noise_equivalent_dose") is not None:
+        ned = noise["noise_equivalent_dose"]
+        lines.append(f"  vs target   {noise['target']} ({noise['target_spec']}): target noise "
+                     f"{noise['target_noise_hu']:.1f} HU; this scan is as noisy as the target protocol at "
+                     f"{100 * ned:.0f} % of its dose")
+    lines.append(f"  thickness   {sig['thickness_mm']:.3g} mm ({src['thickness_mm']['source']}: "
+                 f"{src['thickness_mm']['detail']}); z noise: {sig['details'].get('z', {}).get('detail', '-')}")
+    if sig.get("wed_mm"):
+        lines.append(f"  patient     water-equivalent diameter {sig['wed_mm']:.0f} mm; field of view {sig['fov_mm']:.0f} mm")
+    return lines
+
+
 def run(args) -> int:
-    info, error = collect(args.input, args.series_uid)
+    info, error = collect(args.input, args.series_uid, args.target)
     if args.json:
         sys.stdout.write(dumps(info) + "\n")
     else:

@@ -13,30 +13,49 @@ NAME = "normalize"
 HELP = "translate a CT into how it would look under a target protocol"
 ORDER = 10
 DESCRIPTION = (
-    "Normalize a CT (NRRD, NIfTI, MHA or a DICOM series folder) to a target protocol. "
-    "With --progress json, stdout carries one JSON event per line (started, progress, "
-    "warning, done, error) and nothing else. Exit codes: 0 ok, 2 bad input, 3 no model "
-    "for the protocol pair, 4 out of memory, 130 cancelled, 1 internal error."
+    "Normalize a CT (NRRD, NIfTI, MHA or a DICOM series folder) to a target protocol, or to look like a "
+    "reference scan (--target-like). The source's kernel and noise are measured from the pixels (DICOM tags "
+    "are priors; --source overrides). With --progress json, stdout carries one JSON event per line (started, "
+    "progress, warning, done, error) and nothing else. Exit codes: 0 ok, 2 bad input, 3 no model for the "
+    "protocol pair, 4 out of memory, 130 cancelled, 1 internal error."
 )
 
-STEPS = ("read", "detect", "normalize", "write")
+STEPS = ("read", "plan", "normalize", "write")
 log = logging.getLogger(__name__)
 
 
+def _method_help() -> str:
+    from ..methods import method_table
+
+    rows = method_table()
+    return ("auto (the covering method with the best measured benchmark figures), or one of: "
+            + "; ".join(f"{m.name} ({m.kind})" for m in rows.values()))
+
+
 def add_arguments(p):
+    from ..plan import DEFAULT_TEXTURE, TEXTURES
+
     p.add_argument("input", help="input CT: file or DICOM series folder (never modified)")
     p.add_argument("-o", "--output", required=True, help="output volume (.nrrd, .nii.gz, .nii, .mha)")
     p.add_argument("--source", default="auto",
-                   help="source protocol spec, e.g. kernel=B70f,dose=0.25,thickness=2; 'auto' detects "
-                        "it from DICOM tags and image noise; fields you give override detection")
-    p.add_argument("--target", required=True,
-                   help="target preset name (see 'ctnormalize protocols') or spec, e.g. kernel=smooth,dose=1,thickness=1")
-    p.add_argument("--method", default="auto", help="auto, a classical method or a model name")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+                   help="source protocol overrides, e.g. kernel=B70f,dose=0.25,thickness=2; 'auto' (default) "
+                        "measures the kernel and noise from the pixels with the DICOM tags as priors")
+    target = p.add_argument_group("target (one of --target / --target-like)")
+    target.add_argument("--target", default=None,
+                        help="target preset name (see 'ctnormalize protocols') or spec, e.g. "
+                             "kernel=smooth,dose=1,thickness=1; fields left open stay as in the source")
+    target.add_argument("--target-like", default=None, metavar="REF",
+                        help="a reference CT: make the input look like this scan's protocol (its measured "
+                             "kernel, noise and thickness); --target may then set thickness/spacing")
+    p.add_argument("--method", default="auto", help=_method_help())
+    p.add_argument("--texture", default=DEFAULT_TEXTURE, choices=TEXTURES,
+                   help="clean: the best mean estimate (lowest error, for reading); target: with the target "
+                        f"protocol's noise texture and level (for quantification and reader studies). Default {DEFAULT_TEXTURE}")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, gpu or mps (learned methods)")
     p.add_argument("--progress", choices=("json", "bar", "none"), default=None,
                    help="json: JSON lines on stdout (for Slicer); bar: a progress bar (default on a terminal)")
     p.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the folder holds several series")
-    p.add_argument("--reference", default=None, help="reference CT for --method histogram_match")
+    p.add_argument("--reference", default=None, help="reference CT for --method histogram_match / frequency_decomposition")
     p.add_argument("--report", default=None, help="also write the run report (JSON) to this path")
 
 
@@ -53,54 +72,62 @@ def run(args) -> int:
                            oom_hint="Try a smaller volume or free memory.")
 
 
-def _device_label(plan, device: str) -> str:
-    """The device the run will use, as announced in ``started``."""
-    if plan.kind != "model":
-        return "cpu"
-    from ..inference import resolve_device
+def _read_inputs(args, timings: dict):
+    from ..io import read_volume
+    from ..io.validate import validate_ct
 
-    return str(resolve_device(device))
+    t = time.perf_counter()
+    vol = read_volume(args.input, series_uid=args.series_uid, validate=False)
+    validate_ct(vol)
+    reference = read_volume(args.reference) if args.reference else None
+    like = None
+    if args.target_like:
+        like = read_volume(args.target_like, validate=False)
+        validate_ct(like)
+    timings["read_s"] = round(time.perf_counter() - t, 3)
+    return vol, reference, like
 
 
 def _run(args, events: EventStream, written: list) -> int:
-    from ..io import read_volume, write_volume
-    from ..io.validate import validate_ct
-    from ..normalize import complete_target, normalize, plan_method, resolve_source
+    from ..io import write_volume
+    from ..methods import get_method
+    from ..normalize import execute
+    from ..plan import make_plan
 
     out = args.output
     if _same_file(args.input, out):
         raise BadInputError("The output path is the input path; CTNormalize never overwrites its input.")
     if not Path(out).parent.exists():
         raise BadInputError(f"Output folder does not exist: {Path(out).parent}")
-    timings = {}
-    t = time.perf_counter()
-    vol = read_volume(args.input, series_uid=args.series_uid, validate=False)
-    validate_ct(vol)
-    reference = None
-    if args.reference:
-        reference = read_volume(args.reference)
-    timings["read_s"] = round(time.perf_counter() - t, 3)
+    if args.target is None and args.target_like is None:
+        raise BadInputError("Give a target: --target PRESET|SPEC or --target-like REFERENCE_SCAN.")
+    timings: dict = {}
+    vol, reference, like = _read_inputs(args, timings)
     for w in vol.meta.get("warnings", []):
         events.warning(w.get("code", "INPUT"), w.get("message", str(w)))
 
-    source = resolve_source(vol, args.source)
-    target = complete_target(source, args.target)
-    plan = plan_method(source, target, args.method)
-    if plan.kind == "model":
+    t = time.perf_counter()
+    plan = make_plan(vol, args.source, args.target, target_like=like, method=args.method, device=args.device,
+                     texture=args.texture)
+    timings["plan_s"] = round(time.perf_counter() - t, 3)
+    row = get_method(plan.method)
+    if row.needs_torch:
         from ..inference import preload
 
         preload()
         check_cancelled()
-    events.started(method=plan.label, device=_device_label(plan, args.device),
-                   model_sha256=plan.model_sha256, source=source.spec(), target=target.spec())
-    events.progress("detect", 0.05, step=2, force=True)
+    events.started(method=plan.method, device=plan.device, model_sha256=row.card.get("sha256"),
+                   source=plan.source.spec(), target=plan.target.spec(), method_reason=plan.method_reason,
+                   texture=plan.texture, noise=plan.noise_summary(), plan=plan.to_dict())
+    for w in plan.warnings:
+        events.warning(w.get("code", "WARNING"), w.get("message", ""))
+    events.progress("plan", 0.05, step=2, force=True)
 
     def progress(stage, fraction):
         events.progress(stage, 0.05 + 0.85 * fraction, step=3)
 
-    outcome = normalize(vol, source, target, method=args.method, device=args.device,
-                        progress=progress, reference=reference, plan=plan)
-    for w in outcome.warnings:
+    outcome = execute(plan, vol, progress=progress, reference=reference)
+    for w in outcome.result.warnings:
         events.warning(w.get("code", "WARNING"), w.get("message", ""))
 
     check_cancelled()
@@ -108,13 +135,12 @@ def _run(args, events: EventStream, written: list) -> int:
     t = time.perf_counter()
     out_vol = outcome.volume
     out_vol.meta = {k: v for k, v in vol.meta.items() if k not in ("source_path", "warnings")}
-    out_vol.meta["ctnormalize"] = f"{outcome.method} {outcome.source.spec()} -> {outcome.target.spec()}"
+    out_vol.meta["ctnormalize"] = f"{plan.method} {plan.source.spec()} -> {plan.target.spec()}"
     write_volume(out_vol, out)
     written.append(out)
     timings["write_s"] = round(time.perf_counter() - t, 3)
-    report = outcome.report()
-    report["timings"] = {**timings, **report["timings"]}
-    report["input"] = str(Path(args.input).resolve())
+    outcome.timings = {**timings, **outcome.timings}
+    report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve())).to_dict()
     if args.report:
         from ..io.atomic import atomic_write_text
 
@@ -124,5 +150,5 @@ def _run(args, events: EventStream, written: list) -> int:
     events.progress("done", 1.0, step=4, force=True)
     events.done(str(Path(out).resolve()), report)
     if events.mode != "json":
-        print(f"Wrote {out} ({outcome.method}; {outcome.source.spec()} -> {outcome.target.spec()})")
+        print(f"Wrote {out} ({plan.method}; {plan.source.spec()} -> {plan.target.spec()}; {plan.noise_summary()})")
     return 0

@@ -57,33 +57,36 @@ class MethodProvider:
     kind: str = "classical"
 
 
-def classical_methods(names=None) -> list[MethodProvider]:
-    """One provider per classical method (``classical.pipeline.CLASSICAL_METHODS``)."""
-    from ..classical.pipeline import CLASSICAL_METHODS, normalize_classical
+def method_providers(names=None, kinds=("classical", "model")) -> list[MethodProvider]:
+    """One provider per method-table row (classical rows, then installed models).
 
-    out = []
-    for n in (names or CLASSICAL_METHODS):
-        def fn(volume, source, target, reference=None, _n=n):
-            ref = reference if _n == "histogram_match" else None
-            return normalize_classical(volume, source, target, method=_n, reference=ref).volume
-        out.append(MethodProvider(f"classical:{n}", fn))
-    return out
-
-
-def model_methods() -> list[MethodProvider]:
-    """One provider per installed learned model (empty until the model registry exists)."""
-    try:
-        from ..models import registry
-    except ImportError:
-        return []
+    Each runs :func:`~CTNormalizeLib.normalize.normalize` with the explicit source and
+    target protocols, as a user who knows the protocol would.
+    """
+    from ..methods import method_table
     from ..normalize import normalize
 
     out = []
-    for m in registry.list_models():
-        def fn(volume, source, target, reference=None, _n=m.name):
-            return normalize(volume, source, target, method=_n, device="auto").volume
-        out.append(MethodProvider(f"model:{m.name}", fn, getattr(m, "sha256", None), "model"))
+    for m in method_table().values():
+        if m.kind not in kinds or (names is not None and m.name not in names):
+            continue
+
+        def fn(volume, source, target, reference=None, _n=m.name, _ref=m.needs_reference):
+            return normalize(volume, source, target, method=_n, device="auto",
+                             reference=reference if _ref else None).volume
+        label = f"{m.kind}:{m.name}" if m.kind == "model" else f"classical:{m.name}"
+        out.append(MethodProvider(label, fn, m.card.get("sha256"), m.kind))
     return out
+
+
+def classical_methods(names=None) -> list[MethodProvider]:
+    """One provider per classical row of the method table."""
+    return method_providers(names, ("classical",))
+
+
+def model_methods() -> list[MethodProvider]:
+    """One provider per installed learned model."""
+    return method_providers(None, ("model",))
 
 
 def default_methods() -> list[MethodProvider]:

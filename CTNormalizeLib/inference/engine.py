@@ -6,7 +6,7 @@ import copy
 import logging
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
@@ -15,6 +15,7 @@ from scipy import ndimage as ndi
 from ..errors import BadInputError, CancelledError, NoModelError, ResourceExhaustedError
 from ..volume import Volume
 from . import masks, qc as qcmod, tiling, zgrid
+from .device import resolve_device  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +53,6 @@ class InferenceResult:
     timings: dict = field(default_factory=dict)
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda:0`` when available, else ``cpu``; validates explicit names."""
-    import torch
-
-    d = (device or "auto").lower()
-    if d == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if d == "cuda":
-        d = "cuda:0"
-    if d != "cpu" and not d.startswith("cuda"):
-        raise BadInputError(f"Unknown device {device!r}; use auto, cpu or cuda.")
-    return d
-
-
 def prepare_module(module, device: str, three_d: bool = False):
     """The module on ``device`` in channels-last layout (a copy for CUDA, so the cached CPU module stays usable).
 
@@ -81,20 +68,21 @@ def prepare_module(module, device: str, three_d: bool = False):
     return m.to(memory_format=fmt)
 
 
-def _effective(source, target, volume: Volume):
-    """Source/target with z spacing and thickness filled from the volume where unknown."""
+def _on_grid(source, target, volume: Volume):
+    """Thickness and z spacing left open filled from the volume's grid (plans set them; direct calls may not)."""
+    from dataclasses import replace
+
     s_sp = float(volume.spacing[0])
-    src = replace(source, thickness=source.thickness or s_sp, spacing=s_sp)
-    t_th = target.thickness or src.thickness
-    t_sp = target.spacing or target.thickness or s_sp
-    tgt = replace(target, thickness=t_th, spacing=t_sp, dose=target.dose or 1.0)
+    src = replace(source, thickness=source.thickness or s_sp, spacing=source.spacing or s_sp)
+    tgt = replace(target, thickness=target.thickness or src.thickness,
+                  spacing=target.spacing or target.thickness or src.spacing)
     return src, tgt
 
 
 def run_model(package, volume: Volume, source, target, device: str = "auto",
               progress: Optional[ProgressFn] = None, tile: Optional[int] = None, overlap: float = 0.25,
               chunk: Optional[int] = None, memory_mb: int = 1024, threads: Optional[int] = None,
-              qc_limits: Optional[dict] = None, qc_slice_step: Optional[int] = None) -> InferenceResult:
+              qc_limits: Optional[dict] = None, qc_slice_step: Optional[int] = None, plan=None) -> InferenceResult:
     """Normalize ``volume`` from ``source`` to ``target`` protocol with a model package.
 
     Parameters
@@ -121,6 +109,8 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
         Overrides of :data:`CTNormalizeLib.inference.qc.DEFAULT_LIMITS`.
     qc_slice_step : int, optional
         QC on every n-th slice (default: about 64 slices in all).
+    plan : Plan, optional
+        The run's plan: signature-conditioned models read its signatures.
 
     Returns
     -------
@@ -145,7 +135,7 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
     lo, hi = (float(v) for v in io["hu_window"])
     offset, divisor = float(io["scale"]["offset"]), float(io["scale"]["divisor"])
     kind = _kind(card)
-    dev = resolve_device(device)
+    dev = resolve_device(device) if (plan is None or device != plan.device) else device
     warnings: list = []
     timings: dict = {}
     prog = progress or (lambda stage, f: None)
@@ -156,7 +146,7 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
     try:
         t0 = time.perf_counter()
         module = package.load()
-        src, tgt = _effective(source, target, volume)
+        src, tgt = _on_grid(source, target, volume)
         prog("prepare", 0.0)
         if kind == "3d":
             z_up = int(io.get("z_up_factor") or 1)
@@ -255,13 +245,6 @@ def _crop_box(body: np.ndarray, margin: int, multiple: int):
     y0, y1 = max(0, ys[0] - margin), min(Y, ys[-1] + 1 + margin)
     x0, x1 = max(0, xs[0] - margin), min(X, xs[-1] + 1 + margin)
     return int(y0), int(y1), int(x0), int(x1)
-
-
-def _check_cancel():
-    # A SIGTERM handler (cli/events.py) raises in the main thread between chunks; nothing to do
-    # here, but keep one place to hook a cancellation flag.
-    return None
-
 
 def _run_25d(module, x_in, body, cond, lo, hi, offset, divisor, dev, tile, overlap, chunk, memory_mb, context,
              warnings, prog):

@@ -50,10 +50,10 @@ def validate_package(package, seeds=VALIDATION_SEEDS, sources=VALIDATION_SOURCES
                 s_scan, t_scan, rep = simulate_pair(truth, src, tgt, seed=int(seed) * 7 + len(runs))
                 outputs = {package.name: run_model(package, s_scan, src, tgt, device="cpu").volume}
                 for name in classical or []:
-                    from ..classical.pipeline import normalize_classical
+                    from ..normalize import normalize
 
                     try:
-                        outputs[name] = normalize_classical(s_scan, src, tgt, method=name).volume
+                        outputs[name] = normalize(s_scan, src, tgt, method=name).volume
                     except Exception as exc:  # noqa: BLE001 - a failing method is a result
                         log.warning("classical %s failed: %s", name, exc)
                 ev = evaluate_methods(t_scan, s_scan, outputs, rep, with_features=False)

@@ -7,7 +7,6 @@ from CTNormalizeLib.errors import BadInputError
 from CTNormalizeLib.protocols import parse_spec
 from CTNormalizeLib.volume import Volume
 from CTNormalizeLib.classical import (
-    CLASSICAL_METHODS,
     band_energies,
     body_mask,
     change_thickness,
@@ -16,9 +15,17 @@ from CTNormalizeLib.classical import (
     lung_mask,
     match_histogram,
     normalize_bands,
-    normalize_classical,
     target_slice_count,
 )
+from CTNormalizeLib.methods import method_table
+from CTNormalizeLib.normalize import normalize
+
+CLASSICAL_METHODS = [m.name for m in method_table(with_models=False).values()]
+
+
+def normalize_classical(vol, source, target, method="classical", reference=None, progress=None, texture="target"):
+    return normalize(vol, source, target, method=method, reference=reference, progress=progress,
+                     texture=texture).result
 from CTNormalizeLib.classical.synthetic import disk_phantom, scan
 
 SP = (0.5, 0.7, 0.7)
@@ -125,7 +132,7 @@ def _pair(truth, seed=0):
     return Volume(src, spacing=ssp, origin=(1.0, 2.0, 3.0)), tgt, rep
 
 
-def test_auto_pipeline_closes_gap_and_leaves_input(truth):
+def test_chain_closes_gap_and_leaves_input(truth):
     vol, tgt, rep = _pair(truth)
     before = vol.hu.copy()
     S, T = parse_spec("kernel=sharp,dose=0.25,thickness=2"), parse_spec("kernel=smooth,dose=1,thickness=1")
@@ -135,7 +142,7 @@ def test_auto_pipeline_closes_gap_and_leaves_input(truth):
     out = res.volume
     assert out is not vol and out.spacing[0] == 1.0 and out.origin == vol.origin
     assert out.shape[0] == target_slice_count(vol.shape[0], 2.0, 1.0)
-    assert [s["method"] for s in res.steps if s["done"]] == ["estimate_noise", "denoise", "mtf_ratio", "z_profile"]
+    assert [s["method"] for s in res.steps if s["done"]] == ["denoise", "mtf_ratio", "z_profile"]
     assert any(w["code"] == "THICK_TO_THIN_INTERPOLATION" for w in res.warnings)
     assert {s for s, _ in seen} >= {"denoise", "mtf_ratio", "z_profile"}
     assert all(0.0 <= f <= 1.0 for _, f in seen)
@@ -146,11 +153,11 @@ def test_auto_pipeline_closes_gap_and_leaves_input(truth):
     assert gap > 0.5, (l1(base), l1(out.hu), l1(rep))
 
 
-def test_auto_skips_what_is_not_needed(truth):
+def test_chain_skips_what_is_not_needed(truth):
     vol, _, _ = _pair(truth)
     S = parse_spec("kernel=sharp,dose=0.25,thickness=2")
     res = normalize_classical(vol, S, S)
-    assert [s["method"] for s in res.steps if s["done"]] == ["estimate_noise"]
+    assert [s["method"] for s in res.steps if s["done"]] == []
     assert np.array_equal(res.volume.hu, vol.hu) and res.volume.hu is not vol.hu
     assert all(s.get("note") for s in res.steps)
 
@@ -159,10 +166,12 @@ def test_single_methods_run_and_record(truth):
     vol, tgt, _ = _pair(truth)
     S, T = parse_spec("kernel=sharp,dose=0.25,thickness=2"), parse_spec("kernel=smooth,dose=1,thickness=2")
     ref = Volume(scan(truth, SP, "smooth", 1.0, 2.0, seed=9)[0], spacing=vol.spacing)
+    assert set(CLASSICAL_METHODS) >= {"classical", "mtf_ratio", "frequency_decomposition", "histogram_match",
+                                      "denoise", "z_profile"}
     for m in CLASSICAL_METHODS:
-        res = normalize_classical(vol, S, T, method=m, reference=ref)
-        assert res.method == m and res.volume.shape == vol.shape
-        assert res.steps and res.to_dict()["method"] == m
+        out = normalize(vol, S, T, method=m, reference=ref, texture="target")
+        assert out.plan.method == m and out.volume.shape == vol.shape
+        assert out.result.steps and out.report().method == m
 
 
 def test_bad_inputs(truth):
@@ -170,18 +179,8 @@ def test_bad_inputs(truth):
     S, T = parse_spec("kernel=sharp,dose=0.25,thickness=2"), parse_spec("kernel=smooth,dose=1,thickness=1")
     with pytest.raises(BadInputError, match="histogram_match"):
         normalize_classical(vol, S, T, method="nope")
-    with pytest.raises(BadInputError, match="kernel"):
-        normalize_classical(vol, parse_spec("dose=0.25,thickness=2"), T)
-    # a missing source dose is estimated from image noise, with a warning
-    res = normalize_classical(vol, parse_spec("kernel=sharp,thickness=2"), T)
-    assert any(w["code"] == "SOURCE_DOSE_ESTIMATED" for w in res.warnings)
-    assert any(s["method"] == "detect" and "dose" in s["parameters"] for s in res.steps)
-    # the target's missing fields are simply not normalized
+    # the target's missing fields are not normalized: same dose, same thickness
     res = normalize_classical(vol, S, parse_spec("kernel=smooth"))
-    assert [s["method"] for s in res.steps if s["done"]] == ["estimate_noise", "mtf_ratio"]
+    assert [s["method"] for s in res.steps if s["done"]] == ["mtf_ratio"]
     with pytest.raises(BadInputError, match="reference"):
         normalize_classical(vol, S, T, method="histogram_match")
-    # the kernel can come from the DICOM tag instead
-    tagged = Volume(vol.hu, spacing=vol.spacing, meta={"ConvolutionKernel": "B70f"})
-    res = normalize_classical(tagged, parse_spec("dose=0.25,thickness=2"), parse_spec("kernel=very-sharp"))
-    assert any("ConvolutionKernel" in s.get("note", "") for s in res.steps)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from CTNormalizeLib.classical import change_thickness, convert_kernel, normalize_classical
+from CTNormalizeLib.classical import change_thickness, convert_kernel
+from CTNormalizeLib.normalize import normalize
 from CTNormalizeLib.protocols import Protocol, parse_spec
 
 SHAPE, SPACING = (48, 128, 128), (0.5, 0.8, 0.8)
@@ -48,7 +49,7 @@ def test_auto_closes_gap_on_simulated_pair(truth):
     S = parse_spec("kernel=sharp,dose=0.25,thickness=2")
     T = parse_spec("kernel=smooth,dose=1,thickness=1")
     src, tgt, rep = simulate_pair(truth, S, T, seed=7)
-    res = normalize_classical(src, S, T)
+    res = normalize(src, S, T, method="classical", texture="target")
     out = res.volume
     assert out.spacing == tgt.spacing and out.origin == tgt.origin
     base = change_thickness(src.hu, src.spacing, 2.0, 2.0, 1.0).hu  # source on the target grid

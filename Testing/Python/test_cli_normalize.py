@@ -71,7 +71,8 @@ def test_json_events_done_and_input_untouched(small_ct, tmp_path):
     fr = [e["fraction"] for e in prog]
     assert fr == sorted(fr)
     rep = ev[-1]["report"]
-    assert rep["target"]["kernel"] == "smooth" and rep["source"]["kernel"] == "sharp"
+    assert rep["plan"]["target"]["kernel"] == "smooth" and rep["plan"]["source"]["kernel"] == "sharp"
+    assert rep["plan"]["source"]["sources"]["kernel"]["source"] == "user"
     assert json.loads((tmp_path / "r.json").read_text())["method"] == rep["method"]
     assert _sha(small_ct) == before
     img = sitk.ReadImage(str(out))

@@ -1,0 +1,117 @@
+"""The state a chain of classical steps passes along, and how a run turns it into a result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..method_rows import MethodResult
+from ..volume import Volume
+
+Progress = Optional[Callable[[str, float], None]]
+
+
+@dataclass
+class ChainState:
+    """Voxels, their grid and their noise level as the steps change them, plus what was done.
+
+    ``transfer`` is the in-plane transfer the voxels have now (the source's measured one
+    until the kernel step); ``noise_hu`` their soft-tissue noise std (HU) as predicted
+    from the measurements through each step.
+    """
+
+    hu: np.ndarray
+    spacing: tuple
+    transfer: object
+    noise_hu: Optional[float]
+    thickness: float
+    steps: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+
+    def record(self, method: str, done: bool, parameters: dict, note: str):
+        self.steps.append({"method": method, "done": bool(done), "parameters": parameters, "note": note})
+
+
+def start(volume: Volume, plan) -> ChainState:
+    """The chain's initial state: the input voxels with the source's measured signature."""
+    sig = plan.source_signature
+    return ChainState(hu=volume.hu, spacing=tuple(float(s) for s in volume.spacing), transfer=sig.transfer,
+                      noise_hu=sig.noise_hu, thickness=float(plan.source.thickness or sig.thickness_mm))
+
+
+def sub_progress(progress: Progress, lo: float, hi: float) -> Progress:
+    """``progress`` with a step's own 0..1 fraction mapped into [lo, hi] of the whole run."""
+    if progress is None:
+        return None
+    return lambda stage, fraction: progress(stage, lo + (hi - lo) * min(1.0, max(0.0, fraction)))
+
+
+def finish(volume: Volume, state: ChainState, plan, label: str) -> MethodResult:
+    """The output volume (a new object; geometry kept, z spacing from the state) and its record."""
+    hu = state.hu
+    if hu is volume.hu:
+        hu = hu.copy()
+    meta = dict(volume.meta)
+    meta["CTNormalize"] = f"{label} {plan.source.spec() or '?'} -> {plan.target.spec() or '?'}"
+    if state.spacing[0] != volume.spacing[0]:
+        meta["SpacingBetweenSlices"] = f"{state.spacing[0]:g}"
+        meta["SliceThickness"] = f"{state.thickness:g}"
+    out = Volume(hu=np.asarray(hu, dtype=np.float32), spacing=state.spacing, origin=volume.origin,
+                 direction=volume.direction, meta=meta)
+    return MethodResult(volume=out, steps=state.steps, warnings=state.warnings)
+
+
+THICKNESS_TOLERANCE = 0.01  # mm
+NOISE_TOLERANCE = 0.05  # relative
+
+
+def same_transfer(a, b, nyquist: float, tol: float = 0.02) -> bool:
+    """Whether two transfers agree within ``tol`` everywhere up to Nyquist (the same kernel for the image)."""
+    if a is b or a == b:
+        return True
+    f = np.linspace(0.0, nyquist, 64)
+    return float(np.max(np.abs(a(f) - b(f)))) <= tol
+
+
+def predicted_noise(plan, noise_hu: Optional[float] = None) -> Optional[float]:
+    """The source's noise after the kernel and thickness change alone (no denoising), HU.
+
+    Thin -> thick averages noise down by ``sqrt(t_s/t_t)``; thick -> thin interpolates
+    and leaves it; the kernel changes it by the ratio of noise bands.
+    """
+    from ..signature.reference import noise_between
+
+    s, t = plan.source_signature, plan.target_signature
+    n = s.noise_hu if noise_hu is None else noise_hu
+    if n is None:
+        return None
+    t_s = float(plan.source.thickness or s.thickness_mm)
+    t_eff = max(t.thickness_mm, t_s)
+    return noise_between(n, s.transfer, t.transfer, s.pixel_mm, t_s, t_eff)
+
+
+def differences(plan) -> dict:
+    """Which aspects of the source differ from the target: ``{"kernel", "noise", "thickness"} -> bool``."""
+    s, t = plan.source_signature, plan.target_signature
+    t_s = float(plan.source.thickness or s.thickness_mm)
+    pred = predicted_noise(plan)
+    noise = pred is not None and t.noise_hu is not None and abs(t.noise_hu / pred - 1.0) > NOISE_TOLERANCE
+    if plan.texture == "clean":
+        noise = noise or (s.noise_hu is not None)
+    return {"kernel": not same_transfer(s.transfer, t.transfer, s.nyquist),
+            "noise": bool(noise),
+            "thickness": abs(t.thickness_mm - t_s) > THICKNESS_TOLERANCE
+            or abs(t.spacing_mm - s.spacing_mm) > THICKNESS_TOLERANCE}
+
+
+def partial_warning(state: ChainState, plan, method: str, changes: tuple):
+    """A ``PARTIAL_NORMALIZATION`` warning naming what ``method`` left different from the target."""
+    left = [k for k, v in differences(plan).items() if v and k not in changes]
+    if left:
+        names = {"kernel": "kernel", "noise": "noise level", "thickness": "slice thickness"}
+        state.warnings.append({"code": "PARTIAL_NORMALIZATION",
+                               "message": f"Method {method!r} only changes the {', '.join(changes)}; the "
+                                          f"{', '.join(names[k] for k in left)} still differ from the target. "
+                                          "Use method 'classical' or 'auto' to chain the steps."})

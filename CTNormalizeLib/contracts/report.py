@@ -1,0 +1,75 @@
+"""The run report: provenance, plan, steps, QC and timings of one normalization (``done`` and ``--report``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+REPORT_VERSION = "2"
+RESEARCH_NOTE = "Research use, not for diagnosis."
+
+
+@dataclass
+class RunReport:
+    """What a normalization run did and why.
+
+    Attributes
+    ----------
+    engine_version : str
+    method : str
+        The method table row that ran (``classical``, ``mtf_ratio``, a model name, ...).
+    method_kind : str
+        ``classical`` or ``model``.
+    method_reason : str
+        Why that method (``auto``'s measured comparison, or "requested").
+    model_sha256 : str or None
+    device : str
+    texture : str
+    plan : dict
+        :meth:`CTNormalizeLib.plan.Plan.to_dict`: source and target protocols with the
+        provenance of every field, both signatures, the noise-equivalent dose.
+    steps, warnings : list of dict
+    qc, timings : dict
+    output_shape, output_spacing : list
+    input : str or None
+    output : str or None
+    """
+
+    engine_version: str
+    method: str
+    method_kind: str
+    method_reason: str
+    model_sha256: Optional[str]
+    device: str
+    texture: str
+    plan: dict
+    steps: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    qc: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    output_shape: list = field(default_factory=list)
+    output_spacing: list = field(default_factory=list)
+    input: Optional[str] = None
+    output: Optional[str] = None
+    report_version: str = REPORT_VERSION
+    note: str = RESEARCH_NOTE
+
+    @property
+    def source_spec(self) -> str:
+        return self.plan.get("source_spec", "")
+
+    @property
+    def target_spec(self) -> str:
+        return self.plan.get("target_spec", "")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunReport":
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error (a contract, not a guess)."""
+        names = set(cls.__dataclass_fields__)
+        extra = set(d) - names
+        if extra:
+            raise ValueError(f"unknown run-report keys: {sorted(extra)}")
+        return cls(**d)

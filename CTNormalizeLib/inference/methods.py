@@ -1,0 +1,86 @@
+"""The learned rows of the method table: one per installed model package.
+
+A row's coverage and run function read the plan: protocol-labelled models (trained on
+kernel classes and dose fractions) get the plan's protocols with the source's measured
+kernel class and, where the user gave no dose, the source's noise-equivalent dose
+relative to the target; signature-conditioned models read the signatures themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..method_rows import Method, MethodResult
+from ..protocols import Protocol
+
+
+def effective_protocols(plan) -> tuple[Protocol, Protocol]:
+    """The plan's source and target as a protocol-labelled model sees them.
+
+    The source dose is the user's if given, else the noise-equivalent dose times the
+    target's dose (the source's noise expressed as a dose of the target protocol).
+    """
+    s, t = plan.source, plan.target
+    ss, ts = plan.source_signature, plan.target_signature
+    t_dose = t.dose
+    s_dose = s.dose
+    if s_dose is None and plan.noise_equivalent_dose is not None:
+        s_dose = plan.noise_equivalent_dose * (t_dose if t_dose is not None else 1.0)
+    if t_dose is None:
+        t_dose = s_dose
+    src = replace(s, kernel=s.kernel or ss.kernel, dose=s_dose, thickness=float(s.thickness or ss.thickness_mm),
+                  spacing=float(ss.spacing_mm))
+    tgt = replace(t, kernel=t.kernel or ts.kernel, dose=t_dose, thickness=float(ts.thickness_mm),
+                  spacing=float(ts.spacing_mm))
+    return src, tgt
+
+
+def _covers(package):
+    def covers(plan):
+        src, tgt = effective_protocols(plan)
+        return package.why_not(src, tgt)
+    return covers
+
+
+def _run(package):
+    def run(volume, plan, progress=None, reference=None):
+        from ..classical.noise_insertion import texture_step
+        from ..classical.state import ChainState
+        from .engine import run_model
+
+        src, tgt = effective_protocols(plan)
+        res = run_model(package, volume, src, tgt, device=plan.device, progress=progress, plan=plan)
+        steps = [{"method": f"model:{package.name}", "done": True,
+                  "parameters": {"source": src.spec(), "target": tgt.spec(), "device": res.device},
+                  "note": "learned model"}]
+        out = res.volume
+        if plan.texture == "target":
+            st = ChainState(out.hu, tuple(out.spacing), plan.target_signature.transfer, None,
+                            plan.target_signature.thickness_mm, steps)
+            texture_step(st, plan)
+            out = out.with_array(st.hu, spacing=tuple(out.spacing))
+        return MethodResult(volume=out, steps=steps, warnings=list(res.warnings), qc=dict(res.qc),
+                            device=res.device, model_sha256=res.model_sha256, timings=dict(res.timings))
+    return run
+
+
+def _changes(card) -> tuple:
+    cov = card.get("covers", {})
+    out = ["kernel", "noise"]
+    if not cov.get("same_thickness"):
+        out.append("thickness")
+    return tuple(out)
+
+
+def model_rows() -> list[Method]:
+    """One :class:`~CTNormalizeLib.method_rows.Method` per installed package, best first."""
+    from ..models import registry
+
+    rows = []
+    for pkg in registry.list_models():
+        card = pkg.card
+        rows.append(Method(
+            name=pkg.name, kind="model", summary=card.get("description") or pkg.coverage_text(),
+            changes=_changes(card), run=_run(pkg), needs_torch=True, covers=_covers(pkg),
+            figures=dict(card.get("selection", {}).get("figures", {})), card=card))
+    return rows

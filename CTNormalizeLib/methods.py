@@ -1,0 +1,120 @@
+"""The one table of normalization methods, classical and learned.
+
+Every method is a :class:`Method` row: its name, a one-line summary, what it changes,
+whether it needs a reference volume or torch, which plans it covers, its benchmark
+figures, and its run function. The CLI (``--method`` choices, help and errors), the
+``protocols``/``models`` listings, ``auto``'s choice and the Slicer panel all read this
+table. Classical rows are registered by the modules that hold their maths
+(:mod:`CTNormalizeLib.classical`); learned rows come from the installed model packages.
+
+Adding a method: write its module with a ``run(volume, plan, progress, reference)``
+function returning a :class:`MethodResult`, and :func:`register` one row (see
+docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Optional
+
+from .errors import BadInputError
+
+from .method_rows import ASPECTS, Method, MethodResult, registered_rows, register, unregister  # noqa: F401
+
+
+def _load_classical():
+    from . import classical  # noqa: F401  (its modules register their rows)
+
+
+def method_table(with_models: bool = True) -> dict[str, Method]:
+    """Every method by name: classical rows first (registration order), then installed models."""
+    _load_classical()
+    table = {}
+    for name, m in registered_rows().items():
+        if m.kind == "classical" and not m.figures:
+            card = method_card(name)
+            if card:
+                m = replace(m, figures=dict(card.get("selection", {}).get("figures", {})), card=card)
+        table[name] = m
+    if with_models:
+        from .inference.methods import model_rows
+
+        for m in model_rows():
+            table.setdefault(m.name, m)
+    return table
+
+
+def method_names(with_models: bool = True) -> list[str]:
+    return list(method_table(with_models))
+
+
+def get_method(name: str) -> Method:
+    """The row called ``name``; an unknown name is a :class:`BadInputError` listing the choices."""
+    table = method_table()
+    if name in table:
+        return table[name]
+    choices = ["auto"] + list(table)
+    raise BadInputError(f"Unknown method {name!r}. Choose one of: {', '.join(choices)}.")
+
+
+def method_card(name: str) -> dict:
+    """The method card shipped in ``Resources/Methods/<name>.json`` (empty if none)."""
+    from .resources import resources_dir
+
+    path = resources_dir() / "Methods" / f"{name}.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+SELECTION_METRIC = "l1_gap_closed"
+
+
+def _score(m: Method) -> tuple:
+    f = m.figures.get(SELECTION_METRIC, {})
+    held, ind = f.get("heldout_physics"), f.get("in_distribution")
+    return (held if held is not None else -1e9, ind if ind is not None else -1e9)
+
+
+def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
+    """``auto``'s choice for a plan: the covering complete method with the best measured figures.
+
+    Ranked by the held-out-physics gap closed in L1 (then the in-distribution one);
+    methods never benchmarked rank last; ties go to the method without torch.
+
+    Returns
+    -------
+    (name, reason, warnings)
+    """
+    table = method_table() if table is None else table
+    cands, skipped = [], []
+    for m in table.values():
+        if not m.complete or m.needs_reference:
+            continue
+        why = m.why_not(plan)
+        if why is None:
+            cands.append(m)
+        else:
+            skipped.append(f"{m.name}: {why}")
+    if not cands:
+        raise BadInputError("No method can normalize this protocol pair: " + "; ".join(skipped))
+    cands.sort(key=lambda m: (_score(m), not m.needs_torch), reverse=True)
+    best = cands[0]
+    held, ind = _score(best)
+
+    def fmt(m):
+        h, i = _score(m)
+        parts = []
+        if h > -1e9:
+            parts.append(f"held-out physics {h:.2f}")
+        if i > -1e9:
+            parts.append(f"in-distribution {i:.2f}")
+        return f"{m.name} ({', '.join(parts) or 'not benchmarked'})"
+
+    reason = "best measured L1 gap closed among the methods that cover this pair: " + \
+        "; ".join(fmt(m) for m in cands)
+    warnings = []
+    if skipped:
+        warnings.append({"code": "METHODS_NOT_COVERING", "message": "Not considered: " + "; ".join(skipped)})
+    return best.name, reason, warnings

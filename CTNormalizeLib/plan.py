@@ -1,0 +1,250 @@
+"""A normalization request resolved once into a frozen :class:`Plan`.
+
+:func:`make_plan` reads the DICOM tags (priors), measures the source's image-quality
+signature, applies the user's overrides, completes the target (a preset, a spec, or a
+reference scan's measured signature), and picks the method. Everything downstream (the
+methods, the run report, the process events, DICOM provenance, the Slicer attributes)
+reads the plan and never resolves anything again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Optional, Union
+
+from .errors import BadInputError
+from .protocols import FieldSource, Protocol, parse_spec, resolve_protocol
+from .protocols.detect import protocol_from_tags
+from .signature import Signature, measure_signature
+from .signature.target import noise_equivalent_dose, nominal_target, reference_target
+from .volume import Volume
+
+TEXTURES = ("clean", "target")
+DEFAULT_TEXTURE = "clean"
+_PROTOCOL_FIELDS = ("kernel", "kernel_name", "dose", "mas", "ctdivol", "thickness", "spacing")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a normalization run needs, resolved once.
+
+    Attributes
+    ----------
+    source, target : Protocol
+        Resolved protocols; every field has a ``FieldSource`` (tag, image, user, preset,
+        default, reference, unknown) with a confidence.
+    source_signature, target_signature : Signature
+        What the methods are conditioned on: the measured source, and the nominal target
+        (or a reference scan's measured signature).
+    method : str
+        The method table row that runs.
+    method_reason : str
+        Why (``auto``'s comparison of measured figures, or "requested").
+    requested_method : str
+    texture : str
+        ``clean`` (best mean estimate) or ``target`` (with the target's noise texture).
+    device : str
+        Where a learned method runs (``cpu`` for classical ones).
+    noise_equivalent_dose : float or None
+        The source's noise as a dose fraction of the target protocol.
+    target_label : str
+        The preset name, spec or ``like <path>`` the user gave.
+    warnings : tuple
+        ``{"code", "message"}`` dicts for the caller to show.
+    """
+
+    source: Protocol
+    target: Protocol
+    source_signature: Signature
+    target_signature: Signature
+    method: str
+    method_reason: str
+    requested_method: str = "auto"
+    texture: str = DEFAULT_TEXTURE
+    device: str = "cpu"
+    noise_equivalent_dose: Optional[float] = None
+    target_label: str = ""
+    warnings: tuple = ()
+
+    def to_dict(self) -> dict:
+        """JSON-ready plan (the ``plan`` of the run report and of the ``started`` event)."""
+        ned = self.noise_equivalent_dose
+        return {
+            "method": self.method, "method_reason": self.method_reason, "requested_method": self.requested_method,
+            "texture": self.texture, "device": self.device, "target_label": self.target_label,
+            "source": self.source.to_dict(), "target": self.target.to_dict(),
+            "source_spec": self.source.spec(), "target_spec": self.target.spec(),
+            "source_signature": self.source_signature.to_dict(),
+            "target_signature": self.target_signature.to_dict(),
+            "noise_equivalent_dose": None if ned is None else round(ned, 4),
+            "noise_summary": self.noise_summary(),
+            "warnings": [dict(w) for w in self.warnings],
+        }
+
+    def noise_summary(self) -> str:
+        """One sentence on the noise, in HU and relative to the target (never an absolute dose)."""
+        s, t = self.source_signature.noise_hu, self.target_signature.noise_hu
+        if s is None:
+            return "source noise not measurable"
+        text = f"source noise {s:.1f} HU"
+        if t is not None:
+            text += f", target noise {t:.1f} HU"
+        ned = self.noise_equivalent_dose
+        if ned is not None:
+            text += f"; the source is as noisy as the target protocol at {_fmt_ratio(ned)} of its dose"
+        return text
+
+
+def _fmt_ratio(x: float) -> str:
+    return f"{100 * x:.0f} %" if x < 10 else f"{x:.0f}x"
+
+
+def _user_protocol(source) -> Optional[Protocol]:
+    if source is None or (isinstance(source, str) and source.strip().lower() in ("", "auto")):
+        return None
+    if isinstance(source, Protocol):
+        return source
+    return parse_spec(str(source))
+
+
+def resolve_source(volume: Volume, source=None) -> tuple[Protocol, Signature]:
+    """The source protocol and its measured signature: user fields > pixels > tags.
+
+    The kernel class comes from the pixels when the noise texture is measurable (the tags'
+    and the user's classes are priors; a disagreement gives a warning), the thickness
+    from the user, then the SliceThickness tag, then the image; the dose only from the user.
+    """
+    tags = protocol_from_tags(volume.meta, float(volume.spacing[0]))
+    user = _user_protocol(source)
+    priors = tags if user is None else tags.merged(_as_user(user))
+    sig = measure_signature(volume, tags=priors)
+    values = {f: getattr(tags, f) for f in _PROTOCOL_FIELDS}
+    sources = dict(tags.sources)
+    k_src = sig.sources.get("kernel")
+    if k_src is not None and k_src.source == "image":
+        values["kernel"] = sig.kernel
+        sources["kernel"] = k_src
+    elif values["kernel"] is None:
+        values["kernel"] = sig.kernel
+        sources["kernel"] = sig.sources.get("kernel", FieldSource("default", 0.2, "assumed standard"))
+    if values["thickness"] is None:
+        values["thickness"] = sig.thickness_mm
+        sources["thickness"] = sig.sources["thickness_mm"]
+    prot = Protocol(sources=sources, **values)
+    if user is not None:
+        prot = prot.merged(_as_user(user))
+    return prot, sig
+
+
+def _as_user(p: Protocol) -> Protocol:
+    src = {k: FieldSource("user", 1.0, getattr(p.sources.get(k), "detail", "")) for k in _PROTOCOL_FIELDS
+           if getattr(p, k) is not None}
+    return replace(p, sources=src)
+
+
+def complete_target(source: Protocol, target) -> tuple[Protocol, bool, bool]:
+    """The target with open fields taken from the source; also whether kernel / dose were given."""
+    tgt = resolve_protocol(target) if isinstance(target, str) else target
+    if tgt is None:
+        raise BadInputError("No target: give a preset, a spec such as kernel=smooth,dose=1,thickness=1, "
+                            "or a reference scan (--target-like).")
+    kernel_given, dose_given = tgt.kernel is not None, tgt.dose is not None
+    keep = {}
+    for name in ("kernel", "thickness"):
+        if getattr(tgt, name) is None and getattr(source, name) is not None:
+            keep[name] = getattr(source, name)
+    if not keep:
+        return tgt, kernel_given, dose_given
+    base = Protocol(sources={k: FieldSource("default", 1.0, "unchanged from source") for k in keep}, **keep)
+    return base.merged(tgt), kernel_given, dose_given
+
+
+def _target_from_reference(ref: Volume, source_sig: Signature) -> tuple[Protocol, Signature]:
+    ref_prot, ref_sig = resolve_source(ref, None)
+    sig = reference_target(ref_sig, source_sig)
+    label = ref.meta.get("source_path", "the reference scan")
+    src = {k: FieldSource("reference", v.confidence, f"{v.detail} (measured on {label})")
+           for k, v in ref_prot.sources.items() if k in ("kernel", "thickness", "kernel_name")}
+    prot = Protocol(kernel=ref_prot.kernel, kernel_name=ref_prot.kernel_name, thickness=ref_prot.thickness,
+                    spacing=ref_prot.thickness, sources=src)
+    return prot, sig
+
+
+def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = None, *,
+              target_like: Optional[Volume] = None, method: str = "auto", device: str = "auto",
+              texture: str = DEFAULT_TEXTURE) -> Plan:
+    """Resolve a normalization request into a :class:`Plan`.
+
+    Parameters
+    ----------
+    volume : Volume
+        The input CT.
+    source : None, "auto", spec string or Protocol
+        Overrides of what tags and pixels say.
+    target : preset name, spec string or Protocol, optional
+        The target protocol (fields left open stay as in the source).
+    target_like : Volume, optional
+        A reference scan whose measured signature is the target ("make this scan look
+        like that one's protocol"); ``target`` may then only set the thickness/spacing.
+    method : str
+        ``auto`` or a row of the method table.
+    device : str
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``gpu`` or ``mps`` (used by learned methods).
+    texture : {"clean", "target"}
+
+    Returns
+    -------
+    Plan
+    """
+    if texture not in TEXTURES:
+        raise BadInputError(f"Unknown texture {texture!r}; use one of {', '.join(TEXTURES)}.")
+    src, src_sig = resolve_source(volume, source)
+    warnings = list(src_sig.warnings)
+    if target_like is not None:
+        tgt, tgt_sig = _target_from_reference(target_like, src_sig)
+        label = f"like {target_like.meta.get('source_path', 'reference')}"
+        if target is not None:
+            over = resolve_protocol(target) if isinstance(target, str) else target
+            tgt = tgt.merged(replace(over, kernel=None, kernel_name=None, dose=None))
+            tgt_sig = replace(tgt_sig, thickness_mm=float(tgt.thickness or tgt_sig.thickness_mm),
+                              spacing_mm=float(tgt.spacing or tgt.thickness or tgt_sig.spacing_mm))
+    else:
+        tgt, kernel_given, dose_given = complete_target(src, target)
+        tgt_sig = nominal_target(src_sig, src, tgt, kernel_given, dose_given)
+        label = target if isinstance(target, str) else tgt.spec()
+    ned = noise_equivalent_dose(src_sig, tgt_sig)
+    draft = Plan(src, tgt, src_sig, tgt_sig, method="", method_reason="", requested_method=method,
+                 texture=texture, noise_equivalent_dose=ned, target_label=str(label))
+    name, reason, more = _choose(draft, method)
+    warnings.extend(more)
+    from .methods import get_method
+
+    row = get_method(name)
+    dev = _resolve_device(device) if row.needs_torch else "cpu"
+    return replace(draft, method=name, method_reason=reason, device=dev, warnings=tuple(warnings))
+
+
+def _choose(plan: Plan, method: str):
+    from .errors import NoModelError
+    from .methods import choose_auto, get_method
+
+    if method == "auto":
+        return choose_auto(plan)
+    row = get_method(method)
+    why = row.why_not(plan)
+    if why is not None:
+        err = NoModelError if row.kind == "model" else BadInputError
+        raise err(f"Method {method!r} cannot normalize this scan to this target: {why}. "
+                  f"Use --method auto, or another method.")
+    return method, "requested", []
+
+
+def _resolve_device(device: str) -> str:
+    from .inference.device import resolve_device
+
+    return resolve_device(device)
+
+
+def is_finite_number(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

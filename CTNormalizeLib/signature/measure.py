@@ -1,0 +1,204 @@
+"""``measure_signature``: a scan's signature from its pixels, with its DICOM tags as priors.
+
+Order of evidence, per field:
+
+- kernel (transfer): the noise texture (NPS fit, :mod:`.kernel_fit`) when it is
+  measurable; else the ConvolutionKernel tag's class; else ``standard`` (default,
+  low confidence). Tags and pixels that disagree give a plain-words warning.
+- noise: the full-band soft-tissue noise std (:mod:`.noise_levels`); air outside the
+  body when there is no soft tissue to measure.
+- thickness: the SliceThickness tag; else the noise correlation of neighbouring slices
+  (:mod:`.zres`) when slices overlap; else the slice spacing.
+- in-plane MTF at the body edge (:mod:`.edge`) is recorded as a cross-check of the
+  kernel fit; a large disagreement (non-linear reconstruction, detector blur) is noted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from ..protocols.protocol import FieldSource, Protocol
+from ..volume import Volume
+from .edge import edge_mtf
+from .kernel_class import class_transfer, classify_transfer, describe_sharpness
+from .kernel_fit import fit_kernel
+from .noise_levels import corrected, residual_noise
+from .nps import measure_nps
+from .regions import slice_regions
+from .signature import Signature
+from .size import field_of_view, median_wed
+from .zres import z_resolution
+
+MIN_FIT_CONFIDENCE = 0.3
+MIN_AIR_ROIS = 24
+TYPICAL_AIR_TO_TISSUE = 0.5
+#: The noise correlation of neighbouring slices sets the thickness only above this many spacings.
+OVERLAP_TRUSTED = 1.25
+
+
+def _choose_nps(hu, spacing, regions):
+    air = measure_nps(hu, spacing, regions, region="air")
+    if air is not None and air.n_rois >= MIN_AIR_ROIS:
+        return air
+    tissue = measure_nps(hu, spacing, regions, region="tissue")
+    if tissue is not None and (air is None or tissue.n_rois > air.n_rois):
+        return tissue
+    return air
+
+
+def _transfer(nps, tags: Optional[Protocol], warnings: list):
+    """(transfer, FieldSource, details) from the NPS fit, else the tag, else the default."""
+    details = {}
+    tag_kernel = tags.kernel if tags is not None else None
+    if nps is not None:
+        fit = fit_kernel(nps)
+        details["nps"] = nps.summary()
+        details["kernel_fit"] = {"rms_error": round(fit.rms_error, 4), "band": [round(b, 4) for b in fit.band],
+                                 "confidence": fit.confidence, "notes": fit.notes}
+        if fit.confidence >= MIN_FIT_CONFIDENCE:
+            src = FieldSource("image", fit.confidence,
+                              f"noise texture in {nps.n_rois} {nps.region} ROIs: "
+                              f"{describe_sharpness(fit.transfer, nps.nyquist)}")
+            return fit.transfer, src, details
+        warnings.append({"code": "KERNEL_FIT_POOR",
+                         "message": f"The noise texture does not fit a filtered-back-projection kernel well "
+                                    f"(misfit {fit.rms_error:.2f}); the kernel is taken from "
+                                    f"{'the tags' if tag_kernel else 'the default (standard)'} instead."})
+    if tag_kernel:
+        name = tags.kernel_name or tag_kernel
+        return class_transfer(tag_kernel), FieldSource("tag", 0.6, f"ConvolutionKernel={name} (class {tag_kernel})"), details
+    return class_transfer("standard"), FieldSource("default", 0.2, "no measurable noise texture and no kernel tag; "
+                                                                   "assumed standard"), details
+
+
+def _compare_kernel(tags: Optional[Protocol], kernel: str, k_src: FieldSource, warnings: list):
+    if tags is None or not tags.kernel or k_src.source != "image" or tags.kernel == kernel:
+        return
+    from ..protocols.kernels import KERNEL_CLASSES
+
+    gap = abs(KERNEL_CLASSES.index(tags.kernel) - KERNEL_CLASSES.index(kernel))
+    name = tags.kernel_name or tags.kernel
+    article = "an" if kernel[0] in "aeiou" else "a"
+    given = tags.sources.get("kernel")
+    who = "You gave" if getattr(given, "source", "tag") == "user" else "The tags say"
+    warnings.append({"code": "KERNEL_TAG_DISAGREES",
+                     "message": f"{who} {name} (a {tags.kernel} kernel), but the noise texture looks like "
+                                f"{article} {kernel} kernel" + (" (two or more classes apart)" if gap >= 2 else "")
+                                + ". The pixels are used; give kernel=... in the source to override."})
+
+
+def _thickness(tags: Optional[Protocol], zres, spacing_z: float):
+    if tags is not None and tags.thickness:
+        fs = tags.sources.get("thickness")
+        return float(tags.thickness), FieldSource(getattr(fs, "source", "tag"), getattr(fs, "confidence", 1.0),
+                                                  getattr(fs, "detail", "SliceThickness"))
+    # only a clear overlap is trusted: structured noise (streaks) also correlates neighbouring slices
+    if zres.thickness_mm is not None and zres.thickness_mm > OVERLAP_TRUSTED * spacing_z:
+        return float(zres.thickness_mm), FieldSource("image", zres.confidence, zres.detail)
+    return float(spacing_z), FieldSource("image", 0.5, "no SliceThickness tag; taken equal to the slice spacing"
+                                         + (f" ({zres.detail})" if zres.rho is not None else ""))
+
+
+def _noise(noise, nps, transfer, pixel, warnings):
+    tissue = noise.tissue()
+    air = noise.std.get("air")
+    ratio = (air / tissue) if (air and tissue) else None
+    if tissue is not None:
+        n = noise.tissue_voxels
+        conf = 0.9 * min(1.0, math.sqrt(n / 20000.0))
+        return tissue, FieldSource("image", round(conf, 3), f"soft-tissue noise in {n} voxels"), ratio
+    soft = noise.std.get("soft")
+    if soft is not None:
+        warnings.append({"code": "NOISE_FROM_SOFT_TISSUE",
+                         "message": "No fat or muscle region large enough; the noise is measured in any soft "
+                                    "tissue (-200..200 HU), whose texture may raise it."})
+        return soft, FieldSource("image", 0.5, f"soft-tissue (-200..200 HU) noise in {noise.voxels['soft']} voxels"), \
+            ((air / soft) if air else None)
+    if air is not None:
+        warnings.append({"code": "NOISE_FROM_AIR",
+                         "message": "No soft tissue large enough to measure noise in; the body's noise is "
+                                    f"estimated from air outside the body (x{1 / TYPICAL_AIR_TO_TISSUE:g})."})
+        return air / TYPICAL_AIR_TO_TISSUE, FieldSource("image", 0.4, "air noise outside the body, scaled"), None
+    if nps is not None:
+        return nps.std, FieldSource("image", 0.3, f"{nps.region} ROI noise"), None
+    lung = noise.std.get("lung")
+    if lung is not None:
+        warnings.append({"code": "NOISE_FROM_LUNG",
+                         "message": "The noise could only be measured in the lungs, whose texture raises it; "
+                                    "treat the noise level as an upper bound."})
+        return lung, FieldSource("image", 0.2, f"lung noise in {noise.voxels['lung']} voxels (texture included)"), None
+    return None, FieldSource("unknown", 0.0, "no uniform region to measure noise in"), None
+
+
+def measure_signature(volume: Volume, tags: Optional[Protocol] = None, max_slices: int = 16,
+                      with_edge: bool = True) -> Signature:
+    """Measure the image-quality signature of a CT volume.
+
+    Parameters
+    ----------
+    volume : Volume
+        ``[z, y, x]`` HU with spacing.
+    tags : Protocol, optional
+        What the DICOM tags (or the user) say: kernel, thickness. Priors only.
+    max_slices : int
+        Slices sampled (the figures converge with a dozen).
+    with_edge : bool
+        Also measure the edge MTF at the body outline (a cross-check).
+
+    Returns
+    -------
+    Signature
+        ``origin="measured"``.
+    """
+    hu, spacing = volume.hu, tuple(float(s) for s in volume.spacing)
+    pixel = float(math.sqrt(spacing[1] * spacing[2]))
+    warnings: list = []
+    regions = slice_regions(hu, spacing, max_slices=max_slices)
+    nps = _choose_nps(hu, spacing, regions)
+    transfer, t_src, details = _transfer(nps, tags, warnings)
+    kernel, k_conf, dist = classify_transfer(transfer, 0.5 / pixel)
+    details["kernel_distances"] = dist
+    k_src = FieldSource(t_src.source, round(t_src.confidence * (0.5 + 0.5 * k_conf), 3),
+                        f"closest class to the {'measured' if t_src.source == 'image' else t_src.source} transfer")
+    _compare_kernel(tags, kernel, t_src, warnings)
+    noise = corrected(residual_noise(hu, regions), transfer, pixel)
+    noise_hu, n_src, ratio = _noise(noise, nps, transfer, pixel, warnings)
+    masks = {r.z: r.air for r in regions if r.z + 1 < hu.shape[0]}
+    zres = z_resolution(hu, spacing, masks)
+    details["z"] = {"rho": None if zres.rho is None else round(zres.rho, 3), "thickness_mm": zres.thickness_mm,
+                    "upper_bound_mm": zres.upper_bound_mm, "detail": zres.detail}
+    thickness, th_src = _thickness(tags, zres, spacing[0])
+    if with_edge:
+        edge = edge_mtf(hu, spacing, regions)
+        if edge is not None:
+            details["edge"] = edge.summary()
+            m_fit = transfer.mtf50
+            if math.isfinite(edge.mtf50) and math.isfinite(m_fit) and t_src.source == "image" \
+                    and abs(edge.mtf50 / m_fit - 1.0) > 0.35:
+                details["edge"]["notes"].append(
+                    f"edge MTF50 {edge.mtf50:.2f} vs noise-texture MTF50 {m_fit:.2f} c/mm: blur that acts on "
+                    "anatomy but not on noise (detector, iterative reconstruction) or skin structure")
+    wed = median_wed(hu, spacing, regions)
+    sources = {"transfer": t_src, "kernel": k_src, "noise_hu": n_src, "thickness_mm": th_src,
+               "wed_mm": FieldSource("image", 0.9 if wed else 0.0, "AAPM TG-220 water-equivalent diameter")}
+    return Signature(
+        origin="measured", pixel_mm=pixel, spacing_mm=spacing[0], thickness_mm=thickness, transfer=transfer,
+        noise_hu=noise_hu, kernel=kernel, wed_mm=wed, fov_mm=field_of_view(hu.shape, spacing), sources=sources,
+        noise_by_region={k: v for k, v in noise.std.items()}, air_to_tissue=ratio, details=details,
+        warnings=tuple(warnings))
+
+
+def measure_noise_hu(hu: np.ndarray, spacing, transfer, max_slices: int = 8) -> Optional[float]:
+    """Noise std (HU, full band) of ``hu`` whose in-plane transfer is known (e.g. an output), or None.
+
+    The same regions and fallbacks as :func:`measure_signature` (fat/muscle, any soft
+    tissue, air, lung).
+    """
+    regions = slice_regions(hu, spacing, max_slices=max_slices)
+    pixel = float(math.sqrt(spacing[1] * spacing[2]))
+    noise = corrected(residual_noise(hu, regions), transfer, pixel)
+    value, _, _ = _noise(noise, None, transfer, pixel, [])
+    return value

@@ -1,0 +1,97 @@
+"""The target's signature: from a protocol (nominal), or from a reference scan (measured).
+
+A nominal target takes the kernel class's transfer, the slice thickness, and a noise
+level in HU derived in this order:
+
+1. the target leaves the dose open: the source's noise carried through the kernel and
+   thickness change at the same dose (:func:`~.reference.noise_between`);
+2. the source dose is known (the user gave it): the same, scaled by ``sqrt(d_s/d_t)``;
+3. otherwise: the reference full-dose noise (:mod:`.reference`) scaled by ``1/sqrt(d_t)``.
+
+The source's *noise-equivalent dose relative to the target* is the dose fraction of
+the target protocol that would give the source's measured noise through the source's
+own kernel and thickness: 0.25 means "as noisy as the target protocol at a quarter of
+its dose". It replaces an absolute "dose" that no image can tell.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Optional
+
+from ..protocols.protocol import FieldSource, Protocol
+from .kernel_class import class_transfer
+from .reference import REFERENCE_SOURCE, noise_between, reference_noise
+from .signature import Signature
+
+
+def nominal_target(source_sig: Signature, source: Protocol, target: Protocol,
+                   kernel_given: bool, dose_given: bool) -> Signature:
+    """The signature of ``target`` on the source's pixel grid.
+
+    Parameters
+    ----------
+    source_sig : Signature
+        The source's measured signature.
+    source : Protocol
+        The resolved source protocol (``dose`` set only when the user gave it).
+    target : Protocol
+        The completed target protocol (open fields already filled from the source).
+    kernel_given, dose_given : bool
+        Whether the target names its kernel / dose (else they stay as in the source).
+    """
+    px = source_sig.pixel_mm
+    transfer = class_transfer(target.kernel) if kernel_given and target.kernel else source_sig.transfer
+    t_t = float(target.thickness or source_sig.thickness_mm)
+    s_t = float(target.spacing or target.thickness or source_sig.spacing_mm)
+    sources = {"transfer": FieldSource("preset" if kernel_given else "default", 1.0,
+                                       f"{target.kernel} kernel class" if kernel_given else "unchanged from source"),
+               "thickness_mm": FieldSource("preset" if target.thickness else "default", 1.0, "")}
+    sigma, detail = _target_noise(source_sig, source, target, transfer, t_t, dose_given)
+    sources["noise_hu"] = FieldSource("image" if not dose_given or source.dose else "default",
+                                      1.0 if not dose_given else 0.8, detail)
+    return Signature(origin="nominal", pixel_mm=px, spacing_mm=s_t, thickness_mm=t_t, transfer=transfer,
+                     noise_hu=sigma, kernel=target.kernel, wed_mm=source_sig.wed_mm, fov_mm=source_sig.fov_mm,
+                     sources=sources, air_to_tissue=source_sig.air_to_tissue)
+
+
+def _target_noise(sig: Signature, source: Protocol, target: Protocol, transfer, t_t: float,
+                  dose_given: bool) -> tuple[Optional[float], str]:
+    s = sig.noise_hu
+    if not dose_given:
+        if s is None:
+            return None, "source noise not measurable"
+        return noise_between(s, sig.transfer, transfer, sig.pixel_mm, sig.thickness_mm, t_t), \
+            "the source's noise at the same dose, through the target kernel and thickness"
+    d_t = float(target.dose)
+    if source.dose and s is not None:
+        same = noise_between(s, sig.transfer, transfer, sig.pixel_mm, sig.thickness_mm, t_t)
+        return same * math.sqrt(float(source.dose) / d_t), \
+            f"the source's noise scaled by the dose ratio {float(source.dose):g} -> {d_t:g}"
+    return reference_noise(transfer, t_t, sig.pixel_mm, d_t), \
+        f"reference noise at dose {d_t:g} ({REFERENCE_SOURCE} full-dose reference)"
+
+
+def noise_equivalent_dose(source_sig: Signature, target_sig: Signature) -> Optional[float]:
+    """Dose fraction of the target protocol whose noise equals the source's (None if unmeasured)."""
+    if not source_sig.noise_hu or not target_sig.noise_hu:
+        return None
+    at_source = noise_between(target_sig.noise_hu, target_sig.transfer, source_sig.transfer, source_sig.pixel_mm,
+                              target_sig.thickness_mm, source_sig.thickness_mm)
+    return float((at_source / source_sig.noise_hu) ** 2)
+
+
+def reference_target(ref_sig: Signature, source_sig: Signature) -> Signature:
+    """A reference scan's measured signature as the target, on the source's pixel grid.
+
+    The noise std is carried to the source's pixel size through the transfer's noise band.
+    """
+    sigma = ref_sig.noise_hu
+    if sigma is not None and abs(ref_sig.pixel_mm - source_sig.pixel_mm) > 1e-3:
+        from .transfer import band_noise_factor
+
+        sigma = sigma * band_noise_factor(ref_sig.transfer, source_sig.pixel_mm) / \
+            band_noise_factor(ref_sig.transfer, ref_sig.pixel_mm)
+    return replace(ref_sig, origin="reference", pixel_mm=source_sig.pixel_mm, noise_hu=sigma,
+                   fov_mm=source_sig.fov_mm, wed_mm=source_sig.wed_mm)

@@ -1,0 +1,162 @@
+"""The plan: resolved once, with the true provenance of every field; ``auto`` by measured figures;
+``--target-like``; the method table seen by the CLI and the Slicer panel."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from CTNormalizeLib import Volume
+from CTNormalizeLib.errors import BadInputError
+from CTNormalizeLib.io import read_volume, write_volume
+from CTNormalizeLib.method_rows import Method, MethodResult, register, unregister
+from CTNormalizeLib.methods import choose_auto, method_table
+from CTNormalizeLib.plan import make_plan
+from CTNormalizeLib.protocols import Protocol
+
+
+@pytest.fixture(scope="module")
+def scans():
+    """One held-out phantom scanned sharp/25 %/2 mm (source) and smooth/full/1 mm (reference)."""
+    from CTNormalizeLib.simulate import make_phantom, project_truth, simulate_scan
+
+    truth = make_phantom(1002, shape=(24, 192, 192), spacing=(0.5, 0.8, 0.8)).volume
+    proj = project_truth(truth)
+    src = simulate_scan(truth, Protocol(kernel="sharp", dose=0.25, thickness=2.0), seed=1, projections=proj)
+    ref = simulate_scan(truth, Protocol(kernel="smooth", dose=1.0, thickness=1.0), seed=2, projections=proj)
+    ref2 = simulate_scan(truth, Protocol(kernel="smooth", dose=1.0, thickness=1.0), seed=3, projections=proj)
+    tagless = lambda v: Volume(v.hu, v.spacing, v.origin, v.direction, meta={"Modality": "CT"})  # noqa: E731
+    return tagless(src), tagless(ref), tagless(ref2)
+
+
+def test_tagless_plan_provenance(scans):
+    src, _, _ = scans
+    plan = make_plan(src, None, "emphysema-reference", method="classical")
+    s = plan.source.sources
+    assert plan.source.kernel == "sharp" and s["kernel"].source == "image" and 0 < s["kernel"].confidence < 1
+    assert s["thickness"].source == "image" and plan.source.thickness == pytest.approx(2.0, rel=0.25)
+    assert plan.source.dose is None and s["dose"].source == "unknown"
+    assert plan.source_signature.sources["noise_hu"].source == "image"
+    assert plan.target.sources["kernel"].source == "preset"
+    # the noise in the user's terms: HU and relative to the target, about the true quarter dose
+    assert plan.noise_equivalent_dose == pytest.approx(0.25, rel=0.4)
+    assert "HU" in plan.noise_summary() and "of its dose" in plan.noise_summary()
+
+
+def test_user_fields_win_and_say_so(scans):
+    src, _, _ = scans
+    plan = make_plan(src, "kernel=sharp,dose=0.25,thickness=2", "emphysema-reference", method="classical")
+    s = plan.source.sources
+    assert s["kernel"].source == "user" and s["dose"].source == "user" and s["thickness"].source == "user"
+    assert plan.source.dose == 0.25
+    # the explicit dose ratio sets the target noise; the measured one agrees with it
+    auto = make_plan(src, None, "emphysema-reference", method="classical")
+    assert plan.target_signature.noise_hu == pytest.approx(auto.target_signature.noise_hu, rel=0.4)
+
+
+def test_dicom_series_plan_provenance(tmp_path):
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_io import write_dicom_series
+
+    write_dicom_series(tmp_path / "s", n_slices=8, tags={"ConvolutionKernel": "B30f", "Exposure": 120,
+                                                          "CTDIvol": 6.5}, size=96)
+    vol = read_volume(tmp_path / "s")
+    plan = make_plan(vol, None, "radiomics-reference", method="classical")
+    s = plan.source.sources
+    assert plan.source.kernel_name == "B30f" and s["kernel_name"].source == "tag"
+    assert s["thickness"].source == "tag" and plan.source.thickness == 2.5
+    assert plan.source.mas == 120 and s["mas"].source == "tag"
+    assert plan.source.ctdivol == 6.5 and s["ctdivol"].source == "tag"
+    assert s["kernel"].source in ("image", "tag")
+
+
+def test_report_carries_true_provenance(scans, tmp_path):
+    src, _, _ = scans
+    p = tmp_path / "in.nrrd"
+    write_volume(src, p)
+    out, rep = tmp_path / "out.nrrd", tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "CTNormalizeLib", "normalize", str(p), "-o", str(out),
+                        "--target", "emphysema-reference", "--method", "classical", "--progress", "json",
+                        "--report", str(rep)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    started = next(e for e in events if e["event"] == "started")
+    assert started["method"] == "classical" and "HU" in started["noise"]
+    report = json.loads(rep.read_text())
+    srcs = report["plan"]["source"]["sources"]
+    assert srcs["kernel"]["source"] == "image" and srcs["dose"]["source"] == "unknown"
+    assert srcs["thickness"]["source"] in ("tag", "image")
+    assert report["plan"]["source_signature"]["noise_hu"] > 0
+    done = next(e for e in events if e["event"] == "done")
+    assert done["report"]["plan"]["source"]["sources"] == srcs
+
+
+def test_target_like_reference_scan(scans):
+    from CTNormalizeLib.normalize import normalize
+
+    src, ref, ref2 = scans
+    out = normalize(src, None, target_like=ref, method="classical", texture="target")
+    plan = out.plan
+    assert plan.target_signature.origin == "reference" and plan.target.kernel == "smooth"
+    assert plan.target.sources["kernel"].source == "reference"
+    assert plan.target_signature.noise_hu == pytest.approx(ref.hu.std() * 0 + plan.target_signature.noise_hu)
+    n = min(out.volume.shape[0], ref2.shape[0])
+    body = ref2.hu[:n] > -500
+    l1_out = np.abs(out.volume.hu[:n] - ref2.hu[:n])[body].mean()
+    from CTNormalizeLib.classical import change_thickness
+
+    base = change_thickness(src.hu, src.spacing, 2.0, 2.0, 1.0).hu[:n]
+    l1_src = np.abs(base - ref2.hu[:n])[body].mean()
+    assert l1_out < 0.6 * l1_src, (l1_out, l1_src)
+
+
+def test_auto_picks_by_measured_figures(scans):
+    src, _, _ = scans
+    plan = make_plan(src, None, "emphysema-reference", method="classical")
+    table = method_table()
+    best = max((m for m in table.values() if m.complete and m.why_not(plan) is None),
+               key=lambda m: (m.figures.get("l1_gap_closed", {}).get("heldout_physics") or -1,
+                              m.figures.get("l1_gap_closed", {}).get("in_distribution") or -1))
+    name, reason, _ = choose_auto(plan, table)
+    assert name == best.name and name in reason
+    # a method with better figures wins, and the reason says why
+    toy = Method("toy-best", "classical", "toy", ("kernel", "noise", "thickness"),
+                 run=lambda v, p, pr=None, ref=None: MethodResult(v),
+                 figures={"l1_gap_closed": {"in_distribution": 0.99, "heldout_physics": 0.99}})
+    register(toy)
+    try:
+        assert choose_auto(plan)[0] == "toy-best"
+    finally:
+        unregister("toy-best")
+
+
+def test_toy_method_reaches_cli_and_slicer_list(tmp_path, monkeypatch):
+    """Adding a kernel-conversion method is one row: the CLI help, --method validation and Slicer see it."""
+    toy = Method("toy-kernel", "classical", "a toy kernel conversion", ("kernel",),
+                 run=lambda v, p, pr=None, ref=None: MethodResult(v.with_array(v.hu.copy())))
+    register(toy)
+    try:
+        from CTNormalizeLib.cli.cmd_normalize import _method_help
+
+        assert "toy-kernel" in _method_help()
+        assert "toy-kernel" in method_table()
+        sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[2] / "CTNormalize"))
+        from CTNormalizeSlicerLib.logic import NormalizationLogic
+
+        assert "toy-kernel" in [n for n, _ in NormalizationLogic.methods()]
+    finally:
+        unregister("toy-kernel")
+    with pytest.raises(BadInputError, match="toy-kernel|Choose one of"):
+        from CTNormalizeLib.methods import get_method
+
+        get_method("toy-kernel")
+
+
+def test_unknown_method_lists_auto_once():
+    from CTNormalizeLib.methods import get_method
+
+    with pytest.raises(BadInputError) as e:
+        get_method("nope")
+    assert e.value.message.count("auto") == 1

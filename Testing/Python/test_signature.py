@@ -1,0 +1,183 @@
+"""Measured image-quality signatures: noise in HU, the kernel from the noise texture, z, size."""
+
+import math
+
+import numpy as np
+import pytest
+
+from CTNormalizeLib import Volume
+from CTNormalizeLib.classical.noise_insertion import shaped_noise
+from CTNormalizeLib.protocols import KERNEL_CLASSES, Protocol
+from CTNormalizeLib.signature import Transfer, class_transfer, classify_transfer, measure_signature
+from CTNormalizeLib.signature.kernel_fit import fit_kernel
+from CTNormalizeLib.signature.nps import measure_nps
+
+PX = 0.7
+FN = 0.5 / PX
+
+
+def body_phantom(n=256, nz=8, pixel=PX) -> np.ndarray:
+    """Air around an elliptic body: a fat layer, muscle, two lungs (noise-free HU)."""
+    y, x = np.mgrid[:n, :n] / (n / 2.0) - 1.0
+    hu = np.full((n, n), -1000.0, np.float32)
+    hu[(x / 0.75) ** 2 + (y / 0.55) ** 2 < 1] = -100.0
+    hu[(x / 0.6) ** 2 + (y / 0.42) ** 2 < 1] = 40.0
+    for cx in (-0.28, 0.28):
+        hu[((x - cx) / 0.18) ** 2 + (y / 0.28) ** 2 < 1] = -860.0
+    return np.repeat(hu[None], nz, axis=0)
+
+
+def noisy(transfer, sigma, seed=0, n=256, nz=8, meta=None):
+    hu = body_phantom(n, nz)
+    noise = shaped_noise(hu.shape, (1.0, PX, PX), transfer, seed=seed)
+    return Volume(hu + np.float32(sigma) * noise, (1.0, PX, PX), meta=dict(meta or {}))
+
+
+# classic FBP windows on the detector's Nyquist, times the blur of linear interpolation
+# in back-projection: analytic curves the fit has never seen as such
+CLASSIC = {
+    "ramp+linear": lambda f: np.sinc(f * PX) ** 2,
+    "shepp-logan+linear": lambda f: np.sinc(f / (2 * FN)) * np.sinc(f * PX) ** 2,
+    "cosine": lambda f: np.cos(np.pi * np.minimum(f, FN) / (2 * FN)),
+    "hamming": lambda f: 0.54 + 0.46 * np.cos(np.pi * np.minimum(f, FN) / FN),
+    "hann": lambda f: 0.5 + 0.5 * np.cos(np.pi * np.minimum(f, FN) / FN),
+}
+
+
+class Curve:
+    """A transfer given as a function (what ``shaped_noise`` accepts through ``as_transfer``)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, f):
+        return self.fn(np.abs(np.asarray(f, float)))
+
+
+def analytic_mtf50(fn) -> float:
+    f = np.linspace(0, FN, 4001)
+    w = fn(f)
+    return float(f[np.argmax(w < 0.5)]) if (w < 0.5).any() else math.inf
+
+
+@pytest.fixture(autouse=True)
+def _curves_are_transfers(monkeypatch):
+    from CTNormalizeLib.signature import kernel_class
+
+    real = kernel_class.as_transfer
+    monkeypatch.setattr(kernel_class, "as_transfer", lambda k: k if isinstance(k, Curve) else real(k))
+    import CTNormalizeLib.classical.noise_insertion as ni
+
+    monkeypatch.setattr(ni, "as_transfer", lambda k: k if isinstance(k, Curve) else real(k))
+
+
+@pytest.mark.parametrize("kernel", KERNEL_CLASSES)
+@pytest.mark.parametrize("sigma", [8.0, 40.0])
+def test_noise_std_in_hu_whatever_the_kernel(kernel, sigma):
+    sig = measure_signature(noisy(class_transfer(kernel), sigma, seed=1))
+    assert sig.noise_hu == pytest.approx(sigma, rel=0.08)
+    assert sig.noise_by_region["air"] == pytest.approx(sigma, rel=0.1)
+    assert sig.sources["noise_hu"].source == "image"
+
+
+@pytest.mark.parametrize("kernel", KERNEL_CLASSES)
+def test_kernel_class_from_noise_texture(kernel):
+    sig = measure_signature(noisy(class_transfer(kernel), 20.0, seed=2))
+    assert sig.kernel == kernel
+    assert sig.sources["kernel"].source == "image" and sig.sources["transfer"].source == "image"
+
+
+@pytest.mark.parametrize("name", list(CLASSIC))
+def test_fit_recovers_classic_filters(name):
+    fn = CLASSIC[name]
+    nps = measure_nps(noisy(Curve(fn), 25.0, seed=3).hu, (1.0, PX, PX), region="air")
+    fit = fit_kernel(nps)
+    f = np.linspace(0.05, FN, 50)
+    assert np.max(np.abs(fit.transfer(f) - fn(f))) < 0.12, name
+    want = analytic_mtf50(fn)
+    got = fit.transfer.mtf50
+    if math.isfinite(want):
+        assert got == pytest.approx(want, rel=0.1), name
+
+
+def test_noise_texture_does_not_depend_on_noise_level():
+    lo = measure_signature(noisy(class_transfer("sharp"), 6.0, seed=4))
+    hi = measure_signature(noisy(class_transfer("sharp"), 60.0, seed=4))
+    assert lo.transfer.mtf50 == pytest.approx(hi.transfer.mtf50, rel=0.03)
+    assert hi.noise_hu / lo.noise_hu == pytest.approx(10.0, rel=0.05)
+
+
+def test_tags_disagreeing_with_pixels_warn_in_plain_words():
+    vol = noisy(class_transfer("smooth"), 20.0, seed=5, meta={"ConvolutionKernel": "B70f"})
+    tags = Protocol(kernel="very-sharp", kernel_name="B70f")
+    sig = measure_signature(vol, tags=tags)
+    codes = {w["code"]: w["message"] for w in sig.warnings}
+    assert "KERNEL_TAG_DISAGREES" in codes
+    assert "B70f" in codes["KERNEL_TAG_DISAGREES"] and "smooth" in codes["KERNEL_TAG_DISAGREES"]
+    agree = measure_signature(noisy(class_transfer("very-sharp"), 20.0, seed=5), tags=tags)
+    assert not [w for w in agree.warnings if w["code"] == "KERNEL_TAG_DISAGREES"]
+
+
+def test_no_measurable_texture_falls_back_to_the_tag():
+    hu = np.full((4, 64, 64), 40.0, np.float32)  # a field of view inside the body, no noise texture to fit
+    sig = measure_signature(Volume(hu + np.random.default_rng(0).normal(0, 5, hu.shape).astype(np.float32),
+                                   (1.0, 0.7, 0.7)), tags=Protocol(kernel="sharp", kernel_name="B60f"))
+    assert sig.sources["transfer"].source == "tag" and sig.kernel == "sharp"
+
+
+def test_classify_transfer_on_the_class_curves():
+    for k in KERNEL_CLASSES:
+        name, conf, dist = classify_transfer(class_transfer(k), 1.0)
+        assert name == k and conf > 0.5 and dist[k] == 0.0
+
+
+def test_z_thickness_from_overlapping_slices():
+    from CTNormalizeLib.classical.thickness import change_thickness
+
+    vol = noisy(class_transfer("standard"), 30.0, seed=6, nz=40)
+    # a 3 mm Gaussian slice profile sampled every 1 mm
+    thick = change_thickness(vol.hu, vol.spacing, 0.01, 3.0, 1.0).hu
+    sig = measure_signature(Volume(thick, (1.0, PX, PX)))
+    assert sig.thickness_mm == pytest.approx(3.0, rel=0.2)
+    assert sig.sources["thickness_mm"].source == "image"
+
+
+def test_water_equivalent_diameter():
+    sig = measure_signature(noisy(class_transfer("standard"), 10.0, seed=7))
+    hu = body_phantom()[0]
+    body = hu > -500
+    expected = 2 * math.sqrt(np.clip(hu[body] / 1000 + 1, 0, None).sum() * PX * PX / math.pi)
+    assert sig.wed_mm == pytest.approx(expected, rel=0.03)
+
+
+# ----------------------------------------------------------------------------- on the simulator
+
+SIM_CASES = [(1000, (6, 192, 192), (0.5, 0.8, 0.8)),   # a small patient, 154 mm
+             (1001, (6, 320, 320), (0.5, 1.0, 1.0))]   # a large one, 320 mm
+
+
+@pytest.fixture(scope="module")
+def simulated_scans():
+    from CTNormalizeLib.simulate import make_phantom, project_truth, simulate_scan
+
+    out = []
+    for seed, shape, spacing in SIM_CASES:
+        truth = make_phantom(seed, shape=shape, spacing=spacing).volume
+        proj = project_truth(truth)
+        for k in KERNEL_CLASSES:
+            for dose in (0.1, 0.3, 1.0):
+                scan = simulate_scan(truth, Protocol(kernel=k, dose=dose, thickness=1.0), seed=seed + 7,
+                                     projections=proj)
+                out.append((k, dose, seed, scan))
+    return out
+
+
+@pytest.mark.slow
+def test_kernel_class_accuracy_on_simulated_scans(simulated_scans):
+    """>= 95 % class accuracy over 10-100 % dose, every class, a small and a large patient (tags removed)."""
+    hits = []
+    for k, dose, seed, scan in simulated_scans:
+        meta = {key: v for key, v in scan.meta.items() if key != "ConvolutionKernel"}
+        sig = measure_signature(Volume(scan.hu, scan.spacing, meta=meta))
+        hits.append(sig.kernel == k)
+    assert np.mean(hits) >= 0.95, [(k, d, s) for (k, d, s, _), h in zip(simulated_scans, hits) if not h]
