@@ -16,3 +16,33 @@ from .errors import (  # noqa: F401
     InternalError,
 )
 from .volume import Volume  # noqa: F401
+
+# The Python API, imported on first use so that ``import CTNormalizeLib`` stays light:
+#   from CTNormalizeLib import read_volume, normalize, make_plan, measure_signature, emphysema_index
+_API = {
+    "read_volume": ("io", "read_volume"),
+    "write_volume": ("io", "write_volume"),
+    "normalize": ("normalization", "normalize"),
+    "make_plan": ("plan", "make_plan"),
+    "measure_signature": ("signature", "measure_signature"),
+    "method_table": ("methods", "method_table"),
+    "parse_spec": ("protocols", "parse_spec"),
+    "resolve_protocol": ("protocols", "resolve_protocol"),
+    "simulate_scan": ("simulate", "simulate_scan"),
+    "make_phantom": ("simulate", "make_phantom"),
+    "lung_mask": ("quantify", "lung_mask"),
+    "emphysema_index": ("quantify", "emphysema"),
+}
+
+
+def __getattr__(name):
+    if name in _API:
+        import importlib
+
+        module, attr = _API[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_API))

@@ -108,21 +108,28 @@ def _user_protocol(source) -> Optional[Protocol]:
     return parse_spec(str(source))
 
 
-def resolve_source(volume: Volume, source=None) -> tuple[Protocol, Signature]:
+KERNEL_FROM = ("pixels", "labels")
+
+
+def resolve_source(volume: Volume, source=None, kernel_from: str = "pixels") -> tuple[Protocol, Signature]:
     """The source protocol and its measured signature: user fields > pixels > tags.
 
     The kernel class comes from the pixels when the noise texture is measurable (the tags'
     and the user's classes are priors; a disagreement gives a warning), the thickness
     from the user, then the SliceThickness tag, then the image; the dose only from the user.
+    ``kernel_from="labels"`` uses the nominal MTF of the user's or tags' kernel class
+    instead of the measured one (for reconstructions whose noise texture misleads).
     """
+    if kernel_from not in KERNEL_FROM:
+        raise BadInputError(f"kernel_from must be one of {', '.join(KERNEL_FROM)}, got {kernel_from!r}.")
     tags = protocol_from_tags(volume.meta, float(volume.spacing[0]))
     user = _user_protocol(source)
     priors = tags if user is None else tags.merged(_as_user(user))
-    sig = measure_signature(volume, tags=priors)
+    sig = measure_signature(volume, tags=priors, kernel_from=kernel_from)
     values = {f: getattr(tags, f) for f in _PROTOCOL_FIELDS}
     sources = dict(tags.sources)
     k_src = sig.sources.get("kernel")
-    if k_src is not None and k_src.source == "image":
+    if k_src is not None and (k_src.source == "image" or kernel_from == "labels"):
         values["kernel"] = sig.kernel
         sources["kernel"] = k_src
     elif values["kernel"] is None:
@@ -173,7 +180,7 @@ def _target_from_reference(ref: Volume, source_sig: Signature) -> tuple[Protocol
 
 def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = None, *,
               target_like: Optional[Volume] = None, method: str = "auto", device: str = "auto",
-              texture: str = DEFAULT_TEXTURE) -> Plan:
+              texture: str = DEFAULT_TEXTURE, kernel_from: str = "pixels") -> Plan:
     """Resolve a normalization request into a :class:`Plan`.
 
     Parameters
@@ -192,6 +199,8 @@ def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = 
     device : str
         ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``gpu`` or ``mps`` (used by learned methods).
     texture : {"clean", "target"}
+    kernel_from : {"pixels", "labels"}
+        Where the source's in-plane transfer comes from (see :func:`resolve_source`).
 
     Returns
     -------
@@ -199,7 +208,7 @@ def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = 
     """
     if texture not in TEXTURES:
         raise BadInputError(f"Unknown texture {texture!r}; use one of {', '.join(TEXTURES)}.")
-    src, src_sig = resolve_source(volume, source)
+    src, src_sig = resolve_source(volume, source, kernel_from)
     warnings = list(src_sig.warnings)
     if target_like is not None:
         tgt, tgt_sig = _target_from_reference(target_like, src_sig)

@@ -113,3 +113,13 @@ def run(volume, plan, progress=None, reference=None):
     kernel_step(state, plan, progress)
     partial_warning(state, plan, "mtf_ratio", ("kernel",))
     return finish(volume, state, plan, "mtf_ratio")
+
+
+def frontend_noise_factor(source_kernel, target_kernel, lam: float, pixel_mm: float, n: int = 128) -> float:
+    """How the MTF-ratio filter changes FBP noise std: ``sqrt(sum |f| (H W_s)^2 / sum |f| W_s^2)``."""
+    ws = as_transfer(source_kernel)
+    h = mtf_ratio_transfer(source_kernel, target_kernel, lam)
+    f = np.fft.fftfreq(n, d=pixel_mm)
+    fr = np.hypot(*np.meshgrid(f, f))
+    base = np.sum(fr * ws(fr) ** 2)
+    return float(np.sqrt(np.sum(fr * (h(fr) * ws(fr)) ** 2) / max(base, 1e-12)))

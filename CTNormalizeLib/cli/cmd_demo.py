@@ -37,7 +37,7 @@ def run(args) -> int:
     from ..io import write_volume
     from ..io.atomic import atomic_output, atomic_write_text
     from ..methods import get_method
-    from ..normalize import normalize
+    from ..normalization import normalize
     from ..protocols import resolve_protocol
     from ..simulate import make_phantom, simulate_pair
     from .events import dumps

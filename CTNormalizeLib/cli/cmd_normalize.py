@@ -51,6 +51,9 @@ def add_arguments(p):
     p.add_argument("--texture", default=DEFAULT_TEXTURE, choices=TEXTURES,
                    help="clean: the best mean estimate (lowest error, for reading); target: with the target "
                         f"protocol's noise texture and level (for quantification and reader studies). Default {DEFAULT_TEXTURE}")
+    p.add_argument("--kernel-from", default="pixels", choices=("pixels", "labels"),
+                   help="pixels (default): the source kernel's MTF measured from the noise texture, tags and "
+                        "--source as priors; labels: the nominal MTF of the given or tagged kernel class")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, gpu or mps (learned methods)")
     p.add_argument("--progress", choices=("json", "bar", "none"), default=None,
                    help="json: JSON lines on stdout (for Slicer); bar: a progress bar (default on a terminal)")
@@ -91,7 +94,7 @@ def _read_inputs(args, timings: dict):
 def _run(args, events: EventStream, written: list) -> int:
     from ..io import write_volume
     from ..methods import get_method
-    from ..normalize import execute
+    from ..normalization import execute
     from ..plan import make_plan
 
     out = args.output
@@ -108,7 +111,7 @@ def _run(args, events: EventStream, written: list) -> int:
 
     t = time.perf_counter()
     plan = make_plan(vol, args.source, args.target, target_like=like, method=args.method, device=args.device,
-                     texture=args.texture)
+                     texture=args.texture, kernel_from=args.kernel_from)
     timings["plan_s"] = round(time.perf_counter() - t, 3)
     row = get_method(plan.method)
     if row.needs_torch:

@@ -19,7 +19,8 @@ DESCRIPTION = (
 
 
 def add_arguments(p):
-    p.add_argument("--recipe", choices=["default", "unet"], default="default", help="which model (default: %(default)s)")
+    p.add_argument("--recipe", choices=["default", "unet", "v3"], default="default",
+                   help="which model: default (protocol-conditioned, v2 recipe), unet, or v3 (signature-conditioned, domain-randomized physics) (default: %(default)s)")
     p.add_argument("-o", "--out", required=True, help="run folder (checkpoints, logs, cached bank)")
     p.add_argument("--manifest", help="JSON manifest of paired volumes instead of simulated data")
     p.add_argument("--bank", help="a cached simulated bank (.npz) to reuse")

@@ -64,6 +64,9 @@ class EventStream:
 
     def _emit(self, event: dict):
         if self.mode == "json":
+            from ..contracts.events import parse_event
+
+            parse_event(event)  # only the contract's events go out (contracts/events.py)
             self.stream.write(dumps(event) + "\n")
             self.stream.flush()
 

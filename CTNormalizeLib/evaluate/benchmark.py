@@ -60,11 +60,11 @@ class MethodProvider:
 def method_providers(names=None, kinds=("classical", "model")) -> list[MethodProvider]:
     """One provider per method-table row (classical rows, then installed models).
 
-    Each runs :func:`~CTNormalizeLib.normalize.normalize` with the explicit source and
+    Each runs :func:`~CTNormalizeLib.normalization.normalize` with the explicit source and
     target protocols, as a user who knows the protocol would.
     """
     from ..methods import method_table
-    from ..normalize import normalize
+    from ..normalization import normalize
 
     out = []
     for m in method_table().values():

@@ -155,10 +155,17 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
         else:
             x_in = zgrid.resample_z(volume.hu, src.spacing, tgt.spacing, src.thickness, tgt.thickness)
         x_model = x_in
+        signature_model = io.get("conditioning") == "signature"
+        if signature_model and plan is None:
+            raise BadInputError(f"Model {package.name!r} is conditioned on measured signatures: run it through a plan.")
         if io.get("frontend"):
             from .frontend import apply_frontend
 
-            conv = apply_frontend(io["frontend"], volume.hu, volume.spacing, src.kernel, tgt.kernel)
+            k_s, k_t = src.kernel, tgt.kernel
+            if signature_model:
+                k_s, k_t = plan.source_signature.transfer, plan.target_signature.transfer
+            conv = apply_frontend(io["frontend"], volume.hu, volume.spacing, k_s, k_t,
+                                  lam=io.get("frontend_lambda"))
             if conv is not volume.hu:
                 x_model = zgrid.resample_z(conv, src.spacing, tgt.spacing, src.thickness, tgt.thickness)
             del conv
@@ -170,9 +177,10 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
             y_hu, dev, borders, tile_used = _run_3d(module, volume.hu, lo, hi, offset, divisor, dev, tile, overlap,
                                                     warnings, prog, x_in.shape[0])
         else:
-            from ..models.conditioning import pair_features
+            from ..models.conditioning import pair_features, plan_features
 
-            cond = np.asarray(pair_features(src, tgt), np.float32)
+            feats = plan_features(plan, float(io["frontend_lambda"])) if signature_model else pair_features(src, tgt)
+            cond = np.asarray(feats, np.float32)
             y_hu, dev, borders, tile_used = _run_25d(module, x_model, body, cond, lo, hi, offset, divisor, dev, tile,
                                                      overlap, chunk, memory_mb, int(io.get("context", 5)),
                                                      warnings, prog)

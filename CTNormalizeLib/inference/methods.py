@@ -35,8 +35,35 @@ def effective_protocols(plan) -> tuple[Protocol, Protocol]:
     return src, tgt
 
 
+def _in(value, rng, tol: float = 0.05) -> bool:
+    return value is not None and rng[0] * (1 - tol) <= float(value) <= rng[1] * (1 + tol)
+
+
+def signature_why_not(covers: dict, plan) -> str | None:
+    """None when a signature-conditioned model was trained on what this plan measures, else why not."""
+    import math
+
+    s, t = plan.source_signature, plan.target_signature
+    src, tgt = covers.get("source", {}), covers.get("targets", {})
+    m50_s = s.transfer.mtf50 if math.isfinite(s.transfer.mtf50) else 3.0
+    m50_t = t.transfer.mtf50 if math.isfinite(t.transfer.mtf50) else 3.0
+    checks = [("source noise", s.noise_hu, src.get("noise_hu"), "HU"),
+              ("source MTF50", m50_s, src.get("mtf50"), "c/mm"),
+              ("source thickness", plan.source.thickness or s.thickness_mm, src.get("thickness"), "mm"),
+              ("pixel size", s.pixel_mm, src.get("pixel_mm"), "mm"),
+              ("target MTF50", m50_t, tgt.get("mtf50"), "c/mm"),
+              ("target thickness", t.thickness_mm, tgt.get("thickness"), "mm")]
+    for name, value, rng, unit in checks:
+        if rng is not None and not _in(value, rng):
+            shown = "unknown" if value is None else f"{value:.3g}"
+            return f"{name} {shown} {unit} outside the trained {rng[0]:g}-{rng[1]:g} {unit}"
+    return None
+
+
 def _covers(package):
     def covers(plan):
+        if package.card["covers"].get("conditioning") == "signature":
+            return signature_why_not(package.card["covers"], plan)
         src, tgt = effective_protocols(plan)
         return package.why_not(src, tgt)
     return covers

@@ -103,6 +103,8 @@ class ModelPackage:
         be known. Ranges are inclusive with a 5 % tolerance.
         """
         cov = self.card["covers"]
+        if cov.get("conditioning") == "signature":
+            return None  # measured-signature coverage is checked on the plan (inference.methods)
         src = cov.get("source", {})
         if "kernel" in src and source.kernel not in src["kernel"]:
             return f"source kernel {source.kernel!r} not in {src['kernel']}"
@@ -131,6 +133,9 @@ class ModelPackage:
     def coverage_text(self) -> str:
         """One line describing the protocol pairs covered."""
         cov = self.card["covers"]
+        if cov.get("conditioning") == "signature":
+            fmt = lambda d: ", ".join(f"{k} {_fmt_range(v)}" for k, v in d.items())  # noqa: E731
+            return f"measured source [{fmt(cov.get('source', {}))}] -> target [{fmt(cov.get('targets', {}))}]"
         src = cov.get("source", {})
         s = ", ".join(f"{k}={v if k == 'kernel' else _fmt_range(v)}" for k, v in src.items())
         t = "; ".join(",".join(f"{k}={v if k == 'kernel' else _fmt_range(v)}" for k, v in tg.items())

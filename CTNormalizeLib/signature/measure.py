@@ -49,10 +49,22 @@ def _choose_nps(hu, spacing, regions):
     return air
 
 
-def _transfer(nps, tags: Optional[Protocol], warnings: list):
-    """(transfer, FieldSource, details) from the NPS fit, else the tag, else the default."""
+def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = "pixels"):
+    """(transfer, FieldSource, details) from the NPS fit, else the tag, else the default.
+
+    ``kernel_from="labels"``: the kernel class of the tags/user wins over the noise texture
+    (the fit is still reported), for reconstructions whose noise does not show the kernel.
+    """
     details = {}
     tag_kernel = tags.kernel if tags is not None else None
+    if kernel_from == "labels" and tag_kernel:
+        if nps is not None:
+            details["nps"] = nps.summary()
+        given = tags.sources.get("kernel")
+        who = getattr(given, "source", "tag")
+        return class_transfer(tag_kernel), FieldSource(who, 1.0 if who == "user" else 0.9,
+                                                      f"{tags.kernel_name or tag_kernel}: the {tag_kernel} class's "
+                                                      "nominal MTF (kernel from labels)"), details
     if nps is not None:
         fit = fit_kernel(nps)
         details["nps"] = nps.summary()
@@ -134,7 +146,7 @@ def _noise(noise, nps, transfer, pixel, warnings):
 
 
 def measure_signature(volume: Volume, tags: Optional[Protocol] = None, max_slices: int = 16,
-                      with_edge: bool = True) -> Signature:
+                      with_edge: bool = True, kernel_from: str = "pixels") -> Signature:
     """Measure the image-quality signature of a CT volume.
 
     Parameters
@@ -147,6 +159,8 @@ def measure_signature(volume: Volume, tags: Optional[Protocol] = None, max_slice
         Slices sampled (the figures converge with a dozen).
     with_edge : bool
         Also measure the edge MTF at the body outline (a cross-check).
+    kernel_from : {"pixels", "labels"}
+        ``labels``: use the nominal MTF of the kernel class the tags or the user give.
 
     Returns
     -------
@@ -158,7 +172,7 @@ def measure_signature(volume: Volume, tags: Optional[Protocol] = None, max_slice
     warnings: list = []
     regions = slice_regions(hu, spacing, max_slices=max_slices)
     nps = _choose_nps(hu, spacing, regions)
-    transfer, t_src, details = _transfer(nps, tags, warnings)
+    transfer, t_src, details = _transfer(nps, tags, warnings, kernel_from)
     kernel, k_conf, dist = classify_transfer(transfer, 0.5 / pixel)
     details["kernel_distances"] = dist
     k_src = FieldSource(t_src.source, round(t_src.confidence * (0.5 + 0.5 * k_conf), 3),

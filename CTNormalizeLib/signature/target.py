@@ -42,11 +42,19 @@ def nominal_target(source_sig: Signature, source: Protocol, target: Protocol,
         Whether the target names its kernel / dose (else they stay as in the source).
     """
     px = source_sig.pixel_mm
-    transfer = class_transfer(target.kernel) if kernel_given and target.kernel else source_sig.transfer
+    # A target naming the source's own kernel class keeps the source's transfer: "same
+    # kernel, other dose" must not turn into a conversion between two curves of one class.
+    # Harmonizing within a class is what --target-like (a reference scan) is for.
+    same_class = kernel_given and target.kernel is not None and target.kernel == source.kernel
+    if kernel_given and target.kernel and not same_class:
+        transfer, t_note = class_transfer(target.kernel), f"{target.kernel} kernel class"
+    else:
+        transfer = source_sig.transfer
+        t_note = "same kernel class as the source: its measured transfer is kept" if same_class \
+            else "unchanged from source"
     t_t = float(target.thickness or source_sig.thickness_mm)
     s_t = float(target.spacing or target.thickness or source_sig.spacing_mm)
-    sources = {"transfer": FieldSource("preset" if kernel_given else "default", 1.0,
-                                       f"{target.kernel} kernel class" if kernel_given else "unchanged from source"),
+    sources = {"transfer": FieldSource("preset" if kernel_given and not same_class else "default", 1.0, t_note),
                "thickness_mm": FieldSource("preset" if target.thickness else "default", 1.0, "")}
     sigma, detail = _target_noise(source_sig, source, target, transfer, t_t, dose_given)
     sources["noise_hu"] = FieldSource("image" if not dose_given or source.dose else "default",

@@ -187,7 +187,7 @@ def complete_protocol(protocol: Protocol, truth: Volume, on_thin: str = "error")
 
 def simulate_scan(truth: Volume, protocol: Protocol, seed: int, progress: Optional[ProgressFn] = None,
                   detector: ScannerConfig | None = None, *, projections: Projections | None = None,
-                  on_thin: str = "error") -> Volume:
+                  on_thin: str = "error", transfer=None, noise: bool = True) -> Volume:
     """Simulate acquiring ``truth`` with ``protocol``.
 
     Parameters
@@ -208,6 +208,11 @@ def simulate_scan(truth: Volume, protocol: Protocol, seed: int, progress: Option
         Output of :func:`project_truth` for this truth, to skip the forward projection.
     on_thin : {"error", "clamp"}
         What to do when the protocol's thickness is below the input's native thickness.
+    transfer : callable, optional
+        ``transfer(f) -> W`` (f in cycles/mm) replacing the kernel class's apodization:
+        any reconstruction filter (domain randomization, :mod:`.randomized`).
+    noise : bool
+        False reconstructs the noise-free line integrals (the limit of a mean estimate).
 
     Returns
     -------
@@ -224,12 +229,13 @@ def simulate_scan(truth: Volume, protocol: Protocol, seed: int, progress: Option
         projections = project_truth(truth, det, progress=_stage_fn(progress, "project", 0.0, 0.4))
         lo = 0.4
     else:
-        if projections.shape != truth.hu.shape or projections.detector != det:
-            raise BadInputError("The given projections were computed for another volume or scanner.")
+        same_geometry = (projections.detector.views, projections.detector.mu_water) == (det.views, det.mu_water)
+        if projections.shape != truth.hu.shape or not same_geometry:
+            raise BadInputError("The given projections were computed for another volume or scanner geometry.")
         lo = 0.0
     hu = _reconstruct(truth, prot, int(seed), projections, det,
                       _stage_fn(progress, "noise", lo, lo + 0.2 * (1 - lo)),
-                      _stage_fn(progress, "reconstruct", lo + 0.2 * (1 - lo), 1.0))
+                      _stage_fn(progress, "reconstruct", lo + 0.2 * (1 - lo), 1.0), transfer=transfer, noise=noise)
     meta = {k: v for k, v in truth.meta.items()
             if k not in ("Exposure", "XRayTubeCurrent", "CTDIvol", "source_path", "simulation")}
     meta.update(
@@ -272,19 +278,20 @@ def simulation_settings(truth: Volume, prot: Protocol, seed: int, projections: P
     }
 
 
-def _row_counts(projections: Projections, dose: float) -> np.ndarray:
+def _row_counts(projections: Projections, dose: float, det: ScannerConfig | None = None) -> np.ndarray:
     """Unattenuated counts per bin for each fine row (dose, bin size, views, AEC)."""
-    det, g = projections.detector, projections.geometry
+    det, g = det or projections.detector, projections.geometry
     row = float(projections.spacing[0])
     aec = np.exp(det.aec_strength * det.mu_water * (projections.wed - det.aec_reference_wed))
     aec = np.clip(aec, 1 / 50.0, 50.0)
     return det.i0_ref * dose * aec * (g.dt * row) * (1000.0 / g.n_views)
 
 
-def _noisy_rows(projections: Projections, rows: np.ndarray, dose: float, seed: int) -> np.ndarray:
+def _noisy_rows(projections: Projections, rows: np.ndarray, dose: float, seed: int,
+                det: ScannerConfig | None = None) -> np.ndarray:
     """Noisy log projections of the fine rows ``rows`` (each row's noise depends only on seed and row)."""
-    det = projections.detector
-    n0 = _row_counts(projections, dose)
+    det = det or projections.detector
+    n0 = _row_counts(projections, dose, det)
     out = np.empty((len(rows),) + projections.sino.shape[1:], np.float32)
     for i, k in enumerate(rows):
         rng = np.random.default_rng([seed & 0xFFFFFFFF, int(k), 0x5C4])
@@ -304,7 +311,7 @@ def _noisy_rows(projections: Projections, rows: np.ndarray, dose: float, seed: i
 
 
 def _reconstruct(truth: Volume, prot: Protocol, seed: int, projections: Projections, det: ScannerConfig,
-                 noise_progress, recon_progress) -> np.ndarray:
+                 noise_progress, recon_progress, transfer=None, noise: bool = True) -> np.ndarray:
     nz, ny, nx = truth.hu.shape
     sz = float(truth.spacing[0])
     positions = slice_profile.output_positions(nz, sz, float(prot.z_spacing))
@@ -314,11 +321,12 @@ def _reconstruct(truth: Volume, prot: Protocol, seed: int, projections: Projecti
     step = max(1, _chunk(ny, nx))
     for i in range(0, len(used), step):
         rows = used[i:i + step]
-        noisy[rows] = _noisy_rows(projections, rows, prot.dose, seed)
+        noisy[rows] = _noisy_rows(projections, rows, prot.dose, seed, det) if noise else projections.sino[rows]
         if noise_progress:
             noise_progress("noise", (i + len(rows)) / len(used))
     g = projections.geometry
-    window = kernel_mtf(prot.kernel, projector.fbp_frequencies(g)).astype(np.float32)
+    freqs = projector.fbp_frequencies(g)
+    window = (kernel_mtf(prot.kernel, freqs) if transfer is None else transfer(freqs)).astype(np.float32)
     out = np.empty((len(positions), ny, nx), np.float32)
     w32 = weights.astype(np.float32)
     for j0 in range(0, len(positions), step):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+from typing import Optional
 
 from ..protocols import KERNEL_CLASSES
 from .loop import TrainConfig
@@ -49,13 +50,39 @@ def unet_config(**over) -> TrainConfig:
     return cfg
 
 
+V3_FRONTEND_LAMBDA = 0.04
+
+#: What ctn-conditioned-v3 covers, in measured terms (the ranges its domain-randomized bank spans).
+V3_COVERS = {
+    "conditioning": "signature",
+    "source": {"noise_hu": [1.0, 400.0], "mtf50": [0.12, 3.0], "thickness": [0.5, 5.5], "pixel_mm": [0.45, 1.4]},
+    "targets": {"mtf50": [0.2, 1.3], "thickness": [0.5, 5.5]},
+}
+
+
+def v3_config(**over) -> TrainConfig:
+    """ctn-conditioned-v3: the 2.5D FiLM network conditioned on measured signatures (clean labels).
+
+    The input is the source through the fixed MTF-ratio front-end from its *measured*
+    transfer to the target's, on the target's z grid; the label the noise-free target.
+    """
+    cfg = TrainConfig(name="ctn-conditioned-v3",
+                      arch={"name": "conditioned2.5d",
+                            "params": {"context": 5, "width": 48, "head": 16, "blocks": 6, "cond_dim": 16}},
+                      steps=20000, batch=12, patch=64, lr=2e-3, lr_min=2e-5, warmup=200, curriculum=False,
+                      frontend="mtf_ratio_measured", lung_weight=1.0, ei_weight=2.0, ckpt_every=200)
+    for k, v in over.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
 def unet_pair_filter(src, tgt) -> bool:
     """U-Net pairs: any non-smooth source kernel -> smooth target at the same thickness."""
     return tgt.kernel == "smooth" and src.kernel != "smooth" and abs(src.thickness - tgt.thickness) < 1e-3
 
 
 def make_card(cfg: TrainConfig, covers: dict, training_data: dict, summary: dict, z_up_factor=None,
-              priority: int = 0, description: str = "") -> dict:
+              priority: int = 0, description: str = "", io_extra: Optional[dict] = None) -> dict:
     """A card (DESIGN.md section 5) for a trained model; ``sha256`` is added by ``write_package``."""
     import torch
 
@@ -68,7 +95,7 @@ def make_card(cfg: TrainConfig, covers: dict, training_data: dict, summary: dict
         "hyperparameters": {k: v for k, v in cfg.to_dict().items() if k not in ("arch", "name")},
         "io": dict(IO_DEFAULT, context=cfg.context, z_up_factor=z_up_factor, frontend=cfg.frontend,
                    z_handling="source resampled to the target z grid through the slice profile "
-                              "(any factor), then refined by the network"),
+                              "(any factor), then refined by the network", **(io_extra or {})),
         "covers": covers,
         "priority": priority,
         "training_data": dict(training_data, simulator_version=SIMULATOR_VERSION,

@@ -50,7 +50,7 @@ def validate_package(package, seeds=VALIDATION_SEEDS, sources=VALIDATION_SOURCES
                 s_scan, t_scan, rep = simulate_pair(truth, src, tgt, seed=int(seed) * 7 + len(runs))
                 outputs = {package.name: run_model(package, s_scan, src, tgt, device="cpu").volume}
                 for name in classical or []:
-                    from ..normalize import normalize
+                    from ..normalization import normalize
 
                     try:
                         outputs[name] = normalize(s_scan, src, tgt, method=name).volume

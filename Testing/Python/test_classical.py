@@ -18,7 +18,7 @@ from CTNormalizeLib.classical import (
     target_slice_count,
 )
 from CTNormalizeLib.methods import method_table
-from CTNormalizeLib.normalize import normalize
+from CTNormalizeLib.normalization import normalize
 
 CLASSICAL_METHODS = [m.name for m in method_table(with_models=False).values()]
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from CTNormalizeLib.classical import change_thickness, convert_kernel
-from CTNormalizeLib.normalize import normalize
+from CTNormalizeLib.normalization import normalize
 from CTNormalizeLib.protocols import Protocol, parse_spec
 
 SHAPE, SPACING = (48, 128, 128), (0.5, 0.8, 0.8)

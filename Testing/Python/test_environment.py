@@ -19,7 +19,7 @@ def test_engine_never_imports_slicer():
     import sys
 
     code = ("import sys, CTNormalizeLib, CTNormalizeLib.cli.main as m; m.build_parser(); "
-            "import CTNormalizeLib.normalize, CTNormalizeLib.readerstudy, CTNormalizeLib.quantify, "
+            "import CTNormalizeLib.normalization, CTNormalizeLib.readerstudy, CTNormalizeLib.quantify, "
             "CTNormalizeLib.evaluate, CTNormalizeLib.inference, CTNormalizeLib.models.registry; "
             "print('slicer' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -94,7 +94,7 @@ def test_report_carries_true_provenance(scans, tmp_path):
 
 
 def test_target_like_reference_scan(scans):
-    from CTNormalizeLib.normalize import normalize
+    from CTNormalizeLib.normalization import normalize
 
     src, ref, ref2 = scans
     out = normalize(src, None, target_like=ref, method="classical", texture="target")
@@ -160,3 +160,29 @@ def test_unknown_method_lists_auto_once():
     with pytest.raises(BadInputError) as e:
         get_method("nope")
     assert e.value.message.count("auto") == 1
+
+
+def test_python_api_takes_paths(scans, tmp_path):
+    import CTNormalizeLib as ctn
+
+    src, _, _ = scans
+    p = tmp_path / "scan.nrrd"
+    ctn.write_volume(src, p)
+    out = ctn.normalize(str(p), None, "kernel=smooth", method="mtf_ratio")
+    assert out.plan.method == "mtf_ratio" and out.volume.shape == src.shape
+    sig = ctn.measure_signature(ctn.read_volume(p))
+    assert sig.kernel == out.plan.source_signature.kernel
+    assert callable(ctn.emphysema_index) and callable(ctn.make_plan)
+
+
+def test_same_kernel_class_keeps_the_measured_transfer(scans):
+    """Dose-only normalization: naming the source's own class must not convert between two curves of it."""
+    src, _, _ = scans
+    plan = make_plan(src, "kernel=sharp,dose=0.25", "kernel=sharp,dose=1", method="classical")
+    assert plan.target_signature.transfer == plan.source_signature.transfer
+    out = __import__("CTNormalizeLib.normalization", fromlist=["execute"]).execute(plan, src)
+    done = [s["method"] for s in out.result.steps if s["done"]]
+    assert "mtf_ratio" not in done and "denoise" in done
+    labels = make_plan(src, "kernel=sharp,dose=0.25", "kernel=smooth,dose=1", method="classical", kernel_from="labels")
+    assert labels.source_signature.transfer.f50 == pytest.approx(0.62)  # the class's nominal curve
+    assert labels.source_signature.sources["transfer"].source == "user"

@@ -80,7 +80,7 @@ def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: 
 def normalize(volume: Union[Volume, str, Path], source=None, target=None, method: str = "auto", device: str = "auto",
               progress: ProgressFn = None, reference: Union[Volume, str, Path, None] = None,
               target_like: Union[Volume, str, Path, None] = None, texture: str = DEFAULT_TEXTURE,
-              plan: Optional[Plan] = None) -> NormalizeOutcome:
+              plan: Optional[Plan] = None, kernel_from: str = "pixels") -> NormalizeOutcome:
     """Translate a CT from its protocol to a target protocol.
 
     Parameters
@@ -101,6 +101,9 @@ def normalize(volume: Union[Volume, str, Path], source=None, target=None, method
     target_like : Volume or path, optional
         A scan whose measured signature is the target.
     texture : {"clean", "target"}
+    kernel_from : {"pixels", "labels"}
+        The source kernel's MTF measured from the pixels (default) or the nominal one of
+        the kernel class given or tagged.
     plan : Plan, optional
         A plan already made for this volume (then source/target/method/device are ignored).
 
@@ -113,7 +116,8 @@ def normalize(volume: Union[Volume, str, Path], source=None, target=None, method
     t0 = time.perf_counter()
     if plan is None:
         like = None if target_like is None else _as_volume(target_like)
-        plan = make_plan(vol, source, target, target_like=like, method=method, device=device, texture=texture)
+        plan = make_plan(vol, source, target, target_like=like, method=method, device=device, texture=texture,
+                         kernel_from=kernel_from)
     t_plan = round(time.perf_counter() - t0, 3)
     outcome = execute(plan, vol, progress, ref)
     outcome.timings = {"plan_s": t_plan, **outcome.timings}
