@@ -161,10 +161,11 @@ def _print_table(table: dict, fh):
 
 def _run_benchmark(args) -> int:
     from ..cli.events import EventStream, cancel_on_signals, default_progress_mode, dumps
+    from ..benchmark_methods import default_methods
     from ..evaluate import benchmark
 
     size = args.size or ("full" if args.full else "default")
-    methods = benchmark.default_methods()
+    methods = default_methods()
     if args.methods:
         want = [m.strip() for m in args.methods.split(",") if m.strip()]
         known = {m.name: m for m in methods}

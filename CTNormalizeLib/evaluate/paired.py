@@ -16,8 +16,9 @@ from typing import Optional
 
 import numpy as np
 
+from ..imaging import body_mask, lung_mask
 from ..volume import Volume
-from . import agreement, grid, lpips, masks, metrics, nps, sharpness
+from . import agreement, grid, lpips, metrics, nps, sharpness
 
 ROLES = ("source", "output", "replicate")
 
@@ -156,11 +157,11 @@ def evaluate_methods(target: Volume, source: Optional[Volume] = None, outputs: O
     first = ginfo["target_slices_dropped_before"]
     keep = slice(first, first + tgt.shape[0])
     sp = tgt.spacing
-    body = masks.body_mask(tgt.hu)
+    body = body_mask(tgt.hu)
     if lung is not None:
         lung_m, lung_src = np.asarray(lung, bool)[keep], "given"
     else:
-        lung_m, lung_src = masks.lung_mask(tgt.hu, sp, tgt.direction)
+        lung_m, lung_src = lung_mask(tgt.hu, sp, tgt.direction).lungs, "imaging.lung_mask"
     seg = None if segments is None else np.asarray(segments)[keep]
     # the largest ROI size that finds a few uniform soft-tissue ROIs (thin body walls need smaller ones)
     for roi_px in [r for r in (nps_roi, 24, 16, 12) if r <= nps_roi]:

@@ -12,7 +12,7 @@ import html
 import math
 import platform
 
-from .. import __version__
+from ..version import __version__
 
 
 def versions() -> dict:

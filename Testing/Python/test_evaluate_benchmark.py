@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 
+from CTNormalizeLib.benchmark_methods import classical_methods
 from CTNormalizeLib.evaluate import benchmark, cases
 
 
@@ -15,7 +16,7 @@ def _identity(volume, source, target, reference=None):
 
 @pytest.fixture(scope="module")
 def tiny_result():
-    methods = [benchmark.MethodProvider("identity", _identity), *benchmark.classical_methods(["auto"])]
+    methods = [benchmark.MethodProvider("identity", _identity), *classical_methods(["auto"])]
     return benchmark.run_benchmark("tiny", methods)
 
 
