@@ -141,35 +141,19 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
                 if (sprot.kernel, sprot.dose, sprot.thickness) == key:
                     continue
                 src = simulate.simulate_scan(truth, sprot, _seed(case.name, tname, sprot.spec()), projections=proj)
-                outputs, timings, errors, skipped = {}, {}, {}, {}
-                for m in methods:
-                    t0 = time.perf_counter()
-                    try:
-                        outputs[m.name] = m.fn(src, sprot, tprot, reference=refs.get(key))
-                    except NoModelError as exc:  # a model that does not cover this pair: not a failure
-                        skipped[m.name] = exc.message
-                    except Exception as exc:  # noqa: BLE001 - a failing method is a result, not a crash
-                        errors[m.name] = f"{type(exc).__name__}: {exc}"
-                        log.warning("method %s failed on %s: %s", m.name, case.name, exc)
-                    timings[m.name] = round(time.perf_counter() - t0, 3)
+                outputs, run = _run_methods(methods, src, sprot, tprot, refs.get(key), case.name)
                 want_arrays = keep_example and case.kind not in examples
                 ev = evaluate_methods(target, src, outputs, replicate, segments=seg, lung=lung,
                                       keep_arrays=want_arrays, lpips_weights=lpips_weights)
                 lpips_note = ev["lpips_note"]
                 if want_arrays:
                     examples[case.kind] = {"case": case.name, "target_name": tname, "source": sprot.spec(),
-                               "arrays": ev.pop("arrays"), "curves": ev["curves"]}
+                                           "arrays": ev.pop("arrays"), "curves": ev["curves"]}
                 ev.pop("arrays", None)
-                for label, fdict in ev["features"].items():
-                    if label == "target":
-                        continue
-                    for lab, fv in fdict.items():
-                        if lab in ev["features"]["target"]:
-                            feats.setdefault(label, []).append((fv, ev["features"]["target"][lab]))
+                _collect_features(ev["features"], feats)
                 runs.append({"case": case.name, "kind": case.kind, "target": tname, "target_spec": tprot.spec(),
                              "source": sprot.spec(), "values": ev["values"], "tables": ev["tables"],
-                             "zone_laa": ev["emphysema"]["zone_laa"], "timings_s": timings, "errors": errors,
-                             "skipped": skipped,
+                             "zone_laa": ev["emphysema"]["zone_laa"], **run,
                              "masks": ev["masks"], "grid": {k: ev["grid"][k] for k in ("n_slices", "z_range_mm")}})
                 n_done += 1
                 if progress:
@@ -196,6 +180,36 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
     if examples:
         result["_examples"] = list(examples.values())
     return result
+
+
+def _run_methods(methods, src, sprot, tprot, reference, case_name):
+    """Every method on one source scan: ``(outputs, {"timings_s", "errors", "skipped"})``.
+
+    A method that fails is recorded as an error, one that does not cover the pair
+    (:class:`NoModelError`) as skipped; neither stops the benchmark.
+    """
+    outputs, timings, errors, skipped = {}, {}, {}, {}
+    for m in methods:
+        t0 = time.perf_counter()
+        try:
+            outputs[m.name] = m.fn(src, sprot, tprot, reference=reference)
+        except NoModelError as exc:  # a model that does not cover this pair: not a failure
+            skipped[m.name] = exc.message
+        except Exception as exc:  # noqa: BLE001 - a failing method is a result, not a crash
+            errors[m.name] = f"{type(exc).__name__}: {exc}"
+            log.warning("method %s failed on %s: %s", m.name, case_name, exc)
+        timings[m.name] = round(time.perf_counter() - t0, 3)
+    return outputs, {"timings_s": timings, "errors": errors, "skipped": skipped}
+
+
+def _collect_features(features: dict, feats: dict) -> None:
+    """Append each series' (features, target features) pairs per segment to ``feats`` (for the CCC)."""
+    for label, fdict in features.items():
+        if label == "target":
+            continue
+        for lab, fv in fdict.items():
+            if lab in features["target"]:
+                feats.setdefault(label, []).append((fv, features["target"][lab]))
 
 
 def _provenance(methods) -> dict:
