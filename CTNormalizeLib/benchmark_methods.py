@@ -6,6 +6,7 @@ the benchmark (``evaluate.benchmark``, a lower layer) only runs the providers it
 
 from __future__ import annotations
 
+from .errors import BadInputError
 from .evaluate.benchmark import MethodProvider
 
 
@@ -18,8 +19,12 @@ def method_providers(names=None, kinds=("classical", "model")) -> list[MethodPro
     from .methods import method_table
     from .normalize import normalize
 
+    table = method_table()
+    unknown = sorted(set(names or ()) - set(table))
+    if unknown:
+        raise BadInputError(f"Unknown method(s) {', '.join(unknown)}; the method table has {', '.join(table)}.")
     out = []
-    for m in method_table().values():
+    for m in table.values():
         if m.kind not in kinds or (names is not None and m.name not in names):
             continue
 
