@@ -4,7 +4,7 @@ Pure Python; never imports ``slicer``. Heavy dependencies (torch, radiomics)
 are imported inside the functions that need them.
 """
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401
 
 from .errors import (  # noqa: F401
     CTNormalizeError,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from . import __version__
+from .version import __version__
 from .contracts.report import RunReport
 from .method_rows import MethodResult
 from .plan import DEFAULT_TEXTURE, Plan, make_plan

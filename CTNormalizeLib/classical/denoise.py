@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import BadInputError
+from ..imaging.noise import robust_sigma
 from .noise_estimate import estimate_noise_std
 
 DENOISE_METHODS = ("auto", "nlm", "gaussian")
@@ -62,8 +63,7 @@ _FILTERS = {"nlm": _nlm, "gaussian": _gaussian}
 def _residual_std(x: np.ndarray, region: np.ndarray, window: int) -> float:
     """Robust (MAD) std of the high-pass residual ``x - local_mean(x)`` inside ``region``."""
     r = x - ndi.uniform_filter(x, (1, window, window), mode="nearest")
-    v = r[region]
-    return float(1.4826 * np.median(np.abs(v - np.median(v))) / np.sqrt(1.0 - 1.0 / window**2))
+    return robust_sigma(r[region]) / float(np.sqrt(1.0 - 1.0 / window**2))
 
 
 def _noise_patch(spacing, kernel, noise_std: float, n: int = 4, size: int = 160, seed: int = 0) -> np.ndarray:

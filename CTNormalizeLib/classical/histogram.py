@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BadInputError
-from .masks import body_mask, lung_mask
+from ..imaging import body_mask
+from .masks import lung_mask
 
 REGIONS = ("body", "lung")
 

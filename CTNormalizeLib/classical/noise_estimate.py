@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..imaging.noise import robust_sigma
+
 
 def local_noise_std(hu: np.ndarray, lo: float = -200.0, hi: float = 200.0, window: int = 5,
                     max_slices: int = 24) -> float:
@@ -36,7 +38,8 @@ def local_noise_std(hu: np.ndarray, lo: float = -200.0, hi: float = 200.0, windo
         if sel.sum() > 50:
             vals.append(sd[sel])
     if not vals:
-        return float(np.median(np.abs(np.diff(hu, axis=-1))) / (0.6745 * np.sqrt(2.0)))
+        # neighbour differences have twice the noise variance and a known centre, 0
+        return robust_sigma(np.diff(hu, axis=-1), center=0.0) / float(np.sqrt(2.0))
     return float(np.median(np.concatenate(vals)))
 
 

@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 
 from ..signature.kernel_class import as_transfer
 from ._fft import filter_slices
-from .masks import body_mask
+from ..imaging import body_mask
 
 TYPICAL_AIR_TO_TISSUE = 0.5
 BLEND_MM = 3.0

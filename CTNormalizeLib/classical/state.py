@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
+from ..imaging.progress import Progress
 from ..method_rows import MethodResult
 from ..volume import Volume
-
-Progress = Optional[Callable[[str, float], None]]
 
 
 @dataclass

@@ -9,9 +9,10 @@ result carries a warning saying so.
 
 Implementation: scipy. The z operation (Gaussian with ``mode="nearest"``, then a
 cubic-spline evaluation at the target positions) is linear, so it is built once as an
-``n_out x n_in`` matrix (``scipy.ndimage.gaussian_filter1d`` / ``scipy.interpolate.
-make_interp_spline`` applied to the identity) and applied by matrix products over
-chunks of rows, which keeps memory flat and lets progress/cancellation run per chunk.
+``n_out x n_in`` matrix (``scipy.ndimage.gaussian_filter1d`` applied to the identity, then
+the spline weights of :func:`CTNormalizeLib.imaging.zgrid.interpolation_weights`) and
+applied by matrix products over chunks of rows, which keeps memory flat and lets
+progress/cancellation run per chunk.
 
 z grid (docs/DEVELOPING.md): the first output slice is centred on the first input slice,
 slices follow at the target spacing, ``n_out = floor((n_in - 1) * s_in / s_out) + 1``.
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import BadInputError
+from ..imaging.zgrid import interpolation_weights, target_slice_count
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 THICK_TO_THIN = "THICK_TO_THIN_INTERPOLATION"
@@ -37,11 +39,6 @@ class ZProfileResult:
     z_spacing: float
     info: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
-
-
-def target_slice_count(n_in: int, s_in: float, s_out: float) -> int:
-    """``floor((n_in - 1) * s_in / s_out) + 1`` (with a small tolerance for float error)."""
-    return int(np.floor((n_in - 1) * float(s_in) / float(s_out) + 1e-6)) + 1
 
 
 def z_restore_operator(n_in: int, s_in: float, src_thickness: float, tgt_thickness: float,
@@ -65,7 +62,6 @@ def z_restore_operator(n_in: int, s_in: float, src_thickness: float, tgt_thickne
 def z_operator(n_in: int, s_in: float, src_thickness: float, tgt_thickness: float, s_out: float,
                restore_lambda: float | None = None) -> np.ndarray:
     """The ``n_out x n_in`` matrix mapping source slices to target slices (float64)."""
-    from scipy.interpolate import make_interp_spline
     from scipy.ndimage import gaussian_filter1d
 
     eye = np.eye(n_in)
@@ -76,14 +72,10 @@ def z_operator(n_in: int, s_in: float, src_thickness: float, tgt_thickness: floa
         g = z_restore_operator(n_in, s_in, src_thickness, tgt_thickness, restore_lambda)
     else:
         g = eye
-    n_out = target_slice_count(n_in, s_in, s_out)
-    z_in = np.arange(n_in) * s_in
-    z_out = np.clip(np.arange(n_out) * s_out, 0.0, z_in[-1])
     if n_in == 1:
         return g[:1]
-    k = 3 if n_in >= 4 else 1
-    s = make_interp_spline(z_in, eye, k=k, axis=0)(z_out)  # row k: weights of input slices
-    return s @ g
+    z_out = np.arange(target_slice_count(n_in, s_in, s_out)) * s_out
+    return interpolation_weights(np.arange(n_in) * s_in, z_out, order=3) @ g
 
 
 def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, target_thickness: float,

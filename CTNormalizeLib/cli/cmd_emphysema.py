@@ -59,7 +59,7 @@ def _table(rows: list) -> str:
 
 def run(args) -> int:
     from ..errors import BadInputError
-    from ..quantify import emphysema, emphysema_dice, load_lung_mask
+    from ..quantify import emphysema_dice, emphysema_index, load_lung_mask
     from ..quantify._io import read_volume, write_mask
 
     inputs = [Path(p) for p in args.inputs]
@@ -77,7 +77,7 @@ def run(args) -> int:
         lung = None
         if masks:
             lung = load_lung_mask(masks[0] if len(masks) == 1 else masks[i], vol)
-        res = emphysema(vol, lung=lung, threshold=args.threshold)
+        res = emphysema_index(vol, lung=lung, threshold=args.threshold)
         row = {"input": str(path), **res.to_dict()}
         if first is None:
             first = res

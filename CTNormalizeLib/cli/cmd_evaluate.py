@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -106,7 +105,7 @@ def _run_files(args) -> int:
     from ..evaluate.paired import evaluate_pair
     from ..evaluate.report import pair_report_html, versions, write_html
     from ..io import read_volume
-    from ..io.atomic import atomic_write_text
+    from ..io.jsonfile import write_json
 
     paths = {"target": args.target, "source": args.source, "output": args.output, "replicate": args.replicate}
     vols = {k: read_volume(v) if v else None for k, v in paths.items()}
@@ -138,7 +137,7 @@ def _run_files(args) -> int:
                 **{f"{k} sha256": v for k, v in prov["sha256"].items()}}
         write_html(args.report, pair_report_html(res, figs, flat))
     if args.out:
-        atomic_write_text(args.out, json.dumps(json.loads(dumps(res)), indent=1))
+        write_json(args.out, res, indent=1)
     if args.json:
         sys.stdout.write(dumps(res) + "\n")
     else:
@@ -161,10 +160,11 @@ def _print_table(table: dict, fh):
 
 def _run_benchmark(args) -> int:
     from ..cli.events import EventStream, cancel_on_signals, default_progress_mode, dumps
+    from ..benchmark_methods import default_methods
     from ..evaluate import benchmark
 
     size = args.size or ("full" if args.full else "default")
-    methods = benchmark.default_methods()
+    methods = default_methods()
     if args.methods:
         want = [m.strip() for m in args.methods.split(",") if m.strip()]
         known = {m.name: m for m in methods}

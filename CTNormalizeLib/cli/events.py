@@ -8,34 +8,14 @@ events drive a tqdm bar on stderr. ``none`` prints warnings and errors to stderr
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import signal
 import sys
 import time
 from typing import Callable, Optional
 
 from ..errors import CancelledError
-
-ProgressFn = Callable[[str, float], None]
-
-
-def _clean(obj):
-    """Make an object JSON-safe: NaN/inf become None, numpy scalars become Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def dumps(obj) -> str:
-    """One-line JSON of ``obj`` (strict: no NaN)."""
-    return json.dumps(_clean(obj), allow_nan=False, default=str)
+from ..imaging.progress import ProgressFn
+from ..io.jsonfile import dumps
 
 
 class EventStream:

@@ -14,7 +14,7 @@ import logging
 import pkgutil
 import sys
 
-from .. import __version__
+from ..version import __version__
 from ..errors import CTNormalizeError
 
 

@@ -8,16 +8,15 @@ It then aggregates per method and per source protocol (medians over runs), compu
 radiomic CCC across cases on the nodules, and paired Wilcoxon tests between methods.
 
 Methods come from *providers*: :class:`MethodProvider` = a name and a callable
-``fn(volume, source, target, reference=None) -> Volume``. :func:`default_methods` lists the
-classical methods and, when the model registry exists, every installed model; callers
-(and the CLI) may pass their own list.
+``fn(volume, source, target, reference=None) -> Volume``. The caller passes the list;
+:mod:`CTNormalizeLib.benchmark_methods` makes one per row of the method table (they run
+``normalize``, which sits above this layer).
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import logging
 import math
 import time
@@ -27,11 +26,12 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..errors import NoModelError
+from ..errors import BadInputError, NoModelError
+from ..imaging.zgrid import fractional_index, slice_positions
+from ..io.jsonfile import write_json
 from ..protocols import Protocol
 from ..volume import Volume
 from . import agreement, cases as cases_mod
-from .grid import slice_positions
 from .paired import METRICS, evaluate_methods, floor_table
 
 log = logging.getLogger(__name__)
@@ -57,49 +57,12 @@ class MethodProvider:
     kind: str = "classical"
 
 
-def method_providers(names=None, kinds=("classical", "model")) -> list[MethodProvider]:
-    """One provider per method-table row (classical rows, then installed models).
-
-    Each runs :func:`~CTNormalizeLib.normalization.normalize` with the explicit source and
-    target protocols, as a user who knows the protocol would.
-    """
-    from ..methods import method_table
-    from ..normalization import normalize
-
-    out = []
-    for m in method_table().values():
-        if m.kind not in kinds or (names is not None and m.name not in names):
-            continue
-
-        def fn(volume, source, target, reference=None, _n=m.name, _ref=m.needs_reference):
-            return normalize(volume, source, target, method=_n, device="auto",
-                             reference=reference if _ref else None).volume
-        label = f"{m.kind}:{m.name}" if m.kind == "model" else f"classical:{m.name}"
-        out.append(MethodProvider(label, fn, m.card.get("sha256"), m.kind))
-    return out
-
-
-def classical_methods(names=None) -> list[MethodProvider]:
-    """One provider per classical row of the method table."""
-    return method_providers(names, ("classical",))
-
-
-def model_methods() -> list[MethodProvider]:
-    """One provider per installed learned model."""
-    return method_providers(None, ("model",))
-
-
-def default_methods() -> list[MethodProvider]:
-    """Every classical method plus every installed model."""
-    return classical_methods() + model_methods()
-
-
 def _labels_on(scan: Volume, truth: Volume, labels: Optional[np.ndarray]) -> Optional[np.ndarray]:
     """Nearest-slice resampling of truth-grid labels onto a scan's z grid."""
     if labels is None:
         return None
     zt, zs = slice_positions(truth), slice_positions(scan)
-    idx = np.clip(np.rint(np.interp(zs, zt, np.arange(len(zt)))).astype(int), 0, len(zt) - 1)
+    idx = np.clip(np.rint(fractional_index(zt, zs)).astype(int), 0, len(zt) - 1)
     return np.asarray(labels)[idx]
 
 
@@ -130,8 +93,8 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
     size : {"default", "full", "tiny"}
         ``default`` is a sampled subset that finishes within about 10 min on 2 cores;
         ``full`` is every case x every grid protocol x every target; ``tiny`` is for tests.
-    methods : list of MethodProvider, optional
-        Default: :func:`default_methods`.
+    methods : list of MethodProvider
+        What to run (e.g. :func:`CTNormalizeLib.benchmark_methods.default_methods`).
     progress : callable(stage, fraction), optional
     cases : list of cases.Case, optional
         Override the size's case list.
@@ -144,7 +107,9 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
     from .. import simulate
 
     t_start = time.perf_counter()
-    methods = default_methods() if methods is None else list(methods)
+    if not methods:
+        raise BadInputError("The benchmark needs at least one method provider (see CTNormalizeLib.benchmark_methods).")
+    methods = list(methods)
     case_list = cases if cases is not None else cases_mod.benchmark_cases(size)
     runs: list = []
     lpips_note = None
@@ -176,35 +141,19 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
                 if (sprot.kernel, sprot.dose, sprot.thickness) == key:
                     continue
                 src = simulate.simulate_scan(truth, sprot, _seed(case.name, tname, sprot.spec()), projections=proj)
-                outputs, timings, errors, skipped = {}, {}, {}, {}
-                for m in methods:
-                    t0 = time.perf_counter()
-                    try:
-                        outputs[m.name] = m.fn(src, sprot, tprot, reference=refs.get(key))
-                    except NoModelError as exc:  # a model that does not cover this pair: not a failure
-                        skipped[m.name] = exc.message
-                    except Exception as exc:  # noqa: BLE001 - a failing method is a result, not a crash
-                        errors[m.name] = f"{type(exc).__name__}: {exc}"
-                        log.warning("method %s failed on %s: %s", m.name, case.name, exc)
-                    timings[m.name] = round(time.perf_counter() - t0, 3)
+                outputs, run = _run_methods(methods, src, sprot, tprot, refs.get(key), case.name)
                 want_arrays = keep_example and case.kind not in examples
                 ev = evaluate_methods(target, src, outputs, replicate, segments=seg, lung=lung,
                                       keep_arrays=want_arrays, lpips_weights=lpips_weights)
                 lpips_note = ev["lpips_note"]
                 if want_arrays:
                     examples[case.kind] = {"case": case.name, "target_name": tname, "source": sprot.spec(),
-                               "arrays": ev.pop("arrays"), "curves": ev["curves"]}
+                                           "arrays": ev.pop("arrays"), "curves": ev["curves"]}
                 ev.pop("arrays", None)
-                for label, fdict in ev["features"].items():
-                    if label == "target":
-                        continue
-                    for lab, fv in fdict.items():
-                        if lab in ev["features"]["target"]:
-                            feats.setdefault(label, []).append((fv, ev["features"]["target"][lab]))
+                _collect_features(ev["features"], feats)
                 runs.append({"case": case.name, "kind": case.kind, "target": tname, "target_spec": tprot.spec(),
                              "source": sprot.spec(), "values": ev["values"], "tables": ev["tables"],
-                             "zone_laa": ev["emphysema"]["zone_laa"], "timings_s": timings, "errors": errors,
-                             "skipped": skipped,
+                             "zone_laa": ev["emphysema"]["zone_laa"], **run,
                              "masks": ev["masks"], "grid": {k: ev["grid"][k] for k in ("n_slices", "z_range_mm")}})
                 n_done += 1
                 if progress:
@@ -231,6 +180,36 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
     if examples:
         result["_examples"] = list(examples.values())
     return result
+
+
+def _run_methods(methods, src, sprot, tprot, reference, case_name):
+    """Every method on one source scan: ``(outputs, {"timings_s", "errors", "skipped"})``.
+
+    A method that fails is recorded as an error, one that does not cover the pair
+    (:class:`NoModelError`) as skipped; neither stops the benchmark.
+    """
+    outputs, timings, errors, skipped = {}, {}, {}, {}
+    for m in methods:
+        t0 = time.perf_counter()
+        try:
+            outputs[m.name] = m.fn(src, sprot, tprot, reference=reference)
+        except NoModelError as exc:  # a model that does not cover this pair: not a failure
+            skipped[m.name] = exc.message
+        except Exception as exc:  # noqa: BLE001 - a failing method is a result, not a crash
+            errors[m.name] = f"{type(exc).__name__}: {exc}"
+            log.warning("method %s failed on %s: %s", m.name, case_name, exc)
+        timings[m.name] = round(time.perf_counter() - t0, 3)
+    return outputs, {"timings_s": timings, "errors": errors, "skipped": skipped}
+
+
+def _collect_features(features: dict, feats: dict) -> None:
+    """Append each series' (features, target features) pairs per segment to ``feats`` (for the CCC)."""
+    for label, fdict in features.items():
+        if label == "target":
+            continue
+        for lab, fv in fdict.items():
+            if lab in features["target"]:
+                feats.setdefault(label, []).append((fv, features["target"][lab]))
 
 
 def _provenance(methods) -> dict:
@@ -358,8 +337,7 @@ def write_benchmark(result: dict, out_dir, report_path=None) -> dict:
 
     Returns ``{"json": path, "pngs": [paths], "report": path or None}``.
     """
-    from ..cli.events import dumps
-    from ..io.atomic import atomic_write_bytes, atomic_write_text
+    from ..io.atomic import atomic_write_bytes
     from .report import benchmark_report_html, write_html
 
     out_dir = Path(out_dir)
@@ -371,7 +349,7 @@ def write_benchmark(result: dict, out_dir, report_path=None) -> dict:
     clean = {k: v for k, v in result.items() if not k.startswith("_")}
     clean["figures"] = [Path(p).name for p in pngs]
     clean["figure_captions"] = list(figs)
-    js = atomic_write_text(out_dir / "quality.json", json.dumps(json.loads(dumps(clean)), indent=1))
+    js = write_json(out_dir / "quality.json", clean, indent=1)
     rep = None
     if report_path is not None:
         rep = write_html(report_path, benchmark_report_html(clean, figs))

@@ -1,9 +1,7 @@
 """The benchmark's fixed, versioned set of held-out cases and its grid of source protocols.
 
 Cases (never used for training):
-- procedural phantoms with seeds >= 1000, with emphysema and nodules
-  (``simulate.make_phantom``; until that exists, the image-domain ``classical.synthetic``
-  disk phantom stands in and the case records it);
+- procedural phantoms with seeds >= 1000, with emphysema and nodules (``simulate.make_phantom``);
 - lung2 from pyradiomics' test data (real anatomy, 5 mm slices): a fixed crop around
   its tumour (full in-plane, so the lungs and the skin are whole). Being 5 mm, it is simulated at its native
   thickness, so only kernel and dose vary.
@@ -19,7 +17,9 @@ from typing import Optional
 
 import numpy as np
 
+from ..imaging import lung_mask
 from ..protocols import KERNEL_CLASSES, Protocol, parse_spec, resolve_protocol
+from ..simulate.phantom import make_phantom
 from ..volume import Volume
 
 BENCHMARK_VERSION = "1"
@@ -77,35 +77,13 @@ def benchmark_cases(size: str = "default") -> list[Case]:
 
 
 def _phantom(case: Case) -> CaseData:
-    try:
-        from ..simulate.phantom import make_phantom
-    except ImportError:
-        make_phantom = None
-    if make_phantom is not None:
-        ph = make_phantom(case.seed, case.shape, case.spacing, emphysema=case.options.get("emphysema", 0.15),
-                          nodules=case.options.get("nodules", 3))
-        truth = ph.volume if isinstance(ph.volume, Volume) else Volume(ph.volume, case.spacing)
-        labels = getattr(ph, "nodule_labels", None)
-        info = dict(getattr(ph, "info", {}))
-        return CaseData(case, truth, None if labels is None else np.asarray(labels),
-                        {"truth": "simulate.make_phantom", "seed": case.seed,
-                         "laa950_percent_truth": info.get("laa950_percent"),
-                         "nodules": len(info.get("nodules", [])), "lung_mask": "phantom ground truth"},
-                        lung=ph.masks.get("lungs"))
-    from ..classical.synthetic import disk_phantom
-
-    hu = disk_phantom(case.shape, case.spacing, seed=case.seed)
-    rng = np.random.default_rng(case.seed)
-    lungs = hu < -700
-    # emphysema stand-in: clusters of low attenuation inside the lungs
-    blobs = rng.random(hu.shape) < 0.02
-    from scipy import ndimage as ndi
-
-    blobs = ndi.binary_dilation(blobs, iterations=2) & lungs
-    hu[blobs] = -990.0
-    return CaseData(case, Volume(hu, case.spacing), None,
-                    {"truth": "classical.synthetic.disk_phantom (fallback: simulate.make_phantom missing)",
-                     "seed": case.seed})
+    ph = make_phantom(case.seed, case.shape, case.spacing, emphysema=case.options.get("emphysema", 0.15),
+                      nodules=case.options.get("nodules", 3))
+    return CaseData(case, ph.volume, ph.nodule_labels,
+                    {"truth": "simulate.make_phantom", "seed": case.seed,
+                     "laa950_percent_truth": ph.info.get("laa950_percent"),
+                     "nodules": len(ph.info.get("nodules", [])), "lung_mask": "phantom ground truth"},
+                    lung=ph.masks.get("lungs"))
 
 
 def _lung2(case: Case) -> CaseData:
@@ -123,12 +101,10 @@ def _lung2(case: Case) -> CaseData:
     meta = {"Modality": "CT", "SliceThickness": f"{sp[0]:g}", "source_path": str(img_p)}
     truth = Volume(hu[LUNG2_CROP], sp, tuple(origin), img.GetDirection(), meta)
     labels = (lab[LUNG2_CROP] > 0).astype(np.uint8)
-    from ..quantify.lung import lung_mask
-
     lung = lung_mask(truth.hu, truth.spacing, truth.direction).lungs
     return CaseData(case, truth, labels, {"truth": "pyradiomics lung2 (real CT, 5 mm), crop "
                                                    f"z{zc.start}:{zc.stop} y{yc.start}:{yc.stop} x{xc.start}:{xc.stop}",
-                                          "lung_mask": "quantify.lung on the unscanned volume"}, lung=lung)
+                                          "lung_mask": "imaging.lung_mask on the unscanned volume"}, lung=lung)
 
 
 def load_case(case: Case) -> CaseData:

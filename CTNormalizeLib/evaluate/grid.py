@@ -12,31 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BadInputError
+from ..imaging.zgrid import fractional_index, resample_z, slice_positions
 from ..volume import Volume
-
-
-def slice_positions(vol: Volume) -> np.ndarray:
-    """Physical position (mm) of each slice centre along the slice-stacking axis.
-
-    Uses the third column of the direction matrix (the direction of array axis 0),
-    so it is correct for any axis-aligned or oblique volume whose slices are stacked
-    along that column.
-    """
-    d = np.asarray(vol.direction, dtype=float).reshape(3, 3)
-    axis = d[:, 2]
-    o = float(np.dot(np.asarray(vol.origin, dtype=float), axis))
-    return o + np.arange(vol.shape[0]) * vol.spacing[0]
-
-
-def _interp_z(hu: np.ndarray, z_from: np.ndarray, z_to: np.ndarray) -> np.ndarray:
-    """Linear interpolation of ``hu`` along axis 0 from positions ``z_from`` to ``z_to``."""
-    if hu.shape[0] == 1:
-        return np.repeat(hu, len(z_to), axis=0).astype(np.float32)
-    idx = np.interp(z_to, z_from, np.arange(len(z_from), dtype=float))
-    lo = np.clip(np.floor(idx).astype(int), 0, len(z_from) - 1)
-    hi = np.clip(lo + 1, 0, len(z_from) - 1)
-    w = (idx - lo).astype(np.float32)[:, None, None]
-    return ((1.0 - w) * hu[lo] + w * hu[hi]).astype(np.float32)
 
 
 def to_target_grid(target: Volume, *others: Volume | None, tol: float = 1e-3):
@@ -91,10 +68,10 @@ def to_target_grid(target: Volume, *others: Volume | None, tol: float = 1e-3):
             interpolated.append(None)
             continue
         z = slice_positions(v)
+        idx = fractional_index(z, zk)
         same = len(z) >= len(zk) and np.allclose(v.spacing[0], target.spacing[0]) and \
-            np.allclose(np.interp(zk, z, np.arange(len(z))) % 1.0, 0.0, atol=1e-3)
-        arr = v.hu[np.rint(np.interp(zk, z, np.arange(len(z)))).astype(int)] if same else \
-            _interp_z(v.hu, z, zk)
+            np.allclose(idx % 1.0, 0.0, atol=1e-3)
+        arr = v.hu[np.rint(idx).astype(int)] if same else resample_z(v.hu, z, zk)
         out.append(tgt.with_array(arr))
         interpolated.append(not same)
     info = {"grid": "target", "z_range_mm": [float(zk.min()), float(zk.max())],

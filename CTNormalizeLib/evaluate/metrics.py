@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BadInputError
+from ..quantify.emphysema import emphysema_dice, emphysema_index
 
 LUNG_WINDOW = (-1350.0, 150.0)  # HU (level -600, width 1500)
 PLANES = {"axial": 0, "coronal": 1, "sagittal": 2}
@@ -109,25 +110,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def emphysema_measures(hu: np.ndarray, spacing, lung: np.ndarray, threshold: float = -950.0) -> dict:
-    """LAA% and emphysema mask, through ``quantify.emphysema`` when it exists, else a threshold.
+    """LAA% and emphysema mask from :func:`CTNormalizeLib.quantify.emphysema_index`.
 
     Returns ``{"laa_percent", "mask", "source"}``.
     """
-    import importlib
-
-    try:  # the module, not the function that quantify/__init__ re-exports under the same name
-        qe = importlib.import_module("CTNormalizeLib.quantify.emphysema")
-    except ImportError:
-        qe = None
-    if qe is not None and hasattr(qe, "emphysema"):
-        r = qe.emphysema(hu, spacing, np.asarray(lung, dtype=bool), threshold)
-        mask = getattr(r, "emphysema_mask", getattr(r, "mask", None))
-        if r.laa_percent is not None and mask is not None:
-            return {"laa_percent": float(r.laa_percent), "mask": np.asarray(mask, dtype=bool),
-                    "source": "quantify.emphysema"}
-    m = np.asarray(lung, dtype=bool)
-    return {"laa_percent": laa_percent(hu, m, threshold), "mask": m & (np.asarray(hu) < threshold),
-            "source": "threshold-fallback"}
+    r = emphysema_index(hu, spacing, np.asarray(lung, dtype=bool), threshold)
+    return {"laa_percent": float(r.laa_percent), "mask": np.asarray(r.emphysema_mask, dtype=bool),
+            "source": "quantify.emphysema"}
 
 
 def emphysema_metrics(test: np.ndarray, reference: np.ndarray, spacing, lung: np.ndarray,
@@ -141,11 +130,7 @@ def emphysema_metrics(test: np.ndarray, reference: np.ndarray, spacing, lung: np
     _check_pair(test, reference)
     a = emphysema_measures(test, spacing, lung, threshold)
     b = emphysema_measures(reference, spacing, lung, threshold)
-    try:
-        from ..quantify.emphysema import emphysema_dice as _edice
-    except ImportError:
-        _edice = dice
     return {"threshold_hu": float(threshold), "laa_test": a["laa_percent"],
             "laa_reference": b["laa_percent"],
             "ei_error": abs(a["laa_percent"] - b["laa_percent"]),
-            "emphysema_dice": float(_edice(a["mask"], b["mask"])), "source": a["source"]}
+            "emphysema_dice": float(emphysema_dice(a["mask"], b["mask"])), "source": a["source"]}

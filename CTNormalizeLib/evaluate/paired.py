@@ -12,12 +12,15 @@ so the differences between roles reflect the images only.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
+from ..imaging import body_mask, lung_mask
 from ..volume import Volume
-from . import agreement, grid, lpips, masks, metrics, nps, sharpness
+from . import agreement, grid, lpips, metrics, nps, sharpness
+from .features import segment_features
 
 ROLES = ("source", "output", "replicate")
 
@@ -153,70 +156,18 @@ def evaluate_methods(target: Volume, source: Optional[Volume] = None, outputs: O
     labels = [k for k, v in imgs.items() if v is not None]
     tgt, aligned, ginfo = grid.to_target_grid(target, *[imgs[k] for k in labels])
     al = dict(zip(labels, (a.hu for a in aligned)))
-    first = ginfo["target_slices_dropped_before"]
-    keep = slice(first, first + tgt.shape[0])
-    sp = tgt.spacing
-    body = masks.body_mask(tgt.hu)
-    if lung is not None:
-        lung_m, lung_src = np.asarray(lung, bool)[keep], "given"
-    else:
-        lung_m, lung_src = masks.lung_mask(tgt.hu, sp, tgt.direction)
-    seg = None if segments is None else np.asarray(segments)[keep]
-    # the largest ROI size that finds a few uniform soft-tissue ROIs (thin body walls need smaller ones)
-    for roi_px in [r for r in (nps_roi, 24, 16, 12) if r <= nps_roi]:
-        corners = nps.find_uniform_rois(tgt.hu, roi=roi_px, mask=body)
-        if len(corners) >= 4:
-            break
-    pts = sharpness.edge_points(tgt.hu, body, sp[1:])
+    ref = _Reference.measure(tgt, ginfo, lung, segments, threshold, nps_roi, with_features)
 
-    values: dict = {}
-    curves: dict = {"nps": {}, "esf": {}}
-    zones: dict = {}
-    feats: dict = {}
-    ref_nps = nps.nps_of(tgt.hu, corners, sp[1:], roi_px)
-    ref_sh = sharpness.sharpness(tgt.hu, pts, sp[1:])
-    values["target"] = {"noise_std_hu": ref_nps["noise_std"] if ref_nps else None,
-                        "edge_width_mm": ref_sh["width_10_90_mm"], "mtf50": ref_sh["mtf50"],
-                        "laa_percent": metrics.laa_percent(tgt.hu, lung_m, threshold)}
-    curves["nps"]["target"] = ref_nps and {"f": ref_nps["f"], "nps": ref_nps["nps"]}
-    curves["esf"]["target"] = {"t": ref_sh["t_mm"], "esf": ref_sh["esf"]}
-    zones["target"] = _zone_laa(tgt.hu, lung_m, threshold)
-    do_feats = seg is not None and with_features and np.any(seg)
-    if do_feats:
-        from .features import segment_features
-
-        feats["target"] = segment_features(tgt.hu, sp, seg)
+    values: dict = {"target": ref.values}
+    curves: dict = {"nps": {"target": ref.nps and {"f": ref.nps["f"], "nps": ref.nps["nps"]}},
+                    "esf": {"target": {"t": ref.sharp["t_mm"], "esf": ref.sharp["esf"]}}}
+    zones: dict = {"target": _zone_laa(tgt.hu, ref.lung, threshold)}
+    feats: dict = {"target": ref.features} if ref.features is not None else {}
     lp_note = lpips.ABSENT_NOTE
     em_source = None
     for r in labels:
-        a = al[r]
-        v = {"l1_body_hu": metrics.l1_hu(a, tgt.hu, body), "l1_lung_hu": metrics.l1_hu(a, tgt.hu, lung_m)}
-        pm = metrics.plane_metrics(a, tgt.hu, window, max_slices=max_slices, mask=body)
-        for p in metrics.PLANES:
-            v[f"psnr_{p}"], v[f"ssim_{p}"] = pm["psnr"][p], pm["ssim"][p]
-        n = nps.nps_of(a, corners, sp[1:], roi_px)
-        if n and ref_nps:
-            v["nps_similarity"] = nps.nps_similarity(n["nps"], ref_nps["nps"])
-            v["noise_std_hu"] = n["noise_std"]
-            v["noise_std_error_hu"] = abs(n["noise_std"] - ref_nps["noise_std"])
-            v["nps_mean_freq_error"] = abs(n["mean_frequency"] - ref_nps["mean_frequency"])
-            curves["nps"][r] = {"f": n["f"], "nps": n["nps"]}
-        sh = sharpness.sharpness(a, pts, sp[1:])
-        v["edge_width_mm"], v["mtf50"] = sh["width_10_90_mm"], sh["mtf50"]
-        v["edge_width_error_mm"] = abs(sh["width_10_90_mm"] - ref_sh["width_10_90_mm"])
-        v["mtf50_error"] = abs(sh["mtf50"] - ref_sh["mtf50"])
-        curves["esf"][r] = {"t": sh["t_mm"], "esf": sh["esf"]}
-        em = metrics.emphysema_metrics(a, tgt.hu, sp, lung_m, threshold)
-        em_source = em["source"]
-        v["laa_percent"], v["ei_error_pt"], v["emphysema_dice"] = em["laa_test"], em["ei_error"], em["emphysema_dice"]
-        zones[r] = _zone_laa(a, lung_m, threshold)
-        if do_feats:
-            feats[r] = segment_features(a, sp, seg)
-            errs = [agreement.relative_feature_error(feats[r][k], feats["target"][k])
-                    for k in feats["target"] if k in feats[r]]
-            v["radiomics_rel_error"] = float(np.mean(errs)) if errs else None
-        lp = lpips.lpips_metric(a, tgt.hu, lpips_weights, window)
-        v["lpips"], lp_note = lp["lpips"], lp["lpips_note"]
+        v, em_source, lp_note = _role_values(al[r], ref, r, window, threshold, max_slices, lpips_weights,
+                                             curves, zones, feats)
         values[r] = {k: (None if isinstance(x, float) and not math.isfinite(x) else x) for k, x in v.items()}
     tables = {m: floor_table({"source": values.get("source", {}), "output": values[m],
                               "replicate": values.get("replicate", {})}) for m in outputs if m in values}
@@ -228,13 +179,95 @@ def evaluate_methods(target: Volume, source: Optional[Volume] = None, outputs: O
                       "source": em_source},
         "features": feats,
         "grid": ginfo,
-        "masks": {"lung": lung_src, "lung_voxels": int(lung_m.sum()), "body_voxels": int(body.sum()),
-                  "nps_rois": len(corners), "nps_roi_px": roi_px, "edge_points": int(len(pts[0])),
+        "masks": {"lung": ref.lung_source, "lung_voxels": int(ref.lung.sum()), "body_voxels": int(ref.body.sum()),
+                  "nps_rois": len(ref.corners), "nps_roi_px": ref.roi_px, "edge_points": int(len(ref.edge_points[0])),
                   "computed_on": "target"},
         "settings": {"window_hu": list(map(float, window)), "data_range": float(window[1] - window[0]),
                      "threshold_hu": threshold, "max_slices_per_plane": max_slices},
         "lpips_note": lp_note,
     }
     if keep_arrays:
-        res["arrays"] = {**al, "target": tgt.hu, "lung": lung_m, "spacing": sp}
+        res["arrays"] = {**al, "target": tgt.hu, "lung": ref.lung, "spacing": tgt.spacing}
     return res
+
+
+@dataclass
+class _Reference:
+    """What every image is compared against, measured once on the target grid."""
+
+    hu: np.ndarray
+    spacing: tuple
+    body: np.ndarray
+    lung: np.ndarray
+    lung_source: str
+    segments: Optional[np.ndarray]
+    corners: list
+    roi_px: int
+    edge_points: tuple
+    nps: Optional[dict]
+    sharp: dict
+    values: dict
+    features: Optional[dict]
+
+    @classmethod
+    def measure(cls, tgt: Volume, ginfo: dict, lung, segments, threshold, nps_roi, with_features) -> "_Reference":
+        first = ginfo["target_slices_dropped_before"]
+        keep = slice(first, first + tgt.shape[0])
+        sp = tgt.spacing
+        body = body_mask(tgt.hu)
+        if lung is not None:
+            lung_m, lung_src = np.asarray(lung, bool)[keep], "given"
+        else:
+            lung_m, lung_src = lung_mask(tgt.hu, sp, tgt.direction).lungs, "imaging.lung_mask"
+        seg = None if segments is None else np.asarray(segments)[keep]
+        # the largest ROI size that finds a few uniform soft-tissue ROIs (thin body walls need smaller ones)
+        for roi_px in [r for r in (nps_roi, 24, 16, 12) if r <= nps_roi]:
+            corners = nps.find_uniform_rois(tgt.hu, roi=roi_px, mask=body)
+            if len(corners) >= 4:
+                break
+        pts = sharpness.edge_points(tgt.hu, body, sp[1:])
+        ref_nps = nps.nps_of(tgt.hu, corners, sp[1:], roi_px)
+        ref_sh = sharpness.sharpness(tgt.hu, pts, sp[1:])
+        values = {"noise_std_hu": ref_nps["noise_std"] if ref_nps else None,
+                  "edge_width_mm": ref_sh["width_10_90_mm"], "mtf50": ref_sh["mtf50"],
+                  "laa_percent": metrics.laa_percent(tgt.hu, lung_m, threshold)}
+        do_feats = seg is not None and with_features and np.any(seg)
+        if not do_feats:
+            seg = None
+        features = segment_features(tgt.hu, sp, seg) if do_feats else None
+        return cls(tgt.hu, sp, body, lung_m, lung_src, seg, corners, roi_px, pts, ref_nps, ref_sh, values, features)
+
+
+def _role_values(a, ref: _Reference, r, window, threshold, max_slices, lpips_weights, curves, zones, feats):
+    """Every metric of one image ``a`` against the target; fills its curves, zones and features.
+
+    Returns ``(values, emphysema source, LPIPS note)``.
+    """
+    sp = ref.spacing
+    v = {"l1_body_hu": metrics.l1_hu(a, ref.hu, ref.body), "l1_lung_hu": metrics.l1_hu(a, ref.hu, ref.lung)}
+    pm = metrics.plane_metrics(a, ref.hu, window, max_slices=max_slices, mask=ref.body)
+    for p in metrics.PLANES:
+        v[f"psnr_{p}"], v[f"ssim_{p}"] = pm["psnr"][p], pm["ssim"][p]
+    n = nps.nps_of(a, ref.corners, sp[1:], ref.roi_px)
+    if n and ref.nps:
+        v["nps_similarity"] = nps.nps_similarity(n["nps"], ref.nps["nps"])
+        v["noise_std_hu"] = n["noise_std"]
+        v["noise_std_error_hu"] = abs(n["noise_std"] - ref.nps["noise_std"])
+        v["nps_mean_freq_error"] = abs(n["mean_frequency"] - ref.nps["mean_frequency"])
+        curves["nps"][r] = {"f": n["f"], "nps": n["nps"]}
+    sh = sharpness.sharpness(a, ref.edge_points, sp[1:])
+    v["edge_width_mm"], v["mtf50"] = sh["width_10_90_mm"], sh["mtf50"]
+    v["edge_width_error_mm"] = abs(sh["width_10_90_mm"] - ref.sharp["width_10_90_mm"])
+    v["mtf50_error"] = abs(sh["mtf50"] - ref.sharp["mtf50"])
+    curves["esf"][r] = {"t": sh["t_mm"], "esf": sh["esf"]}
+    em = metrics.emphysema_metrics(a, ref.hu, sp, ref.lung, threshold)
+    v["laa_percent"], v["ei_error_pt"], v["emphysema_dice"] = em["laa_test"], em["ei_error"], em["emphysema_dice"]
+    zones[r] = _zone_laa(a, ref.lung, threshold)
+    if ref.features is not None:
+        feats[r] = segment_features(a, sp, ref.segments)
+        errs = [agreement.relative_feature_error(feats[r][k], ref.features[k])
+                for k in ref.features if k in feats[r]]
+        v["radiomics_rel_error"] = float(np.mean(errs)) if errs else None
+    lp = lpips.lpips_metric(a, ref.hu, lpips_weights, window)
+    v["lpips"] = lp["lpips"]
+    return v, em["source"], lp["lpips_note"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..quantify.body import body_mask as _body_mask
+from ..imaging import body_mask as _body_mask
 
 
 def body_mask(hu: np.ndarray, threshold: float = -500.0) -> np.ndarray:

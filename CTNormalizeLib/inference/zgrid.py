@@ -6,8 +6,9 @@ profile (FWHM grows from the source to the target thickness) followed by samplin
 project's contract: the first slice stays centred on the source's first slice and slices
 follow at the target z spacing (docs/DEVELOPING.md, "z grids").
 
-Own code rather than SimpleITK resampling because we need the profile widening and the
-exact first-slice alignment in one cheap pass along z only.
+The widening is a Gaussian along z (scipy); the sampling is the shared linear z resampler
+:func:`CTNormalizeLib.imaging.zgrid.resample_z` on the grid of
+:func:`~CTNormalizeLib.imaging.zgrid.target_slice_count`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..classical.thickness import target_slice_count  # noqa: F401  (the one z-grid rule)
+from ..imaging.zgrid import grid_positions
+from ..imaging.zgrid import resample_z as resample_z_linear
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
@@ -37,12 +39,5 @@ def resample_z(hu: np.ndarray, src_spacing: float, tgt_spacing: float,
         out = ndi.gaussian_filter1d(np.asarray(hu, np.float32), sigma, axis=0, mode="nearest")
     if abs(tgt_spacing - src_spacing) <= 1e-3 * src_spacing:
         return np.asarray(out, np.float32)
-    n = target_slice_count(hu.shape[0], src_spacing, tgt_spacing)
-    pos = np.arange(n) * (tgt_spacing / src_spacing)
-    i0 = np.clip(np.floor(pos).astype(int), 0, hu.shape[0] - 1)
-    i1 = np.clip(i0 + 1, 0, hu.shape[0] - 1)
-    w = (pos - i0).astype(np.float32)[:, None, None]
-    res = np.empty((n,) + hu.shape[1:], np.float32)
-    for k in range(n):  # per slice keeps the peak memory at one output volume
-        res[k] = out[i0[k]] * (1 - w[k]) + out[i1[k]] * w[k]
-    return res
+    z_in = np.arange(hu.shape[0]) * float(src_spacing)
+    return resample_z_linear(out, z_in, grid_positions(hu.shape[0], src_spacing, tgt_spacing))

@@ -22,7 +22,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import BadInputError
+from ..imaging.zgrid import resample_z
 from ..volume import Volume
+from .sitk_volume import image_to_volume
 
 log = logging.getLogger(__name__)
 
@@ -226,21 +228,13 @@ def _merge_tags(headers: list[SliceHeader]) -> dict:
 
 
 def _resample_z(arr: np.ndarray, pos: np.ndarray, step: float) -> tuple[np.ndarray, int]:
-    """Linear interpolation along z from slice positions ``pos`` onto a uniform grid.
+    """Linear interpolation along z from slice positions ``pos`` onto a uniform grid of ``step``.
 
-    Own code because a SimpleITK image cannot hold a non-uniform grid, so its resampler
-    cannot take this stack as input; a 1-D linear interpolation between neighbours is exact
-    for what it is.
+    (A SimpleITK image cannot hold a non-uniform grid, so its resampler cannot take this
+    stack; the shared z resampler works from positions.)
     """
     n = int(np.floor((pos[-1] - pos[0]) / step + 1e-6)) + 1
-    grid = pos[0] + step * np.arange(n)
-    hi = np.clip(np.searchsorted(pos, grid, side="right"), 1, len(pos) - 1)
-    lo = hi - 1
-    w = ((grid - pos[lo]) / (pos[hi] - pos[lo])).astype(np.float32)
-    out = np.empty((n,) + arr.shape[1:], dtype=np.float32)
-    for k in range(n):
-        out[k] = (1.0 - w[k]) * arr[lo[k]] + w[k] * arr[hi[k]]
-    return out, n
+    return resample_z(arr, pos, pos[0] + step * np.arange(n)), n
 
 
 # ----------------------------------------------------------------------------- pixels
@@ -296,8 +290,6 @@ def read_dicom_file(path) -> Volume:
         header = _header_sitk(p)
         with _quiet_itk():
             image = sitk.ReadImage(str(p), sitk.sitkFloat32, imageIO="GDCMImageIO")
-        from .read import image_to_volume
-
         vol = image_to_volume(image)
     except RuntimeError as exc:
         header = _header_pydicom(p)

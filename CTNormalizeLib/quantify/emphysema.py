@@ -1,4 +1,4 @@
-"""Emphysema index: LAA% below a threshold, Perc15, lung volume, per lung and per zone.
+"""Emphysema index (:func:`emphysema_index`): LAA% below a threshold, Perc15, lung volume, per lung and zone.
 
 Definitions (standard densitometry, e.g. the COPDGene convention):
 
@@ -20,9 +20,12 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..errors import BadInputError
-from .lung import LungMask, lung_mask, superior_is_last, unpack_volume
+from ..imaging.inputs import unpack_volume
+from ..imaging.lung_split import split_left_right
+from ..imaging.lungs import LungMask, lung_mask
+from ..imaging.orientation import superior_is_last
 
 DEFAULT_THRESHOLD = -950.0
 ZONES = ("upper", "middle", "lower")
@@ -124,8 +127,6 @@ def _as_lungmask(lung, hu, spacing, direction) -> LungMask:
     else:
         arr = np.asarray(lung)
         if arr.dtype == bool or set(np.unique(arr).tolist()) <= {0, 1}:
-            from .lung import split_left_right
-
             lungs = arr.astype(bool)
             left, right, how, w = split_left_right(lungs, spacing, direction)
             m = LungMask(lungs=lungs, left=left, right=right, method=f"array (left/right by {how})",
@@ -139,7 +140,7 @@ def _as_lungmask(lung, hu, spacing, direction) -> LungMask:
     return m
 
 
-def emphysema(hu, spacing=None, lung: Union[LungMask, np.ndarray, None] = None,
+def emphysema_index(hu, spacing=None, lung: Union[LungMask, np.ndarray, None] = None,
               threshold: float = DEFAULT_THRESHOLD, direction=None) -> EmphysemaResult:
     """Measure the emphysema index of a chest CT.
 
@@ -151,7 +152,7 @@ def emphysema(hu, spacing=None, lung: Union[LungMask, np.ndarray, None] = None,
         ``(z, y, x)`` mm (required with a bare array).
     lung : LungMask, np.ndarray or None
         The lung mask; a bool array (left/right split by the engine) or a label array
-        (1 = right, 2 = left); None runs :func:`~CTNormalizeLib.quantify.lung.lung_mask`.
+        (1 = right, 2 = left); None runs :func:`~CTNormalizeLib.imaging.lung_mask`.
     threshold : float
         LAA threshold in HU (voxels strictly below count), default -950.
     direction : tuple of 9 float, optional
@@ -161,7 +162,7 @@ def emphysema(hu, spacing=None, lung: Union[LungMask, np.ndarray, None] = None,
     -------
     EmphysemaResult
     """
-    hu, spacing, direction = unpack_volume(hu, spacing, direction, "emphysema")
+    hu, spacing, direction = unpack_volume(hu, spacing, direction, "emphysema_index")
     if not np.isfinite(threshold):
         raise BadInputError(f"The LAA threshold must be a finite HU value, not {threshold}.")
     spacing = tuple(float(s) for s in spacing)

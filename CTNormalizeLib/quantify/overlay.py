@@ -7,7 +7,8 @@ from typing import Optional
 
 import numpy as np
 
-from .lung import LungMask, superior_is_last
+from ..imaging.lungs import LungMask
+from ..imaging.orientation import superior_is_last
 
 LUNG_WINDOW = (-1350.0, 150.0)  # level -600, width 1500
 

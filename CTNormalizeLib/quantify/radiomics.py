@@ -27,15 +27,15 @@ import io as _stdio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Union
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..errors import BadInputError
+from ..imaging.progress import Progress
 from ..volume import Volume
 
-Progress = Optional[Callable[[str, float], None]]
 DEFAULT_PARAMS = ("Radiomics", "CT.yaml")
 FILTER_PARAMS = ("Radiomics", "CT_filters.yaml")
 

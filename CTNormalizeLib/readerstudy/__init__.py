@@ -5,6 +5,7 @@ Pure Python (no ``slicer``). The reading side (:class:`ReaderSession`) only open
 """
 
 from .design import DESIGNS  # noqa: F401
-from .create import create_study, read_manifest  # noqa: F401
+from .create import create_study  # noqa: F401
+from .manifest import read_manifest  # noqa: F401
 from .answers import ReaderSession, answers_path, reader_file_stem  # noqa: F401
 from .storage import load_study  # noqa: F401

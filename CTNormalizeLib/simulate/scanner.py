@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
 from ..errors import BadInputError
+from ..imaging.progress import ProgressFn
 from ..protocols import Protocol, kernel_class, kernel_mtf
 from ..volume import Volume
 from . import projector, slice_profile
 
 SIMULATOR_VERSION = "1.0"
-
-ProgressFn = Callable[[str, float], None]
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erf
 
+from ..imaging.zgrid import grid_positions
+
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 
@@ -20,11 +22,10 @@ def output_positions(n_fine: int, fine_spacing: float, out_spacing: float) -> np
     """z positions (mm from the first fine slice) of the output slices.
 
     The first output slice is centred on the first fine slice; slices follow every
-    ``out_spacing`` mm as long as they stay inside the fine grid's extent.
+    ``out_spacing`` mm as long as they stay inside the fine grid's extent (the engine's one
+    z grid rule, :func:`CTNormalizeLib.imaging.zgrid.grid_positions`).
     """
-    extent = (n_fine - 1) * fine_spacing
-    n_out = int(np.floor(extent / out_spacing + 1e-6)) + 1
-    return np.arange(n_out) * out_spacing
+    return grid_positions(n_fine, fine_spacing, out_spacing)
 
 
 def ssp_weights(n_fine: int, fine_spacing: float, native_thickness: float, thickness: float,
@@ -60,8 +61,3 @@ def ssp_weights(n_fine: int, fine_spacing: float, native_thickness: float, thick
     w[w < 1e-6 * w.max(axis=1, keepdims=True)] = 0.0
     w /= w.sum(axis=1, keepdims=True)
     return w
-
-
-def effective_width(weights: np.ndarray, fine_spacing: float) -> np.ndarray:
-    """Noise-equivalent width (mm) of each profile: ``fine_spacing / sum(w^2)``."""
-    return fine_spacing / np.sum(weights**2, axis=1)

@@ -23,6 +23,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import BadInputError
+from ..imaging.progress import Progress
 from ..inference.zgrid import resample_z
 from ..models.conditioning import pair_features
 from ..protocols import KERNEL_CLASSES, Protocol, parse_spec
@@ -208,7 +209,7 @@ def lung1_crops(n: int, size: int, seed: int) -> list[Volume]:
     return out
 
 
-def simulated_bank(settings: SimSettings, progress: Optional[Callable[[str, float], None]] = None) -> PairBank:
+def simulated_bank(settings: SimSettings, progress: Progress = None) -> PairBank:
     """Simulate the bank (phantoms with seeds < 1000, and lung1 crops). Deterministic in ``settings``."""
     from ..simulate.phantom import make_phantom
 

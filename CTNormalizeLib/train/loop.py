@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import BadInputError
+from ..imaging.progress import Progress
 from ..io.atomic import atomic_write_text
 from . import checkpoint as ckpt
 
@@ -107,7 +108,7 @@ def _build(cfg: TrainConfig):
 
 
 def train(cfg: TrainConfig, bank, out_dir, resume: bool = True, stop_after: Optional[int] = None,
-          progress: Optional[Callable[[str, float], None]] = None, pair_filter: Optional[Callable] = None) -> dict:
+          progress: Progress = None, pair_filter: Optional[Callable] = None) -> dict:
     """Train ``cfg.arch`` on ``bank`` (:class:`~.data.PairBank`) into ``out_dir``.
 
     Parameters

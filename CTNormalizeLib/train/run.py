@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
+from ..imaging.progress import Progress
 from . import recipes
 from .data import SimSettings, load_bank, manifest_bank, save_bank, simulated_bank
 from .loop import train
@@ -27,7 +28,7 @@ RECIPES = {
 
 def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Optional[int] = None,
                  max_minutes: Optional[float] = None, seed: int = 0, resume: bool = True,
-                 package_dir=None, validate: bool = True, progress: Optional[Callable] = None,
+                 package_dir=None, validate: bool = True, progress: Progress = None,
                  sim_settings: Optional[SimSettings] = None) -> Path:
     """Train a recipe (``default`` or ``unet``) and write its model package; returns the package folder.
 

@@ -6,9 +6,9 @@ import pytest
 from CTNormalizeLib.errors import BadInputError
 from CTNormalizeLib.protocols import parse_spec
 from CTNormalizeLib.volume import Volume
+from CTNormalizeLib.imaging import body_mask
 from CTNormalizeLib.classical import (
     band_energies,
-    body_mask,
     change_thickness,
     convert_kernel,
     denoise_volume,

@@ -6,6 +6,8 @@ import re
 import numpy as np
 import pytest
 
+from CTNormalizeLib.benchmark_methods import classical_methods
+from CTNormalizeLib.errors import BadInputError
 from CTNormalizeLib.evaluate import benchmark, cases
 
 
@@ -15,7 +17,7 @@ def _identity(volume, source, target, reference=None):
 
 @pytest.fixture(scope="module")
 def tiny_result():
-    methods = [benchmark.MethodProvider("identity", _identity), *benchmark.classical_methods(["auto"])]
+    methods = [benchmark.MethodProvider("identity", _identity), *classical_methods(["classical"])]
     return benchmark.run_benchmark("tiny", methods)
 
 
@@ -37,7 +39,7 @@ def test_identity_method_closes_no_gap_and_auto_closes_some(tiny_result):
         assert row["output"] == pytest.approx(row["source"]), name
         if row["gap_closed"] is not None:
             assert row["gap_closed"] == pytest.approx(0.0, abs=1e-9)
-    auto = pm["classical:auto"]["l1_body_hu"]
+    auto = pm["classical:classical"]["l1_body_hu"]  # the classical chain, what auto picks without a model
     assert auto["output"] < auto["source"] and auto["gap_closed"] > 0.3
     assert auto["replicate"] < auto["output"]
 
@@ -47,8 +49,8 @@ def test_runs_record_every_role_and_timing(tiny_result):
     r = tiny_result
     assert len(r["runs"]) == 2 and r["benchmark_version"] == cases.BENCHMARK_VERSION
     for run in r["runs"]:
-        assert {"source", "replicate", "target", "identity", "classical:auto"} <= set(run["values"])
-        assert set(run["timings_s"]) == {"identity", "classical:auto"} and not run["errors"]
+        assert {"source", "replicate", "target", "identity", "classical:classical"} <= set(run["values"])
+        assert set(run["timings_s"]) == {"identity", "classical:classical"} and not run["errors"]
     assert "interpolated" in r["grid_note"]
     w = r["summary"]["wilcoxon"]
     assert {x["metric"] for x in w} == set(benchmark.WILCOXON_METRICS)
@@ -65,7 +67,7 @@ def test_write_outputs_and_report(tiny_result, tmp_path):
     assert not re.search(r'src="(?!data:)', html)  # self-contained
     assert "gap closed" in html and "replicate" in html
     text = benchmark.format_table(tiny_result)
-    assert "classical:auto"[-4:] in text and "replicate" in text
+    assert text.splitlines()[0].split()[-2:] == ["classical", "replicate"]
     # ctnormalize report re-renders from the JSON
     from CTNormalizeLib.cli.main import main
 
@@ -95,3 +97,8 @@ def test_cli_benchmark_json(tmp_path, capsys):
     assert res["methods"] == ["classical:mtf_ratio"] and res["size"] == "tiny"
     assert (tmp_path / "b" / "quality.json").is_file() and (tmp_path / "b.html").is_file()
     assert main(["evaluate", "--benchmark", "--size", "tiny", "--methods", "nope"]) == 2
+
+
+def test_unknown_method_names_are_an_error():
+    with pytest.raises(BadInputError, match="auto"):
+        classical_methods(["auto"])

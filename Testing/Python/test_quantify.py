@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from CTNormalizeLib import BadInputError, Volume, __version__
-from CTNormalizeLib.quantify import emphysema, emphysema_dice, load_lung_mask, lung_mask
+from CTNormalizeLib.quantify import emphysema_dice, emphysema_index, load_lung_mask, lung_mask
 from CTNormalizeLib.quantify.emphysema import zone_slices
 from CTNormalizeLib.quantify.lung import LungMask
 
@@ -90,12 +90,12 @@ def test_laa_exact_fraction():
     exact = idx[rng.choice(len(idx), 50, replace=False)]
     exact = np.array([p for p in exact if hu[tuple(p)] != -960.0])
     hu[tuple(exact.T)] = -950.0
-    r = emphysema(hu, (2.0, 1.0, 0.5), lung=lung)
+    r = emphysema_index(hu, (2.0, 1.0, 0.5), lung=lung)
     assert r.laa_percent == pytest.approx(100.0 * k / lung.sum(), abs=1e-12)
     assert r.lung_volume_ml == pytest.approx(lung.sum() * 1.0 / 1000.0)
     assert r.emphysema_mask.sum() == k
     assert r.threshold == -950.0 and r.engine_version == __version__
-    r2 = emphysema(hu, (2.0, 1.0, 0.5), lung=lung, threshold=-949.0)
+    r2 = emphysema_index(hu, (2.0, 1.0, 0.5), lung=lung, threshold=-949.0)
     assert r2.emphysema_mask.sum() == k + len(exact)
 
 
@@ -105,7 +105,7 @@ def test_perc15_known_distribution():
     values = np.repeat(np.arange(-1000, -799, dtype=np.float32), 100)
     rng = np.random.default_rng(1)
     hu = rng.permutation(values).reshape(lung.shape)
-    r = emphysema(hu, (1.0, 1.0, 1.0), lung=lung)
+    r = emphysema_index(hu, (1.0, 1.0, 1.0), lung=lung)
     assert r.perc15_hu == pytest.approx(-970.0)
     assert r.laa_percent == pytest.approx(100.0 * 50 * 100 / values.size)  # -1000..-951
 
@@ -118,7 +118,7 @@ def test_zones_and_lungs_sum_to_total():
     lab = np.zeros(hu.shape, np.uint8)
     lab[truth["right"]] = 1
     lab[truth["left"]] = 2
-    r = emphysema(hu, vol.spacing, lung=lab)
+    r = emphysema_index(hu, vol.spacing, lung=lab)
     emph_total = r.emphysema_volume_ml
     for group in (r.per_lung, r.per_zone):
         assert sum(g["lung_volume_ml"] for g in group.values()) == pytest.approx(r.lung_volume_ml)
@@ -157,11 +157,11 @@ def test_emphysema_dice():
 def test_emphysema_bad_inputs():
     hu = np.zeros((4, 8, 8), np.float32)
     with pytest.raises(BadInputError):
-        emphysema(hu, (1, 1, 1), lung=np.zeros((4, 8, 8), bool))
+        emphysema_index(hu, (1, 1, 1), lung=np.zeros((4, 8, 8), bool))
     with pytest.raises(BadInputError):
-        emphysema(hu, (1, 1, 1), lung=np.ones((4, 8, 9), bool))
+        emphysema_index(hu, (1, 1, 1), lung=np.ones((4, 8, 9), bool))
     with pytest.raises(BadInputError):
-        emphysema(hu[0], (1, 1))
+        emphysema_index(hu[0], (1, 1))
 
 
 # ---------------------------------------------------------------- lung mask: synthetic chest
@@ -197,7 +197,7 @@ def test_lung_mask_emphysematous():
     vol, truth = synthetic_chest(shape=(40, 96, 96), spacing=(2.5, 3.0, 3.0), lung_hu=-960.0, noise=30.0, seed=5)
     m = lung_mask(vol)
     assert dice(m.lungs, truth["lungs"]) >= 0.95
-    r = emphysema(vol, lung=m)
+    r = emphysema_index(vol, lung=m)
     assert r.laa_percent > 50.0
 
 
@@ -247,7 +247,7 @@ def test_load_lung_mask(tmp_path):
     np.testing.assert_array_equal(m.right, truth["right"])
     single = load_lung_mask(_write(truth["lungs"].astype(np.uint8), vol, tmp_path / "s.nii.gz"), vol)
     assert dice(single.left, truth["left"]) > 0.99
-    r = emphysema(vol, lung=m)
+    r = emphysema_index(vol, lung=m)
     assert r.mask_source == f"user:{tmp_path / 'm.nrrd'}"
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from CTNormalizeLib.protocols import parse_spec
-from CTNormalizeLib.quantify import emphysema, lung_mask
+from CTNormalizeLib.quantify import emphysema_index, lung_mask
 from CTNormalizeLib.simulate import phantom as simulate
 from CTNormalizeLib.simulate import simulate_scan
 
@@ -106,13 +106,13 @@ def test_laa_engine_mask_on_truth_within_the_definition_difference(seed, fractio
     """Measured (40x128x128 at 1.5 mm): 1011 at 20 %: 18.97 (airway share 6.2 %); 1012, 1013 and 1016
     at 20 %: 19.07, 19.10, 18.95; at 5 %: 4.91-5.11. The bronchial walls dilute, the lumen air adds."""
     ph = simulate.make_phantom(seed, shape=SHAPE, spacing=SPACING, emphysema=fraction, nodules=0)
-    assert emphysema(ph.volume, lung=ph.masks["lungs"]).laa_percent == pytest.approx(ph.info["laa950_percent"],
+    assert emphysema_index(ph.volume, lung=ph.masks["lungs"]).laa_percent == pytest.approx(ph.info["laa950_percent"],
                                                                                      abs=0.01)
     lo, hi = _engine_bounds(ph)
-    engine = emphysema(ph.volume).laa_percent
+    engine = emphysema_index(ph.volume).laa_percent
     assert lo <= engine <= hi
     # in the small-airways convention the engine's LAA% is within 0.5 pt of the truth's
-    assert engine == pytest.approx(emphysema(ph.volume, lung=lungs_with_small_airways(ph)).laa_percent, abs=0.5)
+    assert engine == pytest.approx(emphysema_index(ph.volume, lung=lungs_with_small_airways(ph)).laa_percent, abs=0.5)
 
 
 def _noise_free(truth, protocol):
@@ -138,14 +138,14 @@ def test_laa_on_smooth_full_dose_scan_loses_only_resolution(emphysematous):
     protocol = parse_spec("kernel=smooth,dose=1,thickness=1")
     scan = simulate_scan(ph.volume, protocol, seed=5)
     lungs = truth_on_scan_grid(ph.masks["lungs"], ph.volume, scan)
-    noisy = emphysema(scan, lung=lungs).laa_percent
-    clean = emphysema(_noise_free(ph.volume, protocol), lung=lungs).laa_percent
+    noisy = emphysema_index(scan, lung=lungs).laa_percent
+    clean = emphysema_index(_noise_free(ph.volume, protocol), lung=lungs).laa_percent
     assert noisy == pytest.approx(clean, abs=0.5)
     assert 0.72 * gt < noisy < gt
     # the engine's own mask on the scan: the definition difference again (bronchial walls dilute)
-    engine = emphysema(scan).laa_percent
+    engine = emphysema_index(scan).laa_percent
     assert engine == pytest.approx(noisy, rel=0.08)
-    in_convention = emphysema(scan, lung=truth_on_scan_grid(lungs_with_small_airways(ph), ph.volume, scan)).laa_percent
+    in_convention = emphysema_index(scan, lung=truth_on_scan_grid(lungs_with_small_airways(ph), ph.volume, scan)).laa_percent
     assert engine == pytest.approx(in_convention, abs=0.5)
 
 
@@ -158,4 +158,4 @@ def test_laa_on_smooth_full_dose_scan_within_half_point(emphysematous):
     ph = emphysematous
     scan = simulate_scan(ph.volume, parse_spec("kernel=smooth,dose=1,thickness=1"), seed=5)
     lungs = truth_on_scan_grid(ph.masks["lungs"], ph.volume, scan)
-    assert emphysema(scan, lung=lungs).laa_percent == pytest.approx(ph.info["laa950_percent"], abs=0.5)
+    assert emphysema_index(scan, lung=lungs).laa_percent == pytest.approx(ph.info["laa950_percent"], abs=0.5)

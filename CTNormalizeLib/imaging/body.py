@@ -5,25 +5,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .morphology import fill_holes_per_slice, largest_component
+
 BODY_HU = -500.0
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 3D connected component of a boolean mask (empty stays empty)."""
-    lab, n = ndi.label(mask)
-    if n == 0:
-        return np.zeros(mask.shape, dtype=bool)
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
-
-
-def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
-    """Fill holes in each axial slice (a 3D fill would need the mask closed along z)."""
-    out = np.empty(mask.shape, dtype=bool)
-    for z in range(mask.shape[0]):
-        out[z] = ndi.binary_fill_holes(mask[z])
-    return out
 
 
 def body_mask(hu: np.ndarray, threshold: float = BODY_HU, sigma: float = 1.0, step: int = 1) -> np.ndarray:

@@ -1,0 +1,51 @@
+"""Benchmark providers for the rows of the method table: each runs :func:`~CTNormalizeLib.normalization.normalize`.
+
+They sit at the composition level, next to the method table and ``normalize``, because
+the benchmark (``evaluate.benchmark``, a lower layer) only runs the providers it is given.
+"""
+
+from __future__ import annotations
+
+from .errors import BadInputError
+from .evaluate.benchmark import MethodProvider
+
+
+def method_providers(names=None, kinds=("classical", "model")) -> list[MethodProvider]:
+    """One provider per method-table row (classical rows, then installed models).
+
+    Each runs :func:`~CTNormalizeLib.normalization.normalize` with the explicit source and
+    target protocols, as a user who knows the protocol would.
+    """
+    from .methods import method_table
+    from .normalization import normalize
+
+    table = method_table()
+    unknown = sorted(set(names or ()) - set(table))
+    if unknown:
+        raise BadInputError(f"Unknown method(s) {', '.join(unknown)}; the method table has {', '.join(table)}.")
+    out = []
+    for m in table.values():
+        if m.kind not in kinds or (names is not None and m.name not in names):
+            continue
+
+        def fn(volume, source, target, reference=None, _n=m.name, _ref=m.needs_reference):
+            return normalize(volume, source, target, method=_n, device="auto",
+                             reference=reference if _ref else None).volume
+        label = f"{m.kind}:{m.name}" if m.kind == "model" else f"classical:{m.name}"
+        out.append(MethodProvider(label, fn, m.card.get("sha256"), m.kind))
+    return out
+
+
+def classical_methods(names=None) -> list[MethodProvider]:
+    """One provider per classical row of the method table."""
+    return method_providers(names, ("classical",))
+
+
+def model_methods() -> list[MethodProvider]:
+    """One provider per installed learned model."""
+    return method_providers(None, ("model",))
+
+
+def default_methods() -> list[MethodProvider]:
+    """Every classical method plus every installed model."""
+    return classical_methods() + model_methods()
