@@ -108,7 +108,10 @@ class NormalizationLogic(NormalizationMixin, QuantificationMixin, CompareMixin):
         self._derived: dict = {}
         self._wlSync = None
         self.modelsDirectory = settings.get("modelsDirectory") or None
-        self.runs.watch(self.scene)
+        try:
+            self.runs.watch(self.scene)  # again at every run start: the scene may come later
+        except (ImportError, AttributeError):  # no scene yet (plain Python, GPU check only)
+            pass
 
     # -- environment -----------------------------------------------------------------------
     @property

@@ -101,6 +101,7 @@ class NormalizationMixin:
                         on_event=on_event, on_finished=onFinished, cleanup=lambda: process.remove_dir(tmp))
         run.tempDir, run.outputNode, run.inputNode, run.report = tmp, None, inputNode, {}
         run.inputTags = found
+        self.runs.watch(self.scene)
         self.runs.add(run, "normalize")
         self.currentRun = run
         run.start()

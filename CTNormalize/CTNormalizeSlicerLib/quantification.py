@@ -86,6 +86,7 @@ class QuantificationMixin:
         run = EngineRun(args, env=engine.engine_environment("cpu"), cwd=engine.engine_package_parent(),
                         on_event=on_event, on_finished=onFinished, cleanup=lambda: process.remove_dir(tmp))
         run.tempDir, run.result = tmp, None
+        self.runs.watch(self.scene)
         self.runs.add(run, kind)
         return run
 
