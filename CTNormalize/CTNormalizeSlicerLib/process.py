@@ -184,6 +184,7 @@ class EngineRun:
             self.proc = self.launcher(self.args, self.env, self.cwd)
         except Exception as exc:  # the executable is missing, permissions, ...
             self._fail("INTERNAL", f"Could not start the engine: {exc}")
+            self._finished_called = True  # the caller gets the exception: one message, not two
             self._finish()
             raise
         self._reader = threading.Thread(target=self._read, name="ctnormalize-reader", daemon=True)
