@@ -15,15 +15,15 @@ class ComparePanel:
     """Needs ``self.ui``, ``self.logic``, ``self._parameterNode``."""
 
     def connectCompare(self) -> None:
-        self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
-        self.ui.lungWindowButton.connect("clicked(bool)", lambda: self.onWindowPreset("lung"))
-        self.ui.mediastinumWindowButton.connect("clicked(bool)", lambda: self.onWindowPreset("mediastinum"))
-        self.ui.boneWindowButton.connect("clicked(bool)", lambda: self.onWindowPreset("bone"))
-        self.ui.fitButton.connect("clicked(bool)", self.onFitButton)
-        self.ui.differenceButton.connect("clicked(bool)", self.onDifferenceButton)
-        self.ui.checkerboardButton.connect("clicked(bool)", self.onCheckerboardButton)
-        self.ui.histogramButton.connect("clicked(bool)", self.onHistogramButton)
-        self.ui.faderSlider.connect("valueChanged(int)", self.onFaderChanged)
+        self.ui.compareButton.clicked.connect(self.onCompareButton)
+        self.ui.lungWindowButton.clicked.connect(lambda: self.onWindowPreset("lung"))
+        self.ui.mediastinumWindowButton.clicked.connect(lambda: self.onWindowPreset("mediastinum"))
+        self.ui.boneWindowButton.clicked.connect(lambda: self.onWindowPreset("bone"))
+        self.ui.fitButton.clicked.connect(self.onFitButton)
+        self.ui.differenceButton.clicked.connect(self.onDifferenceButton)
+        self.ui.checkerboardButton.clicked.connect(self.onCheckerboardButton)
+        self.ui.histogramButton.clicked.connect(self.onHistogramButton)
+        self.ui.faderSlider.valueChanged.connect(self.onFaderChanged)
 
     def _pair(self):
         p = self._parameterNode

@@ -22,13 +22,13 @@ class NormalizePanel:
     """Needs ``self.ui``, ``self.logic``, ``self._parameterNode``, ``self._pollers``, ``self._log``."""
 
     def connectNormalize(self) -> None:
-        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        self.ui.detectButton.connect("clicked(bool)", self.onDetectButton)
-        self.ui.targetComboBox.connect("currentIndexChanged(int)", self.onTargetChanged)
-        self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
-        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
-        self.ui.modelsDirectoryButton.connect("clicked(bool)", self.onModelsDirectoryButton)
-        self.ui.modelsDirectoryLineEdit.connect("editingFinished()", self.onModelsDirectoryChanged)
+        self.ui.applyButton.clicked.connect(self.onApplyButton)
+        self.ui.detectButton.clicked.connect(self.onDetectButton)
+        self.ui.targetComboBox.currentIndexChanged.connect(self.onTargetChanged)
+        self.ui.methodComboBox.currentIndexChanged.connect(self.onMethodChanged)
+        self.ui.deviceComboBox.currentIndexChanged.connect(self.onDeviceChanged)
+        self.ui.modelsDirectoryButton.clicked.connect(self.onModelsDirectoryButton)
+        self.ui.modelsDirectoryLineEdit.editingFinished.connect(self.onModelsDirectoryChanged)
         self.ui.modelsDirectoryLineEdit.text = settings.get("modelsDirectory")
         settings.apply_models_directory(settings.get("modelsDirectory"))
 
@@ -56,7 +56,7 @@ class NormalizePanel:
             combo.addItem(_("Auto") if name == "auto" else name, name)
             combo.setItemData(combo.count - 1, tooltip, qt.Qt.ToolTipRole)
         completer = qt.QCompleter(self.logic.kernelChoices(), self.ui.sourceKernelNameLineEdit)
-        completer.setCaseSensitivity(qt.Qt.CaseInsensitive)
+        completer.caseSensitivity = qt.Qt.CaseInsensitive
         self.ui.sourceKernelNameLineEdit.setCompleter(completer)
         self.fillModelsList()
 
@@ -139,7 +139,7 @@ class NormalizePanel:
             protocol = self.logic.detectSourceProtocol(self._parameterNode.inputVolume)
             rows = self.logic.protocolRows(protocol)
             table = self.ui.sourceTableWidget
-            table.setRowCount(len(rows))
+            table.rowCount = len(rows)
             for r, row in enumerate(rows):
                 for c, text in enumerate(row):
                     table.setItem(r, c, qt.QTableWidgetItem(text))

@@ -17,10 +17,10 @@ class ResultsPanel:
     """Needs ``self.ui``, ``self.logic``, ``self._parameterNode``, ``self._pollers``, ``self._log``."""
 
     def connectResults(self) -> None:
-        self.ui.radiomicsButton.connect("clicked(bool)", self.onRadiomicsButton)
-        self.ui.emphysemaButton.connect("clicked(bool)", self.onEmphysemaButton)
-        self.ui.saveResultsButton.connect("clicked(bool)", self.onSaveResultsButton)
-        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicomButton)
+        self.ui.radiomicsButton.clicked.connect(self.onRadiomicsButton)
+        self.ui.emphysemaButton.clicked.connect(self.onEmphysemaButton)
+        self.ui.saveResultsButton.clicked.connect(self.onSaveResultsButton)
+        self.ui.exportDicomButton.clicked.connect(self.onExportDicomButton)
 
     def radiomicsSettings(self) -> RadiomicsSettings:
         p = self._parameterNode
