@@ -106,8 +106,10 @@ class NormalizePanel:
         self.fillChoices()
 
     def startGpuCheck(self) -> None:
+        from .dependencies import torch_installed
+
         def done(found):
-            self._accelerators = dict(found, checked=True)
+            self._accelerators = dict(found, checked=True, torch=torch_installed())
             self.updateButtons()
 
         run = self.logic.startGpuCheck(done)
@@ -173,8 +175,8 @@ class NormalizePanel:
             self.logic.checkInput(p.inputVolume)  # a non-CT volume is refused before anything else
             needsTorch = self.logic.methodNeedsTorch(p.method, p.inputVolume, source, target)
             self.logic.ensureDependencies(models=needsTorch)
-            if needsTorch and not self._accelerators.get("checked"):
-                self.startGpuCheck()  # torch may be new: ask again which devices it sees
+            if needsTorch and not self._accelerators.get("torch"):
+                self.startGpuCheck()  # torch was just installed: ask again which devices it sees
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
             self._run = self.logic.startNormalization(
