@@ -56,7 +56,7 @@ def method_table() -> list[MethodRow]:
             return [MethodRow(str(_field(r, "name")), str(_field(r, "kind", "classical")),
                               str(_field(r, "summary", "") or ""), bool(_field(r, "needs_reference", False)),
                               bool(_field(r, "needs_torch", False)))
-                    for r in rows if _field(r, "name") != "auto"]
+                    for r in rows if _field(r, "name") != "auto"]  # model rows' summary: their card line
         except Exception:  # an engine mid-upgrade must not break the panel
             log.warning("CTNormalize: the engine's method table could not be read", exc_info=True)
     return _fallback_method_table()
@@ -77,7 +77,7 @@ def _fallback_method_table() -> list[MethodRow]:
 def methods() -> list[tuple[str, str]]:
     """``[(name, tooltip)]`` for the method combo box: auto, the classical methods, the models."""
     out = [("auto", CLASSICAL_TOOLTIPS["auto"])]
-    rows = method_table()
+    rows = [r for r in method_table() if not r.needs_reference]  # the panel has no reference selector
     out += [(r.name, r.summary) for r in rows if r.kind != "model"]
     out += [(r.name, r.summary) for r in rows if r.kind == "model"]
     return out

@@ -67,7 +67,12 @@ def supported_devices() -> tuple:
     cmd_normalize.add_arguments(parser)
     for action in parser._actions:  # argparse keeps no public list of an option's choices
         if "--device" in action.option_strings:
-            return tuple(action.choices or ())
+            if action.choices:
+                return tuple(action.choices)
+            # a free-form option: the names its help lists (e.g. "auto, cpu, cuda, cuda:N, gpu or mps")
+            import re
+
+            return tuple(re.findall(r"[a-z]+(?::N)?", (action.help or "").split("(")[0].replace(" or ", ", ")))
     return ("auto", "cpu")
 
 

@@ -24,14 +24,13 @@ def _safe(name: str) -> str:
 
 def report_html(output_node) -> str:
     """A self-contained HTML page of a normalized volume's run report (provenance, QC, steps)."""
-    prov = nodes.provenance(output_node)
-    report = json.loads(prov.get("report") or "{}")
-    rows = []
-    for key in ("method", "model_sha256", "device", "source_spec", "target_spec", "engine_version"):
-        rows.append((key, report.get(key, "")))
-    qc = report.get("qc") or {}
-    steps = report.get("steps") or []
-    warnings = report.get("warnings") or []
+    from CTNormalizeLib.contracts.report import RunReport
+
+    rr = RunReport.from_dict(json.loads(nodes.provenance(output_node).get("report") or "{}"))
+    rows = [("method", rr.method), ("why this method", rr.method_reason), ("model sha256", rr.model_sha256 or ""),
+            ("device", rr.device), ("source protocol", rr.source_spec), ("target protocol", rr.target_spec),
+            ("noise", rr.plan.get("noise_summary", "")), ("engine version", rr.engine_version)]
+    qc, steps, warnings = rr.qc, rr.steps, rr.warnings
 
     def table(pairs):
         return "<table>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"

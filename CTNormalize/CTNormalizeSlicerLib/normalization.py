@@ -34,9 +34,10 @@ class NormalizationMixin:
         """
         if volumeNode is None or volumeNode.GetImageData() is None:
             raise ValueError("Select an input volume with image data.")
-        from CTNormalizeLib.protocols.detect import detect_protocol
+        from CTNormalizeLib.plan import resolve_source
 
-        return detect_protocol(nodes.volume_for_engine(volumeNode, self.inputTags(volumeNode)))
+        protocol, _signature = resolve_source(nodes.volume_for_engine(volumeNode, self.inputTags(volumeNode)), None)
+        return protocol
 
     def methodNeedsTorch(self, method: str, volumeNode=None, source: str = "auto", target: str = "") -> bool:
         """True when the run will use a learned model (so torch must be installed).
@@ -51,11 +52,12 @@ class NormalizationMixin:
         if volumeNode is None or not target or not any(r.kind == "model" for r in choices.method_table()):
             return False
         try:
-            from CTNormalizeLib.normalize import complete_target, plan_method, resolve_source
+            from CTNormalizeLib.methods import get_method
+            from CTNormalizeLib.plan import make_plan
 
             vol = nodes.volume_for_engine(volumeNode, self.inputTags(volumeNode))
-            src = resolve_source(vol, source)
-            return plan_method(src, complete_target(src, target), "auto").kind == "model"
+            plan = make_plan(vol, source, target, method="auto", device="cpu")  # what the engine will choose
+            return bool(get_method(plan.method).needs_torch)
         except Exception:  # undetectable source, bad target: the engine run will say so
             log.debug("CTNormalize: could not plan the method in process", exc_info=True)
             return False

@@ -73,6 +73,14 @@ def sim_folder(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def full_sim_folder(tmp_path_factory):
+    """The sample at its shipped size (32 slices of 192 x 192): enough texture to measure the kernel."""
+    folder = tmp_path_factory.mktemp("sample_full")
+    sampledata.simulated_chest(folder)
+    return folder
+
+
 def _sim_volume(scene, folder, keep_tags=False):
     """The simulated chest as a node; without its acquisition attributes unless ``keep_tags``."""
     path = next(Path(folder).glob("*.nrrd"))
@@ -105,19 +113,21 @@ def test_auto_source_with_dicom_tags_reaches_the_engine(mrml, monkeypatch, sim_f
     run = mrml.logic.startNormalization(node, TARGET, source="auto", method="mtf_ratio", device="cpu")
     assert run.wait(timeout=240) is RunState.COMPLETED, (run.error_code, run.error_message)
     report = json.loads(nodes.provenance(run.outputNode)["report"])
-    src = report["source"]
+    src = report["plan"]["source"]
     assert src["kernel_name"] == "B70f" and src["kernel"] == "very-sharp"
     assert src["thickness"] == 2  # B70f can only have come from the DICOM database
     assert nodes.provenance(run.outputNode)["runId"] == run.id
 
 
-@pytest.mark.xfail(strict=True, reason="needs pixel-based kernel detection from main")
-def test_auto_source_on_a_tagless_volume(mrml, sim_folder):
-    """No tags at all (a sharp-kernel scan from a file): the engine must detect the kernel from the pixels."""
-    node = _sim_volume(mrml.scene, sim_folder)
+def test_auto_source_on_a_tagless_volume(mrml, full_sim_folder):
+    """No tags at all (a sharp-kernel scan from a file): the engine detects the kernel from the pixels."""
+    node = _sim_volume(mrml.scene, full_sim_folder)
     assert tags.volume_tags(node) == {}
-    run = mrml.logic.startNormalization(node, TARGET, source="auto", device="cpu")
+    run = mrml.logic.startNormalization(node, TARGET, source="auto", method="mtf_ratio", device="cpu")
     assert run.wait(timeout=240) is RunState.COMPLETED, (run.error_code, run.error_message)
+    src = json.loads(nodes.provenance(run.outputNode)["report"])["plan"]["source"]
+    assert src["sources"]["kernel"]["source"] == "image"
+    assert src["kernel"] in ("sharp", "very-sharp")  # the sample is simulated with the sharp kernel
 
 
 def test_tags_from_subject_hierarchy_and_node_attributes(mrml):
@@ -352,7 +362,7 @@ def test_simulated_sample_loads_and_normalizes_on_the_defaults(mrml, sim_folder)
     assert tags.volume_tags(node)["SliceThickness"] == "2"
     run = mrml.logic.startNormalization(node, "emphysema-reference", device="cpu")  # every default
     assert run.wait(timeout=300) is RunState.COMPLETED, (run.error_code, run.error_message)
-    assert json.loads(nodes.provenance(run.outputNode)["report"])["source"]["kernel"] == "sharp"
+    assert json.loads(nodes.provenance(run.outputNode)["report"])["plan"]["source"]["kernel"] == "sharp"
 
 
 def test_installs_pin_slicers_packages_and_stop_when_declined(monkeypatch):
@@ -384,7 +394,8 @@ def test_installs_pin_slicers_packages_and_stop_when_declined(monkeypatch):
 
 
 def test_auto_asks_for_torch_only_when_a_model_would_run(mrml, monkeypatch):
-    from CTNormalizeLib.normalize import complete_target, plan_method, resolve_source
+    from CTNormalizeLib.methods import get_method
+    from CTNormalizeLib.plan import make_plan
 
     from CTNormalizeSlicerLib import choices
 
@@ -394,10 +405,8 @@ def test_auto_asks_for_torch_only_when_a_model_would_run(mrml, monkeypatch):
     if models:
         assert mrml.logic.methodNeedsTorch(models[0], node) is True
     src, tgt = "kernel=sharp,dose=0.5,thickness=2", "kernel=smooth,dose=1,thickness=2"
-    vol = nodes.volume_for_engine(node)
-    source = resolve_source(vol, src)
-    engine_plan = plan_method(source, complete_target(source, tgt), "auto").kind  # what the engine will do
-    assert mrml.logic.methodNeedsTorch("auto", node, src, tgt) is (engine_plan == "model")
+    plan = make_plan(nodes.volume_for_engine(node), src, tgt, method="auto", device="cpu")  # the engine's choice
+    assert mrml.logic.methodNeedsTorch("auto", node, src, tgt) is get_method(plan.method).needs_torch
     classical_only = [r for r in choices.method_table() if r.kind != "model"]
     monkeypatch.setattr(choices, "method_table", lambda: classical_only)
     assert mrml.logic.methodNeedsTorch("auto", node, src, tgt) is False  # no model installed: never ask
