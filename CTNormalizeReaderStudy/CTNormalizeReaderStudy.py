@@ -4,17 +4,13 @@ The behaviour lives in :class:`CTNormalizeReaderStudyLib.logic.ReaderStudyLogic`
 tested headless on the slicer-core wheel); the widget here only maps buttons, keys and
 fields to it. Every answer is appended and fsynced to ``answers/<reader>.jsonl`` the moment
 it is complete, so closing or crashing Slicer loses nothing; reopening resumes at the first
-unanswered item. The study key is never read here.
-
-Slicer/Qt/CTK API checked against Slicer/Slicer main at 583e9b37 (Slicer 5.13.0):
-slicer.ScriptedLoadableModule.*, slicer.i18n.tr/translate, slicer.util.loadUI,
-slicer.util.childWidgetVariables, slicer.util.tryWithErrorDisplay, slicer.util.mainWindow,
-slicer.util.VTKObservationMixin, vtkMRMLScene.EndCloseEvent, ctkDirectoryButton.directory
-(as used by Modules/Scripted/DICOM), qt.QShortcut/qt.QKeySequence, qt.QSettings.
+unanswered item. The study key is never read here. The reading keys are active only while
+this module is shown.
 """
 
 import logging
 import os
+import sys
 
 import qt
 import slicer
@@ -28,7 +24,13 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from CTNormalizeReaderStudyLib.logic import ReaderStudyLogic
+# From the source tree the shared CTNormalize helpers sit in ../CTNormalize (installed: next to this file).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+for _folder in (_HERE, os.path.join(os.path.dirname(_HERE), "CTNormalize")):
+    if os.path.isdir(os.path.join(_folder, "CTNormalizeSlicerLib")) and _folder not in sys.path:
+        sys.path.append(_folder)
+
+from CTNormalizeReaderStudyLib.logic import ReaderStudyLogic  # noqa: E402
 
 LIKERT_ITEMS = ("noise", "sharpness", "artifacts", "diagnostic")
 SETTINGS_KEY = "CTNormalizeReaderStudy"
@@ -47,7 +49,10 @@ class CTNormalizeReaderStudy(ScriptedLoadableModule):
             "under a neutral name; answer with the buttons or keys (0-5 scores; Shift+A / Shift+B for "
             "the original side; Ctrl+Right / Ctrl+Left for next / previous). Every answer is saved at once; "
             "reopening the study resumes where you stopped. Research use only, not for diagnosis.")
-        self.parent.acknowledgementText = _("Part of the CTNormalize extension.")
+        self.parent.acknowledgementText = _("Part of the CTNormalize extension (Apache License 2.0).")
+        icon = os.path.join(_HERE, "Resources", "Icons", "CTNormalizeReaderStudy.png")
+        if os.path.isfile(icon):
+            self.parent.icon = qt.QIcon(icon)
 
 
 class CTNormalizeReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -97,11 +102,19 @@ class CTNormalizeReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.removeObservers()
         self._removeShortcuts()
 
+    def enter(self):
+        if self.logic is not None and self.logic.session:
+            self._installShortcuts()
+
+    def exit(self):
+        self._removeShortcuts()  # 0-5, Shift+A/B and Ctrl+arrows belong to other modules there
+
     # -- study ------------------------------------------------------------------------------------
     def onOpen(self):
         studyDir = self.ui.studyDirectoryButton.directory
         reader = self.ui.readerNameEdit.text.strip()
         with slicer.util.tryWithErrorDisplay(_("Could not open the study."), waitCursor=True):
+            _ensurePackages()  # a protocol study needs pyyaml: ask now, not fail silently later
             self.logic.openStudy(studyDir, reader)
             settings = qt.QSettings()
             settings.setValue(f"{SETTINGS_KEY}/studyDirectory", studyDir)
@@ -283,6 +296,15 @@ class CTNormalizeReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationM
 
     def _pairDraftBelongsToItem(self):
         return getattr(self, "_shownItem", None) == self.logic.session.index
+
+
+def _ensurePackages():
+    """The engine packages the study model needs (pyyaml for protocol studies), installed after asking."""
+    try:
+        from CTNormalizeSlicerLib import dependencies
+    except ImportError:  # the CTNormalize module is not next to this one
+        return
+    dependencies.ensure([dependencies.ENGINE_REQUIREMENTS], requester="CTNormalize Reader Study")
 
 
 class CTNormalizeReaderStudyLogic(ScriptedLoadableModuleLogic, ReaderStudyLogic):

@@ -1,7 +1,8 @@
 """Helpers of the CTNormalize Slicer module.
 
-Everything here runs without Qt widgets, so it is tested headless against real MRML
-(the ``slicer-core`` wheel). ``slicer`` is imported inside functions; ``qt`` only in the
+Everything but the ``panel_*`` modules (the Qt panel parts) and :mod:`.parameters` runs
+without Qt widgets, so it is tested headless against real MRML (the ``slicer-core`` wheel).
+``slicer`` is imported inside functions; ``qt`` only in the panel parts, the settings and the
 thin timer adapter of :mod:`.process`.
 """
 

@@ -42,15 +42,38 @@ def python_executable() -> str:
     return sys.executable
 
 
-def engine_environment(device: str = "auto") -> dict:
-    """Extra environment for the child: engine on PYTHONPATH, CPU forced when asked."""
+def engine_environment(device: str = "auto", models_dir: Optional[str] = None) -> dict:
+    """Extra environment for the child: engine on PYTHONPATH, CPU forced when asked, user models folder."""
     parent = engine_package_parent()
     paths = [parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), "PYTHONUNBUFFERED": "1",
            "PYTHONIOENCODING": "utf-8"}
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = "-1"
+    if device == "mps":
+        env["PYTORCH_ENABLE_MPS_FALLBACK"] = "1"  # operators MPS lacks run on the CPU instead of failing
+    if models_dir:
+        env["CTNORMALIZE_MODELS"] = str(models_dir)
     return env
+
+
+def supported_devices() -> tuple:
+    """The ``--device`` choices of the engine's normalize command (e.g. auto, cpu, cuda)."""
+    import argparse
+
+    from CTNormalizeLib.cli import cmd_normalize
+
+    parser = argparse.ArgumentParser()
+    cmd_normalize.add_arguments(parser)
+    for action in parser._actions:  # argparse keeps no public list of an option's choices
+        if "--device" in action.option_strings:
+            if action.choices:
+                return tuple(action.choices)
+            # a free-form option: the names its help lists (e.g. "auto, cpu, cuda, cuda:N, gpu or mps")
+            import re
+
+            return tuple(re.findall(r"[a-z]+(?::N)?", (action.help or "").split("(")[0].replace(" or ", ", ")))
+    return ("auto", "cpu")
 
 
 def engine_command(subcommand: str, *args: str, python: Optional[str] = None) -> list[str]:

@@ -1,7 +1,9 @@
-"""Volume nodes <-> files, geometry, provenance attributes, subject hierarchy, DICOM tags.
+"""Volume nodes <-> files, geometry, provenance attributes, subject hierarchy, scratch nodes.
 
-File exchange goes through a volume archetype storage node that is not added to the
-scene, so the result node does not point at a temp file that is about to be removed.
+Volumes go to the engine as NRRD written with SimpleITK from the node's voxels and LPS
+geometry, with the DICOM tags (:mod:`.tags`) as header keys the engine reads. Results come
+back through a volume archetype storage node that is not added to the scene, so the result
+node does not point at a temp file that is about to be removed.
 """
 
 from __future__ import annotations
@@ -11,33 +13,46 @@ from typing import Optional
 
 ATTRIBUTE_PREFIX = "CTNormalize."
 
-#: DICOM tags the engine's protocol detection reads (name -> "gggg,eeee").
-DICOM_TAGS = {
-    "Modality": "0008,0060",
-    "Manufacturer": "0008,0070",
-    "ManufacturerModelName": "0008,1090",
-    "ConvolutionKernel": "0018,1210",
-    "SliceThickness": "0018,0050",
-    "SpacingBetweenSlices": "0018,0088",
-    "KVP": "0018,0060",
-    "Exposure": "0018,1152",
-    "XRayTubeCurrent": "0018,1151",
-    "ExposureTime": "0018,1150",
-    "CTDIvol": "0018,9345",
-}
+def lps_geometry(volume_node):
+    """``(spacing_xyz, origin_lps, direction_lps_row_major)`` of a volume node, as ITK wants them."""
+    import numpy as np
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASDirectionMatrix(m)
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
+    d = ras_to_lps @ np.array([[m.GetElement(i, j) for j in range(3)] for i in range(3)])
+    origin = ras_to_lps @ np.array(volume_node.GetOrigin())
+    return tuple(volume_node.GetSpacing()), tuple(float(v) for v in origin), tuple(float(v) for v in d.ravel())
 
 
-def write_volume(volume_node, path: str) -> str:
-    """Write a scalar volume node to ``path`` (NRRD, uncompressed for speed); returns path."""
+def write_volume(volume_node, path: str, tags: Optional[dict] = None) -> str:
+    """Write a scalar (or labelmap) volume node to a NRRD file for the engine; returns path.
+
+    Voxels keep their type; ``tags`` (DICOM tag name -> value) become NRRD header keys
+    (``ConvolutionKernel:=B70f``) that ``CTNormalizeLib.io.read_volume`` puts in ``Volume.meta``.
+    Only the names the engine knows are written. Uncompressed, for speed.
+    """
+    import SimpleITK as sitk
     import slicer
 
     if volume_node is None or volume_node.GetImageData() is None:
         raise ValueError("The input volume has no image data.")
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    storage.SetUseCompression(False)
-    if not storage.WriteData(volume_node):
-        raise RuntimeError(f"Could not write the volume {volume_node.GetName()!r} to {path}.")
+    from CTNormalizeLib.io.dicom import META_TAGS
+
+    image = sitk.GetImageFromArray(slicer.util.arrayFromVolume(volume_node))
+    spacing, origin, direction = lps_geometry(volume_node)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
+    for name, value in (tags or {}).items():
+        text = str(value).strip().replace("\n", " ")
+        if name in META_TAGS and text:
+            image.SetMetaData(name, text)
+    try:
+        sitk.WriteImage(image, str(path), useCompression=False)
+    except RuntimeError as exc:
+        raise RuntimeError(f"Could not write the volume {volume_node.GetName()!r} to {path}: {exc}") from None
     return str(path)
 
 
@@ -144,29 +159,6 @@ def place_next_to(node, reference_node) -> None:
         sh.SetItemParent(item, parent)
 
 
-def dicom_tags(volume_node) -> dict:
-    """The DICOM tags of a volume loaded from DICOM, by name (empty when not from DICOM).
-
-    Uses the node's ``DICOM.instanceUIDs`` attribute (set by Slicer's DICOM import) and the
-    application's DICOM database; the first instance stands for the series.
-    """
-    import slicer
-
-    uids = (volume_node.GetAttribute("DICOM.instanceUIDs") or "").split()
-    db = getattr(slicer, "dicomDatabase", None)
-    if not uids or db is None:
-        return {}
-    path = db.fileForInstance(uids[0])
-    if not path:
-        return {}
-    tags = {}
-    for name, tag in DICOM_TAGS.items():
-        value = db.fileValue(path, tag)
-        if value:
-            tags[name] = str(value).strip()
-    return tags
-
-
 def volume_for_engine(volume_node, meta: Optional[dict] = None):
     """A ``CTNormalizeLib.Volume`` view of a node's voxels (for in-process detection).
 
@@ -174,16 +166,44 @@ def volume_for_engine(volume_node, meta: Optional[dict] = None):
     """
     import numpy as np
     import slicer
-    import vtk
 
     from CTNormalizeLib import Volume
 
     arr = slicer.util.arrayFromVolume(volume_node)
-    sx, sy, sz = volume_node.GetSpacing()
-    m = vtk.vtkMatrix4x4()
-    volume_node.GetIJKToRASDirectionMatrix(m)
-    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
-    d = ras_to_lps @ np.array([[m.GetElement(i, j) for j in range(3)] for i in range(3)])
-    origin = ras_to_lps @ np.array(volume_node.GetOrigin())
-    return Volume(hu=np.asarray(arr, dtype=np.float32), spacing=(sz, sy, sx), origin=tuple(origin),
-                  direction=tuple(d.ravel()), meta=dict(meta or {}))
+    (sx, sy, sz), origin, direction = lps_geometry(volume_node)
+    return Volume(hu=np.asarray(arr, dtype=np.float32), spacing=(sz, sy, sx), origin=origin,
+                  direction=direction, meta=dict(meta or {}))
+
+
+class scratch_nodes:
+    """Remove every node added to ``scene`` inside the ``with`` block, except those kept.
+
+    Slicer adds display, storage and color-table nodes on its own when a labelmap is created
+    or exported; removing only the labelmap would leave those behind (saved with the scene).
+    """
+
+    def __init__(self, scene):
+        self.scene = scene
+        self.kept: set = set()
+
+    def keep(self, node):
+        self.kept.add(node.GetID())
+        for getter in ("GetDisplayNode", "GetStorageNode"):
+            dep = getattr(node, getter, lambda: None)()
+            if dep is not None:
+                self.kept.add(dep.GetID())
+        return node
+
+    def __enter__(self):
+        self._before = {self.scene.GetNthNode(i).GetID() for i in range(self.scene.GetNumberOfNodes())}
+        return self
+
+    def __exit__(self, *exc):
+        new = [self.scene.GetNthNode(i) for i in range(self.scene.GetNumberOfNodes())]
+        # data nodes first, so their display nodes are not re-created or left dangling
+        new = [n for n in new if n.GetID() not in self._before and n.GetID() not in self.kept]
+        new.sort(key=lambda n: n.IsA("vtkMRMLDisplayNode") or n.IsA("vtkMRMLStorageNode") or n.IsA("vtkMRMLColorNode"))
+        for node in new:
+            if self.scene.IsNodePresent(node):
+                self.scene.RemoveNode(node)
+        return False

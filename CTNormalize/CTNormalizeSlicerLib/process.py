@@ -20,11 +20,18 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 from typing import Callable, Optional
+
+from .proctree import kill_process_tree
 
 log = logging.getLogger(__name__)
 
 EXIT_CODES = {0: "OK", 1: "INTERNAL", 2: "BAD_INPUT", 3: "NO_MODEL", 4: "OOM", 130: "CANCELLED"}
+#: Exit statuses of a child killed by a signal it did not ask for (POSIX: -signal; a shell: 128 + signal).
+KILLED_BY_SYSTEM = {-9: "SIGKILL", 137: "SIGKILL", -6: "SIGABRT", 134: "SIGABRT", -11: "SIGSEGV", 139: "SIGSEGV"}
+KILLED_MESSAGE = ("The engine was stopped by the system ({signal}), for example because the computer ran out "
+                  "of memory. Try the CPU device, close other programs, or use a smaller volume.")
 
 
 class RunState(enum.Enum):
@@ -89,86 +96,6 @@ def parse_json_document(lines: list[str]):
     return None
 
 
-def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
-    """Terminate a process and all its descendants; kill what is left after ``timeout`` s.
-
-    The whole tree matters: Slicer's ``PythonSlicer`` launcher starts the real interpreter
-    as a child, and killing only the launcher leaves the worker running.
-    """
-    try:
-        import psutil
-    except ImportError:  # psutil is installed on first use; without it only the direct child goes
-        _kill_without_psutil(pid, timeout)
-        return
-    try:
-        parent = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    try:
-        procs = parent.children(recursive=True) + [parent]
-    except psutil.NoSuchProcess:
-        procs = [parent]
-    # SIGTERM first: the engine cancels cleanly and removes its partial outputs (exit 130).
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    alive = _wait_without_reaping(procs, timeout)
-    # Descendants before the launcher: once the launcher exits the run counts as finished,
-    # so nothing of the tree may outlive that moment.
-    alive.sort(key=lambda p: p.pid == parent.pid)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    _wait_without_reaping(alive, timeout)
-
-
-def _wait_without_reaping(procs, timeout: float) -> list:
-    """The processes still running after up to ``timeout`` s.
-
-    Not ``psutil.wait_procs``: for our own child it calls ``waitpid`` and reaps it, and then
-    ``subprocess.Popen`` can no longer read the exit status (it reports 0 instead of 130).
-    A zombie counts as exited; its parent (the Popen owner) collects the status.
-    """
-    import psutil
-
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = []
-        for p in procs:
-            try:
-                if p.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(0.05)
-
-
-def _kill_without_psutil(pid: int, timeout: float) -> None:
-    import signal
-
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except OSError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
-    except OSError:
-        pass
-
-
 def default_launcher(args: list[str], env: Optional[dict] = None, cwd: Optional[str] = None):
     """Start ``args`` with stdout piped (stderr merged), the way Slicer does.
 
@@ -226,6 +153,7 @@ class EngineRun:
         self.cleanup = cleanup
         self.launcher = launcher
         self.auto_complete = auto_complete
+        self.id = uuid.uuid4().hex  # the run's identity: results are matched by it, never by node ID
         self.state = RunState.IDLE
         self.proc = None
         self.returncode: Optional[int] = None
@@ -256,6 +184,7 @@ class EngineRun:
             self.proc = self.launcher(self.args, self.env, self.cwd)
         except Exception as exc:  # the executable is missing, permissions, ...
             self._fail("INTERNAL", f"Could not start the engine: {exc}")
+            self._finished_called = True  # the caller gets the exception: one message, not two
             self._finish()
             raise
         self._reader = threading.Thread(target=self._read, name="ctnormalize-reader", daemon=True)
@@ -263,11 +192,11 @@ class EngineRun:
         return self
 
     def _read(self):
-        stream = self.proc.stdout
+        stream = _utf8_lines(self.proc.stdout)
         try:
             for line in iter(stream.readline, ""):
                 self._queue.put(("line", line.rstrip("\r\n")))
-        except (ValueError, OSError, UnicodeDecodeError) as exc:  # pipe closed under us
+        except (ValueError, OSError) as exc:  # pipe closed under us
             self._queue.put(("line", f"[reader stopped: {exc}]"))
         self.proc.wait()
         self._queue.put(("exit", self.proc.returncode))
@@ -292,6 +221,8 @@ class EngineRun:
         self.output_lines.append(line)
         event = parse_event_line(line)
         if event is None:
+            if _is_json_document_line(line):  # a --json command's result: read by the owner, not logged
+                return
             if line.strip():
                 self.log_lines.append(line)
                 self._notify({"event": "log", "line": line})
@@ -316,7 +247,7 @@ class EngineRun:
     def _handle_exit(self, code: int):
         self.returncode = code
         self.t_end = time.monotonic()
-        if self.state is RunState.CANCEL_REQUESTED or code in (130, -15, -9, -2):
+        if self.state is RunState.CANCEL_REQUESTED or code in (130, -15, -2):
             self.state = RunState.CANCELLED
             self.error_code = "CANCELLED"
             self.error_message = "Cancelled."
@@ -328,6 +259,9 @@ class EngineRun:
             else:
                 self.state = RunState.IMPORT_RESULTS
                 self._notify({"event": "import"})
+        elif code in KILLED_BY_SYSTEM and self.error_event is None:
+            self._fail("KILLED", KILLED_MESSAGE.format(signal=KILLED_BY_SYSTEM[code]))
+            self._finish()
         else:
             if self.error_event is not None:
                 self._fail(self.error_event.get("code", EXIT_CODES.get(code, "INTERNAL")),
@@ -395,6 +329,22 @@ class EngineRun:
                 threading.Thread(target=kill_process_tree, args=(self.proc.pid, timeout),
                                  name="ctnormalize-cancel", daemon=True).start()
 
+    def abandon(self, reason: str = "Cancelled.", timeout: float = 5.0):
+        """Stop the child now and finish the run synchronously (scene close, reload, exit).
+
+        Unlike :meth:`cancel`, this waits for the process tree to end, removes the temp
+        folder before returning and never imports a result.
+        """
+        if self.state.finished:
+            return
+        if self.proc is not None and self.proc.poll() is None:
+            kill_process_tree(self.proc.pid, timeout=timeout)
+        self.state = RunState.CANCELLED
+        self.error_code = "CANCELLED"
+        self.error_message = reason
+        self.t_end = time.monotonic()
+        self._finish()
+
     def wait(self, timeout: Optional[float] = None, interval: float = 0.05) -> RunState:
         """Poll until the child has exited and every line is handled (for scripts and tests).
 
@@ -433,6 +383,31 @@ class EngineRun:
         if self.t_start is None:
             return 0.0
         return (self.t_end or time.monotonic()) - self.t_start
+
+
+def _utf8_lines(stream):
+    """The child's output as UTF-8 text whatever the locale, undecodable bytes replaced.
+
+    ``launchConsoleProcess`` opens the pipe in the locale's encoding (cp1252 on many Windows
+    machines), where one odd byte would raise and end the reader; the engine writes UTF-8.
+    """
+    import io
+
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        return stream
+    return io.TextIOWrapper(buffer, encoding="utf-8", errors="replace", newline=None)
+
+
+def _is_json_document_line(line: str) -> bool:
+    text = line.strip()
+    if not (text.startswith("{") and text.endswith("}")) and not (text.startswith("[") and text.endswith("]")):
+        return False
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def format_eta(seconds: Optional[float]) -> str:

@@ -1,5 +1,6 @@
 """Result tables (vtkMRMLTableNode): radiomics and emphysema, original vs normalized.
 
+They are filled from the engine's typed results (``CTNormalizeLib.contracts.results``).
 Every table records its method details (engine version, thresholds, params file) as node
 attributes and column descriptions, so a results section can cite them.
 """
@@ -69,69 +70,25 @@ def fill_table(table_node, columns: list[tuple[str, str]], rows: list[list],
 
 
 # -- radiomics ---------------------------------------------------------------------------
-def radiomics_rows(result, original: str = "original", normalized: str = "normalized",
+def radiomics_rows(report, original: str = "original", normalized: str = "normalized",
                    segment_names: Optional[dict] = None) -> list[list]:
-    """Rows ``[segment, feature, original, normalized, % difference]`` from radiomics JSON.
+    """Rows ``[segment, feature, original, normalized, % difference]`` of a ``RadiomicsReport``.
 
-    Accepts the tidy form (a list of ``{segment, image, feature, value}``, possibly under a
-    ``"rows"``/``"features"``/``"tidy"`` key) and the nested form
-    ``{image: {segment: {feature: value}}}``. ``segment_names`` maps label values to names.
+    Non-numeric entries (pyradiomics diagnostics) are left out. ``segment_names`` maps the
+    labelmap values the module exported to the segment names the user sees.
     """
-    tidy = _tidy_radiomics(result)
     names = {str(k): v for k, v in (segment_names or {}).items()}
-    values: dict = {}
-    order: list = []
-    for rec in tidy:
-        seg = str(rec.get("segment", rec.get("label", "")))
-        seg = names.get(str(rec.get("label", "")), names.get(seg, names.get(_label_number(seg), seg)))
-        feat = str(rec.get("feature", ""))
-        img = str(rec.get("image", ""))
-        key = (seg, feat)
-        if key not in values:
-            values[key] = {}
-            order.append(key)
-        values[key][img] = rec.get("value")
+    labels = {f.segment: str(f.label) for f in report.features}
     rows = []
-    for seg, feat in order:
-        v = values[(seg, feat)]
-        o, n = v.get(original), v.get(normalized)
-        if _number(o) != _number(o) and _number(n) != _number(n):
-            continue  # diagnostics and other non-numeric entries
-        rows.append([seg, feat, _number(o), _number(n), percent_difference(o, n)])
+    for (seg, feat), by_image in report.values().items():
+        o, n = by_image.get(original), by_image.get(normalized)
+        rows.append([names.get(labels.get(seg, ""), seg), feat, _number(o), _number(n), percent_difference(o, n)])
     return rows
 
 
-def _label_number(text: str) -> str:
-    """"label_3" / "Label 3" / "3" -> "3" (the engine names unnamed labels by value)."""
-    import re
-
-    m = re.fullmatch(r"(?:label[ _-]?)?(\d+)", text.strip(), flags=re.IGNORECASE)
-    return m.group(1) if m else text
-
-
-def _tidy_radiomics(result) -> list[dict]:
-    if isinstance(result, dict):
-        for key in ("rows", "tidy", "features", "results"):
-            if isinstance(result.get(key), list):
-                return result[key]
-        out = []
-        for img, by_seg in result.items():
-            if not isinstance(by_seg, dict):
-                continue
-            for seg, feats in by_seg.items():
-                if isinstance(feats, dict):
-                    for feat, val in feats.items():
-                        out.append({"image": img, "segment": seg, "feature": feat, "value": val})
-        return out
-    if isinstance(result, list):
-        return [r for r in result if isinstance(r, dict)]
-    return []
-
-
-def radiomics_table(table_node, result, params_file: str = "", engine_version: str = "",
-                    segment_names: Optional[dict] = None) -> int:
+def radiomics_table(table_node, report, params_file: str = "", segment_names: Optional[dict] = None) -> int:
     """Fill ``table_node`` with feature | original | normalized | % difference; returns rows."""
-    rows = radiomics_rows(result, segment_names=segment_names)
+    rows = radiomics_rows(report, segment_names=segment_names)
     fill_table(
         table_node,
         [("segment", "string"), ("feature", "string"), ("original", "double"),
@@ -142,55 +99,60 @@ def radiomics_table(table_node, result, params_file: str = "", engine_version: s
                       "normalized": "Feature on the normalized volume (same settings, same mask)"},
         units={"% difference": "%"},
     )
-    table_node.SetAttribute("CTNormalize.radiomicsParams", params_file or "")
-    table_node.SetAttribute("CTNormalize.engineVersion", engine_version or "")
+    prov = report.provenance
+    table_node.SetAttribute("CTNormalize.radiomicsParams", params_file or str(prov.get("params_path", "")))
+    table_node.SetAttribute("CTNormalize.pyradiomicsVersion", str(prov.get("pyradiomics_version", "")))
+    table_node.SetAttribute("CTNormalize.engineVersion", str(prov.get("engine_version", "")))
     return len(rows)
 
 
 # -- emphysema ---------------------------------------------------------------------------
-def emphysema_regions(result: dict) -> dict:
-    """``{region: {measure: value}}`` from one emphysema result (whole, left/right, zones)."""
-    regions = {"whole": {k: result.get(k) for k, _, _ in EMPHYSEMA_MEASURES}}
-    for group in ("per_lung", "per_zone"):
-        for name, stats in (result.get(group) or {}).items():
-            if isinstance(stats, dict):
-                regions[name] = {k: stats.get(k) for k, _, _ in EMPHYSEMA_MEASURES}
-    return regions
-
-
-def emphysema_rows(original: dict, normalized: dict) -> list[list]:
-    """Rows ``[region, measure, unit, original, normalized, difference]``."""
-    ro, rn = emphysema_regions(original), emphysema_regions(normalized)
+def emphysema_rows(original, normalized) -> list[list]:
+    """Rows ``[region, measure, unit, original, normalized, difference]`` of two ``EmphysemaMeasurement``."""
+    ro, rn = original.regions(), normalized.regions()
     names = [r for r in REGIONS_ORDER if r in ro or r in rn]
     names += [r for r in list(ro) + list(rn) if r not in names]
     rows = []
     for region in names:
         for key, label, unit in EMPHYSEMA_MEASURES:
-            o = (ro.get(region) or {}).get(key)
-            n = (rn.get(region) or {}).get(key)
-            diff = _number(n) - _number(o)
-            rows.append([region, label, unit, _number(o), _number(n), diff])
+            o = getattr(ro.get(region), key, None)
+            n = getattr(rn.get(region), key, None)
+            rows.append([region, label, unit, _number(o), _number(n), _number(n) - _number(o)])
     return rows
 
 
-def emphysema_table(table_node, original: dict, normalized: dict) -> int:
+def emphysema_table(table_node, original, normalized) -> int:
     """Fill ``table_node`` with LAA%, Perc15 and lung volume per lung and zone, both volumes."""
     rows = emphysema_rows(original, normalized)
-    prov = original.get("provenance", {}) if isinstance(original, dict) else {}
-    threshold = prov.get("threshold_hu", "")
+    prov = original.provenance
     fill_table(
         table_node,
         [("region", "string"), ("measure", "string"), ("unit", "string"), ("original", "double"),
          ("normalized", "double"), ("difference", "double")],
         rows,
         descriptions={"difference": "normalized - original (absolute, in the measure's unit)",
-                      "measure": f"LAA% = % of lung voxels with HU < {threshold}; Perc15 = 15th HU percentile"},
+                      "measure": f"LAA% = % of lung voxels with HU < {prov.threshold_hu:g}; "
+                                 "Perc15 = 15th HU percentile"},
     )
-    table_node.SetAttribute("CTNormalize.emphysemaThresholdHU", str(threshold))
-    table_node.SetAttribute("CTNormalize.lungMaskSource", str(prov.get("mask_source", "")))
-    table_node.SetAttribute("CTNormalize.lungMethod", str(prov.get("lung_method", "")))
-    table_node.SetAttribute("CTNormalize.engineVersion", str(prov.get("engine_version", "")))
+    table_node.SetAttribute("CTNormalize.emphysemaThresholdHU", f"{prov.threshold_hu:g}")
+    table_node.SetAttribute("CTNormalize.lungMaskSource", prov.mask_source)
+    table_node.SetAttribute("CTNormalize.lungMethod", prov.lung_method)
+    table_node.SetAttribute("CTNormalize.engineVersion", prov.engine_version)
     return len(rows)
+
+
+def write_csv(table_node, path: str) -> str:
+    """Write a table node as CSV (header + rows, method attributes as trailing comment lines)."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(column_names(table_node))
+        writer.writerows(iter_rows(table_node))
+        for name in sorted(table_node.GetAttributeNames() or ()):
+            if name.startswith("CTNormalize."):
+                fh.write(f"# {name[len('CTNormalize.'):]}: {table_node.GetAttribute(name)}\n")
+    return path
 
 
 def column_names(table_node) -> list[str]:

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
-#: (window, level) in HU.
+#: (window, level) in HU. Lung and bone are Slicer's own CT presets (VolumeDisplayPresets.json:
+#: CT-Lung 1400/-500, CT-Bone 1000/400); mediastinum is the usual soft-tissue chest window.
 WINDOW_PRESETS = {
-    "lung": (1500.0, -600.0),
+    "lung": (1400.0, -500.0),
     "mediastinum": (350.0, 40.0),
-    "bone": (2000.0, 500.0),
+    "bone": (1000.0, 400.0),
 }
 
 SIDE_BY_SIDE_LAYOUT = 29  # vtkMRMLLayoutNode.SlicerLayoutSideBySideView
 #: A free id for the 2x3 layout (Slicer's own layouts stay below 100; user layouts above).
 COMPARE_2X3_LAYOUT = 5829
+#: Side-by-side slice views on top, the results table and the HU histogram plot below.
+RESULTS_LAYOUT = 5830
+TABLE_VIEW, PLOT_VIEW = "TableView1", "PlotView1"
 ORIENTATIONS = ("Axial", "Coronal", "Sagittal")
 SIDE_BY_SIDE_VIEWS = ("Red", "Yellow")
 #: Top row: original; bottom row: normalized; columns follow ORIENTATIONS.
@@ -138,6 +142,89 @@ def show_grid(scene, original, normalized, window: Optional[str] = "lung") -> li
     if window:
         apply_window([original, normalized], window)
     return comps
+
+
+def _slice_item(name: str, orientation: str) -> str:
+    label, color = _VIEW_STYLE[name]
+    return (f'<item><view class="vtkMRMLSliceNode" singletontag="{name}">'
+            f'<property name="orientation" action="default">{orientation}</property>'
+            f'<property name="viewlabel" action="default">{label}</property>'
+            f'<property name="viewcolor" action="default">{color}</property></view></item>')
+
+
+def results_layout_xml(orientation: str = "Axial") -> str:
+    """Original | normalized slice views on top; results table | HU histogram below."""
+    top = "".join(_slice_item(n, orientation) for n in SIDE_BY_SIDE_VIEWS)
+    bottom = (f'<item><view class="vtkMRMLTableViewNode" singletontag="{TABLE_VIEW}">'
+              '<property name="viewlabel" action="default">T</property></view></item>'
+              f'<item><view class="vtkMRMLPlotViewNode" singletontag="{PLOT_VIEW}">'
+              '<property name="viewlabel" action="default">P</property></view></item>')
+    return ('<layout type="vertical" split="true">'
+            f'<item splitSize="600"><layout type="horizontal">{top}</layout></item>'
+            f'<item splitSize="400"><layout type="horizontal">{bottom}</layout></item></layout>')
+
+
+def show_results(scene, table_node=None, chart_node=None, app_logic=None) -> int:
+    """Switch to the results layout (keeping the side-by-side views) and show a table / plot.
+
+    The table and plot view nodes exist once the layout manager has built the layout; the
+    selection node is set too, so Slicer's own propagation shows them when it builds them later.
+    """
+    node = layout_node(scene)
+    if not node.IsLayoutDescription(RESULTS_LAYOUT):
+        node.AddLayoutDescription(RESULTS_LAYOUT, results_layout_xml())
+    node.SetViewArrangement(RESULTS_LAYOUT)
+    table_view = scene.GetSingletonNode(TABLE_VIEW, "vtkMRMLTableViewNode")
+    plot_view = scene.GetSingletonNode(PLOT_VIEW, "vtkMRMLPlotViewNode")
+    if table_node is not None and table_view is not None:
+        table_view.SetTableNodeID(table_node.GetID())
+    if chart_node is not None and plot_view is not None:
+        plot_view.SetPlotChartNodeID(chart_node.GetID())
+    selection = app_logic.GetSelectionNode() if app_logic is not None else None
+    if selection is not None:
+        if table_node is not None:
+            selection.SetActiveTableID(table_node.GetID())
+            app_logic.PropagateTableSelection()
+        if chart_node is not None:
+            selection.SetActivePlotChartID(chart_node.GetID())
+            app_logic.PropagatePlotChartSelection()
+    return RESULTS_LAYOUT
+
+
+class WindowLevelSync:
+    """Keep window/level equal on two volumes: a change on either is copied to the other."""
+
+    def __init__(self, a, b):
+        import vtk
+
+        self.nodes = []
+        self._tags = []
+        self._busy = False
+        for node in (a, b):
+            if node.GetDisplayNode() is None:
+                node.CreateDefaultDisplayNodes()
+            self.nodes.append(node.GetDisplayNode())
+        for src, dst in ((self.nodes[0], self.nodes[1]), (self.nodes[1], self.nodes[0])):
+            tag = src.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, ev, dst=dst: self._copy(caller, dst))
+            self._tags.append((src, tag))
+        self._copy(self.nodes[0], self.nodes[1])
+
+    def _copy(self, src, dst):
+        if self._busy:
+            return
+        if dst.GetWindow() == src.GetWindow() and dst.GetLevel() == src.GetLevel():
+            return
+        self._busy = True
+        try:
+            dst.AutoWindowLevelOff()
+            dst.SetWindowLevel(src.GetWindow(), src.GetLevel())
+        finally:
+            self._busy = False
+
+    def stop(self):
+        for node, tag in self._tags:
+            node.RemoveObserver(tag)
+        self._tags = []
 
 
 def fit_slices(app_logic) -> None:

@@ -40,9 +40,9 @@ def _fmt(v, spec=".1f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def _table(rows: list) -> str:
+def _table(report) -> str:
     lines = []
-    for r in rows:
+    for r in (m.to_dict() for m in report.results):
         lines.append(f"{r['input']}  (threshold {r['provenance']['threshold_hu']:g} HU, "
                      f"mask {r['provenance']['mask_source']})")
         lines.append(f"  {'region':<8} {'LAA%':>7} {'Perc15':>8} {'volume ml':>10}")
@@ -58,6 +58,7 @@ def _table(rows: list) -> str:
 
 
 def run(args) -> int:
+    from ..contracts.results import EmphysemaMeasurement, EmphysemaReport
     from ..errors import BadInputError
     from ..quantify import emphysema_dice, emphysema_index, load_lung_mask
     from ..quantify._io import read_volume, write_mask
@@ -78,11 +79,11 @@ def run(args) -> int:
         if masks:
             lung = load_lung_mask(masks[0] if len(masks) == 1 else masks[i], vol)
         res = emphysema_index(vol, lung=lung, threshold=args.threshold)
-        row = {"input": str(path), **res.to_dict()}
+        row = EmphysemaMeasurement.from_dict({"input": str(path), **res.to_dict()})
         if first is None:
             first = res
         elif first.emphysema_mask.shape == res.emphysema_mask.shape:
-            row["dice_vs_first"] = emphysema_dice(first, res)
+            row.dice_vs_first = emphysema_dice(first, res)
         if args.mask_out:
             stem = _stem(path)
             if stem in stems:
@@ -91,13 +92,14 @@ def run(args) -> int:
             out = Path(args.mask_out)
             lung_path = write_mask(out / f"{stem}_lung.nrrd", res.lung.labelmap(), vol)
             emph_path = write_mask(out / f"{stem}_emphysema.nrrd", res.emphysema_mask, vol)
-            row["masks"] = {"lung": str(lung_path.resolve()), "emphysema": str(emph_path.resolve())}
+            row.masks = {"lung": str(lung_path.resolve()), "emphysema": str(emph_path.resolve())}
         rows.append(row)
         if not args.json:
             for w in res.warnings:
                 print(f"warning [{w['code']}] {path}: {w['message']}", file=sys.stderr)
+    report = EmphysemaReport(rows)
     if args.json:
-        sys.stdout.write(dumps({"results": rows}) + "\n")
+        sys.stdout.write(dumps(report.to_dict()) + "\n")
     else:
-        print(_table(rows))
+        print(_table(report))
     return 0

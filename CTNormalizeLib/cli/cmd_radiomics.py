@@ -61,9 +61,10 @@ def run(args) -> int:
     if args.output:
         written = [str(p.resolve()) for p in result.write_csv(args.output)]
     if args.json:
-        d = result.to_dict()
-        d["outputs"] = written
-        sys.stdout.write(dumps(d) + "\n")
+        from ..contracts.results import RadiomicsReport
+
+        report = RadiomicsReport.from_dict({**result.to_dict(), "outputs": written})
+        sys.stdout.write(dumps(report.to_dict()) + "\n")
         return 0
     for w in result.warnings:
         print(f"warning [{w['code']}]: {w['message']}", file=sys.stderr)

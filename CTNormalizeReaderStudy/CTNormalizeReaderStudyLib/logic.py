@@ -6,16 +6,6 @@ and headless against the ``slicer-core`` wheel. The study model is
 :class:`CTNormalizeLib.readerstudy.ReaderSession`, which reads ``study.json``, the blinded
 items and the reader's own answer file; the key is never opened here.
 
-Slicer API checked against Slicer/Slicer main at 583e9b37 (Slicer 5.13.0, 2026-08-21):
-vtkMRMLVolumeArchetypeStorageNode.ReadData, vtkMRMLScalarVolumeNode.CreateDefaultDisplayNodes,
-vtkMRMLScalarVolumeDisplayNode.AutoWindowLevelOff/SetWindowLevel/GetWindow/GetLevel,
-vtkMRMLLayoutNode.SetViewArrangement (SlicerLayoutOneUpRedSliceView = 6,
-SlicerLayoutSideBySideView = 29), vtkMRMLScene.GetSingletonNode(tag, class),
-vtkMRMLSliceLogic.GetSliceCompositeNode(sliceNode) (static), vtkMRMLSliceNode.SetOrientation,
-vtkMRMLSliceCompositeNode.SetBackgroundVolumeID/SetForegroundVolumeID/SetLabelVolumeID/
-SetLinkedControl/SetHotLinkedControl, vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode/
-GetItemByDataNode/CreateItem/GetSceneItemID/SetItemParent/GetItemAttributeNames/RemoveItemAttribute,
-vtkMRMLApplicationLogic.FitSliceToAll.
 """
 
 from __future__ import annotations
@@ -25,8 +15,8 @@ from typing import Optional
 
 log = logging.getLogger(__name__)
 
-#: (window, level) in HU.
-WINDOW_PRESETS = {"lung": (1500.0, -600.0), "mediastinum": (350.0, 40.0), "bone": (2000.0, 500.0)}
+#: (window, level) in HU: Slicer's CT-Lung and CT-Bone presets, and the usual mediastinum window.
+WINDOW_PRESETS = {"lung": (1400.0, -500.0), "mediastinum": (350.0, 40.0), "bone": (1000.0, 400.0)}
 ONE_UP_RED_LAYOUT = 6  # vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView
 SIDE_BY_SIDE_LAYOUT = 29  # vtkMRMLLayoutNode.SlicerLayoutSideBySideView
 #: Slice view per side label: A left (Red), B right (Yellow).
@@ -209,7 +199,7 @@ class ReaderStudyLogic:
             dn.SetWindowLevel(float(width), float(level))
 
     def applyWindowPreset(self, preset: str):
-        """``lung`` (1500/-600), ``mediastinum`` (350/40) or ``bone`` (2000/500)."""
+        """``lung`` (1400/-500), ``mediastinum`` (350/40) or ``bone`` (1000/400), as in WINDOW_PRESETS."""
         if preset not in WINDOW_PRESETS:
             raise ValueError(f"Unknown window preset {preset!r}; known: {', '.join(WINDOW_PRESETS)}.")
         self.setWindowLevel(*WINDOW_PRESETS[preset])
@@ -228,10 +218,12 @@ class ReaderStudyLogic:
         rs = _import_study_model()
         if not self.session:
             return False
+        from CTNormalizeLib.errors import BadInputError
+
         try:
             rs.design.validate_answer(self.design, answer, views=list(self.session.item()["views"]))
-        except Exception:
-            return False
+        except (BadInputError, ValueError, KeyError, TypeError):
+            return False  # incomplete or out of range; a missing package (ImportError) is not swallowed
         return True
 
     def recordAnswer(self, answer: dict) -> dict:

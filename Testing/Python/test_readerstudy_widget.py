@@ -106,6 +106,8 @@ def _drive():
         def __init__(self, parent=None):
             self.parent = QtWidgets.QWidget(); self.layout = QtWidgets.QVBoxLayout(self.parent)
         def setup(self): pass
+        def enter(self): pass
+        def exit(self): pass
         def resourcePath(self, f): return os.path.join(str(REPO), "CTNormalizeReaderStudy/Resources", f)
     class ScriptedLoadableModuleLogic:
         def __init__(self, parent=None): pass
@@ -147,6 +149,10 @@ def _drive():
     check(ui.progressLabel.text() == "Item 1 of 3 (0 answered)", ui.progressLabel.text())
     check(not ui.nextButton.isEnabled() and not ui.previousButton.isEnabled(), "next/previous disabled before answering")
     check(ui.score4Button.text().startswith("4  probably original"), ui.score4Button.text())
+    w.exit()  # another module shown: the reading keys must not act there
+    check(w.shortcuts == [], "shortcuts removed when the module is left")
+    w.enter()
+    check(len(w.shortcuts) == 8, f"shortcuts back on entering ({len(w.shortcuts)})")
     press("4")
     check(ui.nextButton.isEnabled() and ui.score4Button.isChecked(), "key 4 saved the score, next enabled")
     press("Ctrl+Right")
@@ -158,7 +164,7 @@ def _drive():
     check(ui.score1Button.isChecked(), "previous shows the saved score")
     ui.lungWindowButton.click(); ui.boneWindowButton.click(); press("5")
     lines = [json.loads(l) for l in open(glob.glob(str(root / "single/answers/*.jsonl"))[0])]
-    check([l["score"] for l in lines] == [4, 1, 0, 5] and lines[-1]["revision"] == 1 and lines[-1]["window"]["width"] == 2000.0, str([(l["score"], l["window"]) for l in lines]))
+    check([l["score"] for l in lines] == [4, 1, 0, 5] and lines[-1]["revision"] == 1 and lines[-1]["window"]["width"] == 1000.0, str([(l["score"], l["window"]) for l in lines]))
     names = sorted(n.GetName() for n in [scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetItemAsObject(i) for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))])
     check(len(names) == 1 and names[0].startswith("Case "), str(names))
     ui.closeButton.click()

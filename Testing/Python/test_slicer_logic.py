@@ -24,8 +24,8 @@ if not hasattr(slicer, "vtkMRMLScene"):
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "CTNormalize"))
 
-from CTNormalizeSlicerLib import nodes, segments, tables, views  # noqa: E402
-from CTNormalizeSlicerLib.logic import PROTOCOL_FIELDS, NormalizationLogic, _emphysema_pair  # noqa: E402
+from CTNormalizeSlicerLib import nodes, segments, tables, tags, views  # noqa: E402
+from CTNormalizeSlicerLib.logic import PROTOCOL_FIELDS, NormalizationLogic  # noqa: E402
 from CTNormalizeSlicerLib.process import RunState  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -163,7 +163,7 @@ def test_normalization_round_trip_with_real_engine(mrml):
     assert prov["engineVersion"] == __version__
     assert "->" in prov["protocolPair"] and "smooth" in prov["targetProtocol"]
     assert isinstance(json.loads(prov["qc"]), dict)
-    assert prov["inputNodeID"] == node.GetID()
+    assert prov["runId"] == run.id and prov["inputName"] == "chest"  # matched by run identity, not node ID
     # next to the input in the subject hierarchy
     assert sh.GetItemParent(sh.GetItemByDataNode(out)) == study
     # events seen and temp folder removed
@@ -228,7 +228,7 @@ def test_detect_source_protocol_from_node(mrml):
             assert rows[field][2], field
     with pytest.raises(ValueError):
         mrml.logic.detectSourceProtocol(None)
-    assert NormalizationLogic.methodNeedsTorch("mtf_ratio") is False
+    assert mrml.logic.methodNeedsTorch("mtf_ratio") is False
 
 
 def test_protocol_rows_show_sources():
@@ -248,11 +248,11 @@ def test_lung_window_on_both_display_nodes(mrml):
     for n in (a, b):
         d = n.GetDisplayNode()
         assert not d.GetAutoWindowLevel()
-        assert d.GetWindow() == pytest.approx(1500) and d.GetLevel() == pytest.approx(-600)
+        assert d.GetWindow() == pytest.approx(1400) and d.GetLevel() == pytest.approx(-500)  # Slicer's CT-Lung
     mrml.logic.setWindowPreset([a, b], "mediastinum")
     assert (b.GetDisplayNode().GetWindow(), b.GetDisplayNode().GetLevel()) == pytest.approx((350, 40))
     mrml.logic.setWindowPreset([a, b], "bone")
-    assert (a.GetDisplayNode().GetWindow(), a.GetDisplayNode().GetLevel()) == pytest.approx((2000, 500))
+    assert (a.GetDisplayNode().GetWindow(), a.GetDisplayNode().GetLevel()) == pytest.approx((1000, 400))
     with pytest.raises(ValueError):
         views.apply_window([a], "brain")
 
@@ -272,8 +272,8 @@ def test_side_by_side_layout_with_linked_composite_nodes(mrml):
         assert c.GetForegroundVolumeID() is None
     for name in ("Red", "Yellow"):
         assert views.slice_node(scene, name).GetOrientation() == "Coronal"
-    assert a.GetDisplayNode().GetWindow() == pytest.approx(1500)
-    assert b.GetDisplayNode().GetLevel() == pytest.approx(-600)
+    assert a.GetDisplayNode().GetWindow() == pytest.approx(1400)
+    assert b.GetDisplayNode().GetLevel() == pytest.approx(-500)
 
 
 def test_grid_layout_registered_and_filled(mrml):
@@ -351,15 +351,19 @@ def test_mask_file_imports_as_segment(mrml):
 
 
 def test_radiomics_table_columns_and_difference(mrml):
+    from CTNormalizeLib.contracts.results import RadiomicsReport
+
     table = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode", "rad")
-    tidy = [
-        {"segment": "1", "image": "original", "feature": "original_firstorder_Mean", "value": -100.0},
-        {"segment": "1", "image": "normalized", "feature": "original_firstorder_Mean", "value": -90.0},
-        {"segment": "1", "image": "original", "feature": "diagnostics_Versions_PyRadiomics", "value": "v3"},
-        {"segment": "1", "image": "normalized", "feature": "diagnostics_Versions_PyRadiomics", "value": "v3"},
+    feats = [
+        {"segment": "label_1", "label": 1, "image": "original", "feature": "original_firstorder_Mean", "value": -100.0},
+        {"segment": "label_1", "label": 1, "image": "normalized", "feature": "original_firstorder_Mean", "value": -90.0},
+        {"segment": "label_1", "label": 1, "image": "original", "feature": "diagnostics_Versions_PyRadiomics", "value": "v3"},
+        {"segment": "label_1", "label": 1, "image": "normalized", "feature": "diagnostics_Versions_PyRadiomics", "value": "v3"},
     ]
-    n = tables.radiomics_table(table, {"rows": tidy}, params_file="ct.yaml", engine_version="0.1",
-                               segment_names={1: "nodule"})
+    report = RadiomicsReport.from_dict({"images": ["original", "normalized"], "features": feats, "comparison": [],
+                                        "provenance": {"params_path": "ct.yaml", "pyradiomics_version": "3",
+                                                       "engine_version": "0.1"}, "warnings": []})
+    n = tables.radiomics_table(table, report, params_file="ct.yaml", segment_names={1: "nodule"})
     assert n == 1
     assert tables.column_names(table) == ["segment", "feature", "original", "normalized", "% difference"]
     row = list(tables.iter_rows(table))[0]
@@ -369,13 +373,18 @@ def test_radiomics_table_columns_and_difference(mrml):
 
 
 def test_emphysema_table_columns(mrml):
+    from CTNormalizeLib.contracts.results import EmphysemaMeasurement
+
     table = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode", "emph")
 
     def result(laa):
-        stats = {"laa_percent": laa, "perc15_hu": -900.0, "lung_volume_ml": 100.0}
-        return {**stats, "per_lung": {"left": stats, "right": stats},
-                "per_zone": {z: stats for z in ("upper", "middle", "lower")},
-                "provenance": {"threshold_hu": -950, "mask_source": "engine", "engine_version": "0.1"}}
+        stats = {"laa_percent": laa, "perc15_hu": -900.0, "lung_volume_ml": 100.0, "emphysema_volume_ml": 1.0,
+                 "mean_hu": -850.0}
+        return EmphysemaMeasurement.from_dict({
+            "input": "x.nrrd", **stats, "per_lung": {"left": stats, "right": stats},
+            "per_zone": {z: stats for z in ("upper", "middle", "lower")}, "warnings": [],
+            "provenance": {"threshold_hu": -950, "threshold_rule": "HU < threshold", "mask_source": "engine",
+                           "lung_method": "x", "engine_version": "0.1"}})
 
     n = tables.emphysema_table(table, result(10.0), result(7.5))
     assert tables.column_names(table) == ["region", "measure", "unit", "original", "normalized", "difference"]
@@ -383,10 +392,6 @@ def test_emphysema_table_columns(mrml):
     assert n == 18 and [r[0] for r in rows[::3]] == ["whole", "left", "right", "upper", "middle", "lower"]
     assert rows[0][1] == "LAA%" and float(rows[0][5]) == pytest.approx(-2.5)
     assert table.GetAttribute("CTNormalize.emphysemaThresholdHU") == "-950"
-    o, nn = _emphysema_pair([{"input": "/t/original.nrrd", "laa_percent": 1},
-                             {"input": "/t/normalized.nrrd", "laa_percent": 2}],
-                            "/x/original.nrrd", "/x/normalized.nrrd")
-    assert (o["laa_percent"], nn["laa_percent"]) == (1, 2)
 
 
 def test_radiomics_on_segments_with_real_engine(mrml):
@@ -394,7 +399,7 @@ def test_radiomics_on_segments_with_real_engine(mrml):
     a = _volume(scene, "original")
     b = _volume(scene, "normalized", arr=_phantom(seed=1))
     seg, _, _ = _segmentation(scene, a)
-    run = mrml.logic.startRadiomics(a, b, seg, ["nodule"])
+    run = mrml.logic.startRadiomics(a, b, seg, segments.segment_ids_by_name(seg, ["nodule"]))
     state = run.wait(timeout=240)
     assert state is RunState.COMPLETED, (run.error_message, run.log_lines[-10:])
     cols = tables.column_names(run.tableNode)
@@ -412,7 +417,8 @@ def test_emphysema_with_lung_segment_and_mask_segments(mrml):
     a = _volume(scene, "original")
     b = _volume(scene, "normalized", arr=_phantom(seed=1))
     seg, _, lung = _segmentation(scene, a)
-    run = mrml.logic.startEmphysema(a, b, seg, "lung", threshold=-950)
+    lung_id = segments.segment_ids_by_name(seg, ["lung"])[0]
+    run = mrml.logic.startEmphysema(a, b, seg, lung_id, threshold=-950)
     state = run.wait(timeout=240)
     assert state is RunState.COMPLETED, (run.error_message, run.log_lines[-10:])
     rows = list(tables.iter_rows(run.tableNode))
@@ -420,10 +426,12 @@ def test_emphysema_with_lung_segment_and_mask_segments(mrml):
     assert set(whole) == {"LAA%", "Perc15", "Lung volume"}
     # the two -980/-975 HU spots inside the lung mask are emphysema: LAA% well above 0
     assert 1.0 < float(whole["LAA%"][3]) < 40.0
-    names = [run.maskSegmentationNode.GetSegmentation().GetNthSegment(i).GetName()
-             for i in range(run.maskSegmentationNode.GetSegmentation().GetNumberOfSegments())]
-    assert any("original" in n for n in names if n.startswith("Emphysema"))
-    assert any("normalized" in n for n in names if n.startswith("Emphysema"))
+    assert [s.GetName() for s in run.maskSegmentationNodes] == ["Emphysema original", "Emphysema normalized"]
+    for mseg in run.maskSegmentationNodes:
+        names = [mseg.GetSegmentation().GetNthSegment(i).GetName()
+                 for i in range(mseg.GetSegmentation().GetNumberOfSegments())]
+        assert names == ["Right lung", "Left lung", "Emphysema (< -950 HU)"], names
+    assert seg.GetSegmentation().GetNumberOfSegments() == 2  # the user's segmentation is untouched
 
 
 def test_emphysema_when_normalized_volume_has_its_own_z_grid(mrml):
@@ -434,7 +442,7 @@ def test_emphysema_when_normalized_volume_has_its_own_z_grid(mrml):
     b = _volume(scene, "normalized", arr=thick, spacing=(0.8, 0.8, 4.0))
     assert not nodes.same_grid(a, b)
     seg, _, _ = _segmentation(scene, a)
-    run = mrml.logic.startEmphysema(a, b, seg, "lung", addMaskSegments=False)
+    run = mrml.logic.startEmphysema(a, b, seg, segments.segment_ids_by_name(seg, ["lung"])[0], addMaskSegments=False)
     assert run.wait(timeout=240) is RunState.COMPLETED, (run.error_message, run.log_lines[-10:])
     whole = {r[1]: r for r in tables.iter_rows(run.tableNode) if r[0] == "whole"}
     assert float(whole["Lung volume"][4]) == pytest.approx(float(whole["Lung volume"][3]), rel=0.15)
@@ -485,10 +493,10 @@ def test_detection_reads_dicom_tags_through_the_database(mrml, monkeypatch):
 
     monkeypatch.setattr(slicer, "dicomDatabase", FakeDatabase(), raising=False)
     node = _volume(mrml.scene)
-    assert nodes.dicom_tags(node) == {}
+    assert tags.dicom_database_tags(node) == {}
     node.SetAttribute("DICOM.instanceUIDs", "1.2.3.1 1.2.3.2")
-    tags = nodes.dicom_tags(node)
-    assert tags == {"ConvolutionKernel": "B70f", "SliceThickness": "2.0", "Modality": "CT", "Manufacturer": "SIEMENS"}
+    found = tags.dicom_database_tags(node)
+    assert found == {"ConvolutionKernel": "B70f", "SliceThickness": "2.0", "Modality": "CT", "Manufacturer": "SIEMENS"}
     proto = mrml.logic.detectSourceProtocol(node)
     rows = {r[0]: r for r in mrml.logic.protocolRows(proto)}
     assert "B70f" in rows["kernel"][1] and rows["kernel"][2].startswith("tag")

@@ -250,14 +250,15 @@ def test_gpu_check_runs_in_a_child_without_importing_torch_here():
     run = NormalizationLogic(python=sys.executable).startGpuCheck(answers.append)
     if run is not None:
         assert run.wait(timeout=120) is RunState.COMPLETED
-    assert len(answers) == 1 and isinstance(answers[0], bool)
+    assert len(answers) == 1 and set(answers[0]) == {"cuda", "mps"}
     assert had_torch or "torch" not in sys.modules  # asked the child, not this process
     try:
         import torch
     except ImportError:
-        assert answers[0] is False
+        assert answers[0] == {"cuda": False, "mps": False}
     else:
-        assert answers[0] == torch.cuda.is_available()
+        assert answers[0]["cuda"] == torch.cuda.is_available()
+        assert answers[0]["mps"] == bool(torch.backends.mps.is_available())
 
 
 def test_kill_without_psutil_stops_the_child(monkeypatch, tmp_path):
@@ -271,7 +272,7 @@ def test_kill_without_psutil_stops_the_child(monkeypatch, tmp_path):
 
 
 def test_model_tooltip_from_card():
-    from CTNormalizeSlicerLib.logic import model_tooltip
+    from CTNormalizeSlicerLib.choices import model_tooltip
 
     class Package:
         name = "film-small"
@@ -312,3 +313,74 @@ def test_qt_poller_rearms_until_the_run_ends(tmp_path, monkeypatch):
         fn()
     assert run.state is RunState.COMPLETED and ticks[-1] == 1.0 and len(ticks) >= 2
     assert poller.interval_ms == 50
+
+
+def test_killed_by_the_system_is_not_reported_as_cancelled(tmp_path):
+    """An engine killed by the OOM killer (SIGKILL) is a failure that says so, not "Cancelled"."""
+    if os.name == "nt":
+        pytest.skip("POSIX signals")
+    args = _script(tmp_path, """
+        import json, os, signal
+        print(json.dumps({"event": "started", "steps": 1}), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    run = EngineRun(args).start()
+    assert run.wait(timeout=30) is RunState.FAILED
+    assert run.error_code == "KILLED" and "stopped by the system" in run.error_message
+    assert "Cancel" not in run.error_message
+
+
+def test_undecodable_bytes_do_not_end_the_reader(tmp_path):
+    """A pipe opened in a narrow locale encoding (cp1252-like) still reads the engine's UTF-8."""
+    import subprocess
+
+    args = _script(tmp_path, """
+        import json, sys
+        sys.stdout.buffer.write(b"log line with odd bytes \\xff\\xfe \\xc3\\xa9\\n"); sys.stdout.flush()
+        print(json.dumps({"event": "progress", "stage": "x", "fraction": 0.5}), flush=True)
+        print(json.dumps({"event": "done", "output": "/o", "report": {}}), flush=True)
+    """)
+
+    def ascii_launcher(a, env, cwd):
+        return subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                                encoding="ascii")  # raises on any non-ASCII byte if read as is
+
+    run = EngineRun(args, launcher=ascii_launcher).start()
+    assert run.wait(timeout=30) is RunState.IMPORT_RESULTS, run.log_lines
+    assert run.done_event is not None and run.progress_event["fraction"] == 0.5
+    assert any("é" in line for line in run.log_lines)
+
+
+def test_json_result_lines_are_not_logged(tmp_path):
+    args = _script(tmp_path, """
+        import json
+        print("a warning on stderr", flush=True)
+        print(json.dumps({"results": [{"laa_percent": 1.0}]}), flush=True)
+    """)
+    logged = []
+    run = EngineRun(args, on_event=lambda r, e: logged.append(e.get("line")) if e["event"] == "log" else None,
+                    auto_complete=True).start()
+    assert run.wait(timeout=30) is RunState.COMPLETED
+    assert logged == ["a warning on stderr"]
+    assert parse_json_document(run.output_lines[1:]) == {"results": [{"laa_percent": 1.0}]}
+
+
+def test_abandon_stops_the_tree_and_cleans_up_synchronously(tmp_path):
+    folder = tmp_path / "patient-data"
+    folder.mkdir()
+    (folder / "input.nrrd").write_text("x")
+    args = _script(tmp_path, """
+        import json, time
+        print(json.dumps({"event": "started", "steps": 1}), flush=True)
+        time.sleep(60)
+    """)
+    finished = []
+    run = EngineRun(args, on_finished=finished.append,
+                    cleanup=lambda: __import__("shutil").rmtree(folder)).start()
+    while run.poll() is not RunState.IN_PROGRESS:
+        time.sleep(0.05)
+    pid = run.proc.pid
+    run.abandon("Cancelled: the scene was closed.")
+    assert run.state is RunState.CANCELLED and finished == [run]
+    assert not folder.exists()  # removed before abandon() returned
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -99,7 +99,7 @@ def test_loading_gives_neutral_nodes_and_layout(scene, studies, monkeypatch):
         assert sh.GetItemParent(sh_item) == sh.GetSceneItemID()
         assert not list(sh.GetItemAttributeNames(sh_item))
         dn = node.GetDisplayNode()
-        assert not dn.GetAutoWindowLevel() and (dn.GetWindow(), dn.GetLevel()) == (1500.0, -600.0)
+        assert not dn.GetAutoWindowLevel() and (dn.GetWindow(), dn.GetLevel()) == (1500.0, -600.0)  # the study's own window (study.json)
         assert node.GetImageData().GetDimensions() == (32, 32, 8)
     layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
     assert layout.GetViewArrangement() == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
@@ -134,7 +134,7 @@ def test_recording_writes_the_line_and_navigation(scene, studies, monkeypatch, t
     first = logic.nodes["A"]
     logic.next()
     assert first.GetScene() is None and len(_volume_nodes(scene)) == 1  # previous case removed
-    assert logic.currentWindow() == {"width": 1500.0, "level": -600.0}  # lung window again
+    assert logic.currentWindow() == {"width": 1500.0, "level": -600.0}  # the study's window again
     assert logic.progressText() == "Item 2 of 4 (1 answered)"
     logic.recordAnswer({"score": 5})
     logic.previous()
@@ -148,7 +148,7 @@ def test_recording_writes_the_line_and_navigation(scene, studies, monkeypatch, t
     logic.applyWindowPreset("bone")
     logic.next()
     lines = [json.loads(x) for x in path.read_text().splitlines()]
-    assert len(lines) == 4 and lines[-1]["window"] == {"width": 2000.0, "level": 500.0} and lines[-1]["score"] == 5
+    assert len(lines) == 4 and lines[-1]["window"] == {"width": 1000.0, "level": 400.0} and lines[-1]["score"] == 5
     # Reopening (after a crash or restart) resumes at the first unanswered item.
     logic.closeStudy()
     assert not _volume_nodes(scene)
