@@ -30,8 +30,8 @@ _API = {
     "resolve_protocol": ("protocols", "resolve_protocol"),
     "simulate_scan": ("simulate", "simulate_scan"),
     "make_phantom": ("simulate", "make_phantom"),
-    "lung_mask": ("quantify", "lung_mask"),
-    "emphysema_index": ("quantify", "emphysema"),
+    "lung_mask": ("imaging", "lung_mask"),
+    "emphysema_index": ("quantify", "emphysema_index"),
 }
 
 

@@ -7,8 +7,8 @@ Usage::
 
 The volume is the image-domain synthetic chest of ``CTNormalizeLib.classical.synthetic``
 (sharp kernel, 25 % dose, 2 mm slices, 0.7 mm pixels), so this measures normalization
-only, not the simulator. Each method runs once through ``normalize_classical`` (the
-public entry point); the JSON gives wall seconds, seconds per slice and what ran.
+only, not the simulator. Each method runs once through its method-table row on a plan made
+with the explicit source protocol; the JSON gives wall seconds, seconds per slice and what ran.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", nargs="*", default=[], help="case names to skip")
     args = ap.parse_args(argv)
 
-    from CTNormalizeLib.classical import normalize_classical
+    from CTNormalizeLib.methods import get_method
+    from CTNormalizeLib.plan import make_plan
     from CTNormalizeLib.protocols import parse_spec
 
     t0 = time.perf_counter()
@@ -60,8 +61,8 @@ def main(argv=None) -> int:
         "denoise_gaussian": ("denoise", "kernel=sharp,dose=1,thickness=2", {"denoise_method": "gaussian"}),
         "z_profile_thick_to_thin": ("z_profile", "kernel=sharp,dose=0.25,thickness=1", {}),
         "z_profile_thin_to_thick": ("z_profile", "kernel=sharp,dose=0.25,thickness=5", {}),
-        "auto": ("auto", "kernel=smooth,dose=1,thickness=1", {}),
-        "auto_gaussian_denoise": ("auto", "kernel=smooth,dose=1,thickness=1", {"denoise_method": "gaussian"}),
+        "classical": ("classical", "kernel=smooth,dose=1,thickness=1", {}),
+        "classical_gaussian_denoise": ("classical", "kernel=smooth,dose=1,thickness=1", {"denoise_method": "gaussian"}),
     }
     results = {}
     for name, (method, spec, opts) in cases.items():
@@ -69,8 +70,8 @@ def main(argv=None) -> int:
             continue
         target = parse_spec(spec)
         t = time.perf_counter()
-        res = normalize_classical(vol, source, target, method=method,
-                                  reference=ref if method == "histogram_match" else None, options=opts)
+        plan = make_plan(vol, source, target, method=method, texture="target")
+        res = get_method(method).run(vol, plan, None, ref if method == "histogram_match" else None, options=opts)
         dt = time.perf_counter() - t
         results[name] = {
             "method": method,

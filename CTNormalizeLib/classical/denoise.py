@@ -270,11 +270,11 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
                  f"{why}; {info.get('method')} strength {info.get('strength', 0):.3g} HU")
 
 
-def run(volume, plan, progress=None, reference=None):
+def run(volume, plan, progress=None, reference=None, options: dict | None = None):
     """The ``denoise`` method: the noise step alone (no kernel or thickness change)."""
     from .state import finish, partial_warning, start
 
     state = start(volume, plan)
-    denoise_step(state, plan, progress)
+    denoise_step(state, plan, progress, options=options)
     partial_warning(state, plan, "denoise", ("noise",))
     return finish(volume, state, plan, "denoise")

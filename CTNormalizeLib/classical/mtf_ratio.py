@@ -105,12 +105,12 @@ def kernel_step(state, plan, progress=None, options: dict | None = None) -> None
                  "where it sharpens")
 
 
-def run(volume, plan, progress=None, reference=None):
+def run(volume, plan, progress=None, reference=None, options: dict | None = None):
     """The ``mtf_ratio`` method: the kernel step alone."""
     from .state import finish, partial_warning, start
 
     state = start(volume, plan)
-    kernel_step(state, plan, progress)
+    kernel_step(state, plan, progress, options=options)
     partial_warning(state, plan, "mtf_ratio", ("kernel",))
     return finish(volume, state, plan, "mtf_ratio")
 

@@ -173,11 +173,11 @@ def z_step(state, plan, progress=None, options: dict | None = None) -> None:
     state.record("z_profile", True, r.info, _NOTES[r.info["kind"]])
 
 
-def run(volume, plan, progress=None, reference=None):
+def run(volume, plan, progress=None, reference=None, options: dict | None = None):
     """The ``z_profile`` method: the slice-profile step alone."""
     from .state import finish, partial_warning, start
 
     state = start(volume, plan)
-    z_step(state, plan, progress)
+    z_step(state, plan, progress, options=options)
     partial_warning(state, plan, "z_profile", ("thickness",))
     return finish(volume, state, plan, "z_profile")
