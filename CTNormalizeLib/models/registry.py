@@ -195,9 +195,11 @@ def read_package(path: Path) -> ModelPackage:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise BadInputError(f"Model package {path}: cannot read {CARD} ({exc}).") from None
-    missing = [k for k in REQUIRED if k not in card]
-    if missing:
-        raise BadInputError(f"Model package {path}: {CARD} lacks {', '.join(missing)}.")
+    from ..contracts.card import card_problems
+
+    problems = card_problems(card)
+    if problems:
+        raise BadInputError(f"Model package {path}: {CARD} is not a valid model card: {'; '.join(problems)}.")
     return ModelPackage(path, card)
 
 
