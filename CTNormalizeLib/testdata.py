@@ -72,8 +72,8 @@ LUNG1_SERIES_TAGS = {
     "PatientName": "Test^Lung1", "PatientID": "CTN-TEST-0001", "PatientBirthDate": "19500101",
     "PatientSex": "F", "StudyDate": "20200102", "StudyTime": "101500", "StudyID": "1",
     "AccessionNumber": "ACC0001", "ReferringPhysicianName": "", "StudyDescription": "CT CHEST",
-    "SeriesDescription": "Thorax 5.0 B70f", "SeriesNumber": 3, "Manufacturer": "SIEMENS",
-    "ManufacturerModelName": "SOMATOM Definition AS", "ConvolutionKernel": "B70f", "KVP": "120",
+    "SeriesDescription": "Thorax 5.0 B31f", "SeriesNumber": 3, "Manufacturer": "SIEMENS",
+    "ManufacturerModelName": "SOMATOM Definition AS", "ConvolutionKernel": "B31f", "KVP": "120",
     "Exposure": "100", "XRayTubeCurrent": "200", "PatientPosition": "HFS", "BodyPartExamined": "CHEST",
 }
 

@@ -123,7 +123,7 @@ def test_every_tag(normalized, lung1_dicom):
         for part in (report["method"], report["source_spec"], report["target_spec"], __version__):
             assert part in desc
         codes = [(c.CodeValue, c.CodingSchemeDesignator) for c in d.DerivationCodeSequence]
-        assert ("113087", "DCM") in codes  # B70f (sharp) -> smooth: smoothing
+        assert ("113087", "DCM") in codes  # B31f (standard) -> smooth: smoothing
         refs = [r.ReferencedSOPInstanceUID for r in d.SourceImageSequence]
         assert refs == [s.SOPInstanceUID]  # same z grid: each slice comes from its input slice
         assert d.SourceImageSequence[0].PurposeOfReferenceCodeSequence[0].CodeValue == "121322"
@@ -147,7 +147,7 @@ def test_model_sha256_in_the_description():
 def test_from_nrrd_a_new_study_without_patient_data(normalized, tmp_path):
     out, _ = normalized
     r = _run(["normalize", str(out / "out.nrrd"), "-o", str(tmp_path / "series") + "/", "--target",
-              "kernel=smooth,thickness=10", "--source", "kernel=B70f", "--method", "auto",
+              "kernel=smooth,thickness=10", "--source", "kernel=B31f", "--method", "auto",
               "--progress", "json"])
     assert r.returncode == 0, r.stderr
     events = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
