@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import uuid
 from pathlib import Path
 
 from ..errors import BadInputError
@@ -109,8 +110,8 @@ def _run(args, mode: str) -> int:
         threads=threads)
     progress = CaseProgress(mode)
     try:
-        records = run_cases(cases, functools.partial(run_case, settings=settings, outdir=str(out.resolve())),
-                            workers=workers, scheduler=args.scheduler, on_event=progress)
+        task = functools.partial(run_case, settings=settings, outdir=str(out.resolve()), run_id=uuid.uuid4().hex)
+        records = run_cases(cases, task, workers=workers, scheduler=args.scheduler, on_event=progress)
     finally:
         progress.close()
     written = {k: str(v) for k, v in write_tables(out, records).items()}

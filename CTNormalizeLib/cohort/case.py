@@ -141,8 +141,12 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())[:500]
 
 
-def run_case(case: Case, settings: BatchSettings, outdir: str) -> dict:
-    """Run one case (see the module notes); returns its record, never raises for a bad case."""
+def run_case(case: Case, settings: BatchSettings, outdir: str, run_id: str = "") -> dict:
+    """Run one case (see the module notes); returns its record, never raises for a bad case.
+
+    ``run_id`` names the batch run: a case that Dask computes again in the same run (its
+    result was lost with a worker) returns its record as ``done``, not ``skipped``.
+    """
     from ..errors import CTNormalizeError
 
     t0 = time.perf_counter()
@@ -151,13 +155,15 @@ def run_case(case: Case, settings: BatchSettings, outdir: str) -> dict:
     try:
         digest = input_hash(case, settings) if Path(case.input).exists() else None
         prev = _previous(outdir, case, settings, digest) if digest else None
+        if prev is not None and run_id and prev.get("run_id") == run_id:
+            return prev
         if prev is not None:
             return {**prev, "status": "skipped", "seconds": round(time.perf_counter() - t0, 3),
                     "seconds_done": prev.get("seconds")}
         set_threads(settings.threads)
         rec = _normalize_and_measure(case, settings, outdir)
         rec.update(base, status="done", error="", input_sha256=digest, plan=settings.plan(case),
-                   plan_sha256=plan_hash(settings.plan(case)), settings=asdict(settings),
+                   plan_sha256=plan_hash(settings.plan(case)), settings=asdict(settings), run_id=run_id,
                    seconds=round(time.perf_counter() - t0, 3))
         from ..io.atomic import atomic_write_text
 
