@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -73,7 +72,9 @@ def local_workers(args, n_cases: int) -> int:
         if args.workers < 1:
             raise BadInputError("--workers must be at least 1.")
         return args.workers
-    return max(1, min(os.cpu_count() or 1, n_cases))
+    from ..cohort.batch import usable_cores
+
+    return max(1, min(usable_cores(), n_cases))
 
 
 def run(args) -> int:

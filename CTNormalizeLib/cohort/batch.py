@@ -21,9 +21,17 @@ from .manifest import Case
 EventFn = Optional[Callable[[dict], None]]
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, e.g. under taskset or a container)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_threads(workers: int) -> int:
-    """Torch / SimpleITK threads per worker: the machine's cores shared between the workers."""
-    return max(1, (os.cpu_count() or 1) // max(1, int(workers)))
+    """Torch / SimpleITK threads per worker: the usable cores shared between the workers."""
+    return max(1, usable_cores() // max(1, int(workers)))
 
 
 def failed_record(case: Case, error: str, seconds: float = 0.0) -> dict:

@@ -53,7 +53,7 @@ def quantity_figure(records: list, q: Quantity, after: bool = True) -> bytes:
     if after:
         sides.append(("after normalization", by_group(records, q, "after"), AFTER))
     names = sorted(set().union(*(s[1] for s in sides)))
-    fig, axes = _figure(1, len(sides), figsize=(1.6 + 0.9 * len(names) * len(sides), 3.0), sharey=True,
+    fig, axes = _figure(1, len(sides), figsize=(1.3 + 0.62 * len(names) * len(sides), 2.8), sharey=True,
                         squeeze=False)
     for ax, (title, groups, colour) in zip(axes[0], sides):
         _strip(ax, groups, names, colour, title)
@@ -79,7 +79,7 @@ def _mean_curves(records: list, side: str) -> dict:
 def nps_figure(records: list, after: bool = True) -> bytes:
     """Mean radial noise power spectrum per group, before | after."""
     sides = [("before normalization", "before")] + ([("after normalization", "after")] if after else [])
-    fig, axes = _figure(1, len(sides), figsize=(3.6 * len(sides), 3.0), sharey=True, squeeze=False)
+    fig, axes = _figure(1, len(sides), figsize=(2.9 * len(sides), 2.8), sharey=True, squeeze=False)
     for ax, (title, side) in zip(axes[0], sides):
         for name, (f, p) in _mean_curves(records, side).items():
             ax.plot(f, p, lw=1.8, label=name)
