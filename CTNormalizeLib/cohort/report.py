@@ -17,7 +17,7 @@ from pathlib import Path
 from .stats import fmt, quantities, spread_table
 from .tables import case_group
 
-TEMPLATE = "cohort.html.j2"
+TEMPLATE = "cohort.html.j2"  # in Resources/Templates
 
 
 def _img(png: bytes, caption: str) -> str:
@@ -94,6 +94,7 @@ def cohort_html(records: list, after: bool = True, settings: dict | None = None,
 
     from .. import __version__
     from ..evaluate.report import _CSS, versions
+    from ..resources import resource_path
     from .figures import census_figure, nps_figure, quantity_figure
 
     measured = [r for r in records if r.get("before")]
@@ -109,7 +110,7 @@ def cohort_html(records: list, after: bool = True, settings: dict | None = None,
     if any((r.get("before") or {}).get("nps") for r in measured):
         figures.insert(3 if len(figures) >= 3 else len(figures),
                        _img(nps_figure(measured, after), "mean noise power spectrum per group"))
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resource_path("Templates"))),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     provenance = [(k, v) for k, v in settings.items()] + [(f"version {k}", v) for k, v in versions().items()]
     return env.get_template(TEMPLATE).render(
