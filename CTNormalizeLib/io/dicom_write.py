@@ -323,8 +323,11 @@ def _slice_dataset(base, k: int, output: Volume, stored: np.ndarray, slope: floa
     return ds
 
 
-def _check_output_dir(out: Path, source: Volume):
-    src = source.meta.get("source_path")
+def check_output_dir(out_dir, input_path=None) -> None:
+    """Refuse a DICOM output folder that is, or holds, the input, is a file, or is a non-empty
+    folder that does not hold an earlier CTNormalize series (:class:`BadInputError`)."""
+    out = Path(out_dir)
+    src = input_path
     if src:
         s = Path(src).expanduser().resolve()
         o = out.expanduser().resolve()
@@ -386,7 +389,7 @@ def write_derived_series(output: Volume, out_dir, source: Volume, derivation: De
     from highdicom import UID
 
     out = Path(out_dir)
-    _check_output_dir(out, source)
+    check_output_dir(out, source.meta.get("source_path"))
     if output.hu.ndim != 3:
         raise BadInputError(f"Can only write 3D volumes as a DICOM series, got shape {output.hu.shape}.")
     src = _read_source(source)
