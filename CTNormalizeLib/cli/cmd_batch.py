@@ -33,7 +33,10 @@ def add_arguments(p):
     p.add_argument("--target", required=True, help="target preset or spec, as for normalize")
     p.add_argument("--source", default="auto", help="source spec for every case (a manifest 'source' column wins)")
     p.add_argument("--method", default="auto", help="auto, a classical method or a model name")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, gpu or mps (learned methods)")
+    p.add_argument("--texture", default="clean", choices=("clean", "target"),
+                   help="clean: the best mean estimate; target: with the target protocol's noise texture "
+                        "(as normalize --texture)")
     p.add_argument("--output-format", choices=("nrrd", "nii.gz", "dicom"), default="nrrd",
                    help="normalized output per case: a NRRD or NIfTI file, or a derived DICOM series")
     where = p.add_mutually_exclusive_group()
@@ -105,7 +108,7 @@ def _run(args, mode: str) -> int:
     threads = args.threads or (None if args.scheduler else default_threads(workers))
     settings = BatchSettings(
         target=args.target, method=args.method, source=args.source, device=args.device,
-        output_format=args.output_format, emphysema=args.emphysema, threshold=args.threshold,
+        output_format=args.output_format, texture=args.texture, emphysema=args.emphysema, threshold=args.threshold,
         radiomics=args.radiomics,
         radiomics_params=str(Path(args.radiomics_params).resolve()) if args.radiomics_params else None,
         threads=threads)
@@ -117,7 +120,7 @@ def _run(args, mode: str) -> int:
         progress.close()
     written = {k: str(v) for k, v in write_tables(out, records).items()}
     if not args.no_report:
-        info = {"target": args.target, "method": args.method, "source": args.source,
+        info = {"target": args.target, "method": args.method, "source": args.source, "texture": args.texture,
                 "output format": args.output_format, "workers": args.scheduler or workers,
                 "threads per worker": threads}
         written["cohort"] = str(write_cohort_html(out / "cohort.html", records, after=True, settings=info))

@@ -16,8 +16,8 @@ ORDER = 16
 DESCRIPTION = (
     "Read every case of a manifest CSV (case,input[,group,...]) or every CT under a folder and write one "
     "self-contained HTML page: scanners, kernels from the tags and from the pixels, slice thicknesses, noise "
-    "sigma and NPS per scanner/kernel group, with the spread between groups. Headers and a noise estimate "
-    "only, no normalization. Runs on Dask like 'batch'."
+    "sigma, NPS and MTF50 per scanner/kernel group, with the spread between groups. Headers and the measured "
+    "image-quality signature only, no normalization. Runs on Dask like 'batch'."
 )
 
 
@@ -27,7 +27,7 @@ def add_arguments(p):
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: cores)")
     where.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask scheduler")
-    p.add_argument("--no-nps", action="store_true", help="skip the NPS and the kernel class from pixels (faster)")
+    p.add_argument("--no-edge", action="store_true", help="skip the edge-MTF cross-check of the signature (faster)")
     p.add_argument("--json", default=None, metavar="OUT.json", help="also write the per-case figures as JSON")
     p.add_argument("--progress", choices=("json", "bar", "none"), default=None,
                    help="json: JSON lines on stdout; bar: a progress bar over cases (default on a terminal)")
@@ -52,7 +52,7 @@ def _run(args, mode: str) -> int:
     workers = None if args.scheduler else local_workers(args, len(cases))
     progress = CaseProgress(mode)
     try:
-        records = run_cases(cases, functools.partial(characterize_case, nps=not args.no_nps), workers=workers,
+        records = run_cases(cases, functools.partial(characterize_case, edge=not args.no_edge), workers=workers,
                             scheduler=args.scheduler, on_event=progress)
     finally:
         progress.close()

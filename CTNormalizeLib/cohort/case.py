@@ -40,6 +40,7 @@ class BatchSettings:
     source: str = "auto"
     device: str = "auto"
     output_format: str = "nrrd"
+    texture: str = "clean"
     emphysema: bool = False
     threshold: float = -950.0
     radiomics: bool = False
@@ -51,7 +52,7 @@ class BatchSettings:
         """Everything that decides a case's outputs (compared on a re-run)."""
         return {
             "target": self.target, "method": self.method, "source": case.source or self.source,
-            "series_uid": case.series_uid, "output_format": self.output_format,
+            "series_uid": case.series_uid, "output_format": self.output_format, "texture": self.texture,
             "emphysema": self.emphysema, "threshold": self.threshold if self.emphysema else None,
             "radiomics": self.radiomics, "radiomics_params": self.radiomics_params if self.radiomics else None,
             "segments": case.segments if self.radiomics else None, "measure": self.measure,
@@ -178,16 +179,16 @@ def run_case(case: Case, settings: BatchSettings, outdir: str, run_id: str = "")
     return {**base, "status": "failed", "error": error, "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _output_meta(vol_meta: dict, report: dict) -> dict:
-    """The normalized volume's tags: the input's, less what describes the acquisition protocol."""
+def _output_meta(vol_meta: dict, target, label: str) -> dict:
+    """The normalized volume's tags: the input's, with the target's kernel and thickness in place
+    of the acquisition protocol's."""
     drop = {"source_path", "warnings", "ConvolutionKernel", "SliceThickness", "SpacingBetweenSlices",
             "Exposure", "XRayTubeCurrent", "ExposureTime", "CTDIvol"}
     meta = {k: v for k, v in vol_meta.items() if k not in drop}
-    tgt = report["target"]
-    meta["ConvolutionKernel"] = tgt.get("kernel_name") or tgt.get("kernel") or ""
-    if tgt.get("thickness"):
-        meta["SliceThickness"] = f"{tgt['thickness']:g}"
-    meta["ctnormalize"] = f"{report['method']} {report['source_spec']} -> {report['target_spec']}"
+    meta["ConvolutionKernel"] = target.kernel_name or target.kernel or ""
+    if target.thickness:
+        meta["SliceThickness"] = f"{target.thickness:g}"
+    meta["ctnormalize"] = label
     return meta
 
 
@@ -202,31 +203,55 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
         from ..errors import BadInputError
 
         raise BadInputError(f"Input not found: {case.input}")
+    clock = _Clock()
     vol = read_volume(case.input, series_uid=case.series_uid, validate=False)
     validate_ct(vol)
-    rec: dict = {"input_warnings": vol.meta.get("warnings", [])}
+    rec: dict = {"input_warnings": vol.meta.get("warnings", []), "timings": clock.times}
+    clock.lap("read_s")
     rec["before"] = scan_signature(vol) if settings.measure else None
+    clock.lap("signature_before_s")
     outcome = normalize(vol, case.source or settings.source, settings.target, method=settings.method,
-                        device=settings.device)
-    report = outcome.report()
-    out_vol = outcome.volume
-    out_vol.meta = _output_meta(vol.meta, report)
+                        device=settings.device, texture=settings.texture)
+    plan = outcome.plan
     out = output_path(outdir, case, settings)
+    run_report = outcome.report(case.input, str(out))
+    out_vol = outcome.volume
+    out_vol.meta = _output_meta(vol.meta, plan.target, f"{plan.method} {plan.source.spec()} -> {plan.target.spec()}")
+    clock.lap("normalize_s")
+    warnings = list(outcome.warnings)
     if settings.output_format == "dicom":
-        written = write_derived_series(out_vol, out, vol, derivation_from_report(report))
-        report["warnings"] = list(report["warnings"]) + written.warnings
+        written = write_derived_series(out_vol, out, vol, derivation_from_report(run_report))
+        warnings += written.warnings
     else:
         write_volume(out_vol, out)
-    rec.update(output=str(out), report=report)
+    rec.update(output=str(out), method=plan.method, source_spec=plan.source.spec(), target_spec=plan.target.spec(),
+               warnings=warnings, report=run_report.to_dict())
+    clock.lap("write_s")
     rec["after"] = scan_signature(out_vol) if settings.measure else None
+    clock.lap("signature_after_s")
     if settings.emphysema:
         from ..quantify import emphysema
 
         rec["emphysema"] = {name: emphysema(v, threshold=settings.threshold).to_dict()
                             for name, v in (("original", vol), ("normalized", out_vol))}
+        clock.lap("emphysema_s")
     if settings.radiomics:
         rec["radiomics"] = _radiomics(case, settings, vol, out_vol)
+        clock.lap("radiomics_s")
     return rec
+
+
+class _Clock:
+    """Seconds per stage of a case (``times``), measured between laps."""
+
+    def __init__(self):
+        self.times: dict = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.times[name] = round(now - self._t, 3)
+        self._t = now
 
 
 def _radiomics(case: Case, settings: BatchSettings, vol, out_vol) -> dict:

@@ -8,7 +8,7 @@ from .. import __version__
 from .manifest import Case
 
 
-def characterize_case(case: Case, nps: bool = True) -> dict:
+def characterize_case(case: Case, edge: bool = True) -> dict:
     """Read one case and measure its :func:`~CTNormalizeLib.cohort.measure.scan_signature`.
 
     Returns a record like :func:`~CTNormalizeLib.cohort.case.run_case`'s (``status``
@@ -29,7 +29,7 @@ def characterize_case(case: Case, nps: bool = True) -> dict:
             raise BadInputError(f"Input not found: {case.input}")
         vol = read_volume(case.input, series_uid=case.series_uid, validate=False)
         validate_ct(vol)
-        sig = scan_signature(vol, nps=nps)
+        sig = scan_signature(vol, edge=edge)
     except CTNormalizeError as exc:
         return failed_record(case, f"{exc.code}: {' '.join(exc.message.split())[:500]}", time.perf_counter() - t0)
     except MemoryError:

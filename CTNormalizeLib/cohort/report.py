@@ -75,13 +75,13 @@ def _case_rows(records: list) -> list:
 
 
 METHOD_NOTES = (
-    ("noise σ", "robust (MAD) standard deviation of the high-pass residual in eroded soft tissue (fat and muscle) "
-                "and in air outside the body (protocols.noise.estimate_noise)"),
-    ("NPS", "2D noise power spectrum in uniform ROIs of about 18 mm (air around the body, or soft tissue when the "
-            "air is clipped), radially averaged (evaluate.nps)"),
-    ("kernel class from pixels", "the class whose FBP noise spectrum |f|·MTF(f)² predicts the measured NPS mean "
-                                 "frequency at the scan's pixel size; coarse, and undecidable at pixels above ~1.5 mm "
-                                 "where the classes predict nearly the same spectrum"),
+    ("signature", "each scan's measured image-quality signature (signature.measure_signature, DICOM tags as "
+                  "priors), on the original and on the normalized scan"),
+    ("noise σ", "full-band noise standard deviation in soft tissue (fat and muscle), and in air outside the body"),
+    ("NPS", "noise power spectrum in uniform ROIs (air around the body, else soft tissue), radially averaged; its "
+            "mean frequency rises with kernel sharpness"),
+    ("kernel class from pixels, MTF50", "the in-plane transfer fitted to the noise texture, and its closest kernel "
+                                        "class; — where the texture could not be fitted"),
     ("emphysema index", "LAA% below the threshold and Perc15 in the engine's lung mask, measured on each image"),
     ("radiomics", "pyradiomics with the CT preset on the case's segments, the same settings for both images; "
                   "every segment is one sample of its group"),
@@ -108,7 +108,7 @@ def cohort_html(records: list, after: bool = True, settings: dict | None = None,
            + f"{_dt.datetime.now():%Y-%m-%d %H:%M}, CTNormalize {__version__}.")
     figures = [_img(quantity_figure(measured, q, after), q.label) for q in quantities(measured)]
     if any((r.get("before") or {}).get("nps") for r in measured):
-        figures.insert(3 if len(figures) >= 3 else len(figures),
+        figures.insert(min(3, len(figures)),
                        _img(nps_figure(measured, after), "mean noise power spectrum per group"))
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resource_path("Templates"))),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))

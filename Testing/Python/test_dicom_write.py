@@ -81,13 +81,13 @@ def test_values_equal_nrrd_within_1hu_and_sitk_reads_it(normalized):
 
 def test_engine_reads_the_series_back_and_detects_the_target(normalized):
     from CTNormalizeLib.io import read_volume
-    from CTNormalizeLib.protocols.detect import detect_protocol
+    from CTNormalizeLib.protocols.detect import protocol_from_tags
 
     out, _ = normalized
     vol = read_volume(out / "dcm")
     ref = read_volume(out / "out.nrrd")
     assert np.max(np.abs(vol.hu - ref.hu)) <= 1.0
-    proto = detect_protocol(vol, measure_noise=False)
+    proto = protocol_from_tags(vol.meta, vol.spacing[0])
     assert proto.kernel == "smooth" and proto.thickness == pytest.approx(5.0)
 
 
@@ -118,18 +118,18 @@ def test_every_tag(normalized, lung1_dicom):
         # new series, derived
         assert d.SeriesInstanceUID != s.SeriesInstanceUID
         assert list(d.ImageType) == ["DERIVED", "SECONDARY", "AXIAL"]
-        assert d.SeriesDescription == f"{s.SeriesDescription} [CTNormalize → {report['target_spec']}]"
+        assert d.SeriesDescription == f"{s.SeriesDescription} [CTNormalize → {report['plan']['target_spec']}]"
         desc = d.DerivationDescription
-        for part in (report["method"], report["source_spec"], report["target_spec"], __version__):
+        for part in (report["method"], report["plan"]["source_spec"], report["plan"]["target_spec"], __version__):
             assert part in desc
         codes = [(c.CodeValue, c.CodingSchemeDesignator) for c in d.DerivationCodeSequence]
-        assert ("113087", "DCM") in codes  # B31f (standard) -> smooth: smoothing
+        assert ("113087", "DCM") in codes  # the clean texture: a denoised (smoothed) image
         refs = [r.ReferencedSOPInstanceUID for r in d.SourceImageSequence]
         assert refs == [s.SOPInstanceUID]  # same z grid: each slice comes from its input slice
         assert d.SourceImageSequence[0].PurposeOfReferenceCodeSequence[0].CodeValue == "121322"
         # the target
         assert d.ConvolutionKernel == "smooth"
-        assert float(d.SliceThickness) == pytest.approx(report["target"]["thickness"])
+        assert float(d.SliceThickness) == pytest.approx(report["plan"]["target"]["thickness"])
         assert "not for diagnosis" in d.ImageComments
         assert d.InstanceNumber == k + 1
 
@@ -137,11 +137,14 @@ def test_every_tag(normalized, lung1_dicom):
 def test_model_sha256_in_the_description():
     from CTNormalizeLib.io.dicom_write import derivation_from_report
 
-    report = {"method": "model:ctn-x", "model_sha256": "ab" * 32, "source_spec": "kernel=sharp,dose=0.25",
-              "target_spec": "kernel=smooth,dose=1", "engine_version": "9.9", "source": {"kernel": "sharp"},
-              "target": {"kernel": "smooth", "thickness": 1.0}}
-    text = derivation_from_report(report).description("series 1.2.3")
-    assert "model:ctn-x" in text and "ab" * 32 in text and "9.9" in text and "series 1.2.3" in text
+    report = {"method": "ctn-x", "model_sha256": "ab" * 32, "engine_version": "9.9", "texture": "target",
+              "plan": {"source_spec": "kernel=sharp,dose=0.25", "target_spec": "kernel=smooth,dose=1",
+                       "source": {"kernel": "sharp"}, "target": {"kernel": "smooth", "thickness": 1.0}}}
+    der = derivation_from_report(report)
+    text = der.description("series 1.2.3")
+    for part in ("ctn-x", "ab" * 32, "9.9", "series 1.2.3", "kernel=sharp,dose=0.25", "kernel=smooth,dose=1"):
+        assert part in text
+    assert der.target_kernel == "smooth" and der.target_thickness == 1.0
 
 
 def test_from_nrrd_a_new_study_without_patient_data(normalized, tmp_path):
@@ -193,7 +196,7 @@ def test_atomic_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
         return real(self, *a, **k)
 
     monkeypatch.setattr(pydicom.dataset.Dataset, "save_as", failing)
-    der = dicom_write.derivation_from_report({"method": "classical:x", "source_spec": "a", "target_spec": "b"})
+    der = dicom_write.derivation_from_report({"method": "x", "plan": {"source_spec": "a", "target_spec": "b"}})
     with pytest.raises(OSError):
         dicom_write.write_derived_series(vol, tmp_path / "series", vol, der)
     assert list(tmp_path.iterdir()) == []
