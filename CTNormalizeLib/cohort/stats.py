@@ -61,7 +61,7 @@ def quantities(records: list) -> list:
     out = [Quantity("noise_tissue_hu", "noise σ in soft tissue", "HU", _sig("noise_tissue_hu")),
            Quantity("noise_air_hu", "noise σ in air", "HU", _sig("noise_air_hu")),
            Quantity("nps_mean_frequency", "NPS mean frequency", "cycles/mm", _sig("nps_mean_frequency")),
-           Quantity("mtf50", "MTF50 of the noise texture", "cycles/mm", _sig("mtf50"))]
+           Quantity("mtf50", "noise-texture MTF50", "cycles/mm", _sig("mtf50"))]
     if any(r.get("emphysema") for r in records):
         out += [Quantity("laa_percent", "emphysema index LAA%", "%", _emph("laa_percent")),
                 Quantity("perc15_hu", "Perc15", "HU", _emph("perc15_hu"))]
