@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from .. import __version__
+from ..version import __version__
 from .manifest import Case
 
 RECORD = "record.json"
@@ -196,7 +196,7 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     from ..io import read_volume, write_volume
     from ..io.dicom_write import derivation_from_report, write_derived_series
     from ..io.validate import validate_ct
-    from ..normalize import normalize
+    from ..normalization import normalize
     from .measure import scan_signature
 
     if not Path(case.input).exists():

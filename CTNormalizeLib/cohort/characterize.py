@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .. import __version__
+from ..version import __version__
 from .manifest import Case
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..errors import BadInputError
 from ..volume import Volume
 from .atomic import atomic_output

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..errors import BadInputError
 from ..volume import Volume
 from .atomic import atomic_output_dir
