@@ -230,9 +230,9 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     rec["after"] = scan_signature(out_vol) if settings.measure else None
     clock.lap("signature_after_s")
     if settings.emphysema:
-        from ..quantify import emphysema
+        from ..quantify import emphysema_index
 
-        rec["emphysema"] = {name: emphysema(v, threshold=settings.threshold).to_dict()
+        rec["emphysema"] = {name: emphysema_index(v, threshold=settings.threshold).to_dict()
                             for name, v in (("original", vol), ("normalized", out_vol))}
         clock.lap("emphysema_s")
     if settings.radiomics:
