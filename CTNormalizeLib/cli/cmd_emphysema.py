@@ -26,6 +26,9 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--mask-out", metavar="DIR", default=None,
                    help="write <name>_lung.nrrd (1 = right, 2 = left) and <name>_emphysema.nrrd here")
+    p.add_argument("--dicom-seg", metavar="OUT.dcm", default=None,
+                   help="write the lungs and the emphysema mask as a DICOM SEG referencing the CT series (DICOM "
+                        "input only); with several CTs give a folder, which gets <name>.seg.dcm per CT")
 
 
 def _stem(path: Path) -> str:
@@ -57,6 +60,19 @@ def _table(report) -> str:
     return "\n".join(lines)
 
 
+def _seg_folder(target: str, n_inputs: int):
+    """The folder for one SEG per CT when several CTs are given, else None (one file)."""
+    from ..errors import BadInputError
+
+    if n_inputs == 1 and not Path(target).is_dir():
+        return None
+    if n_inputs > 1 and not (Path(target).is_dir() or target.endswith("/")):
+        raise BadInputError("With several CTs, --dicom-seg takes a folder (one <name>.seg.dcm per CT).")
+    folder = Path(target)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def run(args) -> int:
     from ..contracts.results import EmphysemaMeasurement, EmphysemaReport
     from ..errors import BadInputError
@@ -71,6 +87,9 @@ def run(args) -> int:
     for p in inputs + [Path(m) for m in masks]:
         if not p.exists():
             raise BadInputError(f"Input file not found: {p}")
+    seg_dir = None
+    if args.dicom_seg:
+        seg_dir = _seg_folder(args.dicom_seg, len(inputs))
     rows, first = [], None
     stems: set = set()
     for i, path in enumerate(inputs):
@@ -93,6 +112,12 @@ def run(args) -> int:
             lung_path = write_mask(out / f"{stem}_lung.nrrd", res.lung.labelmap(), vol)
             emph_path = write_mask(out / f"{stem}_emphysema.nrrd", res.emphysema_mask, vol)
             row.masks = {"lung": str(lung_path.resolve()), "emphysema": str(emph_path.resolve())}
+        if args.dicom_seg:
+            from ..io.dicom_seg import write_lung_seg
+
+            seg_path = Path(args.dicom_seg) if seg_dir is None else seg_dir / f"{_stem(path)}_{i}.seg.dcm"
+            write_lung_seg(seg_path, vol, res.lung.labelmap(), res.emphysema_mask, args.threshold)
+            row.dicom_seg = str(seg_path.resolve())
         rows.append(row)
         if not args.json:
             for w in res.warnings:

@@ -36,7 +36,11 @@ def add_arguments(p):
     from ..plan import DEFAULT_TEXTURE, TEXTURES
 
     p.add_argument("input", help="input CT: file or DICOM series folder (never modified)")
-    p.add_argument("-o", "--output", required=True, help="output volume (.nrrd, .nii.gz, .nii, .mha)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output volume (.nrrd, .nii.gz, .nii, .mha), or a folder for a DICOM series")
+    p.add_argument("--output-format", choices=("auto", "volume", "dicom"), default="auto",
+                   help="dicom: a derived DICOM CT series in the folder -o; auto (default): DICOM when -o "
+                        "is an existing folder or ends with '/', else a volume file")
     p.add_argument("--source", default="auto",
                    help="source protocol overrides, e.g. kernel=B70f,dose=0.25,thickness=2; 'auto' (default) "
                         "measures the kernel and noise from the pixels with the DICOM tags as priors")
@@ -93,6 +97,7 @@ def _read_inputs(args, timings: dict):
 
 def _run(args, events: EventStream, written: list) -> int:
     from ..io import write_volume
+    from ..io.dicom_write import check_output_dir, derivation_from_report, output_is_dicom, write_derived_series
     from ..methods import get_method
     from ..normalization import execute
     from ..plan import make_plan
@@ -102,6 +107,8 @@ def _run(args, events: EventStream, written: list) -> int:
         raise BadInputError("The output path is the input path; CTNormalize never overwrites its input.")
     if not Path(out).parent.exists():
         raise BadInputError(f"Output folder does not exist: {Path(out).parent}")
+    if output_is_dicom(out, args.output_format):
+        check_output_dir(out, args.input)
     if args.target is None and args.target_like is None:
         raise BadInputError("Give a target: --target PRESET|SPEC or --target-like REFERENCE_SCAN.")
     timings: dict = {}
@@ -139,7 +146,13 @@ def _run(args, events: EventStream, written: list) -> int:
     out_vol = outcome.volume
     out_vol.meta = {k: v for k, v in vol.meta.items() if k not in ("source_path", "warnings")}
     out_vol.meta["ctnormalize"] = f"{plan.method} {plan.source.spec()} -> {plan.target.spec()}"
-    write_volume(out_vol, out)
+    run_report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve()))
+    if output_is_dicom(out, args.output_format):
+        series = write_derived_series(out_vol, out, vol, derivation_from_report(run_report))
+        for w in series.warnings:
+            events.warning(w["code"], w["message"])
+    else:
+        write_volume(out_vol, out)
     written.append(out)
     timings["write_s"] = round(time.perf_counter() - t, 3)
     outcome.timings = {**timings, **outcome.timings}

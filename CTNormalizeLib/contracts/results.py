@@ -97,7 +97,7 @@ class EmphysemaMeasurement:
     """The emphysema result of one input CT (one element of ``results``).
 
     ``masks`` (with ``--mask-out``) maps ``"lung"`` (1 = right, 2 = left) and ``"emphysema"``
-    to absolute paths on the input's grid.
+    to absolute paths on the input's grid; ``dicom_seg`` (with ``--dicom-seg``) is the DICOM SEG written.
     """
 
     input: str
@@ -108,6 +108,7 @@ class EmphysemaMeasurement:
     warnings: list = field(default_factory=list)
     masks: Optional[dict] = None
     dice_vs_first: Optional[float] = None
+    dicom_seg: Optional[str] = None
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "result") -> "EmphysemaMeasurement":
@@ -126,6 +127,7 @@ class EmphysemaMeasurement:
             warnings=list(_require(d, "warnings", where, list)),
             masks=None if masks is None else dict(masks),
             dice_vs_first=_number(d.get("dice_vs_first"), f"{where}.dice_vs_first"),
+            dicom_seg=None if d.get("dicom_seg") is None else str(d["dicom_seg"]),
         )
 
     def to_dict(self) -> dict:
@@ -137,6 +139,8 @@ class EmphysemaMeasurement:
             out["masks"] = dict(self.masks)
         if self.dice_vs_first is not None:
             out["dice_vs_first"] = self.dice_vs_first
+        if self.dicom_seg is not None:
+            out["dicom_seg"] = self.dicom_seg
         return out
 
     def regions(self) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -104,7 +103,7 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
     memory_mb : int
         Rough activation-memory budget per chunk.
     threads : int, optional
-        CPU threads (default: all cores).
+        CPU threads (default: the process's torch setting, all cores unless set).
     qc_limits : dict, optional
         Overrides of :data:`CTNormalizeLib.inference.qc.DEFAULT_LIMITS`.
     qc_slice_step : int, optional
@@ -140,7 +139,7 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
     timings: dict = {}
     prog = progress or (lambda stage, f: None)
 
-    n_threads = threads or os.cpu_count() or 1
+    n_threads = threads or torch.get_num_threads()  # the process setting (e.g. a Dask worker's share)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(n_threads)
     try:

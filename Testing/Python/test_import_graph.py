@@ -36,6 +36,7 @@ LAYERS = [
     ("reader studies", {"readerstudy"}),
     ("composition", {"normalization", "plan", "methods", "benchmark_methods"}),
     ("training", {"train"}),  # trains models and validates them against the methods run through normalize
+    ("cohorts", {"cohort"}),  # many cases on Dask: runs normalize, quantify and the signature per case
     ("cli", {"cli", "__main__"}),
 ]
 # The package root (CTNormalizeLib/__init__.py) is the public API: it may import anything,

@@ -346,6 +346,10 @@ def test_save_results_and_dicom_export_through_the_engine_writer(mrml, monkeypat
     stub.write_derived_series = lambda out, folder, source, derivation: (
         calls.update(out=out, folder=folder, source=source, derivation=derivation) or Written())
     monkeypatch.setitem(sys.modules, "CTNormalizeLib.io.dicom_write", stub)
+    import CTNormalizeLib.io
+
+    # once the real writer was imported, `from CTNormalizeLib.io import dicom_write` finds the attribute
+    monkeypatch.setattr(CTNormalizeLib.io, "dicom_write", stub, raising=False)
     imported = []
     got = export.export_dicom(run.outputNode, node, import_folder=imported.append)
     assert got["series_instance_uid"] == "1.2.826.0.1.9" and imported == [calls["folder"]]

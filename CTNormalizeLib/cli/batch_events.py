@@ -1,0 +1,84 @@
+"""Progress of a cohort run: a bar over cases (with ETA) on a terminal, or JSON lines.
+
+JSON events (one object per line on stdout, nothing else there):
+``{"event":"started","cases":N,"workers":W}``,
+``{"event":"case","case":..,"status":"done|failed|skipped","seconds":..,"error":..,"done":k,"total":N}``,
+``{"event":"retry","case":..,"error":..}``, ``{"event":"progress","done":k,"total":N,"fraction":..,"eta_s":..}``
+and at the end ``{"event":"done","output":..,"summary":{...}}``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from .events import dumps
+
+
+class CaseProgress:
+    """Turns the batch runner's events into a tqdm bar, JSON lines or nothing (``mode``)."""
+
+    def __init__(self, mode: str, stream=None):
+        self.mode = mode
+        self.stream = stream if stream is not None else sys.stdout
+        self._bar = None
+        self._t0 = time.monotonic()
+
+    def _json(self, event: dict):
+        if self.mode == "json":
+            self.stream.write(dumps(event) + "\n")
+            self.stream.flush()
+
+    def _line(self, text: str):
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        elif self.mode != "json":
+            print(text, file=sys.stderr)
+
+    def __call__(self, event: dict):
+        self._json(event)
+        kind = event.get("event")
+        if kind == "started":
+            self._t0 = time.monotonic()
+            if self.mode == "bar":
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=event["cases"], file=sys.stderr, unit="case",
+                                 desc=f"cases ({event['workers']} workers)")
+        elif kind == "case":
+            done, total = event["done"], event["total"]
+            elapsed = time.monotonic() - self._t0
+            eta = elapsed * (total - done) / done if done else None
+            self._json({"event": "progress", "done": done, "total": total, "fraction": round(done / total, 4),
+                        "eta_s": None if eta is None else round(eta, 1)})
+            if event["status"] == "failed":
+                self._line(f"{event['case']}: failed: {event['error']}")
+            elif event["status"] == "skipped":
+                self._line(f"{event['case']}: skipped (done before with the same input, plan and engine)")
+            if self._bar is not None:
+                self._bar.update(1)
+        elif kind == "retry":
+            self._line(f"{event['case']}: {event['error']}; retrying once")
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def summarize(records: list) -> dict:
+    """``{"cases", "done", "skipped", "failed", "failed_cases"}``."""
+    out = {"cases": len(records), "done": 0, "skipped": 0, "failed": 0}
+    for r in records:
+        out[r["status"]] = out.get(r["status"], 0) + 1
+    out["failed_cases"] = [r["case"] for r in records if r["status"] == "failed"]
+    return out
+
+
+def exit_code(records: list) -> int:
+    """0 when no case failed; 2 when every failure was bad input; else 1."""
+    failed = [r for r in records if r["status"] == "failed"]
+    if not failed:
+        return 0
+    bad_input = all(str(r.get("error", "")).startswith(("BAD_INPUT", "NOT_CT")) for r in failed)
+    return 2 if bad_input else 1

@@ -1,0 +1,266 @@
+"""One case of a batch, as run on a Dask worker: normalize, measure, record.
+
+:func:`run_case` never raises for a bad case: it returns a record with ``status``
+``failed`` and a one-line ``error``. A case whose record says it was done with the same
+input (sha256), the same plan and the same engine version, and whose output is still
+there, is ``skipped`` and its earlier results are returned.
+
+Each case gets a folder ``OUTDIR/cases/<case>/`` with the normalized volume (or DICOM
+series) and ``record.json``, written last and atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..version import __version__
+from .manifest import Case
+
+RECORD = "record.json"
+_OUTPUT_NAMES = {"nrrd": "normalized.nrrd", "nii.gz": "normalized.nii.gz", "dicom": "normalized"}
+
+
+@dataclass
+class BatchSettings:
+    """What every case of a batch does.
+
+    ``threads`` is the torch / SimpleITK thread count per worker (None: leave as is).
+    """
+
+    target: str
+    method: str = "auto"
+    source: str = "auto"
+    device: str = "auto"
+    output_format: str = "nrrd"
+    texture: str = "clean"
+    emphysema: bool = False
+    threshold: float = -950.0
+    radiomics: bool = False
+    radiomics_params: Optional[str] = None
+    measure: bool = True
+    threads: Optional[int] = None
+
+    def plan(self, case: Case) -> dict:
+        """Everything that decides a case's outputs (compared on a re-run)."""
+        return {
+            "target": self.target, "method": self.method, "source": case.source or self.source,
+            "series_uid": case.series_uid, "output_format": self.output_format, "texture": self.texture,
+            "emphysema": self.emphysema, "threshold": self.threshold if self.emphysema else None,
+            "radiomics": self.radiomics, "radiomics_params": self.radiomics_params if self.radiomics else None,
+            "segments": case.segments if self.radiomics else None, "measure": self.measure,
+        }
+
+
+def _hash_files(files, h) -> None:
+    for f in files:
+        h.update(Path(f).name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+
+
+def input_hash(case: Case, settings: BatchSettings) -> str:
+    """sha256 of the case's input (every file of a DICOM folder; a header's data file too),
+    and of its segments and params file when radiomics is on."""
+    h = hashlib.sha256()
+    p = Path(case.input)
+    if p.is_dir():
+        _hash_files(sorted(f for f in p.iterdir() if f.is_file()), h)
+    else:
+        files = [p]
+        if p.suffix.lower() in (".mhd", ".nhdr"):
+            files += sorted(f for f in p.parent.glob(p.stem + ".*") if f != p and f.is_file())
+        _hash_files(files, h)
+    if settings.radiomics:
+        for extra in (case.segments, settings.radiomics_params):
+            if extra and Path(extra).is_file():
+                _hash_files([extra], h)
+    return h.hexdigest()
+
+
+def plan_hash(plan: dict) -> str:
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+
+
+def output_path(outdir, case: Case, settings: BatchSettings) -> Path:
+    return Path(outdir) / "cases" / case.folder / _OUTPUT_NAMES[settings.output_format]
+
+
+def _previous(outdir, case: Case, settings: BatchSettings, digest: str) -> Optional[dict]:
+    """The earlier record when it matches this run and its output is still there."""
+    path = Path(outdir) / "cases" / case.folder / RECORD
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = (rec.get("status") == "done" and rec.get("engine_version") == __version__
+            and rec.get("input_sha256") == digest and rec.get("plan_sha256") == plan_hash(settings.plan(case)))
+    return rec if same and output_path(outdir, case, settings).exists() else None
+
+
+def set_threads(n: Optional[int]) -> None:
+    """Thread count for torch (now or when imported later), BLAS/OpenMP and SimpleITK."""
+    if not n:
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(n))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(int(n))
+
+
+def _jsonable(obj):
+    """NaN/inf -> None, numpy scalars -> Python numbers, tuples -> lists (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def dumps(obj) -> str:
+    """One-line strict JSON of a record."""
+    return json.dumps(_jsonable(obj), allow_nan=False, default=str)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:500]
+
+
+def run_case(case: Case, settings: BatchSettings, outdir: str, run_id: str = "") -> dict:
+    """Run one case (see the module notes); returns its record, never raises for a bad case.
+
+    ``run_id`` names the batch run: a case that Dask computes again in the same run (its
+    result was lost with a worker) returns its record as ``done``, not ``skipped``.
+    """
+    from ..errors import CTNormalizeError
+
+    t0 = time.perf_counter()
+    base = {"case": case.name, "folder": case.folder, "input": case.input, "group": case.group,
+            "extra": case.extra, "engine_version": __version__}
+    try:
+        digest = input_hash(case, settings) if Path(case.input).exists() else None
+        prev = _previous(outdir, case, settings, digest) if digest else None
+        if prev is not None and run_id and prev.get("run_id") == run_id:
+            return prev
+        if prev is not None:
+            return {**prev, "status": "skipped", "seconds": round(time.perf_counter() - t0, 3),
+                    "seconds_done": prev.get("seconds")}
+        set_threads(settings.threads)
+        rec = _normalize_and_measure(case, settings, outdir)
+        rec.update(base, status="done", error="", input_sha256=digest, plan=settings.plan(case),
+                   plan_sha256=plan_hash(settings.plan(case)), settings=asdict(settings), run_id=run_id,
+                   seconds=round(time.perf_counter() - t0, 3))
+        from ..io.atomic import atomic_write_text
+
+        atomic_write_text(Path(outdir) / "cases" / case.folder / RECORD, dumps(rec) + "\n")
+        return rec
+    except CTNormalizeError as exc:
+        error = f"{exc.code}: {_one_line(exc.message)}"
+    except MemoryError:
+        error = "OOM: out of host memory"
+    except Exception as exc:  # noqa: BLE001 - one bad case must not stop the others
+        error = f"INTERNAL: {type(exc).__name__}: {_one_line(exc)}"
+    return {**base, "status": "failed", "error": error, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _output_meta(vol_meta: dict, target, label: str) -> dict:
+    """The normalized volume's tags: the input's, with the target's kernel and thickness in place
+    of the acquisition protocol's."""
+    drop = {"source_path", "warnings", "ConvolutionKernel", "SliceThickness", "SpacingBetweenSlices",
+            "Exposure", "XRayTubeCurrent", "ExposureTime", "CTDIvol"}
+    meta = {k: v for k, v in vol_meta.items() if k not in drop}
+    meta["ConvolutionKernel"] = target.kernel_name or target.kernel or ""
+    if target.thickness:
+        meta["SliceThickness"] = f"{target.thickness:g}"
+    meta["ctnormalize"] = label
+    return meta
+
+
+def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> dict:
+    from ..io import read_volume, write_volume
+    from ..io.dicom_write import derivation_from_report, write_derived_series
+    from ..io.validate import validate_ct
+    from ..normalization import normalize
+    from .measure import scan_signature
+
+    if not Path(case.input).exists():
+        from ..errors import BadInputError
+
+        raise BadInputError(f"Input not found: {case.input}")
+    clock = _Clock()
+    vol = read_volume(case.input, series_uid=case.series_uid, validate=False)
+    validate_ct(vol)
+    rec: dict = {"input_warnings": vol.meta.get("warnings", []), "timings": clock.times}
+    clock.lap("read_s")
+    rec["before"] = scan_signature(vol) if settings.measure else None
+    clock.lap("signature_before_s")
+    outcome = normalize(vol, case.source or settings.source, settings.target, method=settings.method,
+                        device=settings.device, texture=settings.texture)
+    plan = outcome.plan
+    out = output_path(outdir, case, settings)
+    run_report = outcome.report(case.input, str(out))
+    out_vol = outcome.volume
+    out_vol.meta = _output_meta(vol.meta, plan.target, f"{plan.method} {plan.source.spec()} -> {plan.target.spec()}")
+    clock.lap("normalize_s")
+    warnings = list(outcome.warnings)
+    if settings.output_format == "dicom":
+        written = write_derived_series(out_vol, out, vol, derivation_from_report(run_report))
+        warnings += written.warnings
+    else:
+        write_volume(out_vol, out)
+    rec.update(output=str(out), method=plan.method, source_spec=plan.source.spec(), target_spec=plan.target.spec(),
+               warnings=warnings, report=run_report.to_dict())
+    clock.lap("write_s")
+    rec["after"] = scan_signature(out_vol) if settings.measure else None
+    clock.lap("signature_after_s")
+    if settings.emphysema:
+        from ..quantify import emphysema_index
+
+        rec["emphysema"] = {name: emphysema_index(v, threshold=settings.threshold).to_dict()
+                            for name, v in (("original", vol), ("normalized", out_vol))}
+        clock.lap("emphysema_s")
+    if settings.radiomics:
+        rec["radiomics"] = _radiomics(case, settings, vol, out_vol)
+        clock.lap("radiomics_s")
+    return rec
+
+
+class _Clock:
+    """Seconds per stage of a case (``times``), measured between laps."""
+
+    def __init__(self):
+        self.times: dict = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.times[name] = round(now - self._t, 3)
+        self._t = now
+
+
+def _radiomics(case: Case, settings: BatchSettings, vol, out_vol) -> dict:
+    from ..errors import BadInputError
+    from ..quantify.radiomics import extract_radiomics
+
+    if not case.segments:
+        raise BadInputError(f"Case {case.name!r} has no segments file for radiomics (set its segments column).")
+    res = extract_radiomics({"original": vol, "normalized": out_vol}, case.segments,
+                            params=settings.radiomics_params)
+    return {"rows": res.wide(), "warnings": res.warnings, "provenance": {
+        k: res.provenance.get(k) for k in ("params_path", "pyradiomics_version", "engine_version", "segments")}}

@@ -1,0 +1,428 @@
+"""Writing a normalized volume as a derived DICOM CT series (one file per slice).
+
+The series keeps the input's patient, study and frame of reference, gets new Series and
+SOP Instance UIDs, ``ImageType DERIVED\\SECONDARY\\AXIAL`` and says how it was made:
+``DerivationDescription`` (method or model with its sha256, source and target protocols,
+engine version), ``DerivationCodeSequence``, ``SourceImageSequence`` (the input instances
+each slice was computed from), ``ConvolutionKernel`` and ``SliceThickness`` of the target.
+Pixels are int16 with ``RescaleSlope``/``RescaleIntercept``.
+
+pydicom writes the files; highdicom supplies UIDs and coded concepts. Neither has a
+writer for a classic single-frame CT Image (highdicom builds multi-frame and SEG/SR
+objects), so the CT Image attributes are set here by hand.
+
+A volume that came from NRRD/NIfTI has no patient or study: it gets a new study and frame
+of reference, empty patient tags and a note in ``ImageComments`` that says so. The whole
+series is written into a temp folder that is renamed to the output at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..version import __version__
+from ..errors import BadInputError
+from ..volume import Volume
+from .atomic import atomic_output_dir
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MODEL_NAME = "CTNormalize"
+RESEARCH_NOTE = "Research use, not for diagnosis."
+NO_PATIENT_NOTE = ("Made from a {fmt} file without patient data: patient and study attributes are absent; "
+                   "this is a new study.")
+
+# Copied from the input when present: patient, study, frame of reference, and the
+# acquisition facts that normalization does not change.
+COPIED_TAGS = (
+    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "PatientAge",
+    "PatientSize", "PatientWeight", "PatientIdentityRemoved", "DeidentificationMethod",
+    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+    "StudyDescription", "FrameOfReferenceUID", "PositionReferenceIndicator", "PatientPosition",
+    "BodyPartExamined", "KVP", "AcquisitionNumber", "AcquisitionDate", "AcquisitionTime",
+)
+_KERNEL_ORDER = ("smooth", "standard", "sharp", "very-sharp")
+
+
+@dataclass
+class Derivation:
+    """What a derived series says about how it was made (read from a run report)."""
+
+    method: str
+    model_sha256: Optional[str]
+    source_spec: str
+    target_spec: str
+    engine_version: str
+    source_kernel: Optional[str] = None
+    target_kernel: Optional[str] = None
+    target_kernel_name: Optional[str] = None
+    source_dose: Optional[float] = None
+    target_dose: Optional[float] = None
+    source_thickness: Optional[float] = None
+    target_thickness: Optional[float] = None
+    texture: Optional[str] = None
+    noise_equivalent_dose: Optional[float] = None
+
+    def description(self, source_label: str = "") -> str:
+        """The ``DerivationDescription`` text (at most 1024 characters, the ST limit)."""
+        model = f" (model sha256 {self.model_sha256})" if self.model_sha256 else ""
+        src = f" from {source_label}" if source_label else ""
+        texture = f", {self.texture} texture" if self.texture else ""
+        text = (f"CTNormalize {self.engine_version}: {self.method}{model}{texture}; source protocol "
+                f"{self.source_spec}{src}; target protocol {self.target_spec}. {RESEARCH_NOTE}")
+        return text[:1024]
+
+
+def derivation_from_report(report) -> Derivation:
+    """The :class:`Derivation` of a normalize run, from its run report.
+
+    ``report`` is a :class:`~CTNormalizeLib.contracts.report.RunReport` or its ``to_dict()``.
+    The one place that reads the report's layout for DICOM provenance.
+    """
+    d = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    plan = d.get("plan") or {}
+    src, tgt = plan.get("source") or {}, plan.get("target") or {}
+    return Derivation(
+        method=str(d.get("method", "unknown")), model_sha256=d.get("model_sha256"),
+        source_spec=str(plan.get("source_spec", "")), target_spec=str(plan.get("target_spec", "")),
+        engine_version=str(d.get("engine_version", __version__)),
+        source_kernel=src.get("kernel"), target_kernel=tgt.get("kernel"), target_kernel_name=tgt.get("kernel_name"),
+        source_dose=src.get("dose"), target_dose=tgt.get("dose"),
+        source_thickness=src.get("thickness"), target_thickness=tgt.get("thickness"),
+        texture=d.get("texture") or plan.get("texture"), noise_equivalent_dose=plan.get("noise_equivalent_dose"),
+    )
+
+
+@dataclass
+class WrittenSeries:
+    """A derived series on disk."""
+
+    path: Path
+    series_instance_uid: str
+    n_files: int
+    warnings: list = field(default_factory=list)
+
+
+def output_is_dicom(path, output_format: Optional[str] = None) -> bool:
+    """True when ``-o path`` asks for a DICOM series.
+
+    ``output_format`` ``"dicom"`` or ``"volume"`` decides; otherwise an existing folder or
+    a path ending in ``/`` means DICOM.
+    """
+    if output_format in ("dicom", "volume"):
+        return output_format == "dicom"
+    text = str(path)
+    return text.endswith(("/", "\\")) or Path(text).is_dir()
+
+
+# ----------------------------------------------------------------------------- source series
+
+@dataclass
+class _Source:
+    datasets: list  # pydicom headers, sorted along the slice normal
+    positions: np.ndarray  # their positions along the normal (mm)
+    fmt: str
+
+
+def _read_source(volume: Volume) -> _Source:
+    """Headers of the input's DICOM instances (none for NRRD/NIfTI input)."""
+    import pydicom
+
+    fmt = str(volume.meta.get("source_format") or "volume")
+    src = volume.meta.get("source_path")
+    if fmt != "DICOM" or not src:
+        return _Source([], np.zeros(0), fmt)
+    p = Path(src)
+    if p.is_dir():
+        from .dicom import list_series
+
+        uid = volume.meta.get("SeriesInstanceUID")
+        series = [s for s in list_series(p) if not uid or s.uid == uid]
+        files = series[0].files if series else []
+    else:
+        files = [p]
+    datasets = [pydicom.dcmread(str(f), stop_before_pixels=True, force=True) for f in files]
+    normal = _normal(volume.direction)
+    pos = np.array([float(np.dot([float(v) for v in ds.get("ImagePositionPatient", [0, 0, 0])], normal))
+                    for ds in datasets])
+    order = np.argsort(pos, kind="stable")
+    return _Source([datasets[i] for i in order], pos[order], fmt)
+
+
+def _normal(direction) -> np.ndarray:
+    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    return d[:, 2]
+
+
+def _references(src: _Source, position: float, half_width: float) -> list:
+    """The input instances within the output slice's extent (at least the nearest)."""
+    if not src.datasets:
+        return []
+    near = np.nonzero(np.abs(src.positions - position) <= half_width + 1e-3)[0]
+    if near.size == 0:
+        near = [int(np.argmin(np.abs(src.positions - position)))]
+    return [src.datasets[i] for i in near]
+
+
+# ----------------------------------------------------------------------------- pixels
+
+def encode_hu(hu: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``(stored int16, slope, intercept)`` with ``hu ~= stored * slope + intercept``.
+
+    Slope 1 and intercept 0 (rounding to the nearest HU) when the values fit int16,
+    else a slope that spans the range.
+    """
+    lo, hi = float(np.min(hu)), float(np.max(hu))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise BadInputError("The volume holds NaN or infinite values; cannot write DICOM.")
+    if lo >= -32768 and hi <= 32767:
+        slope, intercept = 1.0, 0.0
+    else:
+        slope = float(np.ceil((hi - lo) / 65535.0 * 1000.0) / 1000.0)
+        intercept = lo + 32768.0 * slope
+    stored = np.clip(np.round((hu - intercept) / slope), -32768, 32767).astype(np.int16)
+    return stored, slope, intercept
+
+
+# ----------------------------------------------------------------------------- datasets
+
+def _derivation_codes(d: Derivation, z_changed: bool) -> list:
+    """DICOM CID 7203 codes for what was done (smoothing, edge enhancement, resampling); may be empty."""
+    from pydicom.sr.codedict import codes
+
+    out = []
+    sk, tk = d.source_kernel, d.target_kernel
+    if sk in _KERNEL_ORDER and tk in _KERNEL_ORDER and sk != tk:
+        out.append(codes.DCM.Smoothing if _KERNEL_ORDER.index(tk) < _KERNEL_ORDER.index(sk)
+                   else codes.DCM.EdgeEnhancement)
+    # Noise removed: a source noisier than the target, or the "clean" texture (a denoised mean estimate).
+    less_noise = (d.noise_equivalent_dose is not None and d.noise_equivalent_dose < 1.0) or d.texture == "clean" \
+        or (d.source_dose and d.target_dose and d.target_dose > d.source_dose)
+    if less_noise and codes.DCM.Smoothing not in out:
+        out.append(codes.DCM.Smoothing)
+    if z_changed:
+        out.append(codes.DCM.SpatialResampling)
+    return out
+
+
+def _coded(code):
+    from highdicom.sr import CodedConcept
+
+    return CodedConcept(code.value, code.scheme_designator, code.meaning)
+
+
+def _series_description(source_ds, volume: Volume, derivation: Derivation) -> str:
+    original = ""
+    if source_ds is not None:
+        original = str(source_ds.get("SeriesDescription", "") or "").strip()
+    if not original:
+        original = Path(str(volume.meta.get("source_path", "") or "")).name or "CT"
+    target = derivation.target_spec or "target"
+    return f"{original} [CTNormalize → {target}]"[:64]
+
+
+def _base_dataset(source_ds, volume: Volume, output: Volume, derivation: Derivation,
+                  series_uid: str, study_uid: str, frame_uid: str, now: _dt.datetime, comments: str):
+    """The attributes every slice of the series shares."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: the description holds an arrow
+    if source_ds is not None:
+        for name in COPIED_TAGS:
+            if name in source_ds:
+                ds[name] = source_ds[name]
+    for name in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                 "StudyID", "AccessionNumber", "ReferringPhysicianName", "KVP", "AcquisitionNumber",
+                 "PositionReferenceIndicator", "PatientPosition"):
+        if name not in ds:
+            setattr(ds, name, "")  # type 2: present, empty when unknown
+    if source_ds is None:
+        ds.StudyDate, ds.StudyTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+        ds.StudyDescription = "CTNormalize (no patient data)"
+        ds.PatientPosition = "HFS"  # required for CT (type 2C); the usual chest position
+    ds.StudyInstanceUID, ds.FrameOfReferenceUID = study_uid, frame_uid
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.Modality = "CT"
+    ds.SeriesInstanceUID = series_uid
+    src_number = source_ds.get("SeriesNumber") if source_ds is not None else None
+    ds.SeriesNumber = int(src_number or 0) + 1000
+    ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.SeriesTime = ds.ContentTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
+    ds.SeriesDescription = _series_description(source_ds, volume, derivation)
+    ds.Manufacturer = MODEL_NAME
+    ds.ManufacturerModelName = MODEL_NAME
+    ds.SoftwareVersions = derivation.engine_version
+    ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+    src_label = ""
+    if source_ds is not None:
+        src_label = " ".join(str(source_ds.get(k, "") or "").strip() for k in
+                             ("Manufacturer", "ManufacturerModelName", "ConvolutionKernel")).strip()
+        src_label = f"series {source_ds.get('SeriesInstanceUID', '')}" + (f" ({src_label})" if src_label else "")
+    ds.DerivationDescription = derivation.description(src_label)
+    z_changed = abs(output.spacing[0] - volume.spacing[0]) > 1e-3 * max(volume.spacing[0], 1e-6) \
+        or output.shape[0] != volume.shape[0]
+    codes = _derivation_codes(derivation, z_changed)
+    if codes:
+        ds.DerivationCodeSequence = [_coded(c) for c in codes]
+    ds.ConvolutionKernel = str(derivation.target_kernel_name or derivation.target_kernel or "")[:16]
+    thickness = derivation.target_thickness or output.spacing[0]
+    ds.SliceThickness = f"{float(thickness):.6g}"
+    ds.SpacingBetweenSlices = f"{float(output.spacing[0]):.6g}"
+    ds.ImageComments = comments[:10240]
+    d = np.asarray(output.direction, dtype=np.float64).reshape(3, 3)
+    ds.ImageOrientationPatient = [f"{v:.8g}" for v in (*d[:, 0], *d[:, 1])]
+    ds.PixelSpacing = [f"{output.spacing[1]:.8g}", f"{output.spacing[2]:.8g}"]
+    ds.Rows, ds.Columns = int(output.shape[1]), int(output.shape[2])
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleType = "HU"
+    ds.WindowCenter, ds.WindowWidth = ["-600", "40"], ["1500", "400"]
+    ds.WindowCenterWidthExplanation = ["LUNG", "MEDIASTINUM"]
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    return ds
+
+
+def _slice_dataset(base, k: int, output: Volume, stored: np.ndarray, slope: float, intercept: float,
+                   refs: list):
+    """One slice's dataset: the shared attributes plus position, pixels and references."""
+    import copy
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+    from highdicom import UID
+
+    ds = copy.deepcopy(base)
+    ds.SOPInstanceUID = UID()
+    ds.InstanceNumber = k + 1
+    d = np.asarray(output.direction, dtype=np.float64).reshape(3, 3)
+    ipp = np.asarray(output.origin, dtype=np.float64) + k * output.spacing[0] * d[:, 2]
+    ds.ImagePositionPatient = [f"{v:.8g}" for v in ipp]
+    ds.SliceLocation = f"{float(np.dot(ipp, d[:, 2])):.8g}"
+    ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.8g}", f"{intercept:.8g}"
+    if refs:
+        from pydicom.sr.codedict import codes
+
+        purpose = codes.DCM.SourceImageForImageProcessingOperation
+        items = []
+        for r in refs:
+            item = Dataset()
+            item.ReferencedSOPClassUID = r.SOPClassUID
+            item.ReferencedSOPInstanceUID = r.SOPInstanceUID
+            item.PurposeOfReferenceCodeSequence = [_coded(purpose)]
+            items.append(item)
+        ds.SourceImageSequence = items
+    px = np.ascontiguousarray(stored[k])
+    ds.SmallestImagePixelValue, ds.LargestImagePixelValue = int(px.min()), int(px.max())
+    ds["SmallestImagePixelValue"].VR = ds["LargestImagePixelValue"].VR = "SS"
+    ds.PixelData = px.tobytes()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    return ds
+
+
+def check_output_dir(out_dir, input_path=None) -> None:
+    """Refuse a DICOM output folder that is, or holds, the input, is a file, or is a non-empty
+    folder that does not hold an earlier CTNormalize series (:class:`BadInputError`)."""
+    out = Path(out_dir)
+    src = input_path
+    if src:
+        s = Path(src).expanduser().resolve()
+        o = out.expanduser().resolve()
+        if o == s or o in s.parents:
+            raise BadInputError(f"Refusing to write the DICOM series into {out}: it holds the input {s}, "
+                                "and CTNormalize never overwrites an input. Choose another folder.")
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"Output {out} is a file; a DICOM series needs a folder.")
+    if out.is_dir() and any(out.iterdir()) and not _is_our_series(out):
+        raise BadInputError(f"Output folder {out} is not empty; give a new or empty folder for the DICOM series "
+                            "(a folder holding an earlier CTNormalize series is replaced).")
+
+
+def _is_our_series(folder: Path) -> bool:
+    """True when every file in ``folder`` is a DICOM slice written by this module."""
+    import pydicom
+
+    for f in folder.iterdir():
+        if not f.is_file():
+            return False
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["ManufacturerModelName"])
+        except Exception:  # noqa: BLE001 - anything unreadable is not ours
+            return False
+        if str(ds.get("ManufacturerModelName", "")) != MODEL_NAME:
+            return False
+    return True
+
+
+def write_derived_series(output: Volume, out_dir, source: Volume, derivation: Derivation,
+                         progress: Optional[Callable[[str, float], None]] = None) -> WrittenSeries:
+    """Write ``output`` as a derived CT series of ``source`` into the folder ``out_dir``.
+
+    Parameters
+    ----------
+    output : Volume
+        The normalized volume (its geometry is written as is).
+    out_dir : str or path-like
+        A new or empty folder, or one holding an earlier CTNormalize series (replaced).
+        The series is written into a temp folder next to it and renamed at the end.
+    source : Volume
+        The input as read (``meta`` gives ``source_path``, ``source_format`` and the
+        ``SeriesInstanceUID`` of a DICOM input).
+    derivation : Derivation
+        From :func:`derivation_from_report`.
+    progress : callable(stage, fraction), optional
+
+    Returns
+    -------
+    WrittenSeries
+        With a ``NO_PATIENT_DATA`` warning when the input was not DICOM.
+
+    Raises
+    ------
+    BadInputError
+        Output folder is the input's (or holds it), a file, or a non-empty foreign folder;
+        non-finite voxels.
+    """
+    from highdicom import UID
+
+    out = Path(out_dir)
+    check_output_dir(out, source.meta.get("source_path"))
+    if output.hu.ndim != 3:
+        raise BadInputError(f"Can only write 3D volumes as a DICOM series, got shape {output.hu.shape}.")
+    src = _read_source(source)
+    first = src.datasets[0] if src.datasets else None
+    warnings = []
+    comments = RESEARCH_NOTE
+    if first is None:
+        note = NO_PATIENT_NOTE.format(fmt=src.fmt)
+        comments = f"{RESEARCH_NOTE} {note}"
+        warnings.append({"code": "NO_PATIENT_DATA", "message": note})
+    now = _dt.datetime.now()
+    series_uid = str(UID())
+    study_uid = str(first.StudyInstanceUID) if first is not None and "StudyInstanceUID" in first else str(UID())
+    frame_uid = str(first.FrameOfReferenceUID) if first is not None and "FrameOfReferenceUID" in first \
+        else str(UID())
+    base = _base_dataset(first, source, output, derivation, series_uid, study_uid, frame_uid, now, comments)
+    stored, slope, intercept = encode_hu(output.hu)
+    normal = _normal(output.direction)
+    origin_pos = float(np.dot(output.origin, normal))
+    half = 0.5 * max(float(derivation.target_thickness or 0.0), output.spacing[0])
+    n = output.shape[0]
+    with atomic_output_dir(out) as tmp:
+        for k in range(n):
+            refs = _references(src, origin_pos + k * output.spacing[0], half)
+            ds = _slice_dataset(base, k, output, stored, slope, intercept, refs)
+            ds.save_as(str(tmp / f"IM{k + 1:05d}.dcm"), enforce_file_format=True)
+            if progress is not None:
+                progress("write dicom", (k + 1) / n)
+    return WrittenSeries(out, series_uid, n, warnings)

@@ -1,0 +1,230 @@
+"""Cohorts on Dask: batch with a corrupt case, resume, a dying worker, tables, characterize, spread."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+TARGET = "kernel=smooth,dose=1"
+
+
+def _run(args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "CTNormalizeLib", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _chest(shape=(8, 96, 96), seed=0, noise=30.0) -> np.ndarray:
+    """A crude noisy chest: air around an ellipse of soft tissue with two low-HU lungs."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    cy, cx = shape[1] / 2, shape[2] / 2
+    body = ((y - cy) / (0.42 * shape[1])) ** 2 + ((x - cx) / (0.46 * shape[2])) ** 2 < 1
+    vol = np.full(shape, -1000.0)
+    vol[body] = 40.0
+    for side in (-1, 1):
+        lung = ((y - cy) / (0.28 * shape[1])) ** 2 + ((x - cx - side * 0.2 * shape[2]) / (0.15 * shape[2])) ** 2 < 1
+        vol[lung] = -860.0
+    return (vol + rng.normal(0, noise, shape)).astype(np.float32)
+
+
+def _write(path: Path, arr: np.ndarray, spacing=(1.2, 1.2, 2.0)) -> Path:
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(spacing)
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+def _rows(path: Path) -> dict:
+    with open(path, newline="") as fh:
+        return {r["case"]: r for r in csv.DictReader(fh)}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory, pyradiomics_data) -> Path:
+    """Three cases: a real DICOM series (lung1 slices), a NRRD chest, a corrupt NRRD."""
+    from CTNormalizeLib import testdata
+
+    d = tmp_path_factory.mktemp("cohort")
+    testdata.lung1_series(d / "lung1", slices=6)
+    _write(d / "chest.nrrd", _chest())
+    _write(d / "chest_label.nrrd", np.ones((8, 96, 96), np.uint8))  # a mask: not a case under --input-dir
+    (d / "corrupt.nrrd").write_bytes(b"NRRD0004\ntype: short\ndimension: 3\nsizes: 9 9 9\nencoding: raw\n\n" + b"\0" * 40)
+    (d / "manifest.csv").write_text(
+        "case,input,source,site\n"
+        "lung1,lung1,,A\n"
+        "chest,chest.nrrd,\"kernel=sharp,dose=0.5,thickness=2\",B\n"
+        "broken,corrupt.nrrd,,C\n")
+    return d
+
+
+def test_batch_two_workers_corrupt_case_then_resume(cohort, tmp_path):
+    out = tmp_path / "out"
+    args = ["batch", str(cohort / "manifest.csv"), "-o", str(out), "--target", TARGET, "--method", "mtf_ratio",
+            "--workers", "2", "--emphysema", "--progress", "json"]
+    r = _run(args)
+    assert r.returncode == 2, r.stderr  # every failure is bad input
+    events = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]  # stdout: JSON only
+    assert events[0] == {"event": "started", "cases": 3, "workers": 2}
+    assert events[-1]["event"] == "done" and events[-1]["summary"]["failed_cases"] == ["broken"]
+    rows = _rows(out / "batch.csv")
+    assert [rows[c]["status"] for c in ("lung1", "chest", "broken")] == ["done", "done", "failed"]
+    assert rows["broken"]["error"].startswith("BAD_INPUT: Cannot read") and "corrupt.nrrd" in rows["broken"]["error"]
+    assert "\n" not in rows["broken"]["error"]
+    assert rows["lung1"]["site"] == "A" and rows["chest"]["source_spec"].startswith("kernel=sharp")
+    for case in ("lung1", "chest"):
+        assert Path(rows[case]["output"]).is_file() and float(rows[case]["seconds"]) > 0
+    emph = list(csv.DictReader(open(out / "emphysema.csv")))
+    laa = {r["case"]: r for r in emph if r["region"] == "lungs" and r["measure"] == "laa_percent"}
+    assert set(laa) == {"lung1", "chest"}
+    for r in laa.values():
+        assert float(r["difference"]) == pytest.approx(float(r["normalized"]) - float(r["original"]))
+    page = (out / "cohort.html").read_text()
+    assert "before and after" in page and "Kruskal" in page and "broken" in page
+    assert page.count("data:image/png;base64,") >= 4 and "<script" not in page and "http://" not in page
+    mtimes = {c: os.stat(rows[c]["output"]).st_mtime_ns for c in ("lung1", "chest")}
+
+    (out / "cohort.html").unlink()
+    r2 = _run(args + ["--no-report"])
+    assert r2.returncode == 2, r2.stderr
+    assert not (out / "cohort.html").exists()
+    rows2 = _rows(out / "batch.csv")
+    assert [rows2[c]["status"] for c in ("lung1", "chest", "broken")] == ["skipped", "skipped", "failed"]
+    done = json.loads(r2.stdout.splitlines()[-1])
+    assert done["summary"]["skipped"] == 2 and done["summary"]["done"] == 0
+    assert {c: os.stat(rows[c]["output"]).st_mtime_ns for c in ("lung1", "chest")} == mtimes
+    assert len(list(csv.DictReader(open(out / "emphysema.csv")))) == len(emph)  # the skipped cases' results
+
+
+def test_resume_rules_in_process(tmp_path):
+    """Skipped only with the same input, plan and engine version, and the output still there."""
+    from CTNormalizeLib.cohort import case as case_mod
+    from CTNormalizeLib.cohort.case import BatchSettings, run_case
+    from CTNormalizeLib.cohort.manifest import Case
+
+    ct = _write(tmp_path / "ct.nrrd", _chest(seed=1))
+    c = Case("c1", str(ct), "c1", source="kernel=sharp,dose=0.5,thickness=2")
+    s = BatchSettings(target=TARGET, method="mtf_ratio", measure=False)
+    out = str(tmp_path / "out")
+    assert run_case(c, s, out)["status"] == "done"
+    assert run_case(c, s, out)["status"] == "skipped"
+    assert run_case(c, BatchSettings(target="kernel=standard,dose=1", method="mtf_ratio", measure=False),
+                    out)["status"] == "done"  # another plan
+    assert run_case(c, s, out)["status"] == "done"  # the record now holds the other plan
+    _write(ct, _chest(seed=2))
+    assert run_case(c, s, out)["status"] == "done"  # another input
+    old = case_mod.__version__
+    try:
+        case_mod.__version__ = "0.0.0-other"
+        assert run_case(c, s, out)["status"] == "done"  # another engine version
+    finally:
+        case_mod.__version__ = old
+    assert run_case(c, s, out)["status"] == "done"
+    case_mod.output_path(out, c, s).unlink()
+    assert run_case(c, s, out)["status"] == "done"  # output gone
+    case_mod.output_path(out, c, s).unlink()
+    assert run_case(c, s, out, run_id="run-1")["status"] == "done"
+    assert run_case(c, s, out, run_id="run-1")["status"] == "done"  # computed again within one run
+    assert run_case(c, s, out, run_id="run-2")["status"] == "skipped"
+    bad = run_case(Case("c2", str(tmp_path / "missing.nrrd"), "c2"), s, out)
+    assert bad["status"] == "failed" and bad["error"].startswith("BAD_INPUT: Input not found")
+
+
+def die_once_marker(case):
+    """A task that kills its worker process (and counts its attempts in a file)."""
+    marker = Path(case.input)
+    marker.write_text(marker.read_text() + "x" if marker.exists() else "x")
+    if case.name == "dies":
+        os._exit(3)
+    return {"case": case.name, "status": "done", "seconds": 0.0}
+
+
+def test_dead_worker_retried_once_then_failed(tmp_path):
+    from CTNormalizeLib.cohort.batch import run_cases
+    from CTNormalizeLib.cohort.manifest import Case
+
+    cases = [Case("ok", str(tmp_path / "ok"), "ok"), Case("dies", str(tmp_path / "dies"), "dies")]
+    events = []
+    recs = run_cases(cases, die_once_marker, workers=2, on_event=events.append)
+    assert recs[0]["status"] == "done"
+    assert recs[1]["status"] == "failed" and recs[1]["error"].startswith("WORKER_DIED: tried twice")
+    assert (tmp_path / "dies").read_text() == "xx"
+    # "ok" may run again: a result held by the worker that then died is recomputed by Dask
+    assert (tmp_path / "ok").read_text() in ("x", "xx")
+    # a case queued on the dying worker is retried too, and then runs
+    assert "dies" in [e["case"] for e in events if e["event"] == "retry"]
+
+
+def test_radiomics_side_by_side(tmp_path):
+    from CTNormalizeLib.cohort.case import BatchSettings, run_case
+    from CTNormalizeLib.cohort.manifest import Case
+    from CTNormalizeLib.cohort.tables import write_tables
+
+    arr = _chest(shape=(10, 64, 64), seed=3)
+    ct = _write(tmp_path / "ct.nrrd", arr)
+    seg = np.zeros(arr.shape, np.uint8)
+    seg[2:8, 20:44, 20:44] = 1
+    _write(tmp_path / "seg.nrrd", seg)
+    c = Case("r1", str(ct), "r1", source="kernel=sharp,dose=0.5,thickness=2", segments=str(tmp_path / "seg.nrrd"),
+             group="g1")
+    rec = run_case(c, BatchSettings(target=TARGET, method="mtf_ratio", radiomics=True, measure=False),
+                   str(tmp_path / "out"))
+    assert rec["status"] == "done", rec.get("error")
+    files = write_tables(tmp_path / "out", [rec])
+    rows = list(csv.DictReader(open(files["radiomics"])))
+    mean = [r for r in rows if r["feature"] == "original_firstorder_Mean"]
+    assert len(mean) == 1 and mean[0]["group"] == "g1" and mean[0]["segment"] == "label_1"
+    a, b = float(mean[0]["original"]), float(mean[0]["normalized"])
+    assert float(mean[0]["difference"]) == pytest.approx(b - a)
+    assert a == pytest.approx(float(arr[2:8, 20:44, 20:44].mean()), abs=2.0)
+
+
+def test_characterize_folder(cohort, tmp_path):
+    r = _run(["characterize", str(cohort), "-o", str(tmp_path / "before.html"), "--workers", "2",
+              "--json", str(tmp_path / "before.json"), "--progress", "none"])
+    assert r.returncode == 2, r.stderr  # the corrupt file is one failed case
+    data = json.loads((tmp_path / "before.json").read_text())["cases"]
+    by = {Path(c["input"]).name: c for c in data}
+    assert by["corrupt.nrrd"]["status"] == "failed"
+    lung = by["lung1"]["before"]
+    assert lung["vendor"] == "SIEMENS" and lung["kernel_tag"] == "B31f" and lung["kernel_class_tag"] == "standard"
+    assert lung["noise_tissue_hu"] > 0 and lung["thickness_mm"] == pytest.approx(5.0)
+    page = (tmp_path / "before.html").read_text()
+    assert "characterization" in page and "after normalization" not in page
+
+
+def test_manifest_and_folder_rules(cohort, tmp_path):
+    from CTNormalizeLib.cohort.manifest import find_inputs, read_manifest
+    from CTNormalizeLib.errors import BadInputError
+
+    (tmp_path / "m.csv").write_text("name,path\na,b\n")
+    with pytest.raises(BadInputError, match="case,input"):
+        read_manifest(tmp_path / "m.csv")
+    (tmp_path / "d.csv").write_text("case,input\na,x.nrrd\na,y.nrrd\n")
+    with pytest.raises(BadInputError, match="twice"):
+        read_manifest(tmp_path / "d.csv")
+    (tmp_path / "s.csv").write_text("case,input,roi\nA b/c,x.nrrd,seg.nrrd\nA_b_c,y.nrrd,\n")
+    cases = read_manifest(tmp_path / "s.csv", segments_column="roi")
+    assert [c.folder for c in cases] == ["A_b_c", "A_b_c_2"]
+    assert cases[0].segments == str((tmp_path / "seg.nrrd").resolve()) and cases[1].segments is None
+    names = sorted(c.name for c in find_inputs(cohort))
+    assert names == ["chest.nrrd", "corrupt.nrrd", "lung1"]
+    r = _run(["batch", "-o", str(tmp_path / "o"), "--target", TARGET])
+    assert r.returncode == 2 and "manifest" in r.stderr
+
+
+def test_spread_numbers():
+    from CTNormalizeLib.cohort.stats import spread
+
+    s = spread({"a": [1.0, 1.0, 1.2], "b": [3.0, 3.0, 2.8]})
+    means = [np.mean([1.0, 1.0, 1.2]), np.mean([3.0, 3.0, 2.8])]
+    assert s["cv"] == pytest.approx(np.std(means, ddof=1) / np.mean(means))
+    assert s["p"] < 0.1 and s["groups"] == 2 and s["n"] == 6
+    same = spread({"a": [2.0, 2.0], "b": [2.0, 2.0]})
+    assert same["cv"] == 0.0 and same["p"] is None
+    assert spread({"a": [1.0, 2.0]})["cv"] is None
