@@ -37,6 +37,7 @@ def package(tmp_path_factory):
         m.up1.bias.zero_()
     d = tmp_path_factory.mktemp("models") / "toy"
     write_package(m, d, {"name": "toy", "architecture": arch, "covers": COVERS, "priority": 1,
+                         "training_data": {"kind": "untrained toy weights for engine tests"},
                          "io": {"hu_window": [-1100, 900], "scale": {"offset": 0, "divisor": 1000},
                                 "context": 5, "z_up_factor": None}})
     return read_package(d)
