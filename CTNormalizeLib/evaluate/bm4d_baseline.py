@@ -12,10 +12,11 @@ between slices (true for contiguous FBP slices of a few mm, approximate for thin
 
 Where the 2D NPS comes from is a function argument (``nps_fn(hu, spacing) ->
 (nps2d_fftshifted, (dy, dx))``), so the engine's signature NPS can be plugged in. Until
-then :func:`uniform_roi_nps` is a simple stand-in: the ensemble NPS of the most uniform
-soft-tissue ROIs of the image itself (``evaluate.nps``), or of air outside the body when
-too few tissue ROIs qualify. Tissue ROIs keep some anatomical texture, so its lowest
-frequencies read a little high.
+then :func:`uniform_roi_nps` is a simple stand-in measured on the image itself with
+``evaluate.nps``: the NPS shape of air ROIs outside the body, scaled to the
+high-frequency power of the most uniform soft-tissue ROIs. It assumes one noise texture
+everywhere (FBP noise is not stationary: streaks along the long axis of the body are
+ignored).
 
 BM4D only denoises. For a kernel change, ``bm4d+mtf_ratio`` runs BM4D and then the
 classical MTF-ratio step (``classical.pipeline``, method ``mtf_ratio``), the chain CTNorm's
@@ -44,34 +45,45 @@ def available() -> bool:
     return True
 
 
-def uniform_roi_nps(hu: np.ndarray, spacing, roi_sizes=(32, 24, 16), min_rois: int = 4) -> tuple:
+def uniform_roi_nps(hu: np.ndarray, spacing, roi_sizes=(32, 24, 16), min_rois: int = 4,
+                    high_band: float = 1 / 3) -> tuple:
     """A simple in-plane NPS of a volume from its own uniform regions.
 
-    Soft-tissue ROIs (``evaluate.nps.find_uniform_rois``) of the largest size that finds
-    ``min_rois``; failing that, air ROIs outside the body.
+    Soft-tissue "uniform" ROIs of a patient still hold anatomy at low frequencies, while
+    air outside the body holds only noise but less of it (shorter paths). So the shape
+    comes from air ROIs and the level from tissue ROIs: the air NPS is scaled to the
+    tissue NPS's power above ``high_band`` x Nyquist, where anatomy contributes little.
+    Without enough air ROIs the tissue NPS is used as it is; without tissue ROIs, the air
+    NPS. ROIs: ``evaluate.nps.find_uniform_rois`` of the largest size that finds ``min_rois``.
 
     Returns
     -------
     (nps2d, (dy, dx))
         fftshifted 2D NPS (HU^2 mm^2) on a ``roi x roi`` grid, and its pixel spacing.
     """
+    from scipy import ndimage as ndi
+
     from ..quantify.body import body_mask
     from .nps import extract_rois, find_uniform_rois, nps_2d
 
     hu = np.asarray(hu, dtype=np.float32)
     pix = (float(spacing[1]), float(spacing[2]))
     body = body_mask(hu)
+    outside = ~ndi.binary_dilation(body, np.ones((1, 7, 7), bool))
     for roi in roi_sizes:
-        corners = find_uniform_rois(hu, roi=roi, mask=body)
-        if len(corners) >= min_rois:
-            return nps_2d(extract_rois(hu, corners, roi), pix)[0], pix
-    from scipy import ndimage as ndi
-
-    outside = ~ndi.binary_dilation(body, np.ones((1, 5, 5), bool))
-    for roi in roi_sizes:
-        corners = find_uniform_rois(hu, roi=roi, mask=outside, hu_range=(-1100.0, -900.0), max_std=40.0)
-        if len(corners) >= min_rois:
-            return nps_2d(extract_rois(hu, corners, roi), pix)[0], pix
+        tissue = find_uniform_rois(hu, roi=roi, mask=body)
+        air = find_uniform_rois(hu, roi=roi, mask=outside, hu_range=(-1100.0, -900.0), max_std=40.0)
+        if len(tissue) < min_rois and len(air) < min_rois:
+            continue
+        n_t = nps_2d(extract_rois(hu, tissue, roi), pix)[0] if len(tissue) >= min_rois else None
+        n_a = nps_2d(extract_rois(hu, air, roi), pix)[0] if len(air) >= min_rois else None
+        if n_a is None or n_t is None:
+            return (n_t if n_a is None else n_a), pix
+        fy = np.fft.fftshift(np.fft.fftfreq(roi, pix[0]))
+        fx = np.fft.fftshift(np.fft.fftfreq(roi, pix[1]))
+        band = np.hypot(*np.meshgrid(fy * pix[0], fx * pix[1], indexing="ij")) > 0.5 * high_band
+        scale = n_t[band].sum() / max(n_a[band].sum(), 1e-12)
+        return n_a * scale, pix
     raise BadInputError("No uniform regions (soft tissue or air) to measure the noise power spectrum in.")
 
 

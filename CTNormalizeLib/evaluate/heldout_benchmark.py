@@ -68,9 +68,9 @@ def run_case(case: "hcases.HeldOutCase", methods: list, keep_arrays: bool = Fals
     ref = None
     if any(m.name.endswith("histogram_match") for m in methods):
         ref = hcases.reference_scan(case.spec.target, case.target.shape[1], case.target.spacing[1])
-    outputs, timings, errors, skipped = {}, {}, {}, {}
+    outputs, timings, cpu, errors, skipped = {}, {}, {}, {}, {}
     for m in methods:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             outputs[m.name] = m.fn(case.source, sprot, tprot, reference=ref)
         except NoModelError as exc:  # a model that does not cover this pair: not a failure
@@ -79,13 +79,14 @@ def run_case(case: "hcases.HeldOutCase", methods: list, keep_arrays: bool = Fals
             errors[m.name] = f"{type(exc).__name__}: {exc}"
             log.warning("method %s failed on %s: %s", m.name, case.name, exc)
         timings[m.name] = round(time.perf_counter() - t0, 2)
+        cpu[m.name] = round(time.process_time() - c0, 2)  # all threads; wall time depends on the machine's load
     ev = evaluate_methods(case.target, case.source, {**outputs, NOISE_FREE: case.target_noise_free},
                           case.replicate, lung=case.lung, with_features=False, keep_arrays=keep_arrays)
     values = ev["values"]
     rows = {label: _row(values, label) for label in ["source", *outputs, NOISE_FREE, "replicate"]}
     for label, t in timings.items():
         if label in rows:
-            rows[label]["time_s"] = t
+            rows[label]["time_s"], rows[label]["cpu_s"] = t, cpu[label]
     res = {"case": case.name, "description": case.spec.description, "source_spec": case.source_spec,
            "target_spec": case.target_spec, "info": case.info, "target_laa_percent": values["target"]["laa_percent"],
            "rows": rows, "errors": errors, "skipped": skipped, "masks": ev["masks"]}
@@ -219,6 +220,22 @@ def heldout_figures(result: dict) -> dict:
     return out
 
 
+SUMMARY_COLUMNS = (("gap_closed_body", "gap closed, L1 body"), ("gap_closed_body_noise_free", "(noise-free floor)"),
+                   ("gap_closed_lung", "gap closed, L1 lung"), ("gap_closed_lung_noise_free", "(noise-free floor)"),
+                   ("ei_error_pt", "EI error (pt)"), ("nps_similarity", "NPS similarity"))
+
+
+def summary_table_html(per_method: dict) -> str:
+    """Per method, medians over the held-out cases (the quality benchmark's held-out-physics column)."""
+    import html
+
+    head = "".join(f"<th>{html.escape(t)}</th>" for _, t in SUMMARY_COLUMNS)
+    rows = "".join(f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{html.escape(_f(v.get(k)))}</td>"
+                                                             for k, _ in SUMMARY_COLUMNS) + "</tr>"
+                   for m, v in per_method.items())
+    return f'<table class="metrics"><thead><tr><th>method</th>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+
 def heldout_report_html(result: dict, figs: dict) -> str:
     """A small self-contained HTML page: the per-case tables and the figures."""
     import html
@@ -246,6 +263,7 @@ def heldout_report_html(result: dict, figs: dict) -> str:
                f"({info['target_mtf50']:.3f}/mm).</p>")
         sections.append((f"{c['case']}: {c['source_spec']} → {c['target_spec']}",
                          sub + f'<table class="metrics">{head}{rows}</table>' + (f"<ul>{probs}</ul>" if probs else "")))
+    sections.insert(0, ("Summary (median over cases)", summary_table_html(result["summary"])))
     sections.append(("Figures", "".join(_img(png, cap) for cap, png in figs.items())))
     sub = html.escape(f"{result['benchmark']}, size {result['size']}, {len(result['cases'])} cases, "
                       f"{result['elapsed_s']} s") + "<br>" + html.escape(result["notes"]["gap_closed"])

@@ -178,3 +178,24 @@ def test_case_definitions_mirror_issue_11():
     assert len({s.key() for s in specs}) == 3
     with pytest.raises(BadInputError, match="seeds >= 1000"):
         anatomy.phantom_truth(7)
+
+
+def test_classification_cases_label_scans_by_mtf50(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTNORMALIZE_CACHE", str(tmp_path))
+    tiny = {"tiny": cases.AnatomySpec("phantom", 64, seed=1003, pixel_mm=0.5, n_slices=8)}
+    scans = cases.classification_cases(filters=("ramp", "hann"), doses=(0.1, 1.0), patients=tiny)
+    assert [s.name for s in scans] == ["tiny-ramp-0.1", "tiny-ramp-1", "tiny-hann-0.1", "tiny-hann-1"]
+    by = {s.name: s for s in scans}
+    assert by["tiny-ramp-1"].mtf50 == pytest.approx(physics.filter_mtf50("ramp", 0.5))
+    assert by["tiny-ramp-1"].kernel_class == "sharp" and by["tiny-hann-1"].kernel_class == "standard"
+    assert by["tiny-ramp-0.1"].volume.hu.std() != by["tiny-ramp-1"].volume.hu.std()
+    again = cases.classification_cases(filters=("ramp",), doses=(0.1,), patients=tiny)
+    np.testing.assert_array_equal(again[0].volume.hu, by["tiny-ramp-0.1"].volume.hu)
+
+
+@pytest.mark.slow
+def test_the_classification_set_spans_three_kernel_classes():
+    scans = cases.classification_cases()
+    assert len(scans) == len(physics.FILTERS) * len(cases.CLASSIFICATION_DOSES) * 2
+    assert {s.kernel_class for s in scans} == {"smooth", "standard", "sharp"}
+    assert {s.patient for s in scans} == {"small", "large"}
