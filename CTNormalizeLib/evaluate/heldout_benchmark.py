@@ -172,20 +172,21 @@ def format_table(result: dict) -> str:
     for c in result["cases"]:
         lines.append(f"{c['case']}: {c['source_spec']} -> {c['target_spec']}  (target LAA-950 "
                      f"{_f(c['target_laa_percent'])} %)")
-        lines.append(f"  {'method':<34}{'L1 body':>8}{'gap rep':>8}{'gap nf':>8}{'L1 lung':>8}{'gap rep':>8}"
-                     f"{'gap nf':>8}{'EI err':>8}{'NPS sim':>8}{'time s':>8}")
+        cols = ("l1_body_hu", "gap_closed_body", "gap_closed_body_noise_free", "l1_lung_hu", "gap_closed_lung",
+                "gap_closed_lung_noise_free", "ei_error_pt", "nps_similarity", "time_s", "cpu_s")
+        lines.append(f"  {'method':<34}" + "".join(f"{h:>9}" for h in (
+            "L1 body", "gap rep", "gap nf", "L1 lung", "gap rep", "gap nf", "EI err", "NPS sim", "wall s", "cpu s")))
         for label, r in c["rows"].items():
-            lines.append(f"  {label[:34]:<34}{_f(r['l1_body_hu']):>8}{_f(r['gap_closed_body']):>8}"
-                         f"{_f(r['gap_closed_body_noise_free']):>8}{_f(r['l1_lung_hu']):>8}{_f(r['gap_closed_lung']):>8}"
-                         f"{_f(r['gap_closed_lung_noise_free']):>8}{_f(r['ei_error_pt']):>8}"
-                         f"{_f(r['nps_similarity']):>8}{_f(r.get('time_s')):>8}")
+            lines.append(f"  {label[:34]:<34}" + "".join(f"{_f(r.get(k)):>9}" for k in cols))
         for k, v in {**c["errors"], **c["skipped"]}.items():
             lines.append(f"  ({k}: {v[:110]})")
     return "\n".join(lines)
 
 
 def _f(v) -> str:
-    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3g}"
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    return f"{v:.3g}" if v == 0 or abs(v) >= 0.01 else f"{v:.1e}"
 
 
 def heldout_figures(result: dict) -> dict:
@@ -249,11 +250,11 @@ def heldout_report_html(result: dict, figs: dict) -> str:
     for c in result["cases"]:
         head = ("<tr><th>method</th><th>L1 body (HU)</th><th>gap closed</th><th>gap closed (noise-free)</th>"
                 "<th>L1 lung (HU)</th><th>gap closed</th><th>gap closed (noise-free)</th><th>LAA-950 %</th>"
-                "<th>EI error (pt)</th><th>NPS similarity</th><th>time (s)</th></tr>")
+                "<th>EI error (pt)</th><th>NPS similarity</th><th>wall (s)</th><th>CPU (s)</th></tr>")
         rows = "".join(
             f"<tr><td>{html.escape(k)}</td>" + "".join(cell(r.get(x)) for x in (
                 "l1_body_hu", "gap_closed_body", "gap_closed_body_noise_free", "l1_lung_hu", "gap_closed_lung",
-                "gap_closed_lung_noise_free", "laa_percent", "ei_error_pt", "nps_similarity", "time_s")) + "</tr>"
+                "gap_closed_lung_noise_free", "laa_percent", "ei_error_pt", "nps_similarity", "time_s", "cpu_s")) + "</tr>"
             for k, r in c["rows"].items())
         probs = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in {**c["errors"], **c["skipped"]}.items())
         info = c["info"]
