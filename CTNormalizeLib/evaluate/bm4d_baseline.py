@@ -19,8 +19,8 @@ everywhere (FBP noise is not stationary: streaks along the long axis of the body
 ignored).
 
 BM4D only denoises. For a kernel change, ``bm4d+mtf_ratio`` runs BM4D and then the
-classical MTF-ratio step (``classical.pipeline``, method ``mtf_ratio``), the chain CTNorm's
-baseline uses.
+engine's ``mtf_ratio`` method, planned on the scan as acquired (so the kernel step sees the
+source's transfer, not the denoised image's), the chain CTNorm's baseline uses.
 """
 
 from __future__ import annotations
@@ -146,17 +146,18 @@ def bm4d_providers(nps_fn: Optional[NPSFn] = None) -> list:
     step for the kernel change); empty when ``bm4d`` is not installed."""
     if not available():
         return []
-    from ..classical.pipeline import normalize_classical
+    from ..normalize import normalize
+    from ..plan import make_plan
     from .benchmark import MethodProvider
 
     def denoise(volume, source, target, reference=None):
         return bm4d_denoise(volume, nps_fn)
 
     def chain(volume, source, target, reference=None):
+        # the kernel step is planned on the scan as acquired (its transfer and noise), then applied to BM4D's output
+        plan = make_plan(volume, source, target, method="mtf_ratio", device="cpu")
         den = bm4d_denoise(volume, nps_fn)
-        if source.kernel and target.kernel and source.kernel != target.kernel:
-            return normalize_classical(den, source, target, method="mtf_ratio").volume
-        return den
+        return normalize(den, plan=plan).volume
 
     return [MethodProvider("bm4d", denoise, kind="baseline"),
             MethodProvider("bm4d+mtf_ratio", chain, kind="baseline")]
