@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     res = hb.run_heldout(args.size, methods, progress=lambda st, f: print(f"{st}: {f:.0%}", file=sys.stderr))
     written = hb.write_heldout(res, args.out_dir)
     print(hb.format_table(res))
-    print(f"\nelapsed {res['elapsed_s']} s (case generation {res['case_generation_s']} s); wrote {written['json']}, "
+    print(f"\nelapsed {res['elapsed_s']} s wall, {res['cpu_s']} s CPU (case generation {res['case_generation_s']} s); wrote {written['json']}, "
           f"{written['report']}")
     return 0
 

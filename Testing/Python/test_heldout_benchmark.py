@@ -69,3 +69,12 @@ def test_quality_benchmark_gets_the_heldout_column(tiny, monkeypatch):
     table = benchmark.format_table(fake)
     assert "heldout gap L1 body" in table and "heldout EI error" in table
     assert np.isfinite(sec["per_method"]["replicate"]["gap_closed_body"])
+
+
+def test_quality_report_shows_the_heldout_section(tiny, monkeypatch):
+    from CTNormalizeLib.evaluate.report import benchmark_report_html
+
+    monkeypatch.setattr(hb, "run_heldout", lambda size, methods, progress=None, keep_examples=False: tiny)
+    page = benchmark_report_html({"summary": {}, "heldout_physics": benchmark.heldout_section("tiny", [])}, {})
+    assert "Held-out physics (independent simulator)" in page and "classical:mtf_ratio" in page
+    assert "Held-out physics" not in benchmark_report_html({"summary": {}}, {})
