@@ -195,7 +195,8 @@ def test_classification_cases_label_scans_by_mtf50(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_classification_set_spans_three_kernel_classes():
-    scans = cases.classification_cases()
-    assert len(scans) == len(physics.FILTERS) * len(cases.CLASSIFICATION_DOSES) * 2
+    scans = cases.classification_cases(doses=(1.0,))  # every dose shares these projections; one keeps CI short
+    assert len(scans) == len(physics.FILTERS) * 2
     assert {s.kernel_class for s in scans} == {"smooth", "standard", "sharp"}
     assert {s.patient for s in scans} == {"small", "large"}
+    assert all(s.volume.shape[0] >= 3 and s.nominal_spec.startswith("kernel=") for s in scans)
