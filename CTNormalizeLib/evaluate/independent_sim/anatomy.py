@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -61,7 +62,7 @@ def _lung2_full():
         lungs = np.load(cache)["lungs"]
     else:
         lungs = lung_mask(hu, sp, img.GetDirection()).lungs
-        tmp = cache.with_suffix(".tmp.npz")
+        tmp = cache.with_name(f"lung2_lungmask.{os.getpid()}.tmp.npz")
         np.savez_compressed(tmp, lungs=lungs)
         tmp.replace(cache)
     return hu, sp, img.GetOrigin(), img.GetDirection(), lab, lungs

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
@@ -158,7 +159,7 @@ def _cache_path(spec: CaseSpec):
 
 
 def _save(path, arrays: dict, meta: dict):
-    tmp = path.with_name(path.stem + ".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # two processes may build the same case
     np.savez_compressed(tmp, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
     tmp.replace(path)
 
