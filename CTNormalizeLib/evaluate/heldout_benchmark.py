@@ -116,10 +116,10 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
 
     Parameters
     ----------
-    size : {"default", "full", "tiny"}
-        ``default``: issue 11's three lung2 cases at 256 x 256 (<= 10 min on 2 cores
-        with BM4D once the cases are cached); ``full``: at 512 x 512 plus phantom cases;
-        ``tiny``: one small phantom (tests).
+    size : {"default", "native", "full", "tiny"}
+        ``default``: issue 11's three lung2 cases at 256 x 256 (1.25 mm); ``native``: the
+        same at 512 x 512 (0.63 mm, clinical pixels); ``full``: native plus phantom cases;
+        ``tiny``: one small phantom (tests). See :func:`.independent_sim.cases.benchmark_cases`.
     methods : list of MethodProvider, optional
         Default :func:`heldout_methods`.
     keep_examples : bool
