@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from CTNormalizeLib.benchmark_methods import heldout_methods  # noqa: E402
 from CTNormalizeLib.evaluate import heldout_benchmark as hb  # noqa: E402
 
 
@@ -33,7 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", default="benchmarks/results")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    methods = hb.heldout_methods()
+    methods = heldout_methods()
     if args.methods:
         known = {m.name: m for m in methods}
         known.update({m.name.split(":", 1)[-1]: m for m in methods})

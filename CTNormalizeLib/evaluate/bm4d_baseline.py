@@ -18,9 +18,10 @@ high-frequency power of the most uniform soft-tissue ROIs. It assumes one noise 
 everywhere (FBP noise is not stationary: streaks along the long axis of the body are
 ignored).
 
-BM4D only denoises. For a kernel change, ``bm4d+mtf_ratio`` runs BM4D and then the
-engine's ``mtf_ratio`` method, planned on the scan as acquired (so the kernel step sees the
-source's transfer, not the denoised image's), the chain CTNorm's baseline uses.
+BM4D only denoises. The benchmark providers (``benchmark_methods.bm4d_methods``, at the
+composition level because they run ``normalize``) are ``bm4d`` and ``bm4d+mtf_ratio``: BM4D
+and then the engine's ``mtf_ratio`` method, planned on the scan as acquired (so the kernel
+step sees the source's transfer, not the denoised image's), the chain CTNorm's baseline uses.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def uniform_roi_nps(hu: np.ndarray, spacing, roi_sizes=(32, 24, 16), min_rois: i
     """
     from scipy import ndimage as ndi
 
-    from ..quantify.body import body_mask
+    from ..imaging import body_mask
     from .nps import extract_rois, find_uniform_rois, nps_2d
 
     hu = np.asarray(hu, dtype=np.float32)
@@ -139,25 +140,3 @@ def bm4d_denoise(volume: Volume, nps_fn: Optional[NPSFn] = None, profile: str = 
         _memo[key] = np.transpose(np.asarray(out, np.float32).reshape(hu.shape[1], hu.shape[2], hu.shape[0]),
                                   (2, 0, 1))
     return volume.with_array(_memo[key].copy())
-
-
-def bm4d_providers(nps_fn: Optional[NPSFn] = None) -> list:
-    """Benchmark providers ``bm4d`` (denoise only) and ``bm4d+mtf_ratio`` (BM4D, then the MTF-ratio
-    step for the kernel change); empty when ``bm4d`` is not installed."""
-    if not available():
-        return []
-    from ..normalize import normalize
-    from ..plan import make_plan
-    from .benchmark import MethodProvider
-
-    def denoise(volume, source, target, reference=None):
-        return bm4d_denoise(volume, nps_fn)
-
-    def chain(volume, source, target, reference=None):
-        # the kernel step is planned on the scan as acquired (its transfer and noise), then applied to BM4D's output
-        plan = make_plan(volume, source, target, method="mtf_ratio", device="cpu")
-        den = bm4d_denoise(volume, nps_fn)
-        return normalize(den, plan=plan).volume
-
-    return [MethodProvider("bm4d", denoise, kind="baseline"),
-            MethodProvider("bm4d+mtf_ratio", chain, kind="baseline")]

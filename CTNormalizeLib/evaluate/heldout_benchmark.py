@@ -20,7 +20,6 @@ Nothing here trains or tunes anything: the methods run with their shipped defaul
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -29,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import NoModelError
+from ..errors import BadInputError, NoModelError
 from ..protocols import parse_spec
 from .agreement import gap_closed
 from .independent_sim import cases as hcases
@@ -39,14 +38,6 @@ log = logging.getLogger(__name__)
 NOISE_FREE = "noise-free target"
 KEYS = ("l1_body_hu", "l1_lung_hu", "laa_percent", "ei_error_pt", "emphysema_dice", "nps_similarity",
         "noise_std_hu", "noise_std_error_hu", "edge_width_error_mm")
-
-
-def heldout_methods() -> list:
-    """The quality benchmark's providers (classical + installed models) plus BM4D when installed."""
-    from .benchmark import default_methods
-    from .bm4d_baseline import bm4d_providers
-
-    return default_methods() + bm4d_providers()
 
 
 def _row(values: dict, label: str) -> dict:
@@ -120,15 +111,17 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
         ``default``: issue 11's three lung2 cases at 256 x 256 (1.25 mm); ``native``: the
         same at 512 x 512 (0.63 mm, clinical pixels); ``full``: native plus phantom cases;
         ``tiny``: one small phantom (tests). See :func:`.independent_sim.cases.benchmark_cases`.
-    methods : list of MethodProvider, optional
-        Default :func:`heldout_methods`.
+    methods : list of MethodProvider
+        E.g. ``CTNormalizeLib.benchmark_methods.heldout_methods()`` (every method, BM4D when installed).
     keep_examples : bool
         Keep the arrays of each case in ``_examples`` for pictures (not JSON).
     specs : list of CaseSpec, optional
         Override the size's cases.
     """
     t_start, c_start = time.perf_counter(), time.process_time()
-    methods = heldout_methods() if methods is None else list(methods)
+    if not methods:
+        raise BadInputError("run_heldout needs the methods to run (benchmark_methods.heldout_methods()).")
+    methods = list(methods)
     specs = hcases.benchmark_cases(size) if specs is None else list(specs)
     results, examples, gen_s = [], {}, 0.0
     for i, spec in enumerate(specs):
@@ -225,57 +218,43 @@ def heldout_figures(result: dict) -> dict:
 SUMMARY_COLUMNS = (("gap_closed_body", "gap closed, L1 body"), ("gap_closed_body_noise_free", "(noise-free floor)"),
                    ("gap_closed_lung", "gap closed, L1 lung"), ("gap_closed_lung_noise_free", "(noise-free floor)"),
                    ("ei_error_pt", "EI error (pt)"), ("nps_similarity", "NPS similarity"))
+CASE_COLUMNS = (("l1_body_hu", "L1 body (HU)"), ("gap_closed_body", "gap closed"),
+                ("gap_closed_body_noise_free", "gap closed (noise-free)"), ("l1_lung_hu", "L1 lung (HU)"),
+                ("gap_closed_lung", "gap closed"), ("gap_closed_lung_noise_free", "gap closed (noise-free)"),
+                ("laa_percent", "LAA-950 %"), ("ei_error_pt", "EI error (pt)"), ("nps_similarity", "NPS similarity"),
+                ("time_s", "wall (s)"), ("cpu_s", "CPU (s)"))
 
 
-def summary_table_html(per_method: dict) -> str:
-    """Per method, medians over the held-out cases (the quality benchmark's held-out-physics column)."""
-    import html
-
-    head = "".join(f"<th>{html.escape(t)}</th>" for _, t in SUMMARY_COLUMNS)
-    rows = "".join(f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{html.escape(_f(v.get(k)))}</td>"
-                                                             for k, _ in SUMMARY_COLUMNS) + "</tr>"
-                   for m, v in per_method.items())
-    return f'<table class="metrics"><thead><tr><th>method</th>{head}</tr></thead><tbody>{rows}</tbody></table>'
+def summary_table(per_method: dict) -> dict:
+    """``{"header", "rows"}`` of per-method medians over the held-out cases (for the HTML templates)."""
+    return {"header": ["method", *[t for _, t in SUMMARY_COLUMNS]],
+            "rows": [[m, *[_f(v.get(k)) for k, _ in SUMMARY_COLUMNS]] for m, v in per_method.items()]}
 
 
 def heldout_report_html(result: dict, figs: dict) -> str:
-    """A small self-contained HTML page: the per-case tables and the figures."""
-    import html
+    """A small self-contained HTML page (``Resources/Templates/evaluate_heldout.html.j2``)."""
+    from ..htmlreport import render
 
-    from .report import _img, _page
-
-    def cell(v):
-        return f"<td>{html.escape(_f(v))}</td>"
-
-    sections = []
+    cases = []
     for c in result["cases"]:
-        head = ("<tr><th>method</th><th>L1 body (HU)</th><th>gap closed</th><th>gap closed (noise-free)</th>"
-                "<th>L1 lung (HU)</th><th>gap closed</th><th>gap closed (noise-free)</th><th>LAA-950 %</th>"
-                "<th>EI error (pt)</th><th>NPS similarity</th><th>wall (s)</th><th>CPU (s)</th></tr>")
-        rows = "".join(
-            f"<tr><td>{html.escape(k)}</td>" + "".join(cell(r.get(x)) for x in (
-                "l1_body_hu", "gap_closed_body", "gap_closed_body_noise_free", "l1_lung_hu", "gap_closed_lung",
-                "gap_closed_lung_noise_free", "laa_percent", "ei_error_pt", "nps_similarity", "time_s", "cpu_s")) + "</tr>"
-            for k, r in c["rows"].items())
-        probs = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in {**c["errors"], **c["skipped"]}.items())
         info = c["info"]
-        sub = (f"<p class='note'>{html.escape(c['description'])}. Physics: {html.escape(info['source_physics'])} → "
-               f"{html.escape(info['target_physics'])}; pixel {info['pixel_mm']:.3g} mm; true kernel classes by "
-               f"MTF50: {info['source_kernel_class']} ({info['source_mtf50']:.3f}/mm) → {info['target_kernel_class']} "
-               f"({info['target_mtf50']:.3f}/mm).</p>")
-        sections.append((f"{c['case']}: {c['source_spec']} → {c['target_spec']}",
-                         sub + f'<table class="metrics">{head}{rows}</table>' + (f"<ul>{probs}</ul>" if probs else "")))
-    sections.insert(0, ("Summary (median over cases)", summary_table_html(result["summary"])))
-    sections.append(("Figures", "".join(_img(png, cap) for cap, png in figs.items())))
-    sub = html.escape(f"{result['benchmark']}, size {result['size']}, {len(result['cases'])} cases, "
-                      f"{result['elapsed_s']} s") + "<br>" + html.escape(result["notes"]["gap_closed"])
-    return _page("CTNormalize held-out physics benchmark", sub, sections)
+        note = (f"{c['description']}. Physics: {info['source_physics']} → {info['target_physics']}; pixel "
+                f"{info['pixel_mm']:.3g} mm; true kernel classes by MTF50: {info['source_kernel_class']} "
+                f"({info['source_mtf50']:.3f}/mm) → {info['target_kernel_class']} ({info['target_mtf50']:.3f}/mm).")
+        cases.append({"title": f"{c['case']}: {c['source_spec']} → {c['target_spec']}", "note": note,
+                      "header": ["method", *[t for _, t in CASE_COLUMNS]],
+                      "rows": [[k, *[_f(r.get(x)) for x, _ in CASE_COLUMNS]] for k, r in c["rows"].items()],
+                      "problems": [f"{k}: {v}" for k, v in {**c["errors"], **c["skipped"]}.items()]})
+    subtitle = (f"{result['benchmark']}, size {result['size']}, {len(result['cases'])} cases, "
+                f"{result['elapsed_s']} s. {result['notes']['gap_closed']}")
+    return render("evaluate_heldout.html.j2", title="CTNormalize held-out physics benchmark", subtitle=subtitle,
+                  summary=summary_table(result["summary"]), cases=cases, figures=figs)
 
 
 def write_heldout(result: dict, out_dir) -> dict:
     """Write ``heldout_physics.json``, the PNGs and ``heldout_physics.html`` into ``out_dir`` atomically."""
-    from ..cli.events import dumps
     from ..io.atomic import atomic_write_bytes, atomic_write_text
+    from ..io.jsonfile import write_json
 
     out_dir = Path(out_dir)
     figs = heldout_figures(result)
@@ -285,6 +264,6 @@ def write_heldout(result: dict, out_dir) -> dict:
         pngs.append(str(atomic_write_bytes(out_dir / name, png)))
     clean = {k: v for k, v in result.items() if not k.startswith("_")}
     clean["figures"] = [Path(p).name for p in pngs]
-    js = atomic_write_text(out_dir / "heldout_physics.json", json.dumps(json.loads(dumps(clean)), indent=1))
+    js = write_json(out_dir / "heldout_physics.json", clean, indent=1)
     rep = atomic_write_text(out_dir / "heldout_physics.html", heldout_report_html(clean, figs))
     return {"json": str(js), "pngs": pngs, "report": str(rep)}

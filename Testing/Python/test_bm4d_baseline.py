@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from CTNormalizeLib.benchmark_methods import bm4d_methods
 from CTNormalizeLib.evaluate import bm4d_baseline
 from CTNormalizeLib.evaluate.nps import nps_2d
 from CTNormalizeLib.protocols import parse_spec
@@ -78,7 +79,7 @@ def _disc(rng, n=96, sigma=40.0):
 
 @bm4d_needed
 def test_providers_bm4d_and_the_mtf_ratio_chain(monkeypatch):
-    provs = {p.name: p for p in bm4d_baseline.bm4d_providers()}
+    provs = {p.name: p for p in bm4d_methods()}
     assert set(provs) == {"bm4d", "bm4d+mtf_ratio"}
     rng = np.random.default_rng(3)
     src = Volume(_disc(rng), (2.0, 0.7, 0.7))

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from CTNormalizeLib.benchmark_methods import classical_methods
 from CTNormalizeLib.evaluate import benchmark, heldout_benchmark as hb
 
 
@@ -16,7 +17,7 @@ def tiny(tmp_path_factory):
 
     old = os.environ.get("CTNORMALIZE_CACHE")
     os.environ["CTNORMALIZE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    methods = benchmark.classical_methods(["mtf_ratio", "histogram_match"]) + [
+    methods = classical_methods(["mtf_ratio", "histogram_match"]) + [
         benchmark.MethodProvider("identity", lambda v, s, t, reference=None: v),
         benchmark.MethodProvider("boom", lambda v, s, t, reference=None: 1 / 0)]
     try:

@@ -22,7 +22,7 @@ for pkg in (CTNormalizeLib.train, CTNormalizeLib.simulate):
     for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
         names.append(m.name)
         importlib.import_module(m.name)
-import CTNormalizeLib.normalize, CTNormalizeLib.cli.main
+import CTNormalizeLib.normalization, CTNormalizeLib.benchmark_methods, CTNormalizeLib.cli.main
 print(json.dumps({"imported": names, "modules": sorted(sys.modules)}))
 """
 
