@@ -49,3 +49,33 @@ def model_methods() -> list[MethodProvider]:
 def default_methods() -> list[MethodProvider]:
     """Every classical method plus every installed model."""
     return classical_methods() + model_methods()
+
+
+def bm4d_methods(nps_fn=None) -> list[MethodProvider]:
+    """``bm4d`` (denoise only) and ``bm4d+mtf_ratio`` (BM4D, then the ``mtf_ratio`` method planned on the
+    scan as acquired); empty when the optional ``bm4d`` package is not installed.
+
+    ``nps_fn(hu, spacing) -> (nps2d_fftshifted, (dy, dx))`` measures the noise power spectrum
+    BM4D's PSD is made from (default: ``evaluate.bm4d_baseline.uniform_roi_nps``).
+    """
+    from .evaluate import bm4d_baseline
+
+    if not bm4d_baseline.available():
+        return []
+    from .normalization import normalize
+    from .plan import make_plan
+
+    def denoise(volume, source, target, reference=None):
+        return bm4d_baseline.bm4d_denoise(volume, nps_fn)
+
+    def chain(volume, source, target, reference=None):
+        # the kernel step is planned on the scan as acquired (its transfer and noise), then applied to BM4D's output
+        plan = make_plan(volume, source, target, method="mtf_ratio", device="cpu")
+        return normalize(bm4d_baseline.bm4d_denoise(volume, nps_fn), plan=plan).volume
+
+    return [MethodProvider("bm4d", denoise, kind="baseline"), MethodProvider("bm4d+mtf_ratio", chain, kind="baseline")]
+
+
+def heldout_methods() -> list[MethodProvider]:
+    """The held-out-physics benchmark's methods: every classical row and installed model, plus BM4D when installed."""
+    return default_methods() + bm4d_methods()

@@ -44,6 +44,10 @@ def add_arguments(p):
     b.add_argument("--full", action="store_true", help="the whole grid (slow); default: the sampled subset")
     b.add_argument("--size", choices=("tiny", "default", "full"), default=None, help=argparse_suppress())
     b.add_argument("--out-dir", default="benchmarks/results", help="where quality.json and the PNGs go")
+    b.add_argument("--bm4d", action="store_true",
+                   help="also run the BM4D baselines (optional bm4d package, non-commercial licence; slow)")
+    b.add_argument("--no-heldout", action="store_true",
+                   help="skip the held-out-physics column (the independent simulator's cases)")
     b.add_argument("--methods", default=None,
                    help="comma-separated method names (e.g. classical:auto,classical:mtf_ratio); default: all")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (nothing else)")
@@ -165,10 +169,17 @@ def _run_benchmark(args) -> int:
 
     size = args.size or ("full" if args.full else "default")
     methods = default_methods()
+    if args.bm4d:
+        from ..benchmark_methods import bm4d_methods
+        from ..evaluate.bm4d_baseline import available
+
+        if not available():
+            raise BadInputError("--bm4d needs the optional bm4d package: pip install bm4d (non-commercial licence).")
+        methods += bm4d_methods()
     if args.methods:
         want = [m.strip() for m in args.methods.split(",") if m.strip()]
         known = {m.name: m for m in methods}
-        known.update({m.name.split(":", 1)[1]: m for m in methods})
+        known.update({m.name.split(":", 1)[-1]: m for m in methods})
         missing = [w for w in want if w not in known]
         if missing:
             raise BadInputError(f"Unknown method(s) {', '.join(missing)}; known: {', '.join(m.name for m in methods)}.")
@@ -176,7 +187,8 @@ def _run_benchmark(args) -> int:
     events = EventStream("none" if args.json else default_progress_mode(), steps=1)
     events.started("benchmark")
     with cancel_on_signals():
-        res = benchmark.run_benchmark(size, methods, progress=events.callback(), lpips_weights=args.lpips_weights)
+        res = benchmark.run_benchmark(size, methods, progress=events.callback(), lpips_weights=args.lpips_weights,
+                                      heldout=not args.no_heldout)
         written = benchmark.write_benchmark(res, args.out_dir, args.report)
     events.done(written["json"], {})
     if args.json:

@@ -5,4 +5,6 @@ Modules: :mod:`.metrics` (L1, PSNR/SSIM per plane, emphysema), :mod:`.nps` (nois
 spectrum), :mod:`.sharpness` (edge width, MTF50), :mod:`.agreement` (CCC, Wilcoxon, gap
 closed), :mod:`.grid` (target-grid alignment), :mod:`.paired` (one paired evaluation),
 :mod:`.cases` / :mod:`.benchmark` (the benchmark suite), :mod:`.figures` / :mod:`.report`.
+Held-out physics: :mod:`.independent_sim` (a second, independent simulator, evaluation only),
+:mod:`.heldout_benchmark` (every method on its cases) and :mod:`.bm4d_baseline` (optional BM4D).
 """

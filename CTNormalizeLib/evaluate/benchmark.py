@@ -85,7 +85,8 @@ def _reference_scan(tprot: Protocol, shape, spacing):
 
 
 def run_benchmark(size: str = "default", methods: Optional[list] = None, progress=None,
-                  cases: Optional[list] = None, keep_example: bool = True, lpips_weights=None) -> dict:
+                  cases: Optional[list] = None, keep_example: bool = True, lpips_weights=None,
+                  heldout: Optional[bool] = None) -> dict:
     """Run the benchmark and return its JSON-ready result (plus ``_examples`` arrays for pictures).
 
     Parameters
@@ -103,6 +104,10 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
         for the pictures.
     lpips_weights : path, optional
         AlexNet backbone weights for LPIPS; without them LPIPS is reported absent.
+    heldout : bool, optional
+        Also run every method on the held-out-physics cases of the same size
+        (:mod:`.heldout_benchmark`) and add them as ``heldout_physics``; default: when
+        ``cases`` is not overridden.
     """
     from .. import simulate
 
@@ -177,6 +182,8 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
         "lpips_note": lpips_note if runs else None,
         "provenance": _provenance(methods),
     }
+    if heldout or (heldout is None and cases is None):
+        result["heldout_physics"] = heldout_section(size, methods, progress)
     if examples:
         result["_examples"] = list(examples.values())
     return result
@@ -210,6 +217,17 @@ def _collect_features(features: dict, feats: dict) -> None:
         for lab, fv in fdict.items():
             if lab in features["target"]:
                 feats.setdefault(label, []).append((fv, features["target"][lab]))
+
+
+def heldout_section(size: str, methods: list, progress=None) -> dict:
+    """The held-out-physics column: per method, medians over the independent simulator's cases."""
+    from .heldout_benchmark import NOISE_FREE, run_heldout
+
+    h = run_heldout(size, methods, progress=(lambda st, f: progress("heldout-physics", f)) if progress else None,
+                    keep_examples=False)
+    return {"size": size, "cases": [f"{c['case']} ({c['source_spec']} -> {c['target_spec']})" for c in h["cases"]],
+            "per_method": {k: v for k, v in h["summary"].items()},
+            "floors": ["replicate", NOISE_FREE], "notes": h["notes"], "elapsed_s": h["elapsed_s"]}
 
 
 def _provenance(methods) -> dict:
@@ -376,6 +394,15 @@ def format_table(result: dict, metrics=("l1_body_hu", "l1_lung_hu", "ssim_axial"
             row += f"{_f(r.get('output')) + ' (' + ('  —' if g is None else f'{g:+.2f}') + ')':>24}"
         row += f"{_f(first['replicate']):>11}"
         lines.append(row)
+    hp = result.get("heldout_physics")
+    if hp:
+        for key, label in (("gap_closed_body", "heldout gap L1 body"), ("gap_closed_body_noise_free", "heldout gap (nf)"),
+                           ("ei_error_pt", "heldout EI error pt")):
+            row = f"{label:<22}{_f(hp['per_method'].get('source', {}).get(key)):>9}"
+            for m in methods:
+                row += f"{_f(hp['per_method'].get(m, {}).get(key)):>24}"
+            row += f"{_f(hp['per_method'].get('replicate', {}).get(key)):>11}"
+            lines.append(row)
     return "\n".join(lines)
 
 

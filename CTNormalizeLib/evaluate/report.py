@@ -82,8 +82,18 @@ def benchmark_report_html(bench: dict, figures: dict) -> str:
                   per_method=summary.get("per_method", {}), descriptions=_descriptions(),
                   lpips_note=str(bench.get("lpips_note")), per_protocol=summary.get("per_protocol", {}),
                   protocol_metrics=PER_PROTOCOL_METRICS, radiomics=radiomics, wilcoxon=wilcoxon,
-                  figures=figures, cases=cases,
+                  figures=figures, cases=cases, heldout=_heldout(bench),
                   provenance={**prov, **{f"version {k}": v for k, v in vers.items()}})
+
+
+def _heldout(bench: dict):
+    """The held-out-physics column (independent simulator) for the template, when the benchmark ran it."""
+    hp = bench.get("heldout_physics")
+    if not hp:
+        return None
+    from .heldout_benchmark import summary_table
+
+    return {"table": summary_table(hp["per_method"]), "cases": hp["cases"], "notes": hp["notes"]}
 
 
 def write_html(path, text: str):

@@ -1,0 +1,81 @@
+"""The held-out-physics benchmark on the tiny independent-simulator case, and its column in the quality benchmark."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from CTNormalizeLib.benchmark_methods import classical_methods
+from CTNormalizeLib.evaluate import benchmark, heldout_benchmark as hb
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    import os
+
+    old = os.environ.get("CTNORMALIZE_CACHE")
+    os.environ["CTNORMALIZE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    methods = classical_methods(["mtf_ratio", "histogram_match"]) + [
+        benchmark.MethodProvider("identity", lambda v, s, t, reference=None: v),
+        benchmark.MethodProvider("boom", lambda v, s, t, reference=None: 1 / 0)]
+    try:
+        yield hb.run_heldout("tiny", methods)
+    finally:
+        if old is None:
+            os.environ.pop("CTNORMALIZE_CACHE", None)
+        else:
+            os.environ["CTNORMALIZE_CACHE"] = old
+
+
+def test_rows_hold_both_floors(tiny):
+    (case,) = tiny["cases"]
+    rows = case["rows"]
+    assert set(rows) == {"source", "classical:mtf_ratio", "classical:histogram_match", "identity",
+                         hb.NOISE_FREE, "replicate"}
+    assert case["source_spec"] == "kernel=sharp,dose=0.25,thickness=2"
+    assert rows["identity"]["gap_closed_body"] == pytest.approx(0.0, abs=1e-9)  # the source itself closes nothing
+    assert rows["replicate"]["gap_closed_body"] == pytest.approx(1.0)
+    assert rows[hb.NOISE_FREE]["gap_closed_body_noise_free"] == pytest.approx(1.0)
+    # a noise-free estimate beats a replicate: it closes more than the whole gap
+    assert rows[hb.NOISE_FREE]["gap_closed_body"] > 1.0
+    assert rows["classical:mtf_ratio"]["gap_closed_body"] > 0.2  # sharp -> smooth smoothing helps
+    for r in rows.values():
+        assert r["l1_lung_hu"] is not None and r["ei_error_pt"] is not None
+    assert rows["source"]["ei_error_pt"] > 0 and case["target_laa_percent"] > 0
+    assert "ZeroDivisionError" in case["errors"]["boom"]  # a failing method is reported, not fatal
+
+
+def test_summary_and_written_files(tiny, tmp_path):
+    s = tiny["summary"]
+    assert s["replicate"]["gap_closed_body"] == pytest.approx(1.0) and s["identity"]["n_cases"] == 1
+    w = hb.write_heldout(tiny, tmp_path)
+    data = json.loads(open(w["json"]).read())
+    assert data["cases"][0]["rows"]["replicate"]["gap_closed_body"] == pytest.approx(1.0)
+    assert "_examples" not in data and len(w["pngs"]) >= 2
+    html = open(w["report"]).read()
+    assert "phantom1000-tiny" in html and "noise-free target" in html
+    text = hb.format_table(tiny)
+    assert "gap rep" in text and "classical:mtf_ratio" in text
+
+
+def test_quality_benchmark_gets_the_heldout_column(tiny, monkeypatch):
+    monkeypatch.setattr(hb, "run_heldout", lambda size, methods, progress=None, keep_examples=False: tiny)
+    sec = benchmark.heldout_section("tiny", [])
+    assert sec["per_method"]["classical:mtf_ratio"]["gap_closed_body"] is not None
+    assert "replicate" in sec["floors"] and sec["cases"][0].startswith("phantom1000-tiny")
+    fake = {"summary": {"per_method": {"classical:mtf_ratio": {"l1_body_hu": {
+        "source": 10.0, "output": 6.0, "replicate": 2.0, "gap_closed": 0.5}}}}, "heldout_physics": sec}
+    table = benchmark.format_table(fake)
+    assert "heldout gap L1 body" in table and "heldout EI error" in table
+    assert np.isfinite(sec["per_method"]["replicate"]["gap_closed_body"])
+
+
+def test_quality_report_shows_the_heldout_section(tiny, monkeypatch):
+    from CTNormalizeLib.evaluate.report import benchmark_report_html
+
+    monkeypatch.setattr(hb, "run_heldout", lambda size, methods, progress=None, keep_examples=False: tiny)
+    page = benchmark_report_html({"summary": {}, "heldout_physics": benchmark.heldout_section("tiny", [])}, {})
+    assert "Held-out physics (independent simulator)" in page and "classical:mtf_ratio" in page
+    assert "Held-out physics" not in benchmark_report_html({"summary": {}}, {})

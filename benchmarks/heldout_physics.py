@@ -1,0 +1,57 @@
+"""Held-out-physics benchmark: every method on scans of the independent (evaluation-only) simulator.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/heldout_physics.py              # issue 11's three lung2 cases, 256 x 256
+    .venv/bin/python benchmarks/heldout_physics.py --size native  # the same at 512 x 512, 0.63 mm (~4x slower)
+    .venv/bin/python benchmarks/heldout_physics.py --size full    # native plus phantom cases (slow)
+    .venv/bin/python benchmarks/heldout_physics.py --methods classical:denoise,bm4d
+
+Runs the classical methods, every installed model and, when the optional ``bm4d`` package
+is installed, BM4D and BM4D + MTF ratio, each with the explicit (nominal) protocol of the
+case. Writes ``heldout_physics.json``, PNGs and ``heldout_physics.html`` into
+``benchmarks/results/`` and prints the per-case table. Generated cases are cached in
+``~/.cache/ctnormalize/heldout/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from CTNormalizeLib.benchmark_methods import heldout_methods  # noqa: E402
+from CTNormalizeLib.evaluate import heldout_benchmark as hb  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", choices=("tiny", "default", "native", "full"), default="default")
+    ap.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
+    ap.add_argument("--out-dir", default="benchmarks/results")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    methods = heldout_methods()
+    if args.methods:
+        known = {m.name: m for m in methods}
+        known.update({m.name.split(":", 1)[-1]: m for m in methods})
+        want = [w.strip() for w in args.methods.split(",") if w.strip()]
+        missing = [w for w in want if w not in known]
+        if missing:
+            print(f"Unknown method(s) {', '.join(missing)}; known: {', '.join(m.name for m in methods)}",
+                  file=sys.stderr)
+            return 2
+        methods = [known[w] for w in want]
+    res = hb.run_heldout(args.size, methods, progress=lambda st, f: print(f"{st}: {f:.0%}", file=sys.stderr))
+    written = hb.write_heldout(res, args.out_dir)
+    print(hb.format_table(res))
+    print(f"\nelapsed {res['elapsed_s']} s wall, {res['cpu_s']} s CPU (case generation {res['case_generation_s']} s); wrote {written['json']}, "
+          f"{written['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
