@@ -32,7 +32,8 @@ from .signature import Signature
 from .size import field_of_view, median_wed
 from .zres import z_resolution
 
-MIN_FIT_CONFIDENCE = 0.3
+MIN_FIT_CONFIDENCE = 0.1  # below: the tags' or the default kernel; a rough fit still beats a guess
+GOOD_FIT_CONFIDENCE = 0.3
 MIN_AIR_ROIS = 24
 TYPICAL_AIR_TO_TISSUE = 0.5
 #: The noise correlation of neighbouring slices sets the thickness only above this many spacings.
@@ -71,12 +72,17 @@ def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = 
         details["kernel_fit"] = {"rms_error": round(fit.rms_error, 4), "band": [round(b, 4) for b in fit.band],
                                  "confidence": fit.confidence, "notes": fit.notes}
         if fit.confidence >= MIN_FIT_CONFIDENCE:
+            if fit.confidence < GOOD_FIT_CONFIDENCE:
+                warnings.append({"code": "KERNEL_FIT_POOR",
+                                 "message": f"The noise texture fits a filtered-back-projection kernel only roughly "
+                                            f"(misfit {fit.rms_error:.2f}): streaks or few views. The kernel estimate "
+                                            f"({describe_sharpness(fit.transfer, nps.nyquist)}) is uncertain."})
             src = FieldSource("image", fit.confidence,
                               f"noise texture in {nps.n_rois} {nps.region} ROIs: "
                               f"{describe_sharpness(fit.transfer, nps.nyquist)}")
             return fit.transfer, src, details
         warnings.append({"code": "KERNEL_FIT_POOR",
-                         "message": f"The noise texture does not fit a filtered-back-projection kernel well "
+                         "message": f"The noise texture does not fit a filtered-back-projection kernel "
                                     f"(misfit {fit.rms_error:.2f}); the kernel is taken from "
                                     f"{'the tags' if tag_kernel else 'the default (standard)'} instead."})
     if tag_kernel:

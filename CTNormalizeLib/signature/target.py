@@ -42,15 +42,17 @@ def nominal_target(source_sig: Signature, source: Protocol, target: Protocol,
         Whether the target names its kernel / dose (else they stay as in the source).
     """
     px = source_sig.pixel_mm
-    # A target naming the source's own kernel class keeps the source's transfer: "same
-    # kernel, other dose" must not turn into a conversion between two curves of one class.
-    # Harmonizing within a class is what --target-like (a reference scan) is for.
-    same_class = kernel_given and target.kernel is not None and target.kernel == source.kernel
+    # A target naming the class the user (or the tags) gave for the source keeps the source's
+    # transfer: "same kernel, other dose" must not turn into a conversion between two curves
+    # of one class. A class that was only measured is not such a statement: the target's
+    # nominal curve is then the harmonization target. Within-class harmonization of labelled
+    # scans is what --target-like (a reference scan) is for.
+    same_class = kernel_given and target.kernel is not None and target.kernel in _labelled_classes(source)
     if kernel_given and target.kernel and not same_class:
         transfer, t_note = class_transfer(target.kernel), f"{target.kernel} kernel class"
     else:
         transfer = source_sig.transfer
-        t_note = "same kernel class as the source: its measured transfer is kept" if same_class \
+        t_note = "the source's given kernel class: its measured transfer is kept" if same_class \
             else "unchanged from source"
     t_t = float(target.thickness or source_sig.thickness_mm)
     s_t = float(target.spacing or target.thickness or source_sig.spacing_mm)
@@ -62,6 +64,24 @@ def nominal_target(source_sig: Signature, source: Protocol, target: Protocol,
     return Signature(origin="nominal", pixel_mm=px, spacing_mm=s_t, thickness_mm=t_t, transfer=transfer,
                      noise_hu=sigma, kernel=target.kernel, wed_mm=source_sig.wed_mm, fov_mm=source_sig.fov_mm,
                      sources=sources, air_to_tissue=source_sig.air_to_tissue)
+
+
+def _labelled_classes(source: Protocol) -> set:
+    """Kernel classes the user or the DICOM tags state for the source (not the measured one)."""
+    from ..errors import BadInputError
+    from ..protocols.kernels import kernel_class
+
+    out = set()
+    k_src = source.sources.get("kernel")
+    if getattr(k_src, "source", None) in ("user", "tag") and source.kernel:
+        out.add(source.kernel)
+    n_src = source.sources.get("kernel_name")
+    if getattr(n_src, "source", None) in ("user", "tag") and source.kernel_name:
+        try:
+            out.add(kernel_class(source.kernel_name))
+        except BadInputError:
+            pass
+    return out
 
 
 def _target_noise(sig: Signature, source: Protocol, target: Protocol, transfer, t_t: float,
