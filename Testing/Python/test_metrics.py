@@ -64,6 +64,10 @@ def test_laa_and_emphysema_metrics_known_fraction():
     flat = np.flatnonzero(lung)
     hu.flat[flat[:230]] = -980.0  # 23 % below -950
     assert metrics.laa_percent(hu, lung) == pytest.approx(23.0)
+    at = hu.copy()
+    at.flat[flat[230:300]] = -950.0  # exactly at the threshold: not below it
+    assert metrics.laa_percent(at, lung) == pytest.approx(23.0)
+    assert metrics.laa_percent(at, lung, threshold=-949.5) == pytest.approx(30.0)
     ref = hu.copy()
     ref.flat[flat[200:230]] = -900.0  # reference: 20 %
     em = metrics.emphysema_metrics(hu, ref, (1, 1, 1), lung)

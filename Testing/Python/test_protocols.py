@@ -27,16 +27,26 @@ def test_parse_spec_vendor_units_and_spaces():
 
 
 def test_spec_round_trip():
-    for spec in ("kernel=smooth,dose=1,thickness=1", "kernel=B30f,dose=0.5,thickness=3,spacing=2"):
+    for spec in ("kernel=smooth,dose=1,thickness=1", "kernel=B30f,dose=0.5,thickness=3,spacing=2",
+                 "kernel=sharp,dose=0.25,thickness=2"):
         p = parse_spec(spec)
-        assert parse_spec(p.spec()) == p
+        assert parse_spec(p.spec()) == p and p.spec() == spec  # printed exactly as written
+    p = parse_spec("kernel=sharp,dose=25%,thickness=2mm")
+    assert p.dose == 0.25 and p.spec() == "kernel=sharp,dose=0.25,thickness=2"
+    assert p.vector()[-2:] == [0.25, 2.0]
 
 
 @pytest.mark.parametrize("spec, words", [
     ("", "Empty"),
     ("kernel", "key=value"),
     ("colour=red", "Unknown protocol key"),
-    ("dose=-1", "positive"),
+    ("dose=-1", "dose"),
+    ("dose=0", "dose"),
+    ("dose=0%", "dose"),
+    ("thickness=0", "thickness"),
+    ("thickness=0mm", "thickness"),
+    ("spacing=0", "spacing"),
+    ("thickness=-2", "thickness"),
     ("dose=10", "fraction"),
     ("thickness=abc", "not a number"),
     ("kernel=XYZ", "Unknown kernel"),
