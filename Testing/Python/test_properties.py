@@ -147,7 +147,7 @@ def test_answer_file_torn_at_any_byte_keeps_every_complete_line(records, cut, mo
             append_line(path, rec)
         data = path.read_bytes()
         last_start = data.rstrip(b"\n").rfind(b"\n") + 1
-        keep = last_start + cut % (len(data) - last_start)  # cut inside the last line (newline excluded)
+        keep = last_start + cut % (len(data) - 1 - last_start)  # cut before the last line's closing brace
         path.write_bytes(data[:keep])
         got = read_lines(path)
         assert got[:len(records) - 1] == records[:-1]
