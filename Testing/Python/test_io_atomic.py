@@ -125,7 +125,7 @@ class _Interrupt:
                 mp.setattr(os, name, lambda *a, **k: self.boom())
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=min(60, settings().max_examples), suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(min_size=0, max_size=4096), old=st.one_of(st.none(), st.binary(max_size=64)),
        step=st.sampled_from(["none", "write", "flush", "fsync", "chmod", "replace"]),
        exc=st.sampled_from([RuntimeError, OSError, KeyboardInterrupt, SystemExit, CancelledError]),

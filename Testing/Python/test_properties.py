@@ -19,7 +19,7 @@ from CTNormalizeLib.protocols import KERNEL_CLASSES, Protocol, kernel_class, kno
 from CTNormalizeLib.readerstudy import design as D
 from CTNormalizeLib.readerstudy.answers import append_line, latest_answers, read_lines
 
-FAST = settings(max_examples=300, deadline=None)
+FAST = settings()  # examples and deadline: the profile in conftest.py
 
 
 # ----------------------------------------------------------------------------- spec strings
@@ -137,7 +137,7 @@ answer_records = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=min(100, settings().max_examples))
 @given(records=st.lists(answer_records, min_size=1, max_size=12), cut=st.integers(1, 10_000), more=answer_records)
 def test_answer_file_torn_at_any_byte_keeps_every_complete_line(records, cut, more):
     """A writer killed mid-line leaves a torn tail: the complete lines survive, the next append is read."""
@@ -158,7 +158,7 @@ def test_answer_file_torn_at_any_byte_keeps_every_complete_line(records, cut, mo
         assert latest_answers(got)[more["item"]] == more
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=min(100, settings().max_examples))
 @given(lines=st.lists(st.one_of(answer_records.map(json.dumps), st.binary(max_size=20).map(repr),
                                 st.just("[1, 2]"), st.just('{"no_item": 1}'), st.just("{")), max_size=10))
 def test_read_lines_returns_only_dict_lines_with_an_item(lines):
