@@ -19,6 +19,17 @@ def test_parse_spec_full():
     assert all(s.source == "user" and s.confidence == 1.0 for s in p.sources.values())
 
 
+def test_to_dict_has_every_field_and_its_source():
+    import json
+
+    d = parse_spec("kernel=B70f,dose=25%").to_dict()
+    assert d == {"kernel": "very-sharp", "kernel_name": "B70f", "dose": 0.25, "mas": None, "ctdivol": None,
+                 "thickness": None, "spacing": None,
+                 "sources": {"kernel": {"source": "user", "confidence": 1.0, "detail": "kernel=B70f"},
+                             "dose": {"source": "user", "confidence": 1.0, "detail": "dose=25%"}}}
+    assert json.loads(json.dumps(d)) == d
+
+
 def test_parse_spec_units_only_where_they_belong():
     assert parse_spec("spacing=1.5mm").spacing == 1.5 and parse_spec("thickness=0.6 mm").thickness == 0.6
     assert parse_spec("dose=4").dose == 4.0  # the top of the range is accepted
