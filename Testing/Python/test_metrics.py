@@ -75,6 +75,10 @@ def test_laa_and_emphysema_metrics_known_fraction():
     assert em["ei_error"] == pytest.approx(3.0)
     assert em["emphysema_dice"] == pytest.approx(2 * 200 / (230 + 200))
     assert metrics.dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+    assert metrics.dice([1, 1, 1, 0, 0], [1, 0, 0, 1, 0]) == pytest.approx(2 * 1 / (3 + 2), rel=1e-12)
+    assert metrics.dice([0, 2, 0], [0, 0.5, 0]) == 1.0  # any non-zero is in the mask
+    assert metrics.dice([1, 0], [0, 1]) == 0.0
+    assert math.isnan(metrics.laa_percent(hu, np.zeros(lung.shape, bool)))  # no lung: undefined
 
 
 def test_nps_of_white_noise_is_flat_at_sigma2_pixel_area():
@@ -177,6 +181,36 @@ def test_relative_feature_error_and_wilcoxon():
     assert w["p_value"] < 1e-4 and w["median_difference"] == pytest.approx(2.0)
     same = agreement.paired_wilcoxon(a, a)
     assert math.isnan(same["p_value"]) and "note" in same
+
+
+def test_relative_feature_error_skips_missing_and_non_finite_features():
+    ref = {"a": 10.0, "nan": float("nan"), "b": 1.0, "gone": 5.0, "zero": 0.0}
+    test = {"a": 11.0, "nan": 3.0, "b": 0.5, "zero": 1e-7}
+    # a: 0.1, b: 0.5, zero: 1e-7 / eps(1e-6) = 0.1; "nan" (reference NaN) and "gone" (not in test) skipped
+    assert agreement.relative_feature_error(test, ref) == pytest.approx((0.1 + 0.5 + 0.1) / 3, rel=1e-12)
+    assert math.isnan(agreement.relative_feature_error({}, {"a": 1.0}))
+    assert math.isnan(agreement.relative_feature_error({"a": float("inf")}, {"a": 1.0}))
+
+
+def test_paired_wilcoxon_is_scipys_test_of_the_differences():
+    from scipy.stats import wilcoxon
+
+    rng = np.random.default_rng(7)
+    b = rng.normal(100.0, 5.0, 20)
+    a = b + rng.normal(0.4, 1.0, 20)
+    a[3], b[11] = np.nan, np.nan  # pairs with a NaN on either side are dropped
+    w = agreement.paired_wilcoxon(a, b)
+    ok = np.isfinite(a) & np.isfinite(b)
+    ref = wilcoxon(a[ok] - b[ok])
+    assert w["n"] == 18 and w["median_difference"] == pytest.approx(float(np.median(a[ok] - b[ok])), rel=1e-12)
+    assert (w["statistic"], w["p_value"]) == (pytest.approx(float(ref.statistic)), pytest.approx(float(ref.pvalue)))
+    two = agreement.paired_wilcoxon([1, 2, 3, 4], [1, 2, 4, 6])  # exactly 2 non-zero differences: tested
+    assert math.isfinite(two["p_value"]) and "note" not in two and two["n"] == 4
+    one = agreement.paired_wilcoxon([1, 2, 3], [1, 2, 4])
+    assert math.isnan(one["p_value"]) and math.isnan(one["statistic"]) and one["median_difference"] == 0.0
+    assert one["note"] == "fewer than 2 non-zero paired differences"
+    empty = agreement.paired_wilcoxon([np.nan], [1.0])
+    assert empty["n"] == 0 and math.isnan(empty["median_difference"])
 
 
 def test_gap_closed():
