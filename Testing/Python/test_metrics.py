@@ -12,13 +12,14 @@ from CTNormalizeLib.volume import Volume
 
 
 def test_l1_hu_known_difference_and_mask():
-    a = np.zeros((4, 8, 8), np.float32)
+    a = np.full((4, 8, 8), -700.0, np.float32)
     b = a.copy()
     b[:2] += 10.0
     m = np.zeros(a.shape, bool)
     m[:2] = True
     assert metrics.l1_hu(a, b) == pytest.approx(5.0)
     assert metrics.l1_hu(a, b, m) == pytest.approx(10.0)
+    assert metrics.l1_hu(a, b, m.astype(np.uint8)) == pytest.approx(10.0)  # a 0/1 mask, not indices
     assert metrics.l1_hu(a, b, ~m) == pytest.approx(0.0)
     assert math.isnan(metrics.l1_hu(a, b, np.zeros(a.shape, bool)))
     with pytest.raises(BadInputError):
