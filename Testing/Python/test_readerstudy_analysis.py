@@ -99,6 +99,14 @@ def test_cohen_kappa_textbook_values():
     assert AN.cohen_kappa(a, b, [0, 1], "linear") == pytest.approx(0.4)
     assert AN.cohen_kappa(a, b, [0, 1], "quadratic") == pytest.approx(0.4)
     assert AN.cohen_kappa([0, 1, 2, 3], [0, 1, 2, 3], range(6), "linear") == 1.0
+    # Three categories by hand: observed linear disagreement 1/3, expected 4/9 -> 0.25
+    r1, r2 = [0, 0, 1, 1, 2, 2], [0, 1, 1, 2, 2, 0]
+    assert AN.cohen_kappa(r1, r2, None, "linear") == pytest.approx(0.25, rel=1e-12)
+    assert AN.cohen_kappa(r1, r2) == pytest.approx(1 - (3 / 6) / (6 / 9), rel=1e-12)  # unweighted: 0.25 too
+    assert AN.cohen_kappa([0, 1], [2, 2]) == pytest.approx(0.0)  # categories: the union of both raters'
+    assert AN.cohen_kappa([1, 1], [1, 1], [0, 1]) is None and AN.cohen_kappa([], []) is None  # undefined
+    with pytest.raises(ValueError):
+        AN.cohen_kappa([0, 1], [0, 1], weights="cubic")
 
 
 def test_quadratic_kappa_matches_the_moment_identity():
