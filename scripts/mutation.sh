@@ -42,11 +42,13 @@ done
 unset PYTHONPATH
 export MPLBACKEND=Agg CTNORMALIZE_HYPOTHESIS=mutation
 rm -rf mutants  # a fresh run: results are for this commit's code and tests
+commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- CTNormalizeLib Testing pyproject.toml || echo ' + local changes')"
 start=$(date +%s)
 "$VENV/bin/mutmut" run --max-children "${JOBS:-2}" "${GLOBS[@]}" > mutants.log 2>&1 || {
   tail -30 mutants.log >&2; echo "mutmut failed; full log in mutants.log" >&2; exit 1; }
 mv mutants.log mutants/run.log
-echo "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- CTNormalizeLib Testing || echo ' + local changes'), $(( ($(date +%s) - start) / 60 )) min, JOBS=${JOBS:-2}"
+times > mutants/cpu.txt  # user/sys CPU of this shell and of mutmut with its children
+echo "commit $commit, $(( ($(date +%s) - start) / 60 )) min wall, JOBS=${JOBS:-2}, CPU: $(tail -1 mutants/cpu.txt)"
 
 GLOBS="${GLOBS[*]}" "$PY" - "${MODULES[@]}" <<'EOF'
 """Per-module score from mutmut's result files (mutants/**/*.py.meta), selected mutants only."""
@@ -68,16 +70,18 @@ for meta in sorted(Path("mutants/CTNormalizeLib").rglob("*.py.meta")):
             continue
         status = status_by_exit_code[code]
         counts[module][status] += 1
-        if status not in ("killed", "timeout", "caught by type check"):
+        if status not in ("killed", "timeout", "caught by type check", "not checked"):
             survivors[module].append(f"{name} ({status})")
 
-print(f"{'module':<12} {'mutants':>7} {'killed':>7} {'survived':>8} {'no tests':>8} {'timeout':>7} {'score':>6}")
+# score = killed / checked; "not checked" are mutants a stopped (Ctrl-C) run did not reach
+print(f"{'module':<12} {'mutants':>7} {'checked':>7} {'killed':>7} {'survived':>8} {'no tests':>8} {'score':>6}")
 for module in sys.argv[1:]:
     c = counts[module]
     n = sum(c.values())
+    checked = n - c["not checked"]
     killed = c["killed"] + c["timeout"] + c["caught by type check"]
-    score = f"{100 * killed / n:.1f}%" if n else "-"
-    print(f"{module:<12} {n:>7} {c['killed']:>7} {c['survived']:>8} {c['no tests']:>8} {c['timeout']:>7} {score:>6}")
+    score = f"{100 * killed / checked:.1f}%" if checked else "-"
+    print(f"{module:<12} {n:>7} {checked:>7} {killed:>7} {c['survived']:>8} {c['no tests']:>8} {score:>6}")
 for module in sys.argv[1:]:
     if survivors[module]:
         print(f"\nsurvivors in {module} (see them with: mutmut show NAME):")

@@ -58,6 +58,25 @@ def test_window_clips_before_comparing():
         metrics.plane_metrics(out, ref, window=(100, -100))
 
 
+def test_plane_metrics_mask_and_slice_sampling_pick_the_slices():
+    rng = np.random.default_rng(2)
+    ref = rng.uniform(-900, -100, (10, 16, 16)).astype(np.float32)
+    out = ref.copy()
+    out[2] += 100.0  # one wrong axial slice
+    m = np.zeros(ref.shape, bool)
+    m[2] = True
+    r = metrics.plane_metrics(out, ref, mask=m)
+    assert r["psnr"]["axial"] == pytest.approx(10 * np.log10(1500.0**2 / 100.0**2), rel=1e-9)  # only slice 2
+    assert r["ssim"]["axial"] < 0.99
+    r = metrics.plane_metrics(out, ref, mask=~m)  # slice 2 left out
+    assert r["psnr"]["axial"] == np.inf and r["ssim"]["axial"] == pytest.approx(1.0)
+    assert metrics.plane_metrics(out, ref, max_slices=3)["psnr"]["axial"] == np.inf  # samples slices 0, 4, 9
+    for all_slices in (None, 10):  # every slice: slice 2 lowers the mean SSIM
+        assert metrics.plane_metrics(out, ref, max_slices=all_slices)["ssim"]["axial"] < 1.0
+    with pytest.raises(BadInputError):
+        metrics.plane_metrics(out, ref, window=(100, 100))  # an empty window
+
+
 def test_laa_and_emphysema_metrics_known_fraction():
     lung = np.zeros((10, 20, 20), bool)
     lung[:, 5:15, 5:15] = True  # 1000 voxels
