@@ -203,6 +203,19 @@ def test_relative_feature_error_and_wilcoxon():
     assert math.isnan(same["p_value"]) and "note" in same
 
 
+def test_ccc_edge_cases_and_feature_table_fields():
+    assert agreement.lins_ccc([1.0, 2.0], [1.0, 2.0]) == pytest.approx(1.0)  # two cases are enough
+    assert agreement.lins_ccc([5.0, 5.0, 5.0], [5.0, 5.0, 5.0]) == 1.0  # no spread, equal: full agreement
+    # a pair with a NaN on either side is dropped: the rest agree perfectly
+    assert agreement.lins_ccc([1.0, np.nan, 3.0, 4.0], [1.0, 2.0, 3.0, np.inf]) == pytest.approx(1.0)
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    fc = agreement.feature_ccc({"a": x, "b": x}, {"a": x, "b": x, "c": x})  # "c" not in test: left out
+    assert fc == {"ccc": {"a": pytest.approx(1.0), "b": pytest.approx(1.0)}, "n_cases": 4,
+                  "percent_reproducible": 100.0, "threshold": 0.85}
+    empty = agreement.feature_ccc({}, {})
+    assert empty["n_cases"] == 0 and math.isnan(empty["percent_reproducible"])
+
+
 def test_relative_feature_error_skips_missing_and_non_finite_features():
     ref = {"a": 10.0, "nan": float("nan"), "b": 1.0, "gone": 5.0, "zero": 0.0}
     test = {"a": 11.0, "nan": 3.0, "b": 0.5, "zero": 1e-7}
