@@ -19,6 +19,11 @@ def test_parse_spec_full():
     assert all(s.source == "user" and s.confidence == 1.0 for s in p.sources.values())
 
 
+def test_vector_defaults_unknown_dose_and_thickness_to_one():
+    assert Protocol(kernel="sharp").vector() == [0.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+    assert Protocol(kernel="smooth", dose=0.5, thickness=3.0).vector() == [1.0, 0.0, 0.0, 0.0, 0.5, 3.0]
+
+
 def test_to_dict_has_every_field_and_its_source():
     import json
 
