@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from CTNormalizeLib.quantify.emphysema import emphysema, zone_slices
+from CTNormalizeLib.quantify.emphysema import emphysema_index, zone_slices
 
 SPACING = (2.0, 1.0, 0.5)  # 1 mm^3 voxels: 0.001 ml each
 FLIP_Z = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # first slice superior
@@ -26,7 +26,7 @@ def _case():
 
 def test_known_table_from_a_label_array():
     hu, labels = _case()
-    r = emphysema(hu, SPACING, lung=labels)
+    r = emphysema_index(hu, SPACING, lung=labels)
     assert r.lung_method == "array (labels 1=R, 2=L)" and r.mask_source == "array"
     assert r.laa_percent == pytest.approx(100 * 3 / 80, rel=1e-12)
     assert r.lung_volume_ml == pytest.approx(0.080, rel=1e-12)
@@ -46,7 +46,7 @@ def test_known_table_from_a_label_array():
 
 def test_zones_follow_the_direction_and_to_dict_is_json():
     hu, labels = _case()
-    r = emphysema(hu, SPACING, lung=labels, direction=FLIP_Z, threshold=-955.0)
+    r = emphysema_index(hu, SPACING, lung=labels, direction=FLIP_Z, threshold=-955.0)
     assert {k: v["z_range"] for k, v in r.per_zone.items()} == {"upper": [1, 3], "middle": [3, 4], "lower": [4, 6]}
     d = json.loads(json.dumps(r.to_dict()))
     assert d["laa_percent"] == pytest.approx(100 * 3 / 80) and d["lung_volume_ml"] == pytest.approx(0.08)
@@ -61,11 +61,11 @@ def test_empty_and_single_voxel_sides():
     hu, labels = _case()
     one_sided = np.where(labels == 2, 2, 0).astype(np.uint8)
     one_sided[3, 2, 1] = 1  # the right lung: one voxel
-    r = emphysema(hu, SPACING, lung=one_sided)
+    r = emphysema_index(hu, SPACING, lung=one_sided)
     assert r.per_lung["right"] == {"laa_percent": 0.0, "perc15_hu": -900.0, "lung_volume_ml": pytest.approx(0.001),
                                    "emphysema_volume_ml": 0.0, "mean_hu": -900.0, "voxels": 1}
     only_left = np.where(labels == 2, 2, 0).astype(np.uint8)
-    r = emphysema(hu, SPACING, lung=only_left)
+    r = emphysema_index(hu, SPACING, lung=only_left)
     assert r.per_lung["right"] == {"laa_percent": None, "perc15_hu": None, "lung_volume_ml": 0.0,
                                    "emphysema_volume_ml": 0.0, "mean_hu": None, "voxels": 0}
 
@@ -78,14 +78,14 @@ def test_zone_slices_of_an_empty_mask_select_nothing():
 def test_zero_one_array_is_split_by_the_engine_and_none_runs_the_lung_mask():
     from test_quantify import synthetic_chest
 
-    from CTNormalizeLib.quantify.lung import lung_mask
+    from CTNormalizeLib.imaging.lungs import lung_mask
 
     vol, truth = synthetic_chest(shape=(24, 64, 64), spacing=(5.0, 4.5, 4.5), noise=10.0, seed=2)
-    as_int = emphysema(vol, lung=truth["lungs"].astype(np.uint8))
+    as_int = emphysema_index(vol, lung=truth["lungs"].astype(np.uint8))
     assert as_int.lung_method.startswith("array (left/right by") and as_int.mask_source == "array"
     np.testing.assert_array_equal(as_int.lung.left | as_int.lung.right, truth["lungs"])
     assert as_int.per_lung["left"]["voxels"] == pytest.approx(truth["left"].sum(), rel=0.02)
-    engine = emphysema(vol)
+    engine = emphysema_index(vol)
     ref = lung_mask(vol)
     assert engine.mask_source == "engine" and engine.lung_method == ref.method
     np.testing.assert_array_equal(engine.lung.lungs, ref.lungs)
