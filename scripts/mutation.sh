@@ -8,7 +8,8 @@
 # Run it before resolving an issue that touches these modules, and update the scores in
 # docs/DEVELOPING.md. The files mutated and the test files that may kill them are [tool.mutmut]
 # in pyproject.toml; mutmut runs, for each mutant, only the tests that reach the mutated function.
-# Results stay in mutants/ (git-ignored): `mutmut show NAME` shows a survivor's diff.
+# Results stay in mutants/ (git-ignored): `mutmut show NAME` shows a survivor's diff. Ctrl-C stops
+# mutmut and keeps what it checked; the table then scores the checked mutants and counts the rest.
 # mutmut is installed into the venv when missing; it is not a dependency of the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
