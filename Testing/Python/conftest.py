@@ -7,6 +7,15 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+try:  # property tests: 200 examples by default; scripts/mutation.sh runs them with 20 per mutant
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ctnormalize", max_examples=200, deadline=None)
+    _hypothesis_settings.register_profile("mutation", max_examples=20, deadline=None, database=None)
+    _hypothesis_settings.load_profile(os.environ.get("CTNORMALIZE_HYPOTHESIS", "ctnormalize"))
+except ImportError:  # the property-test files fail on their own import, loudly
+    pass
+
 
 @pytest.fixture(scope="session")
 def pyradiomics_data() -> Path:

@@ -17,8 +17,11 @@ from CTNormalizeLib.classical import (
     normalize_bands,
     target_slice_count,
 )
+from CTNormalizeLib.classical.mtf_ratio import MIN_LAMBDA, mtf_ratio_transfer, wiener_lambda
+from CTNormalizeLib.classical.synthetic import disk_phantom, scan
 from CTNormalizeLib.methods import method_table
 from CTNormalizeLib.normalization import normalize
+from CTNormalizeLib.protocols import kernel_mtf
 
 CLASSICAL_METHODS = [m.name for m in method_table(with_models=False).values()]
 
@@ -26,7 +29,6 @@ CLASSICAL_METHODS = [m.name for m in method_table(with_models=False).values()]
 def normalize_classical(vol, source, target, method="classical", reference=None, progress=None, texture="target"):
     return normalize(vol, source, target, method=method, reference=reference, progress=progress,
                      texture=texture).result
-from CTNormalizeLib.classical.synthetic import disk_phantom, scan
 
 SP = (0.5, 0.7, 0.7)
 
@@ -50,6 +52,36 @@ def test_mtf_ratio_round_trip_noise_free(truth):
     # the round trip returns close to the start, and the forward step moves toward the real sharp image
     assert np.mean(np.abs(back - smooth)) < 0.1 * np.mean(np.abs(sharp_direct - smooth))
     assert np.mean(np.abs(sharp - sharp_direct)) < 0.5 * np.mean(np.abs(smooth - sharp_direct))
+
+
+def test_wiener_lambda_is_the_squared_noise_to_signal_ratio():
+    assert wiener_lambda(20.0) == pytest.approx(0.04, rel=1e-12)
+    assert wiener_lambda(50.0) == pytest.approx(0.25, rel=1e-12)
+    assert wiener_lambda(30.0, signal_scale=60.0) == pytest.approx(0.25, rel=1e-12)
+    assert MIN_LAMBDA == 1e-3 and wiener_lambda(1.0) == MIN_LAMBDA  # (0.01)^2 is below the floor
+    assert wiener_lambda(None) == wiener_lambda(float("nan")) == pytest.approx(0.04, rel=1e-12)  # 20 HU default
+
+
+def test_convert_kernel_takes_lambda_from_the_noise(truth):
+    x = truth[:2]
+    by_noise = convert_kernel(x, SP, "smooth", "very-sharp", noise_std=30.0)
+    np.testing.assert_array_equal(by_noise, convert_kernel(x, SP, "smooth", "very-sharp", lam=0.09))
+    assert not np.allclose(by_noise, convert_kernel(x, SP, "smooth", "very-sharp", lam=0.3), atol=1.0)
+
+
+@pytest.mark.parametrize("source, target", [("smooth", "very-sharp"), ("standard", "very-sharp"), ("smooth", "sharp")])
+@pytest.mark.parametrize("lam", [0.01, 0.04, 0.25])
+def test_mtf_ratio_gain_is_capped_by_the_wiener_term(source, target, lam):
+    """Where the plain ratio exceeds 1, ``H <= max(1, M_t M_s / (M_s^2 + lam)) <= max(1, max M_t / (2 sqrt(lam)))``."""
+    f = np.linspace(0.0, 2.0, 2001)
+    h = mtf_ratio_transfer(source, target, lam)(f)
+    ms, mt = kernel_mtf(source, f), kernel_mtf(target, f)
+    ratio = mt / np.maximum(ms, 1e-12)
+    cap = max(1.0, float(mt.max()) / (2.0 * np.sqrt(lam)))
+    assert h.max() <= cap + 1e-9 and ratio.max() > 1e3 * cap  # the uncapped ratio would blow up
+    np.testing.assert_allclose(h[ratio <= 1.0], ratio[ratio <= 1.0], rtol=1e-9)  # smoothing: the plain ratio
+    boost = (ratio > 1.0) & (ms > 1e-12)  # where the source has no signal left, H is 0
+    assert np.all(h <= np.maximum(ratio, 1.0) + 1e-9) and np.all(h[boost] >= 1.0) and np.all(h[ms <= 1e-12] == 0)
 
 
 def test_sharp_to_smooth_matches_direct_smooth(truth):

@@ -32,6 +32,37 @@ def test_kernel_conversion_matches_simulated_target(truth):
     assert _l1(conv, smooth.hu) < 0.05 * _l1(sharp.hu, smooth.hu)
 
 
+def test_low_dose_sharpening_noise_is_capped_and_still_sharpens(truth):
+    """smooth -> very-sharp on a noisy 10 % dose scan: the Wiener cap bounds the noise gain.
+
+    Measured (seed 7 phantom, 24x128x128): source noise 17.9 HU, output 29.3 HU, a direct
+    very-sharp scan at the same dose 61.9 HU; without the cap the output reads 64.3 HU. The
+    noise-free conversion moves 31 % of the way to the direct very-sharp image (an unsquared
+    lambda over-regularizes and moves 2 %).
+    """
+    from CTNormalizeLib.classical.noise_estimate import estimate_noise_std
+    from CTNormalizeLib.simulate import simulate_scan
+
+    def sim(kernel, dose):
+        return simulate_scan(truth, Protocol(kernel=kernel, dose=dose, thickness=1.0), seed=1)
+
+    low = sim("smooth", 0.1)
+    src, sp = low.hu, low.spacing
+    src0 = sim("smooth", NOISE_FREE).hu
+    direct, direct0 = sim("very-sharp", 0.1).hu, sim("very-sharp", NOISE_FREE).hu
+    est = estimate_noise_std(src, sp)
+    out = convert_kernel(src, sp, "smooth", "very-sharp", noise_std=est)
+    out0 = convert_kernel(src0, sp, "smooth", "very-sharp", noise_std=est)  # same linear filter, no noise
+    noise_src, noise_out, noise_direct = (float(np.std(a - b)) for a, b in
+                                          ((src, src0), (out, out0), (direct, direct0)))
+    max_gain = 1.0 / (2.0 * (est / 100.0))  # max of M_s/(M_s^2 + lambda) is 1/(2 sqrt(lambda))
+    assert noise_out <= max_gain * noise_src, (noise_out, noise_src, max_gain)
+    assert noise_out < noise_direct, (noise_out, noise_direct)
+    assert noise_out > 1.2 * noise_src  # it does sharpen the noise too
+    err_out, err_src = np.mean(np.abs(out0 - direct0)), np.mean(np.abs(src0 - direct0))
+    assert err_out < 0.8 * err_src, (err_out, err_src)
+
+
 def test_thin_to_thick_matches_simulated_thick_scan(truth):
     from CTNormalizeLib.simulate import simulate_scan
 

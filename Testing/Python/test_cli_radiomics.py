@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from test_quantify_radiomics import _image, _phantom
@@ -38,7 +39,17 @@ def test_json_and_csv(tmp_path):
     assert abs(row["normalized_minus_original"] - 20.0) < 1e-3
     tidy = list(csv.DictReader(open(out)))
     assert len(tidy) == len(d["features"])
-    assert (tmp_path / "res" / "features_comparison.csv").exists()
+    wide = list(csv.DictReader(open(tmp_path / "res" / "features_comparison.csv")))
+    assert list(wide[0]) == ["segment", "label", "feature", "original", "normalized",
+                             "normalized_minus_original", "normalized_pct_vs_original"]
+    assert len(wide) == len(d["comparison"]) == len(d["features"]) // 2
+    by_key = {(r["segment"], r["feature"]): r for r in wide}
+    assert float(by_key[("label_1", "original_firstorder_Mean")]["normalized_minus_original"]) == \
+        pytest.approx(20.0, abs=1e-3)
+    for r, c in zip(wide, d["comparison"]):
+        assert (r["segment"], r["feature"]) == (c["segment"], c["feature"])
+        assert float(r["normalized_minus_original"]) == pytest.approx(float(r["normalized"]) - float(r["original"]),
+                                                                      rel=1e-9, abs=1e-9)
 
 
 def test_table(tmp_path):

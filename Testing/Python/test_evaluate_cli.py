@@ -43,7 +43,10 @@ def test_json_mode_prints_only_json_with_floor(files, capsys):
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     row = res["table"]["l1_body_hu"]
-    assert row["source"] > row["output"] > row["replicate"] and 0 < row["gap_closed"] < 1.2
+    assert row["source"] > row["output"] > row["replicate"]
+    assert row["gap_closed"] == pytest.approx((row["source"] - row["output"]) / (row["source"] - row["replicate"]),
+                                              rel=1e-12)
+    assert 0 < row["gap_closed"] < 1
     assert res["lpips"] is None and res["lpips_note"].startswith("absent")
     assert res["settings"]["window_hu"] == [-1350.0, 150.0] and res["settings"]["data_range"] == 1500.0
     assert len(res["provenance"]["sha256"]["target"]) == 64

@@ -35,6 +35,34 @@ def test_output_equal_to_replicate_closes_the_gap(result):
         assert t[name]["gap_closed"] == pytest.approx(1.0), name
 
 
+def test_floor_table_gap_of_a_known_row():
+    rows = paired.floor_table({"source": {"l1_body_hu": 10.0, "psnr_axial": 20.0},
+                               "output": {"l1_body_hu": 6.0, "psnr_axial": 29.0},
+                               "replicate": {"l1_body_hu": 2.0, "psnr_axial": 32.0}})
+    assert rows["l1_body_hu"]["gap_closed"] == pytest.approx(0.5, rel=1e-12)
+    assert rows["psnr_axial"]["gap_closed"] == pytest.approx(0.75, rel=1e-12)
+    assert (rows["l1_body_hu"]["source"], rows["l1_body_hu"]["output"], rows["l1_body_hu"]["replicate"]) == (10.0, 6.0, 2.0)
+    assert (rows["l1_body_hu"]["better"], rows["psnr_axial"]["better"]) == ("lower", "higher")
+
+
+def test_output_halfway_to_the_replicate_has_a_known_gap(scans):
+    """output = target + (replicate - target) / 2: its L1 is half the replicate's, so the gap is known."""
+    tgt, rep = scans["target"], scans["replicate"]
+    half = Volume(tgt.hu + 0.5 * (rep.hu - tgt.hu), tgt.spacing, tgt.origin, tgt.direction)
+    row = paired.evaluate_pair(tgt, scans["source"], half, rep, with_features=False)["table"]["l1_body_hu"]
+    s, r = row["source"], row["replicate"]
+    assert row["output"] == pytest.approx(r / 2, rel=1e-5)
+    assert row["gap_closed"] == pytest.approx((s - r / 2) / (s - r), rel=1e-5)
+    assert row["gap_closed"] > 1.0  # half the replicate's difference beats the floor
+
+
+def test_output_equal_to_source_closes_no_gap(scans):
+    t = paired.evaluate_pair(scans["target"], scans["source"], scans["source"], scans["replicate"],
+                             with_features=False)["table"]
+    for name in ("l1_body_hu", "psnr_axial", "ssim_coronal", "nps_similarity"):
+        assert t[name]["gap_closed"] == 0.0, name
+
+
 def test_source_is_worse_than_replicate_in_every_direction(result):
     t = result["table"]
     for name, row in t.items():

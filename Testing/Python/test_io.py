@@ -481,3 +481,14 @@ def test_dicom_gantry_tilt_warned(tmp_path):
 def test_series_uid_for_a_non_dicom_file(lung1_path):
     with pytest.raises(BadInputError, match="not DICOM"):
         read_volume(lung1_path, series_uid="1.2.3")
+
+
+def test_hu_summary_known_percentiles():
+    from CTNormalizeLib.io import hu_summary
+
+    hu = (np.arange(1001, dtype=np.float32) - 500.0).reshape(7, 11, 13)
+    hu_nan = np.concatenate([hu.ravel(), [np.nan, np.inf]]).reshape(1, 1, -1)
+    for arr in (hu, hu_nan):  # non-finite voxels are left out
+        assert hu_summary(arr) == {"min": -500.0, "p0.5": -495.0, "p1": -490.0, "p50": 0.0, "p99": 490.0,
+                                   "p99.5": 495.0, "max": 500.0}
+    assert hu_summary(np.full((2, 2, 2), np.nan, np.float32)) == {}

@@ -12,13 +12,14 @@ from CTNormalizeLib.volume import Volume
 
 
 def test_l1_hu_known_difference_and_mask():
-    a = np.zeros((4, 8, 8), np.float32)
+    a = np.full((4, 8, 8), -700.0, np.float32)
     b = a.copy()
     b[:2] += 10.0
     m = np.zeros(a.shape, bool)
     m[:2] = True
     assert metrics.l1_hu(a, b) == pytest.approx(5.0)
     assert metrics.l1_hu(a, b, m) == pytest.approx(10.0)
+    assert metrics.l1_hu(a, b, m.astype(np.uint8)) == pytest.approx(10.0)  # a 0/1 mask, not indices
     assert metrics.l1_hu(a, b, ~m) == pytest.approx(0.0)
     assert math.isnan(metrics.l1_hu(a, b, np.zeros(a.shape, bool)))
     with pytest.raises(BadInputError):
@@ -57,6 +58,25 @@ def test_window_clips_before_comparing():
         metrics.plane_metrics(out, ref, window=(100, -100))
 
 
+def test_plane_metrics_mask_and_slice_sampling_pick_the_slices():
+    rng = np.random.default_rng(2)
+    ref = rng.uniform(-900, -100, (10, 16, 16)).astype(np.float32)
+    out = ref.copy()
+    out[2] += 100.0  # one wrong axial slice
+    m = np.zeros(ref.shape, bool)
+    m[2] = True
+    r = metrics.plane_metrics(out, ref, mask=m)
+    assert r["psnr"]["axial"] == pytest.approx(10 * np.log10(1500.0**2 / 100.0**2), rel=1e-9)  # only slice 2
+    assert r["ssim"]["axial"] < 0.99
+    r = metrics.plane_metrics(out, ref, mask=~m)  # slice 2 left out
+    assert r["psnr"]["axial"] == np.inf and r["ssim"]["axial"] == pytest.approx(1.0)
+    assert metrics.plane_metrics(out, ref, max_slices=3)["psnr"]["axial"] == np.inf  # samples slices 0, 4, 9
+    for all_slices in (None, 10):  # every slice: slice 2 lowers the mean SSIM
+        assert metrics.plane_metrics(out, ref, max_slices=all_slices)["ssim"]["axial"] < 1.0
+    with pytest.raises(BadInputError):
+        metrics.plane_metrics(out, ref, window=(100, 100))  # an empty window
+
+
 def test_laa_and_emphysema_metrics_known_fraction():
     lung = np.zeros((10, 20, 20), bool)
     lung[:, 5:15, 5:15] = True  # 1000 voxels
@@ -64,6 +84,10 @@ def test_laa_and_emphysema_metrics_known_fraction():
     flat = np.flatnonzero(lung)
     hu.flat[flat[:230]] = -980.0  # 23 % below -950
     assert metrics.laa_percent(hu, lung) == pytest.approx(23.0)
+    at = hu.copy()
+    at.flat[flat[230:300]] = -950.0  # exactly at the threshold: not below it
+    assert metrics.laa_percent(at, lung) == pytest.approx(23.0)
+    assert metrics.laa_percent(at, lung, threshold=-949.5) == pytest.approx(30.0)
     ref = hu.copy()
     ref.flat[flat[200:230]] = -900.0  # reference: 20 %
     em = metrics.emphysema_metrics(hu, ref, (1, 1, 1), lung)
@@ -71,6 +95,10 @@ def test_laa_and_emphysema_metrics_known_fraction():
     assert em["ei_error"] == pytest.approx(3.0)
     assert em["emphysema_dice"] == pytest.approx(2 * 200 / (230 + 200))
     assert metrics.dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+    assert metrics.dice([1, 1, 1, 0, 0], [1, 0, 0, 1, 0]) == pytest.approx(2 * 1 / (3 + 2), rel=1e-12)
+    assert metrics.dice([0, 2, 0], [0, 0.5, 0]) == 1.0  # any non-zero is in the mask
+    assert metrics.dice([1, 0], [0, 1]) == 0.0
+    assert math.isnan(metrics.laa_percent(hu, np.zeros(lung.shape, bool)))  # no lung: undefined
 
 
 def test_nps_of_white_noise_is_flat_at_sigma2_pixel_area():
@@ -173,6 +201,49 @@ def test_relative_feature_error_and_wilcoxon():
     assert w["p_value"] < 1e-4 and w["median_difference"] == pytest.approx(2.0)
     same = agreement.paired_wilcoxon(a, a)
     assert math.isnan(same["p_value"]) and "note" in same
+
+
+def test_ccc_edge_cases_and_feature_table_fields():
+    assert agreement.lins_ccc([1.0, 2.0], [1.0, 2.0]) == pytest.approx(1.0)  # two cases are enough
+    assert agreement.lins_ccc([5.0, 5.0, 5.0], [5.0, 5.0, 5.0]) == 1.0  # no spread, equal: full agreement
+    # a pair with a NaN on either side is dropped: the rest agree perfectly
+    assert agreement.lins_ccc([1.0, np.nan, 3.0, 4.0], [1.0, 2.0, 3.0, np.inf]) == pytest.approx(1.0)
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    fc = agreement.feature_ccc({"a": x, "b": x}, {"a": x, "b": x, "c": x})  # "c" not in test: left out
+    assert fc == {"ccc": {"a": pytest.approx(1.0), "b": pytest.approx(1.0)}, "n_cases": 4,
+                  "percent_reproducible": 100.0, "threshold": 0.85}
+    empty = agreement.feature_ccc({}, {})
+    assert empty["n_cases"] == 0 and math.isnan(empty["percent_reproducible"])
+
+
+def test_relative_feature_error_skips_missing_and_non_finite_features():
+    ref = {"a": 10.0, "nan": float("nan"), "b": 1.0, "gone": 5.0, "zero": 0.0}
+    test = {"a": 11.0, "nan": 3.0, "b": 0.5, "zero": 1e-7}
+    # a: 0.1, b: 0.5, zero: 1e-7 / eps(1e-6) = 0.1; "nan" (reference NaN) and "gone" (not in test) skipped
+    assert agreement.relative_feature_error(test, ref) == pytest.approx((0.1 + 0.5 + 0.1) / 3, rel=1e-12)
+    assert math.isnan(agreement.relative_feature_error({}, {"a": 1.0}))
+    assert math.isnan(agreement.relative_feature_error({"a": float("inf")}, {"a": 1.0}))
+
+
+def test_paired_wilcoxon_is_scipys_test_of_the_differences():
+    from scipy.stats import wilcoxon
+
+    rng = np.random.default_rng(7)
+    b = rng.normal(100.0, 5.0, 20)
+    a = b + rng.normal(0.4, 1.0, 20)
+    a[3], b[11] = np.nan, np.nan  # pairs with a NaN on either side are dropped
+    w = agreement.paired_wilcoxon(a, b)
+    ok = np.isfinite(a) & np.isfinite(b)
+    ref = wilcoxon(a[ok] - b[ok])
+    assert w["n"] == 18 and w["median_difference"] == pytest.approx(float(np.median(a[ok] - b[ok])), rel=1e-12)
+    assert (w["statistic"], w["p_value"]) == (pytest.approx(float(ref.statistic)), pytest.approx(float(ref.pvalue)))
+    two = agreement.paired_wilcoxon([1, 2, 3, 4], [1, 2, 4, 6])  # exactly 2 non-zero differences: tested
+    assert math.isfinite(two["p_value"]) and "note" not in two and two["n"] == 4
+    one = agreement.paired_wilcoxon([1, 2, 3], [1, 2, 4])
+    assert math.isnan(one["p_value"]) and math.isnan(one["statistic"]) and one["median_difference"] == 0.0
+    assert one["note"] == "fewer than 2 non-zero paired differences"
+    empty = agreement.paired_wilcoxon([np.nan], [1.0])
+    assert empty["n"] == 0 and math.isnan(empty["median_difference"])
 
 
 def test_gap_closed():

@@ -119,7 +119,7 @@ def test_shipped_packages_load_without_pickle(monkeypatch):
 
     import torch
 
-    from CTNormalizeLib.models.registry import list_models, model_dirs
+    from CTNormalizeLib.models.registry import list_models, model_dirs, read_package
 
     def forbidden(*a, **k):
         raise AssertionError("pickle used")
@@ -127,9 +127,12 @@ def test_shipped_packages_load_without_pickle(monkeypatch):
     monkeypatch.setattr(torch, "load", forbidden)
     monkeypatch.setattr(pickle, "load", forbidden)
     monkeypatch.setenv("CTNORMALIZE_MODELS", "")
-    pkgs = list_models([model_dirs()[0]])
-    if not pkgs:
-        pytest.skip("no shipped model packages")
+    shipped = model_dirs()[0]
+    folders = sorted(p for p in shipped.iterdir() if p.is_dir())
+    assert len(folders) >= 2, f"the shipped packages are missing from {shipped}"
+    # every folder on disk, not what the (forgiving) registry lists: a damaged card must fail here
+    pkgs = [read_package(f) for f in folders]
+    assert sorted(p.path for p in list_models([shipped])) == [p.path for p in pkgs]
     for pkg in pkgs:
         card = pkg.card
         for key in ("architecture", "hyperparameters", "io", "covers", "training_data", "metrics", "sha256",
@@ -146,8 +149,7 @@ def test_shipped_packages_load_without_pickle(monkeypatch):
 def test_default_model_covers_the_emphysema_reference():
     from CTNormalizeLib.models.registry import find_model, list_models, model_dirs
 
-    if not list_models([model_dirs()[0]]):
-        pytest.skip("no shipped model packages")
+    assert len(list_models([model_dirs()[0]])) >= 2, "the shipped packages are missing"
     tgt = parse_spec("kernel=smooth,dose=1,thickness=1")
     pkg = find_model(parse_spec("kernel=sharp,dose=0.25,thickness=2"), tgt, dirs=[model_dirs()[0]])
     assert pkg is not None and pkg.card["architecture"]["name"] == "conditioned2.5d"

@@ -19,6 +19,36 @@ def test_parse_spec_full():
     assert all(s.source == "user" and s.confidence == 1.0 for s in p.sources.values())
 
 
+def test_vector_defaults_unknown_dose_and_thickness_to_one():
+    assert Protocol(kernel="sharp").vector() == [0.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+    assert Protocol(kernel="smooth", dose=0.5, thickness=3.0).vector() == [1.0, 0.0, 0.0, 0.0, 0.5, 3.0]
+
+
+def test_to_dict_has_every_field_and_its_source():
+    import json
+
+    d = parse_spec("kernel=B70f,dose=25%").to_dict()
+    assert d == {"kernel": "very-sharp", "kernel_name": "B70f", "dose": 0.25, "mas": None, "ctdivol": None,
+                 "thickness": None, "spacing": None,
+                 "sources": {"kernel": {"source": "user", "confidence": 1.0, "detail": "kernel=B70f"},
+                             "dose": {"source": "user", "confidence": 1.0, "detail": "dose=25%"}}}
+    assert json.loads(json.dumps(d)) == d
+
+
+def test_parse_spec_units_only_where_they_belong():
+    assert parse_spec("spacing=1.5mm").spacing == 1.5 and parse_spec("thickness=0.6 mm").thickness == 0.6
+    assert parse_spec("dose=4").dose == 4.0  # the top of the range is accepted
+    for bad in ("dose=0.25mm", "mas=100mm", "dose=4.5"):
+        with pytest.raises(BadInputError):
+            parse_spec(bad)
+
+
+@pytest.mark.parametrize("name, cls", [("B29f", "smooth"), ("B30f", "standard"), ("B44f", "standard"),
+                                       ("B45f", "sharp"), ("Br64", "sharp"), ("B65f", "very-sharp")])
+def test_siemens_numbers_at_the_class_boundaries(name, cls):
+    assert kernel_class(name) == cls
+
+
 def test_parse_spec_vendor_units_and_spaces():
     p = parse_spec(" kernel = B70f , dose=25% , thickness=2mm, spacing=1.5, mas=100, ctdivol=3.2 ")
     assert (p.kernel, p.kernel_name) == ("very-sharp", "B70f")
@@ -27,16 +57,26 @@ def test_parse_spec_vendor_units_and_spaces():
 
 
 def test_spec_round_trip():
-    for spec in ("kernel=smooth,dose=1,thickness=1", "kernel=B30f,dose=0.5,thickness=3,spacing=2"):
+    for spec in ("kernel=smooth,dose=1,thickness=1", "kernel=B30f,dose=0.5,thickness=3,spacing=2",
+                 "kernel=sharp,dose=0.25,thickness=2"):
         p = parse_spec(spec)
-        assert parse_spec(p.spec()) == p
+        assert parse_spec(p.spec()) == p and p.spec() == spec  # printed exactly as written
+    p = parse_spec("kernel=sharp,dose=25%,thickness=2mm")
+    assert p.dose == 0.25 and p.spec() == "kernel=sharp,dose=0.25,thickness=2"
+    assert p.vector()[-2:] == [0.25, 2.0]
 
 
 @pytest.mark.parametrize("spec, words", [
     ("", "Empty"),
     ("kernel", "key=value"),
     ("colour=red", "Unknown protocol key"),
-    ("dose=-1", "positive"),
+    ("dose=-1", "dose"),
+    ("dose=0", "dose"),
+    ("dose=0%", "dose"),
+    ("thickness=0", "thickness"),
+    ("thickness=0mm", "thickness"),
+    ("spacing=0", "spacing"),
+    ("thickness=-2", "thickness"),
     ("dose=10", "fraction"),
     ("thickness=abc", "not a number"),
     ("kernel=XYZ", "Unknown kernel"),
@@ -132,6 +172,15 @@ def test_mtf_shape(k):
         np.testing.assert_allclose(w, gauss)
     else:  # edge enhancement lifts mid frequencies above the plain roll-off
         assert np.all(w >= gauss - 1e-12) and np.max(w - gauss) > 0.1
+
+
+@pytest.mark.parametrize("k", KERNEL_CLASSES)
+def test_mtf_follows_the_documented_formula(k):
+    """``W = exp(-ln2 r^2) (1 + boost r^2 exp(1 - r^2))``, r = f/f50: known values at r = 1 and r = sqrt(2)."""
+    p = KERNEL_MTF[k]
+    assert kernel_mtf(k, [p.f50])[0] == pytest.approx((1 + p.boost) / 2, rel=1e-12)
+    assert kernel_mtf(k, [np.sqrt(2) * p.f50])[0] == pytest.approx((1 + 2 * p.boost / np.e) / 4, rel=1e-12)
+    assert kernel_mtf(k, [-p.f50])[0] == kernel_mtf(k, [p.f50])[0]  # depends on |f|
 
 
 def test_very_sharp_overshoots():

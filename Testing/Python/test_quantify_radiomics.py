@@ -100,7 +100,12 @@ def test_csv_outputs(small_case, tmp_path):
     rows = list(csv.DictReader(open(tidy)))
     assert set(rows[0]) == {"segment", "label", "image", "feature", "value"}
     assert len(rows) == len(r.rows)
-    assert wide.name == "feat_comparison.csv" and wide.exists()
+    assert wide.name == "feat_comparison.csv"
+    comp = list(csv.DictReader(open(wide)))
+    assert list(comp[0]) == ["segment", "label", "feature", "a"]
+    tidy_values = {(x["segment"], x["feature"]): x["value"] for x in rows}
+    assert len(comp) == len(tidy_values) == len(rows)  # one image: one comparison row per feature
+    assert all(c["a"] == tidy_values[(c["segment"], c["feature"])] for c in comp)
     assert not list((tmp_path / "out").glob(".*tmp*"))
 
 

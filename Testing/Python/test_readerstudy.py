@@ -129,7 +129,8 @@ def test_pair_design_sides_balanced(tmp_path, manifest):
         on_a = sum(t["A"] == "original" for t in truth.values())
         assert on_a in (3, 4)
         assert all({t["A"], t["B"]} == {"original", "normalized"} for t in truth.values())
-        assert [it["views"].keys() == {"A", "B"} for it in study["readers"][reader]]
+        items = study["readers"][reader]
+        assert len(items) == len(truth) == 7 and all(it["views"].keys() == {"A", "B"} for it in items)
 
 
 def test_protocol_design_items_and_options(tmp_path, manifest):

@@ -64,6 +64,32 @@ def test_detection_figures_on_a_small_known_table():
     assert np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2) == pytest.approx(m["auc"])
 
 
+def test_scores_exactly_at_the_threshold():
+    """Score 3 ("probably original") is the first score called original, for originals and normalized alike."""
+    assert D.ORIGINAL_THRESHOLD == 3
+    m = AN.score_detection([3, 3, 2, 2], [3, 2, 2, 2], seed=0)
+    assert m["sensitivity"] == 0.75  # normalized scored 2 are called synthetic, the one scored 3 is not
+    assert m["specificity"] == 0.5  # originals scored 3 are called original, those scored 2 are not
+    assert m["accuracy"] == 5 / 8
+    # ROC: called synthetic when score <= t, t = -1..5
+    assert m["roc"] == [(0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (0.5, 0.75), (1.0, 1.0), (1.0, 1.0), (1.0, 1.0)]
+    assert m["auc"] == pytest.approx((2 * 3 + 0.5 * (2 * 1 + 2 * 3)) / 16)  # pairs orig > synth + half the ties
+
+
+def test_single_design_case_rows_at_the_threshold():
+    readers = {"r": lambda v, i: 3 if i % 2 == 0 else 2}
+    study, key, answers = synthetic_single(8, readers, np.random.default_rng(3))
+    res = AN.analyze(study, key, answers, seed=0)
+    for c in res["cases"]:
+        assert c["correct"] == ((c["answer"] >= 3) == (c["shown"] == "original")), c
+    truth = {it["id"]: key["images"][it["views"]["A"]]["variant"] for it in study["items"]}
+    scores = {i: answers["r"][i]["score"] for i in truth}
+    n_norm = sum(v == "normalized" for v in truth.values())
+    called = sum(scores[i] == 2 for i, v in truth.items() if v == "normalized")
+    assert 0 < called < n_norm  # normalized images scored 2 and 3 both occur
+    assert res["readers"]["r"]["sensitivity"] == called / n_norm
+
+
 def test_cohen_kappa_textbook_values():
     # Wikipedia "Cohen's kappa": 50 proposals, yes/yes 20, yes/no 5, no/yes 10, no/no 15 -> 0.4.
     a = [1] * 25 + [0] * 25
@@ -73,6 +99,14 @@ def test_cohen_kappa_textbook_values():
     assert AN.cohen_kappa(a, b, [0, 1], "linear") == pytest.approx(0.4)
     assert AN.cohen_kappa(a, b, [0, 1], "quadratic") == pytest.approx(0.4)
     assert AN.cohen_kappa([0, 1, 2, 3], [0, 1, 2, 3], range(6), "linear") == 1.0
+    # Three categories by hand: observed linear disagreement 1/3, expected 4/9 -> 0.25
+    r1, r2 = [0, 0, 1, 1, 2, 2], [0, 1, 1, 2, 2, 0]
+    assert AN.cohen_kappa(r1, r2, None, "linear") == pytest.approx(0.25, rel=1e-12)
+    assert AN.cohen_kappa(r1, r2) == pytest.approx(1 - (3 / 6) / (6 / 9), rel=1e-12)  # unweighted: 0.25 too
+    assert AN.cohen_kappa([0, 1], [2, 2]) == pytest.approx(0.0)  # categories: the union of both raters'
+    assert AN.cohen_kappa([1, 1], [1, 1], [0, 1]) is None and AN.cohen_kappa([], []) is None  # undefined
+    with pytest.raises(ValueError):
+        AN.cohen_kappa([0, 1], [0, 1], weights="cubic")
 
 
 def test_quadratic_kappa_matches_the_moment_identity():

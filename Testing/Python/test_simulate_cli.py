@@ -17,8 +17,22 @@ def test_simulate_phantom_writes_scans_masks_and_settings(tmp_path, capsys):
     assert rc == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert events[0]["event"] == "started" and events[-1]["event"] == "done"
-    for name in ("scan", "replicate", "truth", "mask_lungs", "mask_emphysema", "nodule_labels"):
-        assert (out / f"{name}.nrrd").exists(), name
+    from CTNormalizeLib.protocols import parse_spec
+    from CTNormalizeLib.simulate import derive_seeds, make_phantom, simulate_scan
+
+    def arr(name):
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{name}.nrrd")))
+
+    # the files hold what the library makes for the same seeds: truth, masks, labels, and the two scans
+    ph = make_phantom(3, shape=(12, 64, 64), spacing=(1.0, 2.5, 2.5), emphysema=0.1, nodules=1)
+    np.testing.assert_array_equal(arr("truth"), ph.volume.hu)
+    for name, mask in ph.masks.items():
+        np.testing.assert_array_equal(arr(f"mask_{name}"), mask.astype(np.uint8), err_msg=name)
+    np.testing.assert_array_equal(arr("nodule_labels"), ph.nodule_labels)
+    assert arr("nodule_labels").max() == 1 and arr("mask_emphysema").any()
+    protocol = parse_spec("kernel=sharp,dose=0.25,thickness=2")
+    for name, seed in zip(("scan", "replicate"), derive_seeds(4, 2)):
+        np.testing.assert_allclose(arr(name), simulate_scan(ph.volume, protocol, seed).hu, atol=1e-3, err_msg=name)
     scan = sitk.ReadImage(str(out / "scan.nrrd"))
     assert scan.GetSize() == (64, 64, 6)
     assert scan.GetSpacing() == pytest.approx((2.5, 2.5, 2.0))

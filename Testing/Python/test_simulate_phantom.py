@@ -61,7 +61,12 @@ def test_tissue_values_are_chest_ct_like(healthy):
     assert np.median(hu[m["fat"]]) == pytest.approx(-95, abs=25)
     assert np.median(hu[m["muscle"]]) == pytest.approx(45, abs=20)
     assert 400 < np.percentile(hu[m["bone"]], 95) < 1100
-    assert hu[~m["body"]].max() <= -990 + 1e-3 or np.median(hu[~m["body"]]) == -1000
+    # air outside: the partial-volume ring of the skin (and rib edges, whose bone label reaches one
+    # voxel past the body mask) stays within 3 voxels of the body; everything beyond is exactly air
+    from scipy import ndimage
+
+    near = ndimage.binary_dilation(m["body"], iterations=3)
+    assert np.all(hu[~near] == -1000.0) and np.median(hu[~m["body"]]) == -1000.0
     assert np.median(hu[m["airways"]]) < 0  # lumen air inside walls
     assert m["vessels"].sum() > 0.01 * m["lungs"].sum()
 

@@ -242,16 +242,35 @@ def test_module_lib_finds_resources_and_engine_from_source_tree(tmp_path):
     assert Path(lib).parent == ROOT / "CTNormalizeLib"
 
 
-def test_gpu_check_runs_in_a_child_without_importing_torch_here():
+def test_gpu_check_runs_in_a_child_without_importing_torch_here(monkeypatch):
+    """Any ``import torch`` in this process is seen by the spy, even when an earlier test imported torch."""
+    import builtins
+    import importlib
+
     from CTNormalizeSlicerLib.logic import NormalizationLogic
 
+    imported = []
+    real_import, real_import_module = builtins.__import__, importlib.import_module
+
+    def spy_import(name, *a, **k):
+        if name.split(".")[0] == "torch":
+            imported.append(name)
+        return real_import(name, *a, **k)
+
+    def spy_import_module(name, *a, **k):
+        if name.split(".")[0] == "torch":
+            imported.append(name)
+        return real_import_module(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", spy_import)
+    monkeypatch.setattr(importlib, "import_module", spy_import_module)
     answers = []
-    had_torch = "torch" in sys.modules
     run = NormalizationLogic(python=sys.executable).startGpuCheck(answers.append)
     if run is not None:
         assert run.wait(timeout=120) is RunState.COMPLETED
+    monkeypatch.undo()
+    assert imported == []  # asked the child, not this process
     assert len(answers) == 1 and set(answers[0]) == {"cuda", "mps"}
-    assert had_torch or "torch" not in sys.modules  # asked the child, not this process
     try:
         import torch
     except ImportError:

@@ -105,14 +105,21 @@ def test_bank_roundtrip(tmp_path):
 
 @pytest.mark.slow
 def test_training_reduces_loss(tmp_path):
-    cfg = _cfg(steps=40, lr=3e-3, warmup=5, curriculum=False, batch=4)
+    cfg = _cfg(steps=40, lr=3e-3, warmup=5, curriculum=False, batch=4, log_every=1)
     res = train(cfg, _bank(), tmp_path / "run")
     import csv
 
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
-    first, last = float(rows[0]["l1"]), float(rows[-1]["l1"])
-    assert last < first
-    assert res["final_l1"] is not None
+    assert [int(r["step"]) for r in rows] == list(range(1, 41))
+    l1 = np.array([float(r["l1"]) for r in rows])
+    assert np.all(np.isfinite(l1))
+    # batch-to-batch noise is large: the last ten steps must be lower than the first ten beyond that noise
+    # (measured: mean 0.0434 -> 0.0358, Mann-Whitney p = 5e-4)
+    from scipy.stats import mannwhitneyu
+
+    assert l1[-10:].mean() < l1[:10].mean(), l1
+    assert mannwhitneyu(l1[:10], l1[-10:], alternative="greater").pvalue < 0.01, l1
+    assert res["final_l1"] == pytest.approx(l1.mean(), rel=1e-4)  # the mean of the last 50 (here all 40) steps
 
 
 def test_train_cli_writes_a_loadable_package(tmp_path, monkeypatch):
