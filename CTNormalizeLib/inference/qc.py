@@ -121,12 +121,17 @@ def measure_qc(inp: np.ndarray, out: np.ndarray, body: np.ndarray, borders_y=(),
     else:
         qc["changed_fraction"] = None
 
+    return qc, qc_warnings(qc, lim)
+
+
+def qc_warnings(qc: dict, lim: dict) -> list[dict]:
+    """``QC_SEAMS``, ``QC_HU_DRIFT`` and ``QC_LARGE_CHANGE`` warnings for figures over their limits."""
     warnings = []
     if qc["seam_ratio"] is not None and qc["seam_ratio"] > lim["seam_ratio"]:
         warnings.append({"code": "QC_SEAMS", "message":
                          f"Tile seams are measurable: the change steps {qc['seam_ratio']:.2f}x more across tile "
                          f"borders than elsewhere (limit {lim['seam_ratio']})."})
-    for name, d in drift.items():
+    for name, d in qc["hu_drift"].items():
         if d is not None and abs(d) > lim["hu_drift"]:
             warnings.append({"code": "QC_HU_DRIFT", "message":
                              f"Median HU in {name} moved by {d:+.1f} HU (limit {lim['hu_drift']:g} HU)."})
@@ -135,4 +140,4 @@ def measure_qc(inp: np.ndarray, out: np.ndarray, body: np.ndarray, borders_y=(),
         warnings.append({"code": "QC_LARGE_CHANGE", "message":
                          f"{100 * cf:.1f}% of non-lung body voxels changed by more than {lim['change_hu']:g} HU "
                          f"after smoothing (limit {100 * lim['changed_fraction']:.1f}%)."})
-    return qc, warnings
+    return warnings
