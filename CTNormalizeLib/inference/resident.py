@@ -197,8 +197,12 @@ def _infer_and_blend(module, x_in, x_model, body, box, spec, dev, tile, overlap,
         scaled = ((crop.clamp(spec.lo, spec.hi) - spec.offset) / spec.divisor)
         xb = scaled.unfold(0, ctx, 1).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
         try:
+            roi_hw = tiling.roi_for(h, w, tile, multiple)
             with tiling.autocast_context(str(dev), precision):
-                y = network(run_mod, xb, cond, tiling.roi_for(h, w, tile, multiple), overlap).float()
+                y = network(run_mod, xb, cond, roi_hw, overlap).float()
+            if _reduced(dev, precision) and not bool(torch.isfinite(y).all()):
+                _warn_nonfinite(warnings, z, z1)
+                y = network(run_mod, xb, cond, roi_hw, overlap).float()
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
             if not tiling.is_oom(exc):
                 raise
@@ -217,6 +221,15 @@ def _infer_and_blend(module, x_in, x_model, body, box, spec, dev, tile, overlap,
     by = [y0 + b for b in tiling.tile_borders(h, min(tile, h), overlap)]
     bx = [x0 + b for b in tiling.tile_borders(w, min(tile, w), overlap)]
     return out, tile, (by, bx)
+
+
+def _reduced(dev, precision: str) -> bool:
+    return precision in ("bf16", "fp16") or (precision == "auto" and dev.type == "cuda")
+
+
+def _warn_nonfinite(warnings: list, z0: int, z1: int) -> None:
+    warnings.append({"code": "REDUCED_PRECISION_OVERFLOW", "message":
+                     f"The network overflowed in reduced precision on slices {z0}-{z1 - 1}; they were re-run in fp32."})
 
 
 def _blend(y_scaled, x_pass, x_in, body, spec: RunSpec):

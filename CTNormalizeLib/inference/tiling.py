@@ -50,10 +50,14 @@ def tile_borders(size: int, roi: int, overlap: float) -> list[int]:
 
 
 def autocast_context(device: str, precision: str = "auto"):
-    """Reduced-precision autocast for the network: ``auto`` is bf16 (else fp16) on CUDA, fp32 elsewhere.
+    """Reduced-precision autocast for the network: ``auto`` is fp16 on CUDA, fp32 elsewhere.
 
-    ``precision`` ``fp32`` turns it off, ``bf16``/``fp16`` ask for that type on any device
-    (on the CPU that is oneDNN's bf16/fp16 path: how a GPU's reduced precision is emulated here).
+    fp16 rather than bf16 on CUDA: the same tensor-core speed, and on the shipped model
+    about 8x smaller differences from fp32 (measured: mean 0.04 HU vs 0.3 HU, max 0.5 vs
+    3.8 HU; ``test_fast_path.py``); the resident pipeline re-runs any chunk whose fp16
+    output is not finite in fp32. ``fp32`` turns autocast off; ``bf16``/``fp16`` ask for
+    that type on any device (on the CPU: oneDNN's bf16/fp16, how a GPU's reduced precision
+    is emulated in the tests).
     """
     import contextlib
 
@@ -62,13 +66,9 @@ def autocast_context(device: str, precision: str = "auto"):
     dev_type = str(device).split(":")[0]
     if precision == "fp32" or (precision == "auto" and dev_type != "cuda"):
         return contextlib.nullcontext()
-    if precision == "auto":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    elif precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    else:
+    if precision not in ("auto", "bf16", "fp16"):
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
-    return torch.autocast(dev_type, dtype=dtype)
+    return torch.autocast(dev_type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def roi_for(h: int, w: int, roi: int, multiple: int) -> tuple[int, int]:

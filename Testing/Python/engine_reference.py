@@ -148,7 +148,8 @@ def _infer_chunk_2d(module, x, cond, roi, overlap, multiple=4, sw_batch=16):
     h, w = x.shape[2], x.shape[3]
     roi_hw = (min(roi, _ceil_to(h, multiple)), min(roi, _ceil_to(w, multiple)))
     roi_hw = tuple(_ceil_to(r, multiple) for r in roi_hw)
-    with torch.inference_mode():
+    # enable_grad: the network's original (autograd) forward, not its in-place inference variant
+    with torch.enable_grad():
         t = torch.from_numpy(np.ascontiguousarray(x))
         c = torch.from_numpy(np.asarray(cond, np.float32))[None]
         t = t.contiguous(memory_format=torch.channels_last)
@@ -160,10 +161,10 @@ def _infer_chunk_2d(module, x, cond, roi, overlap, multiple=4, sw_batch=16):
             ph, pw = roi_hw[0] - h, roi_hw[1] - w
             if ph or pw:
                 t = torch.nn.functional.pad(t, (0, pw, 0, ph), mode="replicate")
-            y = torch.cat([predictor(t[i:i + sw_batch]) for i in range(0, t.shape[0], sw_batch)])
+            y = torch.cat([predictor(t[i:i + sw_batch]).detach() for i in range(0, t.shape[0], sw_batch)])
             return y[:, 0, :h, :w].float().numpy()
-        y = sliding_window_inference(t, roi_hw, sw_batch, predictor, overlap=overlap, mode="gaussian",
-                                     padding_mode="replicate")
+        y = sliding_window_inference(t, roi_hw, sw_batch, lambda win: predictor(win).detach(), overlap=overlap,
+                                     mode="gaussian", padding_mode="replicate")
         return y[:, 0].float().numpy()
 
 
