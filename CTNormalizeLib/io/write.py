@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import SimpleITK as sitk
+from ._sitk import available as sitk_available
+from ._sitk import sitk
 
 from ..errors import BadInputError
 from ..volume import Volume
@@ -44,7 +45,7 @@ def _choose_dtype(hu: np.ndarray, dtype: Optional[str]):
     raise BadInputError(f"Output dtype must be 'float32', 'int16' or 'auto', not {dtype!r}.")
 
 
-def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: bool = True,
+def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: Optional[bool] = None,
                  write_tags: bool = False) -> Path:
     """Write ``volume`` to a NRRD, NIfTI or MHA file, atomically.
 
@@ -63,8 +64,10 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
     dtype : {"auto", "float32", "int16"}
         ``auto``: int16 when every value is an integer in the int16 range, else float32.
         ``int16`` rounds to the nearest integer (error when out of range).
-    compress : bool
-        zlib/gzip compression (``.nii`` is never compressed, ``.nii.gz`` always).
+    compress : bool, optional
+        zlib/gzip compression (``.nii`` is never compressed, ``.nii.gz`` always). Default:
+        int16 data compressed, float32 not (gzip shrinks a float CT by under 20 % at about
+        ten times the write time: 264 vs 315 MB and 20 s vs 2 s for 512x512x300 here).
     write_tags : bool
         Also store the acquisition tags of ``meta`` in NRRD/MHA headers.
 
@@ -98,6 +101,18 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
         raise BadInputError(f"Can only write 3D volumes, got shape {hu.shape}.")
     out_dtype = _choose_dtype(hu, dtype)
     data = np.round(hu) if out_dtype is np.int16 else hu
+    if compress is None:
+        compress = out_dtype is np.int16
+    use_comp = compress if fmt != "NIfTI" else low.endswith(".gz")
+    if fmt == "NRRD" and not sitk_available():
+        from .nrrd_lite import write_nrrd
+
+        names = list(META_TAGS) if write_tags else ["Modality"]
+        meta = {n: str(volume.meta[n]).strip() for n in names + ["ctnormalize"]
+                if volume.meta.get(n) is not None and str(volume.meta[n]).strip()}
+        with atomic_output(p) as tmp:
+            write_nrrd(volume.with_array(data), tmp, dtype=out_dtype, compress=bool(use_comp), meta=meta)
+        return p
     image = volume_to_image(volume.with_array(data) if out_dtype is np.int16 else volume, dtype=out_dtype)
     if fmt in ("NRRD", "MetaImage"):
         names = list(META_TAGS) if write_tags else ["Modality"]
@@ -105,7 +120,6 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
             v = volume.meta.get(name)
             if v is not None and str(v).strip():
                 image.SetMetaData(name, str(v).strip())
-    use_comp = compress if fmt != "NIfTI" else low.endswith(".gz")
     with atomic_output(p) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=bool(use_comp))
     return p
