@@ -5,9 +5,8 @@ bit for bit), with bounded memory and less time:
 
 - the network input is scaled chunk by chunk from the body-cropped model input (no
   full-volume scaled copy);
-- each chunk's output is blended into the result as soon as it comes back, in a worker
-  thread while the next chunk runs through the network (no full-volume network output,
-  no full-volume weight arrays);
+- each chunk's output is blended into the result as soon as it comes back, on z slabs
+  in threads (no full-volume network output, no full-volume weight arrays);
 - blending works inside the body's crop box only: outside it the blend weight is exactly
   0 (the soft body mask reaches ~5 px past the body, the box 16 px), so the front-end's
   output passes through unchanged there.
@@ -19,7 +18,6 @@ chunk's working set.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +26,7 @@ from scipy import ndimage as ndi
 from . import masks, qc as qcmod, tiling, zgrid
 from .oom import MIN_TILE, after_oom
 from .runspec import RunSpec
+from .slabs import for_slabs
 
 CROP_MARGIN = 16
 
@@ -148,35 +147,26 @@ def run_cpu(module, hu: np.ndarray, spacing, spec: RunSpec, *, tile=None, overla
     out = np.empty_like(x_model)
     run_mod = prepare_cpu_module(module)
     dev = "cpu"
-    blend_s = [0.0]
-
-    def post(y, z, z1):
+    blend_s = 0.0
+    z = 0
+    while z < n:
+        z1 = min(n, z + chunk)
+        idx = np.clip(np.arange(z - half, z1 + half), 0, n - 1)
+        stack = scale(x_model[idx, y0:y1, x0:x1], spec)
+        x = np.stack([stack[k: k + spec.context] for k in range(z1 - z)])
+        try:
+            y = tiling.infer_chunk_2d(run_mod, x, spec.cond, dev, tile, overlap, multiple, precision=precision)
+        except tiling.TileOOM as exc:
+            dev, tile, chunk = after_oom(exc, dev, tile, chunk, warnings)
+            continue
         tb = time.perf_counter()
-        blend_chunk(out, y, x_model, x_in, body, z, z1, box, spec)
-        blend_s[0] += time.perf_counter() - tb
-
-    with ThreadPoolExecutor(1) as pool:
-        pending = None
-        z = 0
-        while z < n:
-            z1 = min(n, z + chunk)
-            idx = np.clip(np.arange(z - half, z1 + half), 0, n - 1)
-            stack = scale(x_model[idx, y0:y1, x0:x1], spec)
-            x = np.stack([stack[k: k + spec.context] for k in range(z1 - z)])
-            try:
-                y = tiling.infer_chunk_2d(run_mod, x, spec.cond, dev, tile, overlap, multiple, precision=precision)
-            except tiling.TileOOM as exc:
-                dev, tile, chunk = after_oom(exc, dev, tile, chunk, warnings)
-                continue
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(post, y, z, z1)
-            z = z1
-            prog("inference", z / n)
-        if pending is not None:
-            pending.result()
-    timings["inference_s"] = time.perf_counter() - t1 - blend_s[0]
-    timings["blend_s"] = blend_s[0]
+        for_slabs(lambda a, b, y=y, z=z: blend_chunk(out, y[a - z:b - z], x_model, x_in, body, a, b, box, spec),
+                  z, z1)
+        blend_s += time.perf_counter() - tb
+        z = z1
+        prog("inference", z / n)
+    timings["inference_s"] = time.perf_counter() - t1 - blend_s
+    timings["blend_s"] = blend_s
 
     t3 = time.perf_counter()
     prog("qc", 0.0)

@@ -99,12 +99,12 @@ def measure_qc(inp: np.ndarray, out: np.ndarray, body: np.ndarray, borders_y=(),
     qc["seam_ratio"] = seam_ratio(change, borders_y, borders_x, body)
     qc["tile_borders"] = {"y": list(map(int, borders_y)), "x": list(map(int, borders_x))}
 
-    sm_in = ndi.gaussian_filter(inp, (0, 1.5, 1.5))
-    sm_out = ndi.gaussian_filter(out, (0, 1.5, 1.5))
+    sm_in = _smooth(inp, 1.5)
+    sm_out = _smooth(out, 1.5)
     drift = {}
     # tissue classes are picked on a strongly smoothed input: picking them on noisy values
     # would select noise tails, whose median a denoised output then "drifts" from (regression to the mean)
-    sm_cls = ndi.gaussian_filter(inp, (0, 3.0, 3.0))
+    sm_cls = _smooth(inp, 3.0)
     for name, (lo, hi) in REGIONS.items():
         region = ~body if name == "air" else body
         region = region & (sm_cls < hi) & (sm_cls > lo if lo is not None else True)
@@ -114,7 +114,7 @@ def measure_qc(inp: np.ndarray, out: np.ndarray, body: np.ndarray, borders_y=(),
             drift[name] = None
     qc["hu_drift"] = drift
     nonlung = body & (sm_in > -400)
-    sm_ref = sm_in if change_reference is None else ndi.gaussian_filter(ref, (0, 1.5, 1.5))
+    sm_ref = sm_in if change_reference is None else _smooth(ref, 1.5)
     qc["changed_fraction_reference"] = "input" if change_reference is None else "input after the fixed front-end"
     if nonlung.any():
         qc["changed_fraction"] = float((np.abs(sm_out - sm_ref)[nonlung] > lim["change_hu"]).mean())
@@ -122,6 +122,13 @@ def measure_qc(inp: np.ndarray, out: np.ndarray, body: np.ndarray, borders_y=(),
         qc["changed_fraction"] = None
 
     return qc, qc_warnings(qc, lim)
+
+
+def _smooth(a: np.ndarray, sigma: float) -> np.ndarray:
+    """In-plane Gaussian (the same values as ``ndi.gaussian_filter(a, (0, s, s))``), on z slabs in threads."""
+    from .slabs import map_slices
+
+    return map_slices(lambda s: ndi.gaussian_filter(s, (0, sigma, sigma)), a)
 
 
 def qc_warnings(qc: dict, lim: dict) -> list[dict]:

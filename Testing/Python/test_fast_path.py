@@ -296,3 +296,14 @@ def test_reduced_precision_overflow_reruns_in_fp32(protocol_pkg, monkeypatch):
     res = resident.run_resident(module, vol.hu, vol.spacing, spec, "cpu", precision="fp16", warnings=warnings)
     assert "REDUCED_PRECISION_OVERFLOW" in [w["code"] for w in warnings]
     np.testing.assert_allclose(res.hu, ref.hu, atol=1e-3)
+
+
+def test_threaded_body_mask_is_the_shared_one():
+    from CTNormalizeLib.imaging import body_mask
+    from CTNormalizeLib.inference import masks
+
+    vol = chest(nz=7, n=90).hu
+    vol[3, 2:10, 2:10] = 300.0  # an island outside the body: not the largest component
+    ref = body_mask(vol, threshold=-500.0, sigma=1.0, step=2)
+    np.testing.assert_array_equal(masks.body_mask(vol), ref)
+    assert not ref[3, 3:9, 3:9].any()
