@@ -19,8 +19,9 @@ in a fresh subprocess, so peak RSS and peak GPU memory are its own:
   case 2 mm -> 1 mm (150 -> 299 slices) on the CPU.
 - ``v3``: the same for an untrained network of ctn-conditioned-v3's architecture (speed
   does not depend on the weights), until that model ships.
-- ``s0``: the S0 reference generator through ``run_model`` on a 16 x 256 x 256 sub-volume,
-  same device; the ratio of output-voxel throughputs (end to end) to the default model's.
+- ``s0``: the S0 reference generator (untrained: speed does not depend on the weights)
+  through ``run_model`` on a 16 x 256 x 256 sub-volume (2 mm -> 31 slices of 1 mm), same
+  device; the ratio of output-voxel throughputs (end to end) to the default model's.
 - ``precision``: the device pipeline in fp16 / bf16 against fp32 (on a GPU: the whole
   volume; on the CPU: 24 slices, oneDNN's bf16/fp16 emulating the GPU's arithmetic).
 - ``qc``: the QC figures on every slice against the default subsample (CPU).
@@ -55,7 +56,9 @@ V3_ARCH = {"name": "conditioned2.5d", "params": {"context": 5, "width": 48, "hea
 def _peaks(device: str) -> dict:
     import resource
 
-    out = {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3)}
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    # CPU seconds (user + system, all threads): on n idle cores the wall time is at least cpu_s / n
+    out = {"peak_rss_gb": round(ru.ru_maxrss / 2 ** 20, 3), "cpu_s": round(ru.ru_utime + ru.ru_stime, 1)}
     if device.startswith("cuda"):
         import torch
 
@@ -130,9 +133,9 @@ def child_memory(args) -> dict:
          "plan_s": round(plan_s, 2), "output_voxels_per_s": out_vox / min(walls),
          "timings": {k: round(v, 3) for k, v in res.timings.items()}, "warnings": [w["code"] for w in res.warnings],
          "qc": {k: res.qc.get(k) for k in ("hu_drift", "changed_fraction", "seam_ratio", "slices_used", "tile")}}
+    r.update(_peaks(args.device))  # before the extra QC below
     if args.qc_full:
         r["qc_full_vs_subsample"] = _qc_full(res, vol, plan, pkg)
-    r.update(_peaks(args.device))
     return r
 
 
@@ -167,7 +170,7 @@ def child_s0(args) -> dict:
     from CTNormalizeLib.protocols import parse_spec
 
     torch.set_num_threads(args.threads)
-    vol = chest(16, args.input, args.in_plane)
+    vol = chest(16, args.input, args.in_plane or 256)  # a quarter of the in-plane area: S0 is slow
     vol = vol.with_array(vol.hu, spacing=(2.0,) + tuple(vol.spacing[1:]))
     io = {"hu_window": [-1100, 900], "scale": {"offset": 0, "divisor": 1000}, "z_up_factor": 2}
     arch = {"name": "s0_edsr3d", "params": {}}

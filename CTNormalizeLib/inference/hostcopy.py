@@ -26,10 +26,10 @@ class HostCopies:
     chunk : int
         Slices per copy.
     depth : int
-        Pinned buffers in the ring.
+        Pinned buffers in the ring (8 x 16 slices: two 64-slice network chunks in flight).
     """
 
-    def __init__(self, device, slice_shape, chunk: int = 16, depth: int = 3):
+    def __init__(self, device, slice_shape, chunk: int = 16, depth: int = 8):
         import torch
 
         self.device = device

@@ -13,13 +13,20 @@ def body_mask(hu: np.ndarray, threshold: float = -500.0) -> np.ndarray:
     :func:`CTNormalizeLib.imaging.body_mask` with ``sigma=1, step=2``, the same values, with
     its per-slice steps (smoothing, hole filling) on z slabs in threads.
     """
-    from ..imaging.morphology import largest_component
     from .slabs import map_slices
 
     small = np.asarray(hu[:, ::2, ::2], dtype=np.float32)
     above = map_slices(lambda a: ndi.gaussian_filter(a, (0, 1.0, 1.0)) > threshold, small)
-    m = map_slices(_fill_holes, largest_component(above))
+    m = body_components(above)
     return np.repeat(np.repeat(m, 2, axis=1), 2, axis=2)[:, : hu.shape[1], : hu.shape[2]]
+
+
+def body_components(above: np.ndarray) -> np.ndarray:
+    """The body from a thresholded mask: its largest 3D component, holes filled per slice (threads)."""
+    from ..imaging.morphology import largest_component
+    from .slabs import map_slices
+
+    return map_slices(_fill_holes, largest_component(above))
 
 
 def _fill_holes(m: np.ndarray) -> np.ndarray:

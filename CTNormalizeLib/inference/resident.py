@@ -120,7 +120,7 @@ def _prepare(x, spacing, spec: RunSpec):
     """``x_in``, ``x_model`` (on the output z grid) and the body mask, overlapping host and device work."""
     import torch
 
-    from ..imaging.morphology import fill_holes_per_slice, largest_component
+    from .masks import body_components
 
     x_in = torch_ops.resample_z(x, spec.src_spacing, spec.tgt_spacing, spec.src_thickness, spec.tgt_thickness)
     small = torch_ops.gaussian_inplane(x_in[:, ::2, ::2], 1.0) > -500.0
@@ -136,7 +136,7 @@ def _prepare(x, spacing, spec: RunSpec):
         x_model = torch_ops.resample_z(conv, spec.src_spacing, spec.tgt_spacing, spec.src_thickness,
                                        spec.tgt_thickness)
         del conv
-    m = fill_holes_per_slice(largest_component(small_host()))
+    m = body_components(small_host())
     Y, X = x_in.shape[1:]
     proj = np.repeat(np.repeat(m.any(axis=0), 2, axis=0), 2, axis=1)[:Y, :X]
     mt = torch.from_numpy(m).to(x.device, non_blocking=False)
