@@ -30,7 +30,7 @@ def volume_to_image(volume: Volume, dtype=np.float32) -> sitk.Image:
 
 def _choose_dtype(hu: np.ndarray, dtype: Optional[str]):
     if dtype in (None, "auto"):
-        sample = hu.ravel()[:: max(1, hu.size // 4096)]
+        sample = hu.flat[:: max(1, hu.size // 4096)]
         if not np.array_equal(sample, np.round(sample)):  # a fractional value: float, no full-volume pass needed
             return np.float32
         if hu.size and np.all(np.isfinite(hu)) and hu.min() >= _INT16[0] and hu.max() <= _INT16[1] \
