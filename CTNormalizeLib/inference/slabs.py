@@ -7,14 +7,22 @@ z changes no bit; it only uses every core for the parts of the pipeline outside 
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 _POOL: dict = {}
 
 
 def workers() -> int:
-    """Threads for slab work: the CPU count (``CTNORMALIZE_THREADS`` overrides)."""
-    return max(1, int(os.environ.get("CTNORMALIZE_THREADS") or os.cpu_count() or 1))
+    """Threads for slab work: torch's thread setting when torch is loaded (a Dask worker's share), else the CPUs.
+
+    ``CTNORMALIZE_THREADS`` overrides both.
+    """
+    if os.environ.get("CTNORMALIZE_THREADS"):
+        return max(1, int(os.environ["CTNORMALIZE_THREADS"]))
+    if "torch" in sys.modules:
+        return max(1, sys.modules["torch"].get_num_threads())
+    return max(1, os.cpu_count() or 1)
 
 
 def _pool(n: int) -> ThreadPoolExecutor:

@@ -36,7 +36,8 @@ def _package(tmp_path_factory, name, params, io_extra=None, covers=None):
     io = {"hu_window": [-1100, 900], "scale": {"offset": 0, "divisor": 1000}, "context": params["context"],
           "z_up_factor": None, **(io_extra or {})}
     d = tmp_path_factory.mktemp("models") / name
-    write_package(m, d, {"name": name, "architecture": arch, "covers": covers or COVERS, "priority": 1, "io": io})
+    write_package(m, d, {"name": name, "architecture": arch, "covers": covers or COVERS, "priority": 1, "io": io,
+                         "training_data": {"kind": "untrained toy weights for pipeline tests"}})
     return read_package(d)
 
 
