@@ -84,3 +84,21 @@ def test_device_names_resolve_against_what_torch_sees(monkeypatch):
         device.resolve_device("mps")
     monkeypatch.setattr(device, "available_devices", lambda: ["cpu"])
     assert device.resolve_device("auto") == "cpu"
+
+
+@pytest.mark.slow
+def test_speed_benchmark_quick_run_writes_its_json(tmp_path):
+    """benchmarks/speed.py end to end on a small crop: every measurement present, no errors."""
+    out = tmp_path / "speed.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--skip", "s0,v3",
+                        "--out", str(out)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1200)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["cli"]["exit_code"] == 0 and r["cli"]["output_shape"] == [40, 128, 128]
+    assert set(r["cli"]["stages"]) >= {"read_s", "plan_s", "normalize_s", "write_s", "inference_s"}
+    mem = r["memory"]["same_grid"]
+    assert mem["peak_rss_gb"] > 0 and mem["cpu_s"] > 0 and "error" not in mem
+    q = mem["qc_full_vs_subsample"]
+    assert q["all_slices"]["slices_used"] == 40
+    assert r["precision"]["cpu_fp32"]["max_hu"] < 0.01
