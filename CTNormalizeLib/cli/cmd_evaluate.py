@@ -46,6 +46,9 @@ def add_arguments(p):
     b.add_argument("--out-dir", default="benchmarks/results", help="where quality.json and the PNGs go")
     b.add_argument("--bm4d", action="store_true",
                    help="also run the BM4D baselines (optional bm4d package, non-commercial licence; slow)")
+    b.add_argument("--textures", default="clean,target",
+                   help="textures for the complete methods (the classical chain and models), comma-separated "
+                        "(default: both)")
     b.add_argument("--no-heldout", action="store_true",
                    help="skip the held-out-physics column (the independent simulator's cases)")
     b.add_argument("--methods", default=None,
@@ -168,7 +171,7 @@ def _run_benchmark(args) -> int:
     from ..evaluate import benchmark
 
     size = args.size or ("full" if args.full else "default")
-    methods = default_methods()
+    methods = default_methods(tuple(t.strip() for t in (args.textures or "clean").split(",") if t.strip()))
     if args.bm4d:
         from ..benchmark_methods import bm4d_methods
         from ..evaluate.bm4d_baseline import available
