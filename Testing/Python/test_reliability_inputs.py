@@ -147,26 +147,28 @@ def test_unknown_method_lists_each_method_once(capsys, tmp_path, ct):
     code, _, err = cli(capsys, "normalize", ct, "-o", tmp_path / "o.nrrd", "--source", SRC, "--target", "kernel=smooth",
                        "--method", "magic", "--progress", "none")
     check_case(code, err, 2, "Unknown method 'magic'", before, [tmp_path])
-    methods = [m.strip() for m in err.split("Methods:")[1].split(";")[0].rstrip(".\n").split(",")]
+    methods = [m.strip() for m in err.split("one of:")[1].strip().rstrip(".").split(",")]
     assert len(methods) == len(set(methods)) and "auto" in methods, methods
 
 
-def test_cuda_without_cuda_is_bad_input_naming_what_torch_sees(monkeypatch):
-    """A stand-in torch module with no CUDA (the real one may have a GPU, and imports slowly)."""
+def test_cuda_without_cuda_is_bad_input_naming_what_torch_sees(capsys, monkeypatch, tmp_path, ct):
+    """A stand-in torch module with no GPU (the real one may have one, and imports slowly)."""
     import sys
     import types
 
     from CTNormalizeLib.errors import BadInputError
-    from CTNormalizeLib.inference.engine import resolve_device
+    from CTNormalizeLib.inference.device import resolve_device
 
+    no = types.SimpleNamespace(is_available=lambda: False)
     fake = types.SimpleNamespace(__version__="2.13.0+cpu", version=types.SimpleNamespace(cuda=None),
-                                 cuda=types.SimpleNamespace(is_available=lambda: False, device_count=lambda: 0))
+                                 cuda=types.SimpleNamespace(is_available=lambda: False, device_count=lambda: 0),
+                                 backends=types.SimpleNamespace(mps=no))
     monkeypatch.setitem(sys.modules, "torch", fake)
-    for device in ("cuda", "cuda:0", "cuda:1"):
-        with pytest.raises(BadInputError, match="2.13.0.cpu was built without CUDA"):
+    for device in ("cuda", "cuda:0", "cuda:1", "gpu"):
+        with pytest.raises(BadInputError, match="PyTorch sees: cpu"):
             resolve_device(device)
     assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
-    fake.version.cuda, fake.cuda.is_available, fake.cuda.device_count = "12.4", lambda: True, lambda: 1
-    assert resolve_device("cuda") == "cuda:0"
-    with pytest.raises(BadInputError, match=r"sees 1 CUDA device"):
-        resolve_device("cuda:1")
+    before = snapshot(ct)
+    code, _, err = cli(capsys, "normalize", ct, "-o", tmp_path / "o.nrrd", "--source", SRC, "--target", "kernel=smooth",
+                       "--method", "ctn-conditioned-v2", "--device", "cuda", "--progress", "none")
+    check_case(code, err, 2, ["BAD_INPUT", "PyTorch sees: cpu"], before, [tmp_path], absent=[tmp_path / "o.nrrd"])

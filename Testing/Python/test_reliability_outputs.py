@@ -26,13 +26,15 @@ def ct(tmp_path):
 
 
 def _no_work(monkeypatch):
-    """Make the normalization itself fail loudly: a case that must be refused before the work."""
-    import CTNormalizeLib.normalize as N
+    """Make planning and the normalization fail loudly: a case that must be refused before the work."""
+    import CTNormalizeLib.normalization as N
+    import CTNormalizeLib.plan as P
 
     def boom(*a, **k):
         raise AssertionError("the work started although the outputs were unusable")
 
-    monkeypatch.setattr(N, "normalize", boom)
+    monkeypatch.setattr(P, "make_plan", boom)
+    monkeypatch.setattr(N, "execute", boom)
 
 
 # ----------------------------------------------------------------------------- 1, 2: outputs vs inputs
@@ -199,12 +201,12 @@ def test_missing_folders_created_for_every_output_and_removed_on_failure(capsys,
     assert code == 0 and out.is_file() and json.loads(rep.read_text())["method"], err
     assert not leftovers(tmp_path) and snapshot(ct) == before
 
-    import CTNormalizeLib.normalize as N
+    import CTNormalizeLib.normalization as N
 
     def fail(*a, **k):
         raise MemoryError()
 
-    monkeypatch.setattr(N, "normalize", fail)
+    monkeypatch.setattr(N, "execute", fail)
     code, _, err = cli(capsys, "normalize", ct, "-o", tmp_path / "x" / "y" / "o.nrrd",
                        "--report", tmp_path / "z" / "r.json", *FAST)
     check_case(code, err, 4, "memory", before, [tmp_path], absent=[tmp_path / "x", tmp_path / "z"])
