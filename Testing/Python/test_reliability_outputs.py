@@ -10,14 +10,15 @@ from __future__ import annotations
 import errno
 import json
 import os
-import resource
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from reliability import FAST, chest, check_case, cli, cli_process, leftovers, snapshot, write_image
+from reliability import FAST, REPO, chest, check_case, cli, leftovers, snapshot, write_image
 
 
 @pytest.fixture
@@ -118,21 +119,47 @@ def test_evaluate_report_over_an_input(capsys, tmp_path, ct):
 
 
 # ----------------------------------------------------------------------------- 3, 10: full disk, bad paths
-@pytest.mark.parametrize("name", ["out.nii", "out.nii.gz", "out.nrrd", "out.mha"])
-def test_full_disk_is_exit_4_and_keeps_the_old_output(tmp_path, ct, name):
-    """A full disk, genuinely: the child runs under ``ulimit -f`` (RLIMIT_FSIZE = 40 kB), so the
-    writer's write(2) fails with EFBIG part-way, exactly where ENOSPC would. SimpleITK's NIfTI
-    writer only prints an error then; the verified publish must catch the short file."""
-    out = tmp_path / name
-    out.write_bytes(b"the output of an earlier run")
-    before = snapshot(ct, out)
-    limit = 40_000
+FULL_DISK_FORMATS = ["out.nii", "out.nii.gz", "out.nrrd", "out.mha"]
+FULL_DISK_SCRIPT = """
+import contextlib, io, json, resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+from CTNormalizeLib.cli.main import main
+runs = {}
+for args in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(args)
+    runs[args[3]] = [code, err.getvalue()]
+print(json.dumps(runs))
+"""
 
-    def limit_files():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    r = cli_process("normalize", ct, "-o", out, *FAST, preexec_fn=limit_files)
-    check_case(r.returncode, r.stderr, 4, ["NO_SPACE", str(out)], before, [tmp_path])
+@pytest.fixture(scope="module")
+def full_disk_runs(tmp_path_factory):
+    """One child process under ``ulimit -f`` (RLIMIT_FSIZE = 40 kB) runs normalize once per format.
+
+    A full disk, genuinely: each writer's write(2) fails with EFBIG part-way, exactly where ENOSPC
+    would. (One process for the four runs: a CLI start costs seconds on a busy machine.)"""
+    folder = tmp_path_factory.mktemp("fulldisk")
+    ct = write_image(folder / "in.nrrd", chest())
+    for name in FULL_DISK_FORMATS:
+        (folder / name).write_bytes(b"the output of an earlier run")
+    before = snapshot(ct, *[folder / n for n in FULL_DISK_FORMATS])
+    runs = [["normalize", str(ct), "-o", str(folder / name), *FAST] for name in FULL_DISK_FORMATS]
+    r = subprocess.run([sys.executable, "-c", FULL_DISK_SCRIPT, json.dumps(runs)], capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, r.stderr
+    return folder, before, json.loads(r.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", FULL_DISK_FORMATS)
+def test_full_disk_is_exit_4_and_keeps_the_old_output(full_disk_runs, name):
+    """SimpleITK's NIfTI writer only prints an error on a failed write; the verified publish must
+    catch the short file. NRRD/MHA writers raise, with ITK text: one sentence instead."""
+    folder, before, runs = full_disk_runs
+    code, err = runs[str(folder / name)]
+    check_case(code, err, 4, ["NO_SPACE", str(folder / name)], before, [folder])
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_unwritable_output_paths_are_refused_before_the_work(capsys, monkeypatch, tmp_path, ct):
