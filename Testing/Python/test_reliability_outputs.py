@@ -277,3 +277,66 @@ def test_atomic_temp_names_fit_long_output_names(tmp_path):
     name = "r" * 240 + ".json"
     atomic_write_text(tmp_path / name, "{}")
     assert (tmp_path / name).read_text() == "{}" and not leftovers(tmp_path)
+
+
+# ----------------------------------------------------------------------------- DICOM series and cohorts
+def _tree(folder: Path) -> dict:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def test_dicom_series_output_replaced_only_by_a_complete_run(capsys, monkeypatch, tmp_path, ct):
+    """A DICOM series (a folder) and the report are staged and published together: a run that fails
+    after writing the series keeps the earlier series; a run that succeeds replaces it."""
+    import CTNormalizeLib.io.atomic as A
+    from CTNormalizeLib.errors import CancelledError
+
+    out, rep = tmp_path / "series", tmp_path / "run.json"
+    dicom = ["--output-format", "dicom", "--report", rep, *FAST]
+    code, _, err = cli(capsys, "normalize", ct, "-o", out, *dicom)
+    assert code == 0 and len(list(out.glob("*.dcm"))) == 12, err
+    first = _tree(out)
+    before = snapshot(ct, out, rep)
+
+    real = A.atomic_write_text
+
+    def cancelled(*a, **k):
+        raise CancelledError("Cancelled by SIGTERM.")
+
+    monkeypatch.setattr(A, "atomic_write_text", cancelled)
+    code, _, err = cli(capsys, "normalize", ct, "-o", out, *dicom)
+    check_case(code, err, 130, "CANCELLED", before, [tmp_path])
+    assert _tree(out) == first
+
+    monkeypatch.setattr(A, "atomic_write_text", real)
+    code, _, err = cli(capsys, "normalize", ct, "-o", out, *dicom)
+    assert code == 0, err
+    assert _tree(out).keys() == first.keys() and _tree(out) != first  # new UIDs: a new series
+    assert not leftovers(tmp_path)
+
+
+def test_dicom_outputs_inside_the_input_series_are_refused(capsys, tmp_path):
+    from test_io import write_dicom_series
+
+    folder = tmp_path / "series"
+    write_dicom_series(folder, n_slices=4)
+    before = snapshot(folder)
+    code, _, err = cli(capsys, "normalize", folder, "-o", folder / "norm", "--output-format", "dicom", *FAST)
+    check_case(code, err, 2, "inside the input folder", before, [tmp_path], absent=[folder / "norm"])
+    seg = next(folder.glob("*.dcm")).with_name("lungs.seg.dcm")
+    code, _, err = cli(capsys, "emphysema", folder, "--dicom-seg", seg)
+    check_case(code, err, 2, "inside the input folder", before, [tmp_path], absent=[seg])
+
+
+def test_batch_output_folder_checked_before_any_case(capsys, tmp_path, ct):
+    from test_io import write_dicom_series
+
+    folder = tmp_path / "series"
+    write_dicom_series(folder, n_slices=4)
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"case,input\na,{ct}\nb,{folder}\n")
+    before = snapshot(ct, folder, manifest)
+    for out, words in ((folder, "is one of its inputs"), (tmp_path, "holds the input"),
+                       (folder / "out", "inside the input folder"),
+                       (Path("/proc/ctn-batch"), "not writable")):
+        code, _, err = cli(capsys, "batch", manifest, "-o", out, "--target", "kernel=smooth", "--progress", "none")
+        check_case(code, err, 2, words, before, [tmp_path])

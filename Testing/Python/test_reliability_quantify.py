@@ -76,3 +76,19 @@ def test_labelmap_with_many_labels_is_refused_but_few_are_fine(tmp_path):
         check_labelmap(many, "many.nrrd")
     check_labelmap(np.arange(10, dtype=np.uint8).reshape(1, 2, 5), "few.nrrd")
     check_labelmap(np.array([0.0, 1.0, 2.0], np.float32), "float-integers.nrrd")
+
+
+def test_batch_case_without_lungs_is_an_empty_measurement_with_a_warning(tmp_path):
+    """In a cohort a scan without lungs is not a failed case: its emphysema entry is empty and a
+    NO_LUNGS warning says why (the normalized output is still written)."""
+    from CTNormalizeLib.cohort.case import BatchSettings, run_case
+    from CTNormalizeLib.cohort.manifest import Case
+
+    phantom = write_image(tmp_path / "water.nrrd", water_cylinder(nz=8), spacing=(1.5, 1.5, 2.5))
+    settings = BatchSettings(target="kernel=smooth", method="mtf_ratio", source="kernel=sharp,dose=1,thickness=2.5",
+                             emphysema=True, measure=False)
+    rec = run_case(Case(name="water", input=str(phantom), folder="water"), settings, str(tmp_path / "out"))
+    assert rec["status"] == "done", rec.get("error")
+    assert rec["emphysema"] == {"original": None, "normalized": None}
+    assert [w["code"] for w in rec["warnings"]].count("NO_LUNGS") == 2
+    assert (tmp_path / "out" / "cases" / "water" / "normalized.nrrd").is_file()
