@@ -185,7 +185,8 @@ class OutputGuard:
                 raise BadInputError(f"The {what} path {given} lies inside {kind_txt} {k.real}; "
                                     "write outside it (a file there would be taken for part of it).")
             if kind == "dir" and _inside(k.real, real) and k.label == "input":
-                raise BadInputError(f"The {what} folder {given} holds the input {k.real}; choose a new folder.")
+                raise BadInputError(f"The {what} folder {given} holds the input {k.real}; CTNormalize never "
+                                    "overwrites its inputs. Choose a new folder.")
         for o in self._outputs:
             if real == o.real or (inode is not None and inode == _inode(o.real)):
                 raise BadInputError(f"The {what} path {given} is already another output of this run ({o.path}); "
