@@ -9,6 +9,7 @@ bad-input cases go here (see docs/DEVELOPING.md).
 from __future__ import annotations
 
 import os
+import resource
 import time
 
 import pytest
@@ -61,19 +62,25 @@ def test_header_claiming_gigabytes_is_refused_at_once(capsys, tmp_path, encoding
     check_case(code, err, 2, ["12.58 GB", "truncated or damaged"], before, [tmp_path])
 
 
-def test_image_larger_than_memory_is_exit_4_before_reading(capsys, tmp_path):
-    """A sparse file (no disk used) with a valid header and all its bytes, bigger than the memory."""
+def test_image_larger_than_memory_is_exit_4_before_reading(tmp_path):
+    """A sparse file (no disk used) with a valid header and all its bytes, claiming four times the
+    machine's memory. Run in a child limited to 8 GB of address space: should the check ever fail,
+    the child gets a MemoryError instead of the machine's OOM killer."""
     import psutil
 
-    avail = psutil.virtual_memory().available
-    nz = int(avail // (6 * 2048 * 2048)) + 2  # int16 on disk, float32 in memory: 6 bytes per voxel
+    nz = int(4 * psutil.virtual_memory().total // (4 * 2048 * 2048)) + 1  # float32 voxels: 4x the RAM
     big = tmp_path / "big.nrrd"
     header = f"NRRD0004\ntype: short\ndimension: 3\nsizes: 2048 2048 {nz}\nendian: little\nencoding: raw\n\n"
     with open(big, "wb") as fh:
         fh.write(header.encode())
         fh.truncate(len(header) + 2 * 2048 * 2048 * nz)
-    code, _, err = cli(capsys, "info", big)
-    check_case(code, err, 4, ["memory", "available"], {}, [tmp_path])
+    limit = 8 << 30
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    r = cli_process("info", big, preexec_fn=limit_memory, timeout=120)
+    check_case(r.returncode, r.stderr, 4, ["memory", "available"], {}, [tmp_path])
 
 
 def test_a_device_is_refused(capsys, tmp_path):
