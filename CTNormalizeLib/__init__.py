@@ -10,8 +10,10 @@ from .errors import (  # noqa: F401
     CTNormalizeError,
     BadInputError,
     NotCTError,
+    NoLungsError,
     NoModelError,
     ResourceExhaustedError,
+    DiskFullError,
     CancelledError,
     InternalError,
 )

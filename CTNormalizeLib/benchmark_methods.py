@@ -10,11 +10,12 @@ from .errors import BadInputError
 from .evaluate.benchmark import MethodProvider
 
 
-def method_providers(names=None, kinds=("classical", "model")) -> list[MethodProvider]:
-    """One provider per method-table row (classical rows, then installed models).
+def method_providers(names=None, kinds=("classical", "model"), textures=("clean",)) -> list[MethodProvider]:
+    """One provider per method-table row (classical rows, then installed models) and texture.
 
     Each runs :func:`~CTNormalizeLib.normalization.normalize` with the explicit source and
-    target protocols, as a user who knows the protocol would.
+    target protocols, as a user who knows the protocol would. ``textures`` beyond ``clean``
+    add a provider ``<label>[<texture>]`` for every complete method (the chain and models).
     """
     from .methods import method_table
     from .normalization import normalize
@@ -28,11 +29,13 @@ def method_providers(names=None, kinds=("classical", "model")) -> list[MethodPro
         if m.kind not in kinds or (names is not None and m.name not in names):
             continue
 
-        def fn(volume, source, target, reference=None, _n=m.name, _ref=m.needs_reference):
-            return normalize(volume, source, target, method=_n, device="auto",
-                             reference=reference if _ref else None).volume
         label = f"{m.kind}:{m.name}" if m.kind == "model" else f"classical:{m.name}"
-        out.append(MethodProvider(label, fn, m.card.get("sha256"), m.kind))
+        for tex in (textures if m.complete else ("clean",)):
+            def fn(volume, source, target, reference=None, _n=m.name, _ref=m.needs_reference, _t=tex):
+                return normalize(volume, source, target, method=_n, device="auto", texture=_t,
+                                 reference=reference if _ref else None).volume
+            name = label if tex == "clean" else f"{label}[{tex}]"
+            out.append(MethodProvider(name, fn, m.card.get("sha256"), m.kind))
     return out
 
 
@@ -46,9 +49,30 @@ def model_methods() -> list[MethodProvider]:
     return method_providers(None, ("model",))
 
 
-def default_methods() -> list[MethodProvider]:
-    """Every classical method plus every installed model."""
-    return classical_methods() + model_methods()
+def default_methods(textures=("clean",)) -> list[MethodProvider]:
+    """Every classical method plus every installed model (in each of ``textures`` where it applies)."""
+    return method_providers(None, ("classical", "model"), textures)
+
+
+def signature_nps(hu, spacing):
+    """BM4D's noise PSD from the engine's measured signature: the NPS shape of flat ROIs
+    (air outside the body when there is enough, else soft tissue), scaled to the measured
+    soft-tissue noise std."""
+    import numpy as np
+
+    from .signature import measure_signature
+    from .signature.nps import measure_nps
+    from .signature.regions import slice_regions
+    from .volume import Volume
+
+    sig = measure_signature(Volume(hu, tuple(spacing)), with_edge=False)
+    regions = slice_regions(hu, spacing)
+    nps = measure_nps(hu, spacing, regions, region="air") or measure_nps(hu, spacing, regions, region="tissue")
+    if nps is None or not sig.noise_hu:
+        raise BadInputError("No flat region to measure the noise power spectrum in.")
+    n = nps.nps2d.shape[0]
+    total = float(nps.nps2d.sum()) / (n * nps.pixel_mm) ** 2
+    return nps.nps2d * (sig.noise_hu ** 2 / max(total, 1e-12)), (float(spacing[1]), float(spacing[2]))
 
 
 def bm4d_methods(nps_fn=None) -> list[MethodProvider]:
@@ -56,7 +80,7 @@ def bm4d_methods(nps_fn=None) -> list[MethodProvider]:
     scan as acquired); empty when the optional ``bm4d`` package is not installed.
 
     ``nps_fn(hu, spacing) -> (nps2d_fftshifted, (dy, dx))`` measures the noise power spectrum
-    BM4D's PSD is made from (default: ``evaluate.bm4d_baseline.uniform_roi_nps``).
+    BM4D's PSD is made from (default: :func:`signature_nps`, the engine's measured NPS).
     """
     from .evaluate import bm4d_baseline
 
@@ -64,6 +88,8 @@ def bm4d_methods(nps_fn=None) -> list[MethodProvider]:
         return []
     from .normalization import normalize
     from .plan import make_plan
+
+    nps_fn = nps_fn or signature_nps
 
     def denoise(volume, source, target, reference=None):
         return bm4d_baseline.bm4d_denoise(volume, nps_fn)
@@ -76,6 +102,6 @@ def bm4d_methods(nps_fn=None) -> list[MethodProvider]:
     return [MethodProvider("bm4d", denoise, kind="baseline"), MethodProvider("bm4d+mtf_ratio", chain, kind="baseline")]
 
 
-def heldout_methods() -> list[MethodProvider]:
+def heldout_methods(textures=("clean",)) -> list[MethodProvider]:
     """The held-out-physics benchmark's methods: every classical row and installed model, plus BM4D when installed."""
-    return default_methods() + bm4d_methods()
+    return default_methods(textures) + bm4d_methods()

@@ -5,6 +5,8 @@ See DESIGN.md section 4: every error the engine raises on purpose carries a
 process exit status).
 """
 
+import errno
+
 
 class CTNormalizeError(Exception):
     """Base class: an error with a protocol code and a process exit code."""
@@ -31,6 +33,13 @@ class NotCTError(BadInputError):
     exit_code = 2
 
 
+class NoLungsError(BadInputError):
+    """No lungs could be found, so a lung measure cannot be made (exit 2)."""
+
+    code = "NO_LUNGS"
+    exit_code = 2
+
+
 class NoModelError(CTNormalizeError):
     """No model covers the requested protocol pair (exit 3)."""
 
@@ -42,6 +51,13 @@ class ResourceExhaustedError(CTNormalizeError):
     """Out of memory (GPU or host) even after fallbacks (exit 4)."""
 
     code = "OOM"
+    exit_code = 4
+
+
+class DiskFullError(ResourceExhaustedError):
+    """No space left for an output (or the file grew past the allowed size) (exit 4)."""
+
+    code = "NO_SPACE"
     exit_code = 4
 
 
@@ -57,3 +73,21 @@ class InternalError(CTNormalizeError):
 
     code = "INTERNAL"
     exit_code = 1
+
+
+# errno values that mean "the output does not fit": full disk, quota, file-size limit.
+_NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def from_os_error(exc: OSError, action: str = "write") -> CTNormalizeError:
+    """The protocol error for an ``OSError`` met while reading or writing a file.
+
+    A full disk, a quota or a file-size limit is a :class:`DiskFullError` (exit 4); any
+    other file-system refusal (read-only, permission, missing folder, name too long) is a
+    :class:`BadInputError` (exit 2). The message is one sentence naming the file.
+    """
+    where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno in _NO_SPACE_ERRNOS:
+        return DiskFullError(f"Cannot {action}{where}: {reason}; free some space or choose another folder.")
+    return BadInputError(f"Cannot {action}{where}: {reason}.")

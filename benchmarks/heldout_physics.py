@@ -32,9 +32,11 @@ def main(argv=None) -> int:
     ap.add_argument("--size", choices=("tiny", "default", "native", "full"), default="default")
     ap.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
     ap.add_argument("--out-dir", default="benchmarks/results")
+    ap.add_argument("--textures", default="clean,target",
+                    help="textures for the complete methods (the chain and models), comma-separated")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    methods = heldout_methods()
+    methods = heldout_methods(tuple(t.strip() for t in args.textures.split(",") if t.strip()))
     if args.methods:
         known = {m.name: m for m in methods}
         known.update({m.name.split(":", 1)[-1]: m for m in methods})

@@ -80,6 +80,17 @@ def local_workers(args, n_cases: int) -> int:
     return max(1, min(usable_cores(), n_cases))
 
 
+def _check_output(args, cases, out: Path) -> None:
+    """The output folder is none of the cases' inputs, holds none and lies in none (a DICOM
+    series), and can be written: checked before any case runs (io.outputs.OutputGuard)."""
+    from ..io.outputs import OutputGuard
+
+    guard = OutputGuard(inputs=[args.manifest, args.radiomics_params]
+                        + [c.input for c in cases] + [getattr(c, "segments", None) for c in cases])
+    guard.add(out, kind="dir", what="-o")
+    guard.check()
+
+
 def run(args) -> int:
     mode = args.progress or default_progress_mode()
     events = EventStream(mode)
@@ -103,6 +114,7 @@ def _run(args, mode: str) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise BadInputError(f"Output {out} is a file; give a folder.")
+    _check_output(args, cases, out)
     out.mkdir(parents=True, exist_ok=True)
     workers = None if args.scheduler else local_workers(args, len(cases))
     threads = args.threads or (None if args.scheduler else default_threads(workers))

@@ -47,7 +47,12 @@ def run(args) -> int:
         assert len(shape) == 3
     except (ValueError, AssertionError):
         raise BadInputError(f"--shape must be three integers z,y,x, got {args.shape!r}") from None
+    from ..io.outputs import OutputGuard
+
     out = Path(args.output)
+    guard = OutputGuard()
+    guard.add(out, kind="dir", what="-o")
+    guard.check()  # before the minutes of work: a folder we can write in
     out.mkdir(parents=True, exist_ok=True)
 
     def say(msg):

@@ -29,6 +29,8 @@ def add_arguments(p):
     p.add_argument("--dicom-seg", metavar="OUT.dcm", default=None,
                    help="write the lungs and the emphysema mask as a DICOM SEG referencing the CT series (DICOM "
                         "input only); with several CTs give a folder, which gets <name>.seg.dcm per CT")
+    p.add_argument("--allow-missing-slices", action="store_true",
+                   help="DICOM: interpolate over unreadable or missing slices (named in a warning) instead of refusing")
 
 
 def _stem(path: Path) -> str:
@@ -68,14 +70,26 @@ def _seg_folder(target: str, n_inputs: int):
         return None
     if n_inputs > 1 and not (Path(target).is_dir() or target.endswith("/")):
         raise BadInputError("With several CTs, --dicom-seg takes a folder (one <name>.seg.dcm per CT).")
-    folder = Path(target)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return Path(target)  # created (with the masks) when the outputs are published
+
+
+def _mask_paths(inputs: list, out: Path) -> list:
+    """(lung, emphysema) mask paths per input, unique even when inputs share a name."""
+    stems: set = set()
+    paths = []
+    for i, path in enumerate(inputs):
+        stem = _stem(path)
+        if stem in stems:
+            stem = f"{stem}_{i}"
+        stems.add(stem)
+        paths.append((out / f"{stem}_lung.nrrd", out / f"{stem}_emphysema.nrrd"))
+    return paths
 
 
 def run(args) -> int:
     from ..contracts.results import EmphysemaMeasurement, EmphysemaReport
     from ..errors import BadInputError
+    from ..io.outputs import OutputGuard, volume_nbytes
     from ..quantify import emphysema_dice, emphysema_index, load_lung_mask
     from ..quantify._io import read_volume, write_mask
 
@@ -87,41 +101,50 @@ def run(args) -> int:
     for p in inputs + [Path(m) for m in masks]:
         if not p.exists():
             raise BadInputError(f"Input file not found: {p}")
-    seg_dir = None
+    guard = OutputGuard(inputs=inputs + [Path(m) for m in masks])
+    mask_paths = _mask_paths(inputs, Path(args.mask_out)) if args.mask_out else []
+    for pair in mask_paths:
+        for m in pair:
+            guard.add(m, what="--mask-out")
+    seg_paths = []
     if args.dicom_seg:
         seg_dir = _seg_folder(args.dicom_seg, len(inputs))
+        seg_paths = [Path(args.dicom_seg) if seg_dir is None else seg_dir / f"{_stem(p)}_{i}.seg.dcm"
+                     for i, p in enumerate(inputs)]
+        for p in seg_paths:
+            guard.add(p, what="--dicom-seg")
+    guard.check()
     rows, first = [], None
-    stems: set = set()
-    for i, path in enumerate(inputs):
-        vol = read_volume(path)
-        lung = None
-        if masks:
-            lung = load_lung_mask(masks[0] if len(masks) == 1 else masks[i], vol)
-        res = emphysema_index(vol, lung=lung, threshold=args.threshold)
-        row = EmphysemaMeasurement.from_dict({"input": str(path), **res.to_dict()})
-        if first is None:
-            first = res
-        elif first.emphysema_mask.shape == res.emphysema_mask.shape:
-            row.dice_vs_first = emphysema_dice(first, res)
-        if args.mask_out:
-            stem = _stem(path)
-            if stem in stems:
-                stem = f"{stem}_{i}"
-            stems.add(stem)
-            out = Path(args.mask_out)
-            lung_path = write_mask(out / f"{stem}_lung.nrrd", res.lung.labelmap(), vol)
-            emph_path = write_mask(out / f"{stem}_emphysema.nrrd", res.emphysema_mask, vol)
-            row.masks = {"lung": str(lung_path.resolve()), "emphysema": str(emph_path.resolve())}
-        if args.dicom_seg:
-            from ..io.dicom_seg import write_lung_seg
+    with guard:
+        for i, path in enumerate(inputs):
+            vol = read_volume(path, allow_missing_slices=args.allow_missing_slices)
+            lung = None
+            if masks:
+                lung = load_lung_mask(masks[0] if len(masks) == 1 else masks[i], vol)
+            res = emphysema_index(vol, lung=lung, threshold=args.threshold)
+            row = EmphysemaMeasurement.from_dict({"input": str(path), **res.to_dict()})
+            if first is None:
+                first = res
+            elif first.emphysema_mask.shape == res.emphysema_mask.shape:
+                row.dice_vs_first = emphysema_dice(first, res)
+            if mask_paths:
+                lung_path, emph_path = mask_paths[i]
+                for m in (lung_path, emph_path):
+                    guard.expect(m, volume_nbytes(vol.hu.size, m, bytes_per_voxel=1))
+                write_mask(guard.stage(lung_path), res.lung.labelmap(), vol)
+                write_mask(guard.stage(emph_path), res.emphysema_mask, vol)
+                row.masks = {"lung": str(lung_path.resolve()), "emphysema": str(emph_path.resolve())}
+            if seg_paths:
+                from ..io.dicom_seg import write_lung_seg
 
-            seg_path = Path(args.dicom_seg) if seg_dir is None else seg_dir / f"{_stem(path)}_{i}.seg.dcm"
-            write_lung_seg(seg_path, vol, res.lung.labelmap(), res.emphysema_mask, args.threshold)
-            row.dicom_seg = str(seg_path.resolve())
-        rows.append(row)
-        if not args.json:
-            for w in res.warnings:
-                print(f"warning [{w['code']}] {path}: {w['message']}", file=sys.stderr)
+                write_lung_seg(guard.stage(seg_paths[i]), vol, res.lung.labelmap(), res.emphysema_mask,
+                               args.threshold)
+                row.dicom_seg = str(seg_paths[i].resolve())
+            rows.append(row)
+            if not args.json:
+                for w in res.warnings:
+                    print(f"warning [{w['code']}] {path}: {w['message']}", file=sys.stderr)
+        guard.commit()
     report = EmphysemaReport(rows)
     if args.json:
         sys.stdout.write(dumps(report.to_dict()) + "\n")

@@ -46,6 +46,9 @@ def add_arguments(p):
     b.add_argument("--out-dir", default="benchmarks/results", help="where quality.json and the PNGs go")
     b.add_argument("--bm4d", action="store_true",
                    help="also run the BM4D baselines (optional bm4d package, non-commercial licence; slow)")
+    b.add_argument("--textures", default="clean,target",
+                   help="textures for the complete methods (the classical chain and models), comma-separated "
+                        "(default: both)")
     b.add_argument("--no-heldout", action="store_true",
                    help="skip the held-out-physics column (the independent simulator's cases)")
     b.add_argument("--methods", default=None,
@@ -85,10 +88,9 @@ def _read_mask(path, target):
     import numpy as np
     import SimpleITK as sitk
 
-    try:
-        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    except RuntimeError as exc:
-        raise BadInputError(f"Cannot read {path}: {exc}") from None
+    from ..io.read import read_image
+
+    arr = sitk.GetArrayFromImage(read_image(path))
     if arr.shape != target.shape:
         raise BadInputError(f"{path} has shape {arr.shape}, but the target has {target.shape}; "
                             "masks and labelmaps must be on the target's grid.")
@@ -104,6 +106,21 @@ def run(args) -> int:
 
 
 def _run_files(args) -> int:
+    from ..io.outputs import OutputGuard
+
+    paths = {"target": args.target, "source": args.source, "output": args.output, "replicate": args.replicate}
+    guard = OutputGuard(inputs=[*paths.values(), args.segments, args.lung_mask, args.lpips_weights])
+    if args.report:
+        guard.add(args.report, what="--report")
+    if args.out:
+        guard.add(args.out, what="--out")
+    guard.check()
+    with guard:
+        _evaluate_files(args, paths, guard)
+    return 0
+
+
+def _evaluate_files(args, paths: dict, guard):
     from ..cli.events import dumps
     from ..evaluate.figures import pair_figures
     from ..evaluate.paired import evaluate_pair
@@ -111,7 +128,6 @@ def _run_files(args) -> int:
     from ..io import read_volume
     from ..io.jsonfile import write_json
 
-    paths = {"target": args.target, "source": args.source, "output": args.output, "replicate": args.replicate}
     vols = {k: read_volume(v) if v else None for k, v in paths.items()}
     target = vols["target"]
     lung = _read_mask(args.lung_mask, target) > 0 if args.lung_mask else None
@@ -139,9 +155,10 @@ def _run_files(args) -> int:
         flat = {**{k: v for k, v in prov.items() if k not in ("inputs", "sha256")},
                 **{f"{k} file": v for k, v in prov["inputs"].items()},
                 **{f"{k} sha256": v for k, v in prov["sha256"].items()}}
-        write_html(args.report, pair_report_html(res, figs, flat))
+        write_html(guard.stage(args.report), pair_report_html(res, figs, flat))
     if args.out:
-        write_json(args.out, res, indent=1)
+        write_json(guard.stage(args.out), res, indent=1)
+    guard.commit()
     if args.json:
         sys.stdout.write(dumps(res) + "\n")
     else:
@@ -149,7 +166,6 @@ def _run_files(args) -> int:
         print(f"LPIPS: {res['lpips_note']}")
         if args.report:
             print(f"report: {args.report}")
-    return 0
 
 
 def _print_table(table: dict, fh):
@@ -168,7 +184,7 @@ def _run_benchmark(args) -> int:
     from ..evaluate import benchmark
 
     size = args.size or ("full" if args.full else "default")
-    methods = default_methods()
+    methods = default_methods(tuple(t.strip() for t in (args.textures or "clean").split(",") if t.strip()))
     if args.bm4d:
         from ..benchmark_methods import bm4d_methods
         from ..evaluate.bm4d_baseline import available
@@ -184,12 +200,22 @@ def _run_benchmark(args) -> int:
         if missing:
             raise BadInputError(f"Unknown method(s) {', '.join(missing)}; known: {', '.join(m.name for m in methods)}.")
         methods = [known[w] for w in want]
+    from ..io.outputs import OutputGuard
+
+    guard = OutputGuard(inputs=[args.lpips_weights])
+    guard.add(args.out_dir, kind="dir", what="--out-dir")
+    if args.report:
+        guard.add(args.report, what="--report")
+    guard.check()
     events = EventStream("none" if args.json else default_progress_mode(), steps=1)
     events.started("benchmark")
-    with cancel_on_signals():
+    with cancel_on_signals(), guard:
         res = benchmark.run_benchmark(size, methods, progress=events.callback(), lpips_weights=args.lpips_weights,
                                       heldout=not args.no_heldout)
-        written = benchmark.write_benchmark(res, args.out_dir, args.report)
+        written = benchmark.write_benchmark(res, args.out_dir, guard.stage(args.report) if args.report else None)
+        guard.commit()
+        if written["report"]:
+            written["report"] = str(args.report)
     events.done(written["json"], {})
     if args.json:
         sys.stdout.write(dumps({k: v for k, v in res.items() if not k.startswith("_")}) + "\n")

@@ -26,15 +26,18 @@ def add_arguments(p):
     p.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the folder holds several series")
     p.add_argument("--target", default="emphysema-reference",
                    help="target preset or spec the noise is compared with (default emphysema-reference)")
+    p.add_argument("--allow-missing-slices", action="store_true",
+                   help="DICOM: interpolate over unreadable or missing slices (named in a warning) instead of refusing")
 
 
-def collect(path, series_uid=None, target: str = "emphysema-reference") -> tuple[dict, CTNormalizeError | None]:
+def collect(path, series_uid=None, target: str = "emphysema-reference",
+            allow_missing_slices: bool = False) -> tuple[dict, CTNormalizeError | None]:
     """Everything ``info`` shows, as a JSON-ready dict, and the validation error (or None)."""
     from ..io import hu_summary, read_volume, validate_ct
     from ..io.dicom import META_TAGS
     from ..protocols.detect import protocol_from_tags
 
-    vol = read_volume(path, series_uid=series_uid, validate=False)
+    vol = read_volume(path, series_uid=series_uid, validate=False, allow_missing_slices=allow_missing_slices)
     error = None
     try:
         validate_ct(vol)
@@ -168,7 +171,7 @@ def _signature_lines(sig, noise) -> list:
 
 
 def run(args) -> int:
-    info, error = collect(args.input, args.series_uid, args.target)
+    info, error = collect(args.input, args.series_uid, args.target, args.allow_missing_slices)
     if args.json:
         sys.stdout.write(dumps(info) + "\n")
     else:

@@ -64,18 +64,14 @@ def add_arguments(p):
     p.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the folder holds several series")
     p.add_argument("--reference", default=None, help="reference CT for --method histogram_match / frequency_decomposition")
     p.add_argument("--report", default=None, help="also write the run report (JSON) to this path")
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return False
+    p.add_argument("--allow-missing-slices", action="store_true",
+                   help="DICOM: interpolate over unreadable or missing slices (with a warning naming them) "
+                        "instead of refusing the series")
 
 
 def run(args) -> int:
     events = EventStream(args.progress or default_progress_mode(), steps=len(STEPS))
-    return run_with_events(events, lambda written: _run(args, events, written),
+    return run_with_events(events, lambda guard: _run(args, events, guard),
                            oom_hint="Try a smaller volume or free memory.")
 
 
@@ -84,7 +80,8 @@ def _read_inputs(args, timings: dict):
     from ..io.validate import validate_ct
 
     t = time.perf_counter()
-    vol = read_volume(args.input, series_uid=args.series_uid, validate=False)
+    vol = read_volume(args.input, series_uid=args.series_uid, validate=False,
+                      allow_missing_slices=args.allow_missing_slices)
     validate_ct(vol)
     reference = read_volume(args.reference) if args.reference else None
     like = None
@@ -95,36 +92,45 @@ def _read_inputs(args, timings: dict):
     return vol, reference, like
 
 
-def _run(args, events: EventStream, written: list) -> int:
+def _run(args, events: EventStream, guard) -> int:
+    from ..interruptible import call_interruptibly
     from ..io import write_volume
     from ..io.dicom_write import check_output_dir, derivation_from_report, output_is_dicom, write_derived_series
+    from ..io.outputs import volume_nbytes
+    from ..io.write import check_volume_path
     from ..methods import get_method
     from ..normalization import execute
     from ..plan import make_plan
 
-    out = args.output
-    if _same_file(args.input, out):
-        raise BadInputError("The output path is the input path; CTNormalize never overwrites its input.")
-    if not Path(out).parent.exists():
-        raise BadInputError(f"Output folder does not exist: {Path(out).parent}")
-    if output_is_dicom(out, args.output_format):
+    dicom_out = output_is_dicom(args.output, args.output_format)
+    guard.add_inputs([args.input, args.reference, args.target_like])
+    out = guard.add(args.output, what="-o", kind="dir" if dicom_out else "file",
+                    validate=None if dicom_out else check_volume_path)
+    if dicom_out:
         check_output_dir(out, args.input)
+    if args.report:
+        guard.add(args.report, what="--report")
+    guard.check()
     if args.target is None and args.target_like is None:
         raise BadInputError("Give a target: --target PRESET|SPEC or --target-like REFERENCE_SCAN.")
     timings: dict = {}
     vol, reference, like = _read_inputs(args, timings)
+    guard.expect(out, volume_nbytes(vol.hu.size, out, 2 if dicom_out else 4))  # before planning; exact z below
     for w in vol.meta.get("warnings", []):
         events.warning(w.get("code", "INPUT"), w.get("message", str(w)))
 
     t = time.perf_counter()
-    plan = make_plan(vol, args.source, args.target, target_like=like, method=args.method, device=args.device,
-                     texture=args.texture, kernel_from=args.kernel_from)
+    # In a worker thread: measuring the signature and importing torch for a model are long C calls.
+    plan = call_interruptibly(make_plan, vol, args.source, args.target, target_like=like, method=args.method,
+                              device=args.device, texture=args.texture, kernel_from=args.kernel_from)
     timings["plan_s"] = round(time.perf_counter() - t, 3)
+    z_ratio = vol.spacing[0] / (plan.target.z_spacing or vol.spacing[0])
+    guard.expect(out, volume_nbytes(vol.hu.size * z_ratio, out, 2 if dicom_out else 4))
     row = get_method(plan.method)
     if row.needs_torch:
         from ..inference import preload
 
-        preload()
+        call_interruptibly(preload)
         check_cancelled()
     events.started(method=plan.method, device=plan.device, model_sha256=row.card.get("sha256"),
                    source=plan.source.spec(), target=plan.target.spec(), method_reason=plan.method_reason,
@@ -147,22 +153,21 @@ def _run(args, events: EventStream, written: list) -> int:
     out_vol.meta = {k: v for k, v in vol.meta.items() if k not in ("source_path", "warnings")}
     out_vol.meta["ctnormalize"] = f"{plan.method} {plan.source.spec()} -> {plan.target.spec()}"
     run_report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve()))
-    if output_is_dicom(out, args.output_format):
-        series = write_derived_series(out_vol, out, vol, derivation_from_report(run_report))
+    if dicom_out:
+        series = write_derived_series(out_vol, guard.stage(out), vol, derivation_from_report(run_report))
         for w in series.warnings:
             events.warning(w["code"], w["message"])
     else:
-        write_volume(out_vol, out)
-    written.append(out)
+        write_volume(out_vol, guard.stage(out))
     timings["write_s"] = round(time.perf_counter() - t, 3)
     outcome.timings = {**timings, **outcome.timings}
     report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve())).to_dict()
     if args.report:
         from ..io.atomic import atomic_write_text
 
-        atomic_write_text(args.report, dumps(report) + "\n")
-        written.append(args.report)
+        atomic_write_text(guard.stage(args.report), dumps(report) + "\n")
     check_cancelled()
+    guard.commit()
     events.progress("done", 1.0, step=4, force=True)
     events.done(str(Path(out).resolve()), report)
     if events.mode != "json":

@@ -50,16 +50,26 @@ def _fmt(v) -> str:
 
 def run(args) -> int:
     from ..errors import BadInputError
-    from ..quantify.radiomics import default_params_path, extract_radiomics
+    from ..io.outputs import OutputGuard
+    from ..quantify.radiomics import comparison_path, default_params_path, extract_radiomics
 
     images = parse_images(args.image)
     if args.params and args.filters:
         raise BadInputError("Give either --params or --filters, not both.")
     params = args.params or (default_params_path(filters=True) if args.filters else None)
-    result = extract_radiomics(images, args.segments, params=params)
-    written = None
+    guard = OutputGuard(inputs=[*images.values(), args.segments, args.params])
+    outputs = []
     if args.output:
-        written = [str(p.resolve()) for p in result.write_csv(args.output)]
+        out = guard.add(args.output, what="-o")
+        outputs = [out, guard.add(comparison_path(out), what="-o (its _comparison.csv)")]
+    guard.check()
+    written = None
+    with guard:
+        result = extract_radiomics(images, args.segments, params=params)
+        if outputs:
+            staged = [guard.stage(p) for p in outputs]
+            result.write_csv(staged[0])
+            written = [str(p.resolve()) for p in guard.commit()]
     if args.json:
         from ..contracts.results import RadiomicsReport
 

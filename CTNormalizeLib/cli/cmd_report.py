@@ -24,7 +24,12 @@ def run(args) -> int:
     from ..evaluate.benchmark import benchmark_figures
     from ..evaluate.report import benchmark_report_html, write_html
 
+    from ..io.outputs import OutputGuard
+
     path = Path(args.result)
+    guard = OutputGuard(inputs=[path])
+    guard.add(args.output, what="-o")
+    guard.check()
     try:
         bench = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -44,6 +49,8 @@ def run(args) -> int:
     if missing or not figs:
         for cap, png in benchmark_figures(bench).items():
             figs.setdefault(cap, png)
-    write_html(args.output, benchmark_report_html(bench, figs))
+    with guard:
+        write_html(guard.stage(args.output), benchmark_report_html(bench, figs))
+        guard.commit()
     print(f"report: {args.output}")
     return 0

@@ -53,11 +53,11 @@ def add_arguments(p):
 
 def run(args) -> int:
     events = EventStream(args.progress or default_progress_mode(), steps=3)
-    return run_with_events(events, lambda written: _run(args, events, written),
+    return run_with_events(events, lambda guard: _run(args, events, guard),
                            oom_hint="Try a smaller volume.")
 
 
-def _run(args, events: EventStream, written: list) -> int:
+def _run(args, events: EventStream, guard) -> int:
     import numpy as np
 
     from ..io import read_volume, write_volume
@@ -70,6 +70,12 @@ def _run(args, events: EventStream, written: list) -> int:
     if out.exists() and not out.is_dir():
         raise BadInputError(f"Output {out} exists and is not a folder.")
     protocol = resolve_protocol(args.protocol)
+    guard.add_inputs([args.from_ct])
+    names = ["scan.nrrd", "settings.json"] + (["replicate.nrrd"] if args.replicate else []) + \
+        (["truth.nrrd", "nodule_labels.nrrd"] if args.phantom is not None else [])
+    for name in names:
+        guard.add(out / name, what="-o")
+    guard.check()
     events.started(method="simulate", device="cpu", protocol=protocol.spec())
     t0 = time.perf_counter()
     timings = {}
@@ -82,8 +88,6 @@ def _run(args, events: EventStream, written: list) -> int:
                                progress=lambda s, f: events.progress(s, 0.1 * f, step=1))
         truth = phantom.volume
     else:
-        if args.from_ct and Path(args.from_ct).resolve() == out.resolve():
-            raise BadInputError("The output folder is the input; CTNormalize never overwrites its input.")
         truth = read_volume(args.from_ct)
         for w in truth.meta.get("warnings", []):
             events.warning(w.get("code", "INPUT"), w.get("message", str(w)))
@@ -107,27 +111,22 @@ def _run(args, events: EventStream, written: list) -> int:
 
     events.progress("write", 0.88, step=3, force=True)
     t = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
 
     def write(vol: Volume, name: str, dtype="float32"):
         path = out / name
         vol = Volume(vol.hu, vol.spacing, vol.origin, vol.direction,
                      {k: v for k, v in vol.meta.items() if isinstance(v, str)})
-        write_volume(vol, path, dtype=dtype, write_tags=True)
-        written.append(str(path))
+        write_volume(vol, guard.stage(path), dtype=dtype, write_tags=True)
         return str(path.resolve())
 
     def write_label(arr, name: str):
-        import SimpleITK as sitk
-
-        from ..io.atomic import atomic_output
-        from ..io.write import volume_to_image
+        from ..io.write import volume_to_image, write_image
 
         path = out / name
+        if name not in names:
+            guard.add(path, what="-o")
         image = volume_to_image(Volume(arr, truth.spacing, truth.origin, truth.direction), dtype=np.uint8)
-        with atomic_output(path) as tmp:
-            sitk.WriteImage(image, str(tmp), useCompression=True)
-        written.append(str(path))
+        write_image(image, guard.stage(path), compress=True)
         return str(path.resolve())
 
     files = {"scan": write(scans[0], "scan.nrrd")}
@@ -151,8 +150,8 @@ def _run(args, events: EventStream, written: list) -> int:
     timings["write_s"] = round(time.perf_counter() - t, 3)
     settings["timings"] = timings
     settings_path = out / "settings.json"
-    atomic_write_text(settings_path, dumps(settings) + "\n")
-    written.append(str(settings_path))
+    atomic_write_text(guard.stage(settings_path), dumps(settings) + "\n")
+    guard.commit()
     events.progress("done", 1.0, step=3, force=True)
     events.done(str(out.resolve()), {"files": files, "timings": timings, "protocol": protocol.spec()})
     if events.mode != "json":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import BadInputError
+from ..io.outputs import OutputGuard
 
 NAME = "study"
 HELP = "blinded reader studies: create from a manifest, show progress, analyze answers"
@@ -46,6 +47,30 @@ def add_arguments(parser):
     a.add_argument("--seed", type=int, default=0, help="bootstrap seed")
 
 
+def _create_inputs(manifest) -> list:
+    """The manifest and every image it names (no output may be one of them)."""
+    from ..readerstudy.manifest import read_manifest
+
+    cases, _ = read_manifest(manifest)
+    return [manifest] + [p for c in cases for p in c["images"].values()]
+
+
+def _analyze_guard(args):
+    """Outputs of ``analyze`` must not touch the study: its files, answers, items or key."""
+    from pathlib import Path
+
+    from ..readerstudy import storage as S
+
+    study = Path(args.study_dir)
+    key = Path(args.key) if args.key else study / S.KEY_FILE
+    guard = OutputGuard(inputs=[study / S.STUDY_FILE, key],
+                        protected=[study / S.ANSWERS_DIR, study / S.ITEMS_DIR, key])
+    if args.output:
+        guard.add(args.output, what="-o")
+    guard.check()
+    return guard
+
+
 def _split(text):
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
@@ -56,6 +81,11 @@ def run(args) -> int:
 
     cmd = getattr(args, "study_command", None)
     if cmd == "create":
+        guard = OutputGuard(inputs=_create_inputs(args.manifest))
+        guard.add(args.output, kind="dir", what="-o")
+        if args.key:
+            guard.add(args.key, what="--key")
+        guard.check()
         summary = create.create_study(
             args.manifest, args.output, args.design, args.seed, per_reader=args.per_reader,
             readers=_split(args.readers), variants=_split(args.variants) or None,
@@ -90,13 +120,16 @@ def run(args) -> int:
     if cmd == "analyze":
         if not args.output and not args.json:
             raise BadInputError("Give -o report.html and/or --json.")
-        result = analysis.analyze_study(args.study_dir, key_path=args.key, seed=args.seed)
-        if args.output:
-            from ..readerstudy.report import write_report
+        guard = _analyze_guard(args)
+        with guard:
+            result = analysis.analyze_study(args.study_dir, key_path=args.key, seed=args.seed)
+            if args.output:
+                from ..readerstudy.report import write_report
 
-            write_report(result, args.output)
-            if not args.json:
-                print(f"Wrote {args.output}")
+                write_report(result, guard.stage(args.output))
+                guard.commit()
+                if not args.json:
+                    print(f"Wrote {args.output}")
         if args.json:
             print(dumps(result))
         for w in result["warnings"]:

@@ -155,40 +155,48 @@ def cancel_on_signals():
             signal.signal(s, h)
 
 
-def run_with_events(events: EventStream, work: Callable[[list], int], oom_hint: str = "") -> int:
-    """Run ``work(written)`` as a process-protocol command and return its exit code.
+def run_with_events(events: EventStream, work: Callable, oom_hint: str = "") -> int:
+    """Run ``work(guard)`` as a process-protocol command and return its exit code.
 
-    SIGTERM/SIGINT cancel it; every failure becomes one ``error`` event (and a line on
-    stderr) with the code and exit code of DESIGN.md section 4, and the files ``work``
-    listed in ``written`` are removed, so no half-finished output is left behind.
+    ``guard`` is an :class:`~CTNormalizeLib.io.outputs.OutputGuard` with no outputs yet:
+    ``work`` registers its inputs and outputs, checks them before its work, stages its files
+    and commits them at the end. SIGTERM/SIGINT cancel the run; every failure becomes one
+    ``error`` event (and a line on stderr) with the code and exit code of DESIGN.md section
+    4, and the staged files are removed, so no half-finished output is left and no file that
+    existed before the run is deleted. A closed stdout (``| head``) ends the run like a
+    cancel and re-raises ``BrokenPipeError`` for :func:`~CTNormalizeLib.cli.main.main`.
     """
-    import os
     import traceback
 
-    from ..errors import CTNormalizeError, ResourceExhaustedError
+    from ..errors import CTNormalizeError, ResourceExhaustedError, from_os_error
+    from ..io.outputs import OutputGuard
 
-    written: list = []
+    guard = OutputGuard()
 
     def fail(code: str, message: str, exit_code: int) -> int:
-        for path in written:
-            try:
-                os.remove(path)
-            except OSError:
-                pass
-        events.error(code, message)
+        guard.abort()
+        events.error(code, guard.public(message))
         return exit_code
 
     try:
         with cancel_on_signals():
-            return work(written)
+            return work(guard)
+    except BrokenPipeError:
+        guard.abort()
+        raise
     except CTNormalizeError as exc:  # CancelledError included
         return fail(exc.code, exc.message, exc.exit_code)
     except MemoryError:
         exc = ResourceExhaustedError(f"Out of host memory. {oom_hint}".strip())
         return fail(exc.code, exc.message, exc.exit_code)
+    except OSError as exc:
+        err = from_os_error(exc)
+        return fail(err.code, err.message, err.exit_code)
     except Exception as exc:  # noqa: BLE001 - the protocol wants every failure as an event
         traceback.print_exc(file=sys.stderr)
         return fail("INTERNAL", f"Internal error: {type(exc).__name__}: {exc}", 1)
+    finally:
+        guard.abort()  # after a commit there is nothing left to remove
 
 
 def default_progress_mode() -> str:

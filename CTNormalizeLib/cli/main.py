@@ -3,7 +3,9 @@
 Subcommands are discovered from the ``cmd_*.py`` modules of this package. Each defines
 ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. Errors derived
 from :class:`CTNormalizeError` become a clear message on stderr (or a JSON ``error``
-event, see :mod:`.events`) and the error's exit code.
+event, see :mod:`.events`) and the error's exit code; an ``OSError`` from the file system
+becomes one too (a full disk exit 4, anything else exit 2). A closed stdout ends the
+command quietly with exit 141.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
 from ..version import __version__
-from ..errors import CTNormalizeError
+from ..errors import CancelledError, CTNormalizeError, from_os_error
 
 
 def _commands():
@@ -44,6 +47,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run ``ctnormalize``; returns the exit code (see the module docstring)."""
+    try:
+        code = _main(argv)
+    except BrokenPipeError:
+        code = _broken_pipe()
+    from ..interruptible import abandoned
+
+    if argv is None and (abandoned() or code == CancelledError.exit_code):
+        # Cancelled: the outputs are already cleaned up. End now rather than in interpreter
+        # shutdown, which waits for a worker thread still in a long C call (an import, a write
+        # into a removed temp folder) and tears down torch (seconds).
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    return code
+
+
+def _main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -54,14 +78,46 @@ def main(argv=None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
+    from .events import cancel_on_signals
+
     try:
-        return int(args._run(args) or 0)
+        # SIGTERM/SIGINT become CancelledError, so every command removes its staged outputs.
+        with cancel_on_signals():
+            return int(args._run(args) or 0)
     except CTNormalizeError as exc:
-        print(f"ctnormalize: error [{exc.code}]: {exc.message}", file=sys.stderr)
-        return exc.exit_code
+        return _report(exc)
     except KeyboardInterrupt:
         print("ctnormalize: cancelled", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        return _report(from_os_error(exc, "read or write"))
+
+
+#: Exit status for a closed stdout (``ctnormalize ... | head -1``): 128 + SIGPIPE, as a shell
+#: reports for a program ended by SIGPIPE.
+EXIT_BROKEN_PIPE = 141
+
+
+def _report(exc: CTNormalizeError) -> int:
+    try:
+        print(f"ctnormalize: error [{exc.code}]: {exc.message}", file=sys.stderr)
+    except BrokenPipeError:
+        pass
+    return exc.exit_code
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout went away: end quietly (no traceback, nothing more written)."""
+    try:
+        # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

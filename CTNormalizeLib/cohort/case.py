@@ -230,15 +230,26 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     rec["after"] = scan_signature(out_vol) if settings.measure else None
     clock.lap("signature_after_s")
     if settings.emphysema:
-        from ..quantify import emphysema_index
-
-        rec["emphysema"] = {name: emphysema_index(v, threshold=settings.threshold).to_dict()
+        rec["emphysema"] = {name: _emphysema(v, name, settings.threshold, warnings)
                             for name, v in (("original", vol), ("normalized", out_vol))}
         clock.lap("emphysema_s")
     if settings.radiomics:
         rec["radiomics"] = _radiomics(case, settings, vol, out_vol)
         clock.lap("radiomics_s")
     return rec
+
+
+def _emphysema(vol, name: str, threshold: float, warnings: list) -> Optional[dict]:
+    """The emphysema index of one image, or None with a ``NO_LUNGS`` warning when it has no lungs
+    (in a cohort that is one empty measurement, not a failed case)."""
+    from ..errors import NoLungsError
+    from ..quantify import emphysema_index
+
+    try:
+        return emphysema_index(vol, threshold=threshold).to_dict()
+    except NoLungsError as exc:
+        warnings.append({"code": exc.code, "message": f"{name}: {exc.message}"})
+        return None
 
 
 class _Clock:

@@ -59,7 +59,9 @@ def batch_rows(records: list) -> tuple:
     return rows, BATCH_COLUMNS + extra_cols
 
 
-def _region(d: dict, region: str) -> Optional[dict]:
+def _region(d: Optional[dict], region: str) -> Optional[dict]:
+    if not d:
+        return None  # no lungs found in that image (NO_LUNGS)
     if region == "lungs":
         return d
     return (d.get("per_lung") or {}).get(region) or (d.get("per_zone") or {}).get(region)

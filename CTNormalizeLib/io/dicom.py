@@ -5,9 +5,12 @@ and ImageOrientationPatient). Rescale slope/intercept are applied per slice: GDC
 it when SimpleITK reads a file, and the pydicom fallback does it explicitly.
 
 Non-uniform slice spacing in a series is **resampled** to the median spacing by linear
-interpolation along z, with a ``NONUNIFORM_SPACING`` warning in ``meta["warnings"]``
-(and ``MISSING_SLICES`` when a gap exceeds 2.5 times the median). Duplicate slice
-positions are an error.
+interpolation along z, with a ``NONUNIFORM_SPACING`` warning in ``meta["warnings"]``.
+Missing slices -- files of the series that cannot be read (GDCM leaves them out of the
+series), or a gap of :data:`MISSING_GAP` times the median spacing or more -- are refused
+with a message naming them, unless ``allow_missing_slices``: then they are interpolated
+over with a ``MISSING_SLICES`` warning that names them. Duplicate slice positions are an
+error.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ..errors import BadInputError
 from ..imaging.zgrid import resample_z
 from ..volume import Volume
 from .sitk_volume import image_to_volume
+from .missing_slices import MISSING_GAP, missing_slices  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -248,17 +252,23 @@ def _pixels_sitk(files: list[Path]) -> sitk.Image:
         return reader.Execute()
 
 
-def _pixels_pydicom(files: list[Path]) -> np.ndarray:
+def _pixels_pydicom(files: list[Path], bad: Optional[list] = None) -> np.ndarray:
+    """Pixels of ``files`` in HU; with a ``bad`` list, undecodable files are skipped and
+    listed there instead of being an error."""
     pydicom = _pydicom()
     if pydicom is None:
         raise BadInputError("SimpleITK could not read these DICOM files and pydicom is not installed.")
     slices = []
     for f in files:
-        ds = pydicom.dcmread(str(f), force=True)
         try:
+            ds = pydicom.dcmread(str(f), force=True)
             px = ds.pixel_array.astype(np.float32)
         except Exception as exc:  # noqa: BLE001
-            raise BadInputError(f"Cannot decode the pixels of {f}: {exc}") from None
+            if bad is not None:
+                bad.append(f)
+                continue
+            raise BadInputError(f"Cannot decode the pixels of {f}: {exc}. "
+                                "Use --allow-missing-slices to interpolate over unreadable slices.") from None
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
         px = px * slope + intercept
@@ -275,6 +285,37 @@ def _pydicom_geometry(path: Path) -> tuple[tuple, tuple, tuple]:
     ipp = ds.get("ImagePositionPatient", [0.0, 0.0, 0.0])
     iop = np.array([float(v) for v in ds.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])])
     return (float(ps[1]), float(ps[0])), tuple(float(v) for v in ipp), _direction(iop)
+
+
+# ----------------------------------------------------------------------------- unreadable files
+
+def unreadable_files(directory, series: list[SeriesInfo], uid: str) -> list[Path]:
+    """DICOM files of ``directory`` that no listed series holds but that may belong to ``uid``.
+
+    GDCM leaves a file it cannot read (e.g. truncated) out of every series. Such a file is
+    one of the series' slices unless pydicom can read its header and shows it belongs to
+    another series. Files without the DICOM preamble are not considered (they may be
+    anything).
+    """
+    listed = {Path(f).resolve() for s in series for f in s.files}
+    out = []
+    for f in sorted(p for p in Path(directory).iterdir() if p.is_file()):
+        if f.resolve() in listed or not is_dicom_file(f):
+            continue
+        other = None
+        pydicom = _pydicom()
+        if pydicom is not None:
+            try:
+                ds = pydicom.dcmread(str(f), stop_before_pixels=True, force=True)
+                other = str(ds.get("SeriesInstanceUID", "") or "").strip()
+                if str(getattr(ds.get("file_meta", None), "MediaStorageSOPClassUID", "")) == "1.2.840.10008.1.3.10":
+                    other = "DICOMDIR"
+            except Exception:  # noqa: BLE001 - an unreadable header is what we look for
+                other = None
+        if other and other != uid:
+            continue
+        out.append(f)
+    return out
 
 
 # ----------------------------------------------------------------------------- public readers
@@ -305,15 +346,18 @@ def read_dicom_file(path) -> Volume:
     return vol
 
 
-def read_dicom_series(directory, series_uid: Optional[str] = None) -> Volume:
+def read_dicom_series(directory, series_uid: Optional[str] = None, allow_missing_slices: bool = False) -> Volume:
     """The series in ``directory`` with most slices, or the one with ``series_uid``.
+
+    ``allow_missing_slices`` interpolates over unreadable or missing slices (with a
+    ``MISSING_SLICES`` warning naming them) instead of refusing the series.
 
     Raises
     ------
     BadInputError
         No DICOM series in the folder; an unknown ``series_uid`` (the message lists the
         series found, with their slice counts); slices without position/orientation in a
-        multi-slice series; duplicate slice positions.
+        multi-slice series; duplicate slice positions; unreadable or missing slices (named).
     """
     d = Path(directory)
     series = list_series(d)
@@ -371,6 +415,7 @@ def read_dicom_series(directory, series_uid: Optional[str] = None) -> Volume:
             "echoes in one series?); cannot build one volume."
         )
     files = [h.path for h in headers]
+    unreadable = unreadable_files(d, series, chosen.uid)
 
     if use_sitk:
         try:
@@ -381,7 +426,16 @@ def read_dicom_series(directory, series_uid: Optional[str] = None) -> Volume:
         except RuntimeError:
             use_sitk = False
     if not use_sitk:
-        arr = _pixels_pydicom(files)
+        bad: Optional[list] = [] if allow_missing_slices else None
+        arr = _pixels_pydicom(files, bad)
+        if bad:
+            keep = [k for k, f in enumerate(files) if f not in bad]
+            unreadable = unreadable + bad
+            headers, files, pos = [headers[k] for k in keep], [files[k] for k in keep], pos[keep]
+            if len(files) < 2:
+                raise BadInputError(f"Series {chosen.uid} in {d}: fewer than two slices can be read.")
+            gaps = np.diff(pos)
+            step = float(np.median(gaps))
         (sx, sy), _, direction = _pydicom_geometry(files[0])
     if arr.shape[0] != len(files):
         raise BadInputError(f"Series {chosen.uid} in {d}: multi-frame files in a series are not supported.")
@@ -398,18 +452,13 @@ def read_dicom_series(directory, series_uid: Optional[str] = None) -> Volume:
                        "they are kept as an orthogonal grid, so geometry is approximate.",
         })
 
+    warnings += missing_slices(d, chosen.uid, pos, files, unreadable, allow_missing_slices)
     tol = max(0.01 * step, 0.01)
     if np.max(np.abs(gaps - step)) > tol:
         arr, n = _resample_z(arr, pos, step)
         msg = (f"Slice spacing varies from {gaps.min():.3g} to {gaps.max():.3g} mm; resampled "
                f"{len(files)} slices to {n} slices at the median spacing {step:.4g} mm (linear along z).")
         warnings.append({"code": "NONUNIFORM_SPACING", "message": msg})
-        if gaps.max() > 2.5 * step:
-            warnings.append({
-                "code": "MISSING_SLICES",
-                "message": f"A gap of {gaps.max():.3g} mm (median spacing {step:.3g} mm) was filled by interpolation; "
-                           "slices may be missing from the series.",
-            })
         log.warning(msg)
     else:
         step = float((pos[-1] - pos[0]) / (len(pos) - 1))

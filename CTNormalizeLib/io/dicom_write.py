@@ -19,6 +19,7 @@ series is written into a temp folder that is renamed to the output at the end.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -116,7 +117,7 @@ def output_is_dicom(path, output_format: Optional[str] = None) -> bool:
     if output_format in ("dicom", "volume"):
         return output_format == "dicom"
     text = str(path)
-    return text.endswith(("/", "\\")) or Path(text).is_dir()
+    return text.endswith(("/", "\\")) or os.path.isdir(text)  # isdir: False for an unusable path too
 
 
 # ----------------------------------------------------------------------------- source series

@@ -9,9 +9,12 @@ from ._sitk import available as sitk_available
 from ._sitk import sitk
 
 from ..errors import BadInputError
+from ..interruptible import call_interruptibly
 from ..volume import Volume
 from . import dicom
 from .sitk_volume import image_to_volume
+from .filecheck import check_image_file
+from .outputs import check_regular_input
 
 _FORMATS = {
     ".nrrd": "NRRD", ".nhdr": "NRRD", ".nii": "NIfTI", ".nii.gz": "NIfTI",
@@ -28,6 +31,32 @@ def file_format(path) -> Optional[str]:
     return None
 
 
+def read_image(path) -> sitk.Image:
+    """Read any image file (a mask, a labelmap) with SimpleITK, checked like a CT file.
+
+    Raises
+    ------
+    BadInputError
+        Missing, not a regular file, unreadable, or holding less data than its header says.
+    ResourceExhaustedError
+        Too large for the available memory.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise BadInputError(f"Input file not found: {p}")
+    check_regular_input(p)
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(p))
+        with dicom._quiet_itk():
+            reader.ReadImageInformation()
+        check_image_file(p, reader, file_format(p))
+        with dicom._quiet_itk():
+            return call_interruptibly(reader.Execute)
+    except RuntimeError as exc:
+        raise BadInputError(f"Cannot read {p}: {str(exc).strip().splitlines()[-1]}") from None
+
+
 def _read_file(p: Path) -> Volume:
     if dicom.is_dicom_file(p):
         return dicom.read_dicom_file(p)
@@ -42,7 +71,10 @@ def _read_file(p: Path) -> Volume:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(p))
         with dicom._quiet_itk():
-            image = reader.Execute()
+            reader.ReadImageInformation()
+        check_image_file(p, reader, fmt)
+        with dicom._quiet_itk():
+            image = call_interruptibly(reader.Execute)
     except RuntimeError as exc:
         if fmt is None:
             # No known extension and not a DICOM preamble: maybe DICOM without preamble.
@@ -61,12 +93,18 @@ def _read_file(p: Path) -> Volume:
     for name in list(dicom.META_TAGS) + ["ctnormalize"]:  # tags written by write_volume (NRRD/MHA)
         if name in keys and image.GetMetaData(name).strip():
             meta[name] = image.GetMetaData(name).strip()
+    if str(meta.get("Modality", "")).startswith("MET_MOD_"):
+        # MetaIO's own modality field (MET_MOD_CT, MET_MOD_UNKNOWN when none was set), not a DICOM tag.
+        mod = meta.pop("Modality")[len("MET_MOD_"):]
+        if mod != "UNKNOWN":
+            meta["Modality"] = mod
     vol = image_to_volume(image, meta)
     vol.meta["source_format"] = fmt or reader.GetImageIO().replace("ImageIO", "")
     return vol
 
 
-def read_volume(path, series_uid: Optional[str] = None, validate: bool = True) -> Volume:
+def read_volume(path, series_uid: Optional[str] = None, validate: bool = True,
+                allow_missing_slices: bool = False) -> Volume:
     """Read a CT volume in HU.
 
     Parameters
@@ -79,6 +117,10 @@ def read_volume(path, series_uid: Optional[str] = None, validate: bool = True) -
         the series with most slices is read (with a ``SERIES_CHOSEN`` warning).
     validate : bool
         Run :func:`~CTNormalizeLib.io.validate.validate_ct` (3D, finite, CT, HU-like).
+    allow_missing_slices : bool
+        For a DICOM folder: interpolate over slices that cannot be read or are missing
+        (a gap of about twice the spacing or more), with a ``MISSING_SLICES`` warning that
+        names them, instead of refusing the series.
 
     Returns
     -------
@@ -92,15 +134,17 @@ def read_volume(path, series_uid: Optional[str] = None, validate: bool = True) -
     Raises
     ------
     BadInputError
-        Missing path, unreadable format, unusable DICOM series (the message says why).
+        Missing path, not a regular file or folder (a device, FIFO, socket), unreadable
+        format, a file holding less data than its header describes, unusable DICOM series,
+        unreadable or missing slices (the message says why and names them).
+    ResourceExhaustedError
+        The image described by the header would not fit in memory.
     NotCTError
         With ``validate``: not a CT, or values that are not HU.
     """
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise BadInputError(f"Input not found: {p}")
+    p = check_regular_input(path)
     if p.is_dir():
-        vol = dicom.read_dicom_series(p, series_uid)
+        vol = dicom.read_dicom_series(p, series_uid, allow_missing_slices=allow_missing_slices)
     else:
         if series_uid:
             if not dicom.is_dicom_file(p):

@@ -1,19 +1,34 @@
-"""Writing volumes: NRRD, NIfTI, MHA through SimpleITK, always atomically, never over the input."""
+"""Writing volumes: NRRD, NIfTI, MHA through SimpleITK (NRRD through pynrrd without it), atomically, verified, never over the input.
+
+The write runs in a worker thread (:mod:`CTNormalizeLib.interruptible`) so SIGTERM stays
+prompt during a long compressed write. Before the temp file is moved into place it is
+verified: the header is read back (size), the data part must hold every voxel (SimpleITK's
+NIfTI writer reports a failed write on stderr without raising, leaving a truncated file),
+and a small output is read back whole and compared.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
 from ._sitk import available as sitk_available
 from ._sitk import sitk
 
-from ..errors import BadInputError
+from ..errors import BadInputError, DiskFullError, InternalError
+from ..interruptible import call_interruptibly
 from ..volume import Volume
 from .atomic import atomic_output
 from .dicom import META_TAGS
 from .read import file_format
+
+#: Outputs up to this many raw bytes are read back whole and compared after writing.
+READ_BACK_MAX_BYTES = 64 * 1024 * 1024
+_NO_SPACE_WORDS = ("No space left", "File too large", "Disk quota", "file size limit")
 
 _WRITABLE = {"NRRD": (".nrrd",), "NIfTI": (".nii", ".nii.gz"), "MetaImage": (".mha",)}
 _INT16 = (np.iinfo(np.int16).min, np.iinfo(np.int16).max)
@@ -46,6 +61,20 @@ def _choose_dtype(hu: np.ndarray, dtype: Optional[str]):
             raise BadInputError(f"Values {lo:g}..{hi:g} do not fit int16; write float32 instead.")
         return np.int16
     raise BadInputError(f"Output dtype must be 'float32', 'int16' or 'auto', not {dtype!r}.")
+
+
+def check_volume_path(path) -> Path:
+    """``path`` (``~`` expanded) if a volume can be written there by name, else BadInputError."""
+    p = Path(path).expanduser()
+    fmt = file_format(p)
+    low = p.name.lower()
+    if fmt is None or not any(low.endswith(s) for s in _WRITABLE.get(fmt, ())):
+        raise BadInputError(
+            f"Cannot write {p.name!r}: use .nrrd, .nii, .nii.gz or .mha (single-file formats)."
+        )
+    if os.path.isdir(p):
+        raise BadInputError(f"Output {p} is a folder; give a file name.")
+    return p
 
 
 def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: Optional[bool] = None,
@@ -85,15 +114,9 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
         Unsupported extension, a folder path, or ``path`` is the volume's own input
         (``meta["source_path"]``): inputs are never overwritten.
     """
-    p = Path(path).expanduser()
+    p = check_volume_path(path)
     fmt = file_format(p)
     low = p.name.lower()
-    if fmt is None or not any(low.endswith(s) for s in _WRITABLE.get(fmt, ())):
-        raise BadInputError(
-            f"Cannot write {p.name!r}: use .nrrd, .nii, .nii.gz or .mha (single-file formats)."
-        )
-    if p.is_dir():
-        raise BadInputError(f"Output {p} is a folder; give a file name.")
     src = volume.meta.get("source_path")
     if src:
         s = Path(src).expanduser().resolve()
@@ -108,14 +131,7 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
         compress = out_dtype is np.int16
     use_comp = compress if fmt != "NIfTI" else low.endswith(".gz")
     if fmt == "NRRD" and not sitk_available():
-        from .nrrd_lite import write_nrrd
-
-        names = list(META_TAGS) if write_tags else ["Modality"]
-        meta = {n: str(volume.meta[n]).strip() for n in names + ["ctnormalize"]
-                if volume.meta.get(n) is not None and str(volume.meta[n]).strip()}
-        with atomic_output(p) as tmp:
-            write_nrrd(volume.with_array(data), tmp, dtype=out_dtype, compress=bool(use_comp), meta=meta)
-        return p
+        return _write_nrrd_without_sitk(volume.with_array(data), p, out_dtype, bool(use_comp), write_tags)
     image = volume_to_image(volume.with_array(data) if out_dtype is np.int16 else volume, dtype=out_dtype)
     if fmt in ("NRRD", "MetaImage"):
         names = list(META_TAGS) if write_tags else ["Modality"]
@@ -123,6 +139,99 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
             v = volume.meta.get(name)
             if v is not None and str(v).strip():
                 image.SetMetaData(name, str(v).strip())
-    with atomic_output(p) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=bool(use_comp))
+    return write_image(image, p, compress=bool(use_comp))
+
+
+def _write_nrrd_without_sitk(volume: Volume, p: Path, out_dtype, compress: bool, write_tags: bool) -> Path:
+    """NRRD through pynrrd (a process without SimpleITK), verified like :func:`write_image`."""
+    from .filecheck import _check_payload
+    from .nrrd_lite import read_nrrd, write_nrrd
+
+    names = list(META_TAGS) if write_tags else ["Modality"]
+    meta = {n: str(volume.meta[n]).strip() for n in names + ["ctnormalize"]
+            if volume.meta.get(n) is not None and str(volume.meta[n]).strip()}
+    expected = np.asarray(volume.hu, dtype=out_dtype)
+
+    def verify(tmp: Path):
+        try:
+            _check_payload(tmp, "NRRD", int(expected.size), int(expected.nbytes))
+        except BadInputError:
+            raise _incomplete(p, tmp, expected.nbytes) from None
+        if expected.nbytes <= READ_BACK_MAX_BYTES:
+            back = read_nrrd(tmp).hu
+            if back.shape != expected.shape or not np.array_equal(back, expected, equal_nan=True):
+                raise InternalError(f"Writing {p} failed: the file read back differs from the volume written.")
+
+    with atomic_output(p, verify=verify, private_dir=True) as tmp:
+        try:
+            call_interruptibly(write_nrrd, volume, tmp, dtype=out_dtype, compress=compress, meta=meta)
+        except OSError as exc:
+            raise _write_error(p, RuntimeError(str(exc))) from None
     return p
+
+
+def write_image(image: sitk.Image, path, compress: bool = True) -> Path:
+    """Write any SimpleITK image (a labelmap, a mask) atomically and verified; returns the path.
+
+    The format comes from the extension (NRRD, NIfTI, MHA). Raises :class:`DiskFullError`
+    (exit 4) when the disk is full or the file would exceed the allowed size, and a
+    one-sentence :class:`BadInputError` when the path cannot be written.
+    """
+    p = Path(path).expanduser()
+    fmt = file_format(p)
+    if fmt is None:
+        raise BadInputError(f"Cannot write {p.name!r}: use .nrrd, .nii, .nii.gz or .mha.")
+    verify = _verifier(p, image, fmt, sitk.GetArrayViewFromImage(image))
+    with atomic_output(p, verify=verify, private_dir=True) as tmp:
+        try:
+            call_interruptibly(sitk.WriteImage, image, str(tmp), useCompression=bool(compress))
+        except RuntimeError as exc:
+            raise _write_error(p, exc) from None
+    return p
+
+
+def _write_error(p: Path, exc: RuntimeError):
+    """One sentence for an ITK writer failure: no space (exit 4) or a refused path (2) or internal (1)."""
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    reason = next((ln.split("Reason:", 1)[1].strip() for ln in lines if "Reason:" in ln), lines[-1] if lines else text)
+    reason = re.sub(r"^(\[\w+\]\s*)?\w+:\s*", "", reason).rstrip(".")  # "[nrrd] _nrrdGzWrite: failed ..."
+    if any(w.lower() in text.lower() for w in _NO_SPACE_WORDS) or "expected to write" in text:
+        return DiskFullError(f"Writing {p} failed: {reason}. The disk is full or the file is larger than allowed; "
+                             "free some space or write elsewhere.")
+    if "Permission denied" in text or "Read-only file system" in text:
+        return BadInputError(f"Cannot write {p}: {reason}.")
+    return InternalError(f"Writing {p} failed: {reason}.")
+
+
+def _verifier(p: Path, image: sitk.Image, fmt: str, array: np.ndarray):
+    """A check of the written temp file: header size, data size, and (small files) every voxel."""
+    from .filecheck import _check_payload
+
+    def verify(tmp: Path):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(tmp))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            raise _incomplete(p, tmp, array.nbytes) from None
+        if tuple(reader.GetSize()) != tuple(image.GetSize()):
+            raise _incomplete(p, tmp, array.nbytes)
+        try:
+            _check_payload(tmp, fmt, int(array.size), int(array.nbytes))
+        except BadInputError:
+            raise _incomplete(p, tmp, array.nbytes) from None
+        if array.nbytes <= READ_BACK_MAX_BYTES:
+            back_image = reader.Execute()
+            back = sitk.GetArrayViewFromImage(back_image)
+            if back.shape != array.shape or not np.array_equal(back, array, equal_nan=True):
+                raise InternalError(f"Writing {p} failed: the file read back differs from the volume written.")
+
+    return verify
+
+
+def _incomplete(p: Path, tmp: Path, nbytes: int) -> DiskFullError:
+    size = tmp.stat().st_size if tmp.exists() else 0
+    return DiskFullError(f"Writing {p} failed: the written file is incomplete ({size} bytes for "
+                         f"{nbytes} bytes of voxels). The disk is full or the file is larger than allowed; "
+                         "free some space or write elsewhere.")

@@ -104,6 +104,16 @@ class Protocol:
 _KEYS = {"kernel", "dose", "mas", "ctdivol", "thickness", "spacing"}
 
 
+#: Physical range of each numeric field (inclusive) and its unit, checked where specs are parsed.
+RANGES = {
+    "dose": (0.01, 4.0, "of full dose"),
+    "thickness": (0.1, 20.0, "mm"),
+    "spacing": (0.1, 20.0, "mm"),
+    "mas": (1.0, 5000.0, "mAs"),
+    "ctdivol": (0.01, 1000.0, "mGy"),
+}
+
+
 def _number(key: str, text: str) -> float:
     t = text.strip()
     try:
@@ -113,10 +123,10 @@ def _number(key: str, text: str) -> float:
             v = float(t.rstrip("mm").strip()) if key in ("thickness", "spacing") else float(t)
     except ValueError:
         raise BadInputError(f"{key}={text!r} is not a number.") from None
-    if not v > 0:
-        raise BadInputError(f"{key} must be positive, got {text!r}.")
-    if key == "dose" and v > 4:
-        raise BadInputError(f"dose is a fraction of full dose (e.g. 0.25 or 25%), got {text!r}.")
+    lo, hi, unit = RANGES[key]
+    if not lo <= v <= hi:  # also refuses nan and inf
+        hint = " (a fraction, e.g. 0.25 or 25%)" if key == "dose" else ""
+        raise BadInputError(f"{key}={text.strip()} is outside the physical range {lo:g} to {hi:g} {unit}{hint}.")
     return v
 
 

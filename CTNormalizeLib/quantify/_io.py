@@ -7,30 +7,23 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInputError
-from ..io import atomic_output
 from ..io import read_volume as _read_volume
 from ..volume import Volume
 
 
-def read_volume(path) -> Volume:
+def read_volume(path, allow_missing_slices: bool = False) -> Volume:
     """Read a CT volume with :func:`CTNormalizeLib.io.read_volume` (a missing file is a BadInputError)."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"Input file not found: {path}")
-    return _read_volume(path)
+    return _read_volume(path, allow_missing_slices=allow_missing_slices)
 
 
 def read_image(path):
-    """Read any image with SimpleITK; a missing or unreadable file is a BadInputError."""
-    import SimpleITK as sitk
+    """Read any image with SimpleITK (see :func:`CTNormalizeLib.io.read.read_image`)."""
+    from ..io.read import read_image as _read_image
 
-    path = Path(path)
-    if not path.exists():
-        raise BadInputError(f"Input file not found: {path}")
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise BadInputError(f"Cannot read {path}: {str(exc).strip().splitlines()[-1]}") from exc
+    return _read_image(path)
 
 
 def image_from_array(arr: np.ndarray, reference: Volume):
@@ -46,9 +39,7 @@ def image_from_array(arr: np.ndarray, reference: Volume):
 
 def write_mask(path, mask: np.ndarray, reference: Volume):
     """Write a uint8 label array on the reference geometry, atomically (NRRD/NIfTI by suffix)."""
-    import SimpleITK as sitk
+    from ..io.write import write_image
 
     img = image_from_array(np.asarray(mask, dtype=np.uint8), reference)
-    with atomic_output(path) as tmp:
-        sitk.WriteImage(img, str(tmp), True)
-    return Path(path)
+    return write_image(img, path, compress=True)

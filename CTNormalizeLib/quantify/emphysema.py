@@ -26,6 +26,7 @@ from ..imaging.inputs import unpack_volume
 from ..imaging.lung_split import split_left_right
 from ..imaging.lungs import LungMask, lung_mask
 from ..imaging.orientation import superior_is_last
+from .lungcheck import segment_lungs
 
 DEFAULT_THRESHOLD = -950.0
 ZONES = ("upper", "middle", "lower")
@@ -161,13 +162,21 @@ def emphysema_index(hu, spacing=None, lung: Union[LungMask, np.ndarray, None] = 
     Returns
     -------
     EmphysemaResult
+
+    Raises
+    ------
+    NoLungsError
+        The engine's segmentation (``lung=None``) found no aerated lung (code ``NO_LUNGS``).
     """
     hu, spacing, direction = unpack_volume(hu, spacing, direction, "emphysema_index")
     if not np.isfinite(threshold):
         raise BadInputError(f"The LAA threshold must be a finite HU value, not {threshold}.")
     spacing = tuple(float(s) for s in spacing)
     threshold = float(threshold)
-    m = _as_lungmask(lung, hu, spacing, direction)
+    if lung is None:
+        m = segment_lungs(hu, spacing, direction)
+    else:
+        m = _as_lungmask(lung, hu, spacing, direction)
     warnings = list(m.warnings)
     if not m.lungs.any():
         raise BadInputError("The lung mask is empty: nothing to measure.")

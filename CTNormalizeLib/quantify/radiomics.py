@@ -36,6 +36,9 @@ from ..errors import BadInputError
 from ..imaging.progress import Progress
 from ..volume import Volume
 
+#: More distinct labels than this in a labelmap: it is an image, not a segmentation.
+MAX_LABELS = 500
+_SAMPLE = 1_000_000
 DEFAULT_PARAMS = ("Radiomics", "CT.yaml")
 FILTER_PARAMS = ("Radiomics", "CT_filters.yaml")
 
@@ -77,13 +80,42 @@ def _is_seg_nrrd(path: Path) -> bool:
     return b"Segment0_" in head
 
 
+def check_labelmap(arr: np.ndarray, path) -> None:
+    """Refuse an array that looks like an image rather than a labelmap.
+
+    A labelmap holds a few non-negative whole numbers; a CT passed by mistake has
+    negative, non-integer or thousands of distinct values (and would run pyradiomics once
+    per value). A subsample decides quickly for large images.
+    """
+    flat = arr.reshape(-1)
+    sample = flat[:: max(1, flat.size // _SAMPLE)]
+    why = None
+    if np.issubdtype(arr.dtype, np.floating) and not (np.all(np.isfinite(flat)) and np.all(np.mod(flat, 1) == 0)):
+        why = "non-integer values"
+    elif np.issubdtype(arr.dtype, np.signedinteger) or np.issubdtype(arr.dtype, np.floating):
+        lo = float(arr.min())
+        if lo < 0:
+            why = f"negative values (down to {lo:g})"
+    if why is None:
+        values = np.unique(sample)
+        if values.size <= MAX_LABELS + 1 and sample.size < flat.size:
+            values = np.unique(flat)  # the sample may miss small labels: count them all
+        if values.size > MAX_LABELS + 1:
+            why = f"at least {values.size} distinct values"
+    if why is not None:
+        raise BadInputError(f"The segments file {path} has {why}: this looks like an image, not a segmentation "
+                            f"(a labelmap holds whole numbers 0..N with at most {MAX_LABELS} labels). "
+                            "Pass the CT with --image and its labelmap with --segments.")
+
+
 def load_segments(path) -> SegmentSet:
     """Read a labelmap or a Slicer ``.seg.nrrd`` into a :class:`SegmentSet`.
 
     Raises
     ------
     BadInputError
-        Missing/unreadable file, no segment, or a segment without voxels.
+        Missing/unreadable file, no segment, a segment without voxels, or a labelmap that
+        looks like an image (:func:`check_labelmap`).
     """
     import SimpleITK as sitk
 
@@ -94,6 +126,8 @@ def load_segments(path) -> SegmentSet:
     if img.GetDimension() != 3:
         raise BadInputError(f"Segments {path} must be a 3D labelmap or segmentation, not {img.GetDimension()}D.")
     ncomp = img.GetNumberOfComponentsPerPixel()
+    if ncomp == 1 and not _is_seg_nrrd(path):
+        check_labelmap(sitk.GetArrayViewFromImage(img), path)
     layers = [img] if ncomp == 1 else [sitk.VectorIndexSelectionCast(img, k) for k in range(ncomp)]
     layers = [sitk.Cast(layer, sitk.sitkUInt16) if layer.GetPixelID() not in (sitk.sitkUInt8, sitk.sitkUInt16)
               else layer for layer in layers]
@@ -242,10 +276,16 @@ class RadiomicsResult:
         from ..io.atomic import atomic_write_text
 
         path = Path(path)
-        wide_path = path.with_name(path.stem + "_comparison" + (path.suffix or ".csv"))
+        wide_path = comparison_path(path)
         atomic_write_text(path, self.tidy_csv())
         atomic_write_text(wide_path, self.wide_csv())
         return path, wide_path
+
+
+def comparison_path(path) -> Path:
+    """Where :meth:`RadiomicsResult.write_csv` puts the comparison next to ``path``."""
+    path = Path(path)
+    return path.with_name(path.stem + "_comparison" + (path.suffix or ".csv"))
 
 
 def _number(v):

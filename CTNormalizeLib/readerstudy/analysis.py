@@ -26,7 +26,8 @@ import numpy as np
 from ..errors import BadInputError
 from . import design as D
 from . import storage as S
-from .answers import latest_answers, read_lines
+from .answers import latest_answers
+from .lines import problems_warning, read_answer_file
 
 N_BOOTSTRAP = 2000
 
@@ -195,15 +196,30 @@ def _summary(values) -> dict:
 
 
 # ----------------------------------------------------------------------------- loading
-def collect_answers(study_dir) -> dict:
-    """reader -> {item id: newest answer line}, from every ``answers/*.jsonl``."""
+def _items_of(study: dict):
+    """reader -> {item id: item} of that reader, or None when the study does not know the reader."""
+    def items_of(reader):
+        try:
+            return {it["id"]: it for it in D.reader_items(study, reader)}
+        except BadInputError:
+            return None
+    return items_of
+
+
+def collect_answers(study_dir, study: Optional[dict] = None, problems: Optional[list] = None) -> dict:
+    """reader -> {item id: newest valid answer line}, from every ``answers/*.jsonl``.
+
+    Every line is validated (:mod:`.lines`); invalid lines are skipped and, when
+    ``problems`` is a list, appended to it as :class:`~.lines.LineProblem`.
+    """
+    study = study if study is not None else S.load_study(study_dir)
     out = {}
     for path in sorted((Path(study_dir) / S.ANSWERS_DIR).glob("*.jsonl")):
-        lines = read_lines(path)
-        if not lines:
-            continue
-        reader = lines[0].get("reader") or path.stem
-        out[reader] = latest_answers(lines)
+        reader, lines, bad = read_answer_file(path, study["design"], _items_of(study))
+        if problems is not None:
+            problems.extend(bad)
+        if lines:
+            out[reader or path.stem] = latest_answers(lines)
     return out
 
 
@@ -412,28 +428,44 @@ def analyze(study: dict, key: dict, answers: dict, seed: int = 0) -> dict:
 
 
 def analyze_study(study_dir, key_path=None, seed: int = 0) -> dict:
-    """Load ``study.json``, the key and every reader's answers, and :func:`analyze` them."""
+    """Load ``study.json``, the key and every reader's valid answers, and :func:`analyze` them.
+
+    Invalid answer lines are skipped, listed in ``result["invalid_lines"]`` (``file:line:
+    reason``) and counted in an ``INVALID_ANSWER_LINES`` warning.
+    """
     study = S.load_study(study_dir)
     key = S.load_key(study_dir, key_path)
-    answers = collect_answers(study_dir)
+    problems: list = []
+    answers = collect_answers(study_dir, study, problems)
+    warning = problems_warning(problems)
     if not answers:
-        raise BadInputError(f"No answers yet in {Path(study_dir) / S.ANSWERS_DIR}.")
-    return analyze(study, key, answers, seed=seed)
+        raise BadInputError(f"No valid answers yet in {Path(study_dir) / S.ANSWERS_DIR}"
+                            + (f"; {warning['message']}" if warning else "."))
+    result = analyze(study, key, answers, seed=seed)
+    result["invalid_lines"] = [p.text() for p in problems]
+    if warning:
+        result["warnings"].insert(0, warning)
+    return result
 
 
 def study_status(study_dir) -> dict:
-    """Progress per reader (no key needed): answered / total, revisions, last answer time."""
+    """Progress per reader (no key needed): valid answers / total, revisions, last answer time.
+
+    Only valid lines count (``complete`` included); skipped lines are counted per reader
+    (``invalid_lines``) and listed in ``problems``.
+    """
     study = S.load_study(study_dir)
     answers_dir = Path(study_dir) / S.ANSWERS_DIR
     readers = {}
     names = set(study.get("readers") or {})
-    files = {}
+    files, invalid, problems = {}, {}, []
     for path in sorted(answers_dir.glob("*.jsonl")):
-        lines = read_lines(path)
-        if lines:
-            name = lines[0].get("reader") or path.stem
-            files[name] = lines
-            names.add(name)
+        name, lines, bad = read_answer_file(path, study["design"], _items_of(study))
+        problems.extend(bad)
+        name = name or path.stem
+        files[name] = lines
+        invalid[name] = len(bad)
+        names.add(name)
     for name in sorted(names):
         lines = files.get(name, [])
         try:
@@ -444,7 +476,9 @@ def study_status(study_dir) -> dict:
         readers[name] = {"answered": len(latest), "total": total, "lines": len(lines),
                          "revisions": len(lines) - len(latest),
                          "last_answer": lines[-1]["time"] if lines else None,
-                         "complete": total is not None and len(latest) >= total}
+                         "complete": total is not None and len(latest) >= total,
+                         "invalid_lines": invalid.get(name, 0)}
     n_items = len(study["items"]) if "items" in study else None
     return {"design": study["design"], "randomization": study.get("randomization"),
-            "n_cases": study.get("n_cases"), "n_items": n_items, "readers": readers}
+            "n_cases": study.get("n_cases"), "n_items": n_items, "readers": readers,
+            "problems": [p.text() for p in problems]}

@@ -32,6 +32,7 @@ from typing import Optional
 from ..errors import BadInputError
 from . import design as D
 from . import storage as S
+from .lines import read_answer_file
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +150,14 @@ class ReaderSession:
             raise BadInputError(f"The study in {study_dir} has no items.")
         self.path = answers_path(self.study_dir, reader)
         self.path.parent.mkdir(exist_ok=True)
-        lines = read_lines(self.path)
-        if lines and lines[0].get("reader") not in (None, reader):
+        owner, lines, self.problems = (None, [], [])
+        if self.path.exists():
+            by_id = {it["id"]: it for it in self.items}
+            owner, lines, self.problems = read_answer_file(self.path, self.design, lambda _reader: by_id)
+        if owner not in (None, reader):
             # Stems are unique by construction; this guards a name typed to look like a stem.
-            raise BadInputError(
-                f"{self.path} belongs to reader {lines[0].get('reader')!r}; choose a different reader name.")
+            raise BadInputError(f"{self.path} belongs to reader {owner!r}; choose a different reader name.")
+        # Only valid lines count as answers; invalid ones (self.problems) are skipped.
         self.answers = latest_answers(lines)
         self.index = self.first_unanswered()
         if self.index is None:

@@ -172,12 +172,16 @@ def validate_answer(design: str, answer: dict, views: Sequence[str] = ("A",)) ->
         return {"score": int(score)}
     if design == "pair":
         original = answer.get("original")
-        if original not in views:
+        if not isinstance(original, str) or original not in views:
             raise BadInputError(f"'original' must be one of {', '.join(views)}, got {original!r}.")
-        likert = answer.get("likert") or {}
+        likert = answer.get("likert")
+        if not isinstance(likert, dict):
+            raise BadInputError(f"'likert' must give a 1-5 rating per question and side, got {likert!r}.")
         out = {}
         for key in LIKERT_ITEMS:
-            sides = likert.get(key) or {}
+            sides = likert.get(key)
+            if not isinstance(sides, dict):
+                raise BadInputError(f"Likert '{key}' must rate each side ({', '.join(views)}), got {sides!r}.")
             out[key] = {}
             for side in views:
                 v = sides.get(side)

@@ -97,7 +97,7 @@ def test_bar_mode_prints_no_json(small_ct, tmp_path):
         (["IN", "--target", "no-such-preset"], "BAD_INPUT", "preset"),
         (["IN", "--target", "kernel=blurry"], "BAD_INPUT", "Unknown kernel"),
         (["IN", "--target", "emphysema-reference", "--method", "magic"], "BAD_INPUT", "magic"),
-        (["IN", "--target", "kernel=smooth,dose=-1"], "BAD_INPUT", "positive"),
+        (["IN", "--target", "kernel=smooth,dose=-1"], "BAD_INPUT", "physical range"),
     ],
 )
 def test_bad_input_error_event_and_exit_2(small_ct, tmp_path, args, code, needle):
@@ -157,6 +157,6 @@ def test_sigterm_cancels_fast_and_leaves_nothing(tmp_path, method):
     assert proc.returncode == 130, err
     ev = _events(rest)
     assert ev[-1]["event"] == "error" and ev[-1]["code"] == "CANCELLED"
-    assert elapsed < 3.0, f"cancel took {elapsed:.1f} s"
+    assert elapsed < 1.5, f"cancel took {elapsed:.1f} s"  # README: about a second
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.nrrd"]

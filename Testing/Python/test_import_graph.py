@@ -23,7 +23,8 @@ PKG = "CTNormalizeLib"
 # The ground floor (level 0) is importable from anywhere. A package not in the table fails
 # test_every_module_has_a_layer: give a new package its place here (and in the docs).
 LAYERS = [
-    ("ground floor", {"imaging", "errors", "volume", "resources", "version", "testdata", "htmlreport"}),
+    ("ground floor", {"imaging", "errors", "volume", "resources", "version", "testdata", "htmlreport",
+                      "interruptible"}),
     ("contracts", {"contracts", "method_rows"}),
     ("io", {"io"}),
     ("protocols", {"protocols", "signature"}),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CTNormalizeLib import BadInputError, NotCTError, Volume
+from CTNormalizeLib import BadInputError, InternalError, NotCTError, Volume
 from CTNormalizeLib.io import (atomic_output, atomic_output_dir, atomic_write_text, list_series, read_volume,
                                validate_ct, write_volume)
 
@@ -287,7 +287,7 @@ def test_atomic_write_text_and_failed_volume_write(tmp_path, monkeypatch):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(sitk, "WriteImage", boom)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(InternalError, match="disk full"):
         write_volume(ct_volume(nz=2, n=16), tmp_path / "v.nrrd")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
@@ -358,9 +358,11 @@ def test_dicom_nonuniform_spacing_resampled_with_warning(tmp_path):
     np.testing.assert_allclose(vol.hu[6], 0.5 * truth[5] + 0.5 * truth[6], atol=1e-3)  # z = 12 mm
 
 
-def test_dicom_missing_slices_flagged(tmp_path):
+def test_dicom_missing_slices_refused_or_flagged(tmp_path):
     write_dicom_series(tmp_path / "s", positions=[0, 2, 4, 6, 14, 16, 18])
-    codes = [w["code"] for w in read_volume(tmp_path / "s").meta["warnings"]]
+    with pytest.raises(BadInputError, match="3 slice.*missing.*--allow-missing-slices"):
+        read_volume(tmp_path / "s")
+    codes = [w["code"] for w in read_volume(tmp_path / "s", allow_missing_slices=True).meta["warnings"]]
     assert {"NONUNIFORM_SPACING", "MISSING_SLICES"} <= set(codes)
 
 

@@ -77,6 +77,8 @@ def test_spec_round_trip():
     ("thickness=0mm", "thickness"),
     ("spacing=0", "spacing"),
     ("thickness=-2", "thickness"),
+    ("dose=0.001", "physical range 0.01 to 4"),
+    ("thickness=inf", "physical range 0.1 to 20 mm"),
     ("dose=10", "fraction"),
     ("thickness=abc", "not a number"),
     ("kernel=XYZ", "Unknown kernel"),

@@ -1,0 +1,182 @@
+"""Reliability suite, inputs: a damaged or implausible input is refused with a clear message.
+
+Truncated files, headers that claim more than the file holds, devices and FIFOs, unreadable
+or missing DICOM slices, protocol values outside their physical range. Each case checks the
+exit code, the message, that inputs are byte-identical and that nothing was written. New
+bad-input cases go here (see docs/DEVELOPING.md).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+
+import pytest
+import SimpleITK as sitk
+
+from reliability import FAST, SRC, chest, check_case, cli, cli_process, snapshot, write_image
+
+
+@pytest.fixture
+def ct(tmp_path):
+    return write_image(tmp_path / "in.nrrd", chest())
+
+
+def _truncated(tmp_path, name: str, compress: bool):
+    """A CT written as ``name`` and cut to 60 % of its bytes (a copy interrupted mid-way)."""
+    full = tmp_path / ("full_" + name)
+    img = sitk.GetImageFromArray(chest())
+    img.SetSpacing((0.8, 0.8, 2.0))
+    sitk.WriteImage(img, str(full), compress)
+    data = full.read_bytes()
+    cut = tmp_path / name
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    full.unlink()
+    return cut
+
+
+# ----------------------------------------------------------------------------- 5, 14: files vs their headers
+@pytest.mark.parametrize("name, compress", [("t.nii", False), ("t.nii.gz", True), ("t.nrrd", True),
+                                            ("t.nrrd", False), ("t.mha", True), ("t.mha", False)])
+@pytest.mark.parametrize("command", ["normalize", "info", "emphysema"])
+def test_truncated_image_is_refused(capsys, tmp_path, name, compress, command):
+    cut = _truncated(tmp_path, name, compress)
+    out = tmp_path / "out.nrrd"
+    before = snapshot(cut)
+    args = {"normalize": ["normalize", cut, "-o", out, *FAST], "info": ["info", cut],
+            "emphysema": ["emphysema", cut]}[command]
+    code, stdout, err = cli(capsys, *args)
+    check_case(code, err, 2, ["truncated or damaged", str(cut)], before, [tmp_path], absent=[out])
+
+
+@pytest.mark.parametrize("encoding", ["raw", "gzip"])
+def test_header_claiming_gigabytes_is_refused_at_once(capsys, tmp_path, encoding):
+    bogus = tmp_path / "claim.nrrd"
+    bogus.write_bytes(b"NRRD0004\ntype: short\ndimension: 3\nsizes: 2048 2048 1500\nendian: little\n"
+                      + f"encoding: {encoding}\n\n".encode() + b"\x1f\x8b" + b"\0" * 1000)
+    before = snapshot(bogus)
+    t = time.monotonic()
+    code, _, err = cli(capsys, "info", bogus)
+    assert time.monotonic() - t < 2.0  # nothing allocated
+    check_case(code, err, 2, ["12.58 GB", "truncated or damaged"], before, [tmp_path])
+
+
+def test_image_larger_than_memory_is_exit_4_before_reading(tmp_path):
+    """A sparse file (no disk used) with a valid header and all its bytes, claiming four times the
+    machine's memory. Run in a child limited to 8 GB of address space: should the check ever fail,
+    the child gets a MemoryError instead of the machine's OOM killer."""
+    import psutil
+
+    nz = int(4 * psutil.virtual_memory().total // (4 * 2048 * 2048)) + 1  # float32 voxels: 4x the RAM
+    big = tmp_path / "big.nrrd"
+    header = f"NRRD0004\ntype: short\ndimension: 3\nsizes: 2048 2048 {nz}\nendian: little\nencoding: raw\n\n"
+    with open(big, "wb") as fh:
+        fh.write(header.encode())
+        fh.truncate(len(header) + 2 * 2048 * 2048 * nz)
+    limit = 8 << 30
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    r = cli_process("info", big, preexec_fn=limit_memory, timeout=120)
+    check_case(r.returncode, r.stderr, 4, ["memory", "available"], {}, [tmp_path])
+
+
+def test_a_device_is_refused(capsys, tmp_path):
+    code, _, err = cli(capsys, "normalize", "/dev/zero", "-o", tmp_path / "o.nrrd", *FAST)
+    check_case(code, err, 2, ["not a file or folder", "character device"], {}, [tmp_path], absent=[tmp_path / "o.nrrd"])
+
+
+def test_a_fifo_is_refused(tmp_path):
+    """In a child process with a timeout: opening a FIFO would block forever."""
+    fifo = tmp_path / "pipe.nrrd"
+    os.mkfifo(fifo)
+    r = cli_process("normalize", fifo, "-o", tmp_path / "o.nrrd", *FAST, timeout=60)
+    check_case(r.returncode, r.stderr, 2, ["not a file or folder", "FIFO"], {}, [tmp_path], absent=[tmp_path / "o.nrrd"])
+
+
+# ----------------------------------------------------------------------------- 6: DICOM slices
+def _series_with_bad_slice(tmp_path, how: str):
+    from test_io import write_dicom_series
+
+    folder = tmp_path / "series"
+    write_dicom_series(folder, n_slices=8, shuffle_names=False, size=64)
+    files = sorted(folder.iterdir())
+    bad = files[3]
+    if how == "truncated":
+        data = bad.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    else:  # the file is gone: a 2x gap in the positions
+        bad.unlink()
+    return folder, bad
+
+
+@pytest.mark.parametrize("how", ["truncated", "missing"])
+def test_dicom_missing_slice_refused_by_default(capsys, tmp_path, how):
+    folder, bad = _series_with_bad_slice(tmp_path, how)
+    out = tmp_path / "out.nrrd"
+    before = snapshot(folder)
+    code, _, err = cli(capsys, "normalize", folder, "-o", out, *FAST)
+    words = [bad.name if how == "truncated" else "1 slice(s) are missing", "--allow-missing-slices"]
+    check_case(code, err, 2, words, before, [tmp_path], absent=[out])
+
+
+def test_dicom_missing_slice_interpolated_when_allowed(capsys, tmp_path):
+    folder, bad = _series_with_bad_slice(tmp_path, "truncated")
+    out = tmp_path / "out.nrrd"
+    before = snapshot(folder)
+    code, _, err = cli(capsys, "normalize", folder, "-o", out, *FAST, "--allow-missing-slices")
+    assert code == 0, err
+    assert "MISSING_SLICES" in err and bad.name in err
+    assert sitk.ReadImage(str(out)).GetSize()[2] == 8
+    assert snapshot(folder) == before
+
+
+# ----------------------------------------------------------------------------- 7: protocol values
+@pytest.mark.parametrize("spec, where", [
+    ("kernel=smooth,dose=1,thickness=inf", "--target"), ("kernel=smooth,dose=1,thickness=1e308", "--target"),
+    ("kernel=smooth,dose=1,thickness=0.001", "--target"), ("kernel=smooth,dose=1,thickness=1e6", "--target"),
+    ("kernel=sharp,dose=1,thickness=nan", "--source"), ("kernel=sharp,dose=0.0001,thickness=2", "--source"),
+    ("kernel=sharp,dose=1,thickness=2,spacing=50", "--source"), ("kernel=sharp,mas=-5", "--source"),
+])
+def test_protocol_values_outside_physical_ranges(capsys, tmp_path, ct, spec, where):
+    out = tmp_path / "out.nrrd"
+    before = snapshot(ct)
+    args = ["--source", SRC, "--target", spec] if where == "--target" else ["--source", spec, "--target", "kernel=smooth"]
+    t = time.monotonic()
+    code, _, err = cli(capsys, "normalize", ct, "-o", out, *args, "--method", "mtf_ratio", "--progress", "none")
+    assert time.monotonic() - t < 10
+    check_case(code, err, 2, "outside the physical range", before, [tmp_path], absent=[out])
+
+
+def test_unknown_method_lists_each_method_once(capsys, tmp_path, ct):
+    before = snapshot(ct)
+    code, _, err = cli(capsys, "normalize", ct, "-o", tmp_path / "o.nrrd", "--source", SRC, "--target", "kernel=smooth",
+                       "--method", "magic", "--progress", "none")
+    check_case(code, err, 2, "Unknown method 'magic'", before, [tmp_path])
+    methods = [m.strip() for m in err.split("one of:")[1].strip().rstrip(".").split(",")]
+    assert len(methods) == len(set(methods)) and "auto" in methods, methods
+
+
+def test_cuda_without_cuda_is_bad_input_naming_what_torch_sees(capsys, monkeypatch, tmp_path, ct):
+    """A stand-in torch module with no GPU (the real one may have one, and imports slowly)."""
+    import sys
+    import types
+
+    from CTNormalizeLib.errors import BadInputError
+    from CTNormalizeLib.inference.device import resolve_device
+
+    no = types.SimpleNamespace(is_available=lambda: False)
+    fake = types.SimpleNamespace(__version__="2.13.0+cpu", version=types.SimpleNamespace(cuda=None),
+                                 cuda=types.SimpleNamespace(is_available=lambda: False, device_count=lambda: 0),
+                                 backends=types.SimpleNamespace(mps=no))
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    for device in ("cuda", "cuda:0", "cuda:1", "gpu"):
+        with pytest.raises(BadInputError, match="PyTorch sees: cpu"):
+            resolve_device(device)
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    before = snapshot(ct)
+    code, _, err = cli(capsys, "normalize", ct, "-o", tmp_path / "o.nrrd", "--source", SRC, "--target", "kernel=smooth",
+                       "--method", "ctn-conditioned-v2", "--device", "cuda", "--progress", "none")
+    check_case(code, err, 2, ["BAD_INPUT", "PyTorch sees: cpu"], before, [tmp_path], absent=[tmp_path / "o.nrrd"])
