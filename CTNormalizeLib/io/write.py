@@ -28,7 +28,7 @@ from .read import file_format
 
 #: Outputs up to this many raw bytes are read back whole and compared after writing.
 READ_BACK_MAX_BYTES = 64 * 1024 * 1024
-_NO_SPACE_WORDS = ("No space left", "File too large", "Disk quota", "file size limit")
+_NO_SPACE_WORDS = ("No space left", "File too large", "Disk quota", "file size limit", "wrote only")
 
 _WRITABLE = {"NRRD": (".nrrd",), "NIfTI": (".nii", ".nii.gz"), "MetaImage": (".mha",)}
 _INT16 = (np.iinfo(np.int16).min, np.iinfo(np.int16).max)
