@@ -99,12 +99,12 @@ def measure_qc(inp: np.ndarray, out: np.ndarray, body: np.ndarray, borders_y=(),
     qc["seam_ratio"] = seam_ratio(change, borders_y, borders_x, body)
     qc["tile_borders"] = {"y": list(map(int, borders_y)), "x": list(map(int, borders_x))}
 
-    sm_in = ndi.gaussian_filter(inp, (0, 1.5, 1.5))
-    sm_out = ndi.gaussian_filter(out, (0, 1.5, 1.5))
+    sm_in = _smooth(inp, 1.5)
+    sm_out = _smooth(out, 1.5)
     drift = {}
     # tissue classes are picked on a strongly smoothed input: picking them on noisy values
     # would select noise tails, whose median a denoised output then "drifts" from (regression to the mean)
-    sm_cls = ndi.gaussian_filter(inp, (0, 3.0, 3.0))
+    sm_cls = _smooth(inp, 3.0)
     for name, (lo, hi) in REGIONS.items():
         region = ~body if name == "air" else body
         region = region & (sm_cls < hi) & (sm_cls > lo if lo is not None else True)
@@ -114,19 +114,31 @@ def measure_qc(inp: np.ndarray, out: np.ndarray, body: np.ndarray, borders_y=(),
             drift[name] = None
     qc["hu_drift"] = drift
     nonlung = body & (sm_in > -400)
-    sm_ref = sm_in if change_reference is None else ndi.gaussian_filter(ref, (0, 1.5, 1.5))
+    sm_ref = sm_in if change_reference is None else _smooth(ref, 1.5)
     qc["changed_fraction_reference"] = "input" if change_reference is None else "input after the fixed front-end"
     if nonlung.any():
         qc["changed_fraction"] = float((np.abs(sm_out - sm_ref)[nonlung] > lim["change_hu"]).mean())
     else:
         qc["changed_fraction"] = None
 
+    return qc, qc_warnings(qc, lim)
+
+
+def _smooth(a: np.ndarray, sigma: float) -> np.ndarray:
+    """In-plane Gaussian (the same values as ``ndi.gaussian_filter(a, (0, s, s))``), on z slabs in threads."""
+    from .slabs import map_slices
+
+    return map_slices(lambda s: ndi.gaussian_filter(s, (0, sigma, sigma)), a)
+
+
+def qc_warnings(qc: dict, lim: dict) -> list[dict]:
+    """``QC_SEAMS``, ``QC_HU_DRIFT`` and ``QC_LARGE_CHANGE`` warnings for figures over their limits."""
     warnings = []
     if qc["seam_ratio"] is not None and qc["seam_ratio"] > lim["seam_ratio"]:
         warnings.append({"code": "QC_SEAMS", "message":
                          f"Tile seams are measurable: the change steps {qc['seam_ratio']:.2f}x more across tile "
                          f"borders than elsewhere (limit {lim['seam_ratio']})."})
-    for name, d in drift.items():
+    for name, d in qc["hu_drift"].items():
         if d is not None and abs(d) > lim["hu_drift"]:
             warnings.append({"code": "QC_HU_DRIFT", "message":
                              f"Median HU in {name} moved by {d:+.1f} HU (limit {lim['hu_drift']:g} HU)."})
@@ -135,4 +147,4 @@ def measure_qc(inp: np.ndarray, out: np.ndarray, body: np.ndarray, borders_y=(),
         warnings.append({"code": "QC_LARGE_CHANGE", "message":
                          f"{100 * cf:.1f}% of non-lung body voxels changed by more than {lim['change_hu']:g} HU "
                          f"after smoothing (limit {100 * lim['changed_fraction']:.1f}%)."})
-    return qc, warnings
+    return warnings

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import SimpleITK as sitk
+from ._sitk import sitk
 
 from ..errors import BadInputError
 from ..imaging.zgrid import resample_z

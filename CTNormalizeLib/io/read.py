@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import SimpleITK as sitk
+from ._sitk import available as sitk_available
+from ._sitk import sitk
 
 from ..errors import BadInputError
 from ..interruptible import call_interruptibly
@@ -60,6 +61,12 @@ def _read_file(p: Path) -> Volume:
     if dicom.is_dicom_file(p):
         return dicom.read_dicom_file(p)
     fmt = file_format(p)
+    if fmt == "NRRD" and not sitk_available():
+        from .nrrd_lite import read_nrrd
+
+        vol = read_nrrd(p, list(dicom.META_TAGS) + ["ctnormalize"])
+        vol.meta["source_format"] = fmt
+        return vol
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(p))

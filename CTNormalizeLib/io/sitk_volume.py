@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-import SimpleITK as sitk
+from ._sitk import sitk
 
 from ..errors import BadInputError
 from ..volume import Volume

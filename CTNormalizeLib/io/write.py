@@ -1,4 +1,4 @@
-"""Writing volumes: NRRD, NIfTI, MHA through SimpleITK, atomically, verified, never over the input.
+"""Writing volumes: NRRD, NIfTI, MHA through SimpleITK (NRRD through pynrrd without it), atomically, verified, never over the input.
 
 The write runs in a worker thread (:mod:`CTNormalizeLib.interruptible`) so SIGTERM stays
 prompt during a long compressed write. Before the temp file is moved into place it is
@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import SimpleITK as sitk
+
+from ._sitk import available as sitk_available
+from ._sitk import sitk
 
 from ..errors import BadInputError, DiskFullError, InternalError
 from ..interruptible import call_interruptibly
@@ -26,7 +28,7 @@ from .read import file_format
 
 #: Outputs up to this many raw bytes are read back whole and compared after writing.
 READ_BACK_MAX_BYTES = 64 * 1024 * 1024
-_NO_SPACE_WORDS = ("No space left", "File too large", "Disk quota", "file size limit")
+_NO_SPACE_WORDS = ("No space left", "File too large", "Disk quota", "file size limit", "wrote only")
 
 _WRITABLE = {"NRRD": (".nrrd",), "NIfTI": (".nii", ".nii.gz"), "MetaImage": (".mha",)}
 _INT16 = (np.iinfo(np.int16).min, np.iinfo(np.int16).max)
@@ -43,6 +45,9 @@ def volume_to_image(volume: Volume, dtype=np.float32) -> sitk.Image:
 
 def _choose_dtype(hu: np.ndarray, dtype: Optional[str]):
     if dtype in (None, "auto"):
+        sample = hu.flat[:: max(1, hu.size // 4096)]
+        if not np.array_equal(sample, np.round(sample)):  # a fractional value: float, no full-volume pass needed
+            return np.float32
         if hu.size and np.all(np.isfinite(hu)) and hu.min() >= _INT16[0] and hu.max() <= _INT16[1] \
                 and np.array_equal(hu, np.round(hu)):
             return np.int16
@@ -72,7 +77,7 @@ def check_volume_path(path) -> Path:
     return p
 
 
-def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: bool = True,
+def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: Optional[bool] = None,
                  write_tags: bool = False) -> Path:
     """Write ``volume`` to a NRRD, NIfTI or MHA file, atomically.
 
@@ -91,8 +96,10 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
     dtype : {"auto", "float32", "int16"}
         ``auto``: int16 when every value is an integer in the int16 range, else float32.
         ``int16`` rounds to the nearest integer (error when out of range).
-    compress : bool
-        zlib/gzip compression (``.nii`` is never compressed, ``.nii.gz`` always).
+    compress : bool, optional
+        zlib/gzip compression (``.nii`` is never compressed, ``.nii.gz`` always). Default:
+        int16 data compressed, float32 not (gzip shrinks a float CT by under 20 % at about
+        ten times the write time: 264 vs 315 MB and 20 s vs 2 s for 512x512x300 here).
     write_tags : bool
         Also store the acquisition tags of ``meta`` in NRRD/MHA headers.
 
@@ -120,6 +127,11 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
         raise BadInputError(f"Can only write 3D volumes, got shape {hu.shape}.")
     out_dtype = _choose_dtype(hu, dtype)
     data = np.round(hu) if out_dtype is np.int16 else hu
+    if compress is None:
+        compress = out_dtype is np.int16
+    use_comp = compress if fmt != "NIfTI" else low.endswith(".gz")
+    if fmt == "NRRD" and not sitk_available():
+        return _write_nrrd_without_sitk(volume.with_array(data), p, out_dtype, bool(use_comp), write_tags)
     image = volume_to_image(volume.with_array(data) if out_dtype is np.int16 else volume, dtype=out_dtype)
     if fmt in ("NRRD", "MetaImage"):
         names = list(META_TAGS) if write_tags else ["Modality"]
@@ -127,8 +139,35 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
             v = volume.meta.get(name)
             if v is not None and str(v).strip():
                 image.SetMetaData(name, str(v).strip())
-    use_comp = compress if fmt != "NIfTI" else low.endswith(".gz")
     return write_image(image, p, compress=bool(use_comp))
+
+
+def _write_nrrd_without_sitk(volume: Volume, p: Path, out_dtype, compress: bool, write_tags: bool) -> Path:
+    """NRRD through pynrrd (a process without SimpleITK), verified like :func:`write_image`."""
+    from .filecheck import _check_payload
+    from .nrrd_lite import read_nrrd, write_nrrd
+
+    names = list(META_TAGS) if write_tags else ["Modality"]
+    meta = {n: str(volume.meta[n]).strip() for n in names + ["ctnormalize"]
+            if volume.meta.get(n) is not None and str(volume.meta[n]).strip()}
+    expected = np.asarray(volume.hu, dtype=out_dtype)
+
+    def verify(tmp: Path):
+        try:
+            _check_payload(tmp, "NRRD", int(expected.size), int(expected.nbytes))
+        except BadInputError:
+            raise _incomplete(p, tmp, expected.nbytes) from None
+        if expected.nbytes <= READ_BACK_MAX_BYTES:
+            back = read_nrrd(tmp).hu
+            if back.shape != expected.shape or not np.array_equal(back, expected, equal_nan=True):
+                raise InternalError(f"Writing {p} failed: the file read back differs from the volume written.")
+
+    with atomic_output(p, verify=verify, private_dir=True) as tmp:
+        try:
+            call_interruptibly(write_nrrd, volume, tmp, dtype=out_dtype, compress=compress, meta=meta)
+        except OSError as exc:
+            raise _write_error(p, RuntimeError(str(exc))) from None
+    return p
 
 
 def write_image(image: sitk.Image, path, compress: bool = True) -> Path:

@@ -128,25 +128,39 @@ def test_air_outside_body_and_bone_pass_through(package):
 
 
 def _oom_patch(monkeypatch, exc_factory, fail_on="cuda"):
-    from CTNormalizeLib.inference import engine, tiling
+    """Out-of-memory on the 'GPU' (the resident pipeline on the CPU standing in for one) or on the CPU."""
+    import torch
+
+    from CTNormalizeLib.inference import engine, resident, tiling
 
     calls = []
-    real = tiling.infer_chunk_2d
+    real_net, real_chunk = resident.network, tiling.infer_chunk_2d
 
-    def fake(module, x, cond, device, roi, overlap, multiple=4, sw_batch=16):
+    def fail():
+        try:
+            raise exc_factory()
+        except Exception as e:  # noqa: BLE001 - what the real call does with an allocation failure
+            if fail_on == "cpu" and tiling.is_oom(e):
+                raise tiling.TileOOM(str(e)) from e
+            raise
+
+    def fake_net(run_mod, xb, cond, roi_hw, overlap):
+        calls.append(("cuda", int(roi_hw[0]), int(xb.shape[0])))
+        if fail_on == "cuda":
+            fail()
+        return real_net(run_mod, xb, cond, roi_hw, overlap)
+
+    def fake_chunk(module, x, cond, device, roi, overlap, multiple=4, sw_batch=16, precision="auto"):
         calls.append((device, int(roi), int(x.shape[0])))
-        if device.startswith(fail_on):
-            try:
-                raise exc_factory()
-            except Exception as e:  # noqa: BLE001 - what the real call does with an allocation failure
-                if tiling.is_oom(e):
-                    raise tiling.TileOOM(str(e)) from e
-                raise
-        return real(module, x, cond, "cpu", roi, overlap, multiple, sw_batch)
+        if fail_on == "cpu":
+            fail()
+        return real_chunk(module, x, cond, device, roi, overlap, multiple, sw_batch, precision)
 
-    monkeypatch.setattr(tiling, "infer_chunk_2d", fake)
-    monkeypatch.setattr(engine, "resolve_device", lambda d="auto": "cuda:0")
-    monkeypatch.setattr(engine, "prepare_module", lambda module, device: module)
+    monkeypatch.setattr(resident, "network", fake_net)
+    monkeypatch.setattr(tiling, "infer_chunk_2d", fake_chunk)
+    monkeypatch.setattr(engine, "resolve_device", lambda d="auto": "cpu" if fail_on == "cpu" else "cuda:0")
+    monkeypatch.setattr(resident, "torch_device", lambda name: torch.device("cpu"))
+    monkeypatch.setattr(resident, "oom_policy_name", lambda dev: "cuda:0")
     return calls
 
 
@@ -171,14 +185,13 @@ def test_cuda_oom_retries_smaller_then_falls_back_to_cpu(package, monkeypatch, k
     sizes = [c[1] * c[1] * c[2] for c in cuda_calls]
     assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)  # strictly smaller each retry
     assert res.device == "cpu"
-    np.testing.assert_allclose(res.volume.hu, expected.volume.hu, atol=1e-4)
+    np.testing.assert_array_equal(res.volume.hu, expected.volume.hu)
 
 
 def test_cpu_oom_at_smallest_tile_is_resource_exhausted(package, monkeypatch):
-    from CTNormalizeLib.inference import engine, run_model
+    from CTNormalizeLib.inference import run_model
 
     _oom_patch(monkeypatch, lambda: RuntimeError("DefaultCPUAllocator: can't allocate memory"), fail_on="cpu")
-    monkeypatch.setattr(engine, "resolve_device", lambda d="auto": "cpu")
     with pytest.raises(ResourceExhaustedError):
         run_model(package, _body_volume(nz=4, n=64), SRC, TGT, device="cpu", tile=64, chunk=1)
 

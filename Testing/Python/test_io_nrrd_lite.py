@@ -1,0 +1,72 @@
+"""NRRD without SimpleITK (pynrrd): the same voxels, geometry and key/value pairs as SimpleITK's NRRD IO."""
+
+import numpy as np
+import pytest
+
+from CTNormalizeLib.io import read_volume, write_volume
+from CTNormalizeLib.volume import Volume
+
+pytest.importorskip("nrrd")
+
+
+def _oblique(dtype=np.float32):
+    rng = np.random.default_rng(0)
+    hu = rng.normal(-200, 300, (5, 7, 9)).astype(np.float32)
+    if dtype == np.int16:
+        hu = np.round(hu)
+    a = np.deg2rad(20)
+    direction = (np.cos(a), -np.sin(a), 0.0, np.sin(a), np.cos(a), 0.0, 0.0, 0.0, 1.0)
+    return Volume(hu, (2.5, 0.7, 0.8), (-120.5, 33.25, 7.0), direction,
+                  {"Modality": "CT", "ctnormalize": "model:x kernel=sharp -> kernel=smooth"})
+
+
+def _same(a: Volume, b: Volume):
+    np.testing.assert_array_equal(a.hu, b.hu)
+    np.testing.assert_allclose(a.spacing, b.spacing, rtol=1e-12)
+    np.testing.assert_allclose(a.origin, b.origin, rtol=1e-12)
+    np.testing.assert_allclose(a.direction, b.direction, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+@pytest.mark.parametrize("compress", [True, False])
+def test_lite_reads_what_simpleitk_writes_and_back(tmp_path, monkeypatch, dtype, compress):
+    from CTNormalizeLib.io import read as read_mod
+    from CTNormalizeLib.io import write as write_mod
+
+    vol = _oblique(dtype)
+    write_volume(vol, tmp_path / "itk.nrrd", compress=compress)
+    ref = read_volume(tmp_path / "itk.nrrd", validate=False)
+    monkeypatch.setattr(read_mod, "sitk_available", lambda: False)
+    monkeypatch.setattr(write_mod, "sitk_available", lambda: False)
+    lite = read_volume(tmp_path / "itk.nrrd", validate=False)
+    _same(lite, ref)
+    assert lite.meta["Modality"] == "CT" and lite.meta["ctnormalize"] == vol.meta["ctnormalize"]
+    write_volume(vol, tmp_path / "lite.nrrd", compress=compress)
+    monkeypatch.undo()
+    back = read_volume(tmp_path / "lite.nrrd", validate=False)
+    _same(back, ref)
+    assert back.meta["ctnormalize"] == vol.meta["ctnormalize"]
+
+
+def test_lite_turns_ras_into_lps(tmp_path):
+    import nrrd
+
+    from CTNormalizeLib.io.nrrd_lite import read_nrrd
+
+    data = np.zeros((3, 4, 5), np.int16)  # [x, y, z] in pynrrd's default order
+    nrrd.write(str(tmp_path / "ras.nrrd"), data, {"space": "right-anterior-superior",
+                                                  "space directions": np.diag([0.5, 0.6, 2.0]),
+                                                  "space origin": np.array([10.0, 20.0, 30.0])})
+    v = read_nrrd(tmp_path / "ras.nrrd")
+    assert v.shape == (5, 4, 3) and v.spacing == (2.0, 0.6, 0.5)
+    assert v.origin == (-10.0, -20.0, 30.0)
+    np.testing.assert_allclose(np.reshape(v.direction, (3, 3)), np.diag([-1.0, -1.0, 1.0]))
+
+
+def test_float_output_is_written_uncompressed_by_default(tmp_path):
+    vol = _oblique(np.float32)
+    write_volume(vol, tmp_path / "f.nrrd")
+    write_volume(vol.with_array(np.round(vol.hu)), tmp_path / "i.nrrd")
+    head = lambda p: p.read_bytes()[:400].decode("latin-1")  # noqa: E731
+    assert "encoding: raw" in head(tmp_path / "f.nrrd")
+    assert "encoding: gzip" in head(tmp_path / "i.nrrd")
