@@ -66,13 +66,21 @@ def signature_nps(hu, spacing):
     from .volume import Volume
 
     sig = measure_signature(Volume(hu, tuple(spacing)), with_edge=False)
+    if not sig.noise_hu:
+        raise BadInputError("The noise level cannot be measured, so BM4D has no noise PSD.")
     regions = slice_regions(hu, spacing)
     nps = measure_nps(hu, spacing, regions, region="air") or measure_nps(hu, spacing, regions, region="tissue")
-    if nps is None or not sig.noise_hu:
-        raise BadInputError("No flat region to measure the noise power spectrum in.")
-    n = nps.nps2d.shape[0]
-    total = float(nps.nps2d.sum()) / (n * nps.pixel_mm) ** 2
-    return nps.nps2d * (sig.noise_hu ** 2 / max(total, 1e-12)), (float(spacing[1]), float(spacing[2]))
+    if nps is not None:
+        shape, pixel = nps.nps2d, nps.pixel_mm
+    else:
+        # No flat ROIs (a body filling the field of view): the FBP noise model |f| W(f)^2 of
+        # the measured (or stated) transfer gives the shape instead.
+        n, pixel = 64, float(spacing[1])
+        f = np.fft.fftshift(np.hypot(*np.meshgrid(np.fft.fftfreq(n, pixel), np.fft.fftfreq(n, pixel))))
+        shape = f * np.asarray(sig.transfer(f), dtype=float) ** 2
+    n = shape.shape[0]
+    total = float(shape.sum()) / (n * pixel) ** 2
+    return shape * (sig.noise_hu ** 2 / max(total, 1e-12)), (float(spacing[1]), float(spacing[2]))
 
 
 def bm4d_methods(nps_fn=None) -> list[MethodProvider]:

@@ -15,6 +15,7 @@ docs/ARCHITECTURE.md).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from typing import Optional
 
@@ -69,19 +70,43 @@ def method_card(name: str) -> dict:
 
 
 SELECTION_METRIC = "l1_gap_closed"
+#: A plan "changes the kernel" when the target's MTF50 differs from the source's by more than this ratio.
+KERNEL_CHANGE_RATIO = 1.1
+#: The held-out column for each kind of pair (falls back to ``heldout_physics``, all cases).
+HELDOUT_COLUMN = {"kernel_change": "heldout_physics_kernel_change", "noise_only": "heldout_physics_noise_only"}
 
 
-def _score(m: Method) -> tuple:
+def pair_kind(plan) -> str:
+    """``kernel_change`` when the plan changes the in-plane transfer, else ``noise_only``.
+
+    Methods rank differently on the two: a kernel conversion is mostly deblurring or
+    blurring, a dose-only one mostly denoising (see the held-out benchmark's cases).
+    """
+    try:
+        s, t = plan.source_signature.transfer.mtf50, plan.target_signature.transfer.mtf50
+    except AttributeError:
+        return "kernel_change"
+    if not (math.isfinite(s) and math.isfinite(t) and s > 0 and t > 0):
+        return "kernel_change"
+    return "kernel_change" if abs(math.log(t / s)) > math.log(KERNEL_CHANGE_RATIO) else "noise_only"
+
+
+def _score(m: Method, kind: Optional[str] = None) -> tuple:
     f = m.figures.get(SELECTION_METRIC, {})
-    held, ind = f.get("heldout_physics"), f.get("in_distribution")
+    held = f.get(HELDOUT_COLUMN.get(kind, ""))
+    if held is None:
+        held = f.get("heldout_physics")
+    ind = f.get("in_distribution")
     return (held if held is not None else -1e9, ind if ind is not None else -1e9)
 
 
 def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
     """``auto``'s choice for a plan: the covering complete method with the best measured figures.
 
-    Ranked by the held-out-physics gap closed in L1 (then the in-distribution one);
-    methods never benchmarked rank last; ties go to the method without torch.
+    Ranked by the held-out-physics gap closed in L1 for the plan's kind of pair
+    (:func:`pair_kind`: a kernel change or a noise-only change; the all-cases figure when
+    a card has no figure for that kind), then the in-distribution one; methods never
+    benchmarked rank last; ties go to the method without torch.
 
     Returns
     -------
@@ -99,12 +124,12 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
             skipped.append(f"{m.name}: {why}")
     if not cands:
         raise BadInputError("No method can normalize this protocol pair: " + "; ".join(skipped))
-    cands.sort(key=lambda m: (_score(m), not m.needs_torch), reverse=True)
+    kind = pair_kind(plan)
+    cands.sort(key=lambda m: (_score(m, kind), not m.needs_torch), reverse=True)
     best = cands[0]
-    held, ind = _score(best)
 
     def fmt(m):
-        h, i = _score(m)
+        h, i = _score(m, kind)
         parts = []
         if h > -1e9:
             parts.append(f"held-out physics {h:.2f}")
@@ -112,8 +137,8 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
             parts.append(f"in-distribution {i:.2f}")
         return f"{m.name} ({', '.join(parts) or 'not benchmarked'})"
 
-    reason = "best measured L1 gap closed among the methods that cover this pair: " + \
-        "; ".join(fmt(m) for m in cands)
+    reason = (f"best measured L1 gap closed ({kind.replace('_', ' ')} pairs) among the methods that cover "
+              "this pair: " + "; ".join(fmt(m) for m in cands))
     warnings = []
     if skipped:
         warnings.append({"code": "METHODS_NOT_COVERING", "message": "Not considered: " + "; ".join(skipped)})

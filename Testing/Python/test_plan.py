@@ -12,7 +12,7 @@ from CTNormalizeLib import Volume
 from CTNormalizeLib.errors import BadInputError
 from CTNormalizeLib.io import read_volume, write_volume
 from CTNormalizeLib.method_rows import Method, MethodResult, register, unregister
-from CTNormalizeLib.methods import choose_auto, method_table
+from CTNormalizeLib.methods import HELDOUT_COLUMN, choose_auto, method_table, pair_kind
 from CTNormalizeLib.plan import make_plan
 from CTNormalizeLib.protocols import Protocol
 
@@ -116,9 +116,14 @@ def test_auto_picks_by_measured_figures(scans):
     src, _, _ = scans
     plan = make_plan(src, None, "emphysema-reference", method="classical")
     table = method_table()
+    col = HELDOUT_COLUMN[pair_kind(plan)]
+
+    def held(m):
+        f = m.figures.get("l1_gap_closed", {})
+        return f.get(col) if f.get(col) is not None else f.get("heldout_physics")
+
     best = max((m for m in table.values() if m.complete and m.why_not(plan) is None),
-               key=lambda m: (m.figures.get("l1_gap_closed", {}).get("heldout_physics") or -1,
-                              m.figures.get("l1_gap_closed", {}).get("in_distribution") or -1))
+               key=lambda m: (held(m) or -1, m.figures.get("l1_gap_closed", {}).get("in_distribution") or -1))
     name, reason, _ = choose_auto(plan, table)
     assert name == best.name and name in reason
     # a method with better figures wins, and the reason says why
@@ -130,6 +135,30 @@ def test_auto_picks_by_measured_figures(scans):
         assert choose_auto(plan)[0] == "toy-best"
     finally:
         unregister("toy-best")
+
+
+def test_auto_ranks_by_the_figures_of_the_pairs_kind(scans):
+    """A kernel conversion and a dose-only request can pick different methods: each is ranked
+    by its held-out figure for that kind of pair."""
+    src, _, _ = scans
+    kernel_plan = make_plan(src, None, "kernel=smooth,dose=1,thickness=1", method="classical")
+    dose_plan = make_plan(src, None, "dose=1", method="classical")
+    assert pair_kind(kernel_plan) == "kernel_change" and pair_kind(dose_plan) == "noise_only"
+    run = lambda v, p, pr=None, ref=None: MethodResult(v)  # noqa: E731
+    figs = lambda k, n: {"l1_gap_closed": {"heldout_physics": max(k, n), "heldout_physics_kernel_change": k,  # noqa: E731
+                                           "heldout_physics_noise_only": n}}
+    register(Method("toy-kernel-best", "classical", "toy", ("kernel", "noise", "thickness"), run=run,
+                    figures=figs(0.99, 0.2)))
+    register(Method("toy-noise-best", "classical", "toy", ("kernel", "noise", "thickness"), run=run,
+                    figures=figs(0.2, 0.98)))
+    try:
+        name, reason, _ = choose_auto(kernel_plan)
+        assert name == "toy-kernel-best" and "kernel change pairs" in reason
+        name, reason, _ = choose_auto(dose_plan)
+        assert name == "toy-noise-best" and "noise only pairs" in reason
+    finally:
+        unregister("toy-kernel-best")
+        unregister("toy-noise-best")
 
 
 def test_toy_method_reaches_cli_and_slicer_list(tmp_path, monkeypatch):
