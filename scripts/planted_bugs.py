@@ -109,6 +109,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="ctn-planted-") as tmp:
         copy = Path(tmp)
         _copy_head(copy)
+        everything = Bug("baseline (no bug)", "", "", "", tuple(sorted({t for b in bugs for t in b.tests})))
+        failed, detail = _run(copy, everything)
+        print(f"baseline: {detail}", flush=True)
+        if failed:
+            print("The unmodified copy already fails these tests; fix that first.", file=sys.stderr)
+            return 2
         for bug in bugs:
             original = _plant(copy, bug)
             try:

@@ -1,33 +1,41 @@
-"""Write the benchmark figures ``--method auto`` ranks by into the method and model cards.
+"""Write measured benchmark figures into the method and model cards (what ``auto`` ranks by).
 
 ``auto`` (:func:`CTNormalizeLib.methods.choose_auto`) ranks the complete methods by
-``selection.figures.l1_gap_closed`` of their cards: the held-out-physics column first,
-then the in-distribution one. This script takes both from benchmark JSON files, so the
-figures in the cards are always ones a benchmark measured::
+``selection.figures.l1_gap_closed`` of their cards: the held-out-physics column for the
+plan's kind of pair first, then the in-distribution one. This script takes both from
+benchmark JSON files, so every figure in a card is one a benchmark measured::
 
     .venv/bin/python scripts/selection_figures.py \\
         --quality benchmarks/results/quality.json \\
-        --heldout benchmarks/results/heldout_native/heldout_physics.json [--dry-run]
+        --heldout benchmarks/results/heldout_native/heldout_physics.json \\
+        [--heldout another_heldout_run.json ...] [--dry-run]
 
-In-distribution: the L1-in-the-body gap closed of ``quality.json`` (medians over runs).
-Held-out physics: the median over cases of ``gap_closed_body`` of the held-out benchmark
-(``--heldout``; else the held-out column of ``quality.json``), and with ``--heldout`` also
-the medians over the cases that change the kernel and over the noise-only cases (the
-nominal source and target kernels equal), which ``auto`` uses for those kinds of pairs
-(:func:`CTNormalizeLib.methods.pair_kind`). Only the clean texture (the default) is
-ranked; a method missing from a file keeps ``null`` in that column.
+* ``selection.figures.l1_gap_closed``: ``in_distribution`` = the L1-in-the-body gap closed
+  of ``quality.json`` (medians over runs); ``heldout_physics`` = the median over the
+  held-out cases of ``gap_closed_body``; ``heldout_physics_kernel_change`` /
+  ``heldout_physics_noise_only`` = the same over the cases that change the kernel / keep
+  it (nominal source and target kernels equal), see :func:`CTNormalizeLib.methods.pair_kind`.
+  Ranked figures are those of the clean texture, the default.
+* ``metrics``: the card's method next to the classical chain and BM4D, both textures,
+  both columns (L1 body and lung gap closed, emphysema-index error, Dice, NPS similarity,
+  radiomics CCC), and a one-line ``summary`` that ``ctnormalize models`` and the Slicer
+  panel show.
+
+Several ``--heldout`` files (e.g. a BM4D run made separately) are merged case by case.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS_DIR = ROOT / "Resources" / "Methods"
 MODELS_DIR = ROOT / "Resources" / "Models"
+COMPARE = ("classical:classical", "classical:classical[target]", "bm4d", "bm4d+mtf_ratio")
 
 
 def _card_path(name: str) -> Path | None:
@@ -44,23 +52,22 @@ def _method_name(label: str) -> str | None:
     return label.split(":", 1)[1]
 
 
-def in_distribution(quality: dict) -> dict:
-    out = {}
-    for label, table in quality.get("summary", {}).get("per_method", {}).items():
-        name = _method_name(label)
-        g = table.get("l1_body_hu", {}).get("gap_closed")
-        if name and g is not None:
-            out[name] = round(float(g), 3)
-    return out
+def _r(x, nd=3):
+    return None if x is None else round(float(x), nd)
 
 
-def heldout(per_method: dict) -> dict:
+def in_distribution_rows(quality: dict) -> dict:
+    """``{label: {metric: value}}`` from ``quality.json`` (medians over runs)."""
+    s = quality.get("summary", {})
+    rad = s.get("radiomics", {})
     out = {}
-    for label, row in per_method.items():
-        name = _method_name(label)
-        g = row.get("gap_closed_body")
-        if name and g is not None:
-            out[name] = round(float(g), 3)
+    for label, t in s.get("per_method", {}).items():
+        g = lambda m: t.get(m, {}).get("gap_closed")  # noqa: E731
+        o = lambda m: t.get(m, {}).get("output")  # noqa: E731
+        out[label] = {"l1_body_gap": _r(g("l1_body_hu")), "l1_lung_gap": _r(g("l1_lung_hu")),
+                      "ei_error_pt": _r(o("ei_error_pt")), "emphysema_dice": _r(o("emphysema_dice")),
+                      "nps_similarity": _r(o("nps_similarity")),
+                      "radiomics_median_ccc": _r(rad.get(label, {}).get("median_ccc"))}
     return out
 
 
@@ -69,55 +76,104 @@ def _kernel(spec: str):
     return fields.get("kernel")
 
 
-def heldout_by_kind(result: dict) -> dict:
-    """``{kind: {method: median gap closed in the body}}`` over the held-out cases of each kind."""
-    import statistics
+def merged_cases(files: list) -> tuple[list, str]:
+    """The held-out cases of several runs, rows merged by case name; and a description."""
+    cases: dict = {}
+    desc = []
+    for f in files:
+        h = json.loads(Path(f).read_text(encoding="utf-8"))
+        desc.append(f"{Path(f).parent.name}/{Path(f).name} (size {h.get('size')}, source "
+                    f"{h.get('source_mode', 'explicit')})")
+        for c in h.get("cases", []):
+            have = cases.setdefault(c["case"], {**c, "rows": {}})
+            have["rows"].update(c.get("rows", {}))
+    return list(cases.values()), "; ".join(desc)
 
+
+def heldout_rows(cases: list) -> dict:
+    """``{label: {metric: median over cases}}`` plus the L1 gap per kind of pair."""
     vals: dict = {}
-    for case in result.get("cases", []):
+    for case in cases:
         kind = "noise_only" if _kernel(case["source_spec"]) == _kernel(case["target_spec"]) else "kernel_change"
         for label, row in case.get("rows", {}).items():
-            name, g = _method_name(label), row.get("gap_closed_body")
-            if name and g is not None:
-                vals.setdefault(kind, {}).setdefault(name, []).append(float(g))
-    return {k: {n: round(statistics.median(v), 3) for n, v in d.items()} for k, d in vals.items()}
+            d = vals.setdefault(label, {})
+            for key, name in (("gap_closed_body", "l1_body_gap"), ("gap_closed_lung", "l1_lung_gap"),
+                              ("ei_error_pt", "ei_error_pt"), ("nps_similarity", "nps_similarity")):
+                if row.get(key) is not None:
+                    d.setdefault(name, []).append(float(row[key]))
+            if row.get("gap_closed_body") is not None:
+                d.setdefault(f"l1_body_gap_{kind}", []).append(float(row["gap_closed_body"]))
+    return {label: {k: _r(statistics.median(v)) for k, v in d.items()} for label, d in vals.items()}
+
+
+def _summary(name: str, label: str, ind: dict, held: dict) -> str:
+    def pair(lab):
+        i = ind.get(lab, {}).get("l1_body_gap")
+        h = held.get(lab, {})
+        return i, h.get("l1_body_gap_kernel_change"), h.get("l1_body_gap_noise_only")
+
+    def fmt(x):
+        return "—" if x is None else f"{x:.2f}"
+
+    i, k, n = pair(label)
+    text = (f"L1 gap closed: in-distribution {fmt(i)}; held-out physics {fmt(k)} kernel change / "
+            f"{fmt(n)} dose only")
+    others = []
+    for lab, short in (("classical:classical", "classical chain"), ("bm4d", "BM4D"),
+                       ("bm4d+mtf_ratio", "BM4D+mtf_ratio")):
+        if lab == label or (lab not in ind and lab not in held):
+            continue
+        oi, ok, on = pair(lab)
+        others.append(f"{short} {fmt(oi)}; {fmt(ok)} / {fmt(on)}")
+    return text + (" (" + ", ".join(others) + ")" if others else "")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quality", required=True, help="quality.json of benchmarks/quality.py")
-    ap.add_argument("--heldout", help="heldout_physics.json of benchmarks/heldout_physics.py (overrides the "
-                                      "held-out column of quality.json)")
+    ap.add_argument("--heldout", action="append", default=[],
+                    help="heldout_physics.json of benchmarks/heldout_physics.py (repeatable; merged by case)")
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
     q = json.loads(Path(args.quality).read_text(encoding="utf-8"))
-    ind = in_distribution(q)
-    if args.heldout:
-        h = json.loads(Path(args.heldout).read_text(encoding="utf-8"))
-        held, hsrc = heldout(h.get("summary", {})), f"{Path(args.heldout).name} (size {h.get('size')})"
-        by_kind = heldout_by_kind(h)
-    else:
-        held = heldout(q.get("heldout_physics", {}).get("per_method", {}))
-        hsrc = f"{Path(args.quality).name} held-out column (size {q.get('heldout_physics', {}).get('size')})"
-        by_kind = {}
-    names = sorted(set(ind) | set(held))
+    ind = in_distribution_rows(q)
+    cases, hsrc = merged_cases(args.heldout) if args.heldout else ([], "none")
+    held = heldout_rows(cases)
+    names = sorted({n for n in map(_method_name, set(ind) | set(held)) if n})
     if not names:
         print("No method figures found in the benchmark files.", file=sys.stderr)
         return 2
+    qsrc = (f"{Path(args.quality).parent.name}/{Path(args.quality).name} (benchmark version "
+            f"{q.get('benchmark_version')}, size {q.get('size')}, {len(q.get('runs', []))} runs)")
     for name in names:
         path = _card_path(name)
         if path is None:
             print(f"{name}: no card (Resources/Methods or Resources/Models); skipped")
             continue
+        label = next(lab for lab in set(ind) | set(held) if _method_name(lab) == name)
+        h = held.get(label, {})
         card = json.loads(path.read_text(encoding="utf-8"))
         card["selection"] = {
-            "benchmark": (f"in_distribution: {Path(args.quality).name} (benchmark version "
-                          f"{q.get('benchmark_version')}, size {q.get('size')}); heldout_physics: {hsrc}; "
-                          "L1 gap closed in the body, clean texture"),
-            "figures": {"l1_gap_closed": {"in_distribution": ind.get(name), "heldout_physics": held.get(name),
-                                          **{f"heldout_physics_{k}": d.get(name) for k, d in sorted(by_kind.items())}}},
+            "benchmark": f"in_distribution: {qsrc}; heldout_physics: {hsrc}; L1 gap closed in the body, "
+                         "clean texture",
+            "figures": {"l1_gap_closed": {"in_distribution": ind.get(label, {}).get("l1_body_gap"),
+                                          "heldout_physics": h.get("l1_body_gap"),
+                                          "heldout_physics_kernel_change": h.get("l1_body_gap_kernel_change"),
+                                          "heldout_physics_noise_only": h.get("l1_body_gap_noise_only")}},
         }
-        print(f"{name}: {card['selection']['figures']['l1_gap_closed']} -> {path.relative_to(ROOT)}")
+        rows = [lab for lab in (label, f"{label}[target]", *COMPARE) if lab in ind or lab in held]
+        rows = list(dict.fromkeys(rows))
+        card["metrics"] = {
+            "source": {"in_distribution": qsrc, "heldout_physics": hsrc},
+            "definitions": "l1_*_gap: gap closed in L1 against the replicate floor; ei_error_pt: emphysema "
+                           "index (LAA-950) error in points; nps_similarity: 1 = the target's noise texture; "
+                           "held-out values are medians over the independent simulator's cases",
+            "in_distribution": {lab: ind[lab] for lab in rows if lab in ind},
+            "heldout_physics": {lab: held[lab] for lab in rows if lab in held},
+            "summary": _summary(name, label, ind, held),
+        }
+        print(f"{name}: {card['selection']['figures']['l1_gap_closed']}\n  {card['metrics']['summary']}\n"
+              f"  -> {path.relative_to(ROOT)}")
         if not args.dry_run:
             tmp = path.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
