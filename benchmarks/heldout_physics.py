@@ -34,6 +34,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", default="benchmarks/results")
     ap.add_argument("--textures", default="clean,target",
                     help="textures for the complete methods (the chain and models), comma-separated")
+    ap.add_argument("--source-auto", action="store_true",
+                    help="give the methods source=auto (tags and pixels only) instead of the nominal source protocol")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     methods = heldout_methods(tuple(t.strip() for t in args.textures.split(",") if t.strip()))
@@ -47,7 +49,7 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         methods = [known[w] for w in want]
-    res = hb.run_heldout(args.size, methods, progress=lambda st, f: print(f"{st}: {f:.0%}", file=sys.stderr))
+    res = hb.run_heldout(args.size, methods, source_mode="auto" if args.source_auto else "explicit", progress=lambda st, f: print(f"{st}: {f:.0%}", file=sys.stderr))
     written = hb.write_heldout(res, args.out_dir)
     print(hb.format_table(res))
     print(f"\nelapsed {res['elapsed_s']} s wall, {res['cpu_s']} s CPU (case generation {res['case_generation_s']} s); wrote {written['json']}, "

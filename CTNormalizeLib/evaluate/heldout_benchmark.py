@@ -51,11 +51,20 @@ def _row(values: dict, label: str) -> dict:
     return row
 
 
-def run_case(case: "hcases.HeldOutCase", methods: list, keep_arrays: bool = False) -> dict:
-    """Run every method on one case and evaluate source, outputs, replicate and noise-free target."""
+def run_case(case: "hcases.HeldOutCase", methods: list, keep_arrays: bool = False,
+             source_mode: str = "explicit") -> dict:
+    """Run every method on one case and evaluate source, outputs, replicate and noise-free target.
+
+    ``source_mode="auto"``: the methods get ``source="auto"`` (the scan's tags and pixels
+    only, as for a tagless scan of unknown protocol) instead of the nominal source protocol.
+    """
     from .paired import evaluate_methods
 
     sprot, tprot = parse_spec(case.source_spec), parse_spec(case.target_spec)
+    if source_mode == "auto":
+        sprot = "auto"
+    elif source_mode != "explicit":
+        raise BadInputError(f"source_mode must be 'explicit' or 'auto', not {source_mode!r}.")
     ref = None
     if any(m.name.endswith("histogram_match") for m in methods):
         ref = hcases.reference_scan(case.spec.target, case.target.shape[1], case.target.spacing[1])
@@ -102,7 +111,7 @@ def summarize(case_results: list, labels: list) -> dict:
 
 
 def run_heldout(size: str = "default", methods: Optional[list] = None, progress=None,
-                keep_examples: bool = True, specs: Optional[list] = None) -> dict:
+                keep_examples: bool = True, specs: Optional[list] = None, source_mode: str = "explicit") -> dict:
     """Run the held-out-physics benchmark and return its JSON-ready result.
 
     Parameters
@@ -117,6 +126,8 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
         Keep the arrays of each case in ``_examples`` for pictures (not JSON).
     specs : list of CaseSpec, optional
         Override the size's cases.
+    source_mode : {"explicit", "auto"}
+        Give the methods the nominal source protocol, or ``auto`` (see :func:`run_case`).
     """
     t_start, c_start = time.perf_counter(), time.process_time()
     if not methods:
@@ -128,7 +139,7 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
         t0 = time.perf_counter()
         case = hcases.generate_case(spec)
         gen_s += time.perf_counter() - t0
-        r = run_case(case, methods, keep_arrays=keep_examples)
+        r = run_case(case, methods, keep_arrays=keep_examples, source_mode=source_mode)
         if keep_examples:
             examples[case.name] = r.pop("_arrays")
         results.append(r)
@@ -139,6 +150,7 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
         "benchmark": "held-out physics (independent simulator)",
         "heldout_version": hcases.HELDOUT_VERSION,
         "size": size,
+        "source_mode": source_mode,
         "methods": [m.name for m in methods],
         "method_sha256": {m.name: m.sha256 for m in methods},
         "cases": results,

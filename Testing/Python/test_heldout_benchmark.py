@@ -79,3 +79,20 @@ def test_quality_report_shows_the_heldout_section(tiny, monkeypatch):
     page = benchmark_report_html({"summary": {}, "heldout_physics": benchmark.heldout_section("tiny", [])}, {})
     assert "Held-out physics (independent simulator)" in page and "classical:mtf_ratio" in page
     assert "Held-out physics" not in benchmark_report_html({"summary": {}}, {})
+
+
+def test_source_auto_mode_gives_the_methods_auto(monkeypatch, tmp_path):
+    """``--source-auto``: every method gets ``source="auto"`` instead of the nominal protocol."""
+    monkeypatch.setenv("CTNORMALIZE_CACHE", str(tmp_path))
+    seen = []
+
+    def spy(v, s, t, reference=None):
+        seen.append(s)
+        return v
+
+    res = hb.run_heldout("tiny", [benchmark.MethodProvider("spy", spy)], source_mode="auto", keep_examples=False)
+    assert seen == ["auto"] and res["source_mode"] == "auto"
+    res = hb.run_heldout("tiny", [benchmark.MethodProvider("spy", spy)], keep_examples=False)
+    assert seen[-1] != "auto" and seen[-1].kernel == "sharp" and res["source_mode"] == "explicit"
+    with pytest.raises(Exception, match="source_mode"):
+        hb.run_heldout("tiny", [benchmark.MethodProvider("spy", spy)], source_mode="guess", keep_examples=False)
