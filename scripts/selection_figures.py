@@ -116,16 +116,16 @@ def _summary(name: str, label: str, ind: dict, held: dict) -> str:
         return "—" if x is None else f"{x:.2f}"
 
     i, k, n = pair(label)
-    text = (f"L1 gap closed: in-distribution {fmt(i)}; held-out physics {fmt(k)} kernel change / "
-            f"{fmt(n)} dose only")
+    text = (f"L1 gap closed: in distribution {fmt(i)}, held-out physics {fmt(k)} (kernel change) / "
+            f"{fmt(n)} (dose only)")
     others = []
     for lab, short in (("classical:classical", "classical chain"), ("bm4d", "BM4D"),
                        ("bm4d+mtf_ratio", "BM4D+mtf_ratio")):
         if lab == label or (lab not in ind and lab not in held):
             continue
         oi, ok, on = pair(lab)
-        others.append(f"{short} {fmt(oi)}; {fmt(ok)} / {fmt(on)}")
-    return text + (" (" + ", ".join(others) + ")" if others else "")
+        others.append(f"{short} {fmt(oi)}, {fmt(ok)} / {fmt(on)}")
+    return text + (". Same figures: " + "; ".join(others) + "." if others else ".")
 
 
 def main(argv=None) -> int:
