@@ -7,7 +7,7 @@ Usage::
 
 The cohort is four slabs of ``--slices`` slices of lung1 (512 x 512, 0.57 mm pixels,
 5 mm slices), written as NRRD, each with a source protocol in the manifest; every case
-is normalized to ``kernel=smooth,dose=1`` with the classical pipeline (non-local means
+is normalized to ``kernel=smooth,dose=1`` by ``--method auto`` (before v3 shipped: the classical pipeline, non-local means
 denoising dominates) and gets the emphysema index and the before/after signatures. Each
 worker count runs the whole command in a fresh output folder (nothing skipped), cluster
 start and the cohort report included; the JSON gives wall seconds, cases per minute,

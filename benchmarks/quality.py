@@ -4,7 +4,7 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/quality.py                  # default size (<= 10 min on 2 cores)
     .venv/bin/python benchmarks/quality.py --full           # the whole grid (slow)
-    .venv/bin/python benchmarks/quality.py --methods classical:auto,classical:mtf_ratio
+    .venv/bin/python benchmarks/quality.py --methods classical:classical,classical:mtf_ratio
 
 Writes ``benchmarks/results/quality.json``, the PNGs and ``quality_report.html`` next to
 them, and prints the table: each method next to the source and the replicate, with

@@ -152,9 +152,12 @@ def main(argv=None) -> int:
             continue
         label = next(lab for lab in set(ind) | set(held) if _method_name(lab) == name)
         h = held.get(label, {})
+        covered = sum(label in r.get("values", {}) for r in q.get("runs", []))
+        qsrc_m = qsrc.replace(f"{len(q.get('runs', []))} runs)", f"{covered} of {len(q.get('runs', []))} runs "
+                                                                  "covered by this method)")
         card = json.loads(path.read_text(encoding="utf-8"))
         card["selection"] = {
-            "benchmark": f"in_distribution: {qsrc}; heldout_physics: {hsrc}; L1 gap closed in the body, "
+            "benchmark": f"in_distribution: {qsrc_m}; heldout_physics: {hsrc}; L1 gap closed in the body, "
                          "clean texture",
             "figures": {"l1_gap_closed": {"in_distribution": ind.get(label, {}).get("l1_body_gap"),
                                           "heldout_physics": h.get("l1_body_gap"),
@@ -164,7 +167,7 @@ def main(argv=None) -> int:
         rows = [lab for lab in (label, f"{label}[target]", *COMPARE) if lab in ind or lab in held]
         rows = list(dict.fromkeys(rows))
         card["metrics"] = {
-            "source": {"in_distribution": qsrc, "heldout_physics": hsrc},
+            "source": {"in_distribution": qsrc_m, "heldout_physics": hsrc},
             "definitions": "l1_*_gap: gap closed in L1 against the replicate floor; ei_error_pt: emphysema "
                            "index (LAA-950) error in points; nps_similarity: 1 = the target's noise texture; "
                            "held-out values are medians over the independent simulator's cases",

@@ -52,7 +52,7 @@ def add_arguments(p):
     b.add_argument("--no-heldout", action="store_true",
                    help="skip the held-out-physics column (the independent simulator's cases)")
     b.add_argument("--methods", default=None,
-                   help="comma-separated method names (e.g. classical:auto,classical:mtf_ratio); default: all")
+                   help="comma-separated method names (e.g. classical:classical,classical:mtf_ratio); default: all")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (nothing else)")
     p.add_argument("--report", help="write a self-contained HTML report here")
 
