@@ -75,9 +75,10 @@ def signature_nps(hu, spacing):
     else:
         # No flat ROIs (a body filling the field of view): the FBP noise model |f| W(f)^2 of
         # the measured (or stated) transfer gives the shape instead.
-        n, pixel = 64, float(spacing[1])
-        f = np.fft.fftshift(np.hypot(*np.meshgrid(np.fft.fftfreq(n, pixel), np.fft.fftfreq(n, pixel))))
-        shape = f * np.asarray(sig.transfer(f), dtype=float) ** 2
+        from .signature.transfer import fbp_nps
+
+        pixel = float(spacing[1])
+        shape = np.fft.fftshift(fbp_nps(sig.transfer, pixel, 64))
     n = shape.shape[0]
     total = float(shape.sum()) / (n * pixel) ** 2
     return shape * (sig.noise_hu ** 2 / max(total, 1e-12)), (float(spacing[1]), float(spacing[2]))

@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 METHODS_DIR = ROOT / "Resources" / "Methods"
 MODELS_DIR = ROOT / "Resources" / "Models"
 COMPARE = ("classical:classical", "classical:classical[target]", "bm4d", "bm4d+mtf_ratio")
@@ -72,8 +73,9 @@ def in_distribution_rows(quality: dict) -> dict:
 
 
 def _kernel(spec: str):
-    fields = dict(kv.split("=", 1) for kv in spec.split(",") if "=" in kv)
-    return fields.get("kernel")
+    from CTNormalizeLib.protocols import parse_spec
+
+    return parse_spec(spec).kernel
 
 
 def merged_cases(files: list) -> tuple[list, str]:
@@ -106,7 +108,7 @@ def heldout_rows(cases: list) -> dict:
     return {label: {k: _r(statistics.median(v)) for k, v in d.items()} for label, d in vals.items()}
 
 
-def _summary(name: str, label: str, ind: dict, held: dict) -> str:
+def _summary(label: str, ind: dict, held: dict) -> str:
     def pair(lab):
         i = ind.get(lab, {}).get("l1_body_gap")
         h = held.get(lab, {})
@@ -173,7 +175,7 @@ def main(argv=None) -> int:
                            "held-out values are medians over the independent simulator's cases",
             "in_distribution": {lab: ind[lab] for lab in rows if lab in ind},
             "heldout_physics": {lab: held[lab] for lab in rows if lab in held},
-            "summary": _summary(name, label, ind, held),
+            "summary": _summary(label, ind, held),
         }
         print(f"{name}: {card['selection']['figures']['l1_gap_closed']}\n  {card['metrics']['summary']}\n"
               f"  -> {path.relative_to(ROOT)}")

@@ -355,15 +355,12 @@ def write_benchmark(result: dict, out_dir, report_path=None) -> dict:
 
     Returns ``{"json": path, "pngs": [paths], "report": path or None}``.
     """
-    from ..io.atomic import atomic_write_bytes
+    from .figures import write_figure_pngs
     from .report import benchmark_report_html, write_html
 
     out_dir = Path(out_dir)
     figs = benchmark_figures(result)
-    pngs = []
-    for i, (cap, png) in enumerate(figs.items()):
-        name = f"quality_{i:02d}_" + "".join(c if c.isalnum() else "_" for c in cap.split(":")[0])[:40] + ".png"
-        pngs.append(str(atomic_write_bytes(out_dir / name, png)))
+    pngs = write_figure_pngs(figs, out_dir, "quality", ":")
     clean = {k: v for k, v in result.items() if not k.startswith("_")}
     clean["figures"] = [Path(p).name for p in pngs]
     clean["figure_captions"] = list(figs)

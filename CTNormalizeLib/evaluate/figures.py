@@ -339,3 +339,19 @@ def pair_figures(result: dict, output_label: str = "normalized") -> dict:
             out["radiomic features: relative error vs target (fewer than 3 segments: no CCC)"] = \
                 feature_error_figure(rel)
     return out
+
+
+def write_figure_pngs(figures: dict, out_dir, prefix: str, caption_end: str) -> list[str]:
+    """Write ``{caption: PNG bytes}`` atomically as ``<prefix>_NN_<caption slug>.png``; returns the paths.
+
+    The slug is the caption up to ``caption_end``, non-alphanumerics as ``_``, at most 40 characters.
+    """
+    from pathlib import Path
+
+    from ..io.atomic import atomic_write_bytes
+
+    out = []
+    for i, (cap, png) in enumerate(figures.items()):
+        slug = "".join(c if c.isalnum() else "_" for c in cap.split(caption_end)[0])[:40]
+        out.append(str(atomic_write_bytes(Path(out_dir) / f"{prefix}_{i:02d}_{slug}.png", png)))
+    return out

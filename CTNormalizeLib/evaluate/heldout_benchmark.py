@@ -265,15 +265,13 @@ def heldout_report_html(result: dict, figs: dict) -> str:
 
 def write_heldout(result: dict, out_dir) -> dict:
     """Write ``heldout_physics.json``, the PNGs and ``heldout_physics.html`` into ``out_dir`` atomically."""
-    from ..io.atomic import atomic_write_bytes, atomic_write_text
+    from ..io.atomic import atomic_write_text
     from ..io.jsonfile import write_json
+    from .figures import write_figure_pngs
 
     out_dir = Path(out_dir)
     figs = heldout_figures(result)
-    pngs = []
-    for i, (cap, png) in enumerate(figs.items()):
-        name = f"heldout_{i:02d}_" + "".join(ch if ch.isalnum() else "_" for ch in cap.split("(")[0])[:40] + ".png"
-        pngs.append(str(atomic_write_bytes(out_dir / name, png)))
+    pngs = write_figure_pngs(figs, out_dir, "heldout", "(")
     clean = {k: v for k, v in result.items() if not k.startswith("_")}
     clean["figures"] = [Path(p).name for p in pngs]
     js = write_json(out_dir / "heldout_physics.json", clean, indent=1)

@@ -101,3 +101,4 @@ def write_html(path, text: str):
     from ..io.atomic import atomic_write_text
 
     return atomic_write_text(path, text)
+

@@ -196,6 +196,22 @@ def list_series(directory) -> list[SeriesInfo]:
     return out
 
 
+def source_instance_files(volume) -> list[Path]:
+    """The DICOM files ``volume`` was read from: its series in the input folder, or the one file.
+
+    Empty when the volume was not read from DICOM (``meta["source_format"]``/``["source_path"]``).
+    """
+    src = volume.meta.get("source_path")
+    if volume.meta.get("source_format") != "DICOM" or not src:
+        return []
+    p = Path(src)
+    if not p.is_dir():
+        return [p]
+    uid = volume.meta.get("SeriesInstanceUID")
+    series = [s for s in list_series(p) if not uid or s.uid == uid]
+    return list(series[0].files) if series else []
+
+
 def _series_summary(series: list[SeriesInfo]) -> str:
     return "; ".join(
         f"{s.uid} ({s.n_slices} slice{'s' if s.n_slices != 1 else ''}"

@@ -56,19 +56,12 @@ def _source_datasets(volume: Volume) -> list:
     """The CT's instances, sorted along the slice normal, one per volume slice."""
     import pydicom
 
-    from .dicom import list_series
+    from .dicom import source_instance_files
 
-    src = volume.meta.get("source_path")
-    if volume.meta.get("source_format") != "DICOM" or not src:
+    if volume.meta.get("source_format") != "DICOM" or not volume.meta.get("source_path"):
         raise BadInputError("A DICOM SEG references the CT's DICOM instances: give a DICOM series folder as input, "
                             f"not a {volume.meta.get('source_format') or 'volume'} file.")
-    p = Path(src)
-    if p.is_dir():
-        uid = volume.meta.get("SeriesInstanceUID")
-        series = [s for s in list_series(p) if not uid or s.uid == uid]
-        files = series[0].files if series else []
-    else:
-        files = [p]
+    files = source_instance_files(volume)
     datasets = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in files]
     normal = np.asarray(volume.direction, dtype=np.float64).reshape(3, 3)[:, 2]
     pos = np.array([float(np.dot([float(v) for v in ds.ImagePositionPatient], normal)) for ds in datasets])

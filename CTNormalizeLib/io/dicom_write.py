@@ -133,19 +133,12 @@ def _read_source(volume: Volume) -> _Source:
     """Headers of the input's DICOM instances (none for NRRD/NIfTI input)."""
     import pydicom
 
-    fmt = str(volume.meta.get("source_format") or "volume")
-    src = volume.meta.get("source_path")
-    if fmt != "DICOM" or not src:
-        return _Source([], np.zeros(0), fmt)
-    p = Path(src)
-    if p.is_dir():
-        from .dicom import list_series
+    from .dicom import source_instance_files
 
-        uid = volume.meta.get("SeriesInstanceUID")
-        series = [s for s in list_series(p) if not uid or s.uid == uid]
-        files = series[0].files if series else []
-    else:
-        files = [p]
+    fmt = str(volume.meta.get("source_format") or "volume")
+    if fmt != "DICOM" or not volume.meta.get("source_path"):
+        return _Source([], np.zeros(0), fmt)
+    files = source_instance_files(volume)
     datasets = [pydicom.dcmread(str(f), stop_before_pixels=True, force=True) for f in files]
     normal = _normal(volume.direction)
     pos = np.array([float(np.dot([float(v) for v in ds.get("ImagePositionPatient", [0, 0, 0])], normal))

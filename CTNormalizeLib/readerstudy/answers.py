@@ -32,7 +32,7 @@ from typing import Optional
 from ..errors import BadInputError
 from . import design as D
 from . import storage as S
-from .lines import read_answer_file
+from .lines import json_lines, read_answer_file
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +66,11 @@ def read_lines(path) -> list[dict]:
     if not path.exists():
         return []
     out = []
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, start=1):
-            raw = raw.strip()
-            if not raw:
-                continue
-            try:
-                rec = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                log.warning("%s line %d is incomplete or garbled; skipped.", path, n)
-                continue
-            if isinstance(rec, dict) and "item" in rec:
-                out.append(rec)
+    for n, rec in json_lines(path):
+        if rec is None:
+            log.warning("%s line %d is incomplete or garbled; skipped.", path, n)
+        elif isinstance(rec, dict) and "item" in rec:
+            out.append(rec)
     return out
 
 

@@ -165,25 +165,35 @@ def read_answer_file(path, design: str, items_of=None) -> tuple[Optional[str], l
     """
     path = Path(path)
     reader, items, lines, problems = None, None, [], []
+    for n, rec in json_lines(path):
+        if rec is None:
+            problems.append(LineProblem(str(path), n, "not a complete JSON line (torn by a crash, or edited)"))
+            continue
+        if reader is None and isinstance(rec, dict) and isinstance(rec.get("reader"), str) and rec["reader"]:
+            # The first line that names a reader says whose file this is.
+            reader = rec["reader"]
+            items = items_of(reader) if items_of is not None else None
+        try:
+            lines.append(check_line(rec, design, items, reader))
+        except ValueError as exc:
+            problems.append(LineProblem(str(path), n, str(exc)))
+    return (reader if lines else None), lines, problems
+
+
+def json_lines(path):
+    """``(line number, parsed JSON or None)`` for every non-blank line of a JSON-lines file.
+
+    ``None`` marks a line that is not complete JSON (torn by a crash, edited, not UTF-8).
+    """
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
             raw = raw.strip()
             if not raw:
                 continue
             try:
-                rec = json.loads(raw.decode("utf-8"))
+                yield n, json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
-                problems.append(LineProblem(str(path), n, "not a complete JSON line (torn by a crash, or edited)"))
-                continue
-            if reader is None and isinstance(rec, dict) and isinstance(rec.get("reader"), str) and rec["reader"]:
-                # The first line that names a reader says whose file this is.
-                reader = rec["reader"]
-                items = items_of(reader) if items_of is not None else None
-            try:
-                lines.append(check_line(rec, design, items, reader))
-            except ValueError as exc:
-                problems.append(LineProblem(str(path), n, str(exc)))
-    return (reader if lines else None), lines, problems
+                yield n, None
 
 
 def problems_warning(problems: list[LineProblem], limit: int = 10) -> Optional[dict]:

@@ -63,6 +63,11 @@ def band_noise_factor(w: Transfer, pixel_mm: float, n: int = 128) -> float:
     scan changes by ``band_noise_factor(w2, p) / band_noise_factor(w1, p)`` when its
     kernel changes from ``w1`` to ``w2`` at the same dose.
     """
+    return float(math.sqrt(np.sum(fbp_nps(w, pixel_mm, n)) / (n * pixel_mm) ** 2))
+
+
+def fbp_nps(w: Transfer, pixel_mm: float, n: int = 128) -> np.ndarray:
+    """The FBP noise model ``|f| W(f)^2`` on an ``n x n`` 2D frequency grid (``np.fft`` order, unscaled)."""
     f = np.fft.fftfreq(n, d=pixel_mm)
     fr = np.hypot(*np.meshgrid(f, f))
-    return float(math.sqrt(np.sum(fr * w(fr) ** 2) / (n * pixel_mm) ** 2))
+    return fr * w(fr) ** 2

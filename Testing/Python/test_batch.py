@@ -10,27 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from reliability import chest
 
 TARGET = "kernel=smooth,dose=1"
+
+BATCH_SHAPE = (8, 96, 96)
 
 
 def _run(args, timeout=240):
     return subprocess.run([sys.executable, "-m", "CTNormalizeLib", *args], capture_output=True, text=True,
                           timeout=timeout)
-
-
-def _chest(shape=(8, 96, 96), seed=0, noise=30.0) -> np.ndarray:
-    """A crude noisy chest: air around an ellipse of soft tissue with two low-HU lungs."""
-    rng = np.random.default_rng(seed)
-    z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]]
-    cy, cx = shape[1] / 2, shape[2] / 2
-    body = ((y - cy) / (0.42 * shape[1])) ** 2 + ((x - cx) / (0.46 * shape[2])) ** 2 < 1
-    vol = np.full(shape, -1000.0)
-    vol[body] = 40.0
-    for side in (-1, 1):
-        lung = ((y - cy) / (0.28 * shape[1])) ** 2 + ((x - cx - side * 0.2 * shape[2]) / (0.15 * shape[2])) ** 2 < 1
-        vol[lung] = -860.0
-    return (vol + rng.normal(0, noise, shape)).astype(np.float32)
 
 
 def _write(path: Path, arr: np.ndarray, spacing=(1.2, 1.2, 2.0)) -> Path:
@@ -52,8 +41,8 @@ def cohort(tmp_path_factory, pyradiomics_data) -> Path:
 
     d = tmp_path_factory.mktemp("cohort")
     testdata.lung1_series(d / "lung1", slices=6)
-    _write(d / "chest.nrrd", _chest())
-    _write(d / "chest_label.nrrd", np.ones((8, 96, 96), np.uint8))  # a mask: not a case under --input-dir
+    _write(d / "chest.nrrd", chest(BATCH_SHAPE))
+    _write(d / "chest_label.nrrd", np.ones(BATCH_SHAPE, np.uint8))  # a mask: not a case under --input-dir
     (d / "corrupt.nrrd").write_bytes(b"NRRD0004\ntype: short\ndimension: 3\nsizes: 9 9 9\nencoding: raw\n\n" + b"\0" * 40)
     (d / "manifest.csv").write_text(
         "case,input,source,site\n"
@@ -107,7 +96,7 @@ def test_resume_rules_in_process(tmp_path):
     from CTNormalizeLib.cohort.case import BatchSettings, run_case
     from CTNormalizeLib.cohort.manifest import Case
 
-    ct = _write(tmp_path / "ct.nrrd", _chest(seed=1))
+    ct = _write(tmp_path / "ct.nrrd", chest(BATCH_SHAPE, seed=1))
     c = Case("c1", str(ct), "c1", source="kernel=sharp,dose=0.5,thickness=2")
     s = BatchSettings(target=TARGET, method="mtf_ratio", measure=False)
     out = str(tmp_path / "out")
@@ -116,7 +105,7 @@ def test_resume_rules_in_process(tmp_path):
     assert run_case(c, BatchSettings(target="kernel=standard,dose=1", method="mtf_ratio", measure=False),
                     out)["status"] == "done"  # another plan
     assert run_case(c, s, out)["status"] == "done"  # the record now holds the other plan
-    _write(ct, _chest(seed=2))
+    _write(ct, chest(BATCH_SHAPE, seed=2))
     assert run_case(c, s, out)["status"] == "done"  # another input
     old = case_mod.__version__
     try:
@@ -165,7 +154,7 @@ def test_radiomics_side_by_side(tmp_path):
     from CTNormalizeLib.cohort.manifest import Case
     from CTNormalizeLib.cohort.tables import write_tables
 
-    arr = _chest(shape=(10, 64, 64), seed=3)
+    arr = chest((10, 64, 64), seed=3)
     ct = _write(tmp_path / "ct.nrrd", arr)
     seg = np.zeros(arr.shape, np.uint8)
     seg[2:8, 20:44, 20:44] = 1

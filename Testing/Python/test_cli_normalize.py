@@ -12,22 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from reliability import chest
 
 SRC = "kernel=sharp,dose=0.25,thickness=2"
-
-
-def _chest(shape=(12, 64, 64), seed=0) -> np.ndarray:
-    """A crude noisy chest: air around an ellipse of soft tissue with two low-HU lungs."""
-    rng = np.random.default_rng(seed)
-    z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]]
-    cy, cx = shape[1] / 2, shape[2] / 2
-    body = ((y - cy) / (0.42 * shape[1])) ** 2 + ((x - cx) / (0.46 * shape[2])) ** 2 < 1
-    vol = np.full(shape, -1000.0)
-    vol[body] = 40.0
-    for side in (-1, 1):
-        lung = ((y - cy) / (0.28 * shape[1])) ** 2 + ((x - cx - side * 0.2 * shape[2]) / (0.15 * shape[2])) ** 2 < 1
-        vol[lung] = -860.0
-    return (vol + rng.normal(0, 30, shape)).astype(np.float32)
 
 
 def _write(path: Path, arr: np.ndarray, spacing=(0.8, 0.8, 2.0)):
@@ -53,7 +40,7 @@ def _events(stdout: str):
 
 @pytest.fixture
 def small_ct(tmp_path):
-    return _write(tmp_path / "in.nrrd", _chest())
+    return _write(tmp_path / "in.nrrd", chest())
 
 
 def test_json_events_done_and_input_untouched(small_ct, tmp_path):
@@ -130,7 +117,7 @@ def test_non_ct_refused(brain1_path, tmp_path):
 
 
 def test_nan_input_refused(tmp_path):
-    arr = _chest()
+    arr = chest()
     arr[3, 10, 10] = np.nan
     src = _write(tmp_path / "nan.nrrd", arr)
     r = _run(["normalize", str(src), "-o", str(tmp_path / "o.nrrd"), "--source", SRC, "--target", "emphysema-reference"])
@@ -139,7 +126,7 @@ def test_nan_input_refused(tmp_path):
 
 @pytest.mark.parametrize("method", ["auto", "denoise"])  # the learned model; the classical NLM path
 def test_sigterm_cancels_fast_and_leaves_nothing(tmp_path, method):
-    big = _write(tmp_path / "big.nrrd", _chest((80, 384, 384), seed=1), spacing=(0.7, 0.7, 1.0))
+    big = _write(tmp_path / "big.nrrd", chest((80, 384, 384), seed=1), spacing=(0.7, 0.7, 1.0))
     out = tmp_path / "out.nrrd"
     proc = subprocess.Popen(
         [sys.executable, "-m", "CTNormalizeLib", "normalize", str(big), "-o", str(out),
