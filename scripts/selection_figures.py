@@ -6,7 +6,7 @@ plan's kind of pair first, then the in-distribution one. This script takes both 
 benchmark JSON files, so every figure in a card is one a benchmark measured::
 
     .venv/bin/python scripts/selection_figures.py \\
-        --quality benchmarks/results/quality.json \\
+        --quality benchmarks/results/quality.json [--quality a_later_run_of_new_methods.json ...] \\
         --heldout benchmarks/results/heldout_native/heldout_physics.json \\
         [--heldout another_heldout_run.json ...] [--dry-run]
 
@@ -72,6 +72,30 @@ def in_distribution_rows(quality: dict) -> dict:
     return out
 
 
+def merged_quality(files: list) -> dict:
+    """Several ``quality.json`` runs of the same benchmark (version, size, cases, protocols) merged method by method.
+
+    A method benchmarked later (e.g. a new model, with ``--methods``) joins the others'
+    figures without rerunning them; files of different benchmarks are refused.
+    """
+    base = json.loads(Path(files[0]).read_text(encoding="utf-8"))
+    same = ("benchmark_version", "size", "cases", "source_protocols", "targets")
+    for f in files[1:]:
+        q = json.loads(Path(f).read_text(encoding="utf-8"))
+        diff = [k for k in same if q.get(k) != base.get(k)]
+        if diff or len(q.get("runs", [])) != len(base.get("runs", [])):
+            raise SystemExit(f"{f} is not the same benchmark as {files[0]} (differs in {', '.join(diff) or 'runs'})")
+        for k in ("per_method", "radiomics"):
+            base.setdefault("summary", {}).setdefault(k, {}).update(q.get("summary", {}).get(k, {}))
+        for mine, theirs in zip(base["runs"], q["runs"]):
+            if (mine.get("case"), mine.get("source"), mine.get("target")) != (theirs.get("case"), theirs.get("source"),
+                                                                           theirs.get("target")):
+                raise SystemExit(f"{f}: runs are not in the same order as in {files[0]}")
+            mine.setdefault("values", {}).update(theirs.get("values", {}))
+        base["methods"] = list(dict.fromkeys([*base.get("methods", []), *q.get("methods", [])]))
+    return base
+
+
 def _kernel(spec: str):
     from CTNormalizeLib.protocols import parse_spec
 
@@ -132,12 +156,14 @@ def _summary(label: str, ind: dict, held: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quality", required=True, help="quality.json of benchmarks/quality.py")
+    ap.add_argument("--quality", action="append", required=True,
+                    help="quality.json of benchmarks/quality.py (repeatable: runs of other methods on the same "
+                         "benchmark, merged by method)")
     ap.add_argument("--heldout", action="append", default=[],
                     help="heldout_physics.json of benchmarks/heldout_physics.py (repeatable; merged by case)")
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
-    q = json.loads(Path(args.quality).read_text(encoding="utf-8"))
+    q = merged_quality(args.quality)
     ind = in_distribution_rows(q)
     cases, hsrc = merged_cases(args.heldout) if args.heldout else ([], "none")
     held = heldout_rows(cases)
@@ -145,7 +171,7 @@ def main(argv=None) -> int:
     if not names:
         print("No method figures found in the benchmark files.", file=sys.stderr)
         return 2
-    qsrc = (f"{Path(args.quality).parent.name}/{Path(args.quality).name} (benchmark version "
+    qsrc = (" + ".join(f"{Path(f).parent.name}/{Path(f).name}" for f in args.quality) + " (benchmark version "
             f"{q.get('benchmark_version')}, size {q.get('size')}, {len(q.get('runs', []))} runs)")
     for name in names:
         path = _card_path(name)

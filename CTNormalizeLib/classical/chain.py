@@ -41,7 +41,7 @@ def run(volume, plan, progress=None, reference=None, options: dict | None = None
     mtf_ratio.kernel_step(state, plan, sub_progress(progress, 0.7, 0.85), options=options)
     thickness.z_step(state, plan, sub_progress(progress, 0.85, 0.97), options=options)
     noise_insertion.texture_step(state, plan)
-    return finish(volume, state, plan, "classical")
+    return finish(volume, state, plan, options.get("label", "classical"))
 
 
 CLASSICAL = register(Method(

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -58,6 +60,28 @@ def _gaussian(sl: np.ndarray, strength: float, sigma: float = 0.0) -> np.ndarray
 
 
 _FILTERS = {"nlm": _nlm, "gaussian": _gaussian}
+
+
+@dataclass(frozen=True)
+class StackDenoiser:
+    """A denoiser supplied by a higher layer (the learned one): ``fn(stack [n, H, W] HU, strength_hu) -> stack``.
+
+    ``strength`` is the noise std (HU) it is told to remove; its best estimate of the clean
+    image is at ``strength`` = the measured noise (``clean`` texture), and the calibration
+    below finds a smaller one for a partial reduction (``target`` texture) as for NLM's ``h``.
+    """
+
+    name: str
+    fn: Callable
+    chunk: int = 8
+
+
+def _stack_runner(method):
+    """``run(stack, strength) -> stack`` for a method name or a :class:`StackDenoiser`."""
+    if isinstance(method, StackDenoiser):
+        return lambda stack, s: np.asarray(method.fn(stack, float(s)), np.float32)
+    filt = _FILTERS[method]
+    return lambda stack, s: np.stack([filt(sl, s, 0.0) for sl in stack])
 
 
 def _residual_std(x: np.ndarray, region: np.ndarray, window: int) -> float:
@@ -116,9 +140,9 @@ def _calibrate(spacing, kernel, method, noise_std, target_std, iterations=9, pos
 
     base = _m(sample)
     want = base * target_std / noise_std
-    filt = _FILTERS[method]
-    lo, hi = (0.05 * noise_std, 3.0 * noise_std) if method == "nlm" else (0.2, 6.0)
-    run = lambda s: np.stack([filt(sl, s, 0.0) for sl in sample])  # noqa: E731
+    lo, hi = (0.2, 6.0) if method == "gaussian" else (0.05 * noise_std, 3.0 * noise_std)
+    stack_run = _stack_runner(method)
+    run = lambda s: stack_run(sample, s)  # noqa: E731
     den_hi = run(hi)
     got = _m(den_hi)
     if got > want:
@@ -159,8 +183,9 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
         Wanted ``target_std / noise_std`` (e.g. ``sqrt(d_s/d_t)``).
     noise_std : float, optional
         Input noise std (HU); estimated when None.
-    method : {"auto", "nlm", "gaussian"}
-        ``auto``: NLM. ``gaussian`` is fast but blurs edges as much as noise.
+    method : {"auto", "nlm", "gaussian"} or StackDenoiser
+        ``auto``: NLM. ``gaussian`` is fast but blurs edges as much as noise. A
+        :class:`StackDenoiser` (the learned denoiser) runs on stacks of slices.
     strength : float, optional
         Skip calibration: the NLM ``h`` (HU) or the Gaussian sigma (pixels).
     alpha : float, optional
@@ -181,7 +206,7 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
     info : dict
         ``method``, ``strength``, ``blend``, ``noise_std``, ``target_std`` and calibration figures.
     """
-    if method not in DENOISE_METHODS:
+    if not isinstance(method, StackDenoiser) and method not in DENOISE_METHODS:
         raise BadInputError(f"Unknown denoising method {method!r}; use one of {', '.join(DENOISE_METHODS)}.")
     hu = np.asarray(hu, dtype=np.float32)
     if noise_std is None:
@@ -197,7 +222,7 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
         return hu.copy(), info
     if method == "auto":
         method = "nlm"
-    info["method"] = method
+    info["method"] = method.name if isinstance(method, StackDenoiser) else method
     if strength is None:
         strength, alpha, base, reached, want = _calibrate(spacing, kernel or "standard", method, float(noise_std),
                                                           float(target_std), post=post)
@@ -206,22 +231,32 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
         alpha = 1.0
     info["strength"] = float(strength)
     info["blend"] = float(alpha)
-    filt = _FILTERS[method]
     out = np.empty_like(hu)
     nz = hu.shape[0]
-    done = 0
+    a = np.float32(alpha)
+
+    def blend(d, x):
+        return d if alpha >= 1.0 else x + a * (d - x)
+
+    if isinstance(method, StackDenoiser):
+        run = _stack_runner(method)
+        for z0 in range(0, nz, method.chunk):
+            z1 = min(nz, z0 + method.chunk)
+            out[z0:z1] = blend(run(hu[z0:z1], strength), hu[z0:z1])
+            if progress is not None:
+                progress("denoise", z1 / nz)
+        return out, info
+    filt = _FILTERS[method]
 
     def work(z):
-        d = filt(hu[z], float(strength), 0.0)
-        out[z] = d if alpha >= 1.0 else hu[z] + np.float32(alpha) * (d - hu[z])
+        out[z] = blend(filt(hu[z], float(strength), 0.0), hu[z])
 
     chunk = 4 * _threads()
     with ThreadPoolExecutor(_threads()) as pool:
         for z0 in range(0, nz, chunk):
             list(pool.map(work, range(z0, min(nz, z0 + chunk))))
-            done = min(nz, z0 + chunk)
             if progress is not None:
-                progress("denoise", done / nz)
+                progress("denoise", min(nz, z0 + chunk) / nz)
     return out, info
 
 
@@ -241,7 +276,9 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
     ``target`` texture: the noise after the kernel and thickness steps should equal the
     target's, so the reduction is ``sigma_target / sigma_predicted`` (measured after
     ``post``, the kernel conversion that follows). ``clean``: a fixed fraction
-    (:data:`CLEAN_RESIDUAL`) of the noise is left, whatever the target's level.
+    (:data:`CLEAN_RESIDUAL`) of the noise is left, whatever the target's level; a learned
+    denoiser (``options["denoise_method"]``, a :class:`StackDenoiser`) is told the whole
+    measured noise instead.
     """
     from .state import predicted_noise
 
@@ -250,7 +287,15 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
     if sigma is None:
         state.record("denoise", False, {}, "source noise not measurable")
         return
-    if plan.texture == "clean":
+    method = options.get("denoise_method", "auto")
+    strength = options.get("denoise_strength")
+    learned = isinstance(method, StackDenoiser)
+    if plan.texture == "clean" and learned:
+        # a learned denoiser's best estimate of the clean image: told the whole measured noise. What
+        # it leaves is unknown; CLEAN_RESIDUAL is booked for the steps after it (the sharpening limit)
+        ratio, strength = CLEAN_RESIDUAL, float(sigma) if strength is None else strength
+        why = f"clean texture: {method.name} told the measured noise {sigma:.1f} HU"
+    elif plan.texture == "clean":
         ratio = float(options.get("clean_residual", CLEAN_RESIDUAL))
         why = f"clean texture: leave {ratio:.0%} of the noise"
     else:
@@ -264,7 +309,7 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         state.record("denoise", False, {"ratio": ratio}, "the noise is already at or below the target's")
         return
     out, info = denoise_volume(state.hu, state.spacing, target_std=sigma * ratio, noise_std=sigma,
-                               method=options.get("denoise_method", "auto"), strength=options.get("denoise_strength"),
+                               method=method, strength=strength,
                                kernel=state.transfer, post=post, progress=progress)
     state.hu = out
     state.noise_hu = sigma * ratio

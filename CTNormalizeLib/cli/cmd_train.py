@@ -19,11 +19,13 @@ DESCRIPTION = (
 
 
 def add_arguments(p):
-    p.add_argument("--recipe", choices=["default", "unet", "v3"], default="default",
-                   help="which model: default (protocol-conditioned, v2 recipe), unet, or v3 (signature-conditioned, domain-randomized physics) (default: %(default)s)")
+    p.add_argument("--recipe", choices=["default", "unet", "v3", "denoise"], default="default",
+                   help="which model: default (protocol-conditioned, v2 recipe), unet, v3 (signature-conditioned, "
+                        "domain-randomized physics) or denoise (the learned blind denoiser the chain uses, "
+                        "ctn-denoise-v1) (default: %(default)s)")
     p.add_argument("-o", "--out", required=True, help="run folder (checkpoints, logs, cached bank)")
     p.add_argument("--manifest", help="JSON manifest of paired volumes instead of simulated data")
-    p.add_argument("--bank", help="a cached simulated bank (.npz) to reuse")
+    p.add_argument("--bank", help="a cached simulated bank (.npz) to reuse (denoise: the v3 bank, bank_dr.npz)")
     p.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
     p.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--seed", type=int, default=0)

@@ -106,8 +106,25 @@ def model_rows() -> list[Method]:
     rows = []
     for pkg in registry.list_models():
         card = pkg.card
+        if card.get("role") == "denoiser":
+            rows.append(_denoiser_row(pkg))
+            continue
         rows.append(Method(
             name=pkg.name, kind="model", summary=card.get("description") or pkg.coverage_text(),
             changes=_changes(card), run=_run(pkg), needs_torch=True, covers=_covers(pkg),
             figures=dict(card.get("selection", {}).get("figures", {})), card=card))
     return rows
+
+
+def _denoiser_row(package) -> Method:
+    """A ``role: denoiser`` package's row: the classical chain with the learned denoiser (:mod:`.net_denoise`)."""
+    card = package.card
+
+    def run(volume, plan, progress=None, reference=None):
+        from .net_denoise import run_chain
+
+        return run_chain(package, volume, plan, progress)
+
+    return Method(name=package.name, kind="model", summary=card.get("description") or package.name,
+                  changes=("kernel", "noise", "thickness"), run=run, needs_torch=True,
+                  figures=dict(card.get("selection", {}).get("figures", {})), card=card)

@@ -75,3 +75,21 @@ def plan_features(plan, frontend_lambda: float) -> list[float]:
         noise_in = s.noise_hu * frontend_noise_factor(s.transfer, t.transfer, frontend_lambda, s.pixel_mm)
     t_s = float(plan.source.thickness or s.thickness_mm)
     return signature_features(s.transfer, t.transfer, s.noise_hu, noise_in, s.pixel_mm, t_s, t.thickness_mm)
+
+
+# -- denoiser conditioning (ctn-denoise-v1) -----------------------------------------------------
+
+#: Length of :func:`denoise_features`.
+DENOISE_FEATURES = 1 + len(TRANSFER_POINTS)
+
+
+def denoise_features(noise_hu: float, transfer, pixel_mm: float) -> list[float]:
+    """The noise to remove as numbers: ``log2`` of its std in units of 20 HU, and the in-plane
+    transfer (which shapes its power spectrum, ``|f| W(f)^2``) at fixed fractions of Nyquist.
+
+    ``noise_hu`` is also the denoiser's strength knob: a larger value removes more.
+    """
+    f_nyq = 0.5 / float(pixel_mm)
+    f = np.array([f_nyq * t for t in TRANSFER_POINTS])
+    ns = math.log2(max(float(noise_hu or 0.0), 0.5) / NOISE_UNIT_HU)
+    return [ns] + [float(v) for v in transfer(f)]

@@ -26,22 +26,29 @@ RECIPES = {
 }
 
 
+#: The learned blind denoiser (``ctn-denoise-v1``): the classical chain's noise step, not a whole normalizer.
+DENOISE_RECIPE = "denoise"
+
+
 def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Optional[int] = None,
                  max_minutes: Optional[float] = None, seed: int = 0, resume: bool = True,
                  package_dir=None, validate: bool = True, progress: Progress = None,
                  sim_settings: Optional[SimSettings] = None) -> Path:
-    """Train a recipe (``default`` or ``unet``) and write its model package; returns the package folder.
+    """Train a recipe (``default``, ``unet``, ``v3`` or ``denoise``) and write its model package; returns the
+    package folder.
 
     The simulated bank is cached as ``out_dir/bank.npz`` (or read from ``bank_path``); a
     ``manifest`` of user pairs replaces it.
     """
-    if recipe not in RECIPES:
+    if recipe not in RECIPES and recipe != DENOISE_RECIPE:
         from ..errors import BadInputError
 
-        raise BadInputError(f"Unknown recipe {recipe!r}; known: {', '.join(RECIPES)}.")
-    make_cfg, covers, pair_filter, priority, description = RECIPES[recipe]
+        raise BadInputError(f"Unknown recipe {recipe!r}; known: {', '.join([*RECIPES, DENOISE_RECIPE])}.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if recipe == DENOISE_RECIPE:
+        return _train_denoiser(out, bank_path, steps, max_minutes, seed, resume, package_dir, progress, sim_settings)
+    make_cfg, covers, pair_filter, priority, description = RECIPES[recipe]
     over = {"seed": seed}
     if steps is not None:
         over["steps"] = int(steps)
@@ -110,3 +117,15 @@ def _dr_bank(out: Path, bank_path, seed: int, progress, settings=None):
             "real_data": "pyradiomics lung1 slabs (whole field of view, 2x down-sampled, 5 mm) as truth",
             "labels": "noise-free target reconstructions"}
     return bank, info
+
+
+def _train_denoiser(out: Path, bank_path, steps, max_minutes, seed, resume, package_dir, progress, settings):
+    """The ``denoise`` recipe: clean images from the v3 bank (built when absent), noise drawn per sample."""
+    from .denoiser import DenoiseConfig, train_denoiser
+
+    cache = Path(bank_path) if bank_path else out / "bank_dr.npz"
+    if not cache.is_file():
+        _dr_bank(out, bank_path, seed, progress, settings)
+    cfg = DenoiseConfig(seed=seed, **({"steps": int(steps)} if steps is not None else {}))
+    return train_denoiser(cfg, cache, out, resume=resume, max_seconds=None if max_minutes is None else 60 * max_minutes,
+                          package_dir=package_dir, progress=progress)

@@ -1,0 +1,230 @@
+"""Train the learned blind denoiser (``ctn-denoise-v1``): noise-free anatomy plus domain-randomized noise.
+
+The clean images are the noise-free target scans of the domain-randomized bank
+(:mod:`.dr_data`: procedural phantoms and lung1 slabs through random kernels, 0.6-1.3 mm
+pixels); the noise is drawn afresh for every sample (:mod:`.noise_fields`), so the
+network never sees the same noise physics twice. It learns ``E[clean | noisy, noise
+std, transfer]`` with an L1 loss, slice by slice (noise is independent between slices).
+
+Every batch is a pure function of ``(seed, step)`` and checkpoints hold the optimizer, so a
+run stopped at any step resumes exactly (the CPU recipe runs in pieces).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..errors import BadInputError
+from .noise_fields import NoiseRanges, conditioning, draw_physics, noise_field
+
+log = logging.getLogger(__name__)
+
+NAME = "ctn-denoise-v1"
+HU_DIVISOR = 1000.0
+#: Wide enough that noisy air (-1000 HU, std up to 150 HU) is never clipped: training never clips.
+HU_WINDOW = (-3000.0, 4000.0)
+
+
+@dataclass
+class DenoiseConfig:
+    """Hyper-parameters of the denoiser recipe (recorded in the card)."""
+
+    steps: int = 5000
+    batch: int = 12
+    patch: int = 96
+    lr: float = 1e-3
+    lr_min: float = 3e-5
+    warmup: int = 100
+    width: int = 48
+    blocks: int = 6
+    head: int = 16
+    seed: int = 0
+    checkpoint_every: int = 250
+    ranges: NoiseRanges = field(default_factory=NoiseRanges)
+
+    @property
+    def arch(self) -> dict:
+        from ..models.conditioning import DENOISE_FEATURES
+
+        return {"name": "conditioned2.5d", "params": {"context": 1, "width": self.width, "blocks": self.blocks,
+                                                      "head": self.head, "cond_dim": DENOISE_FEATURES}}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ranges"] = self.ranges.to_dict()
+        return d
+
+
+def lr_at(cfg: DenoiseConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to ``lr_min`` (a pure function of the step)."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
+
+
+def clean_slices(bank_path) -> list[np.ndarray]:
+    """The noise-free target scans of a domain-randomized bank (``bank_dr.npz``), as float32 HU volumes."""
+    path = Path(bank_path)
+    if not path.is_file():
+        raise BadInputError(f"No domain-randomized bank at {path}; build one with `ctnormalize train --recipe v3`.")
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(bytes(z["index_json"]).decode())
+        return [np.asarray(z[f"target_{i}"], np.float32) for i in range(meta["targets"])]
+
+
+def make_batch(cfg: DenoiseConfig, volumes: list, step: int):
+    """``(noisy, clean, cond)`` for ``step``: scaled HU ``[B, 1, P, P]`` twice and ``[B, F]`` features (numpy)."""
+    rng = np.random.default_rng([cfg.seed, step])
+    p = cfg.patch
+    noisy, clean, cond = [], [], []
+    for _ in range(cfg.batch):
+        v = volumes[int(rng.integers(len(volumes)))]
+        z = int(rng.integers(v.shape[0]))
+        y0 = int(rng.integers(0, v.shape[1] - p + 1))
+        x0 = int(rng.integers(0, v.shape[2] - p + 1))
+        c = v[z, y0:y0 + p, x0:x0 + p]
+        c = np.rot90(c, int(rng.integers(4)))
+        if rng.random() < 0.5:
+            c = c[:, ::-1]
+        phys = draw_physics(rng, cfg.ranges)
+        n = noise_field(phys, p, rng)
+        clean.append(c)
+        noisy.append(c + n)
+        cond.append(conditioning(phys, rng, cfg.ranges))
+    s = np.float32(1.0 / HU_DIVISOR)
+    return (np.stack(noisy)[:, None] * s, np.ascontiguousarray(np.stack(clean)[:, None]) * s,
+            np.asarray(cond, np.float32))
+
+
+def train_denoiser(cfg: DenoiseConfig, bank_path, out_dir, resume: bool = True, stop_after: Optional[int] = None,
+                   max_seconds: Optional[float] = None, package_dir=None,
+                   progress: Optional[Callable[[str, float], None]] = None) -> Path:
+    """Train (or resume) into ``out_dir`` and write the package; returns the package folder.
+
+    ``out_dir/checkpoint`` holds the resumable state, ``out_dir/log.csv`` the loss per 50
+    steps. The package (``package_dir``, default ``out_dir/package/ctn-denoise-v1``) is
+    written whenever the call ends, also after ``stop_after`` steps or ``max_seconds``;
+    its card's ``recipe.steps_done`` says how far the run got (run again to resume).
+    """
+    import torch
+
+    from ..models import build_model
+    from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    volumes = clean_slices(bank_path)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4, betas=(0.9, 0.99))
+    step, state = 0, {}
+    ck = out / "checkpoint"
+    if resume and has_checkpoint(ck):
+        state = load_checkpoint(ck, model, opt)
+        step = int(state["step"])
+        log.info("resumed at step %d", step)
+    elapsed = float(state.get("elapsed_s", 0.0))
+    logf = out / "log.csv"
+    if step == 0:
+        logf.write_text("step,loss,lr,elapsed_s\n", encoding="utf-8")
+    model.train()
+    t0, acc, n_acc = time.perf_counter(), 0.0, 0
+    end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    while step < end and not (max_seconds is not None and time.perf_counter() - t0 > max_seconds):
+        x, y, c = (torch.from_numpy(a) for a in make_batch(cfg, volumes, step))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        loss = (model(x, c) - y).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        acc += float(loss.detach()) * HU_DIVISOR
+        n_acc += 1
+        if step % 50 == 0 or step == end:
+            now = elapsed + time.perf_counter() - t0
+            with logf.open("a", encoding="utf-8") as fh:
+                fh.write(f"{step},{acc / n_acc:.4f},{lr_at(cfg, step - 1):.3g},{now:.1f}\n")
+            acc, n_acc = 0.0, 0
+            if progress:
+                progress("train", step / cfg.steps)
+        if step % cfg.checkpoint_every == 0 or step == end:
+            save_checkpoint(ck, model, opt, {"step": step, "elapsed_s": elapsed + time.perf_counter() - t0,
+                                             "config": cfg.to_dict()})
+    total = elapsed + time.perf_counter() - t0
+    save_checkpoint(ck, model, opt, {"step": step, "elapsed_s": total, "config": cfg.to_dict()})
+    return write_denoiser_package(model, Path(package_dir) if package_dir else out / "package" / NAME, cfg,
+                                  bank_path, total, steps_done=step)
+
+
+def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Optional[int] = None) -> dict:
+    """The package card: architecture, io, the recipe (so the model can be rebuilt) and its role."""
+    import torch
+
+    return {
+        "name": NAME,
+        "role": "denoiser",
+        "description": "the classical chain (denoise -> MTF-ratio kernel conversion -> slice profile) with a learned "
+                       "blind denoiser, trained on domain-randomized noise, in place of non-local means",
+        "architecture": cfg.arch,
+        "hyperparameters": {k: v for k, v in cfg.to_dict().items() if k != "ranges"},
+        "io": {"hu_window": list(HU_WINDOW), "scale": {"offset": 0.0, "divisor": HU_DIVISOR}, "context": 1,
+               "conditioning": "denoise_features(noise_hu, transfer, pixel_mm)", "slice_by_slice": True},
+        "covers": {"conditioning": "measured noise", "noise_hu": [cfg.ranges.sigma_hu[0], cfg.ranges.sigma_hu[1]]},
+        "priority": 0,
+        "training_data": {
+            "clean": f"noise-free target scans of the domain-randomized bank ({Path(bank_path).name}: 40 procedural "
+                     "phantoms, seeds 0-39, and 4 lung1 slabs through random kernels, 0.6-1.3 mm pixels)",
+            "noise": "CTNormalizeLib/train/noise_fields.py, drawn afresh per sample",
+            "noise_ranges": cfg.ranges.to_dict(),
+            "held_out": "phantom seeds >= 1000 and lung2 never used; the sinogram simulators are not used for noise",
+        },
+        "recipe": {
+            "command": f"ctnormalize train --recipe denoise -o RUN --bank RUN_V3/bank_dr.npz --steps {cfg.steps} "
+                       f"--seed {cfg.seed}",
+            "code": "CTNormalizeLib/train/denoiser.py, CTNormalizeLib/train/noise_fields.py",
+            "steps": cfg.steps, "steps_done": cfg.steps if steps_done is None else int(steps_done),
+            "batch": cfg.batch, "patch": cfg.patch, "loss": "L1 on HU/1000",
+            "device": "cpu (2 cores), no GPU was available", "time_s": round(train_s, 1),
+        },
+        "training": {"torch": torch.__version__, "python": platform.python_version(), "device": "cpu"},
+        "metrics": {},
+    }
+
+
+def write_denoiser_package(model, out_dir, cfg: DenoiseConfig, bank_path, train_s: float,
+                           steps_done: Optional[int] = None) -> Path:
+    """Weights + card into ``out_dir`` (see :func:`~.package.write_package`)."""
+    from .package import write_package
+
+    return write_package(model, out_dir, denoiser_card(cfg, bank_path, train_s, steps_done))
+
+
+def package_from_checkpoint(run_dir, bank_path, out_dir=None) -> Path:
+    """Package the checkpoint of an unfinished (or finished) run, e.g. to benchmark it part-way."""
+    import torch
+
+    from ..models import build_model
+    from .checkpoint import load_checkpoint
+
+    run = Path(run_dir)
+    state = json.loads((run / "checkpoint" / "state.json").read_text(encoding="utf-8"))["state"]
+    c = dict(state["config"])
+    cfg = DenoiseConfig(**{k: v for k, v in c.items() if k != "ranges"},
+                        ranges=NoiseRanges(**{k: tuple(v) if isinstance(v, list) else v for k, v in c["ranges"].items()}))
+    model = build_model(cfg.arch)
+    opt = torch.optim.AdamW(model.parameters())
+    load_checkpoint(run / "checkpoint", model, opt)
+    return write_denoiser_package(model, Path(out_dir) if out_dir else run / "package" / NAME, cfg, bank_path,
+                                  float(state["elapsed_s"]), steps_done=int(state["step"]))

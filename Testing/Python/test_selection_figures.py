@@ -1,0 +1,45 @@
+"""scripts/selection_figures.py: benchmark JSON -> card figures; later runs of new methods merge by method."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("selection_figures", ROOT / "scripts" / "selection_figures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _quality(methods, gap, cases=("a",)):
+    runs = [{"case": c, "source": "kernel=sharp", "target": "kernel=smooth", "values": {m: {"l1": 1.0} for m in methods}}
+            for c in cases]
+    per = {m: {"l1_body_hu": {"gap_closed": gap}} for m in methods}
+    return {"benchmark_version": "3", "size": "default", "cases": list(cases), "source_protocols": ["s"],
+            "targets": ["t"], "methods": list(methods), "runs": runs, "summary": {"per_method": per, "radiomics": {}}}
+
+
+def test_later_runs_merge_method_by_method(tmp_path):
+    sf = _script()
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_quality(["classical:classical"], 0.7)))
+    b.write_text(json.dumps(_quality(["model:new"], 0.9)))
+    q = sf.merged_quality([a, b])
+    rows = sf.in_distribution_rows(q)
+    assert rows["classical:classical"]["l1_body_gap"] == 0.7 and rows["model:new"]["l1_body_gap"] == 0.9
+    assert set(q["runs"][0]["values"]) == {"classical:classical", "model:new"}
+    assert q["methods"] == ["classical:classical", "model:new"]
+
+
+def test_a_different_benchmark_is_refused(tmp_path):
+    sf = _script()
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_quality(["classical:classical"], 0.7)))
+    b.write_text(json.dumps(_quality(["model:new"], 0.9, cases=("b",))))
+    with pytest.raises(SystemExit, match="not the same benchmark"):
+        sf.merged_quality([a, b])
