@@ -29,6 +29,9 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
     p.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu",
+                   help="denoise recipe only: cpu (default) or a GPU (cuda, cuda:N), which runs its GPU recipe "
+                        "(noise drawn on the device, batch 256, bf16)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
     p.add_argument("--package-dir", help="where to write the model package")
     p.add_argument("--no-validate", action="store_true", help="skip the held-out validation")
@@ -40,7 +43,7 @@ def run(args) -> int:
 
     pkg = run_training(args.recipe, args.out, bank_path=args.bank, manifest=args.manifest, steps=args.steps,
                        max_minutes=args.minutes, seed=args.seed, resume=not args.no_resume,
-                       package_dir=args.package_dir, validate=not args.no_validate)
+                       package_dir=args.package_dir, validate=not args.no_validate, device=args.device)
     if args.json:
         sys.stdout.write(dumps({"package": str(pkg)}) + "\n")
     else:

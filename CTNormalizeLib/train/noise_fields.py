@@ -136,3 +136,64 @@ def conditioning(phys: NoisePhysics, rng: np.random.Generator, ranges: NoiseRang
     s = phys.sigma_hu * math.exp(rng.normal(0.0, ranges.cond_sigma_error))
     k = math.exp(rng.normal(0.0, ranges.cond_freq_error))
     return denoise_features(s, lambda f: phys.transfer(np.asarray(f) / k), 1.0)
+
+
+def _window_torch(torch, name: str, x):
+    """:func:`window` on ``x = f / fc`` (a torch tensor)."""
+    inside = (x <= 1.0).to(x.dtype)
+    if name == "ramp":
+        return inside
+    if name == "shepp-logan":
+        return torch.sinc(x / 2.0) * inside
+    if name == "cosine":
+        return torch.cos(math.pi * x / 2.0) * inside
+    if name == "hamming":
+        return (0.54 + 0.46 * torch.cos(math.pi * x)) * inside
+    if name == "hann":
+        return (0.5 + 0.5 * torch.cos(math.pi * x)) * inside
+    if name == "butterworth":
+        return 1.0 / torch.sqrt(1.0 + x ** 8)
+    if name == "gaussian":
+        return torch.exp(-(x ** 2))
+    raise ValueError(f"unknown window {name!r}")
+
+
+def noise_fields_torch(physics: list, size: int, generator, device="cpu"):
+    """:func:`noise_field` for a batch, on ``device`` (torch): ``[len(physics), size, size]`` float32.
+
+    The same spectrum, amplitude map and std as the numpy reference (not the same random
+    numbers); for training on a GPU, where drawing noise on the host would starve it.
+    ``generator`` is a ``torch.Generator`` on ``device`` (seed it per step to resume exactly).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = len(physics)
+    f = torch.fft.fftfreq(size, device=device, dtype=torch.float64)
+    fy, fx = torch.meshgrid(f, f, indexing="ij")
+    r = torch.hypot(fy, fx)
+    theta = torch.atan2(fy, fx)
+    col = lambda name: torch.tensor([float(getattr(p, name)) for p in physics], device=device,  # noqa: E731
+                                    dtype=torch.float64)[:, None, None]
+    # one tensor op per window type over the whole batch (a Python loop per field would starve a GPU)
+    x = r[None] / col("cutoff")
+    w = torch.zeros((n, size, size), device=device, dtype=torch.float64)
+    for name in {p.window for p in physics}:
+        sel = torch.tensor([p.window == name for p in physics], device=device)
+        w[sel] = _window_torch(torch, name, x[sel])
+    t = w * torch.exp(-((r[None] / col("blur")) ** 2))
+    nps = ((r[None] + col("low_floor")) ** col("ramp_power") * t ** 2
+           * (1.0 + col("anisotropy") * torch.cos(2.0 * (theta[None] - col("angle")))))
+    amp = torch.sqrt(torch.clamp(nps, min=0.0)).to(torch.float32)
+    white = torch.randn((n, size, size), generator=generator, device=device)
+    field = torch.fft.ifft2(torch.fft.fft2(white) * amp).real
+    field = field / field.flatten(1).std(1).clamp_min(1e-12)[:, None, None]
+    log_std = torch.tensor([p.amplitude_log_std for p in physics], device=device, dtype=torch.float32)
+    k = max(2, size // 32)
+    coarse = torch.randn((n, 1, k, k), generator=generator, device=device)
+    g = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[:, 0]
+    g = (g - g.flatten(1).mean(1)[:, None, None]) / g.flatten(1).std(1).clamp_min(1e-6)[:, None, None]
+    a = torch.exp(log_std[:, None, None] * g)
+    a = a / torch.sqrt((a ** 2).flatten(1).mean(1))[:, None, None]
+    sigma = torch.tensor([p.sigma_hu for p in physics], device=device, dtype=torch.float32)
+    return field * a * sigma[:, None, None]

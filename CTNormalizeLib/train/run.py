@@ -33,12 +33,13 @@ DENOISE_RECIPE = "denoise"
 def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Optional[int] = None,
                  max_minutes: Optional[float] = None, seed: int = 0, resume: bool = True,
                  package_dir=None, validate: bool = True, progress: Progress = None,
-                 sim_settings: Optional[SimSettings] = None) -> Path:
+                 sim_settings: Optional[SimSettings] = None, device: str = "cpu") -> Path:
     """Train a recipe (``default``, ``unet``, ``v3`` or ``denoise``) and write its model package; returns the
     package folder.
 
     The simulated bank is cached as ``out_dir/bank.npz`` (or read from ``bank_path``); a
-    ``manifest`` of user pairs replaces it.
+    ``manifest`` of user pairs replaces it. ``device`` is used by the ``denoise`` recipe (its
+    GPU recipe off the CPU); the others train on the CPU.
     """
     if recipe not in RECIPES and recipe != DENOISE_RECIPE:
         from ..errors import BadInputError
@@ -47,7 +48,8 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if recipe == DENOISE_RECIPE:
-        return _train_denoiser(out, bank_path, steps, max_minutes, seed, resume, package_dir, progress, sim_settings)
+        return _train_denoiser(out, bank_path, steps, max_minutes, seed, resume, package_dir, progress, sim_settings,
+                               device)
     make_cfg, covers, pair_filter, priority, description = RECIPES[recipe]
     over = {"seed": seed}
     if steps is not None:
@@ -119,13 +121,19 @@ def _dr_bank(out: Path, bank_path, seed: int, progress, settings=None):
     return bank, info
 
 
-def _train_denoiser(out: Path, bank_path, steps, max_minutes, seed, resume, package_dir, progress, settings):
+def _train_denoiser(out: Path, bank_path, steps, max_minutes, seed, resume, package_dir, progress, settings,
+                    device: str = "cpu"):
     """The ``denoise`` recipe: clean images from the v3 bank (built when absent), noise drawn per sample."""
-    from .denoiser import DenoiseConfig, train_denoiser
+    from ..inference.device import resolve_device
+    from .denoiser import GPU_OVERRIDES, DenoiseConfig, train_denoiser
 
+    dev = resolve_device(device)
     cache = Path(bank_path) if bank_path else out / "bank_dr.npz"
     if not cache.is_file():
         _dr_bank(out, bank_path, seed, progress, settings)
-    cfg = DenoiseConfig(seed=seed, **({"steps": int(steps)} if steps is not None else {}))
-    return train_denoiser(cfg, cache, out, resume=resume, max_seconds=None if max_minutes is None else 60 * max_minutes,
-                          package_dir=package_dir, progress=progress)
+    over = {"seed": seed, **({"steps": int(steps)} if steps is not None else {})}
+    if dev != "cpu":
+        over.update(GPU_OVERRIDES)
+    return train_denoiser(DenoiseConfig(**over), cache, out, resume=resume,
+                          max_seconds=None if max_minutes is None else 60 * max_minutes,
+                          package_dir=package_dir, progress=progress, device=dev)

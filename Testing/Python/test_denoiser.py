@@ -202,3 +202,64 @@ def test_stack_denoiser_calibration_reaches_the_wanted_noise():
                                   method=StackDenoiser("blur", blur), strength=20.0)
     np.testing.assert_allclose(fixed, blur(hu, 20.0), atol=1e-5)
     assert info2["blend"] == 1.0
+
+
+def _radial_nps(fields):
+    p = (np.abs(np.fft.fft2(fields)) ** 2).mean(0)
+    n = fields.shape[-1]
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
+    bins = np.linspace(0.02, 0.5, 13)
+    return np.array([p[(f >= a) & (f < b)].mean() for a, b in zip(bins[:-1], bins[1:])])
+
+
+@pytest.mark.parametrize("window", ["ramp", "hann", "shepp-logan", "butterworth"])
+def test_torch_noise_fields_match_the_numpy_reference(window):
+    """The GPU path draws noise with torch: its std and radial NPS agree with the numpy reference within 10 %."""
+    phys = _phys(window=window, cutoff=0.35, blur=0.6, anisotropy=0.3, angle=0.7, amplitude_log_std=0.2)
+    rng = np.random.default_rng(0)
+    ref = np.stack([nf.noise_field(phys, 64, rng) for _ in range(200)])
+    gen = torch.Generator().manual_seed(0)
+    got = nf.noise_fields_torch([phys] * 200, 64, gen).numpy()
+    assert got.shape == ref.shape and got.dtype == np.float32
+    assert float(got.std()) == pytest.approx(float(ref.std()), rel=0.05)
+    a, b = _radial_nps(ref), _radial_nps(got)
+    keep = a > 1e-2 * a.max()  # bands holding the noise (not the leakage past the cut-off)
+    np.testing.assert_allclose(b[keep], a[keep], rtol=0.10)
+
+
+def test_the_gpu_recipe_path_resumes_exactly_on_the_cpu(tmp_path):
+    """noise="torch" (what the GPU recipe uses) run on torch's CPU device: batches and resume are exact."""
+    from safetensors.torch import load_file
+
+    from CTNormalizeLib.train.denoiser import clean_slices, make_batch_torch, train_denoiser
+
+    bank = _fake_bank(tmp_path / "bank.npz")
+    vols = clean_slices(bank)
+    a, b = make_batch_torch(_cfg(noise="torch"), vols, 4, "cpu"), make_batch_torch(_cfg(noise="torch"), vols, 4, "cpu")
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    assert a[0].shape == (2, 1, 32, 32) and not torch.equal(a[0], a[1])
+    full = train_denoiser(_cfg(noise="torch"), bank, tmp_path / "full", device="cpu")
+    train_denoiser(_cfg(noise="torch"), bank, tmp_path / "part", stop_after=2, device="cpu")
+    resumed = train_denoiser(_cfg(noise="torch"), bank, tmp_path / "part", device="cpu")
+    wa, wb = load_file(str(full / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_cli_trains_the_denoise_recipe_in_pieces(tmp_path):
+    from scipy import ndimage as ndi
+
+    from CTNormalizeLib.cli.main import main
+
+    rng = np.random.default_rng(0)
+    vol = (ndi.gaussian_filter(rng.normal(0, 1, (2, 132, 132)), 3) * 3000.0 - 500.0).astype(np.float32)
+    bank = tmp_path / "bank.npz"
+    np.savez_compressed(bank, target_0=vol, index_json=np.frombuffer(json.dumps({"targets": 1}).encode(), np.uint8))
+    run = tmp_path / "run"
+    assert main(["train", "--recipe", "denoise", "-o", str(run), "--bank", str(bank), "--steps", "2"]) == 0
+    card = json.loads((run / "package" / "ctn-denoise-v1" / "card.json").read_text())
+    assert card["recipe"]["steps_done"] == 2 and card["recipe"]["device"] == "cpu"
+    assert main(["train", "--recipe", "denoise", "-o", str(run), "--bank", str(bank), "--steps", "3"]) == 0
+    card = json.loads((run / "package" / "ctn-denoise-v1" / "card.json").read_text())
+    assert card["recipe"]["steps_done"] == 3  # resumed from the checkpoint at step 2
+    assert main(["train", "--recipe", "denoise", "-o", str(run), "--bank", str(bank), "--device", "nope"]) != 0
