@@ -133,6 +133,10 @@ class ModelPackage:
     def coverage_text(self) -> str:
         """One line describing the protocol pairs covered."""
         cov = self.card["covers"]
+        if self.card.get("role") == "denoiser":
+            lo, hi = cov.get("noise_hu", (None, None))
+            rng = f", trained on noise {lo:g}-{hi:g} HU" if lo is not None else ""
+            return f"any protocol pair through the classical chain (the learned denoiser is its noise step{rng})"
         if cov.get("conditioning") == "signature":
             fmt = lambda d: ", ".join(f"{k} {_fmt_range(v)}" for k, v in d.items())  # noqa: E731
             return f"measured source [{fmt(cov.get('source', {}))}] -> target [{fmt(cov.get('targets', {}))}]"

@@ -43,9 +43,9 @@ GPU_OVERRIDES = {"batch": 256, "noise": "torch"}
 class DenoiseConfig:
     """Hyper-parameters of the denoiser recipe (recorded in the card)."""
 
-    steps: int = 5000
+    steps: int = 12000
     batch: int = 12
-    patch: int = 96
+    patch: int = 128
     lr: float = 1e-3
     lr_min: float = 3e-5
     warmup: int = 100

@@ -263,3 +263,31 @@ def test_cli_trains_the_denoise_recipe_in_pieces(tmp_path):
     card = json.loads((run / "package" / "ctn-denoise-v1" / "card.json").read_text())
     assert card["recipe"]["steps_done"] == 3  # resumed from the checkpoint at step 2
     assert main(["train", "--recipe", "denoise", "-o", str(run), "--bank", str(bank), "--device", "nope"]) != 0
+
+
+def test_models_listing_says_what_the_denoiser_is(tiny_denoiser):
+    from CTNormalizeLib.cli.cmd_models import collect, format_text
+
+    text = format_text(collect())
+    assert "ctn-denoise-v1" in text and "learned denoiser is its noise step" in text
+
+
+def test_the_gpu_pack_keeps_whole_volumes_within_budget_and_never_overwrites_the_bank(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from CTNormalizeLib.train.denoiser import clean_slices
+
+    spec = importlib.util.spec_from_file_location(
+        "pack_denoise_bank", Path(__file__).resolve().parents[2] / "scripts" / "pack_denoise_bank.py")
+    pack = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pack)
+    bank = _fake_bank(tmp_path / "bank.npz")
+    assert pack.main([str(bank), str(tmp_path / "p.npz"), "--budget-mb", "10"]) == 0
+    vols = clean_slices(tmp_path / "p.npz")
+    ref = clean_slices(bank)
+    assert len(vols) == 2 and np.abs(vols[0] - ref[0]).max() <= 0.5  # int16 HU
+    assert pack.main([str(bank), str(tmp_path / "q.npz"), "--budget-mb", "0.000001"]) == 2
+    assert not (tmp_path / "q.npz").exists()
+    before = bank.read_bytes()
+    assert pack.main([str(bank), str(bank)]) == 2 and bank.read_bytes() == before
