@@ -70,6 +70,8 @@ def method_card(name: str) -> dict:
 
 
 SELECTION_METRIC = "l1_gap_closed"
+#: The same figures for the ``target`` texture (a card without them is ranked by its clean figures).
+SELECTION_METRIC_TARGET = "l1_gap_closed_target"
 #: A plan "changes the kernel" when the target's MTF50 differs from the source's by more than this ratio.
 KERNEL_CHANGE_RATIO = 1.1
 #: The held-out column for each kind of pair (falls back to ``heldout_physics``, all cases).
@@ -91,8 +93,8 @@ def pair_kind(plan) -> str:
     return "kernel_change" if abs(math.log(t / s)) > math.log(KERNEL_CHANGE_RATIO) else "noise_only"
 
 
-def _score(m: Method, kind: Optional[str] = None) -> tuple:
-    f = m.figures.get(SELECTION_METRIC, {})
+def _score(m: Method, kind: Optional[str] = None, texture: str = "clean") -> tuple:
+    f = (m.figures.get(SELECTION_METRIC_TARGET) if texture == "target" else None) or m.figures.get(SELECTION_METRIC, {})
     held = f.get(HELDOUT_COLUMN.get(kind, ""))
     if held is None:
         held = f.get("heldout_physics")
@@ -105,8 +107,10 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
 
     Ranked by the held-out-physics gap closed in L1 for the plan's kind of pair
     (:func:`pair_kind`: a kernel change or a noise-only change; the all-cases figure when
-    a card has no figure for that kind), then the in-distribution one; methods never
-    benchmarked rank last; ties go to the method without torch.
+    a card has no figure for that kind), then the in-distribution one, both measured in the
+    plan's texture (``l1_gap_closed_target`` for ``target``; a card without them is ranked
+    by its clean figures); methods never benchmarked rank last; ties go to the method
+    without torch.
 
     Returns
     -------
@@ -125,11 +129,12 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
     if not cands:
         raise BadInputError("No method can normalize this protocol pair: " + "; ".join(skipped))
     kind = pair_kind(plan)
-    cands.sort(key=lambda m: (_score(m, kind), not m.needs_torch), reverse=True)
+    texture = getattr(plan, "texture", "clean")
+    cands.sort(key=lambda m: (_score(m, kind, texture), not m.needs_torch), reverse=True)
     best = cands[0]
 
     def fmt(m):
-        h, i = _score(m, kind)
+        h, i = _score(m, kind, texture)
         parts = []
         if h > -1e9:
             parts.append(f"held-out physics {h:.2f}")
@@ -137,7 +142,8 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
             parts.append(f"in-distribution {i:.2f}")
         return f"{m.name} ({', '.join(parts) or 'not benchmarked'})"
 
-    reason = (f"best measured L1 gap closed ({kind.replace('_', ' ')} pairs) among the methods that cover "
+    reason = (f"best measured L1 gap closed ({kind.replace('_', ' ')} pairs, {texture} texture) among the methods "
+              "that cover "
               "this pair: " + "; ".join(fmt(m) for m in cands))
     warnings = []
     if skipped:

@@ -15,7 +15,8 @@ benchmark JSON files, so every figure in a card is one a benchmark measured::
   held-out cases of ``gap_closed_body``; ``heldout_physics_kernel_change`` /
   ``heldout_physics_noise_only`` = the same over the cases that change the kernel / keep
   it (nominal source and target kernels equal), see :func:`CTNormalizeLib.methods.pair_kind`.
-  Ranked figures are those of the clean texture, the default.
+  ``l1_gap_closed_target``: the same columns for the ``target`` texture (``auto`` ranks a
+  ``--texture target`` request by them).
 * ``metrics``: the card's method next to the classical chain and BM4D, both textures,
   both columns (L1 body and lung gap closed, emphysema-index error, Dice, NPS similarity,
   radiomics CCC), and a one-line ``summary`` that ``ctnormalize models`` and the Slicer
@@ -132,6 +133,13 @@ def heldout_rows(cases: list) -> dict:
     return {label: {k: _r(statistics.median(v)) for k, v in d.items()} for label, d in vals.items()}
 
 
+def _columns(ind_row: dict, held_row: dict) -> dict:
+    """The ranked columns of one label: in distribution, held-out (all cases, per kind of pair)."""
+    return {"in_distribution": ind_row.get("l1_body_gap"), "heldout_physics": held_row.get("l1_body_gap"),
+            "heldout_physics_kernel_change": held_row.get("l1_body_gap_kernel_change"),
+            "heldout_physics_noise_only": held_row.get("l1_body_gap_noise_only")}
+
+
 def _summary(label: str, ind: dict, held: dict) -> str:
     def pair(lab):
         i = ind.get(lab, {}).get("l1_body_gap")
@@ -186,12 +194,12 @@ def main(argv=None) -> int:
         card = json.loads(path.read_text(encoding="utf-8"))
         card["selection"] = {
             "benchmark": f"in_distribution: {qsrc_m}; heldout_physics: {hsrc}; L1 gap closed in the body, "
-                         "clean texture",
-            "figures": {"l1_gap_closed": {"in_distribution": ind.get(label, {}).get("l1_body_gap"),
-                                          "heldout_physics": h.get("l1_body_gap"),
-                                          "heldout_physics_kernel_change": h.get("l1_body_gap_kernel_change"),
-                                          "heldout_physics_noise_only": h.get("l1_body_gap_noise_only")}},
+                         "clean texture (l1_gap_closed) and target texture (l1_gap_closed_target)",
+            "figures": {"l1_gap_closed": _columns(ind.get(label, {}), h)},
         }
+        tl = f"{label}[target]"
+        if tl in ind or tl in held:
+            card["selection"]["figures"]["l1_gap_closed_target"] = _columns(ind.get(tl, {}), held.get(tl, {}))
         rows = [lab for lab in (label, f"{label}[target]", *COMPARE) if lab in ind or lab in held]
         rows = list(dict.fromkeys(rows))
         card["metrics"] = {

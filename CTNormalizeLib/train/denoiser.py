@@ -222,7 +222,8 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
         "architecture": cfg.arch,
         "hyperparameters": {k: v for k, v in cfg.to_dict().items() if k != "ranges"},
         "io": {"hu_window": list(HU_WINDOW), "scale": {"offset": 0.0, "divisor": HU_DIVISOR}, "context": 1,
-               "conditioning": "denoise_features(noise_hu, transfer, pixel_mm)", "slice_by_slice": True},
+               "conditioning": "denoise_features(noise_hu, transfer, pixel_mm)", "slice_by_slice": True,
+               "z_up_factor": None, "z_handling": "slice by slice; the chain's z_profile step changes thickness"},
         "covers": {"conditioning": "measured noise", "noise_hu": [cfg.ranges.sigma_hu[0], cfg.ranges.sigma_hu[1]]},
         "priority": 0,
         "training_data": {

@@ -161,6 +161,28 @@ def test_auto_ranks_by_the_figures_of_the_pairs_kind(scans):
         unregister("toy-noise-best")
 
 
+def test_auto_ranks_a_target_texture_request_by_target_texture_figures(scans):
+    """The best clean estimate is not always the best method for the target texture: each
+    texture is ranked by its own figures (a card without target figures by its clean ones)."""
+    src, _, _ = scans
+    clean_plan = make_plan(src, None, "kernel=smooth,dose=1,thickness=1", method="classical", texture="clean")
+    target_plan = make_plan(src, None, "kernel=smooth,dose=1,thickness=1", method="classical", texture="target")
+    run = lambda v, p, pr=None, ref=None: MethodResult(v)  # noqa: E731
+    register(Method("toy-clean-best", "classical", "toy", ("kernel", "noise", "thickness"), run=run,
+                    figures={"l1_gap_closed": {"heldout_physics": 0.999},
+                             "l1_gap_closed_target": {"heldout_physics": 0.5}}))
+    register(Method("toy-target-best", "classical", "toy", ("kernel", "noise", "thickness"), run=run,
+                    figures={"l1_gap_closed": {"heldout_physics": 0.998},
+                             "l1_gap_closed_target": {"heldout_physics": 0.997}}))
+    try:
+        assert choose_auto(clean_plan)[0] == "toy-clean-best"
+        name, reason, _ = choose_auto(target_plan)
+        assert name == "toy-target-best" and "target texture" in reason
+    finally:
+        unregister("toy-clean-best")
+        unregister("toy-target-best")
+
+
 def test_toy_method_reaches_cli_and_slicer_list(tmp_path, monkeypatch):
     """Adding a kernel-conversion method is one row: the CLI help, --method validation and Slicer see it."""
     toy = Method("toy-kernel", "classical", "a toy kernel conversion", ("kernel",),
