@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The denoise recipe's GPU run in one call: times the step, sizes the schedule to fit, trains, packages.
-# For a machine with PyTorch + CUDA and Python 3.12 but no SimpleITK, MONAI, scipy or network: first, where
+# For a machine with PyTorch + CUDA, numpy and scipy (Python 3.12) but no SimpleITK, MONAI or network: first, where
 # the v3 bank is, run  scripts/pack_denoise_bank.py RUN_V3/bank_dr.npz .gpucheck/denoise_clean.npz
 # (<= 40 MB) and carry .gpucheck/ along (safetensors' wheel in .gpucheck/wheels if that machine lacks it).
 #   benchmarks/gpu_train_denoise.sh [OUT_DIR]     (default: $OUT, else benchmarks/results)
 # Environment: CTN_TRAIN_MINUTES (training time, default 7), CTN_CHECK_DEVICE (default cuda),
-# CTN_BATCH (default the GPU recipe's 256). Writes OUT_DIR/ctn-denoise-v1-gpu/ (package) and
+# CTN_BATCH (default the GPU recipe's 256), CTN_BANK (default .gpucheck/denoise_clean.npz). Writes OUT_DIR/ctn-denoise-v1-gpu/ (package) and
 # OUT_DIR/gpu_train_denoise.json (steps, samples/s, time); the CPU recipe's package is not touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,7 +65,7 @@ pkg = train_denoiser(cfg, bank, out / "run_denoise_gpu", resume=False, max_secon
                      package_dir=out / "ctn-denoise-v1-gpu", device=dev)
 wall = time.perf_counter() - t0
 card = json.loads((pkg / "card.json").read_text())
-res = {"device": torch.cuda.get_device_name(0) if not on_cpu else "cpu", "torch": torch.__version__,
+res = {"device": dev if on_cpu else f"{dev}: {torch.cuda.get_device_name(torch.device(dev))}", "torch": torch.__version__,
        "batch": cfg.batch, "patch": cfg.patch, "probe_s_per_step": round(per_step, 4),
        "samples_per_s_probe": round(cfg.batch / per_step, 1), "steps_planned": steps,
        "steps_done": card["recipe"]["steps_done"], "train_wall_s": round(wall, 1),

@@ -125,6 +125,11 @@ def _denoiser_row(package) -> Method:
 
         return run_chain(package, volume, plan, progress)
 
+    noise = card.get("covers", {}).get("noise_hu")
+
+    def covers(plan):  # the network was trained on this range of measured noise
+        return signature_why_not({"source": {"noise_hu": noise}}, plan) if noise else None
+
     return Method(name=package.name, kind="model", summary=card.get("description") or package.name,
-                  changes=("kernel", "noise", "thickness"), run=run, needs_torch=True,
+                  changes=("kernel", "noise", "thickness"), run=run, needs_torch=True, covers=covers,
                   figures=dict(card.get("selection", {}).get("figures", {})), card=card)

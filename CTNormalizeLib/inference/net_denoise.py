@@ -13,6 +13,34 @@ import numpy as np
 
 #: Slices per network call (bounds the activations' memory: ~70 MB per 512 x 512 slice in fp32).
 BATCH = 4
+#: Pixels around the body's bounding box that the network also sees (context for the body's edge).
+MARGIN = 32
+
+
+def body_region(stack: np.ndarray, margin: int = MARGIN):
+    """Where the network runs: the body's bounding box plus ``margin`` pixels, and the blend weight there.
+
+    Air outside the body keeps its input values (as with the learned normalizers), through a
+    feathered mask of everything denser than -500 HU (holes filled, dilated 4 pixels), so no
+    edge shows; the network's time goes to the body. A stack without a body (e.g. a
+    calibration patch of pure noise) is taken whole.
+    """
+    from scipy import ndimage as ndi
+
+    from .masks import soft_mask
+
+    n, h, w = stack.shape
+    # every component above the air threshold (arms apart from the torso too), lungs filled in
+    small = ndi.gaussian_filter(np.nan_to_num(stack[:, ::2, ::2], nan=-1000.0), (0, 1.0, 1.0)) > -500.0
+    small = np.stack([ndi.binary_fill_holes(m) for m in small])
+    body = np.repeat(np.repeat(small, 2, axis=1), 2, axis=2)[:, :h, :w]
+    if not body.any():
+        return (0, h, 0, w), np.float32(1.0)
+    rows, cols = np.nonzero(body.any(axis=(0, 2)))[0], np.nonzero(body.any(axis=(0, 1)))[0]
+    y0, y1 = max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)
+    x0, x1 = max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)
+    grown = ndi.binary_dilation(body[:, y0:y1, x0:x1], structure=np.ones((1, 3, 3), bool), iterations=4)
+    return (y0, y1, x0, x1), soft_mask(grown, 2.0)
 
 
 def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu"):
@@ -35,27 +63,43 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu"):
     from ..classical.denoise import StackDenoiser
     from ..models.conditioning import denoise_features
 
-    module = package.load().to(device)
+    module = package.load()
+    if str(device) != "cpu":  # the package caches its CPU module: move a copy
+        import copy
+
+        module = copy.deepcopy(module).to(device)
     div = float(package.card["io"]["scale"]["divisor"])
     off = float(package.card["io"]["scale"]["offset"])
     lo, hi = package.card["io"]["hu_window"]
     mult = int(getattr(module, "multiple", 4))
 
-    def fn(stack: np.ndarray, strength: float) -> np.ndarray:
-        stack = np.asarray(stack, np.float32)
-        n, h, w = stack.shape
+    def net(x_hu: np.ndarray, cond) -> np.ndarray:
+        h, w = x_hu.shape[1:]
         ph, pw = (-h) % mult, (-w) % mult
-        cond = torch.tensor([denoise_features(strength, transfer, pixel_mm)], dtype=torch.float32, device=device)
-        out = np.empty_like(stack)
+        out = np.empty_like(x_hu)
         with torch.inference_mode():
-            for i in range(0, n, BATCH):
-                x = torch.from_numpy((np.clip(stack[i:i + BATCH], lo, hi) - off) / div)[:, None].to(device)
+            for i in range(0, x_hu.shape[0], BATCH):
+                part = x_hu[i:i + BATCH]
+                x = torch.from_numpy((np.clip(part, lo, hi) - off) / div)[:, None].to(device)
                 if ph or pw:
-                    x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+                    x = F.pad(x, (0, pw, 0, ph), mode="replicate")
                 y = module(x, cond.expand(x.shape[0], -1))[:, 0, :h, :w]
                 # the network only sees the clipped window; outside it, keep the input's excess
-                out[i:i + BATCH] = y.float().cpu().numpy() * div + off + (stack[i:i + BATCH]
-                                                                          - np.clip(stack[i:i + BATCH], lo, hi))
+                out[i:i + BATCH] = y.float().cpu().numpy() * div + off + (part - np.clip(part, lo, hi))
+        return out
+
+    def fn(stack: np.ndarray, strength: float) -> np.ndarray:
+        stack = np.asarray(stack, np.float32)
+        bad = ~np.isfinite(stack)
+        if bad.any():  # a non-finite voxel must not spread through the network: fill, then put it back
+            out = fn(np.where(bad, np.float32(-1000.0), stack), strength)
+            out[bad] = stack[bad]
+            return out
+        cond = torch.tensor([denoise_features(strength, transfer, pixel_mm)], dtype=torch.float32, device=device)
+        (y0, y1, x0, x1), weight = body_region(stack)
+        crop = stack[:, y0:y1, x0:x1]
+        out = stack.copy()
+        out[:, y0:y1, x0:x1] = crop + weight * (net(np.ascontiguousarray(crop), cond) - crop)
         return out
 
     return StackDenoiser(package.name, fn)

@@ -167,6 +167,11 @@ def train_denoiser(cfg: DenoiseConfig, bank_path, out_dir, resume: bool = True, 
     step, state = 0, {}
     ck = out / "checkpoint"
     if resume and has_checkpoint(ck):
+        saved = json.loads((ck / "state.json").read_text(encoding="utf-8"))["state"].get("config", {})
+        differ = sorted(k for k, v in cfg.to_dict().items() if k != "steps" and saved.get(k, v) != v)
+        if differ:
+            raise BadInputError(f"{out} holds a run with another configuration ({', '.join(differ)}); "
+                                "resume it with the same settings or start over (--no-resume).")
         state = load_checkpoint(ck, model, opt)
         step = int(state["step"])
         log.info("resumed at step %d", step)
@@ -209,6 +214,11 @@ def train_denoiser(cfg: DenoiseConfig, bank_path, out_dir, resume: bool = True, 
                                   bank_path, total, steps_done=step, device=str(device))
 
 
+def _n_targets(bank_path) -> int:
+    with np.load(bank_path, allow_pickle=False) as z:
+        return int(json.loads(bytes(z["index_json"]).decode())["targets"])
+
+
 def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Optional[int] = None,
                   device: str = "cpu") -> dict:
     """The package card: architecture, io, the recipe (so the model can be rebuilt) and its role."""
@@ -227,15 +237,16 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
         "covers": {"conditioning": "measured noise", "noise_hu": [cfg.ranges.sigma_hu[0], cfg.ranges.sigma_hu[1]]},
         "priority": 0,
         "training_data": {
-            "clean": f"noise-free target scans of the domain-randomized bank ({Path(bank_path).name}: 40 procedural "
-                     "phantoms, seeds 0-39, and 4 lung1 slabs through random kernels, 0.6-1.3 mm pixels)",
+            "clean": f"noise-free target scans of the domain-randomized bank ({Path(bank_path).name}, "
+                     f"{_n_targets(bank_path)} volumes; the v3 bank: 40 procedural phantoms, seeds 0-39, and 4 lung1 "
+                     "slabs through random kernels, 0.6-1.3 mm pixels)",
             "noise": "CTNormalizeLib/train/noise_fields.py, drawn afresh per sample",
             "noise_ranges": cfg.ranges.to_dict(),
             "held_out": "phantom seeds >= 1000 and lung2 never used; the sinogram simulators are not used for noise",
         },
         "recipe": {
             "command": f"ctnormalize train --recipe denoise -o RUN --bank RUN_V3/bank_dr.npz --steps {cfg.steps} "
-                       f"--seed {cfg.seed}",
+                       f"--seed {cfg.seed}" + ("" if device == "cpu" else f" --device {device}"),
             "code": "CTNormalizeLib/train/denoiser.py, CTNormalizeLib/train/noise_fields.py",
             "steps": cfg.steps, "steps_done": cfg.steps if steps_done is None else int(steps_done),
             "batch": cfg.batch, "patch": cfg.patch, "loss": "L1 on HU/1000",

@@ -169,22 +169,22 @@ def noise_fields_torch(physics: list, size: int, generator, device="cpu"):
     import torch.nn.functional as F
 
     n = len(physics)
-    f = torch.fft.fftfreq(size, device=device, dtype=torch.float64)
+    f = torch.fft.fftfreq(size, device=device, dtype=torch.float32)
     fy, fx = torch.meshgrid(f, f, indexing="ij")
     r = torch.hypot(fy, fx)
     theta = torch.atan2(fy, fx)
     col = lambda name: torch.tensor([float(getattr(p, name)) for p in physics], device=device,  # noqa: E731
-                                    dtype=torch.float64)[:, None, None]
+                                    dtype=torch.float32)[:, None, None]
     # one tensor op per window type over the whole batch (a Python loop per field would starve a GPU)
     x = r[None] / col("cutoff")
-    w = torch.zeros((n, size, size), device=device, dtype=torch.float64)
+    w = torch.zeros((n, size, size), device=device, dtype=torch.float32)
     for name in {p.window for p in physics}:
         sel = torch.tensor([p.window == name for p in physics], device=device)
         w[sel] = _window_torch(torch, name, x[sel])
     t = w * torch.exp(-((r[None] / col("blur")) ** 2))
     nps = ((r[None] + col("low_floor")) ** col("ramp_power") * t ** 2
            * (1.0 + col("anisotropy") * torch.cos(2.0 * (theta[None] - col("angle")))))
-    amp = torch.sqrt(torch.clamp(nps, min=0.0)).to(torch.float32)
+    amp = torch.sqrt(torch.clamp(nps, min=0.0))
     white = torch.randn((n, size, size), generator=generator, device=device)
     field = torch.fft.ifft2(torch.fft.fft2(white) * amp).real
     field = field / field.flatten(1).std(1).clamp_min(1e-12)[:, None, None]

@@ -48,6 +48,12 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if recipe == DENOISE_RECIPE:
+        from ..errors import BadInputError
+
+        if manifest is not None:
+            raise BadInputError("The denoise recipe trains on noise it draws itself; it takes no --manifest.")
+        if bank_path is not None and not Path(bank_path).is_file():
+            raise BadInputError(f"No bank at {bank_path} (the v3 recipe's RUN/bank_dr.npz).")
         return _train_denoiser(out, bank_path, steps, max_minutes, seed, resume, package_dir, progress, sim_settings,
                                device)
     make_cfg, covers, pair_filter, priority, description = RECIPES[recipe]

@@ -144,9 +144,12 @@ def tiny_denoiser(tmp_path, monkeypatch):
     """A 3-step ctn-denoise-v1 installed in a user model folder."""
     from CTNormalizeLib.train.denoiser import train_denoiser
 
+    from CTNormalizeLib.models import registry
+
     pkg = train_denoiser(_cfg(), _fake_bank(tmp_path / "bank.npz"), tmp_path / "run",
                          package_dir=tmp_path / "models" / "ctn-denoise-v1")
-    monkeypatch.setenv("CTNORMALIZE_MODELS", str(tmp_path / "models"))
+    # only this folder: the shipped package of the same name would otherwise win
+    monkeypatch.setattr(registry, "model_dirs", lambda: [tmp_path / "models"])
     return pkg
 
 
@@ -158,8 +161,10 @@ def test_the_denoiser_is_a_complete_row_running_the_chain(tiny_denoiser):
     row = method_table()["ctn-denoise-v1"]
     assert row.kind == "model" and row.complete and row.needs_torch
     vol = Volume(chest((6, 64, 64)), (2.0, 0.8, 0.8))
+    before = vol.hu.copy()
     res = normalize(vol, "kernel=sharp,dose=0.25,thickness=2", "kernel=smooth,dose=1,thickness=2",
                     method="ctn-denoise-v1", device="cpu", texture="clean")
+    np.testing.assert_array_equal(vol.hu, before)  # the input is not modified
     den = [s for s in res.result.steps if s.get("method") == "denoise" or s.get("step") == "denoise"]
     assert den and den[0]["done"], res.result.steps
     assert den[0]["parameters"]["method"] == "ctn-denoise-v1"
@@ -167,7 +172,7 @@ def test_the_denoiser_is_a_complete_row_running_the_chain(tiny_denoiser):
     assert den[0]["parameters"]["strength"] == pytest.approx(res.plan.source_signature.noise_hu, rel=1e-6)
     assert res.result.model_sha256 == row.card["sha256"]
     assert not np.array_equal(res.volume.hu, vol.hu) and np.isfinite(res.volume.hu).all()
-    assert vol.hu.dtype == np.float32  # input untouched
+    assert row.card["sha256"] == json.loads((tiny_denoiser / "card.json").read_text())["sha256"]  # the tiny one ran
     assert "ctn-denoise-v1" in res.volume.meta["CTNormalize"]
 
 
@@ -291,3 +296,57 @@ def test_the_gpu_pack_keeps_whole_volumes_within_budget_and_never_overwrites_the
     assert not (tmp_path / "q.npz").exists()
     before = bank.read_bytes()
     assert pack.main([str(bank), str(bank)]) == 2 and bank.read_bytes() == before
+
+
+def test_the_network_runs_on_the_body_and_leaves_the_air_around_it(tiny_denoiser):
+    from CTNormalizeLib.inference.net_denoise import stack_denoiser
+    from CTNormalizeLib.models.registry import read_package
+    from CTNormalizeLib.signature.kernel_class import as_transfer
+
+    hu = chest((3, 160, 160))  # the body's outline is 13 px from the top
+    den = stack_denoiser(read_package(tiny_denoiser), as_transfer("standard"), 0.8)
+    out = den.fn(hu, 30.0)
+    assert out.shape == hu.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, :2, :], hu[:, :2, :])  # air far outside the body: untouched
+    assert not np.allclose(out[:, 70:90, 70:90], hu[:, 70:90, 70:90])  # the body was denoised
+    noise = np.random.default_rng(0).normal(0, 30, (2, 64, 64)).astype(np.float32)  # no body: all of it
+    assert not np.allclose(den.fn(noise, 30.0)[:, :3], noise[:, :3])
+
+
+def test_the_row_covers_only_the_trained_noise_range(tiny_denoiser):
+    from CTNormalizeLib.methods import method_table
+    from CTNormalizeLib.plan import make_plan
+    from CTNormalizeLib.volume import Volume
+
+    row = method_table()["ctn-denoise-v1"]
+    noisy = make_plan(Volume(chest((6, 64, 64)), (2.0, 0.8, 0.8)), "kernel=sharp", "kernel=smooth", method="classical")
+    assert row.why_not(noisy) is None
+    from dataclasses import replace
+
+    for noise, ok in ((1.0, False), (400.0, False), (40.0, True)):
+        plan = replace(noisy, source_signature=replace(noisy.source_signature, noise_hu=noise))
+        why = row.why_not(plan)
+        assert (why is None) == ok and (ok or "source noise" in why), (noise, why)
+
+
+def test_a_nan_voxel_stays_local_and_tiny_slices_work(tiny_denoiser):
+    from CTNormalizeLib.inference.net_denoise import stack_denoiser
+    from CTNormalizeLib.models.registry import read_package
+    from CTNormalizeLib.signature.kernel_class import as_transfer
+
+    den = stack_denoiser(read_package(tiny_denoiser), as_transfer("standard"), 0.8)
+    hu = chest((2, 96, 96))
+    hu[0, 48, 48] = np.nan
+    out = den.fn(hu, 30.0)
+    assert np.isnan(out[0, 48, 48]) and np.isfinite(out).sum() == out.size - 1
+    assert den.fn(np.zeros((1, 3, 9), np.float32), 10.0).shape == (1, 3, 9)
+
+
+def test_resuming_with_another_configuration_is_refused(tmp_path):
+    from CTNormalizeLib.errors import BadInputError
+    from CTNormalizeLib.train.denoiser import train_denoiser
+
+    bank = _fake_bank(tmp_path / "bank.npz")
+    train_denoiser(_cfg(), bank, tmp_path / "run", stop_after=1)
+    with pytest.raises(BadInputError, match="another configuration"):
+        train_denoiser(_cfg(batch=3), bank, tmp_path / "run")
