@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from CTNormalizeLib.models import build_model
-from CTNormalizeLib.train.denoiser import GPU_OVERRIDES, DenoiseConfig, clean_slices, make_batch_torch, train_denoiser
+from CTNormalizeLib.train.denoiser import (GPU_OVERRIDES, DenoiseConfig, clean_slices, make_batch_torch,
+                                           train_denoiser, train_step)
 
 out = Path(os.environ["CTN_OUT_DIR"])
 dev = os.environ.get("CTN_CHECK_DEVICE", "cuda")
@@ -39,12 +40,7 @@ opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 on_cpu = torch.device(dev).type == "cpu"
 
 def step(i):
-    x, y, c = make_batch_torch(probe, vols, 10_000_000 + i, dev)
-    with torch.autocast(device_type=torch.device(dev).type, dtype=torch.bfloat16, enabled=not on_cpu):
-        loss = (model(x, c).float() - y).abs().mean()
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    train_step(model, opt, make_batch_torch(probe, vols, 10_000_000 + i, dev), dev)
 
 for i in range(3):
     step(i)

@@ -19,6 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from CTNormalizeLib.io.atomic import atomic_output  # noqa: E402
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -48,11 +52,14 @@ def main(argv=None) -> int:
         return 2
     kept["index_json"] = np.frombuffer(json.dumps({"targets": len(kept), "pairs": [],
                                                    "packed_from": Path(args.bank).name}).encode(), np.uint8)
-    tmp = out.with_name(out.name + ".partial.npz")
-    np.savez_compressed(tmp, **kept)
-    with zipfile.ZipFile(tmp) as zf:  # verify before publishing
-        assert zf.testzip() is None
-    tmp.replace(out)
+    def verify(tmp: Path):  # every member readable, CRCs included, before it is published
+        with zipfile.ZipFile(tmp) as zf:
+            bad = zf.testzip()
+        if bad is not None:
+            raise OSError(f"{bad} in {tmp} is damaged")
+
+    with atomic_output(out, verify=verify) as tmp:
+        np.savez_compressed(tmp, **kept)
     print(f"{len(kept) - 1} of {n} noise-free volumes, {out.stat().st_size / 1e6:.1f} MB -> {out}")
     return 0
 

@@ -23,17 +23,14 @@ def body_region(stack: np.ndarray, margin: int = MARGIN):
     Air outside the body keeps its input values (as with the learned normalizers), through a
     feathered mask of everything denser than -500 HU (holes filled, dilated 4 pixels), so no
     edge shows; the network's time goes to the body. A stack without a body (e.g. a
-    calibration patch of pure noise) is taken whole.
+    calibration patch of pure noise) is taken whole. ``stack`` must be finite.
     """
     from scipy import ndimage as ndi
 
-    from .masks import soft_mask
+    from .masks import body_mask, soft_mask
 
     n, h, w = stack.shape
-    # every component above the air threshold (arms apart from the torso too), lungs filled in
-    small = ndi.gaussian_filter(np.nan_to_num(stack[:, ::2, ::2], nan=-1000.0), (0, 1.0, 1.0)) > -500.0
-    small = np.stack([ndi.binary_fill_holes(m) for m in small])
-    body = np.repeat(np.repeat(small, 2, axis=1), 2, axis=2)[:, :h, :w]
+    body = body_mask(stack, largest=False)  # arms apart from the torso too
     if not body.any():
         return (0, h, 0, w), np.float32(1.0)
     rows, cols = np.nonzero(body.any(axis=(0, 2)))[0], np.nonzero(body.any(axis=(0, 1)))[0]

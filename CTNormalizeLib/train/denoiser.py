@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import BadInputError
+from .loop import lr_at  # the same warm-up + cosine schedule (DenoiseConfig has its fields)
 from .noise_fields import NoiseRanges, conditioning, draw_physics, noise_field
 
 log = logging.getLogger(__name__)
@@ -68,14 +68,6 @@ class DenoiseConfig:
         d = asdict(self)
         d["ranges"] = self.ranges.to_dict()
         return d
-
-
-def lr_at(cfg: DenoiseConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to ``lr_min`` (a pure function of the step)."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
 
 
 def clean_slices(bank_path) -> list[np.ndarray]:
@@ -140,6 +132,24 @@ def make_batch_torch(cfg: DenoiseConfig, volumes: list, step: int, device):
     return c + n, c, torch.from_numpy(np.asarray(cond, np.float32)).to(device)
 
 
+def train_step(model, opt, batch, device: str = "cpu") -> float:
+    """One optimizer step on ``(noisy, clean, cond)`` (L1, gradients clipped at 1; bf16 autocast off the CPU).
+
+    Returns the loss in HU.
+    """
+    import torch
+
+    x, y, c = batch
+    dev_type = torch.device(device).type
+    with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=dev_type != "cpu"):
+        loss = (model(x, c).float() - y).abs().mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return float(loss.detach()) * HU_DIVISOR
+
+
 def train_denoiser(cfg: DenoiseConfig, bank_path, out_dir, resume: bool = True, stop_after: Optional[int] = None,
                    max_seconds: Optional[float] = None, package_dir=None,
                    progress: Optional[Callable[[str, float], None]] = None, device: str = "cpu") -> Path:
@@ -163,16 +173,15 @@ def train_denoiser(cfg: DenoiseConfig, bank_path, out_dir, resume: bool = True, 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4, betas=(0.9, 0.99))
-    on_cpu = torch.device(device).type == "cpu"
     step, state = 0, {}
     ck = out / "checkpoint"
     if resume and has_checkpoint(ck):
-        saved = json.loads((ck / "state.json").read_text(encoding="utf-8"))["state"].get("config", {})
+        state = load_checkpoint(ck, model, opt)
+        saved = state.get("config", {})
         differ = sorted(k for k, v in cfg.to_dict().items() if k != "steps" and saved.get(k, v) != v)
         if differ:
             raise BadInputError(f"{out} holds a run with another configuration ({', '.join(differ)}); "
                                 "resume it with the same settings or start over (--no-resume).")
-        state = load_checkpoint(ck, model, opt)
         step = int(state["step"])
         log.info("resumed at step %d", step)
     elapsed = float(state.get("elapsed_s", 0.0))
@@ -189,14 +198,8 @@ def train_denoiser(cfg: DenoiseConfig, bank_path, out_dir, resume: bool = True, 
             x, y, c = (torch.from_numpy(a).to(device) for a in make_batch(cfg, volumes, step))
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
-        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=not on_cpu):
-            loss = (model(x, c).float() - y).abs().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        acc += train_step(model, opt, (x, y, c), device)
         step += 1
-        acc += float(loss.detach()) * HU_DIVISOR
         n_acc += 1
         if step % 50 == 0 or step == end:
             now = elapsed + time.perf_counter() - t0
@@ -205,10 +208,10 @@ def train_denoiser(cfg: DenoiseConfig, bank_path, out_dir, resume: bool = True, 
             acc, n_acc = 0.0, 0
             if progress:
                 progress("train", step / cfg.steps)
-        if step % cfg.checkpoint_every == 0 or step == end:
+        if step % cfg.checkpoint_every == 0 and step < end:
             save_checkpoint(ck, model, opt, {"step": step, "elapsed_s": elapsed + time.perf_counter() - t0,
                                              "config": cfg.to_dict()})
-    total = elapsed + time.perf_counter() - t0
+    total = elapsed + time.perf_counter() - t0  # the last checkpoint: at the end, whatever stopped the loop
     save_checkpoint(ck, model, opt, {"step": step, "elapsed_s": total, "config": cfg.to_dict()})
     return write_denoiser_package(model, Path(package_dir) if package_dir else out / "package" / NAME, cfg,
                                   bank_path, total, steps_done=step, device=str(device))

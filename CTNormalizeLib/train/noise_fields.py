@@ -47,25 +47,38 @@ class NoiseRanges:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def window(name: str, f: np.ndarray, fc: float) -> np.ndarray:
-    """Reconstruction window ``W(f)`` (``f`` in cycles/pixel, cut-off ``fc``)."""
-    x = np.clip(np.asarray(f, float) / fc, 0.0, None)
-    inside = (x <= 1.0).astype(float)
+def _window_on(xp, name: str, x):
+    """The window at ``x = f / fc >= 0`` with array module ``xp`` (numpy, or torch for the device path)."""
+    inside = (x <= 1.0) * 1.0
     if name == "ramp":
         return inside
     if name == "shepp-logan":
-        return np.sinc(x / 2.0) * inside
+        return xp.sinc(x / 2.0) * inside
     if name == "cosine":
-        return np.cos(np.pi * x / 2.0) * inside
+        return xp.cos(math.pi * x / 2.0) * inside
     if name == "hamming":
-        return (0.54 + 0.46 * np.cos(np.pi * x)) * inside
+        return (0.54 + 0.46 * xp.cos(math.pi * x)) * inside
     if name == "hann":
-        return (0.5 + 0.5 * np.cos(np.pi * x)) * inside
+        return (0.5 + 0.5 * xp.cos(math.pi * x)) * inside
     if name == "butterworth":
-        return 1.0 / np.sqrt(1.0 + x ** 8)
+        return 1.0 / xp.sqrt(1.0 + x ** 8)
     if name == "gaussian":
-        return np.exp(-(x ** 2))
+        return xp.exp(-(x ** 2))
     raise ValueError(f"unknown window {name!r}")
+
+
+def _power(xp, w, r, theta, blur, low_floor, ramp_power, anisotropy, angle):
+    """Noise power ``(|f| + floor)^p (W G)^2 (1 + a cos 2(theta - angle))`` from the window values ``w``.
+
+    The parameters are numbers (numpy) or per-field ``[B, 1, 1]`` tensors (torch).
+    """
+    t = w * xp.exp(-((r / blur) ** 2))
+    return (r + low_floor) ** ramp_power * t ** 2 * (1.0 + anisotropy * xp.cos(2.0 * (theta - angle)))
+
+
+def window(name: str, f: np.ndarray, fc: float) -> np.ndarray:
+    """Reconstruction window ``W(f)`` (``f`` in cycles/pixel, cut-off ``fc``)."""
+    return _window_on(np, name, np.clip(np.asarray(f, float) / fc, 0.0, None))
 
 
 @dataclass(frozen=True)
@@ -90,9 +103,8 @@ class NoisePhysics:
     def nps(self, fy: np.ndarray, fx: np.ndarray) -> np.ndarray:
         """Unnormalized 2D noise power on the frequency grid ``(fy, fx)`` (cycles/pixel)."""
         r = np.hypot(fy, fx)
-        theta = np.arctan2(fy, fx)
-        radial = (r + self.low_floor) ** self.ramp_power * self.transfer(r) ** 2
-        return radial * (1.0 + self.anisotropy * np.cos(2.0 * (theta - self.angle)))
+        return _power(np, window(self.window, r, self.cutoff), r, np.arctan2(fy, fx), self.blur, self.low_floor,
+                      self.ramp_power, self.anisotropy, self.angle)
 
 
 def draw_physics(rng: np.random.Generator, ranges: NoiseRanges = NoiseRanges()) -> NoisePhysics:
@@ -138,26 +150,6 @@ def conditioning(phys: NoisePhysics, rng: np.random.Generator, ranges: NoiseRang
     return denoise_features(s, lambda f: phys.transfer(np.asarray(f) / k), 1.0)
 
 
-def _window_torch(torch, name: str, x):
-    """:func:`window` on ``x = f / fc`` (a torch tensor)."""
-    inside = (x <= 1.0).to(x.dtype)
-    if name == "ramp":
-        return inside
-    if name == "shepp-logan":
-        return torch.sinc(x / 2.0) * inside
-    if name == "cosine":
-        return torch.cos(math.pi * x / 2.0) * inside
-    if name == "hamming":
-        return (0.54 + 0.46 * torch.cos(math.pi * x)) * inside
-    if name == "hann":
-        return (0.5 + 0.5 * torch.cos(math.pi * x)) * inside
-    if name == "butterworth":
-        return 1.0 / torch.sqrt(1.0 + x ** 8)
-    if name == "gaussian":
-        return torch.exp(-(x ** 2))
-    raise ValueError(f"unknown window {name!r}")
-
-
 def noise_fields_torch(physics: list, size: int, generator, device="cpu"):
     """:func:`noise_field` for a batch, on ``device`` (torch): ``[len(physics), size, size]`` float32.
 
@@ -180,10 +172,9 @@ def noise_fields_torch(physics: list, size: int, generator, device="cpu"):
     w = torch.zeros((n, size, size), device=device, dtype=torch.float32)
     for name in {p.window for p in physics}:
         sel = torch.tensor([p.window == name for p in physics], device=device)
-        w[sel] = _window_torch(torch, name, x[sel])
-    t = w * torch.exp(-((r[None] / col("blur")) ** 2))
-    nps = ((r[None] + col("low_floor")) ** col("ramp_power") * t ** 2
-           * (1.0 + col("anisotropy") * torch.cos(2.0 * (theta[None] - col("angle")))))
+        w[sel] = _window_on(torch, name, x[sel])
+    nps = _power(torch, w, r[None], theta[None], col("blur"), col("low_floor"), col("ramp_power"),
+                 col("anisotropy"), col("angle"))
     amp = torch.sqrt(torch.clamp(nps, min=0.0))
     white = torch.randn((n, size, size), generator=generator, device=device)
     field = torch.fft.ifft2(torch.fft.fft2(white) * amp).real

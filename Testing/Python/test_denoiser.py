@@ -350,3 +350,13 @@ def test_resuming_with_another_configuration_is_refused(tmp_path):
     train_denoiser(_cfg(), bank, tmp_path / "run", stop_after=1)
     with pytest.raises(BadInputError, match="another configuration"):
         train_denoiser(_cfg(batch=3), bank, tmp_path / "run")
+
+
+def test_cli_refuses_what_the_denoise_recipe_does_not_take(tmp_path):
+    from CTNormalizeLib.cli.main import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--recipe", "denoise", "-o", str(run), "--bank", str(tmp_path / "typo.npz")]) != 0
+    assert not (tmp_path / "typo.npz").exists() and not (run / "package").exists()
+    assert main(["train", "--recipe", "denoise", "-o", str(run), "--manifest", str(tmp_path / "m.json")]) != 0
+    assert not (run / "package").exists()
