@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     work = Path(args.work)
     os.environ["CTNORMALIZE_MODELS"] = str(work / "packages")
     from CTNormalizeLib.benchmark_methods import method_providers
+    from CTNormalizeLib.io.atomic import atomic_write_text
     from CTNormalizeLib.evaluate import heldout_benchmark as hb
     from CTNormalizeLib.train.dr_data import load_dr_bank
 
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
             if v["gap_closed_body"] is not None), flush=True)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
+        atomic_write_text(out, json.dumps(result, indent=1))
     return 0
 
 

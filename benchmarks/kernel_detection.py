@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from CTNormalizeLib import Volume
+    from CTNormalizeLib.io.atomic import atomic_write_text
     from CTNormalizeLib.protocols import KERNEL_CLASSES, Protocol
     from CTNormalizeLib.signature import class_transfer, measure_signature
     from CTNormalizeLib.simulate import make_phantom, project_truth, simulate_scan
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
         report["independent_simulator"] = independent_section(doses)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    atomic_write_text(out, json.dumps(report, indent=1))
     print(f"accuracy {report['accuracy']:.3f} over {len(rows)} scans -> {out}", file=sys.stderr)
     if "independent_simulator" in report:
         ind = report["independent_simulator"]

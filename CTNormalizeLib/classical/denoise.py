@@ -74,6 +74,7 @@ class StackDenoiser:
     name: str
     fn: Callable
     chunk: int = 8
+    halo: int = 0  # neighbouring slices ``fn`` looks at on each side (handed over with each chunk)
 
 
 def _stack_runner(method):
@@ -242,7 +243,8 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
         run = _stack_runner(method)
         for z0 in range(0, nz, method.chunk):
             z1 = min(nz, z0 + method.chunk)
-            out[z0:z1] = blend(run(hu[z0:z1], strength), hu[z0:z1])
+            a, b = max(0, z0 - method.halo), min(nz, z1 + method.halo)
+            out[z0:z1] = blend(run(hu[a:b], strength)[z0 - a:z1 - a], hu[z0:z1])
             if progress is not None:
                 progress("denoise", z1 / nz)
         return out, info

@@ -19,10 +19,11 @@ DESCRIPTION = (
 
 
 def add_arguments(p):
-    p.add_argument("--recipe", choices=["default", "unet", "v3", "denoise"], default="default",
+    p.add_argument("--recipe", choices=["default", "unet", "v3", "denoise", "denoise-v2"], default="default",
                    help="which model: default (protocol-conditioned, v2 recipe), unet, v3 (signature-conditioned, "
-                        "domain-randomized physics) or denoise (the learned blind denoiser the chain uses, "
-                        "ctn-denoise-v1) (default: %(default)s)")
+                        "domain-randomized physics), denoise (the learned blind denoiser the chain uses, "
+                        "ctn-denoise-v1) or denoise-v2 (the same seeing 3 slices, ctn-denoise-v2; starts from the "
+                        "installed ctn-denoise-v1) (default: %(default)s)")
     p.add_argument("-o", "--out", required=True, help="run folder (checkpoints, logs, cached bank)")
     p.add_argument("--manifest", help="JSON manifest of paired volumes instead of simulated data")
     p.add_argument("--bank", help="a cached simulated bank (.npz) to reuse (denoise: the v3 bank, bank_dr.npz)")
@@ -30,7 +31,7 @@ def add_arguments(p):
     p.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu",
-                   help="denoise recipe only: cpu (default) or a GPU (cuda, cuda:N), which runs its GPU recipe "
+                   help="denoise recipes only: cpu (default) or a GPU (cuda, cuda:N), which runs its GPU recipe "
                         "(noise drawn on the device, batch 256, bf16)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
     p.add_argument("--package-dir", help="where to write the model package")

@@ -19,6 +19,15 @@ import numpy as np
 from ..volume import Volume
 
 
+def reflect_index(i: int, n: int) -> int:
+    """Slice ``i`` of ``n`` mirrored at the volume's ends (``-1 -> 1``, ``n -> n - 2``); 0 when ``n == 1``."""
+    if n == 1:
+        return 0
+    period = 2 * (n - 1)
+    i = abs(i) % period
+    return i if i < n else period - i
+
+
 def target_slice_count(n_in: int, s_in: float, s_out: float) -> int:
     """``floor((n_in - 1) * s_in / s_out) + 1`` (with a small tolerance for float error)."""
     return int(np.floor((n_in - 1) * float(s_in) / float(s_out) + 1e-6)) + 1

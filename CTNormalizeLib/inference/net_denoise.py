@@ -2,6 +2,8 @@
 
 The package's network removes noise it is told about: its std (the strength knob) and
 the in-plane transfer that shaped it (:func:`~CTNormalizeLib.models.conditioning.denoise_features`).
+A package whose card says ``io.context = 3`` sees each slice with its two neighbours
+(mirrored at the volume's ends); the chain hands it chunks with that many extra slices.
 Here it becomes a :class:`~CTNormalizeLib.classical.denoise.StackDenoiser`, conditioned on
 the plan's measured source signature, and :func:`run_chain` runs the classical chain
 (denoise -> MTF ratio -> slice profile -> texture) with it in place of non-local means.
@@ -70,19 +72,26 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu"):
     lo, hi = package.card["io"]["hu_window"]
     mult = int(getattr(module, "multiple", 4))
 
+    context = int(package.card["io"].get("context", 1))
+    k = context // 2
+
     def net(x_hu: np.ndarray, cond) -> np.ndarray:
-        h, w = x_hu.shape[1:]
+        from ..imaging.zgrid import reflect_index
+
+        n, h, w = x_hu.shape
         ph, pw = (-h) % mult, (-w) % mult
+        clipped = np.clip(x_hu, lo, hi)
         out = np.empty_like(x_hu)
         with torch.inference_mode():
-            for i in range(0, x_hu.shape[0], BATCH):
-                part = x_hu[i:i + BATCH]
-                x = torch.from_numpy((np.clip(part, lo, hi) - off) / div)[:, None].to(device)
+            for i in range(0, n, BATCH):
+                idx = [[reflect_index(z + j, n) for j in range(-k, k + 1)] for z in range(i, min(n, i + BATCH))]
+                x = torch.from_numpy((clipped[np.asarray(idx)] - off) / div).to(device)  # [b, context, h, w]
                 if ph or pw:
                     x = F.pad(x, (0, pw, 0, ph), mode="replicate")
                 y = module(x, cond.expand(x.shape[0], -1))[:, 0, :h, :w]
                 # the network only sees the clipped window; outside it, keep the input's excess
-                out[i:i + BATCH] = y.float().cpu().numpy() * div + off + (part - np.clip(part, lo, hi))
+                part = x_hu[i:i + BATCH]
+                out[i:i + BATCH] = y.float().cpu().numpy() * div + off + (part - clipped[i:i + BATCH])
         return out
 
     def fn(stack: np.ndarray, strength: float) -> np.ndarray:
@@ -99,7 +108,7 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu"):
         out[:, y0:y1, x0:x1] = crop + weight * (net(np.ascontiguousarray(crop), cond) - crop)
         return out
 
-    return StackDenoiser(package.name, fn)
+    return StackDenoiser(package.name, fn, halo=k)
 
 
 def run_chain(package, volume, plan, progress=None):

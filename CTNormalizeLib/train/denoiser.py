@@ -4,7 +4,11 @@ The clean images are the noise-free target scans of the domain-randomized bank
 (:mod:`.dr_data`: procedural phantoms and lung1 slabs through random kernels, 0.6-1.3 mm
 pixels); the noise is drawn afresh for every sample (:mod:`.noise_fields`), so the
 network never sees the same noise physics twice. It learns ``E[clean | noisy, noise
-std, transfer]`` with an L1 loss, slice by slice (noise is independent between slices).
+std, transfer]`` with an L1 loss. ``context = 1`` (v1) denoises slice by slice; ``context = 3``
+(v2) also sees the two neighbouring slices, at a random z stride (so at random distances
+in mm), with noise independent between slices or partly shared (overlapping
+reconstructions), and sometimes no neighbours at all (a single-slice scan); v2 starts
+from v1's weights.
 
 Every batch is a pure function of ``(seed, step)`` and checkpoints hold the optimizer, so a
 run stopped at any step resumes exactly (the CPU recipe runs in pieces).
@@ -23,6 +27,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import BadInputError
+from ..imaging.zgrid import reflect_index
 from .loop import lr_at  # the same warm-up + cosine schedule (DenoiseConfig has its fields)
 from .noise_fields import NoiseRanges, conditioning, draw_physics, noise_field
 
@@ -37,6 +42,15 @@ HU_WINDOW = (-3000.0, 4000.0)
 #: What the GPU recipe changes (``ctnormalize train --recipe denoise --device cuda``): noise drawn on the
 #: device, 21x the CPU batch. Not yet run: no GPU was available when ctn-denoise-v1 was trained.
 GPU_OVERRIDES = {"batch": 256, "noise": "torch"}
+
+
+#: The denoiser recipes (``ctnormalize train --recipe NAME``): overrides of :class:`DenoiseConfig`.
+#: ``denoise-v2`` starts from the installed ctn-denoise-v1 and learns to use the neighbouring slices.
+RECIPE_OVERRIDES = {
+    "denoise": {},
+    "denoise-v2": {"name": "ctn-denoise-v2", "recipe": "denoise-v2", "context": 3, "init_from": NAME,
+                   "steps": 5000, "lr": 3e-4, "warmup": 50},
+}
 
 
 @dataclass
@@ -56,12 +70,19 @@ class DenoiseConfig:
     checkpoint_every: int = 250
     noise: str = "numpy"  # "torch": drawn on the training device (the GPU recipe)
     ranges: NoiseRanges = field(default_factory=NoiseRanges)
+    name: str = NAME
+    recipe: str = "denoise"
+    context: int = 1                 # slices the network sees (odd); the centre one is denoised
+    z_stride_max: int = 3            # neighbours are 1..z_stride_max slices away (bank slices: 1-3 mm)
+    z_corr_max: float = 0.6          # half the samples share up to this noise correlation between slices
+    copy_prob: float = 0.05          # samples whose neighbours are copies of the centre (a one-slice scan)
+    init_from: Optional[str] = None  # a package name whose weights start the run (head widened to context)
 
     @property
     def arch(self) -> dict:
         from ..models.conditioning import DENOISE_FEATURES
 
-        return {"name": "conditioned2.5d", "params": {"context": 1, "width": self.width, "blocks": self.blocks,
+        return {"name": "conditioned2.5d", "params": {"context": self.context, "width": self.width, "blocks": self.blocks,
                                                       "head": self.head, "cond_dim": DENOISE_FEATURES}}
 
     def to_dict(self) -> dict:
@@ -81,13 +102,33 @@ def clean_slices(bank_path) -> list[np.ndarray]:
 
 
 def _patch(cfg: DenoiseConfig, volumes: list, rng) -> np.ndarray:
+    """``[context, P, P]`` clean slices around a random centre (neighbours at a random stride)."""
     v = volumes[int(rng.integers(len(volumes)))]
     p = cfg.patch
     z = int(rng.integers(v.shape[0]))
     y0 = int(rng.integers(0, v.shape[1] - p + 1))
     x0 = int(rng.integers(0, v.shape[2] - p + 1))
-    c = np.rot90(v[z, y0:y0 + p, x0:x0 + p], int(rng.integers(4)))
-    return c[:, ::-1] if rng.random() < 0.5 else c
+    k = cfg.context // 2
+    zs = [z]
+    if k:  # context 1 draws nothing more: v1's batches stay what they were
+        s = int(rng.integers(1, cfg.z_stride_max + 1))
+        zs = [reflect_index(z + s * j, v.shape[0]) for j in range(-k, k + 1)]
+    c = np.rot90(v[zs, y0:y0 + p, x0:x0 + p], int(rng.integers(4)), axes=(1, 2))
+    return c[:, :, ::-1] if rng.random() < 0.5 else c
+
+
+def _slice_mix(cfg: DenoiseConfig, rng):
+    """How the slices' noise relates: ``("copy", 0)``, or ``("mix", rho)`` with rho the shared fraction."""
+    u = float(rng.random())
+    if u < cfg.copy_prob:
+        return "copy", 0.0
+    return "mix", 0.0 if u < 0.5 else float(rng.uniform(0.0, cfg.z_corr_max))
+
+
+def _mixed(fields, rho: float):
+    """``context`` slices' noise from ``context + 1`` independent fields: correlation ``rho`` between slices."""
+    c = fields.shape[0] - 1
+    return (1.0 - rho) ** 0.5 * fields[:c] + rho ** 0.5 * fields[c:]
 
 
 def make_batch(cfg: DenoiseConfig, volumes: list, step: int):
@@ -97,15 +138,22 @@ def make_batch(cfg: DenoiseConfig, volumes: list, step: int):
     """
     rng = np.random.default_rng([cfg.seed, step])
     noisy, clean, cond = [], [], []
+    k = cfg.context // 2
     for _ in range(cfg.batch):
         c = _patch(cfg, volumes, rng)
         phys = draw_physics(rng, cfg.ranges)
-        n = noise_field(phys, cfg.patch, rng)
-        clean.append(c)
+        if k:
+            mode, rho = _slice_mix(cfg, rng)
+            n = _mixed(np.stack([noise_field(phys, cfg.patch, rng) for _ in range(cfg.context + 1)]), rho)
+            if mode == "copy":
+                c, n = np.repeat(c[k:k + 1], cfg.context, 0), np.repeat(n[k:k + 1], cfg.context, 0)
+        else:
+            n = noise_field(phys, cfg.patch, rng)[None]
+        clean.append(c[k])
         noisy.append(c + n)
         cond.append(conditioning(phys, rng, cfg.ranges))
     s = np.float32(1.0 / HU_DIVISOR)
-    return (np.stack(noisy)[:, None] * s, np.ascontiguousarray(np.stack(clean)[:, None]) * s,
+    return (np.stack(noisy).astype(np.float32) * s, np.ascontiguousarray(np.stack(clean)[:, None]) * s,
             np.asarray(cond, np.float32))
 
 
@@ -120,16 +168,28 @@ def make_batch_torch(cfg: DenoiseConfig, volumes: list, step: int, device):
     from .noise_fields import noise_fields_torch
 
     rng = np.random.default_rng([cfg.seed, step])
-    clean, phys, cond = [], [], []
+    clean, phys, cond, mixes = [], [], [], []
+    k = cfg.context // 2
     for _ in range(cfg.batch):
         clean.append(_patch(cfg, volumes, rng))
         phys.append(draw_physics(rng, cfg.ranges))
+        if k:
+            mixes.append(_slice_mix(cfg, rng))
         cond.append(conditioning(phys[-1], rng, cfg.ranges))
     gen = torch.Generator(device=device).manual_seed(int(cfg.seed) * 1_000_003 + int(step))
     s = 1.0 / HU_DIVISOR
-    c = torch.from_numpy(np.ascontiguousarray(np.stack(clean))).to(device)[:, None] * s
-    n = noise_fields_torch(phys, cfg.patch, gen, device)[:, None] * s
-    return c + n, c, torch.from_numpy(np.asarray(cond, np.float32)).to(device)
+    c = torch.from_numpy(np.ascontiguousarray(np.stack(clean))).to(device) * s
+    if not k:
+        n = noise_fields_torch(phys, cfg.patch, gen, device)[:, None] * s
+    else:
+        per = cfg.context + 1
+        f = noise_fields_torch([p for p in phys for _ in range(per)], cfg.patch, gen, device)
+        f = f.view(cfg.batch, per, cfg.patch, cfg.patch) * s
+        n = torch.stack([_mixed(f[i], rho) for i, (_, rho) in enumerate(mixes)])
+        for i, (mode, _) in enumerate(mixes):
+            if mode == "copy":
+                c[i], n[i] = c[i, k:k + 1].expand_as(c[i]).clone(), n[i, k:k + 1].expand_as(n[i]).clone()
+    return c + n, c[:, k:k + 1].contiguous(), torch.from_numpy(np.asarray(cond, np.float32)).to(device)
 
 
 def train_step(model, opt, batch, device: str = "cpu") -> float:
@@ -184,6 +244,8 @@ def train_denoiser(cfg: DenoiseConfig, bank_path, out_dir, resume: bool = True, 
                                 "resume it with the same settings or start over (--no-resume).")
         step = int(state["step"])
         log.info("resumed at step %d", step)
+    elif cfg.init_from:
+        init_from_package(model, cfg.init_from)
     elapsed = float(state.get("elapsed_s", 0.0))
     logf = out / "log.csv"
     if step == 0:
@@ -213,8 +275,37 @@ def train_denoiser(cfg: DenoiseConfig, bank_path, out_dir, resume: bool = True, 
                                              "config": cfg.to_dict()})
     total = elapsed + time.perf_counter() - t0  # the last checkpoint: at the end, whatever stopped the loop
     save_checkpoint(ck, model, opt, {"step": step, "elapsed_s": total, "config": cfg.to_dict()})
-    return write_denoiser_package(model, Path(package_dir) if package_dir else out / "package" / NAME, cfg,
+    return write_denoiser_package(model, Path(package_dir) if package_dir else out / "package" / cfg.name, cfg,
                                   bank_path, total, steps_done=step, device=str(device))
+
+
+def init_from_package(model, name: str) -> None:
+    """Start ``model`` from the installed package ``name``'s weights.
+
+    A head that sees more slices than the package's gets the package's weights on its
+    centre slice and zeros on the others, so the run starts exactly where the package is.
+    """
+    import torch
+
+    from ..models.registry import list_models
+
+    found = [p for p in list_models() if p.name == name]
+    if not found:
+        raise BadInputError(f"No installed model package {name!r} to start from (see `ctnormalize models`).")
+    src = found[0].load().state_dict()
+    own = model.state_dict()
+    for key, w in src.items():
+        if key not in own:
+            raise BadInputError(f"{name} has weights ({key}) this architecture lacks; it cannot start this run.")
+        if own[key].shape == w.shape:
+            own[key] = w.clone()
+        elif key == "head.weight" and own[key].shape[1] > w.shape[1] == 1:
+            k = own[key].shape[1] // 2
+            own[key] = torch.zeros_like(own[key])
+            own[key][:, k:k + 1] = w
+        else:
+            raise BadInputError(f"{name}'s {key} has shape {tuple(w.shape)}, this run's {tuple(own[key].shape)}.")
+    model.load_state_dict(own)
 
 
 def _n_targets(bank_path) -> int:
@@ -227,16 +318,20 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
     """The package card: architecture, io, the recipe (so the model can be rebuilt) and its role."""
     import torch
 
+    ctx = int(cfg.context)
+    z_text = ("slice by slice; the chain's z_profile step changes thickness" if ctx == 1 else
+              f"sees {ctx} neighbouring slices (mirrored at the ends; a one-slice scan is its own neighbour); "
+              "the chain's z_profile step changes thickness")
     return {
-        "name": NAME,
+        "name": cfg.name,
         "role": "denoiser",
         "description": "the classical chain (denoise -> MTF-ratio kernel conversion -> slice profile) with a learned "
                        "blind denoiser, trained on domain-randomized noise, in place of non-local means",
         "architecture": cfg.arch,
         "hyperparameters": {k: v for k, v in cfg.to_dict().items() if k != "ranges"},
-        "io": {"hu_window": list(HU_WINDOW), "scale": {"offset": 0.0, "divisor": HU_DIVISOR}, "context": 1,
-               "conditioning": "denoise_features(noise_hu, transfer, pixel_mm)", "slice_by_slice": True,
-               "z_up_factor": None, "z_handling": "slice by slice; the chain's z_profile step changes thickness"},
+        "io": {"hu_window": list(HU_WINDOW), "scale": {"offset": 0.0, "divisor": HU_DIVISOR}, "context": ctx,
+               "conditioning": "denoise_features(noise_hu, transfer, pixel_mm)", "slice_by_slice": ctx == 1,
+               "z_up_factor": None, "z_handling": z_text},
         "covers": {"conditioning": "measured noise", "noise_hu": [cfg.ranges.sigma_hu[0], cfg.ranges.sigma_hu[1]]},
         "priority": 0,
         "training_data": {
@@ -248,13 +343,15 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
             "held_out": "phantom seeds >= 1000 and lung2 never used; the sinogram simulators are not used for noise",
         },
         "recipe": {
-            "command": f"ctnormalize train --recipe denoise -o RUN --bank RUN_V3/bank_dr.npz --steps {cfg.steps} "
+            "command": f"ctnormalize train --recipe {cfg.recipe} -o RUN --bank RUN_V3/bank_dr.npz --steps {cfg.steps} "
                        f"--seed {cfg.seed}" + ("" if device == "cpu" else f" --device {device}"),
+            "starts_from": cfg.init_from,
             "code": "CTNormalizeLib/train/denoiser.py, CTNormalizeLib/train/noise_fields.py",
             "steps": cfg.steps, "steps_done": cfg.steps if steps_done is None else int(steps_done),
             "batch": cfg.batch, "patch": cfg.patch, "loss": "L1 on HU/1000",
             "device": device, "time_s": round(train_s, 1),
-            "gpu_recipe": {"command": "ctnormalize train --recipe denoise -o RUN --bank RUN_V3/bank_dr.npz --device cuda",
+            "gpu_recipe": {"command": f"ctnormalize train --recipe {cfg.recipe} -o RUN --bank RUN_V3/bank_dr.npz "
+                                      "--device cuda",
                            "overrides": GPU_OVERRIDES,
                            "status": "prepared and tested on torch's CPU device (noise fields within 10 % of the "
                                      "numpy reference's NPS); never run on a GPU"},
@@ -287,5 +384,5 @@ def package_from_checkpoint(run_dir, bank_path, out_dir=None) -> Path:
     model = build_model(cfg.arch)
     opt = torch.optim.AdamW(model.parameters())
     load_checkpoint(run / "checkpoint", model, opt)
-    return write_denoiser_package(model, Path(out_dir) if out_dir else run / "package" / NAME, cfg, bank_path,
+    return write_denoiser_package(model, Path(out_dir) if out_dir else run / "package" / cfg.name, cfg, bank_path,
                                   float(state["elapsed_s"]), steps_done=int(state["step"]))

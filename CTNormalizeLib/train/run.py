@@ -26,8 +26,8 @@ RECIPES = {
 }
 
 
-#: The learned blind denoiser (``ctn-denoise-v1``): the classical chain's noise step, not a whole normalizer.
-DENOISE_RECIPE = "denoise"
+#: The learned blind denoisers (``ctn-denoise-v1``, ``-v2``): the classical chain's noise step, not whole normalizers.
+DENOISE_RECIPES = ("denoise", "denoise-v2")
 
 
 def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Optional[int] = None,
@@ -41,13 +41,13 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
     ``manifest`` of user pairs replaces it. ``device`` is used by the ``denoise`` recipe (its
     GPU recipe off the CPU); the others train on the CPU.
     """
-    if recipe not in RECIPES and recipe != DENOISE_RECIPE:
+    if recipe not in RECIPES and recipe not in DENOISE_RECIPES:
         from ..errors import BadInputError
 
-        raise BadInputError(f"Unknown recipe {recipe!r}; known: {', '.join([*RECIPES, DENOISE_RECIPE])}.")
+        raise BadInputError(f"Unknown recipe {recipe!r}; known: {', '.join([*RECIPES, *DENOISE_RECIPES])}.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if recipe == DENOISE_RECIPE:
+    if recipe in DENOISE_RECIPES:
         from ..errors import BadInputError
 
         if manifest is not None:
@@ -55,7 +55,7 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
         if bank_path is not None and not Path(bank_path).is_file():
             raise BadInputError(f"No bank at {bank_path} (the v3 recipe's RUN/bank_dr.npz).")
         return _train_denoiser(out, bank_path, steps, max_minutes, seed, resume, package_dir, progress, sim_settings,
-                               device)
+                               device, recipe)
     make_cfg, covers, pair_filter, priority, description = RECIPES[recipe]
     over = {"seed": seed}
     if steps is not None:
@@ -128,16 +128,16 @@ def _dr_bank(out: Path, bank_path, seed: int, progress, settings=None):
 
 
 def _train_denoiser(out: Path, bank_path, steps, max_minutes, seed, resume, package_dir, progress, settings,
-                    device: str = "cpu"):
-    """The ``denoise`` recipe: clean images from the v3 bank (built when absent), noise drawn per sample."""
+                    device: str = "cpu", recipe: str = "denoise"):
+    """A denoiser recipe: clean images from the v3 bank (built when absent), noise drawn per sample."""
     from ..inference.device import resolve_device
-    from .denoiser import GPU_OVERRIDES, DenoiseConfig, train_denoiser
+    from .denoiser import GPU_OVERRIDES, RECIPE_OVERRIDES, DenoiseConfig, train_denoiser
 
     dev = resolve_device(device)
     cache = Path(bank_path) if bank_path else out / "bank_dr.npz"
     if not cache.is_file():
         _dr_bank(out, bank_path, seed, progress, settings)
-    over = {"seed": seed, **({"steps": int(steps)} if steps is not None else {})}
+    over = {**RECIPE_OVERRIDES[recipe], "seed": seed, **({"steps": int(steps)} if steps is not None else {})}
     if dev != "cpu":
         over.update(GPU_OVERRIDES)
     return train_denoiser(DenoiseConfig(**over), cache, out, resume=resume,

@@ -360,3 +360,79 @@ def test_cli_refuses_what_the_denoise_recipe_does_not_take(tmp_path):
     assert not (tmp_path / "typo.npz").exists() and not (run / "package").exists()
     assert main(["train", "--recipe", "denoise", "-o", str(run), "--manifest", str(tmp_path / "m.json")]) != 0
     assert not (run / "package").exists()
+
+
+def test_reflect_index_mirrors_at_the_volume_ends():
+    from CTNormalizeLib.imaging.zgrid import reflect_index
+
+    assert [reflect_index(i, 4) for i in range(-3, 7)] == [3, 2, 1, 0, 1, 2, 3, 2, 1, 0]
+    assert [reflect_index(i, 1) for i in (-2, 0, 2)] == [0, 0, 0]
+
+
+def test_context_batches_see_neighbours_with_their_own_noise(tmp_path):
+    """context 3: the centre slice is the target; neighbours carry noise of the same physics, partly shared."""
+    from CTNormalizeLib.train.denoiser import _mixed, clean_slices, make_batch, make_batch_torch
+
+    vols = clean_slices(_fake_bank(tmp_path / "bank.npz"))
+    cfg = _cfg(context=3, batch=24, copy_prob=0.2)
+    noisy, clean, cond = make_batch(cfg, vols, 1)
+    assert noisy.shape == (24, 3, 32, 32) and clean.shape == (24, 1, 32, 32) and cond.shape[0] == 24
+    centre_noise = noisy[:, 1] - clean[:, 0]
+    assert float(np.abs(centre_noise).mean()) > 0.001
+    copies = [i for i in range(24) if np.array_equal(noisy[i, 0], noisy[i, 1]) and np.array_equal(noisy[i, 2], noisy[i, 1])]
+    assert 0 < len(copies) < 24  # some samples have no neighbours (a one-slice scan), most do
+    xt, yt, ct = make_batch_torch(_cfg(context=3, batch=6, noise="torch"), vols, 1, "cpu")
+    assert tuple(xt.shape) == (6, 3, 32, 32) and tuple(yt.shape) == (6, 1, 32, 32)
+    # the mix keeps the std and gives the wanted correlation between slices
+    f = np.random.default_rng(0).standard_normal((4, 200_000))
+    m = _mixed(f, 0.4)
+    assert m.shape == (3, 200_000) and abs(float(m.std()) - 1.0) < 0.01
+    assert abs(float(np.corrcoef(m[0], m[2])[0, 1]) - 0.4) < 0.01
+
+
+def test_a_context_run_starts_exactly_where_its_parent_package_is(tiny_denoiser, tmp_path):
+    """init_from widens the parent's head to three slices with zeros on the neighbours: same output at step 0."""
+    from CTNormalizeLib.errors import BadInputError
+    from CTNormalizeLib.models import build_model
+    from CTNormalizeLib.models.registry import read_package
+    from CTNormalizeLib.train.denoiser import init_from_package
+
+    cfg = _cfg(context=3, init_from="ctn-denoise-v1")
+    model = build_model(cfg.arch).eval()
+    init_from_package(model, "ctn-denoise-v1")
+    parent = read_package(tiny_denoiser).load().eval()
+    x, c = torch.randn(2, 3, 32, 32) * 0.05, torch.randn(2, parent.cond[0].in_features)
+    with torch.no_grad():
+        assert torch.equal(model(x, c), parent(x[:, 1:2], c))
+    with pytest.raises(BadInputError, match="No installed"):
+        init_from_package(model, "ctn-nope")
+    with pytest.raises(BadInputError, match="shape"):
+        init_from_package(build_model(_cfg(width=12).arch), "ctn-denoise-v1")
+
+
+def test_a_context_package_gets_its_neighbours_across_chunks(tmp_path, monkeypatch):
+    """The chain hands a 3-slice denoiser each chunk with one extra slice on each side: chunking changes nothing."""
+    from CTNormalizeLib.classical.denoise import StackDenoiser, denoise_volume
+    from CTNormalizeLib.inference.net_denoise import stack_denoiser
+    from CTNormalizeLib.models import registry
+    from CTNormalizeLib.signature.kernel_class import as_transfer
+    from CTNormalizeLib.train.denoiser import train_denoiser
+
+    pkg = train_denoiser(_cfg(context=3, name="ctn-denoise-v2", steps=2), _fake_bank(tmp_path / "bank.npz"),
+                         tmp_path / "run", package_dir=tmp_path / "models" / "ctn-denoise-v2")
+    monkeypatch.setattr(registry, "model_dirs", lambda: [tmp_path / "models"])
+    card = json.loads((pkg / "card.json").read_text())
+    assert card["io"]["context"] == 3 and card["io"]["slice_by_slice"] is False and card["name"] == "ctn-denoise-v2"
+    den = stack_denoiser(registry.read_package(pkg), as_transfer("standard"), 0.8)
+    assert den.halo == 1
+    hu = chest((11, 96, 96)) + np.random.default_rng(0).normal(0, 30, (11, 96, 96)).astype(np.float32)
+    whole = den.fn(hu, 30.0)
+    for chunk in (1, 4):
+        out, _ = denoise_volume(hu, (2.0, 0.8, 0.8), target_std=3.0, noise_std=30.0,
+                                method=StackDenoiser(den.name, den.fn, chunk=chunk, halo=1), strength=30.0)
+        np.testing.assert_allclose(out, whole, atol=1e-4)
+    # without the halo a chunk's edge slices lose a neighbour and come out differently
+    cut, _ = denoise_volume(hu, (2.0, 0.8, 0.8), target_std=3.0, noise_std=30.0,
+                            method=StackDenoiser(den.name, den.fn, chunk=4, halo=0), strength=30.0)
+    assert not np.allclose(cut[3], whole[3], atol=1e-4)
+    assert den.fn(hu[:1], 30.0).shape == (1, 96, 96)  # one slice: its own neighbour
