@@ -15,7 +15,6 @@ docs/ARCHITECTURE.md).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 from typing import Optional
 
@@ -72,25 +71,16 @@ def method_card(name: str) -> dict:
 SELECTION_METRIC = "l1_gap_closed"
 #: The same figures for the ``target`` texture (a card without them is ranked by its clean figures).
 SELECTION_METRIC_TARGET = "l1_gap_closed_target"
-#: A plan "changes the kernel" when the target's MTF50 differs from the source's by more than this ratio.
-KERNEL_CHANGE_RATIO = 1.1
 #: The held-out column for each kind of pair (falls back to ``heldout_physics``, all cases).
 HELDOUT_COLUMN = {"kernel_change": "heldout_physics_kernel_change", "noise_only": "heldout_physics_noise_only"}
 
 
 def pair_kind(plan) -> str:
-    """``kernel_change`` when the plan changes the in-plane transfer, else ``noise_only``.
+    """``kernel_change`` when the plan changes the in-plane transfer, else ``noise_only``
+    (:func:`CTNormalizeLib.signature.signature.pair_kind` on the plan's signatures)."""
+    from .signature.signature import pair_kind as _kind
 
-    Methods rank differently on the two: a kernel conversion is mostly deblurring or
-    blurring, a dose-only one mostly denoising (see the held-out benchmark's cases).
-    """
-    try:
-        s, t = plan.source_signature.transfer.mtf50, plan.target_signature.transfer.mtf50
-    except AttributeError:
-        return "kernel_change"
-    if not (math.isfinite(s) and math.isfinite(t) and s > 0 and t > 0):
-        return "kernel_change"
-    return "kernel_change" if abs(math.log(t / s)) > math.log(KERNEL_CHANGE_RATIO) else "noise_only"
+    return _kind(getattr(plan, "source_signature", None), getattr(plan, "target_signature", None))
 
 
 def _score(m: Method, kind: Optional[str] = None, texture: str = "clean") -> tuple:

@@ -280,7 +280,8 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
     ``post``, the kernel conversion that follows). ``clean``: a fixed fraction
     (:data:`CLEAN_RESIDUAL`) of the noise is left, whatever the target's level; a learned
     denoiser (``options["denoise_method"]``, a :class:`StackDenoiser`) is told the whole
-    measured noise instead.
+    measured noise instead, and with ``options["nlm_blend"] = w`` (clean texture only) its
+    output is averaged with the clean NLM chain's denoising, ``(1 - w) net + w NLM``.
     """
     from .state import predicted_noise
 
@@ -310,10 +311,21 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
     if ratio >= 1.0 - MIN_REDUCTION:
         state.record("denoise", False, {"ratio": ratio}, "the noise is already at or below the target's")
         return
+    weight = float(options.get("nlm_blend", 0.0)) if learned and plan.texture == "clean" else 0.0
+    part = (lambda st, f: progress(st, (1.0 - 0.5 * (weight > 0)) * f)) if progress is not None else None  # noqa: E731
     out, info = denoise_volume(state.hu, state.spacing, target_std=sigma * ratio, noise_std=sigma,
                                method=method, strength=strength,
-                               kernel=state.transfer, post=post, progress=progress)
-    state.hu = out
+                               kernel=state.transfer, post=post, progress=part)
+    if weight > 0:
+        # Two denoisers that err differently: their average errs less than either (the weight is
+        # the package's, chosen on validation scans; see scripts/choose_nlm_blend.py).
+        rest = (lambda st, f: progress(st, 0.5 + 0.5 * f)) if progress is not None else None  # noqa: E731
+        nlm, ninfo = denoise_volume(state.hu, state.spacing, target_std=sigma * CLEAN_RESIDUAL, noise_std=sigma,
+                                    method="nlm", kernel=state.transfer, post=post, progress=rest)
+        out = (1.0 - weight) * out + np.float32(weight) * nlm
+        info["nlm_blend"] = {"weight": weight, "nlm_strength": ninfo["strength"], "nlm_alpha": ninfo["blend"]}
+        why += f"; averaged with calibrated NLM (weight {weight:g})"
+    state.hu = out.astype(np.float32, copy=False)
     state.noise_hu = sigma * ratio
     state.record("denoise", True, {"ratio": ratio, **info},
                  f"{why}; {info.get('method')} strength {info.get('strength', 0):.3g} HU")

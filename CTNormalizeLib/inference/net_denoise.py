@@ -6,7 +6,9 @@ A package whose card says ``io.context = 3`` sees each slice with its two neighb
 (mirrored at the volume's ends); the chain hands it chunks with that many extra slices.
 Here it becomes a :class:`~CTNormalizeLib.classical.denoise.StackDenoiser`, conditioned on
 the plan's measured source signature, and :func:`run_chain` runs the classical chain
-(denoise -> MTF ratio -> slice profile -> texture) with it in place of non-local means.
+(denoise -> MTF ratio -> slice profile -> texture) with it in place of non-local means. A card
+with ``chain.nlm_blend`` (weights per kind of pair, chosen on validation scans) has the clean
+texture average the network's output with calibrated NLM's.
 """
 
 from __future__ import annotations
@@ -111,15 +113,24 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu"):
     return StackDenoiser(package.name, fn, halo=k)
 
 
+def nlm_blend(card: dict, kind: str) -> float:
+    """The weight of NLM in the clean texture's denoising for a ``kind`` of pair (card ``chain.nlm_blend``; 0 if none)."""
+    w = (card.get("chain") or {}).get("nlm_blend") or {}
+    return float(w.get(kind, 0.0)) if isinstance(w, dict) else float(w)
+
+
 def run_chain(package, volume, plan, progress=None):
     """The classical chain on ``volume`` with ``package`` as its denoiser; a :class:`MethodResult`."""
     from ..classical import chain
+    from ..signature.signature import pair_kind
     from .device import resolve_device
 
     dev = resolve_device(plan.device)
     sig = plan.source_signature
     den = stack_denoiser(package, sig.transfer, float(volume.spacing[1]), dev)
-    res = chain.run(volume, plan, progress, options={"denoise_method": den, "label": package.name})
+    options = {"denoise_method": den, "label": package.name,
+               "nlm_blend": nlm_blend(package.card, pair_kind(sig, plan.target_signature))}
+    res = chain.run(volume, plan, progress, options=options)
     res.model_sha256 = package.sha256
     res.device = dev
     return res

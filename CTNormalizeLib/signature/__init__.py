@@ -10,5 +10,5 @@
 
 from .kernel_class import class_transfer, classify_transfer  # noqa: F401
 from .measure import measure_signature  # noqa: F401
-from .signature import Signature  # noqa: F401
+from .signature import KERNEL_CHANGE_RATIO, Signature, pair_kind  # noqa: F401
 from .transfer import Transfer, band_noise_factor  # noqa: F401

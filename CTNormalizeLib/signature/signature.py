@@ -93,3 +93,23 @@ class Signature:
             sources={k: FieldSource(**v) for k, v in d.get("sources", {}).items()},
             noise_by_region=dict(d.get("noise_by_region", {})), air_to_tissue=d.get("air_to_tissue"),
             details=dict(d.get("details", {})), warnings=tuple(d.get("warnings", ())))
+
+
+#: A pair "changes the kernel" when the target's MTF50 differs from the source's by more than this ratio.
+KERNEL_CHANGE_RATIO = 1.1
+
+
+def pair_kind(source: Optional["Signature"], target: Optional["Signature"]) -> str:
+    """``kernel_change`` when the target's in-plane transfer differs from the source's, else ``noise_only``.
+
+    Methods rank differently on the two: a kernel conversion is mostly deblurring or
+    blurring, a dose-only one mostly denoising (see the held-out benchmark's cases). An
+    unknown transfer counts as a kernel change.
+    """
+    try:
+        s, t = source.transfer.mtf50, target.transfer.mtf50
+    except AttributeError:
+        return "kernel_change"
+    if not (math.isfinite(s) and math.isfinite(t) and s > 0 and t > 0):
+        return "kernel_change"
+    return "kernel_change" if abs(math.log(t / s)) > math.log(KERNEL_CHANGE_RATIO) else "noise_only"

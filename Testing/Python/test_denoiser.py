@@ -436,3 +436,85 @@ def test_a_context_package_gets_its_neighbours_across_chunks(tmp_path, monkeypat
                             method=StackDenoiser(den.name, den.fn, chunk=4, halo=0), strength=30.0)
     assert not np.allclose(cut[3], whole[3], atol=1e-4)
     assert den.fn(hu[:1], 30.0).shape == (1, 96, 96)  # one slice: its own neighbour
+
+
+def test_nlm_blend_weight_is_read_per_kind_of_pair():
+    from CTNormalizeLib.inference.net_denoise import nlm_blend
+
+    assert nlm_blend({}, "noise_only") == 0.0
+    assert nlm_blend({"chain": {"nlm_blend": {"noise_only": 0.4}}}, "noise_only") == 0.4
+    assert nlm_blend({"chain": {"nlm_blend": {"noise_only": 0.4}}}, "kernel_change") == 0.0
+    assert nlm_blend({"chain": {"nlm_blend": 0.3}}, "kernel_change") == 0.3
+
+
+def test_the_clean_texture_averages_the_network_with_nlm_as_the_card_says(tiny_denoiser):
+    """nlm_blend w: the noise step gives (1 - w) network + w NLM, exactly; the target texture ignores it."""
+    from CTNormalizeLib.classical import chain
+    from CTNormalizeLib.inference.net_denoise import stack_denoiser
+    from CTNormalizeLib.models.registry import read_package
+    from CTNormalizeLib.plan import make_plan
+    from CTNormalizeLib.volume import Volume
+
+    vol = Volume(chest((6, 64, 64)) + np.random.default_rng(1).normal(0, 40, (6, 64, 64)).astype(np.float32),
+                 (2.0, 0.8, 0.8))
+    plan = make_plan(vol, "kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2",
+                     method="classical", device="cpu", texture="clean")
+    den = stack_denoiser(read_package(tiny_denoiser), plan.source_signature.transfer, 0.8)
+    net = chain.run(vol, plan, options={"denoise_method": den}).volume.hu
+    nlm = chain.run(vol, plan).volume.hu
+    res = chain.run(vol, plan, options={"denoise_method": den, "nlm_blend": 0.3})
+    np.testing.assert_allclose(res.volume.hu, 0.7 * net + 0.3 * nlm, atol=1e-3)
+    step = next(s for s in res.steps if s.get("step") == "denoise" or s.get("method") == "denoise")
+    assert step["parameters"]["nlm_blend"]["weight"] == 0.3
+    tplan = make_plan(vol, "kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2",
+                      method="classical", device="cpu", texture="target")
+    a = chain.run(vol, tplan, options={"denoise_method": den}).volume.hu
+    b = chain.run(vol, tplan, options={"denoise_method": den, "nlm_blend": 0.3}).volume.hu
+    np.testing.assert_array_equal(a, b)
+
+
+def test_pair_kind_lives_with_the_signatures():
+    from types import SimpleNamespace
+
+    from CTNormalizeLib.signature import class_transfer, pair_kind
+
+    sharp, smooth = (SimpleNamespace(transfer=class_transfer(k)) for k in ("sharp", "smooth"))
+    assert pair_kind(sharp, smooth) == "kernel_change"
+    assert pair_kind(smooth, SimpleNamespace(transfer=class_transfer("smooth"))) == "noise_only"
+    assert pair_kind(None, smooth) == "kernel_change"
+
+
+def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denoiser, tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    from CTNormalizeLib.volume import Volume
+
+    spec = importlib.util.spec_from_file_location(
+        "choose_nlm_blend", Path(__file__).resolve().parents[2] / "scripts" / "choose_nlm_blend.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    clean = chest((4, 64, 64))
+
+    def noisy(sd):
+        return Volume(clean + rng.normal(0, sd, clean.shape).astype(np.float32), (2.0, 0.8, 0.8))
+
+    cases = [("noise_only", *mod.PAIRS["noise_only"][0], noisy(40), noisy(12), noisy(12)),
+             ("kernel_change", *mod.PAIRS["kernel_change"][0], noisy(40), noisy(5), noisy(5))]
+    monkeypatch.setattr(mod, "validation_cases", lambda: cases)
+    monkeypatch.setattr(mod, "WEIGHTS", (0.0, 0.5))
+    card_path = tiny_denoiser / "card.json"
+    before = card_path.read_bytes()
+    assert mod.main([str(tiny_denoiser), "--dry-run"]) == 0
+    assert card_path.read_bytes() == before
+    assert mod.main([str(tiny_denoiser)]) == 0
+    card = json.loads(card_path.read_text())
+    assert set(card["chain"]["nlm_blend"]) == {"noise_only", "kernel_change"}
+    assert all(w in (0.0, 0.5) for w in card["chain"]["nlm_blend"].values())
+    assert "held-out" in card["chain"]["chosen_on"] and card["chain"]["check_max_abs_diff_hu"] <= 0.05
+    other = tmp_path / "notden"
+    other.mkdir()
+    (other / "card.json").write_text(json.dumps({**card, "role": "normalizer"}))
+    (other / "model.safetensors").write_bytes((tiny_denoiser / "model.safetensors").read_bytes())
+    assert mod.main([str(other)]) == 2
