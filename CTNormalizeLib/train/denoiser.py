@@ -320,13 +320,15 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
 
     ctx = int(cfg.context)
     z_text = ("slice by slice; the chain's z_profile step changes thickness" if ctx == 1 else
-              f"sees {ctx} neighbouring slices (mirrored at the ends; a one-slice scan is its own neighbour); "
+              f"sees each slice with its {ctx - 1} nearest neighbours (mirrored at the ends; a one-slice scan "
+              "is its own neighbour); "
               "the chain's z_profile step changes thickness")
     return {
         "name": cfg.name,
         "role": "denoiser",
         "description": "the classical chain (denoise -> MTF-ratio kernel conversion -> slice profile) with a learned "
-                       "blind denoiser, trained on domain-randomized noise, in place of non-local means",
+                       "blind denoiser, trained on domain-randomized noise, in place of non-local means"
+                       + ("" if ctx == 1 else f"; the network sees {ctx} slices"),
         "architecture": cfg.arch,
         "hyperparameters": {k: v for k, v in cfg.to_dict().items() if k != "ranges"},
         "io": {"hu_window": list(HU_WINDOW), "scale": {"offset": 0.0, "divisor": HU_DIVISOR}, "context": ctx,
