@@ -5,7 +5,8 @@
 # (<= 40 MB) and carry .gpucheck/ along (safetensors' wheel in .gpucheck/wheels if that machine lacks it).
 #   benchmarks/gpu_train_denoise.sh [OUT_DIR]     (default: $OUT, else benchmarks/results)
 # Environment: CTN_TRAIN_MINUTES (training time, default 7), CTN_CHECK_DEVICE (default cuda),
-# CTN_BATCH (default the GPU recipe's 256), CTN_BANK (default .gpucheck/denoise_clean.npz). Writes OUT_DIR/ctn-denoise-v1-gpu/ (package) and
+# CTN_BATCH (default the GPU recipe's 256), CTN_BANK (default .gpucheck/denoise_clean.npz), CTN_RECIPE (denoise, the
+# default, or denoise-v2: starts from the checkout's ctn-denoise-v1). Writes OUT_DIR/<name>-gpu/ (package) and
 # OUT_DIR/gpu_train_denoise.json (steps, samples/s, time); the CPU recipe's package is not touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,14 +26,16 @@ from pathlib import Path
 import torch
 
 from CTNormalizeLib.models import build_model
-from CTNormalizeLib.train.denoiser import (GPU_OVERRIDES, DenoiseConfig, clean_slices, make_batch_torch,
-                                           train_denoiser, train_step)
+from CTNormalizeLib.train.denoiser import (GPU_OVERRIDES, RECIPE_OVERRIDES, DenoiseConfig, clean_slices,
+                                           make_batch_torch, train_denoiser, train_step)
 
 out = Path(os.environ["CTN_OUT_DIR"])
 dev = os.environ.get("CTN_CHECK_DEVICE", "cuda")
 minutes = float(os.environ.get("CTN_TRAIN_MINUTES", "7"))
 bank = Path(os.environ.get("CTN_BANK", ".gpucheck/denoise_clean.npz"))
-over = dict(GPU_OVERRIDES, batch=int(os.environ.get("CTN_BATCH", GPU_OVERRIDES["batch"])))
+recipe = os.environ.get("CTN_RECIPE", "denoise")
+over = {k: v for k, v in RECIPE_OVERRIDES[recipe].items() if k != "steps"}  # the schedule is sized below
+over.update(GPU_OVERRIDES, batch=int(os.environ.get("CTN_BATCH", GPU_OVERRIDES["batch"])))
 probe = DenoiseConfig(**over)
 vols = clean_slices(bank)
 model = build_model(probe.arch).to(dev)
@@ -58,7 +61,7 @@ del model, opt
 cfg = DenoiseConfig(steps=steps, **over)
 t0 = time.perf_counter()
 pkg = train_denoiser(cfg, bank, out / "run_denoise_gpu", resume=False, max_seconds=minutes * 60 * 1.1,
-                     package_dir=out / "ctn-denoise-v1-gpu", device=dev)
+                     package_dir=out / f"{cfg.name}-gpu", device=dev)
 wall = time.perf_counter() - t0
 card = json.loads((pkg / "card.json").read_text())
 res = {"device": dev if on_cpu else f"{dev}: {torch.cuda.get_device_name(torch.device(dev))}", "torch": torch.__version__,
