@@ -3,6 +3,9 @@
 ``<dir>/model.safetensors``, ``<dir>/disc.safetensors`` (GAN only), ``<dir>/optim.safetensors``
 (+ ``optim_d.safetensors``) hold tensors; ``<dir>/state.json`` holds the step, the
 optimizers' non-tensor state and param groups, the curriculum and the best validation.
+A checkpoint is written into a temporary folder that replaces ``<dir>`` only when complete,
+so a run killed while saving keeps its previous checkpoint whole (never new weights with an
+old step).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..io.atomic import atomic_output, atomic_write_text
+from ..io.atomic import atomic_output, atomic_output_dir
 
 
 def _save_tensors(tensors: dict, path: Path):
@@ -49,17 +52,17 @@ def optimizer_from_parts(opt, tensors: dict, rest: dict):
 def save_checkpoint(ckpt_dir, model, opt, state: dict, disc=None, opt_d=None) -> Path:
     """Write a checkpoint; ``state`` is any JSON-able dict (step, curriculum, ...)."""
     d = Path(ckpt_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    _save_tensors(model.state_dict(), d / "model.safetensors")
-    t, rest = optimizer_to_parts(opt)
-    _save_tensors(t, d / "optim.safetensors")
-    full = {"state": state, "optim": rest}
-    if disc is not None:
-        _save_tensors(disc.state_dict(), d / "disc.safetensors")
-        td, rest_d = optimizer_to_parts(opt_d)
-        _save_tensors(td, d / "optim_d.safetensors")
-        full["optim_d"] = rest_d
-    atomic_write_text(d / "state.json", json.dumps(full, indent=1))
+    with atomic_output_dir(d) as tmp:
+        _save_tensors(model.state_dict(), tmp / "model.safetensors")
+        t, rest = optimizer_to_parts(opt)
+        _save_tensors(t, tmp / "optim.safetensors")
+        full = {"state": state, "optim": rest}
+        if disc is not None:
+            _save_tensors(disc.state_dict(), tmp / "disc.safetensors")
+            td, rest_d = optimizer_to_parts(opt_d)
+            _save_tensors(td, tmp / "optim_d.safetensors")
+            full["optim_d"] = rest_d
+        (tmp / "state.json").write_text(json.dumps(full, indent=1), encoding="utf-8")
     return d
 
 

@@ -340,3 +340,64 @@ def test_batch_output_folder_checked_before_any_case(capsys, tmp_path, ct):
                        (Path("/proc/ctn-batch"), "not writable")):
         code, _, err = cli(capsys, "batch", manifest, "-o", out, "--target", "kernel=smooth", "--progress", "none")
         check_case(code, err, 2, words, before, [tmp_path])
+
+
+# ----------------------------------------------------------------------------- interrupted training
+def test_an_interrupted_training_run_publishes_nothing_and_resumes_exactly(tmp_path, monkeypatch):
+    """A run killed mid-step or mid-checkpoint leaves its last whole checkpoint and no package;
+    running the command again finishes exactly as an uninterrupted run."""
+    pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    from CTNormalizeLib.cli.main import main
+    from CTNormalizeLib.train import checkpoint, denoiser
+
+    rng = np.random.default_rng(0)
+    from scipy import ndimage as ndi
+
+    vol = (ndi.gaussian_filter(rng.normal(0, 1, (3, 40, 40)), 3) * 3000.0 - 500.0).astype(np.float32)
+    bank = tmp_path / "bank.npz"
+    np.savez_compressed(bank, target_0=vol, index_json=np.frombuffer(json.dumps({"targets": 1}).encode(), np.uint8))
+    small = dict(batch=2, patch=32, width=8, head=4, blocks=1, warmup=1, checkpoint_every=2)
+    real_cfg = denoiser.DenoiseConfig
+    monkeypatch.setattr(denoiser, "DenoiseConfig", lambda **kw: real_cfg(**{**small, **kw}))
+    args = ["train", "--recipe", "denoise", "--bank", str(bank), "--steps", "6"]
+    assert main([*args, "-o", str(tmp_path / "whole")]) == 0
+
+    run = tmp_path / "cut"
+    real_step, calls = denoiser.train_step, {"n": 0}
+
+    def dies_at_step_5(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(denoiser, "train_step", dies_at_step_5)
+    assert main([*args, "-o", str(run)]) != 0  # Ctrl-C: "cancelled", non-zero exit
+    assert not (run / "package").exists()  # nothing published
+    state = json.loads((run / "checkpoint" / "state.json").read_text())["state"]
+    assert state["step"] == 4
+    monkeypatch.setattr(denoiser, "train_step", real_step)
+
+    # killed while writing the step-6 checkpoint: the step-4 one stays whole
+    real_save = checkpoint._save_tensors
+
+    def dies_in_optim(tensors, path):
+        if path.name == "optim.safetensors":
+            raise KeyboardInterrupt
+        return real_save(tensors, path)
+
+    monkeypatch.setattr(checkpoint, "_save_tensors", dies_in_optim)
+    assert main([*args, "-o", str(run)]) != 0
+    monkeypatch.setattr(checkpoint, "_save_tensors", real_save)
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["state"]["step"] == 4
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temp folders left
+    assert not (run / "package").exists()
+
+    assert main([*args, "-o", str(run)]) == 0
+    a = load_file(str(tmp_path / "whole" / "package" / "ctn-denoise-v1" / "model.safetensors"))
+    b = load_file(str(run / "package" / "ctn-denoise-v1" / "model.safetensors"))
+    import torch
+
+    assert all(torch.equal(a[k], b[k]) for k in a)
