@@ -170,7 +170,8 @@ def _calibrate(spacing, kernel, method, noise_std, target_std, iterations=9, pos
 def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, reduction: float | None = None,
                    noise_std: float | None = None, method: str = "auto", strength: float | None = None,
                    alpha: float | None = None, kernel: str | None = None, post=None, progress=None):
-    """Denoise slice by slice so the noise std falls from ``noise_std`` to ``target_std``.
+    """Denoise (slice by slice, or stacks of slices for a :class:`StackDenoiser`) so the noise std falls from
+    ``noise_std`` to ``target_std``.
 
     Parameters
     ----------
@@ -243,8 +244,8 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
         run = _stack_runner(method)
         for z0 in range(0, nz, method.chunk):
             z1 = min(nz, z0 + method.chunk)
-            a, b = max(0, z0 - method.halo), min(nz, z1 + method.halo)
-            out[z0:z1] = blend(run(hu[a:b], strength)[z0 - a:z1 - a], hu[z0:z1])
+            za, zb = max(0, z0 - method.halo), min(nz, z1 + method.halo)
+            out[z0:z1] = blend(run(hu[za:zb], strength)[z0 - za:z1 - za], hu[z0:z1])
             if progress is not None:
                 progress("denoise", z1 / nz)
         return out, info
@@ -320,7 +321,8 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         # Two denoisers that err differently: their average errs less than either (the weight is
         # the package's, chosen on validation scans; see scripts/choose_nlm_blend.py).
         rest = (lambda st, f: progress(st, 0.5 + 0.5 * f)) if progress is not None else None  # noqa: E731
-        nlm, ninfo = denoise_volume(state.hu, state.spacing, target_std=sigma * CLEAN_RESIDUAL, noise_std=sigma,
+        residual = float(options.get("clean_residual", CLEAN_RESIDUAL))
+        nlm, ninfo = denoise_volume(state.hu, state.spacing, target_std=sigma * residual, noise_std=sigma,
                                     method="nlm", kernel=state.transfer, post=post, progress=rest)
         out = (1.0 - weight) * out + np.float32(weight) * nlm
         info["nlm_blend"] = {"weight": weight, "nlm_strength": ninfo["strength"], "nlm_alpha": ninfo["blend"]}

@@ -21,8 +21,12 @@ BATCH = 4
 MARGIN = 32
 
 
-def body_region(stack: np.ndarray, margin: int = MARGIN):
+def body_region(stack: np.ndarray, margin: int = MARGIN, multiple: int = 1):
     """Where the network runs: the body's bounding box plus ``margin`` pixels, and the blend weight there.
+
+    The box starts on a multiple of ``multiple`` pixels (the network's down-sampling factor):
+    the network is shift-equivariant only by whole multiples, so boxes of different chunks
+    of one volume (whose bodies differ) give the same values where they overlap.
 
     Air outside the body keeps its input values (as with the learned normalizers), through a
     feathered mask of everything denser than -500 HU (holes filled, dilated 4 pixels), so no
@@ -40,6 +44,7 @@ def body_region(stack: np.ndarray, margin: int = MARGIN):
     rows, cols = np.nonzero(body.any(axis=(0, 2)))[0], np.nonzero(body.any(axis=(0, 1)))[0]
     y0, y1 = max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)
     x0, x1 = max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)
+    y0, x0 = y0 - y0 % multiple, x0 - x0 % multiple
     grown = ndi.binary_dilation(body[:, y0:y1, x0:x1], structure=np.ones((1, 3, 3), bool), iterations=4)
     return (y0, y1, x0, x1), soft_mask(grown, 2.0)
 
@@ -104,19 +109,29 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu"):
             out[bad] = stack[bad]
             return out
         cond = torch.tensor([denoise_features(strength, transfer, pixel_mm)], dtype=torch.float32, device=device)
-        (y0, y1, x0, x1), weight = body_region(stack)
+        (y0, y1, x0, x1), weight = body_region(stack, multiple=mult)
         crop = stack[:, y0:y1, x0:x1]
         out = stack.copy()
         out[:, y0:y1, x0:x1] = crop + weight * (net(np.ascontiguousarray(crop), cond) - crop)
         return out
 
-    return StackDenoiser(package.name, fn, halo=k)
+    # with a halo, each chunk's network run also covers 2k slices it throws away: larger chunks waste less
+    return StackDenoiser(package.name, fn, chunk=16 if k else 8, halo=k)
 
 
 def nlm_blend(card: dict, kind: str) -> float:
     """The weight of NLM in the clean texture's denoising for a ``kind`` of pair (card ``chain.nlm_blend``; 0 if none)."""
+    from ..errors import BadInputError
+
     w = (card.get("chain") or {}).get("nlm_blend") or {}
-    return float(w.get(kind, 0.0)) if isinstance(w, dict) else float(w)
+    try:
+        value = float(w.get(kind, 0.0)) if isinstance(w, dict) else float(w)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise BadInputError(f"Model card {card.get('name')!r}: chain.nlm_blend for {kind} must be a number in "
+                            f"[0, 1], not {w.get(kind) if isinstance(w, dict) else w!r}.")
+    return value
 
 
 def run_chain(package, volume, plan, progress=None):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..io.atomic import atomic_output, atomic_output_dir
+from ..io.atomic import atomic_output, atomic_output_dir, atomic_write_text
 
 
 def _save_tensors(tensors: dict, path: Path):
@@ -62,7 +62,7 @@ def save_checkpoint(ckpt_dir, model, opt, state: dict, disc=None, opt_d=None) ->
             td, rest_d = optimizer_to_parts(opt_d)
             _save_tensors(td, tmp / "optim_d.safetensors")
             full["optim_d"] = rest_d
-        (tmp / "state.json").write_text(json.dumps(full, indent=1), encoding="utf-8")
+        atomic_write_text(tmp / "state.json", json.dumps(full, indent=1))  # fsynced
     return d
 
 

@@ -216,7 +216,7 @@ def train_denoiser(cfg: DenoiseConfig, bank_path, out_dir, resume: bool = True, 
     """Train (or resume) into ``out_dir`` and write the package; returns the package folder.
 
     ``out_dir/checkpoint`` holds the resumable state, ``out_dir/log.csv`` the loss per 50
-    steps. The package (``package_dir``, default ``out_dir/package/ctn-denoise-v1``) is
+    steps. The package (``package_dir``, default ``out_dir/package/<cfg.name>``) is
     written whenever the call ends, also after ``stop_after`` steps or ``max_seconds``;
     its card's ``recipe.steps_done`` says how far the run got (run again to resume).
     The GPU recipe: ``cfg.noise="torch"`` draws the noise on ``device`` (:func:`make_batch_torch`);
@@ -236,12 +236,13 @@ def train_denoiser(cfg: DenoiseConfig, bank_path, out_dir, resume: bool = True, 
     step, state = 0, {}
     ck = out / "checkpoint"
     if resume and has_checkpoint(ck):
-        state = load_checkpoint(ck, model, opt)
-        saved = state.get("config", {})
+        # compare before loading: another recipe's weights may not even fit this network
+        saved = json.loads((ck / "state.json").read_text(encoding="utf-8")).get("state", {}).get("config", {})
         differ = sorted(k for k, v in cfg.to_dict().items() if k != "steps" and saved.get(k, v) != v)
         if differ:
             raise BadInputError(f"{out} holds a run with another configuration ({', '.join(differ)}); "
                                 "resume it with the same settings or start over (--no-resume).")
+        state = load_checkpoint(ck, model, opt)
         step = int(state["step"])
         log.info("resumed at step %d", step)
     elif cfg.init_from:
@@ -292,8 +293,14 @@ def init_from_package(model, name: str) -> None:
     found = [p for p in list_models() if p.name == name]
     if not found:
         raise BadInputError(f"No installed model package {name!r} to start from (see `ctnormalize models`).")
+    if found[0].card.get("role") != "denoiser":
+        raise BadInputError(f"{name} is not a denoiser package; a denoiser run cannot start from it.")
     src = found[0].load().state_dict()
     own = model.state_dict()
+    missing = sorted(set(own) - set(src))
+    if missing:
+        raise BadInputError(f"{name} lacks weights this architecture has ({', '.join(missing[:3])}); "
+                            "it cannot start this run.")
     for key, w in src.items():
         if key not in own:
             raise BadInputError(f"{name} has weights ({key}) this architecture lacks; it cannot start this run.")

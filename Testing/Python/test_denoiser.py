@@ -518,3 +518,73 @@ def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denois
     (other / "card.json").write_text(json.dumps({**card, "role": "normalizer"}))
     (other / "model.safetensors").write_bytes((tiny_denoiser / "model.safetensors").read_bytes())
     assert mod.main([str(other)]) == 2
+
+
+def test_a_partial_blend_of_a_stack_denoiser_uses_alpha_in_every_chunk():
+    """x + alpha (d - x) with alpha < 1, for every chunk and halo (the chunk bounds once shadowed alpha)."""
+    from CTNormalizeLib.classical.denoise import StackDenoiser, denoise_volume
+
+    hu = np.full((11, 16, 16), 100.0, np.float32)
+    for halo in (0, 1):
+        out, info = denoise_volume(hu, (1.0, 0.7, 0.7), target_std=5.0, noise_std=30.0, strength=30.0, alpha=0.5,
+                                   method=StackDenoiser("zeros", lambda st, s: np.zeros_like(st), chunk=4, halo=halo))
+        np.testing.assert_allclose(out, 50.0)
+        assert info["blend"] == 0.5
+
+
+def test_chunks_agree_where_the_body_changes_along_z(tmp_path, monkeypatch):
+    """The network's box starts on its down-sampling grid, so chunks with different bodies agree."""
+    from CTNormalizeLib.classical.denoise import StackDenoiser, denoise_volume
+    from CTNormalizeLib.inference.net_denoise import body_region, stack_denoiser
+    from CTNormalizeLib.models import registry
+    from CTNormalizeLib.signature.kernel_class import as_transfer
+    from CTNormalizeLib.train.denoiser import train_denoiser
+
+    pkg = train_denoiser(_cfg(context=3, name="ctn-denoise-v2", steps=2), _fake_bank(tmp_path / "bank.npz"),
+                         tmp_path / "run", package_dir=tmp_path / "models" / "ctn-denoise-v2")
+    monkeypatch.setattr(registry, "model_dirs", lambda: [tmp_path / "models"])
+    den = stack_denoiser(registry.read_package(pkg), as_transfer("standard"), 0.8)
+    yy, xx = np.mgrid[:128, :128]
+    hu = np.full((9, 128, 128), -1000.0, np.float32)
+    for z in range(9):  # an ellipse that widens slice by slice: every chunk's box differs
+        hu[z][((yy - 64) / (30 + z)) ** 2 + ((xx - 64) / (25 + 2 * z)) ** 2 < 1] = 40.0
+    hu += np.random.default_rng(0).normal(0, 30, hu.shape).astype(np.float32)
+    (y0, _, x0, _), _ = body_region(hu[:2], multiple=4)
+    assert y0 % 4 == 0 and x0 % 4 == 0
+    outs = [denoise_volume(hu, (2.0, 0.8, 0.8), target_std=3.0, noise_std=30.0, strength=30.0,
+                           method=StackDenoiser(den.name, den.fn, chunk=c, halo=1))[0] for c in (16, 4, 1)]
+    for o in outs[1:]:
+        np.testing.assert_allclose(o, outs[0], atol=0.05)
+
+
+def test_resuming_another_recipes_run_is_refused_not_crashed(tmp_path):
+    from CTNormalizeLib.errors import BadInputError
+    from CTNormalizeLib.train.denoiser import train_denoiser
+
+    bank = _fake_bank(tmp_path / "bank.npz")
+    train_denoiser(_cfg(), bank, tmp_path / "run", stop_after=1)
+    with pytest.raises(BadInputError, match="another configuration"):
+        train_denoiser(_cfg(context=3), bank, tmp_path / "run")
+
+
+def test_a_run_starts_only_from_a_denoiser_with_every_weight(tiny_denoiser, tmp_path):
+    from CTNormalizeLib.errors import BadInputError
+    from CTNormalizeLib.models import build_model
+    from CTNormalizeLib.train.denoiser import init_from_package
+
+    with pytest.raises(BadInputError, match="lacks weights"):
+        init_from_package(build_model(_cfg(blocks=2).arch), "ctn-denoise-v1")
+    card = json.loads((tiny_denoiser / "card.json").read_text())
+    card.pop("role")
+    (tiny_denoiser / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BadInputError, match="not a denoiser"):
+        init_from_package(build_model(_cfg().arch), "ctn-denoise-v1")
+
+
+def test_a_blend_weight_outside_0_1_is_a_clear_error():
+    from CTNormalizeLib.errors import BadInputError
+    from CTNormalizeLib.inference.net_denoise import nlm_blend
+
+    for bad in (1.5, -0.1, "half", None):
+        with pytest.raises(BadInputError, match="nlm_blend"):
+            nlm_blend({"name": "x", "chain": {"nlm_blend": {"noise_only": bad}}}, "noise_only")
