@@ -135,6 +135,16 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
     reason = (f"best measured L1 gap closed ({kind.replace('_', ' ')} pairs, {texture} texture) among the methods "
               "that cover "
               "this pair: " + "; ".join(fmt(m) for m in cands))
+    asked = (getattr(getattr(plan, "source", None), "kernel", None), getattr(getattr(plan, "target", None), "kernel", None))
+    if kind == "noise_only" and all(asked) and asked[0] != asked[1]:
+        try:
+            s50 = plan.source_signature.transfer.mtf50
+            t50 = plan.target_signature.transfer.mtf50
+            how = f" (MTF50 {s50:.2f} vs {t50:.2f} c/mm)"
+        except AttributeError:
+            how = ""
+        reason = (f"a {asked[0]} -> {asked[1]} kernel change was asked for, but the source's measured transfer "
+                  f"already matches the target's{how}, so the pair counts as noise only; " + reason)
     warnings = []
     if skipped:
         warnings.append({"code": "METHODS_NOT_COVERING", "message": "Not considered: " + "; ".join(skipped)})

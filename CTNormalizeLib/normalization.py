@@ -70,7 +70,7 @@ def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: 
     row = get_method(plan.method)
     result = row.run(volume, plan, progress, reference)
     timings = {"normalize_s": round(time.perf_counter() - t0, 3)}
-    if with_qc and row.kind == "classical":
+    if with_qc and not result.qc:  # classical rows and the chain with a learned denoiser measure none themselves
         t1 = time.perf_counter()
         result.qc = _qc(volume, result, plan)
         timings["qc_s"] = round(time.perf_counter() - t1, 3)
@@ -125,7 +125,8 @@ def normalize(volume: Union[Volume, str, Path], source=None, target=None, method
 
 
 def _qc(inp: Volume, result: MethodResult, plan: Plan) -> dict:
-    """QC figures for classical outputs, measured as for learned models (no tiles, so no seams).
+    """QC figures for outputs whose method measured none (the classical chain, also with a learned
+    denoiser), measured as for learned models (no tiles, so no seams).
 
     The input is put on the output's z grid (slice profile + linear interpolation) first.
     """

@@ -115,8 +115,15 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu"):
         out[:, y0:y1, x0:x1] = crop + weight * (net(np.ascontiguousarray(crop), cond) - crop)
         return out
 
+    def region(stack: np.ndarray) -> np.ndarray:
+        stack = np.where(np.isfinite(stack), stack, np.float32(-1000.0))
+        (y0, y1, x0, x1), weight = body_region(stack, multiple=mult)
+        full = np.zeros(stack.shape, np.float32)
+        full[:, y0:y1, x0:x1] = weight
+        return full
+
     # with a halo, each chunk's network run also covers 2k slices it throws away: larger chunks waste less
-    return StackDenoiser(package.name, fn, chunk=16 if k else 8, halo=k)
+    return StackDenoiser(package.name, fn, chunk=16 if k else 8, halo=k, region=region)
 
 
 def nlm_blend(card: dict, kind: str) -> float:

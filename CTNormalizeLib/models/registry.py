@@ -224,6 +224,9 @@ def list_models(dirs: Optional[list] = None) -> list[ModelPackage]:
                 log.warning("%s", exc.message)
                 continue
             if pkg.name in seen:
+                first = next(f.path for f in found if f.name == pkg.name)
+                log.warning("Model package %s at %s is hidden by the one at %s (same name); rename it in its "
+                            "card.json to use both.", pkg.name, sub, first)
                 continue
             seen.add(pkg.name)
             found.append(pkg)

@@ -96,9 +96,13 @@ def clean_slices(bank_path) -> list[np.ndarray]:
     path = Path(bank_path)
     if not path.is_file():
         raise BadInputError(f"No domain-randomized bank at {path}; build one with `ctnormalize train --recipe v3`.")
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(bytes(z["index_json"]).decode())
-        return [np.asarray(z[f"target_{i}"], np.float32) for i in range(meta["targets"])]
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["index_json"]).decode())
+            return [np.asarray(z[f"target_{i}"], np.float32) for i in range(int(meta["targets"]))]
+    except (KeyError, ValueError, TypeError, OSError) as exc:
+        raise BadInputError(f"{path} is not a domain-randomized bank (it needs index_json with 'targets' and "
+                            f"target_0..target_N-1 volumes): {exc}") from exc
 
 
 def _patch(cfg: DenoiseConfig, volumes: list, rng) -> np.ndarray:
@@ -228,8 +232,12 @@ def train_denoiser(cfg: DenoiseConfig, bank_path, out_dir, resume: bool = True, 
     from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     volumes = clean_slices(bank_path)
+    bad = [i for i, v in enumerate(volumes) if v.ndim != 3 or v.shape[0] < 1 or min(v.shape[1:]) < cfg.patch]
+    if bad or not volumes:
+        raise BadInputError(f"The bank's volumes must be [z, y, x] with at least {cfg.patch} x {cfg.patch} pixels "
+                            f"per slice (the training patch); target_{bad[0] if bad else 0} is not.")
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4, betas=(0.9, 0.99))

@@ -46,8 +46,7 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
 
         raise BadInputError(f"Unknown recipe {recipe!r}; known: {', '.join([*RECIPES, *DENOISE_RECIPES])}.")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if recipe in DENOISE_RECIPES:
+    if recipe in DENOISE_RECIPES:  # makes OUT only once its inputs are checked
         from ..errors import BadInputError
 
         if manifest is not None:
@@ -56,6 +55,7 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
             raise BadInputError(f"No bank at {bank_path} (the v3 recipe's RUN/bank_dr.npz).")
         return _train_denoiser(out, bank_path, steps, max_minutes, seed, resume, package_dir, progress, sim_settings,
                                device, recipe)
+    out.mkdir(parents=True, exist_ok=True)
     make_cfg, covers, pair_filter, priority, description = RECIPES[recipe]
     over = {"seed": seed}
     if steps is not None:
@@ -136,6 +136,7 @@ def _train_denoiser(out: Path, bank_path, steps, max_minutes, seed, resume, pack
     dev = resolve_device(device)
     cache = Path(bank_path) if bank_path else out / "bank_dr.npz"
     if not cache.is_file():
+        out.mkdir(parents=True, exist_ok=True)
         _dr_bank(out, bank_path, seed, progress, settings)
     over = {**RECIPE_OVERRIDES[recipe], "seed": seed, **({"steps": int(steps)} if steps is not None else {})}
     if dev != "cpu":

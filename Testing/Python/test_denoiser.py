@@ -448,7 +448,8 @@ def test_nlm_blend_weight_is_read_per_kind_of_pair():
 
 
 def test_the_clean_texture_averages_the_network_with_nlm_as_the_card_says(tiny_denoiser):
-    """nlm_blend w: the noise step gives (1 - w) network + w NLM, exactly; the target texture ignores it."""
+    """nlm_blend w: the noise step gives (1 - w) network + w NLM inside the network's region, exactly; the air
+    outside is the network's (kept); the target texture ignores it."""
     from CTNormalizeLib.classical import chain
     from CTNormalizeLib.inference.net_denoise import stack_denoiser
     from CTNormalizeLib.models.registry import read_package
@@ -463,7 +464,12 @@ def test_the_clean_texture_averages_the_network_with_nlm_as_the_card_says(tiny_d
     net = chain.run(vol, plan, options={"denoise_method": den}).volume.hu
     nlm = chain.run(vol, plan).volume.hu
     res = chain.run(vol, plan, options={"denoise_method": den, "nlm_blend": 0.3})
-    np.testing.assert_allclose(res.volume.hu, 0.7 * net + 0.3 * nlm, atol=1e-3)
+    m = den.region(vol.hu)  # the network's region: the body, feathered; 0 in the air around it
+    outside = m == 0
+    assert m.max() == pytest.approx(1.0) and outside.any()
+    np.testing.assert_allclose(res.volume.hu, net + 0.3 * m * (nlm - net), atol=1e-3)
+    np.testing.assert_array_equal(res.volume.hu[outside], net[outside])  # air the network keeps stays kept
+    assert not np.allclose(nlm[outside], net[outside])  # (where NLM alone would have changed it)
     step = next(s for s in res.steps if s.get("step") == "denoise" or s.get("method") == "denoise")
     assert step["parameters"]["nlm_blend"]["weight"] == 0.3
     tplan = make_plan(vol, "kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2",
@@ -588,3 +594,40 @@ def test_a_blend_weight_outside_0_1_is_a_clear_error():
     for bad in (1.5, -0.1, "half", None):
         with pytest.raises(BadInputError, match="nlm_blend"):
             nlm_blend({"name": "x", "chain": {"nlm_blend": {"noise_only": bad}}}, "noise_only")
+
+
+def test_a_malformed_bank_is_a_clear_refusal(tmp_path):
+    from CTNormalizeLib.cli.main import main
+
+    small = tmp_path / "small.npz"
+    np.savez_compressed(small, target_0=np.zeros((1, 64, 64), np.float32),
+                        index_json=np.frombuffer(json.dumps({"targets": 1}).encode(), np.uint8))
+    bare = tmp_path / "bare.npz"
+    np.savez_compressed(bare, target_0=np.zeros((2, 140, 140), np.float32))
+    for bank in (small, bare):
+        run = tmp_path / f"run_{bank.stem}"
+        assert main(["train", "--recipe", "denoise", "-o", str(run), "--bank", str(bank), "--steps", "1"]) == 2
+        assert not run.exists()  # nothing left behind
+
+
+def test_a_shadowed_package_is_named_in_a_warning(tiny_denoiser, tmp_path, caplog):
+    import shutil
+
+    from CTNormalizeLib.models import registry
+
+    other = tmp_path / "more" / "copy"
+    shutil.copytree(tiny_denoiser, other)
+    with caplog.at_level("WARNING"):
+        names = [p.name for p in registry.list_models([tmp_path / "models", tmp_path / "more"])]
+    assert names.count("ctn-denoise-v1") == 1
+    assert "hidden" in caplog.text and str(other) in caplog.text
+
+
+def test_qc_is_measured_for_the_chain_with_a_learned_denoiser(tiny_denoiser):
+    from CTNormalizeLib.normalization import normalize
+    from CTNormalizeLib.volume import Volume
+
+    vol = Volume(chest((6, 64, 64)), (2.0, 0.8, 0.8))
+    res = normalize(vol, "kernel=sharp,dose=0.25,thickness=2", "kernel=smooth,dose=1,thickness=2",
+                    method="ctn-denoise-v1", device="cpu", texture="clean")
+    assert res.result.qc and "qc_s" in res.timings
