@@ -46,10 +46,27 @@ def format_text(info: dict) -> str:
     lines = []
     for m in info["models"]:
         lines.append(f"{m['name']}  [{m['architecture']}, priority {m['priority']:g}]  sha256 {m['sha256'][:12]}")
+        if m.get("description"):
+            lines.append(f"  {m['description']}")
+        extra = []
+        if m.get("context"):
+            extra.append(f"sees {m['context']} slice{'s' if m['context'] != 1 else ''}")
+        if m.get("nlm_blend"):
+            extra.append("clean texture averaged with NLM, weights " + ", ".join(
+                f"{k.replace('_', ' ')} {v:g}" for k, v in sorted(m["nlm_blend"].items())))
+        if extra:
+            lines.append("  " + "; ".join(extra))
         lines.append(f"  covers: {m['coverage']}")
         l1 = (m.get("metrics") or {}).get("summary")
         if l1:
             lines.append(f"  benchmark: {l1}")
+        tgt = ((m.get("selection") or {}).get("figures") or {}).get("l1_gap_closed_target")
+        if tgt:
+            def f(x):
+                return "—" if x is None else f"{x:.2f}"
+            lines.append(f"  target texture: L1 gap closed in distribution {f(tgt.get('in_distribution'))}, held-out "
+                         f"physics {f(tgt.get('heldout_physics_kernel_change'))} (kernel change) / "
+                         f"{f(tgt.get('heldout_physics_noise_only'))} (dose only)")
         if "verified" in m:
             lines.append("  weights: " + ("sha256 ok" if m["verified"] else m.get("error", "BAD")))
         lines.append(f"  {m.get('intended_use') or ''}  ({m['path']})")

@@ -187,7 +187,9 @@ class ModelPackage:
             "priority": self.priority, "sha256": self.sha256, "covers": c["covers"],
             "coverage": self.coverage_text(), "z_up_factor": c["io"].get("z_up_factor"),
             "metrics": c.get("metrics", {}), "license": c.get("license"),
-            "intended_use": c.get("intended_use"),
+            "intended_use": c.get("intended_use"), "description": c.get("description"), "role": c.get("role"),
+            "context": c["io"].get("context"), "selection": c.get("selection", {}),
+            "nlm_blend": (c.get("chain") or {}).get("nlm_blend"),
         }
 
 

@@ -631,3 +631,17 @@ def test_qc_is_measured_for_the_chain_with_a_learned_denoiser(tiny_denoiser):
     res = normalize(vol, "kernel=sharp,dose=0.25,thickness=2", "kernel=smooth,dose=1,thickness=2",
                     method="ctn-denoise-v1", device="cpu", texture="clean")
     assert res.result.qc and "qc_s" in res.timings
+
+
+def test_models_listing_shows_context_blend_and_target_figures(tiny_denoiser):
+    from CTNormalizeLib.cli.cmd_models import collect, format_text
+
+    card = json.loads((tiny_denoiser / "card.json").read_text())
+    card["chain"] = {"nlm_blend": {"kernel_change": 0.6, "noise_only": 0.5}}
+    card["selection"] = {"figures": {"l1_gap_closed_target": {"in_distribution": 0.78, "heldout_physics_noise_only": 0.69}}}
+    (tiny_denoiser / "card.json").write_text(json.dumps(card))
+    info = collect()
+    m = info["models"][0]
+    assert m["role"] == "denoiser" and m["context"] == 1 and m["nlm_blend"]["noise_only"] == 0.5
+    text = format_text(info)
+    assert "sees 1 slice;" in text and "noise only 0.5" in text and "target texture: L1 gap closed in distribution 0.78" in text
