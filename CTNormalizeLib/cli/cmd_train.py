@@ -12,9 +12,12 @@ ORDER = 70
 DESCRIPTION = (
     "Train a model on paired data simulated on the fly from procedural phantoms (seeds < 1000) and "
     "lung1 crops, or on your own registered source/target volumes (--manifest). Checkpoints are "
-    "resumable (safetensors + JSON, no pickle); logs go to OUT/log.csv and OUT/train.json. The "
-    "package (model.safetensors + card.json) is written to OUT/package/<name> or --package-dir; "
-    "put it in $CTNORMALIZE_MODELS to use it."
+    "resumable (safetensors + JSON, no pickle); logs go to OUT/log.csv and OUT/train.json (the denoise "
+    "recipes: OUT/log.csv and the checkpoint's state.json). The package (model.safetensors + card.json) is "
+    "written to OUT/package/<name> or --package-dir; put it in $CTNORMALIZE_MODELS to use it (a package with "
+    "the name of a shipped one is hidden by it: `ctnormalize models` warns). The denoise recipes are not "
+    "validated at training time: choose denoise-v2's NLM weights with scripts/choose_nlm_blend.py and judge "
+    "either with the benchmarks."
 )
 
 
@@ -35,7 +38,8 @@ def add_arguments(p):
                         "(noise drawn on the device, batch 256, bf16)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
     p.add_argument("--package-dir", help="where to write the model package")
-    p.add_argument("--no-validate", action="store_true", help="skip the held-out validation")
+    p.add_argument("--no-validate", action="store_true",
+                   help="skip the held-out validation (default/unet recipes; v3 and the denoise recipes have none)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
@@ -49,4 +53,7 @@ def run(args) -> int:
         sys.stdout.write(dumps({"package": str(pkg)}) + "\n")
     else:
         print(f"model package written to {pkg}")
+        if args.recipe.startswith("denoise"):
+            print("not validated at training time: judge it with benchmarks/heldout_physics.py and benchmarks/quality.py"
+                  + (" after scripts/choose_nlm_blend.py" if args.recipe == "denoise-v2" else ""))
     return 0
