@@ -10,6 +10,7 @@ from typing import Optional
 from ..imaging.progress import Progress
 from . import recipes
 from .data import SimSettings, load_bank, manifest_bank, save_bank, simulated_bank
+from .denoiser import RECIPE_OVERRIDES
 from .loop import train
 from .package import write_package
 
@@ -27,7 +28,7 @@ RECIPES = {
 
 
 #: The learned blind denoisers (``ctn-denoise-v1``, ``-v2``): the classical chain's noise step, not whole normalizers.
-DENOISE_RECIPES = ("denoise", "denoise-v2")
+DENOISE_RECIPES = tuple(RECIPE_OVERRIDES)
 
 
 def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Optional[int] = None,
@@ -131,7 +132,7 @@ def _train_denoiser(out: Path, bank_path, steps, max_minutes, seed, resume, pack
                     device: str = "cpu", recipe: str = "denoise"):
     """A denoiser recipe: clean images from the v3 bank (built when absent), noise drawn per sample."""
     from ..inference.device import resolve_device
-    from .denoiser import GPU_OVERRIDES, RECIPE_OVERRIDES, DenoiseConfig, train_denoiser
+    from .denoiser import GPU_OVERRIDES, DenoiseConfig, train_denoiser
 
     dev = resolve_device(device)
     cache = Path(bank_path) if bank_path else out / "bank_dr.npz"

@@ -645,3 +645,16 @@ def test_models_listing_shows_context_blend_and_target_figures(tiny_denoiser):
     assert m["role"] == "denoiser" and m["context"] == 1 and m["nlm_blend"]["noise_only"] == 0.5
     text = format_text(info)
     assert "sees 1 slice;" in text and "noise only 0.5" in text and "target texture: L1 gap closed in distribution 0.78" in text
+
+
+def test_the_train_cli_offers_exactly_the_recipes_the_engine_has():
+    """The CLI lists the recipes literally (importing the training code would slow every start-up)."""
+    import argparse
+
+    from CTNormalizeLib.cli import cmd_train
+    from CTNormalizeLib.train.run import DENOISE_RECIPES, RECIPES
+
+    p = argparse.ArgumentParser()
+    cmd_train.add_arguments(p)
+    choices = next(a.choices for a in p._actions if a.dest == "recipe")
+    assert list(choices) == [*RECIPES, *DENOISE_RECIPES]
