@@ -8,10 +8,14 @@ Usage (from the repository root)::
 The clean texture of a ``role: denoiser`` package can average the network's denoising with
 the clean NLM chain's, ``(1 - w) net + w NLM`` (:func:`CTNormalizeLib.classical.denoise.denoise_step`).
 Two denoisers that err differently average to a smaller error; how much of each is a
-measured choice, made here per kind of pair (kernel change, noise only) on **validation
-scans of the project's own simulator** (phantom seeds 40-43: not in the training bank's
-0-39, not among the benchmark's >= 1000; the denoiser never saw this simulator's noise).
-The independent simulator's held-out cases are never used to choose.
+measured choice, made here per kind of pair (kernel change, noise only, as the measured
+signatures make them) on **validation scans of the project's own simulator** (phantom seeds
+40-43: not in the training bank's 0-39, not among the benchmark's >= 1000). The default
+set (``--validation randomized``) takes its sources from domain-randomized scanners (random
+filter, dose, electronic noise, tube-current modulation, views), untagged: scans neither
+part of the blend was tuned on (the network was trained on noise fields without a projector;
+NLM's clean setting was chosen on the engine's kernel classes, which ``--validation classes``
+uses, so that set favours NLM). The independent simulator's held-out cases are never used to choose.
 
 The steps after the noise step are linear in the clean texture (MTF ratio, slice profile)
 and both chains book the same residual noise, so blending the two chains' outputs (inside the
@@ -34,56 +38,141 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SEEDS = (40, 41, 42, 43)
-PAIRS = {  # kind -> (source, target) protocols
+PAIRS = {  # kind -> (source, target) protocols of the "classes" validation set
     "kernel_change": [("kernel=sharp,dose=0.25,thickness=2", "kernel=smooth,dose=1,thickness=2"),
                       ("kernel=bone,dose=0.5,thickness=2", "kernel=standard,dose=1,thickness=2")],
     "noise_only": [("kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2"),
                    ("kernel=sharp,dose=0.25,thickness=2", "kernel=sharp,dose=1,thickness=2")],
 }
+#: the "randomized" validation set: per seed and kind, this many sources with randomly drawn scanner physics
+RANDOM_PER_KIND = 3
+RANDOM_DOSE = (0.04, 0.5)      # source dose (relative to the simulator's full dose)
+RANDOM_DOSE_GAIN = (4.0, 12.0)  # noise-only targets: the same scanner at this many times the dose (at most 1)
+RANDOM_TARGETS = ("kernel=smooth,dose=1,thickness=2", "kernel=standard,dose=1,thickness=2")
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+VALIDATION_SETS = ("randomized", "classes")
 
 
-def _cache_path() -> Path:
-    """The cached validation scans; the name changes with the seeds and pairs, so edits never read stale scans."""
+def _cache_path(which: str) -> Path:
+    """The cached validation scans; the name changes with their settings, so edits never read stale scans."""
     import hashlib
 
-    key = hashlib.sha256(json.dumps([SEEDS, PAIRS], sort_keys=True).encode()).hexdigest()[:12]
+    settings = [SEEDS, PAIRS] if which == "classes" else \
+        [which, SEEDS, RANDOM_PER_KIND, RANDOM_DOSE, RANDOM_DOSE_GAIN, RANDOM_TARGETS]
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return Path.home() / ".cache" / "ctnormalize" / "validation" / f"nlm_blend_cases_{key}.npz"
 
 
-def validation_cases(cache: Path | None = None) -> list:
-    """``(kind, source spec, target spec, source, target, replicate)`` for every seed and pair (cached)."""
-    cache = cache or _cache_path()
-    from CTNormalizeLib.io.atomic import atomic_output
-    from CTNormalizeLib.protocols import parse_spec
+def _truth(seed: int):
     from CTNormalizeLib.simulate.phantom.make import make_phantom
+
+    return make_phantom(seed, shape=(16, 384, 384), spacing=(1.0, 0.7, 0.7), emphysema=0.05).volume
+
+
+def _class_scans(arrays: dict, labels: list) -> None:
+    """The "classes" set: the engine's kernel classes and doses, tagged as the simulator tags them."""
+    from CTNormalizeLib.protocols import parse_spec
     from CTNormalizeLib.simulate.scanner import simulate_scan
-    from CTNormalizeLib.volume import Volume
 
     pairs = [(kind, s, t) for kind, ps in PAIRS.items() for s, t in ps]
-    if not cache.is_file():
-        arrays = {}
-        for seed in SEEDS:
-            truth = make_phantom(seed, shape=(16, 384, 384), spacing=(1.0, 0.7, 0.7), emphysema=0.05).volume
-            for i, (_, s, t) in enumerate(pairs):
+    for seed in SEEDS:
+        truth = _truth(seed)
+        for i, (kind, s, t) in enumerate(pairs):
+            k = f"{seed}_{i}"
+            src = simulate_scan(truth, parse_spec(s), seed=seed * 100 + 3 * i)
+            arrays[f"{k}_src"], arrays[f"{k}_sp"] = src.hu, np.asarray(src.spacing)
+            arrays[f"{k}_tgt"] = simulate_scan(truth, parse_spec(t), seed=seed * 100 + 3 * i + 1).hu
+            arrays[f"{k}_rep"] = simulate_scan(truth, parse_spec(t), seed=seed * 100 + 3 * i + 2).hu
+            labels.append([k, kind, s, t])
+
+
+def _random_scans(arrays: dict, labels: list) -> None:
+    """The "randomized" set: sources from scanners the engine has no class for (domain-randomized filter,
+    dose, electronic noise, tube-current modulation, views; :mod:`CTNormalizeLib.simulate.randomized`),
+    untagged, so the request names only the target. Kernel changes go to a kernel class at full dose;
+    noise-only targets are the same scanner at a higher dose, and the request names only the dose.
+    Neither the NLM step (set on the kernel classes) nor the network (trained on noise fields, no
+    projector) was tuned on such scans.
+    """
+    import math
+    from dataclasses import replace
+
+    from CTNormalizeLib.protocols import Protocol, parse_spec
+    from CTNormalizeLib.simulate import DEFAULT_SCANNER, project_truth
+    from CTNormalizeLib.simulate.projector import ParallelGeometry
+    from CTNormalizeLib.simulate.randomized import draw_physics
+    from CTNormalizeLib.simulate.scanner import simulate_scan
+
+    for seed in SEEDS:
+        truth = _truth(seed)
+        rng = np.random.default_rng(7000 + seed)
+        g = ParallelGeometry(*truth.hu.shape[1:], *truth.spacing[1:])
+        det = replace(DEFAULT_SCANNER, views=int(g.n_views * rng.uniform(0.5, 1.0)) // 2 * 2)
+        proj = project_truth(truth, det)
+        i = 0
+        for kind in ("kernel_change", "noise_only"):
+            for _ in range(RANDOM_PER_KIND):
                 k = f"{seed}_{i}"
-                src = simulate_scan(truth, parse_spec(s), seed=seed * 100 + 3 * i)
-                arrays[f"{k}_src"], arrays[f"{k}_sp"] = src.hu, np.asarray(src.spacing)
-                arrays[f"{k}_tgt"] = simulate_scan(truth, parse_spec(t), seed=seed * 100 + 3 * i + 1).hu
-                arrays[f"{k}_rep"] = simulate_scan(truth, parse_spec(t), seed=seed * 100 + 3 * i + 2).hu
+                phys = replace(draw_physics(rng), dose=float(math.exp(rng.uniform(*np.log(RANDOM_DOSE)))))
+                w = phys.transfer(float(min(truth.spacing[1:])))
+                sv = simulate_scan(truth, Protocol(kernel="standard", dose=phys.dose, thickness=2.0),
+                                   int(rng.integers(2 ** 31)), detector=phys.detector(det), projections=proj,
+                                   transfer=w)
+                arrays[f"{k}_src"], arrays[f"{k}_sp"] = sv.hu, np.asarray(sv.spacing)
+                if kind == "kernel_change":
+                    t = str(rng.choice(RANDOM_TARGETS))
+                    reps = [simulate_scan(truth, parse_spec(t), seed=int(rng.integers(2 ** 31)), detector=det,
+                                          projections=proj).hu for _ in range(2)]
+                else:
+                    dose_t = min(1.0, phys.dose * float(rng.uniform(*RANDOM_DOSE_GAIN)))
+                    t = f"dose={dose_t:.3g}"
+                    reps = [simulate_scan(truth, Protocol(kernel="standard", dose=dose_t, thickness=2.0),
+                                          int(rng.integers(2 ** 31)), detector=phys.detector(det), projections=proj,
+                                          transfer=w).hu for _ in range(2)]
+                arrays[f"{k}_tgt"], arrays[f"{k}_rep"] = reps
+                labels.append([k, kind, "auto", t, json.dumps(phys.to_dict())])
+                i += 1
+
+
+def validation_cases(which: str = "randomized", cache: Path | None = None) -> list:
+    """``(kind, source spec, target spec, source, target, replicate)`` for every validation case (cached)."""
+    cache = cache or _cache_path(which)
+    from CTNormalizeLib.io.atomic import atomic_output
+    from CTNormalizeLib.volume import Volume
+
+    if not cache.is_file():
+        arrays, labels = {}, []
+        (_class_scans if which == "classes" else _random_scans)(arrays, labels)
+        arrays["labels"] = np.asarray(json.dumps(labels))
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(cache) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **arrays)
     out = []
     with np.load(cache) as z:
-        for seed in SEEDS:
-            for i, (kind, s, t) in enumerate(pairs):
-                k = f"{seed}_{i}"
-                sp = tuple(float(x) for x in z[f"{k}_sp"])
-                out.append((kind, s, t, Volume(z[f"{k}_src"], sp), Volume(z[f"{k}_tgt"], sp),
-                            Volume(z[f"{k}_rep"], sp)))
+        for k, kind, s, t, *_ in json.loads(str(z["labels"])):
+            sp = tuple(float(x) for x in z[f"{k}_sp"])
+            # the randomized sources are untagged: a scan from a scanner the engine knows nothing about
+            # (its kernel name means nothing to the engine; the thickness is tagged, as almost always)
+            meta = {"Modality": "CT", "SliceThickness": f"{sp[0]:g}"} if which == "randomized" else {}
+            out.append((kind, s, t, Volume(z[f"{k}_src"], sp, meta=meta), Volume(z[f"{k}_tgt"], sp),
+                        Volume(z[f"{k}_rep"], sp)))
     return out
+
+
+def _described(which: str, counts: dict) -> str:
+    """What the weights were chosen on, for the card."""
+    head = (f"validation scans of the project's simulator (phantom seeds {SEEDS[0]}-{SEEDS[-1]}, "
+            "16 x 384 x 384 truth at 1 x 0.7 x 0.7 mm, 2 mm slices)")
+    n = ", ".join(f"{k}: {c} cases" for k, c in counts.items())
+    if which == "classes":
+        body = "; ".join(f"{k}: " + ", ".join(f"{a} -> {b}" for a, b in ps) for k, ps in PAIRS.items())
+    else:
+        body = (f"sources from domain-randomized scanners (random filter, dose {RANDOM_DOSE[0]:g}-{RANDOM_DOSE[1]:g}, "
+                "electronic noise, tube-current modulation, 50-100 % of the views), untagged but for the thickness; "
+                f"kernel changes to {' or '.join(RANDOM_TARGETS)}, noise-only to the same scanner at "
+                f"{RANDOM_DOSE_GAIN[0]:g}-{RANDOM_DOSE_GAIN[1]:g} x the dose; neither denoiser was tuned on such scans")
+    return f"{head}: {body}; kinds as the measured signatures make them ({n}); never the independent simulator's held-out cases"
 
 
 def _gap(target, source, outputs: dict, replicate) -> dict:
@@ -99,6 +188,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("package", help="the denoiser package folder whose card gets chain.nlm_blend")
     ap.add_argument("--dry-run", action="store_true", help="print the choice, leave the card alone")
+    ap.add_argument("--validation", choices=VALIDATION_SETS, default="randomized",
+                    help="randomized: scanners with domain-randomized physics (default; neither denoiser was tuned "
+                         "on them); classes: the engine's kernel classes")
     args = ap.parse_args(argv)
 
     import dataclasses
@@ -110,6 +202,7 @@ def main(argv=None) -> int:
     from CTNormalizeLib.io.atomic import atomic_write_text
     from CTNormalizeLib.models.registry import read_package
     from CTNormalizeLib.plan import make_plan
+    from CTNormalizeLib.signature.signature import pair_kind
 
     from CTNormalizeLib.errors import BadInputError
 
@@ -124,8 +217,12 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     table = {kind: {w: [] for w in WEIGHTS} for kind in PAIRS}
     checks = {}  # one case per kind: the blended chain is checked on each
-    for kind, s, t, src, tgt, rep in validation_cases():
+    for meant, s, t, src, tgt, rep in validation_cases(args.validation):
         plan = make_plan(src, s, t, method="classical", device="cpu", texture="clean")
+        # the chain picks the weight by the kind its plan sees (measured signatures), so the table does too
+        kind = pair_kind(plan.source_signature, plan.target_signature)
+        if kind != meant:
+            print(f"({s} -> {t} was simulated as {meant}; the measured signatures make it {kind})", flush=True)
         den = stack_denoiser(pkg, plan.source_signature.transfer, float(src.spacing[1]))
         net = chain.run(src, plan, options={"denoise_method": den, "label": pkg.name}).volume
         nlm = chain.run(src, plan).volume
@@ -164,10 +261,8 @@ def main(argv=None) -> int:
 
     record = {
         "nlm_blend": chosen,
-        "chosen_on": (f"validation scans of the project's simulator (phantom seeds {SEEDS[0]}-{SEEDS[-1]}, "
-                      "16 x 384 x 384 truth at 1 x 0.7 x 0.7 mm, 2 mm slices), per kind of pair: "
-                      + "; ".join(f"{k}: " + ", ".join(f"{a} -> {b}" for a, b in ps) for k, ps in PAIRS.items())
-                      + "; never the independent simulator's held-out cases"),
+        "chosen_on": _described(args.validation, {k: len(v[WEIGHTS[0]]) for k, v in table.items()}),
+        "validation_set": args.validation,
         "metric": "mean L1 gap closed in the body (replicate floor)",
         "validation": {kind: {f"{w:g}": round(m, 4) for w, m in ms.items()} for kind, ms in mean.items()},
         "check_max_abs_diff_hu": round(diff, 5),

@@ -491,15 +491,9 @@ def test_pair_kind_lives_with_the_signatures():
 
 
 def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denoiser, tmp_path, monkeypatch):
-    import importlib.util
-    from pathlib import Path
-
     from CTNormalizeLib.volume import Volume
 
-    spec = importlib.util.spec_from_file_location(
-        "choose_nlm_blend", Path(__file__).resolve().parents[2] / "scripts" / "choose_nlm_blend.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _choose_script()
     rng = np.random.default_rng(0)
     clean = chest((4, 64, 64))
 
@@ -508,7 +502,7 @@ def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denois
 
     cases = [("noise_only", *mod.PAIRS["noise_only"][0], noisy(40), noisy(12), noisy(12)),
              ("kernel_change", *mod.PAIRS["kernel_change"][0], noisy(40), noisy(5), noisy(5))]
-    monkeypatch.setattr(mod, "validation_cases", lambda: cases)
+    monkeypatch.setattr(mod, "validation_cases", lambda which="randomized": cases)
     monkeypatch.setattr(mod, "WEIGHTS", (0.0, 0.5))
     card_path = tiny_denoiser / "card.json"
     before = card_path.read_bytes()
@@ -519,11 +513,46 @@ def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denois
     assert set(card["chain"]["nlm_blend"]) == {"noise_only", "kernel_change"}
     assert all(w in (0.0, 0.5) for w in card["chain"]["nlm_blend"].values())
     assert "held-out" in card["chain"]["chosen_on"] and card["chain"]["check_max_abs_diff_hu"] <= 0.05
+    assert card["chain"]["validation_set"] == "randomized" and "domain-randomized" in card["chain"]["chosen_on"]
     other = tmp_path / "notden"
     other.mkdir()
     (other / "card.json").write_text(json.dumps({**card, "role": "normalizer"}))
     (other / "model.safetensors").write_bytes((tiny_denoiser / "model.safetensors").read_bytes())
     assert mod.main([str(other)]) == 2
+
+
+def _choose_script():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "choose_nlm_blend", Path(__file__).resolve().parents[2] / "scripts" / "choose_nlm_blend.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_randomized_validation_set_is_untagged_unknown_scanners_and_cached(tmp_path, monkeypatch):
+    """Sources from random scanners carry no kernel name; noise-only targets are the same scanner at a higher dose."""
+    from CTNormalizeLib.simulate.phantom.make import make_phantom
+
+    mod = _choose_script()
+    monkeypatch.setattr(mod, "SEEDS", (40,))
+    monkeypatch.setattr(mod, "RANDOM_PER_KIND", 1)
+    monkeypatch.setattr(mod, "_truth", lambda seed: make_phantom(seed, shape=(4, 96, 96), spacing=(1.0, 2.0, 2.0)).volume)
+    cache = tmp_path / "cases.npz"
+    cases = mod.validation_cases("randomized", cache)
+    assert [c[0] for c in cases] == ["kernel_change", "noise_only"]
+    for kind, s, t, src, tgt, rep in cases:
+        assert s == "auto" and "ConvolutionKernel" not in src.meta and src.meta["SliceThickness"] == "2"
+        assert src.hu.shape == tgt.hu.shape == rep.hu.shape and not np.array_equal(tgt.hu, rep.hu)
+    noise_only = cases[1]
+    assert noise_only[2].startswith("dose=") and "kernel" not in noise_only[2]
+    diff = lambda a, b: float(np.std(a.hu - b.hu))  # noqa: E731 - noise of the difference of two scans
+    assert diff(noise_only[4], noise_only[5]) < diff(noise_only[3], noise_only[4])  # less noise at the target
+    monkeypatch.setattr(mod, "_random_scans", lambda *a: (_ for _ in ()).throw(AssertionError("not cached")))
+    again = mod.validation_cases("randomized", cache)
+    assert all(np.array_equal(a[3].hu, b[3].hu) for a, b in zip(cases, again))
 
 
 def test_a_partial_blend_of_a_stack_denoiser_uses_alpha_in_every_chunk():

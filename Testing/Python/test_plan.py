@@ -45,6 +45,15 @@ def test_tagless_plan_provenance(scans):
     assert "HU" in plan.noise_summary() and "of its dose" in plan.noise_summary()
 
 
+def test_a_device_the_method_does_not_use_is_said(scans):
+    """--device cuda with a CPU-only method (asked for, or picked by auto) is not silently dropped."""
+    src, _, _ = scans
+    plan = make_plan(src, None, "emphysema-reference", method="classical", device="cuda")
+    assert plan.device == "cpu" and any("'cuda' is not used" in w and "classical" in w for w in plan.warnings)
+    assert not any("is not used" in w for w in make_plan(src, None, "emphysema-reference", method="classical",
+                                                          device="auto").warnings)
+
+
 def test_user_fields_win_and_say_so(scans):
     src, _, _ = scans
     plan = make_plan(src, "kernel=sharp,dose=0.25,thickness=2", "emphysema-reference", method="classical")
