@@ -279,6 +279,54 @@ CLEAN_RESIDUAL = 0.15
 MIN_REDUCTION = 0.05
 
 
+#: Pixels around the blend's region that NLM also sees: beyond its patch reach (distance + half a
+#: patch), so inside the region the cropped NLM gives what NLM on whole slices gives.
+NLM_CROP_MARGIN = NLM_PATCH_DISTANCE + NLM_PATCH_SIZE // 2 + 8
+
+
+def _region_parts(method: StackDenoiser, hu: np.ndarray, chunk: int = 16) -> list:
+    """``method.region`` chunk by chunk, each as ``(z0, y0, x0, weights)`` cut to its non-zero box."""
+    parts = []
+    for z0 in range(0, hu.shape[0], chunk):
+        r = np.asarray(method.region(hu[z0:z0 + chunk]), np.float32)
+        ys, xs = np.nonzero(r.any(axis=0))
+        if ys.size:
+            y0, x0 = int(ys.min()), int(xs.min())
+            parts.append((z0, y0, x0, np.ascontiguousarray(r[:, y0:int(ys.max()) + 1, x0:int(xs.max()) + 1])))
+    return parts
+
+
+def _blend_with_nlm(state, out, method, weight, sigma, residual, post, progress):
+    """``out + weight * region * (NLM - out)``: the learned denoiser's output averaged with calibrated NLM's.
+
+    Without a region, everywhere. With one (the body), NLM runs only on the box around it (plus
+    :data:`NLM_CROP_MARGIN`): the air the network keeps stays as it was, and NLM's time goes to
+    the body as the network's does.
+    """
+    w = np.float32(weight)
+    if method.region is None:
+        nlm, ninfo = denoise_volume(state.hu, state.spacing, target_std=sigma * residual, noise_std=sigma,
+                                    method="nlm", kernel=state.transfer, post=post, progress=progress)
+        return (1.0 - weight) * out + w * nlm, {"weight": weight, "nlm_strength": ninfo["strength"],
+                                                 "nlm_alpha": ninfo["blend"]}
+    parts = _region_parts(method, state.hu)
+    if not parts:
+        return out, {"weight": weight, "note": "the denoiser's region is empty: nothing to blend"}
+    _, h, wd = state.hu.shape
+    y0 = max(0, min(p[1] for p in parts) - NLM_CROP_MARGIN)
+    x0 = max(0, min(p[2] for p in parts) - NLM_CROP_MARGIN)
+    y1 = min(h, max(p[1] + p[3].shape[1] for p in parts) + NLM_CROP_MARGIN)
+    x1 = min(wd, max(p[2] + p[3].shape[2] for p in parts) + NLM_CROP_MARGIN)
+    nlm, ninfo = denoise_volume(state.hu[:, y0:y1, x0:x1], state.spacing, target_std=sigma * residual,
+                                noise_std=sigma, method="nlm", kernel=state.transfer, post=post, progress=progress)
+    for z0, py, px, r in parts:
+        z1, py1, px1 = z0 + r.shape[0], py + r.shape[1], px + r.shape[2]
+        here = out[z0:z1, py:py1, px:px1]
+        here += w * r * (nlm[z0:z1, py - y0:py1 - y0, px - x0:px1 - x0] - here)
+    return out, {"weight": weight, "nlm_strength": ninfo["strength"], "nlm_alpha": ninfo["blend"],
+                 "nlm_box": [y0, y1, x0, x1]}
+
+
 def denoise_step(state, plan, progress=None, post=None, options: dict | None = None) -> None:
     """The chain's noise step on ``state``: calibrated NLM down to the target's noise or to ``clean``.
 
@@ -328,16 +376,8 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         # the package's, chosen on validation scans; see scripts/choose_nlm_blend.py).
         rest = (lambda st, f: progress(st, 0.5 + 0.5 * f)) if progress is not None else None  # noqa: E731
         residual = float(options.get("clean_residual", CLEAN_RESIDUAL))
-        nlm, ninfo = denoise_volume(state.hu, state.spacing, target_std=sigma * residual, noise_std=sigma,
-                                    method="nlm", kernel=state.transfer, post=post, progress=rest)
-        w = np.float32(weight)
-        if method.region is None:
-            out = (1.0 - weight) * out + w * nlm
-        else:  # only where the network works: the air it keeps stays as it was
-            for z0 in range(0, out.shape[0], 16):
-                z1 = min(out.shape[0], z0 + 16)
-                out[z0:z1] += w * method.region(state.hu[z0:z1]) * (nlm[z0:z1] - out[z0:z1])
-        info["nlm_blend"] = {"weight": weight, "nlm_strength": ninfo["strength"], "nlm_alpha": ninfo["blend"]}
+        out, binfo = _blend_with_nlm(state, out, method, weight, sigma, residual, post, rest)
+        info["nlm_blend"] = binfo
         why += f"; averaged with calibrated NLM (weight {weight:g})"
     cal = info.get("calibration") or {}
     if learned and cal and cal["measured_after"] > 1.1 * cal["wanted"]:

@@ -479,6 +479,33 @@ def test_the_clean_texture_averages_the_network_with_nlm_as_the_card_says(tiny_d
     np.testing.assert_array_equal(a, b)
 
 
+def test_the_blend_runs_nlm_only_around_the_body_and_gives_what_whole_slices_give(tiny_denoiser):
+    """A small body in a wide field of view: NLM runs on the body's box, and inside the region the blend
+    equals the one with NLM on whole slices."""
+    from CTNormalizeLib.classical import chain
+    from CTNormalizeLib.inference.net_denoise import stack_denoiser
+    from CTNormalizeLib.models.registry import read_package
+    from CTNormalizeLib.plan import make_plan
+    from CTNormalizeLib.volume import Volume
+
+    body = chest((6, 64, 64))
+    hu = np.full((6, 160, 160), -1000.0, np.float32)
+    hu[:, 40:104, 60:124] = body
+    hu += np.random.default_rng(2).normal(0, 40, hu.shape).astype(np.float32)
+    vol = Volume(hu, (2.0, 0.8, 0.8))
+    plan = make_plan(vol, "kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2",
+                     method="classical", device="cpu", texture="clean")
+    den = stack_denoiser(read_package(tiny_denoiser), plan.source_signature.transfer, 0.8)
+    net = chain.run(vol, plan, options={"denoise_method": den}).volume.hu
+    nlm = chain.run(vol, plan).volume.hu  # NLM on whole slices
+    res = chain.run(vol, plan, options={"denoise_method": den, "nlm_blend": 0.4})
+    step = next(s for s in res.steps if s.get("step") == "denoise" or s.get("method") == "denoise")
+    y0, y1, x0, x1 = step["parameters"]["nlm_blend"]["nlm_box"]
+    assert (y1 - y0) * (x1 - x0) < 0.6 * 160 * 160  # the air around the body was not denoised
+    m = den.region(vol.hu)
+    np.testing.assert_allclose(res.volume.hu, net + 0.4 * m * (nlm - net), atol=0.01)
+
+
 def test_pair_kind_lives_with_the_signatures():
     from types import SimpleNamespace
 
