@@ -17,11 +17,15 @@ part of the blend was tuned on (the network was trained on noise fields without 
 NLM's clean setting was chosen on the engine's kernel classes, which ``--validation classes``
 uses, so that set favours NLM). The independent simulator's held-out cases are never used to choose.
 
-The steps after the noise step are linear in the clean texture (MTF ratio, slice profile)
-and both chains book the same residual noise, so blending the two chains' outputs (inside the
-network's region, the body) equals blending inside the noise step, up to the kernel step's
-spread of the region's feathered edge; the script checks this inside the body on one case of
-each kind by running the package's blended chain. Writes ``chain.nlm_blend`` and the validation table into the card (atomically).
+The NLM part may leave more noise than the clean chain alone does (``chain.nlm_residual``:
+a lighter NLM can complement the network better), so the weight and the residual are chosen
+together, per kind. The steps after the noise step are linear in the clean texture (MTF
+ratio, slice profile; their settings depend on the noise booked, which is the learned
+denoiser's in both), so blending the two chains' outputs (the network's, and the package's
+chain with NLM in place of the network inside its region) equals blending inside the noise step, up to the kernel step's spread of the region's
+feathered edge; the script checks this inside the body on one case of each kind by running
+the package's blended chain. Writes
+``chain.nlm_blend``, ``chain.nlm_residual`` and the validation table into the card (atomically).
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ RANDOM_DOSE = (0.04, 0.5)      # source dose (relative to the simulator's full d
 RANDOM_DOSE_GAIN = (4.0, 12.0)  # noise-only targets: the same scanner at this many times the dose (at most 1)
 RANDOM_TARGETS = ("kernel=smooth,dose=1,thickness=2", "kernel=standard,dose=1,thickness=2")
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+#: the noise fraction the blend's NLM leaves (the clean chain alone leaves CLEAN_RESIDUAL, 0.15): a lighter NLM
+#: may complement the network better than the one that is best on its own
+RESIDUALS = (0.15, 0.3, 0.45, 0.6)
 VALIDATION_SETS = ("randomized", "classes")
 
 
@@ -175,6 +182,17 @@ def _described(which: str, counts: dict) -> str:
     return f"{head}: {body}; kinds as the measured signatures make them ({n}); never the independent simulator's held-out cases"
 
 
+def _with_chain(pkg, weight: float, residual: float):
+    """``pkg`` with one NLM weight and residual for every kind of pair."""
+    import dataclasses
+
+    return dataclasses.replace(pkg, card=dict(pkg.card, chain={"nlm_blend": weight, "nlm_residual": residual}))
+
+
+def _key(rw) -> str:
+    return f"r{rw[0]:g}_w{rw[1]:g}"
+
+
 def _gap(target, source, outputs: dict, replicate) -> dict:
     from CTNormalizeLib.evaluate.agreement import gap_closed
     from CTNormalizeLib.evaluate.paired import evaluate_methods
@@ -186,7 +204,7 @@ def _gap(target, source, outputs: dict, replicate) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("package", help="the denoiser package folder whose card gets chain.nlm_blend")
+    ap.add_argument("package", help="the denoiser package folder whose card gets chain.nlm_blend and nlm_residual")
     ap.add_argument("--dry-run", action="store_true", help="print the choice, leave the card alone")
     ap.add_argument("--validation", choices=VALIDATION_SETS, default="randomized",
                     help="randomized: scanners with domain-randomized physics (default; neither denoiser was tuned "
@@ -198,6 +216,7 @@ def main(argv=None) -> int:
     from scipy import ndimage as ndi
 
     from CTNormalizeLib.classical import chain
+    from CTNormalizeLib.classical.denoise import CLEAN_RESIDUAL
     from CTNormalizeLib.inference.net_denoise import run_chain, stack_denoiser
     from CTNormalizeLib.io.atomic import atomic_write_text
     from CTNormalizeLib.models.registry import read_package
@@ -215,7 +234,8 @@ def main(argv=None) -> int:
         print(f"{args.package} is not a denoiser package (card role).", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    table = {kind: {w: [] for w in WEIGHTS} for kind in PAIRS}
+    grid = [(r, w) for r in RESIDUALS for w in WEIGHTS]
+    table = {kind: {rw: [] for rw in grid} for kind in PAIRS}
     checks = {}  # one case per kind: the blended chain is checked on each
     for meant, s, t, src, tgt, rep in validation_cases(args.validation):
         plan = make_plan(src, s, t, method="classical", device="cpu", texture="clean")
@@ -225,51 +245,63 @@ def main(argv=None) -> int:
             print(f"({s} -> {t} was simulated as {meant}; the measured signatures make it {kind})", flush=True)
         den = stack_denoiser(pkg, plan.source_signature.transfer, float(src.spacing[1]))
         net = chain.run(src, plan, options={"denoise_method": den, "label": pkg.name}).volume
-        nlm = chain.run(src, plan).volume
         # the blend acts inside the network's region (the body; the air it keeps stays as it was)
         m = den.region(src.hu) if net.hu.shape == src.hu.shape else np.ones_like(net.hu)
-        blends = {w: dataclasses.replace(net, hu=(net.hu + w * m * (nlm.hu - net.hu)).astype(np.float32))
-                  for w in WEIGHTS}
-        gaps = _gap(tgt, src, {str(w): v for w, v in blends.items()}, rep)
-        if any(gaps[str(w)] is None for w in WEIGHTS):  # source already at the floor: says nothing
+        blends = {}
+        for r in RESIDUALS:
+            # the package's chain with all-NLM inside the region: NLM as the blend runs it (the steps after
+            # the noise step see the noise the learned denoiser books, whatever NLM leaves)
+            full = run_chain(_with_chain(pkg, 1.0, r), src, plan).volume
+            for w in WEIGHTS:
+                blends[(r, w)] = dataclasses.replace(net, hu=(net.hu + w * (full.hu - net.hu)).astype(np.float32))
+        gaps = _gap(tgt, src, {_key(rw): v for rw, v in blends.items()}, rep)
+        if any(gaps[_key(rw)] is None for rw in grid):  # source already at the floor: says nothing
             print(f"{kind:13s} {s} -> {t}: no gap to close; skipped", flush=True)
             continue
-        for w in WEIGHTS:
-            table[kind][w].append(gaps[str(w)])
-        print(f"{kind:13s} {s} -> {t}: " + " ".join(f"{w:g}:{gaps[str(w)]:.3f}" for w in WEIGHTS), flush=True)
+        for rw in grid:
+            table[kind][rw].append(gaps[_key(rw)])
+        best = max(grid, key=lambda rw: gaps[_key(rw)])
+        print(f"{kind:13s} {s} -> {t}: network {gaps[_key((RESIDUALS[0], 0.0))]:.3f}, best {gaps[_key(best)]:.3f} "
+              f"(residual {best[0]:g}, weight {best[1]:g})", flush=True)
         checks.setdefault(kind, (src, s, t, blends, m))
-    empty = [kind for kind, ws in table.items() if not ws[WEIGHTS[0]]]
+    empty = [kind for kind, ws in table.items() if not ws[grid[0]]]
     if empty:
         print(f"No usable validation case for {', '.join(empty)}; nothing recorded.", file=sys.stderr)
         return 1
-    mean = {kind: {w: float(np.mean(v)) for w, v in ws.items()} for kind, ws in table.items()}
-    chosen = {kind: max(WEIGHTS, key=lambda w: (round(m[w], 4), -w)) for kind, m in mean.items()}
+    mean = {kind: {rw: float(np.mean(v)) for rw, v in ws.items()} for kind, ws in table.items()}
+    # ties go to the smaller NLM weight, then to the clean chain's residual
+    best = {kind: max(grid, key=lambda rw: (round(m[rw], 4), -rw[1], -abs(rw[0] - CLEAN_RESIDUAL)))
+            for kind, m in mean.items()}
+    chosen = {kind: rw[1] for kind, rw in best.items()}
+    residual = {kind: rw[0] for kind, rw in best.items()}
 
     # the blended chain (inside the noise step) gives what the blended outputs gave, for each kind; a weight
     # of 0 would compare the network with itself, so the check uses the largest weight when one is 0
-    card = dict(pkg.card, chain={"nlm_blend": {k: chosen[k] or WEIGHTS[-1] for k in chosen}})
+    checked = {k: (residual[k], chosen[k] or WEIGHTS[-1]) for k in chosen}
     diff = 0.0
     for kind, (src, s, t, blends, m) in checks.items():
         plan = make_plan(src, s, t, method="classical", device="cpu", texture="clean")  # the package needs no install
-        got = run_chain(dataclasses.replace(pkg, card=card), src, plan).volume
+        got = run_chain(_with_chain(pkg, checked[kind][1], checked[kind][0]), src, plan).volume
         # inside the body (a kernel step after the blend spreads the mask's feathered edge a little)
         inner = ndi.binary_erosion(m >= 1.0, np.ones((1, 9, 9), bool)) if m.ndim == 3 else np.ones(m.shape, bool)
-        diff = max(diff, float(np.abs(got.hu - blends[chosen[kind] or WEIGHTS[-1]].hu)[inner].max()))
+        diff = max(diff, float(np.abs(got.hu - blends[checked[kind]].hu)[inner].max()))
     if diff > 0.05:
         print(f"The blended chain differs from the blended outputs by {diff:.3f} HU; not recorded.", file=sys.stderr)
         return 1
 
     record = {
         "nlm_blend": chosen,
-        "chosen_on": _described(args.validation, {k: len(v[WEIGHTS[0]]) for k, v in table.items()}),
+        "nlm_residual": residual,
+        "chosen_on": _described(args.validation, {k: len(v[grid[0]]) for k, v in table.items()}),
         "validation_set": args.validation,
         "metric": "mean L1 gap closed in the body (replicate floor)",
-        "validation": {kind: {f"{w:g}": round(m, 4) for w, m in ms.items()} for kind, ms in mean.items()},
+        "validation": {kind: {f"residual {r:g}": {f"{w:g}": round(ms[(r, w)], 4) for w in WEIGHTS} for r in RESIDUALS}
+                       for kind, ms in mean.items()},
         "check_max_abs_diff_hu": round(diff, 5),
         "script": "scripts/choose_nlm_blend.py",
     }
     print(json.dumps(record, indent=1))
-    print(f"chosen {chosen} in {time.perf_counter() - t0:.0f} s")
+    print(f"chosen weights {chosen}, residuals {residual} in {time.perf_counter() - t0:.0f} s")
     if not args.dry_run:
         path = Path(args.package) / "card.json"
         card = json.loads(path.read_text(encoding="utf-8"))

@@ -336,7 +336,8 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
     (:data:`CLEAN_RESIDUAL`) of the noise is left, whatever the target's level; a learned
     denoiser (``options["denoise_method"]``, a :class:`StackDenoiser`) is told the whole
     measured noise instead, and with ``options["nlm_blend"] = w`` (clean texture only) its
-    output is averaged with the clean NLM chain's denoising, ``(1 - w) net + w NLM``.
+    output is averaged with calibrated NLM's, ``(1 - w) net + w NLM``, where NLM leaves
+    ``options["nlm_blend_residual"]`` of the noise (default :data:`CLEAN_RESIDUAL`, the clean chain's).
     """
     from .state import predicted_noise
 
@@ -375,10 +376,10 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         # Two denoisers that err differently: their average errs less than either (the weight is
         # the package's, chosen on validation scans; see scripts/choose_nlm_blend.py).
         rest = (lambda st, f: progress(st, 0.5 + 0.5 * f)) if progress is not None else None  # noqa: E731
-        residual = float(options.get("clean_residual", CLEAN_RESIDUAL))
+        residual = float(options.get("nlm_blend_residual", CLEAN_RESIDUAL))
         out, binfo = _blend_with_nlm(state, out, method, weight, sigma, residual, post, rest)
-        info["nlm_blend"] = binfo
-        why += f"; averaged with calibrated NLM (weight {weight:g})"
+        info["nlm_blend"] = {**binfo, "nlm_residual": residual}
+        why += f"; averaged with calibrated NLM (weight {weight:g}, leaving {residual:.0%} of the noise)"
     cal = info.get("calibration") or {}
     if learned and cal and cal["measured_after"] > 1.1 * cal["wanted"]:
         why += (f"; at the measured noise the network leaves {cal['measured_after']:.1f} HU of calibration noise, "

@@ -8,7 +8,8 @@ Here it becomes a :class:`~CTNormalizeLib.classical.denoise.StackDenoiser`, cond
 the plan's measured source signature, and :func:`run_chain` runs the classical chain
 (denoise -> MTF ratio -> slice profile -> texture) with it in place of non-local means. A card
 with ``chain.nlm_blend`` (weights per kind of pair, chosen on validation scans) has the clean
-texture average the network's output with calibrated NLM's.
+texture average the network's output with calibrated NLM's (leaving ``chain.nlm_residual`` of
+the noise, also per kind).
 """
 
 from __future__ import annotations
@@ -126,18 +127,38 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu"):
     return StackDenoiser(package.name, fn, chunk=16 if k else 8, halo=k, region=region)
 
 
-def nlm_blend(card: dict, kind: str) -> float:
-    """The weight of NLM in the clean texture's denoising for a ``kind`` of pair (card ``chain.nlm_blend``; 0 if none)."""
+def _card_fraction(card: dict, field: str, kind: str, default: float) -> float:
+    """``card["chain"][field][kind]`` (or one number for every kind), range-checked to [0, 1]."""
     from ..errors import BadInputError
 
-    w = (card.get("chain") or {}).get("nlm_blend") or {}
+    w = (card.get("chain") or {}).get(field)
+    if w is None:
+        return default
     try:
-        value = float(w.get(kind, 0.0)) if isinstance(w, dict) else float(w)
+        value = float(w.get(kind, default)) if isinstance(w, dict) else float(w)
     except (TypeError, ValueError):
         value = float("nan")
     if not 0.0 <= value <= 1.0:
-        raise BadInputError(f"Model card {card.get('name')!r}: chain.nlm_blend for {kind} must be a number in "
+        raise BadInputError(f"Model card {card.get('name')!r}: chain.{field} for {kind} must be a number in "
                             f"[0, 1], not {w.get(kind) if isinstance(w, dict) else w!r}.")
+    return value
+
+
+def nlm_blend(card: dict, kind: str) -> float:
+    """The weight of NLM in the clean texture's denoising for a ``kind`` of pair (card ``chain.nlm_blend``; 0 if none)."""
+    return _card_fraction(card, "nlm_blend", kind, 0.0)
+
+
+def nlm_residual(card: dict, kind: str) -> float:
+    """The noise fraction the blend's NLM leaves for a ``kind`` of pair (card ``chain.nlm_residual``; default
+    the clean chain's :data:`~CTNormalizeLib.classical.denoise.CLEAN_RESIDUAL`)."""
+    from ..classical.denoise import CLEAN_RESIDUAL
+
+    value = _card_fraction(card, "nlm_residual", kind, CLEAN_RESIDUAL)
+    if value <= 0.0:
+        from ..errors import BadInputError
+
+        raise BadInputError(f"Model card {card.get('name')!r}: chain.nlm_residual for {kind} must be above 0.")
     return value
 
 
@@ -150,8 +171,9 @@ def run_chain(package, volume, plan, progress=None):
     dev = resolve_device(plan.device)
     sig = plan.source_signature
     den = stack_denoiser(package, sig.transfer, float(volume.spacing[1]), dev)
-    options = {"denoise_method": den, "label": package.name,
-               "nlm_blend": nlm_blend(package.card, pair_kind(sig, plan.target_signature))}
+    kind = pair_kind(sig, plan.target_signature)
+    options = {"denoise_method": den, "label": package.name, "nlm_blend": nlm_blend(package.card, kind),
+               "nlm_blend_residual": nlm_residual(package.card, kind)}
     res = chain.run(volume, plan, progress, options=options)
     res.model_sha256 = package.sha256
     res.device = dev

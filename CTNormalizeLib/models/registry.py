@@ -190,6 +190,7 @@ class ModelPackage:
             "intended_use": c.get("intended_use"), "description": c.get("description"), "role": c.get("role"),
             "context": c["io"].get("context"), "selection": c.get("selection", {}),
             "nlm_blend": (c.get("chain") or {}).get("nlm_blend"),
+            "nlm_residual": (c.get("chain") or {}).get("nlm_residual"),
         }
 
 

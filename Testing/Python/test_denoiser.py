@@ -275,6 +275,12 @@ def test_models_listing_says_what_the_denoiser_is(tiny_denoiser):
 
     text = format_text(collect())
     assert "ctn-denoise-v1" in text and "learned denoiser is its noise step" in text
+    card_path = tiny_denoiser / "card.json"
+    card = json.loads(card_path.read_text())
+    card["chain"] = {"nlm_blend": {"noise_only": 0.5, "kernel_change": 0.4}, "nlm_residual": {"noise_only": 0.45}}
+    card_path.write_text(json.dumps(card))
+    text = format_text(collect())
+    assert "noise only 0.5 (NLM leaving 45% of the noise)" in text and "kernel change 0.4" in text
 
 
 def test_the_gpu_pack_keeps_whole_volumes_within_budget_and_never_overwrites_the_bank(tmp_path):
@@ -506,6 +512,30 @@ def test_the_blend_runs_nlm_only_around_the_body_and_gives_what_whole_slices_giv
     np.testing.assert_allclose(res.volume.hu, net + 0.4 * m * (nlm - net), atol=0.01)
 
 
+def test_the_cards_nlm_residual_sets_how_much_noise_the_blends_nlm_leaves(tiny_denoiser):
+    import dataclasses
+
+    from CTNormalizeLib.inference.net_denoise import run_chain
+    from CTNormalizeLib.models.registry import read_package
+    from CTNormalizeLib.plan import make_plan
+    from CTNormalizeLib.volume import Volume
+
+    vol = Volume(chest((6, 64, 64)) + np.random.default_rng(3).normal(0, 40, (6, 64, 64)).astype(np.float32),
+                 (2.0, 0.8, 0.8))
+    plan = make_plan(vol, "kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2",
+                     method="classical", device="cpu", texture="clean")
+    pkg = read_package(tiny_denoiser)
+    runs = {}
+    for r in (0.15, 0.5):
+        card = dict(pkg.card, chain={"nlm_blend": {"noise_only": 1.0}, "nlm_residual": {"noise_only": r}})
+        res = run_chain(dataclasses.replace(pkg, card=card), vol, plan)
+        step = next(s for s in res.steps if s.get("step") == "denoise" or s.get("method") == "denoise")
+        assert step["parameters"]["nlm_blend"]["nlm_residual"] == r
+        runs[r] = res.volume.hu
+    inner = (slice(None), slice(16, 48), slice(16, 48))
+    assert np.std(runs[0.5][inner] - np.median(runs[0.5])) > np.std(runs[0.15][inner] - np.median(runs[0.15]))
+
+
 def test_pair_kind_lives_with_the_signatures():
     from types import SimpleNamespace
 
@@ -531,6 +561,7 @@ def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denois
              ("kernel_change", *mod.PAIRS["kernel_change"][0], noisy(40), noisy(5), noisy(5))]
     monkeypatch.setattr(mod, "validation_cases", lambda which="randomized": cases)
     monkeypatch.setattr(mod, "WEIGHTS", (0.0, 0.5))
+    monkeypatch.setattr(mod, "RESIDUALS", (0.15, 0.4))
     card_path = tiny_denoiser / "card.json"
     before = card_path.read_bytes()
     assert mod.main([str(tiny_denoiser), "--dry-run"]) == 0
@@ -539,6 +570,8 @@ def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denois
     card = json.loads(card_path.read_text())
     assert set(card["chain"]["nlm_blend"]) == {"noise_only", "kernel_change"}
     assert all(w in (0.0, 0.5) for w in card["chain"]["nlm_blend"].values())
+    assert all(r in (0.15, 0.4) for r in card["chain"]["nlm_residual"].values())
+    assert set(card["chain"]["validation"]["noise_only"]) == {"residual 0.15", "residual 0.4"}
     assert "held-out" in card["chain"]["chosen_on"] and card["chain"]["check_max_abs_diff_hu"] <= 0.05
     assert card["chain"]["validation_set"] == "randomized" and "domain-randomized" in card["chain"]["chosen_on"]
     other = tmp_path / "notden"
@@ -647,9 +680,18 @@ def test_a_blend_weight_outside_0_1_is_a_clear_error():
     from CTNormalizeLib.errors import BadInputError
     from CTNormalizeLib.inference.net_denoise import nlm_blend
 
+    from CTNormalizeLib.classical.denoise import CLEAN_RESIDUAL
+    from CTNormalizeLib.inference.net_denoise import nlm_residual
+
     for bad in (1.5, -0.1, "half", None):
         with pytest.raises(BadInputError, match="nlm_blend"):
             nlm_blend({"name": "x", "chain": {"nlm_blend": {"noise_only": bad}}}, "noise_only")
+    for bad in (1.5, 0.0, "half", None):
+        with pytest.raises(BadInputError, match="nlm_residual"):
+            nlm_residual({"name": "x", "chain": {"nlm_residual": {"noise_only": bad}}}, "noise_only")
+    assert nlm_residual({"chain": {"nlm_residual": {"noise_only": 0.45}}}, "noise_only") == 0.45
+    assert nlm_residual({"chain": {"nlm_residual": {"noise_only": 0.45}}}, "kernel_change") == CLEAN_RESIDUAL
+    assert nlm_residual({}, "noise_only") == CLEAN_RESIDUAL
 
 
 def test_a_malformed_bank_is_a_clear_refusal(tmp_path):
