@@ -254,7 +254,8 @@ def train_denoiser(cfg: DenoiseConfig, bank_path, out_dir, resume: bool = True, 
         step = int(state["step"])
         log.info("resumed at step %d", step)
     elif cfg.init_from:
-        init_from_package(model, cfg.init_from)
+        state = {"starts_from_sha256": init_from_package(model, cfg.init_from)}
+    start_sha = state.get("starts_from_sha256")
     elapsed = float(state.get("elapsed_s", 0.0))
     logf = out / "log.csv"
     if step == 0:
@@ -281,15 +282,16 @@ def train_denoiser(cfg: DenoiseConfig, bank_path, out_dir, resume: bool = True, 
                 progress("train", step / cfg.steps)
         if step % cfg.checkpoint_every == 0 and step < end:
             save_checkpoint(ck, model, opt, {"step": step, "elapsed_s": elapsed + time.perf_counter() - t0,
-                                             "config": cfg.to_dict()})
+                                             "config": cfg.to_dict(), "starts_from_sha256": start_sha})
     total = elapsed + time.perf_counter() - t0  # the last checkpoint: at the end, whatever stopped the loop
-    save_checkpoint(ck, model, opt, {"step": step, "elapsed_s": total, "config": cfg.to_dict()})
+    save_checkpoint(ck, model, opt, {"step": step, "elapsed_s": total, "config": cfg.to_dict(),
+                                     "starts_from_sha256": start_sha})
     return write_denoiser_package(model, Path(package_dir) if package_dir else out / "package" / cfg.name, cfg,
-                                  bank_path, total, steps_done=step, device=str(device))
+                                  bank_path, total, steps_done=step, device=str(device), starts_from_sha256=start_sha)
 
 
-def init_from_package(model, name: str) -> None:
-    """Start ``model`` from the installed package ``name``'s weights.
+def init_from_package(model, name: str) -> str:
+    """Start ``model`` from the installed package ``name``'s weights; returns that package's sha256.
 
     A head that sees more slices than the package's gets the package's weights on its
     centre slice and zeros on the others, so the run starts exactly where the package is.
@@ -321,6 +323,7 @@ def init_from_package(model, name: str) -> None:
         else:
             raise BadInputError(f"{name}'s {key} has shape {tuple(w.shape)}, this run's {tuple(own[key].shape)}.")
     model.load_state_dict(own)
+    return found[0].sha256
 
 
 def _n_targets(bank_path) -> int:
@@ -328,8 +331,16 @@ def _n_targets(bank_path) -> int:
         return int(json.loads(bytes(z["index_json"]).decode())["targets"])
 
 
+def _bank_record(bank_path) -> dict:
+    """The bank a run read, so a rebuild can check it has the same one."""
+    from ..models.registry import sha256_file
+
+    path = Path(bank_path)
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
 def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Optional[int] = None,
-                  device: str = "cpu") -> dict:
+                  device: str = "cpu", starts_from_sha256: Optional[str] = None) -> dict:
     """The package card: architecture, io, the recipe (so the model can be rebuilt) and its role."""
     import torch
 
@@ -363,6 +374,8 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
             "command": f"ctnormalize train --recipe {cfg.recipe} -o RUN --bank RUN_V3/bank_dr.npz --steps {cfg.steps} "
                        f"--seed {cfg.seed}" + ("" if device == "cpu" else f" --device {device}"),
             "starts_from": cfg.init_from,
+            "starts_from_sha256": starts_from_sha256 if cfg.init_from else None,
+            "bank": _bank_record(bank_path),
             "code": "CTNormalizeLib/train/denoiser.py, CTNormalizeLib/train/noise_fields.py",
             "steps": cfg.steps, "steps_done": cfg.steps if steps_done is None else int(steps_done),
             "batch": cfg.batch, "patch": cfg.patch, "loss": "L1 on HU/1000",
@@ -379,11 +392,13 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
 
 
 def write_denoiser_package(model, out_dir, cfg: DenoiseConfig, bank_path, train_s: float,
-                           steps_done: Optional[int] = None, device: str = "cpu") -> Path:
+                           steps_done: Optional[int] = None, device: str = "cpu",
+                           starts_from_sha256: Optional[str] = None) -> Path:
     """Weights + card into ``out_dir`` (see :func:`~.package.write_package`)."""
     from .package import write_package
 
-    return write_package(model, out_dir, denoiser_card(cfg, bank_path, train_s, steps_done, device))
+    return write_package(model, out_dir, denoiser_card(cfg, bank_path, train_s, steps_done, device,
+                                                       starts_from_sha256))
 
 
 def package_from_checkpoint(run_dir, bank_path, out_dir=None) -> Path:
@@ -402,4 +417,5 @@ def package_from_checkpoint(run_dir, bank_path, out_dir=None) -> Path:
     opt = torch.optim.AdamW(model.parameters())
     load_checkpoint(run / "checkpoint", model, opt)
     return write_denoiser_package(model, Path(out_dir) if out_dir else run / "package" / cfg.name, cfg, bank_path,
-                                  float(state["elapsed_s"]), steps_done=int(state["step"]))
+                                  float(state["elapsed_s"]), steps_done=int(state["step"]),
+                                  starts_from_sha256=state.get("starts_from_sha256"))

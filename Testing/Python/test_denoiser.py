@@ -416,6 +416,24 @@ def test_a_context_run_starts_exactly_where_its_parent_package_is(tiny_denoiser,
         init_from_package(build_model(_cfg(width=12).arch), "ctn-denoise-v1")
 
 
+def test_a_run_from_a_package_records_its_sha256_and_the_bank_through_a_resume(tiny_denoiser, tmp_path):
+    """The card says which weights the run started from and which bank it read, also after resuming."""
+    from CTNormalizeLib.models.registry import read_package, sha256_file
+    from CTNormalizeLib.train.denoiser import train_denoiser
+
+    parent_sha = read_package(tiny_denoiser).sha256
+    bank = _fake_bank(tmp_path / "ctx_bank.npz")
+    cfg = _cfg(context=3, init_from="ctn-denoise-v1", name="ctn-denoise-test")
+    train_denoiser(cfg, bank, tmp_path / "ctx_run", stop_after=1)
+    pkg = train_denoiser(cfg, bank, tmp_path / "ctx_run")  # resumed: the parent is not read again
+    recipe = read_package(pkg).card["recipe"]
+    assert recipe["steps_done"] == cfg.steps and recipe["starts_from"] == "ctn-denoise-v1"
+    assert recipe["starts_from_sha256"] == parent_sha
+    assert recipe["bank"] == {"file": "ctx_bank.npz", "bytes": bank.stat().st_size, "sha256": sha256_file(bank)}
+    fresh = read_package(train_denoiser(_cfg(), bank, tmp_path / "fresh_run")).card["recipe"]
+    assert fresh["starts_from"] is None and fresh["starts_from_sha256"] is None
+
+
 def test_a_context_package_gets_its_neighbours_across_chunks(tmp_path, monkeypatch):
     """The chain hands a 3-slice denoiser each chunk with one extra slice on each side: chunking changes nothing."""
     from CTNormalizeLib.classical.denoise import StackDenoiser, denoise_volume
