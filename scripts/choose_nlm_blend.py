@@ -53,6 +53,12 @@ RANDOM_PER_KIND = 3
 RANDOM_DOSE = (0.04, 0.5)      # source dose (relative to the simulator's full dose)
 RANDOM_DOSE_GAIN = (4.0, 12.0)  # noise-only targets: the same scanner at this many times the dose (at most 1)
 RANDOM_TARGETS = ("kernel=smooth,dose=1,thickness=2", "kernel=standard,dose=1,thickness=2")
+RANDOM_VIEWS = (0.5, 1.0)      # fraction of the matched number of views
+RANDOM_SEED_BASE = 7000        # the physics of phantom seed s are drawn from default_rng(RANDOM_SEED_BASE + s)
+#: the validation truth: shape, spacing (mm) and emphysema fraction of each phantom
+TRUTH = {"shape": (16, 384, 384), "spacing": (1.0, 0.7, 0.7), "emphysema": 0.05}
+#: bumped when what the cache holds changes (the key also holds every setting above and the simulator's versions)
+CACHE_FORMAT = 2
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 #: the noise fraction the blend's NLM leaves (the clean chain alone leaves CLEAN_RESIDUAL, 0.15): a lighter NLM
 #: may complement the network better than the one that is best on its own
@@ -64,16 +70,20 @@ def _cache_path(which: str) -> Path:
     """The cached validation scans; the name changes with their settings, so edits never read stale scans."""
     import hashlib
 
-    settings = [SEEDS, PAIRS] if which == "classes" else \
-        [which, SEEDS, RANDOM_PER_KIND, RANDOM_DOSE, RANDOM_DOSE_GAIN, RANDOM_TARGETS]
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    from CTNormalizeLib.simulate import SIMULATOR_VERSION
+    from CTNormalizeLib.simulate.phantom import PHANTOM_VERSION
+
+    common = [CACHE_FORMAT, which, SEEDS, TRUTH, SIMULATOR_VERSION, PHANTOM_VERSION]
+    settings = common + ([PAIRS] if which == "classes" else
+                         [RANDOM_PER_KIND, RANDOM_DOSE, RANDOM_DOSE_GAIN, RANDOM_TARGETS, RANDOM_VIEWS, RANDOM_SEED_BASE])
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return Path.home() / ".cache" / "ctnormalize" / "validation" / f"nlm_blend_cases_{key}.npz"
 
 
 def _truth(seed: int):
     from CTNormalizeLib.simulate.phantom.make import make_phantom
 
-    return make_phantom(seed, shape=(16, 384, 384), spacing=(1.0, 0.7, 0.7), emphysema=0.05).volume
+    return make_phantom(seed, shape=TRUTH["shape"], spacing=TRUTH["spacing"], emphysema=TRUTH["emphysema"]).volume
 
 
 def _class_scans(arrays: dict, labels: list) -> None:
@@ -112,9 +122,9 @@ def _random_scans(arrays: dict, labels: list) -> None:
 
     for seed in SEEDS:
         truth = _truth(seed)
-        rng = np.random.default_rng(7000 + seed)
+        rng = np.random.default_rng(RANDOM_SEED_BASE + seed)
         g = ParallelGeometry(*truth.hu.shape[1:], *truth.spacing[1:])
-        det = replace(DEFAULT_SCANNER, views=int(g.n_views * rng.uniform(0.5, 1.0)) // 2 * 2)
+        det = replace(DEFAULT_SCANNER, views=int(g.n_views * rng.uniform(*RANDOM_VIEWS)) // 2 * 2)
         proj = project_truth(truth, det)
         i = 0
         for kind in ("kernel_change", "noise_only"):
@@ -147,6 +157,11 @@ def validation_cases(which: str = "randomized", cache: Path | None = None) -> li
     from CTNormalizeLib.io.atomic import atomic_output
     from CTNormalizeLib.volume import Volume
 
+    if cache.is_file():
+        with np.load(cache) as z:
+            stale = "labels" not in z.files  # written by an older script: make it again
+        if stale:
+            cache.unlink()
     if not cache.is_file():
         arrays, labels = {}, []
         (_class_scans if which == "classes" else _random_scans)(arrays, labels)
@@ -170,7 +185,8 @@ def validation_cases(which: str = "randomized", cache: Path | None = None) -> li
 def _described(which: str, counts: dict) -> str:
     """What the weights were chosen on, for the card."""
     head = (f"validation scans of the project's simulator (phantom seeds {SEEDS[0]}-{SEEDS[-1]}, "
-            "16 x 384 x 384 truth at 1 x 0.7 x 0.7 mm, 2 mm slices)")
+            f"{' x '.join(map(str, TRUTH['shape']))} truth at {' x '.join(f'{v:g}' for v in TRUTH['spacing'])} mm, "
+            "2 mm slices)")
     n = ", ".join(f"{k}: {c} cases" for k, c in counts.items())
     if which == "classes":
         body = "; ".join(f"{k}: " + ", ".join(f"{a} -> {b}" for a, b in ps) for k, ps in PAIRS.items())

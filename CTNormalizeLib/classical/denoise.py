@@ -75,8 +75,8 @@ class StackDenoiser:
     fn: Callable
     chunk: int = 8
     halo: int = 0  # neighbouring slices ``fn`` looks at on each side (handed over with each chunk)
-    #: ``region(stack) -> weight`` in [0, 1]: where ``fn`` changes the image (e.g. the body); a blend
-    #: with NLM stays inside it, so air the network keeps is kept
+    #: ``region(stack) -> weight`` in [0, 1] (the stack's shape, or one that broadcasts to it): where ``fn``
+    #: changes the image (e.g. the body); a blend with NLM stays inside it, so air the network keeps is kept
     region: Optional[Callable] = None
 
 
@@ -288,7 +288,8 @@ def _region_parts(method: StackDenoiser, hu: np.ndarray, chunk: int = 16) -> lis
     """``method.region`` chunk by chunk, each as ``(z0, y0, x0, weights)`` cut to its non-zero box."""
     parts = []
     for z0 in range(0, hu.shape[0], chunk):
-        r = np.asarray(method.region(hu[z0:z0 + chunk]), np.float32)
+        part = hu[z0:z0 + chunk]
+        r = np.broadcast_to(np.asarray(method.region(part), np.float32), part.shape)
         ys, xs = np.nonzero(r.any(axis=0))
         if ys.size:
             y0, x0 = int(ys.min()), int(xs.min())
@@ -311,7 +312,9 @@ def _blend_with_nlm(state, out, method, weight, sigma, residual, post, progress)
                                                  "nlm_alpha": ninfo["blend"]}
     parts = _region_parts(method, state.hu)
     if not parts:
-        return out, {"weight": weight, "note": "the denoiser's region is empty: nothing to blend"}
+        if progress is not None:
+            progress("denoise", 1.0)
+        return out, {"weight": 0.0, "note": "the denoiser's region is empty: nothing to blend"}
     _, h, wd = state.hu.shape
     y0 = max(0, min(p[1] for p in parts) - NLM_CROP_MARGIN)
     x0 = max(0, min(p[2] for p in parts) - NLM_CROP_MARGIN)
@@ -379,7 +382,8 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         residual = float(options.get("nlm_blend_residual", CLEAN_RESIDUAL))
         out, binfo = _blend_with_nlm(state, out, method, weight, sigma, residual, post, rest)
         info["nlm_blend"] = {**binfo, "nlm_residual": residual}
-        why += f"; averaged with calibrated NLM (weight {weight:g}, leaving {residual:.0%} of the noise)"
+        if binfo["weight"] > 0:
+            why += f"; averaged with calibrated NLM (weight {weight:g}, leaving {residual:.0%} of the noise)"
     cal = info.get("calibration") or {}
     if learned and cal and cal["measured_after"] > 1.1 * cal["wanted"]:
         why += (f"; at the measured noise the network leaves {cal['measured_after']:.1f} HU of calibration noise, "

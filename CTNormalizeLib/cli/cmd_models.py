@@ -52,10 +52,13 @@ def format_text(info: dict) -> str:
         if m.get("context"):
             extra.append(f"sees {m['context']} slice{'s' if m['context'] != 1 else ''}")
         if m.get("nlm_blend"):
-            res = m.get("nlm_residual") if isinstance(m.get("nlm_residual"), dict) else {}
+            kinds = ("kernel_change", "noise_only")
+            per_kind = lambda v: v if isinstance(v, dict) else {k: v for k in kinds}  # noqa: E731 - one number = all
+            res = per_kind(m.get("nlm_residual") or {})
             extra.append("clean texture averaged with NLM, weights " + ", ".join(
-                f"{k.replace('_', ' ')} {v:g}" + (f" (NLM leaving {res[k]:.0%} of the noise)" if k in res else "")
-                for k, v in sorted(m["nlm_blend"].items())))
+                f"{k.replace('_', ' ')} {float(v):g}" + (f" (NLM leaving {float(res[k]):.0%} of the noise)"
+                                                         if k in res else "")
+                for k, v in sorted(per_kind(m["nlm_blend"]).items())))
         if extra:
             lines.append("  " + "; ".join(extra))
         lines.append(f"  covers: {m['coverage']}")

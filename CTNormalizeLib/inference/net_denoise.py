@@ -155,10 +155,11 @@ def nlm_residual(card: dict, kind: str) -> float:
     from ..classical.denoise import CLEAN_RESIDUAL
 
     value = _card_fraction(card, "nlm_residual", kind, CLEAN_RESIDUAL)
-    if value <= 0.0:
+    if not 0.0 < value < 1.0:  # 1 would ask NLM to remove nothing
         from ..errors import BadInputError
 
-        raise BadInputError(f"Model card {card.get('name')!r}: chain.nlm_residual for {kind} must be above 0.")
+        raise BadInputError(f"Model card {card.get('name')!r}: chain.nlm_residual for {kind} must be above 0 "
+                            "and below 1.")
     return value
 
 

@@ -281,6 +281,10 @@ def test_models_listing_says_what_the_denoiser_is(tiny_denoiser):
     card_path.write_text(json.dumps(card))
     text = format_text(collect())
     assert "noise only 0.5 (NLM leaving 45% of the noise)" in text and "kernel change 0.4" in text
+    card["chain"] = {"nlm_blend": 0.3, "nlm_residual": 0.2}  # one number for every kind
+    card_path.write_text(json.dumps(card))
+    text = format_text(collect())
+    assert "kernel change 0.3 (NLM leaving 20% of the noise), noise only 0.3 (NLM leaving 20%" in text
 
 
 def test_the_gpu_pack_keeps_whole_volumes_within_budget_and_never_overwrites_the_bank(tmp_path):
@@ -551,7 +555,29 @@ def test_the_cards_nlm_residual_sets_how_much_noise_the_blends_nlm_leaves(tiny_d
         assert step["parameters"]["nlm_blend"]["nlm_residual"] == r
         runs[r] = res.volume.hu
     inner = (slice(None), slice(16, 48), slice(16, 48))
-    assert np.std(runs[0.5][inner] - np.median(runs[0.5])) > np.std(runs[0.15][inner] - np.median(runs[0.15]))
+    clean = chest((6, 64, 64))
+    # a lighter NLM leaves more of the noise: the output is further from the noise-free image
+    assert np.std((runs[0.5] - clean)[inner]) > np.std((runs[0.15] - clean)[inner]) + 1.0
+
+
+def test_a_blend_without_a_region_is_everywhere_and_an_empty_region_blends_nothing():
+    from types import SimpleNamespace
+
+    from CTNormalizeLib.classical.denoise import StackDenoiser, _blend_with_nlm
+
+    rng = np.random.default_rng(4)
+    hu = (chest((4, 48, 48)) + rng.normal(0, 30, (4, 48, 48))).astype(np.float32)
+    state = SimpleNamespace(hu=hu, spacing=(2.0, 0.8, 0.8), transfer="standard")
+    net = np.zeros_like(hu)
+    whole, info = _blend_with_nlm(state, net.copy(), StackDenoiser("z", lambda st, s: st), 0.25, 30.0, 0.15, None, None)
+    assert info["weight"] == 0.25 and "nlm_box" not in info
+    nlm = whole / 0.25  # (1 - w) * 0 + w * NLM
+    assert np.abs(nlm - hu).mean() > 1.0 and np.abs(nlm - hu).mean() < 30.0  # NLM ran on every voxel
+    seen = []
+    none = StackDenoiser("z", lambda st, s: st, region=lambda st: np.zeros(st.shape[1:], np.float32))
+    out, info = _blend_with_nlm(state, net.copy(), none, 0.25, 30.0, 0.15, None, lambda st, f: seen.append(f))
+    np.testing.assert_array_equal(out, net)
+    assert info["weight"] == 0.0 and "empty" in info["note"] and seen[-1] == 1.0
 
 
 def test_pair_kind_lives_with_the_signatures():
@@ -589,7 +615,14 @@ def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denois
     assert set(card["chain"]["nlm_blend"]) == {"noise_only", "kernel_change"}
     assert all(w in (0.0, 0.5) for w in card["chain"]["nlm_blend"].values())
     assert all(r in (0.15, 0.4) for r in card["chain"]["nlm_residual"].values())
-    assert set(card["chain"]["validation"]["noise_only"]) == {"residual 0.15", "residual 0.4"}
+    table = card["chain"]["validation"]
+    assert set(table["noise_only"]) == {"residual 0.15", "residual 0.4"}
+    # the residual reaches the chain (rows differ once NLM has weight) and the choice is the table's best
+    assert table["noise_only"]["residual 0.15"]["0.5"] != table["noise_only"]["residual 0.4"]["0.5"]
+    for kind, rows in table.items():
+        best = max(((float(r.split()[1]), float(w)) for r in rows for w in rows[r]),
+                   key=lambda rw: (round(rows[f"residual {rw[0]:g}"][f"{rw[1]:g}"], 4), -rw[1], -abs(rw[0] - 0.15)))
+        assert (card["chain"]["nlm_residual"][kind], card["chain"]["nlm_blend"][kind]) == best
     assert "held-out" in card["chain"]["chosen_on"] and card["chain"]["check_max_abs_diff_hu"] <= 0.05
     assert card["chain"]["validation_set"] == "randomized" and "domain-randomized" in card["chain"]["chosen_on"]
     other = tmp_path / "notden"
@@ -704,7 +737,7 @@ def test_a_blend_weight_outside_0_1_is_a_clear_error():
     for bad in (1.5, -0.1, "half", None):
         with pytest.raises(BadInputError, match="nlm_blend"):
             nlm_blend({"name": "x", "chain": {"nlm_blend": {"noise_only": bad}}}, "noise_only")
-    for bad in (1.5, 0.0, "half", None):
+    for bad in (1.5, 1.0, 0.0, "half", None):
         with pytest.raises(BadInputError, match="nlm_residual"):
             nlm_residual({"name": "x", "chain": {"nlm_residual": {"noise_only": bad}}}, "noise_only")
     assert nlm_residual({"chain": {"nlm_residual": {"noise_only": 0.45}}}, "noise_only") == 0.45
