@@ -232,7 +232,8 @@ def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = 
     row = get_method(name)
     dev = _resolve_device(device) if row.needs_torch else "cpu"
     if not row.needs_torch and str(device or "auto").strip().lower() not in ("auto", "cpu"):
-        warnings.append(f"Device {device!r} is not used: the method {name!r} runs on the CPU.")
+        warnings.append({"code": "DEVICE_NOT_USED",
+                         "message": f"Device {device!r} is not used: the method {name!r} runs on the CPU."})
     return replace(draft, method=name, method_reason=reason, device=dev, warnings=tuple(warnings))
 
 

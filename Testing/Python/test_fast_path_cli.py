@@ -57,6 +57,13 @@ def test_model_run_imports_torch_but_not_monai(small_scan, tmp_path):
     assert "torch" in loaded and "monai" not in loaded  # whole-slice inference: no sliding windows
 
 
+def test_a_device_the_classical_chain_does_not_use_is_a_warning_not_a_crash(small_scan, tmp_path):
+    p, _ = _run(_normalize(small_scan, tmp_path / "c.nrrd", "classical", "--device", "cuda"), tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    events = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    assert "DEVICE_NOT_USED" in json.dumps(events) and (tmp_path / "c.nrrd").exists()
+
+
 @pytest.mark.parametrize("device", ["cuda", "gpu", "cuda:1", "mps", "tpu"])
 def test_missing_device_is_bad_input(small_scan, tmp_path, device):
     import torch

@@ -49,10 +49,12 @@ def test_a_device_the_method_does_not_use_is_said(scans):
     """--device cuda with a CPU-only method (asked for, or picked by auto) is not silently dropped."""
     src, _, _ = scans
     plan = make_plan(src, None, "emphysema-reference", method="classical", device="cuda")
-    assert plan.device == "cpu" and any("'cuda' is not used" in w and "classical" in w for w in plan.warnings)
+    said = [w for w in plan.warnings if w["code"] == "DEVICE_NOT_USED"]
+    assert plan.device == "cpu" and len(said) == 1 and "'cuda'" in said[0]["message"]
+    assert "DEVICE_NOT_USED" in json.dumps(plan.to_dict())  # the plan still serializes (the started event)
     for quiet in ("auto", None, " CPU "):
-        assert not any("is not used" in w for w in make_plan(src, None, "emphysema-reference", method="classical",
-                                                              device=quiet).warnings)
+        assert not any(w["code"] == "DEVICE_NOT_USED" for w in make_plan(src, None, "emphysema-reference",
+                                                                          method="classical", device=quiet).warnings)
 
 
 def test_user_fields_win_and_say_so(scans):
