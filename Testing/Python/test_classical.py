@@ -216,3 +216,26 @@ def test_bad_inputs(truth):
     assert [s["method"] for s in res.steps if s["done"]] == ["mtf_ratio"]
     with pytest.raises(BadInputError, match="reference"):
         normalize_classical(vol, S, T, method="histogram_match")
+
+
+def test_thick_to_thin_never_rings_beyond_the_neighbouring_slices():
+    """A 5 mm scan with sharp z edges (air above tissue, a dense clip) made 1 mm thick: the partial
+    deconvolution and the spline must not invent values below air or above the clip."""
+    from CTNormalizeLib.classical.thickness import Z_RESTORE_LAMBDA
+
+    rng = np.random.default_rng(0)
+    hu = np.full((12, 8, 8), -1000.0, np.float32)
+    hu[5:] = 40.0
+    hu[8, 3:5, 3:5] = 3000.0
+    hu += rng.normal(0, 2, hu.shape).astype(np.float32)
+    r = change_thickness(hu, (5.0, 0.7, 0.7), 5.0, 1.0, restore_lambda=Z_RESTORE_LAMBDA)
+    assert r.hu.min() >= hu.min() - 1e-3 and r.hu.max() <= hu.max() + 1e-3
+    # each output slice stays within the two source slices around it
+    z = np.arange(r.hu.shape[0]) * 1.0 / 5.0
+    for j, zz in enumerate(z):
+        k0, k1 = int(np.floor(zz + 1e-6)), min(int(np.ceil(zz - 1e-6)), 11)
+        lo, hi = np.minimum(hu[k0], hu[k1]), np.maximum(hu[k0], hu[k1])
+        assert np.all(r.hu[j] >= lo - 1e-3) and np.all(r.hu[j] <= hi + 1e-3)
+    assert r.info["limited_to_neighbours_fraction"] > 0  # there was ringing to stop
+    # the source slices themselves are kept where nothing rings
+    np.testing.assert_allclose(r.hu[::5][:3], hu[:3], atol=1.0)
