@@ -112,5 +112,6 @@ def partial_warning(state: ChainState, plan, method: str, changes: tuple):
         names = {"kernel": "kernel", "noise": "noise level", "thickness": "slice thickness"}
         state.warnings.append({"code": "PARTIAL_NORMALIZATION",
                                "message": f"Method {method!r} only changes the {', '.join(changes)}; the "
-                                          f"{', '.join(names[k] for k in left)} still differ from the target. "
+                                          f"{', '.join(names[k] for k in left)} "
+                                          f"{'still differs' if len(left) == 1 else 'still differ'} from the target. "
                                           "Use method 'classical' or 'auto' to chain the steps."})

@@ -55,7 +55,7 @@ def format_text(info: dict) -> str:
             kinds = ("kernel_change", "noise_only")
             per_kind = lambda v: v if isinstance(v, dict) else {k: v for k in kinds}  # noqa: E731 - one number = all
             res = per_kind(m.get("nlm_residual") or {})
-            extra.append("clean texture averaged with NLM, weights " + ", ".join(
+            extra.append("clean texture: the network averaged with NLM, NLM's share " + ", ".join(
                 f"{k.replace('_', ' ')} {float(v):g}" + (f" (NLM leaving {float(res[k]):.0%} of the noise)"
                                                          if k in res else "")
                 for k, v in sorted(per_kind(m["nlm_blend"]).items())))

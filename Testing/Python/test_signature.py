@@ -114,6 +114,7 @@ def test_tags_disagreeing_with_pixels_warn_in_plain_words():
     codes = {w["code"]: w["message"] for w in sig.warnings}
     assert "KERNEL_TAG_DISAGREES" in codes
     assert "B70f" in codes["KERNEL_TAG_DISAGREES"] and "smooth" in codes["KERNEL_TAG_DISAGREES"]
+    assert "--kernel-from labels" in codes["KERNEL_TAG_DISAGREES"]  # the way to use the stated kernel
     agree = measure_signature(noisy(class_transfer("very-sharp"), 20.0, seed=5), tags=tags)
     assert not [w for w in agree.warnings if w["code"] == "KERNEL_TAG_DISAGREES"]
 
