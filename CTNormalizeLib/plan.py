@@ -87,12 +87,16 @@ class Plan:
         s, t = self.source_signature.noise_hu, self.target_signature.noise_hu
         if s is None:
             return "source noise not measurable"
-        text = f"source noise {s:.1f} HU"
+        ts, tt = self.source_signature.thickness_mm, self.target_signature.thickness_mm
+        at = (lambda mm: f" in its {mm:g} mm slices") if (ts and tt and abs(ts - tt) > 0.01) else (lambda mm: "")  # noqa: E731
+        text = f"source noise {s:.1f} HU{at(ts)}"
         if t is not None:
-            text += f", target noise {t:.1f} HU"
+            text += f", target noise {t:.1f} HU{at(tt)}"
         ned = self.noise_equivalent_dose
         if ned is not None:
             text += f"; the source is as noisy as the target protocol at {_fmt_ratio(ned)} of its dose"
+            if at(ts):
+                text += " (thickness taken into account)"
         return text
 
 
