@@ -88,7 +88,7 @@ def _bracketing_slices(n_in: int, s_in: float, n_out: int, s_out: float) -> tupl
 
 def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, target_thickness: float,
                      target_spacing: float | None = None, restore_lambda: float | None = None,
-                     rows_per_chunk: int = 32, progress=None) -> ZProfileResult:
+                     rows_per_chunk: int = 32, progress=None, limit_margin: float | None = 0.0) -> ZProfileResult:
     """Change slice thickness (SSP FWHM) and z spacing.
 
     Parameters
@@ -109,7 +109,8 @@ def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, ta
         frequencies the thick profile attenuated but kept (below the source's Nyquist);
         what the thick slices removed or aliased stays lost. None: interpolation only.
         Either way a thick -> thin output voxel stays within the values of the two source
-        slices around it (no ringing beyond them).
+        slices around it, widened by ``limit_margin`` HU on each side (no ringing beyond
+        them); None: no limit.
     rows_per_chunk : int
         y rows per matrix product.
     progress : callable, optional
@@ -137,12 +138,12 @@ def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, ta
     for y0 in range(0, ny, rows_per_chunk):
         y1 = min(ny, y0 + rows_per_chunk)
         part = (a @ hu[:, y0:y1, :].reshape(nz, -1)).reshape(a.shape[0], y1 - y0, nx)
-        if kind == "thick_to_thin":
+        if kind == "thick_to_thin" and limit_margin is not None:
             # The partial deconvolution and the cubic spline ring at sharp z edges (a 5 mm scan's
             # diaphragm, skin, clips): values far below air that read as emphysema. No output voxel
             # leaves the range of the two source slices around it.
-            lo = np.minimum(hu[below, y0:y1], hu[above, y0:y1])
-            hi = np.maximum(hu[below, y0:y1], hu[above, y0:y1])
+            lo = np.minimum(hu[below, y0:y1], hu[above, y0:y1]) - np.float32(limit_margin)
+            hi = np.maximum(hu[below, y0:y1], hu[above, y0:y1]) + np.float32(limit_margin)
             clamped += int(np.count_nonzero((part < lo) | (part > hi)))
             np.clip(part, lo, hi, out=part)
         out[:, y0:y1, :] = part
@@ -165,6 +166,7 @@ def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, ta
         "interpolation": "cubic spline" if nz >= 4 else "linear",
         "restore_lambda": restore_lambda if kind == "thick_to_thin" else None,
         "limited_to_neighbours_fraction": clamped / max(1, out.size) if kind == "thick_to_thin" else None,
+        "limit_margin_hu": limit_margin if kind == "thick_to_thin" else None,
         "slices": [int(nz), int(out.shape[0])],
     }
     return ZProfileResult(out, s_out, info, warnings)
@@ -172,6 +174,8 @@ def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, ta
 
 #: Wiener term of the partial z deconvolution in thick -> thin (tuned on training phantoms).
 Z_RESTORE_LAMBDA = 0.03
+#: Thick -> thin: how far (in noise sigmas) an output voxel may leave the range of its two source slices.
+LIMIT_SIGMAS = 3.0
 
 _NOTES = {"thin_to_thick": "Gaussian slice profile widened (exact), sampled on the target grid",
           "thick_to_thin": "cubic-spline interpolation onto the finer grid after a Wiener-regularized partial z "
@@ -188,7 +192,14 @@ def z_step(state, plan, progress=None, options: dict | None = None) -> None:
         state.record("z_profile", False, {"thickness": t_s, "spacing": sp[0]}, "same thickness and z spacing")
         return
     lam = (options or {}).get("z_restore_lambda", Z_RESTORE_LAMBDA)
-    r = change_thickness(state.hu, sp, t_s, t_t, s_t, progress=progress, restore_lambda=lam)
+    # ringing is limited to what the noise explains: 3 sigma of the noise the chain has at this point
+    sigma = state.noise_hu if state.noise_hu else None
+    if sigma is None and t_t < t_s:
+        from .noise_estimate import local_noise_std
+
+        sigma = local_noise_std(state.hu)
+    margin = LIMIT_SIGMAS * float(sigma) if sigma else 0.0
+    r = change_thickness(state.hu, sp, t_s, t_t, s_t, progress=progress, restore_lambda=lam, limit_margin=margin)
     state.warnings.extend(r.warnings)
     if state.noise_hu is not None and t_t > t_s:
         state.noise_hu *= float(np.sqrt(t_s / t_t))

@@ -239,3 +239,7 @@ def test_thick_to_thin_never_rings_beyond_the_neighbouring_slices():
     assert r.info["limited_to_neighbours_fraction"] > 0  # there was ringing to stop
     # the source slices themselves are kept where nothing rings
     np.testing.assert_allclose(r.hu[::5][:3], hu[:3], atol=1.0)
+    wide = change_thickness(hu, (5.0, 0.7, 0.7), 5.0, 1.0, restore_lambda=Z_RESTORE_LAMBDA, limit_margin=30.0)
+    assert hu.min() - 30.0 - 1e-3 <= wide.hu.min() < hu.min()  # noise-sized excursions stay, ringing does not
+    free = change_thickness(hu, (5.0, 0.7, 0.7), 5.0, 1.0, restore_lambda=Z_RESTORE_LAMBDA, limit_margin=None)
+    assert free.hu.min() < hu.min() - 100.0 and free.info["limited_to_neighbours_fraction"] == 0.0
