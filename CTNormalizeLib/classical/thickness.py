@@ -78,17 +78,20 @@ def z_operator(n_in: int, s_in: float, src_thickness: float, tgt_thickness: floa
     return interpolation_weights(np.arange(n_in) * s_in, z_out, order=3) @ g
 
 
-def _bracketing_slices(n_in: int, s_in: float, n_out: int, s_out: float) -> tuple[np.ndarray, np.ndarray]:
-    """For each output slice (on :func:`z_operator`'s grid), the source slices just below and above it."""
+def _neighbour_slices(n_in: int, s_in: float, n_out: int, s_out: float) -> np.ndarray:
+    """``[4, n_out]``: for each output slice (on :func:`z_operator`'s grid) the source slices around it,
+    one more on each side: ``floor - 1, floor, ceil, ceil + 1`` of its position (clipped to the volume).
+
+    The extra slice on each side leaves room for the partial deconvolution's restored contrast
+    next to a thin structure (on a source slice, floor = ceil: the two neighbours bound it)."""
     z = np.arange(n_out) * s_out / s_in
-    below = np.clip(np.floor(z + 1e-6).astype(int), 0, n_in - 1)
-    above = np.clip(np.ceil(z - 1e-6).astype(int), 0, n_in - 1)
-    return below, above
+    below, above = np.floor(z + 1e-6).astype(int), np.ceil(z - 1e-6).astype(int)
+    return np.clip(np.stack([below - 1, below, above, above + 1]), 0, n_in - 1)
 
 
 def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, target_thickness: float,
                      target_spacing: float | None = None, restore_lambda: float | None = None,
-                     rows_per_chunk: int = 32, progress=None, limit_margin: float | None = 0.0) -> ZProfileResult:
+                     rows_per_chunk: int = 32, progress=None, limit_margin: float | None = None) -> ZProfileResult:
     """Change slice thickness (SSP FWHM) and z spacing.
 
     Parameters
@@ -108,11 +111,15 @@ def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, ta
         thinner profile (:func:`z_restore_operator`) before the interpolation. It lifts
         frequencies the thick profile attenuated but kept (below the source's Nyquist);
         what the thick slices removed or aliased stays lost. None: interpolation only.
-        Either way a thick -> thin output voxel stays within the values of the two source
-        slices around it, widened by ``limit_margin`` HU on each side (no ringing beyond
-        them); None: no limit.
+        See ``limit_margin`` for the ringing it can cause at sharp z edges.
     rows_per_chunk : int
         y rows per matrix product.
+    limit_margin : float, optional
+        When the z grid gets finer (thick -> thin, or a finer spacing): each output voxel is
+        kept within the values of the source slices around it (:func:`_neighbour_slices`),
+        widened by this many HU on each side, so the deconvolution and the spline cannot ring
+        beyond them (values below air that read as emphysema). None: no limit (the chain's
+        z step passes 3 sigma of its noise).
     progress : callable, optional
         ``progress("z_profile", fraction)``.
 
@@ -132,18 +139,25 @@ def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, ta
     a = z_operator(hu.shape[0], s_in, t_s, t_t, s_out, restore_lambda).astype(np.float32)
     nz, ny, nx = hu.shape
     kind = "thin_to_thick" if t_t > t_s + 1e-6 else ("thick_to_thin" if t_t < t_s - 1e-6 else "same_thickness")
-    below, above = _bracketing_slices(nz, s_in, a.shape[0], s_out)
+    limited = limit_margin is not None and (kind == "thick_to_thin" or s_out < s_in - 1e-6)
+    near = _neighbour_slices(nz, s_in, a.shape[0], s_out) if limited else None
     clamped = 0
     out = np.empty((a.shape[0], ny, nx), dtype=np.float32)
     for y0 in range(0, ny, rows_per_chunk):
         y1 = min(ny, y0 + rows_per_chunk)
         part = (a @ hu[:, y0:y1, :].reshape(nz, -1)).reshape(a.shape[0], y1 - y0, nx)
-        if kind == "thick_to_thin" and limit_margin is not None:
+        if limited:
             # The partial deconvolution and the cubic spline ring at sharp z edges (a 5 mm scan's
             # diaphragm, skin, clips): values far below air that read as emphysema. No output voxel
-            # leaves the range of the two source slices around it.
-            lo = np.minimum(hu[below, y0:y1], hu[above, y0:y1]) - np.float32(limit_margin)
-            hi = np.maximum(hu[below, y0:y1], hu[above, y0:y1]) + np.float32(limit_margin)
+            # leaves the range of the source slices around it (plus the margin).
+            lo = hu[near[0], y0:y1].copy()
+            hi = lo.copy()
+            for k in near[1:]:
+                nb = hu[k, y0:y1]
+                np.minimum(lo, nb, out=lo)
+                np.maximum(hi, nb, out=hi)
+            lo -= np.float32(limit_margin)
+            hi += np.float32(limit_margin)
             clamped += int(np.count_nonzero((part < lo) | (part > hi)))
             np.clip(part, lo, hi, out=part)
         out[:, y0:y1, :] = part
@@ -165,8 +179,8 @@ def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, ta
         "extra_gaussian_sigma_mm": float(np.sqrt(max(0.0, (t_t * FWHM_TO_SIGMA) ** 2 - (t_s * FWHM_TO_SIGMA) ** 2))),
         "interpolation": "cubic spline" if nz >= 4 else "linear",
         "restore_lambda": restore_lambda if kind == "thick_to_thin" else None,
-        "limited_to_neighbours_fraction": clamped / max(1, out.size) if kind == "thick_to_thin" else None,
-        "limit_margin_hu": limit_margin if kind == "thick_to_thin" else None,
+        "limited_to_neighbours_fraction": clamped / max(1, out.size) if limited else None,
+        "limit_margin_hu": limit_margin if limited else None,
         "slices": [int(nz), int(out.shape[0])],
     }
     return ZProfileResult(out, s_out, info, warnings)
@@ -179,8 +193,8 @@ LIMIT_SIGMAS = 3.0
 
 _NOTES = {"thin_to_thick": "Gaussian slice profile widened (exact), sampled on the target grid",
           "thick_to_thin": "cubic-spline interpolation onto the finer grid after a Wiener-regularized partial z "
-                           "deconvolution, kept within the two neighbouring source slices' values; detail the "
-                           "thick slices removed is not recovered",
+                           "deconvolution, kept within the neighbouring source slices' values (plus 3 sigma of the "
+                           "noise); detail the thick slices removed is not recovered",
           "same_thickness": "resampled onto the target z spacing"}
 
 
@@ -193,12 +207,15 @@ def z_step(state, plan, progress=None, options: dict | None = None) -> None:
         return
     lam = (options or {}).get("z_restore_lambda", Z_RESTORE_LAMBDA)
     # ringing is limited to what the noise explains: 3 sigma of the noise the chain has at this point
-    sigma = state.noise_hu if state.noise_hu else None
-    if sigma is None and t_t < t_s:
+    def usable(x):
+        return x is not None and np.isfinite(x) and x > 0
+
+    sigma = state.noise_hu if usable(state.noise_hu) else None
+    if sigma is None and (t_t < t_s or s_t < sp[0]):
         from .noise_estimate import local_noise_std
 
         sigma = local_noise_std(state.hu)
-    margin = LIMIT_SIGMAS * float(sigma) if sigma else 0.0
+    margin = LIMIT_SIGMAS * float(sigma) if usable(sigma) else 0.0
     r = change_thickness(state.hu, sp, t_s, t_t, s_t, progress=progress, restore_lambda=lam, limit_margin=margin)
     state.warnings.extend(r.warnings)
     if state.noise_hu is not None and t_t > t_s:

@@ -146,6 +146,6 @@ def qc_warnings(qc: dict, lim: dict) -> list[dict]:
     if cf is not None and cf > lim["changed_fraction"]:
         warnings.append({"code": "QC_LARGE_CHANGE", "message":
                          f"{100 * cf:.1f}% of non-lung body voxels changed by more than {lim['change_hu']:g} HU "
-                         "(input and output compared after an in-plane Gaussian smoothing of both, so noise does "
-                         f"not count; limit {100 * lim['changed_fraction']:.1f}%)."})
+                         "(compared after an in-plane Gaussian smoothing of both, so noise hardly counts; "
+                         f"limit {100 * lim['changed_fraction']:.1f}%)."})
     return warnings

@@ -105,8 +105,8 @@ def _compare_kernel(tags: Optional[Protocol], kernel: str, k_src: FieldSource, w
     warnings.append({"code": "KERNEL_TAG_DISAGREES",
                      "message": f"{who} {name} (a {tags.kernel} kernel), but the noise texture looks like "
                                 f"{article} {kernel} kernel" + (" (two or more classes apart)" if gap >= 2 else "")
-                                + ". The pixels are used; to use the stated kernel instead, add --kernel-from labels "
-                                  "(kernel_from='labels' in Python)."})
+                                + ". The pixels are used; to use the stated kernel instead, run `ctnormalize normalize` with "
+                                  "--kernel-from labels (kernel_from='labels' in Python)."})
 
 
 def _thickness(tags: Optional[Protocol], zres, spacing_z: float):
