@@ -88,14 +88,18 @@ class Plan:
         if s is None:
             return "source noise not measurable"
         ts, tt = self.source_signature.thickness_mm, self.target_signature.thickness_mm
-        at = (lambda mm: f" in its {mm:g} mm slices") if (ts and tt and abs(ts - tt) > 0.01) else (lambda mm: "")  # noqa: E731
+        differ = bool(ts and tt and abs(ts - tt) > 0.01)
+
+        def at(mm):
+            return f" in its {mm:g} mm slices" if differ else ""
+
         text = f"source noise {s:.1f} HU{at(ts)}"
         if t is not None:
             text += f", target noise {t:.1f} HU{at(tt)}"
         ned = self.noise_equivalent_dose
         if ned is not None:
             text += f"; the source is as noisy as the target protocol at {_fmt_ratio(ned)} of its dose"
-            if at(ts):
+            if differ:
                 text += " (thickness taken into account)"
         return text
 
@@ -235,7 +239,9 @@ def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = 
 
     row = get_method(name)
     dev = _resolve_device(device) if row.needs_torch else "cpu"
-    if not row.needs_torch and str(device or "auto").strip().lower() not in ("auto", "cpu"):
+    from .inference.device import device_name
+
+    if not row.needs_torch and device_name(device) not in ("auto", "cpu"):
         warnings.append({"code": "DEVICE_NOT_USED",
                          "message": f"Device {device!r} is not used: the method {name!r} runs on the CPU."})
     return replace(draft, method=name, method_reason=reason, device=dev, warnings=tuple(warnings))

@@ -305,29 +305,29 @@ def _blend_with_nlm(state, out, method, weight, sigma, residual, post, progress)
     the body as the network's does.
     """
     w = np.float32(weight)
-    if method.region is None:
-        nlm, ninfo = denoise_volume(state.hu, state.spacing, target_std=sigma * residual, noise_std=sigma,
-                                    method="nlm", kernel=state.transfer, post=post, progress=progress)
-        return (1.0 - weight) * out + w * nlm, {"weight": weight, "nlm_strength": ninfo["strength"],
-                                                 "nlm_alpha": ninfo["blend"]}
-    parts = _region_parts(method, state.hu)
-    if not parts:
+    _, h, wd = state.hu.shape
+    parts = None if method.region is None else _region_parts(method, state.hu)
+    if parts is None:
+        y0, y1, x0, x1 = 0, h, 0, wd
+    elif not parts:
         if progress is not None:
             progress("denoise", 1.0)
         return out, {"weight": 0.0, "note": "the denoiser's region is empty: nothing to blend"}
-    _, h, wd = state.hu.shape
-    y0 = max(0, min(p[1] for p in parts) - NLM_CROP_MARGIN)
-    x0 = max(0, min(p[2] for p in parts) - NLM_CROP_MARGIN)
-    y1 = min(h, max(p[1] + p[3].shape[1] for p in parts) + NLM_CROP_MARGIN)
-    x1 = min(wd, max(p[2] + p[3].shape[2] for p in parts) + NLM_CROP_MARGIN)
+    else:
+        y0 = max(0, min(p[1] for p in parts) - NLM_CROP_MARGIN)
+        x0 = max(0, min(p[2] for p in parts) - NLM_CROP_MARGIN)
+        y1 = min(h, max(p[1] + p[3].shape[1] for p in parts) + NLM_CROP_MARGIN)
+        x1 = min(wd, max(p[2] + p[3].shape[2] for p in parts) + NLM_CROP_MARGIN)
     nlm, ninfo = denoise_volume(state.hu[:, y0:y1, x0:x1], state.spacing, target_std=sigma * residual,
                                 noise_std=sigma, method="nlm", kernel=state.transfer, post=post, progress=progress)
+    info = {"weight": weight, "nlm_strength": ninfo["strength"], "nlm_alpha": ninfo["blend"]}
+    if parts is None:
+        return (1.0 - weight) * out + w * nlm, info
     for z0, py, px, r in parts:
         z1, py1, px1 = z0 + r.shape[0], py + r.shape[1], px + r.shape[2]
         here = out[z0:z1, py:py1, px:px1]
         here += w * r * (nlm[z0:z1, py - y0:py1 - y0, px - x0:px1 - x0] - here)
-    return out, {"weight": weight, "nlm_strength": ninfo["strength"], "nlm_alpha": ninfo["blend"],
-                 "nlm_box": [y0, y1, x0, x1]}
+    return out, {**info, "nlm_box": [y0, y1, x0, x1]}
 
 
 def denoise_step(state, plan, progress=None, post=None, options: dict | None = None) -> None:

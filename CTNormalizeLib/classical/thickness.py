@@ -188,7 +188,7 @@ def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, ta
 
 #: Wiener term of the partial z deconvolution in thick -> thin (tuned on training phantoms).
 Z_RESTORE_LAMBDA = 0.03
-#: Thick -> thin: how far (in noise sigmas) an output voxel may leave the range of its two source slices.
+#: Thick -> thin: how far (in noise sigmas) an output voxel may leave the range of the source slices around it.
 LIMIT_SIGMAS = 3.0
 
 _NOTES = {"thin_to_thick": "Gaussian slice profile widened (exact), sampled on the target grid",

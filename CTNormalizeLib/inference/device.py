@@ -20,6 +20,11 @@ def available_devices() -> list[str]:
     return out
 
 
+def device_name(device) -> str:
+    """The user's device name as the engine spells it (None or blank: ``auto``); imports no torch."""
+    return str(device or "auto").strip().lower()
+
+
 def resolve_device(device: str = "auto") -> str:
     """``auto`` -> the first GPU (CUDA, else Apple MPS), else ``cpu``; ``gpu``/``cuda`` -> ``cuda:0``.
 
@@ -28,7 +33,7 @@ def resolve_device(device: str = "auto") -> str:
     BadInputError
         An unknown name, or a device torch does not see here (the message lists what it sees).
     """
-    d = str(device or "auto").strip().lower()
+    d = device_name(device)
     seen = available_devices()
     if d == "auto":
         gpus = [x for x in seen if x != "cpu"]

@@ -127,8 +127,8 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu"):
     return StackDenoiser(package.name, fn, chunk=16 if k else 8, halo=k, region=region)
 
 
-def _card_fraction(card: dict, field: str, kind: str, default: float) -> float:
-    """``card["chain"][field][kind]`` (or one number for every kind), range-checked to [0, 1]."""
+def _card_fraction(card: dict, field: str, kind: str, default: float, open_interval: bool = False) -> float:
+    """``card["chain"][field][kind]`` (or one number for every kind), range-checked to [0, 1] (or (0, 1))."""
     from ..errors import BadInputError
 
     w = (card.get("chain") or {}).get(field)
@@ -138,9 +138,11 @@ def _card_fraction(card: dict, field: str, kind: str, default: float) -> float:
         value = float(w.get(kind, default)) if isinstance(w, dict) else float(w)
     except (TypeError, ValueError):
         value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise BadInputError(f"Model card {card.get('name')!r}: chain.{field} for {kind} must be a number in "
-                            f"[0, 1], not {w.get(kind) if isinstance(w, dict) else w!r}.")
+    inside = 0.0 < value < 1.0 if open_interval else 0.0 <= value <= 1.0
+    if not inside:
+        bounds = "above 0 and below 1" if open_interval else "in [0, 1]"
+        raise BadInputError(f"Model card {card.get('name')!r}: chain.{field} for {kind} must be a number "
+                            f"{bounds}, not {w.get(kind) if isinstance(w, dict) else w!r}.")
     return value
 
 
@@ -154,13 +156,8 @@ def nlm_residual(card: dict, kind: str) -> float:
     the clean chain's :data:`~CTNormalizeLib.classical.denoise.CLEAN_RESIDUAL`)."""
     from ..classical.denoise import CLEAN_RESIDUAL
 
-    value = _card_fraction(card, "nlm_residual", kind, CLEAN_RESIDUAL)
-    if not 0.0 < value < 1.0:  # 1 would ask NLM to remove nothing
-        from ..errors import BadInputError
-
-        raise BadInputError(f"Model card {card.get('name')!r}: chain.nlm_residual for {kind} must be above 0 "
-                            "and below 1.")
-    return value
+    # 0 would ask NLM for a noise-free image, 1 to remove nothing
+    return _card_fraction(card, "nlm_residual", kind, CLEAN_RESIDUAL, open_interval=True)
 
 
 def run_chain(package, volume, plan, progress=None):

@@ -74,6 +74,13 @@ class ScannerConfig:
 
 DEFAULT_SCANNER = ScannerConfig()
 
+#: HU below which a pixel is air for the water-equivalent diameter (outside the patient).
+WED_AIR_HU = -980.0
+#: Bounds of the tube-current modulation factor.
+AEC_LIMITS = (1 / 50.0, 50.0)
+#: Below this many expected photons a ray gets exact Poisson counts (above, one normal draw serves).
+POISSON_BELOW = 100.0
+
 
 @dataclass
 class Projections:
@@ -100,7 +107,7 @@ def native_thickness(truth: Volume) -> float:
 def _water_equivalent_diameter(hu: np.ndarray, dy: float, dx: float) -> np.ndarray:
     """AAPM TG-220 water-equivalent diameter (mm) of each slice of ``[b, y, x]`` HU."""
     rel = np.clip(hu / 1000.0 + 1.0, 0.0, None)
-    rel[hu < -980] = 0.0  # air and noise outside the patient
+    rel[hu < WED_AIR_HU] = 0.0  # air and noise outside the patient
     area = rel.reshape(rel.shape[0], -1).sum(axis=1) * dy * dx
     return 2.0 * np.sqrt(area / np.pi)
 
@@ -282,7 +289,7 @@ def _row_counts(projections: Projections, dose: float, det: ScannerConfig | None
     det, g = det or projections.detector, projections.geometry
     row = float(projections.spacing[0])
     aec = np.exp(det.aec_strength * det.mu_water * (projections.wed - det.aec_reference_wed))
-    aec = np.clip(aec, 1 / 50.0, 50.0)
+    aec = np.clip(aec, *AEC_LIMITS)
     return det.i0_ref * dose * aec * (g.dt * row) * (1000.0 / g.n_views)
 
 
@@ -300,7 +307,7 @@ def _noisy_rows(projections: Projections, rows: np.ndarray, dose: float, seed: i
         # photon-starved rays, which make the streaks, get exact Poisson counts.
         z = rng.standard_normal(lam.shape)
         counts = lam + np.sqrt(lam + det.electronic_std**2) * z
-        low = lam < 100.0
+        low = lam < POISSON_BELOW
         if low.any():
             lam_low = lam[low]
             counts[low] = rng.poisson(lam_low) + det.electronic_std * z[low]

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .projector import ParallelGeometry, _ramp, fbp_frequencies, fbp_pad_length
-from .scanner import DEFAULT_SCANNER, ScannerConfig
+from .scanner import AEC_LIMITS, DEFAULT_SCANNER, POISSON_BELOW, WED_AIR_HU, ScannerConfig
 
 #: Views handled at once (bounds the sample grids' memory: views x detector x samples).
 VIEW_CHUNK = 16
@@ -112,9 +112,9 @@ def row_counts(hu, tg: TorchGeometry, dose, row_mm: float, det: ScannerConfig = 
 
     g = tg.geom
     hu = torch.as_tensor(hu, dtype=torch.float32, device=tg.device)
-    rel = torch.clamp(hu / 1000.0 + 1.0, min=0.0) * (hu >= -980)
+    rel = torch.clamp(hu / 1000.0 + 1.0, min=0.0) * (hu >= WED_AIR_HU)
     wed = 2.0 * torch.sqrt(rel.flatten(1).sum(1) * g.dy * g.dx / math.pi)
-    aec = torch.clamp(torch.exp(det.aec_strength * det.mu_water * (wed - det.aec_reference_wed)), 1 / 50.0, 50.0)
+    aec = torch.clamp(torch.exp(det.aec_strength * det.mu_water * (wed - det.aec_reference_wed)), *AEC_LIMITS)
     dose = torch.as_tensor(dose, dtype=torch.float32, device=tg.device)
     return det.i0_ref * dose * aec * (g.dt * row_mm) * (1000.0 / g.n_views)
 
@@ -127,7 +127,7 @@ def noisy_log(sino, n0, generator=None, det: ScannerConfig = DEFAULT_SCANNER):
     lam = n0 * torch.exp(-sino)
     z = torch.randn(lam.shape, generator=generator, device=sino.device, dtype=torch.float32)
     counts = lam + torch.sqrt(lam + det.electronic_std ** 2) * z
-    low = lam < 100.0
+    low = lam < POISSON_BELOW
     if bool(low.any()):
         counts = torch.where(low, torch.poisson(torch.where(low, lam, torch.zeros_like(lam)), generator=generator)
                              + det.electronic_std * z, counts)
