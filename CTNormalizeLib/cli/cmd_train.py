@@ -34,8 +34,11 @@ def add_arguments(p):
     p.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu",
-                   help="denoise recipes only: cpu (default) or a GPU (cuda, cuda:N), which runs its GPU recipe "
-                        "(noise drawn on the device, batch 256, bf16)")
+                   help="cpu (default) or a GPU (cuda, cuda:N), which runs the GPU recipe of the denoise recipes "
+                        "(noise drawn on the device) and of v3 (pairs simulated on the device while it trains; with "
+                        "--minutes and no --steps the schedule is sized to the time), batch 256, bf16")
+    p.add_argument("--truths", help="v3 on a GPU: the lung1 slabs packed by scripts/pack_v3_truths.py (for a machine "
+                                    "without SimpleITK); default: read lung1 here")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
     p.add_argument("--package-dir", help="where to write the model package")
     p.add_argument("--no-validate", action="store_true",
@@ -48,7 +51,8 @@ def run(args) -> int:
 
     pkg = run_training(args.recipe, args.out, bank_path=args.bank, manifest=args.manifest, steps=args.steps,
                        max_minutes=args.minutes, seed=args.seed, resume=not args.no_resume,
-                       package_dir=args.package_dir, validate=not args.no_validate, device=args.device)
+                       package_dir=args.package_dir, validate=not args.no_validate, device=args.device,
+                       truths_file=args.truths)
     if args.json:
         sys.stdout.write(dumps({"package": str(pkg)}) + "\n")
     else:

@@ -155,11 +155,22 @@ def project_truth(truth: Volume, detector: ScannerConfig | None = None,
         sino[z0:z0 + step] = projector.forward_project(mu, geom)
         wed[z0:z0 + step] = _water_equivalent_diameter(hu, dy, dx)
         report((z0 + len(hu)) / nz)
+    return Projections(sino, geom, smoothed_wed(wed, float(truth.spacing[0])), truth.hu.shape, truth.spacing, det)
+
+
+def smoothed_wed(wed: np.ndarray, z_spacing: float) -> np.ndarray:
+    """Per-slice water-equivalent diameters smoothed along z as tube-current modulation follows them (sigma 5 mm)."""
     from scipy.ndimage import gaussian_filter1d
 
-    # Tube-current modulation follows the patient smoothly along z (sigma 5 mm).
-    wed = gaussian_filter1d(wed, sigma=max(5.0 / truth.spacing[0], 1e-3), mode="nearest")
-    return Projections(sino, geom, wed, truth.hu.shape, truth.spacing, det)
+    return gaussian_filter1d(np.asarray(wed, np.float64), sigma=max(5.0 / z_spacing, 1e-3), mode="nearest")
+
+
+def truth_wed(truth: Volume) -> np.ndarray:
+    """:func:`smoothed_wed` of every slice of ``truth`` (what the AEC of :func:`project_truth` sees)."""
+    _, dy, dx = truth.spacing
+    hu = np.asarray(truth.hu, np.float32)
+    wed = np.concatenate([_water_equivalent_diameter(hu[z0:z0 + 64], dy, dx) for z0 in range(0, len(hu), 64)])
+    return smoothed_wed(wed, float(truth.spacing[0]))
 
 
 def complete_protocol(protocol: Protocol, truth: Volume, on_thin: str = "error") -> Protocol:
@@ -284,7 +295,7 @@ def simulation_settings(truth: Volume, prot: Protocol, seed: int, projections: P
     }
 
 
-def _row_counts(projections: Projections, dose: float, det: ScannerConfig | None = None) -> np.ndarray:
+def row_counts(projections: Projections, dose: float, det: ScannerConfig | None = None) -> np.ndarray:
     """Unattenuated counts per bin for each fine row (dose, bin size, views, AEC)."""
     det, g = det or projections.detector, projections.geometry
     row = float(projections.spacing[0])
@@ -297,7 +308,7 @@ def _noisy_rows(projections: Projections, rows: np.ndarray, dose: float, seed: i
                 det: ScannerConfig | None = None) -> np.ndarray:
     """Noisy log projections of the fine rows ``rows`` (each row's noise depends only on seed and row)."""
     det = det or projections.detector
-    n0 = _row_counts(projections, dose, det)
+    n0 = row_counts(projections, dose, det)
     out = np.empty((len(rows),) + projections.sino.shape[1:], np.float32)
     for i, k in enumerate(rows):
         rng = np.random.default_rng([seed & 0xFFFFFFFF, int(k), 0x5C4])
@@ -316,12 +327,18 @@ def _noisy_rows(projections: Projections, rows: np.ndarray, dose: float, seed: i
     return out
 
 
+def slab_weights(truth: Volume, prot: Protocol) -> tuple[np.ndarray, np.ndarray]:
+    """The scan's slice centres (mm) and each slice's weights on the truth's fine rows ``[n_out, nz]``."""
+    nz = truth.hu.shape[0]
+    sz = float(truth.spacing[0])
+    positions = slice_profile.output_positions(nz, sz, float(prot.z_spacing))
+    return positions, slice_profile.ssp_weights(nz, sz, native_thickness(truth), float(prot.thickness), positions)
+
+
 def _reconstruct(truth: Volume, prot: Protocol, seed: int, projections: Projections, det: ScannerConfig,
                  noise_progress, recon_progress, transfer=None, noise: bool = True) -> np.ndarray:
     nz, ny, nx = truth.hu.shape
-    sz = float(truth.spacing[0])
-    positions = slice_profile.output_positions(nz, sz, float(prot.z_spacing))
-    weights = slice_profile.ssp_weights(nz, sz, native_thickness(truth), float(prot.thickness), positions)
+    positions, weights = slab_weights(truth, prot)
     used = np.flatnonzero(weights.sum(axis=0) > 0)
     noisy = np.zeros(projections.sino.shape, np.float32)
     step = max(1, _chunk(ny, nx))

@@ -169,29 +169,75 @@ def _thickness(rng, settings, native: float, like: Optional[float] = None) -> fl
     return float(rng.choice(settings.thicknesses))
 
 
-def _simulate_truth(name, truth, native, settings, rng, bank: DRBank):
+def draw_views(rng, settings, truth, det):
+    """The scanner's views for one truth: matched to its grid, or (half the time) 50-100 % of that."""
     from dataclasses import replace
 
-    from ..classical.mtf_ratio import convert_kernel, frontend_noise_factor
-    from ..inference.zgrid import resample_z
-    from ..models.conditioning import signature_features
-    from ..protocols import Protocol
-    from ..signature import measure_signature
-    from ..simulate import DEFAULT_SCANNER, project_truth, simulate_scan
-    from ..simulate.randomized import draw_physics, draw_target_transfer
-
-    det = replace(DEFAULT_SCANNER, views=None)
     if rng.random() < 0.5:
         from ..simulate.projector import ParallelGeometry
 
         g = ParallelGeometry(*truth.hu.shape[1:], *truth.spacing[1:])
         det = replace(det, views=int(g.n_views * rng.uniform(*settings.views_factor)) // 2 * 2)
+    return det
+
+
+def draw_target(rng, settings, native: float):
+    """A target: ``(kernel name or "random", transfer, thickness)``."""
+    from ..simulate.randomized import draw_target_transfer
+
+    tname, w_t = draw_target_transfer(rng)
+    return tname, w_t, _thickness(rng, settings, native)
+
+
+def draw_source(rng, settings, native: float, target_thickness: float):
+    """A source scanner: ``(RandomPhysics, thickness)``."""
+    from ..simulate.randomized import draw_physics
+
+    phys = draw_physics(rng)
+    return phys, _thickness(rng, settings, native, like=target_thickness)
+
+
+def network_pair(source_hu: np.ndarray, spacing, source_thickness: float, target_thickness: float, target_transfer,
+                 frontend_lambda: float):
+    """What the inference engine gives the network for a source scan: ``(input on the target z grid, cond, signature)``.
+
+    The signature is measured from the pixels; the input is the source through the fixed
+    MTF-ratio front-end (measured source transfer -> target transfer), resampled onto the
+    target's z grid; ``cond`` is :func:`~CTNormalizeLib.models.conditioning.signature_features`.
+    """
+    from ..classical.mtf_ratio import convert_kernel, frontend_noise_factor
+    from ..inference.zgrid import resample_z
+    from ..models.conditioning import signature_features
+    from ..signature import measure_signature
+
+    sig = measure_signature(Volume(source_hu, spacing, meta={"Modality": "CT"}), with_edge=False)
+    conv = convert_kernel(source_hu, spacing, sig.transfer, target_transfer, lam=frontend_lambda)
+    inp = resample_z(conv, source_thickness, target_thickness, source_thickness, target_thickness)
+    noise_in = (sig.noise_hu or 0.0) * frontend_noise_factor(sig.transfer, target_transfer, frontend_lambda,
+                                                             sig.pixel_mm)
+    cond = signature_features(sig.transfer, target_transfer, sig.noise_hu, noise_in, sig.pixel_mm,
+                              source_thickness, target_thickness)
+    return inp.astype(np.float32), cond, sig
+
+
+def pair_info(phys, tname: str, t_s: float, t_t: float, sig) -> dict:
+    """What a pair records about its physics and its measured signature."""
+    return {"physics": phys.to_dict(), "target": tname, "source_thickness": t_s, "target_thickness": t_t,
+            "noise_hu": sig.noise_hu, "measured_mtf50": sig.transfer.mtf50, "kernel": sig.kernel}
+
+
+def _simulate_truth(name, truth, native, settings, rng, bank: DRBank):
+    from dataclasses import replace
+
+    from ..protocols import Protocol
+    from ..simulate import DEFAULT_SCANNER, project_truth, simulate_scan
+
+    det = draw_views(rng, settings, truth, replace(DEFAULT_SCANNER, views=None))
     proj = project_truth(truth, det)
     first = len(bank.targets)
     tinfo = []
     for _ in range(settings.targets_per_truth):
-        tname, w_t = draw_target_transfer(rng)
-        t_t = _thickness(rng, settings, native)
+        tname, w_t, t_t = draw_target(rng, settings, native)
         tv = simulate_scan(truth, Protocol(kernel="standard", dose=1.0, thickness=t_t), 0, detector=det,
                            projections=proj, transfer=w_t, noise=False)
         bank.targets.append(tv.hu)
@@ -199,21 +245,12 @@ def _simulate_truth(name, truth, native, settings, rng, bank: DRBank):
     for _ in range(settings.sources_per_truth):
         j = int(rng.integers(len(tinfo)))
         tname, w_t, t_t = tinfo[j]
-        phys = draw_physics(rng)
-        t_s = _thickness(rng, settings, native, like=t_t)
+        phys, t_s = draw_source(rng, settings, native, t_t)
         sv = simulate_scan(truth, Protocol(kernel="standard", dose=phys.dose, thickness=t_s),
                            int(rng.integers(2 ** 31)), detector=phys.detector(det), projections=proj,
                            transfer=phys.transfer(float(min(truth.spacing[1:]))))
-        sig = measure_signature(Volume(sv.hu, sv.spacing, meta={"Modality": "CT"}), with_edge=False)
-        conv = convert_kernel(sv.hu, sv.spacing, sig.transfer, w_t, lam=settings.frontend_lambda)
-        inp = resample_z(conv, t_s, t_t, t_s, t_t)
-        noise_in = (sig.noise_hu or 0.0) * frontend_noise_factor(sig.transfer, w_t, settings.frontend_lambda,
-                                                                 sig.pixel_mm)
-        cond = signature_features(sig.transfer, w_t, sig.noise_hu, noise_in, sig.pixel_mm, t_s, t_t)
-        bank.pairs.append(DRPair(name, inp.astype(np.float32), first + j, cond,
-                                 {"physics": phys.to_dict(), "target": tname, "source_thickness": t_s,
-                                  "target_thickness": t_t, "noise_hu": sig.noise_hu,
-                                  "measured_mtf50": sig.transfer.mtf50, "kernel": sig.kernel}))
+        inp, cond, sig = network_pair(sv.hu, sv.spacing, t_s, t_t, w_t, settings.frontend_lambda)
+        bank.pairs.append(DRPair(name, inp, first + j, cond, pair_info(phys, tname, t_s, t_t, sig)))
 
 
 def build_dr_bank(settings: DRSettings, progress: Optional[Callable[[str, float], None]] = None) -> DRBank:

@@ -108,7 +108,7 @@ def _build(cfg: TrainConfig):
 
 
 def train(cfg: TrainConfig, bank, out_dir, resume: bool = True, stop_after: Optional[int] = None,
-          progress: Progress = None, pair_filter: Optional[Callable] = None) -> dict:
+          progress: Progress = None, pair_filter: Optional[Callable] = None, device: str = "cpu") -> dict:
     """Train ``cfg.arch`` on ``bank`` (:class:`~.data.PairBank`) into ``out_dir``.
 
     Parameters
@@ -124,6 +124,9 @@ def train(cfg: TrainConfig, bank, out_dir, resume: bool = True, stop_after: Opti
     progress : callable, optional
     pair_filter : callable(source, target) -> bool, optional
         Restricts the (source, target) scan pairs drawn from the bank.
+    device : str
+        Where the networks train; off the CPU the forward passes run in bf16 autocast. The
+        bank's batches (arrays or tensors) are moved there.
 
     Returns
     -------
@@ -141,6 +144,11 @@ def train(cfg: TrainConfig, bank, out_dir, resume: bool = True, stop_after: Opti
     out.mkdir(parents=True, exist_ok=True)
     torch.use_deterministic_algorithms(True, warn_only=True)
     model, opt, disc, opt_d = _build(cfg)
+    model.to(device)
+    if disc is not None:
+        disc.to(device)
+    dev_type = torch.device(device).type
+    amp = lambda: torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=dev_type != "cpu")  # noqa: E731
     lo_w, hi_w = cfg.hu_window
     sc = lambda hu: (hu - cfg.offset) / cfg.divisor  # noqa: E731
     cur = WindowCurriculum(windows=[(-1000.0, 200.0), (-1050.0, 500.0), (lo_w, hi_w)],
@@ -168,11 +176,13 @@ def train(cfg: TrainConfig, bank, out_dir, resume: bool = True, stop_after: Opti
             rng = np.random.default_rng([cfg.seed, step, 31337])
             x, y, c = bank.sample(rng, cfg.batch, cfg.patch, cfg.context, lo_w, hi_w, cfg.offset, cfg.divisor,
                                   pair_filter, cfg.frontend)
-            x, y, c = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(c)
+            x, y, c = (torch.as_tensor(a).to(device) for a in (x, y, c))
             lr = lr_at(cfg, step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            pred = model(x, c)
+            with amp():
+                pred = model(x, c)
+            pred = pred.float()
             wlo, whi = cur.window() if cur is not None else (lo_w, hi_w)
             l1 = windowed_l1(pred, y, sc(wlo), sc(whi))
             loss = l1
@@ -182,8 +192,9 @@ def train(cfg: TrainConfig, bank, out_dir, resume: bool = True, stop_after: Opti
                 loss = loss + cfg.ei_weight * soft_ei_loss(pred, y, sc(-950.0), 10.0 / cfg.divisor)
             g_adv = fm = d_loss = torch.zeros(())
             if disc is not None:
-                fake_s, fake_f = disc(pred)
-                real_s, real_f = disc(y)
+                with amp():
+                    fake_s, fake_f = disc(pred)
+                    real_s, real_f = disc(y)
                 g_adv = hinge_g_loss(fake_s)
                 fm = feature_matching_loss(real_f, fake_f)
                 loss = loss + cfg.gan_weight * g_adv + cfg.fm_weight * fm
@@ -194,8 +205,9 @@ def train(cfg: TrainConfig, bank, out_dir, resume: bool = True, stop_after: Opti
             if disc is not None:
                 for g in opt_d.param_groups:
                     g["lr"] = lr * 0.5
-                rs, _ = disc(y)
-                fs, _ = disc(pred.detach())
+                with amp():
+                    rs, _ = disc(y)
+                    fs, _ = disc(pred.detach())
                 d_loss = hinge_d_loss(rs, fs)
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()

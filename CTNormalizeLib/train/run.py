@@ -34,19 +34,26 @@ DENOISE_RECIPES = tuple(RECIPE_OVERRIDES)
 def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Optional[int] = None,
                  max_minutes: Optional[float] = None, seed: int = 0, resume: bool = True,
                  package_dir=None, validate: bool = True, progress: Progress = None,
-                 sim_settings: Optional[SimSettings] = None, device: str = "cpu") -> Path:
+                 sim_settings: Optional[SimSettings] = None, device: str = "cpu", truths_file=None) -> Path:
     """Train a recipe (``default``, ``unet``, ``v3`` or ``denoise``) and write its model package; returns the
     package folder.
 
     The simulated bank is cached as ``out_dir/bank.npz`` (or read from ``bank_path``); a
-    ``manifest`` of user pairs replaces it. ``device`` is used by the ``denoise`` recipe (its
-    GPU recipe off the CPU); the others train on the CPU.
+    ``manifest`` of user pairs replaces it. ``device`` off the CPU runs the GPU recipe of the
+    denoise recipes (noise drawn on the device) and of ``v3`` (pairs simulated on the device
+    while it trains, :func:`_train_v3_stream`; ``truths_file``: packed lung1 slabs for a machine
+    without SimpleITK); ``default`` and ``unet`` train on the CPU.
     """
     if recipe not in RECIPES and recipe not in DENOISE_RECIPES:
         from ..errors import BadInputError
 
         raise BadInputError(f"Unknown recipe {recipe!r}; known: {', '.join([*RECIPES, *DENOISE_RECIPES])}.")
     out = Path(out_dir)
+    v3_device = _device(device) if recipe == "v3" else None  # an unavailable device is refused before OUT is made
+    if truths_file is not None and v3_device in (None, "cpu"):
+        from ..errors import BadInputError
+
+        raise BadInputError("--truths is read by v3's GPU recipe only (--recipe v3 --device cuda).")
     if recipe in DENOISE_RECIPES:  # makes OUT only once its inputs are checked
         from ..errors import BadInputError
 
@@ -68,6 +75,9 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
     if manifest is not None:
         bank = manifest_bank(manifest)
         data_info = {"kind": "user manifest", "manifest": str(manifest)}
+    elif recipe == "v3" and v3_device != "cpu":
+        return _train_v3_stream(out, steps, max_minutes, seed, package_dir, progress, v3_device, truths_file,
+                                sim_settings)
     elif recipe == "v3":
         bank, data_info = _dr_bank(out, bank_path, seed, progress, sim_settings)
         io_extra = {"conditioning": "signature", "frontend_lambda": recipes.V3_FRONTEND_LAMBDA,
@@ -103,6 +113,12 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
     return pkg_dir
 
 
+def _device(device: str) -> str:
+    from ..inference.device import resolve_device
+
+    return resolve_device(device)
+
+
 def _dr_bank(out: Path, bank_path, seed: int, progress, settings=None):
     """The domain-randomized bank for v3, cached as ``out/bank_dr.npz``."""
     from .dr_data import DRSettings, bank_summary, build_dr_bank, load_dr_bank, save_dr_bank
@@ -114,18 +130,84 @@ def _dr_bank(out: Path, bank_path, seed: int, progress, settings=None):
         bank = build_dr_bank(settings if isinstance(settings, DRSettings) else DRSettings(seed=seed),
                              progress=progress)
         save_dr_bank(bank, cache)
-    from ..simulate.randomized import CLASSIC_WINDOWS, DOSE_RANGE, ELECTRONIC_RANGE
-
     info = {"kind": "domain-randomized simulated pairs (simulator 1.0 projector, randomized physics)",
-            "settings": bank.settings, "measured_span": bank_summary(bank),
-            "physics": {"filters": ["parametric family (f50 0.22-1.1 c/mm, steepness 1.5-6, lift 0-0.6)"]
-                        + [f"{w} window, cut-off 60-100 % of Nyquist" for w in CLASSIC_WINDOWS]
-                        + ["x linear-interpolation blur in 40 % of scans"],
-                        "dose": list(DOSE_RANGE), "electronic_noise_counts": list(ELECTRONIC_RANGE),
-                        "aec_strength": [0.0, 0.5, 1.0], "views": "matched or 50-100 % of matched"},
+            "settings": bank.settings, "measured_span": bank_summary(bank), "physics": dr_physics(),
             "real_data": "pyradiomics lung1 slabs (whole field of view, 2x down-sampled, 5 mm) as truth",
             "labels": "noise-free target reconstructions"}
     return bank, info
+
+
+def dr_physics() -> dict:
+    """The domain-randomized physics ranges, for the card (:mod:`CTNormalizeLib.simulate.randomized`)."""
+    from ..simulate.randomized import CLASSIC_WINDOWS, DOSE_RANGE, ELECTRONIC_RANGE
+
+    return {"filters": ["parametric family (f50 0.22-1.1 c/mm, steepness 1.5-6, lift 0-0.6)"]
+            + [f"{w} window, cut-off 60-100 % of Nyquist" for w in CLASSIC_WINDOWS]
+            + ["x linear-interpolation blur in 40 % of scans"],
+            "dose": list(DOSE_RANGE), "electronic_noise_counts": list(ELECTRONIC_RANGE),
+            "aec_strength": [0.0, 0.5, 1.0], "views": "matched or 50-100 % of matched"}
+
+
+def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, progress, device: str,
+                     truths_file=None, settings=None) -> Path:
+    """v3's GPU recipe: pairs simulated on ``device`` while it trains (:mod:`.dr_stream`), no bank.
+
+    With ``max_minutes`` and no ``steps`` the schedule is sized to the time: a 20-step probe
+    times a step (simulation workers running), and the cosine schedule gets the steps that fit
+    in 95 % of the minutes.
+    """
+    import time
+
+    from .dr_stream import DRStream, StreamSettings
+
+    st = settings if isinstance(settings, StreamSettings) else StreamSettings(seed=seed, lung1_file=truths_file)
+    over = dict(recipes.V3_GPU_OVERRIDES, seed=seed, name=recipes.V3_GPU_NAME)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    stream = DRStream(st, device)
+    setup_s = time.perf_counter() - t0
+    with stream:
+        probe = None
+        if steps is None and max_minutes is not None:
+            probe = _probe_step_seconds(recipes.v3_config(**over), stream, out / "probe", device)
+            steps = max(20, int(0.95 * 60 * max_minutes / probe))
+        cfg = recipes.v3_config(**over, **({"steps": int(steps)} if steps is not None else {}),
+                                **({"max_minutes": float(max_minutes)} if max_minutes is not None else {}))
+        summary = train(cfg, stream, out, resume=False, progress=progress, device=device)
+        made, rate = stream.cases_made, stream.cases_per_second()
+    data_info = {"kind": "domain-randomized pairs simulated on the training device while it trained "
+                         "(CTNormalizeLib/train/dr_stream.py; torch scanner, signatures measured on the CPU)",
+                 "settings": st.to_dict(), "physics": dr_physics(), "cases_made": made,
+                 "cases_per_s": round(rate, 2), "setup_s": round(setup_s, 1),
+                 "probe_s_per_step": None if probe is None else round(probe, 4),
+                 "real_data": "pyradiomics lung1 slabs (whole field of view, 2x down-sampled, 5 mm) as truth",
+                 "labels": "noise-free target reconstructions"}
+    card = recipes.make_card(cfg, recipes.V3_COVERS, data_info, summary, priority=0,
+                             description="ctn-conditioned-v3's GPU recipe: " + RECIPES["v3"][4], device=device,
+                             io_extra={"conditioning": "signature", "frontend_lambda": recipes.V3_FRONTEND_LAMBDA,
+                                       "label": "noise-free target (clean texture); target texture by noise insertion"})
+    card["recipe"] = {"command": f"ctnormalize train --recipe v3 --device {device} -o RUN --steps {cfg.steps} "
+                                 f"--seed {seed} --no-resume" + (" --truths PACKED.npz" if st.lung1_file else ""),
+                      "code": "CTNormalizeLib/train/dr_stream.py, CTNormalizeLib/simulate/torch_scanner.py, "
+                              "CTNormalizeLib/train/recipes.py (v3_config, V3_GPU_OVERRIDES)",
+                      "steps_done": summary["step"], "batch": cfg.batch, "patch": cfg.patch,
+                      "time_s": round(summary["seconds"], 1), "device": device,
+                      "resumable": "no (batches depend on the simulation workers' timing)"}
+    pkg_dir = Path(package_dir) if package_dir else out / "package" / cfg.name
+    write_package(summary["model"], pkg_dir, card)
+    return pkg_dir
+
+
+def _probe_step_seconds(cfg, stream, work: Path, device: str) -> float:
+    """Seconds per training step of ``cfg`` on ``stream`` (steps 10-20 of a throw-away run)."""
+    import csv
+    import dataclasses
+
+    probe = dataclasses.replace(cfg, steps=20, log_every=10, ckpt_every=10 ** 9, name=cfg.name + "-probe")
+    train(probe, stream, work, resume=False, device=device)
+    with open(work / "log.csv", newline="") as fh:
+        rows = {int(r["step"]): float(r["seconds"]) for r in csv.DictReader(fh)}
+    return max((rows[20] - rows[10]) / 10.0, 1e-4)
 
 
 def _train_denoiser(out: Path, bank_path, steps, max_minutes, seed, resume, package_dir, progress, settings,

@@ -159,6 +159,28 @@ def test_unknown_method_lists_each_method_once(capsys, tmp_path, ct):
     assert len(methods) == len(set(methods)) and "auto" in methods, methods
 
 
+def test_v3_gpu_recipe_without_a_gpu_is_refused_before_its_run_folder_is_made(capsys, monkeypatch, tmp_path):
+    from CTNormalizeLib.errors import BadInputError
+    from CTNormalizeLib.train import run as train_run
+
+    def no_gpu(device):  # as resolve_device answers on a machine without one (the real torch may have one)
+        if device != "cpu":
+            raise BadInputError(f"Device {device!r} is not available here; PyTorch sees: cpu.")
+        return "cpu"
+
+    monkeypatch.setattr(train_run, "_device", no_gpu)
+    truths = tmp_path / "slabs.npz"
+    truths.write_bytes(b"not read")
+    before = snapshot(truths)
+    run_dir = tmp_path / "run"
+    code, _, err = cli(capsys, "train", "--recipe", "v3", "--device", "cuda", "-o", run_dir, "--truths", truths)
+    check_case(code, err, 2, ["BAD_INPUT", "PyTorch sees: cpu"], before, [tmp_path], absent=[run_dir])
+    # --truths is v3's GPU recipe's: on the CPU, or with another recipe, it is refused, not ignored
+    for args in (["--recipe", "v3"], ["--recipe", "default"]):
+        code, _, err = cli(capsys, "train", *args, "-o", run_dir, "--truths", truths)
+        check_case(code, err, 2, ["BAD_INPUT", "--truths"], before, [tmp_path], absent=[run_dir])
+
+
 def test_cuda_without_cuda_is_bad_input_naming_what_torch_sees(capsys, monkeypatch, tmp_path, ct):
     """A stand-in torch module with no GPU (the real one may have one, and imports slowly)."""
     import sys

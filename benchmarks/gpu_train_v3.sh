@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# v3's GPU recipe in one call: pairs simulated on the GPU while it trains, schedule sized to the time, package.
+# For a machine with PyTorch + CUDA, numpy and scipy (Python 3.12) but no SimpleITK, MONAI or network: first, here,
+#   .venv/bin/python scripts/pack_v3_truths.py .gpucheck/v3_lung1.npz      (~3 MB; safetensors' wheel in
+#   .gpucheck/wheels if that machine lacks it: benchmarks/pack_gpu_check.sh fetches it) and carry .gpucheck/.
+#   benchmarks/gpu_train_v3.sh [OUT_DIR]     (default: $OUT, else benchmarks/results)
+# Environment: CTN_TRAIN_MINUTES (training time, default 6), CTN_CHECK_DEVICE (default cuda), CTN_V3_PHANTOMS
+# (procedural phantoms, default 96), CTN_V3_SIZE (phantom pixels, default 256), CTN_V3_SLICES (default 48),
+# CTN_V3_POOL (cases held at once, default 192), CTN_V3_WORKERS (simulation threads, default cores / 4).
+# Writes OUT_DIR/ctn-conditioned-v3-gpu/ (package) and OUT_DIR/gpu_train_v3.json; the shipped v3 is not touched.
+# A CPU try (minutes, not a model): CTN_CHECK_DEVICE=cpu CTN_TRAIN_MINUTES=0.5 CTN_V3_PHANTOMS=2 CTN_V3_SIZE=64
+#   CTN_V3_SLICES=16 CTN_V3_POOL=8 benchmarks/gpu_train_v3.sh /tmp/v3try
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=${1:-${OUT:-benchmarks/results}}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT_DIR"
+if compgen -G ".gpucheck/wheels/*.whl" > /dev/null; then
+  SITE=$(mktemp -d)
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .gpucheck/wheels/*.whl
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+CTN_OUT_DIR="$OUT_DIR" "$PY" - <<'PY'
+import json, logging, os, time
+from pathlib import Path
+
+import torch
+
+from CTNormalizeLib.train.dr_stream import StreamSettings
+from CTNormalizeLib.train.run import _device, _train_v3_stream
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+out = Path(os.environ["CTN_OUT_DIR"])
+dev = _device(os.environ.get("CTN_CHECK_DEVICE", "cuda"))
+minutes = float(os.environ.get("CTN_TRAIN_MINUTES", "6"))
+truths = Path(".gpucheck/v3_lung1.npz")
+st = StreamSettings(phantom_seeds=tuple(range(int(os.environ.get("CTN_V3_PHANTOMS", "96")))),
+                    phantom_size=int(os.environ.get("CTN_V3_SIZE", "256")),
+                    phantom_slices=int(os.environ.get("CTN_V3_SLICES", "48")),
+                    pool=int(os.environ.get("CTN_V3_POOL", "192")), workers=int(os.environ.get("CTN_V3_WORKERS", "0")),
+                    lung1_file=str(truths) if truths.is_file() else None)
+st.min_pool = min(st.min_pool, st.pool)
+t0 = time.perf_counter()
+pkg = _train_v3_stream(out / "run_v3_gpu", None, minutes, 0, out / "ctn-conditioned-v3-gpu", None, dev, settings=st)
+wall = time.perf_counter() - t0
+card = json.loads((pkg / "card.json").read_text())
+r, td = card["recipe"], card["training_data"]
+res = {"device": dev if dev == "cpu" else f"{dev}: {torch.cuda.get_device_name(torch.device(dev))}",
+       "torch": torch.__version__, "batch": r["batch"], "patch": r["patch"], "steps_done": r["steps_done"],
+       "train_s": r["time_s"], "samples_per_s": round(r["steps_done"] * r["batch"] / max(r["time_s"], 1e-9), 1),
+       "probe_s_per_step": td["probe_s_per_step"], "setup_s": td["setup_s"], "cases_made": td["cases_made"],
+       "cases_per_s": td["cases_per_s"], "wall_s": round(wall, 1), "package": str(pkg)}
+(out / "gpu_train_v3.json").write_text(json.dumps(res, indent=1))
+print(json.dumps(res))
+PY
