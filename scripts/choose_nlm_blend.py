@@ -222,6 +222,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("package", help="the denoiser package folder whose card gets chain.nlm_blend and nlm_residual")
     ap.add_argument("--dry-run", action="store_true", help="print the choice, leave the card alone")
+    ap.add_argument("--per-case", help="also write every case's gaps and measured noise to this JSON (diagnostics)")
     ap.add_argument("--validation", choices=VALIDATION_SETS, default="randomized",
                     help="randomized: scanners with domain-randomized physics (default; neither denoiser was tuned "
                          "on them); classes: the engine's kernel classes")
@@ -253,6 +254,7 @@ def main(argv=None) -> int:
     grid = [(r, w) for r in RESIDUALS for w in WEIGHTS]
     table = {kind: {rw: [] for rw in grid} for kind in PAIRS}
     checks = {}  # one case per kind: the blended chain is checked on each
+    per_case = []
     for meant, s, t, src, tgt, rep in validation_cases(args.validation):
         plan = make_plan(src, s, t, method="classical", device="cpu", texture="clean")
         # the chain picks the weight by the kind its plan sees (measured signatures), so the table does too
@@ -276,6 +278,10 @@ def main(argv=None) -> int:
             continue
         for rw in grid:
             table[kind][rw].append(gaps[_key(rw)])
+        per_case.append({"kind": kind, "simulated_as": meant, "source": s, "target": t,
+                         "source_noise_hu": plan.source_signature.noise_hu,
+                         "target_noise_hu": plan.target_signature.noise_hu,
+                         "source_mtf50": plan.source_signature.transfer.mtf50, "gaps": gaps})
         best = max(grid, key=lambda rw: gaps[_key(rw)])
         print(f"{kind:13s} {s} -> {t}: network {gaps[_key((RESIDUALS[0], 0.0))]:.3f}, best {gaps[_key(best)]:.3f} "
               f"(residual {best[0]:g}, weight {best[1]:g})", flush=True)
@@ -317,6 +323,8 @@ def main(argv=None) -> int:
         "script": "scripts/choose_nlm_blend.py",
     }
     print(json.dumps(record, indent=1))
+    if args.per_case:
+        atomic_write_text(Path(args.per_case), json.dumps(per_case, indent=1, default=float))
     print(f"chosen weights {chosen}, residuals {residual} in {time.perf_counter() - t0:.0f} s")
     if not args.dry_run:
         path = Path(args.package) / "card.json"

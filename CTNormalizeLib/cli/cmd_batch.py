@@ -26,6 +26,8 @@ DESCRIPTION = (
 
 
 def add_arguments(p):
+    from ..io.write import DEFAULT_OUTPUT_TYPE, OUTPUT_TYPES
+
     p.add_argument("manifest", nargs="?", default=None, help="manifest CSV (case,input[,source,segments,group,...])")
     p.add_argument("--input-dir", default=None, metavar="DIR",
                    help="instead of a manifest: every CT under DIR (volume files and DICOM series)")
@@ -39,6 +41,9 @@ def add_arguments(p):
                         "(as normalize --texture)")
     p.add_argument("--output-format", choices=("nrrd", "nii.gz", "dicom"), default="nrrd",
                    help="normalized output per case: a NRRD or NIfTI file, or a derived DICOM series")
+    p.add_argument("--output-type", choices=OUTPUT_TYPES, default=DEFAULT_OUTPUT_TYPE,
+                   help="NRRD/NIfTI outputs: int16 (default) whole HU, compressed; float32 full precision "
+                        "(as normalize --output-type); the cohort's measurements are of the values written")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None,
                        help="LocalCluster worker processes (default: the CPU cores, at most one per case)")
@@ -120,7 +125,7 @@ def _run(args, mode: str) -> int:
     threads = args.threads or (None if args.scheduler else default_threads(workers))
     settings = BatchSettings(
         target=args.target, method=args.method, source=args.source, device=args.device,
-        output_format=args.output_format, texture=args.texture, emphysema=args.emphysema, threshold=args.threshold,
+        output_format=args.output_format, output_type=args.output_type, texture=args.texture, emphysema=args.emphysema, threshold=args.threshold,
         radiomics=args.radiomics,
         radiomics_params=str(Path(args.radiomics_params).resolve()) if args.radiomics_params else None,
         threads=threads)
@@ -133,7 +138,7 @@ def _run(args, mode: str) -> int:
     written = {k: str(v) for k, v in write_tables(out, records).items()}
     if not args.no_report:
         info = {"target": args.target, "method": args.method, "source": args.source, "texture": args.texture,
-                "output format": args.output_format, "workers": args.scheduler or workers,
+                "output format": args.output_format, "output type": args.output_type, "workers": args.scheduler or workers,
                 "threads per worker": threads}
         written["cohort"] = str(write_cohort_html(out / "cohort.html", records, after=True, settings=info))
     summary = summarize(records)

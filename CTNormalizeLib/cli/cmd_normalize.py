@@ -33,6 +33,7 @@ def _method_help() -> str:
 
 
 def add_arguments(p):
+    from ..io.write import DEFAULT_OUTPUT_TYPE, OUTPUT_TYPES
     from ..plan import DEFAULT_TEXTURE, TEXTURES
 
     p.add_argument("input", help="input CT: file or DICOM series folder (never modified)")
@@ -41,6 +42,9 @@ def add_arguments(p):
     p.add_argument("--output-format", choices=("auto", "volume", "dicom"), default="auto",
                    help="dicom: a derived DICOM CT series in the folder -o; auto (default): DICOM when -o "
                         "is an existing folder or ends with '/', else a volume file")
+    p.add_argument("--output-type", choices=OUTPUT_TYPES, default=DEFAULT_OUTPUT_TYPE,
+                   help="volume files: int16 (default) stores whole HU, compressed, as CT is stored (a tenth of "
+                        "float32's size; float32 if a value does not fit); float32 keeps full precision, uncompressed")
     p.add_argument("--source", default="auto",
                    help="source protocol overrides, e.g. kernel=B70f,dose=0.25,thickness=2; 'auto' (default) "
                         "measures the kernel and noise from the pixels with the DICOM tags as priors")
@@ -95,6 +99,7 @@ def _read_inputs(args, timings: dict):
 def _run(args, events: EventStream, guard) -> int:
     from ..interruptible import call_interruptibly
     from ..io import write_volume
+    from ..io.write import output_type
     from ..io.dicom_write import check_output_dir, derivation_from_report, output_is_dicom, write_derived_series
     from ..io.outputs import volume_nbytes
     from ..io.write import check_volume_path
@@ -158,7 +163,10 @@ def _run(args, events: EventStream, guard) -> int:
         for w in series.warnings:
             events.warning(w["code"], w["message"])
     else:
-        write_volume(out_vol, guard.stage(out))
+        dtype, warning = output_type(out_vol.hu, args.output_type)
+        if warning:
+            events.warning(warning["code"], warning["message"])
+        write_volume(out_vol, guard.stage(out), dtype=dtype)
     timings["write_s"] = round(time.perf_counter() - t, 3)
     outcome.timings = {**timings, **outcome.timings}
     report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve())).to_dict()

@@ -40,6 +40,7 @@ class BatchSettings:
     source: str = "auto"
     device: str = "auto"
     output_format: str = "nrrd"
+    output_type: str = "int16"
     texture: str = "clean"
     emphysema: bool = False
     threshold: float = -950.0
@@ -52,7 +53,8 @@ class BatchSettings:
         """Everything that decides a case's outputs (compared on a re-run)."""
         return {
             "target": self.target, "method": self.method, "source": case.source or self.source,
-            "series_uid": case.series_uid, "output_format": self.output_format, "texture": self.texture,
+            "series_uid": case.series_uid, "output_format": self.output_format,
+            "output_type": self.output_type if self.output_format != "dicom" else None, "texture": self.texture,
             "emphysema": self.emphysema, "threshold": self.threshold if self.emphysema else None,
             "radiomics": self.radiomics, "radiomics_params": self.radiomics_params if self.radiomics else None,
             "segments": case.segments if self.radiomics else None, "measure": self.measure,
@@ -194,6 +196,7 @@ def _output_meta(vol_meta: dict, target, label: str) -> dict:
 
 def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> dict:
     from ..io import read_volume, write_volume
+    from ..io.write import as_written, output_type
     from ..io.dicom_write import derivation_from_report, write_derived_series
     from ..io.validate import validate_ct
     from ..normalization import normalize
@@ -223,7 +226,11 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
         written = write_derived_series(out_vol, out, vol, derivation_from_report(run_report))
         warnings += written.warnings
     else:
-        write_volume(out_vol, out)
+        dtype, warning = output_type(out_vol.hu, settings.output_type)
+        if warning:
+            warnings.append(warning)
+        write_volume(out_vol, out, dtype=dtype)
+        out_vol = as_written(out_vol, dtype)  # the measurements below are of the file's values
     rec.update(output=str(out), method=plan.method, source_spec=plan.source.spec(), target_spec=plan.target.spec(),
                warnings=warnings, report=run_report.to_dict())
     clock.lap("write_s")

@@ -217,3 +217,28 @@ def test_spread_numbers():
     same = spread({"a": [2.0, 2.0], "b": [2.0, 2.0]})
     assert same["cv"] == 0.0 and same["p"] is None
     assert spread({"a": [1.0, 2.0]})["cv"] is None
+
+
+def test_case_outputs_are_whole_hu_and_measured_as_written(tmp_path):
+    """The default output type is int16; the cohort's measurements are of the values in the file; float32 is a
+    different plan (the case is redone)."""
+    import SimpleITK as sitk
+
+    from CTNormalizeLib.cohort import case as case_mod
+    from CTNormalizeLib.cohort.case import BatchSettings, run_case
+    from CTNormalizeLib.cohort.manifest import Case
+
+    ct = _write(tmp_path / "ct.nrrd", chest(BATCH_SHAPE, seed=1))
+    c = Case("c1", str(ct), "c1", source="kernel=sharp,dose=0.5,thickness=2")
+    out = str(tmp_path / "out")
+    s = BatchSettings(target=TARGET, method="mtf_ratio", measure=False, emphysema=True)
+    rec = run_case(c, s, out)
+    path = case_mod.output_path(out, c, s)
+    assert sitk.ReadImage(str(path)).GetPixelID() == sitk.sitkInt16
+    from CTNormalizeLib.io import read_volume
+    from CTNormalizeLib.quantify import emphysema_index
+
+    assert rec["emphysema"]["normalized"] == emphysema_index(read_volume(path), threshold=-950.0).to_dict()
+    f = BatchSettings(target=TARGET, method="mtf_ratio", measure=False, emphysema=True, output_type="float32")
+    assert run_case(c, f, out)["status"] == "done"
+    assert sitk.ReadImage(str(case_mod.output_path(out, c, f))).GetPixelID() == sitk.sitkFloat32

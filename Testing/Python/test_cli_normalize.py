@@ -147,3 +147,28 @@ def test_sigterm_cancels_fast_and_leaves_nothing(tmp_path, method):
     assert elapsed < 1.5, f"cancel took {elapsed:.1f} s"  # README: about a second
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.nrrd"]
+
+
+def test_output_is_whole_hu_compressed_by_default_and_float32_on_request(small_ct, tmp_path):
+    args = ["--source", SRC, "--target", "kernel=smooth", "--method", "mtf_ratio", "--progress", "none"]
+    a, b = tmp_path / "int.nrrd", tmp_path / "float.nrrd"
+    r = _run(["normalize", str(small_ct), "-o", str(a), *args])
+    assert r.returncode == 0, r.stderr
+    r = _run(["normalize", str(small_ct), "-o", str(b), *args, "--output-type", "float32"])
+    assert r.returncode == 0, r.stderr
+    ia, ib = sitk.ReadImage(str(a)), sitk.ReadImage(str(b))
+    assert ia.GetPixelID() == sitk.sitkInt16 and ib.GetPixelID() == sitk.sitkFloat32
+    va, vb = sitk.GetArrayFromImage(ia), sitk.GetArrayFromImage(ib)
+    assert not np.array_equal(vb, np.round(vb))  # the float output has fractions: the int16 one rounded them
+    assert np.abs(va - vb).max() <= 0.5 + 1e-3
+    assert a.stat().st_size < 0.5 * b.stat().st_size  # int16 and compressed
+
+
+def test_output_type_falls_back_to_float32_with_a_warning():
+    from CTNormalizeLib.io.write import output_type
+
+    assert output_type(np.array([-1000.4, 3000.6]), "int16") == ("int16", None)
+    for hu, why in ((np.array([0.0, 40000.0]), "beyond int16"), (np.array([0.0, np.nan]), "not finite")):
+        dtype, warning = output_type(hu, "int16")
+        assert dtype == "float32" and warning["code"] == "OUTPUT_FLOAT32" and why in warning["message"]
+    assert output_type(np.array([0.0, 40000.0]), "float32") == ("float32", None)
