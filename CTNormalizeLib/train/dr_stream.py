@@ -83,9 +83,11 @@ def stream_truths(settings: StreamSettings, processes: int = 0) -> list:
     jobs = [(s, shape, float(rng.uniform(*settings.pixel_range))) for s in settings.phantom_seeds]
     n = processes or min(len(jobs), os.cpu_count() or 1)
     if n > 1:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(n) as ex:
+        # spawned, not forked: the parent may already hold a CUDA context, which a fork cannot share
+        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as ex:
             vols = list(ex.map(_phantom, jobs))
     else:
         vols = [_phantom(j) for j in jobs]

@@ -178,3 +178,11 @@ def test_a_tiny_stream_run_writes_a_package_without_simpleitk(tmp_path):
     assert card["name"] == "ctn-conditioned-v3-gpu" and card["recipe"]["steps_done"] == 6
     assert card["training_data"]["cases_made"] >= 2 and card["training"]["device"] == "cpu"
     assert card["io"]["conditioning"] == "signature"
+
+
+def test_phantoms_made_in_spawned_processes_are_the_ones_made_here():
+    here = dr_stream.stream_truths(_tiny(), processes=1)
+    spawned = dr_stream.stream_truths(_tiny(), processes=2)
+    assert [n for n, _, _ in here] == [n for n, _, _ in spawned] == ["phantom-1", "phantom-2"]
+    for (_, a, _), (_, b, _) in zip(here, spawned):
+        assert a.spacing == b.spacing and np.array_equal(a.hu, b.hu)
