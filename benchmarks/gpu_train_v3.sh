@@ -6,10 +6,11 @@
 #   benchmarks/gpu_train_v3.sh [OUT_DIR]     (default: $OUT, else benchmarks/results)
 # Environment: CTN_TRAIN_MINUTES (training time, default 6), CTN_CHECK_DEVICE (default cuda), CTN_V3_PHANTOMS
 # (procedural phantoms, default 96), CTN_V3_SIZE (phantom pixels, default 256), CTN_V3_SLICES (default 48),
-# CTN_V3_POOL (cases held at once, default 192), CTN_V3_WORKERS (simulation threads, default cores / 4).
+# CTN_V3_POOL (cases held at once, default 192), CTN_V3_WORKERS (simulation threads, default cores / 4),
+# CTN_V3_LUNG1_SLABS (default 4; read from .gpucheck/v3_lung1.npz when there, else from the pyradiomics cache).
 # Writes OUT_DIR/ctn-conditioned-v3-gpu/ (package) and OUT_DIR/gpu_train_v3.json; the shipped v3 is not touched.
 # A CPU try (minutes, not a model): CTN_CHECK_DEVICE=cpu CTN_TRAIN_MINUTES=0.5 CTN_V3_PHANTOMS=2 CTN_V3_SIZE=64
-#   CTN_V3_SLICES=16 CTN_V3_POOL=8 benchmarks/gpu_train_v3.sh /tmp/v3try
+#   CTN_V3_SLICES=16 CTN_V3_POOL=8 CTN_V3_LUNG1_SLABS=0 benchmarks/gpu_train_v3.sh /tmp/v3try
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-benchmarks/results}}
@@ -21,7 +22,9 @@ if compgen -G ".gpucheck/wheels/*.whl" > /dev/null; then
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-CTN_OUT_DIR="$OUT_DIR" "$PY" - <<'PY'
+# a file, not stdin: the phantoms are made in spawned processes, which re-import the main script
+SCRIPT=$(mktemp -d)/gpu_train_v3.py
+cat > "$SCRIPT" <<'PY'
 import json, logging, os, time
 from pathlib import Path
 
@@ -30,27 +33,35 @@ import torch
 from CTNormalizeLib.train.dr_stream import StreamSettings
 from CTNormalizeLib.train.run import _device, _train_v3_stream
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-out = Path(os.environ["CTN_OUT_DIR"])
-dev = _device(os.environ.get("CTN_CHECK_DEVICE", "cuda"))
-minutes = float(os.environ.get("CTN_TRAIN_MINUTES", "6"))
-truths = Path(".gpucheck/v3_lung1.npz")
-st = StreamSettings(phantom_seeds=tuple(range(int(os.environ.get("CTN_V3_PHANTOMS", "96")))),
-                    phantom_size=int(os.environ.get("CTN_V3_SIZE", "256")),
-                    phantom_slices=int(os.environ.get("CTN_V3_SLICES", "48")),
-                    pool=int(os.environ.get("CTN_V3_POOL", "192")), workers=int(os.environ.get("CTN_V3_WORKERS", "0")),
-                    lung1_file=str(truths) if truths.is_file() else None)
-st.min_pool = min(st.min_pool, st.pool)
-t0 = time.perf_counter()
-pkg = _train_v3_stream(out / "run_v3_gpu", None, minutes, 0, out / "ctn-conditioned-v3-gpu", None, dev, settings=st)
-wall = time.perf_counter() - t0
-card = json.loads((pkg / "card.json").read_text())
-r, td = card["recipe"], card["training_data"]
-res = {"device": dev if dev == "cpu" else f"{dev}: {torch.cuda.get_device_name(torch.device(dev))}",
-       "torch": torch.__version__, "batch": r["batch"], "patch": r["patch"], "steps_done": r["steps_done"],
-       "train_s": r["time_s"], "samples_per_s": round(r["steps_done"] * r["batch"] / max(r["time_s"], 1e-9), 1),
-       "probe_s_per_step": td["probe_s_per_step"], "setup_s": td["setup_s"], "cases_made": td["cases_made"],
-       "cases_per_s": td["cases_per_s"], "wall_s": round(wall, 1), "package": str(pkg)}
-(out / "gpu_train_v3.json").write_text(json.dumps(res, indent=1))
-print(json.dumps(res))
+
+def main():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out = Path(os.environ["CTN_OUT_DIR"])
+    dev = _device(os.environ.get("CTN_CHECK_DEVICE", "cuda"))
+    minutes = float(os.environ.get("CTN_TRAIN_MINUTES", "6"))
+    truths = Path(".gpucheck/v3_lung1.npz")
+    st = StreamSettings(phantom_seeds=tuple(range(int(os.environ.get("CTN_V3_PHANTOMS", "96")))),
+                        lung1_slabs=int(os.environ.get("CTN_V3_LUNG1_SLABS", "4")),
+                        phantom_size=int(os.environ.get("CTN_V3_SIZE", "256")),
+                        phantom_slices=int(os.environ.get("CTN_V3_SLICES", "48")),
+                        pool=int(os.environ.get("CTN_V3_POOL", "192")), workers=int(os.environ.get("CTN_V3_WORKERS", "0")),
+                        lung1_file=str(truths) if truths.is_file() else None)
+    st.min_pool = min(st.min_pool, st.pool)
+    t0 = time.perf_counter()
+    pkg = _train_v3_stream(out / "run_v3_gpu", None, minutes, 0, out / "ctn-conditioned-v3-gpu", None, dev, settings=st)
+    wall = time.perf_counter() - t0
+    card = json.loads((pkg / "card.json").read_text())
+    r, td = card["recipe"], card["training_data"]
+    res = {"device": dev if dev == "cpu" else f"{dev}: {torch.cuda.get_device_name(torch.device(dev))}",
+           "torch": torch.__version__, "batch": r["batch"], "patch": r["patch"], "steps_done": r["steps_done"],
+           "train_s": r["time_s"], "samples_per_s": round(r["steps_done"] * r["batch"] / max(r["time_s"], 1e-9), 1),
+           "probe_s_per_step": td["probe_s_per_step"], "setup_s": td["setup_s"], "cases_made": td["cases_made"],
+           "cases_per_s": td["cases_per_s"], "wall_s": round(wall, 1), "package": str(pkg)}
+    (out / "gpu_train_v3.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":  # spawned workers import this file again
+    main()
 PY
+CTN_OUT_DIR="$OUT_DIR" "$PY" "$SCRIPT"

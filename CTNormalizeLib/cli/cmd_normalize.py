@@ -43,8 +43,9 @@ def add_arguments(p):
                    help="dicom: a derived DICOM CT series in the folder -o; auto (default): DICOM when -o "
                         "is an existing folder or ends with '/', else a volume file")
     p.add_argument("--output-type", choices=OUTPUT_TYPES, default=DEFAULT_OUTPUT_TYPE,
-                   help="volume files: int16 (default) stores whole HU, compressed, as CT is stored (a tenth of "
-                        "float32's size; float32 if a value does not fit); float32 keeps full precision, uncompressed")
+                   help="volume files: int16 (default) stores whole HU as CT is stored, compressed in .nrrd and .nii.gz "
+                        "(lung1: a quarter of float32's size; float32 if a value does not fit); float32 keeps full "
+                        "precision, uncompressed")
     p.add_argument("--source", default="auto",
                    help="source protocol overrides, e.g. kernel=B70f,dose=0.25,thickness=2; 'auto' (default) "
                         "measures the kernel and noise from the pixels with the DICOM tags as priors")

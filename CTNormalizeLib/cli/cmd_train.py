@@ -35,8 +35,9 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu",
                    help="cpu (default) or a GPU (cuda, cuda:N), which runs the GPU recipe of the denoise recipes "
-                        "(noise drawn on the device) and of v3 (pairs simulated on the device while it trains; with "
-                        "--minutes and no --steps the schedule is sized to the time), batch 256, bf16")
+                        "(noise drawn on the device) and of v3 (CUDA: pairs simulated on the device while it trains; with "
+                        "--minutes and no --steps the schedule is sized to fit that much training, to which setting "
+                        "up the phantoms and a 20-step probe add), batch 256, bf16")
     p.add_argument("--truths", help="v3 on a GPU: the lung1 slabs packed by scripts/pack_v3_truths.py (for a machine "
                                     "without SimpleITK); default: read lung1 here")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")

@@ -225,6 +225,8 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     if settings.output_format == "dicom":
         written = write_derived_series(out_vol, out, vol, derivation_from_report(run_report))
         warnings += written.warnings
+        # a derived series stores whole HU when they fit int16 (slope 1), as a volume file does
+        out_vol = as_written(out_vol, output_type(out_vol.hu, "int16")[0])
     else:
         dtype, warning = output_type(out_vol.hu, settings.output_type)
         if warning:

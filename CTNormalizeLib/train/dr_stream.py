@@ -92,7 +92,13 @@ def stream_truths(settings: StreamSettings, processes: int = 0) -> list:
     else:
         vols = [_phantom(j) for j in jobs]
     out = [(f"phantom-{j[0]}", v, 0.5) for j, v in zip(jobs, vols)]
-    return out + [(f"lung1-slab{j}", v, float(v.spacing[0])) for j, v in enumerate(lung1_truths(settings, rng))]
+    slabs = lung1_truths(settings, _slab_rng(settings))
+    return out + [(f"lung1-slab{j}", v, float(v.spacing[0])) for j, v in enumerate(slabs)]
+
+
+def _slab_rng(settings: DRSettings) -> np.random.Generator:
+    """Where the lung1 slabs are cut (the same here and in :func:`pack_lung1_truths`)."""
+    return np.random.default_rng([settings.seed, 778, 1])
 
 
 def lung1_truths(settings: StreamSettings, rng) -> list[Volume]:
@@ -118,7 +124,7 @@ def pack_lung1_truths(settings: DRSettings, path) -> Path:
     from ..io.atomic import atomic_output
     from .dr_data import lung1_slabs
 
-    slabs = lung1_slabs(settings, np.random.default_rng([settings.seed, 778]))
+    slabs = lung1_slabs(settings, _slab_rng(settings))
     arrays = {f"slab_{i}": np.round(v.hu).astype(np.int16) for i, v in enumerate(slabs)}
     arrays["spacing"] = np.asarray(slabs[0].spacing if slabs else (5.0, 1.0, 1.0), np.float64)
     with atomic_output(Path(path)) as tmp:
@@ -186,6 +192,12 @@ class DRStream:
         return Case(name, torch.from_numpy(inp).to(self.device), tgt, cond, pair_info(phys, tname, t_s, t_t, sig))
 
     def _add(self, case: Case) -> None:
+        import torch
+
+        for t in (case.input_hu, case.target_hu):
+            if isinstance(t, torch.Tensor) and t.is_cuda:
+                # made on a worker's stream, read on this one: its memory is not reused before this stream is done
+                t.record_stream(torch.cuda.current_stream(t.device))
         if len(self.pool) < self.settings.pool:
             self.pool.append(case)
         else:
@@ -200,10 +212,21 @@ class DRStream:
             self._add(self.make_case(rng))
 
     def _work(self, k: int) -> None:
+        import contextlib
+
+        import torch
+
         rng = np.random.default_rng([self.settings.seed, 781, k])
+        # on a GPU each worker simulates on its own stream, so its kernels overlap training instead of
+        # queueing in front of it; a case is handed over only once its stream has finished it
+        on_cuda = torch.device(self.device).type == "cuda"
+        stream = torch.cuda.Stream(device=self.device) if on_cuda else None
         try:
             while not self._stop.is_set():
-                case = self.make_case(rng)
+                with torch.cuda.stream(stream) if on_cuda else contextlib.nullcontext():
+                    case = self.make_case(rng)
+                if on_cuda:
+                    stream.synchronize()
                 while not self._stop.is_set():
                     try:
                         self._queue.put(case, timeout=0.5)
@@ -219,8 +242,12 @@ class DRStream:
             t = threading.Thread(target=self._work, args=(k,), daemon=True, name=f"dr-stream-{k}")
             t.start()
             self._threads.append(t)
-        while len(self.pool) < min(self.settings.min_pool, self.settings.pool):
-            self._drain(block=True)
+        try:
+            while len(self.pool) < min(self.settings.min_pool, self.settings.pool):
+                self._drain(block=True)
+        except BaseException:
+            self.close()  # no worker keeps simulating for a run that did not start
+            raise
         return self
 
     def _drain(self, block: bool = False) -> None:
@@ -260,7 +287,8 @@ class DRStream:
 
         Patches are drawn as :func:`.dr_data._patch` draws them (random slice, position, rotation and
         flip; 85 % of the patches that are mostly air are skipped), in rounds of ``2 * batch``
-        candidates so that the device is read once per round, not once per patch.
+        candidates: the air test reads the device once per round, and patches are cut by slicing
+        (no index tensor sent to the device per patch).
         """
         import torch
 
@@ -280,10 +308,7 @@ class DRStream:
                 if frac < 0.05 and c[6]:
                     continue  # mostly air outside the body: keep a few, skip most
                 case, k, y0, x0, r, flip, _ = c
-                n = min(case.input_hu.shape[0], case.target_hu.shape[0])
-                idx = torch.as_tensor(np.clip(np.arange(k - context // 2, k + context // 2 + 1), 0, n - 1),
-                                      device=case.input_hu.device)
-                x = torch.rot90(case.input_hu[idx, y0:y0 + patch, x0:x0 + patch], r, dims=(1, 2))
+                x = torch.rot90(_context(case, k, context)[:, y0:y0 + patch, x0:x0 + patch], r, dims=(1, 2))
                 y = torch.rot90(lab, r, dims=(0, 1))
                 if flip:
                     x, y = torch.flip(x, dims=(2,)), torch.flip(y, dims=(1,))
@@ -297,6 +322,17 @@ class DRStream:
         x, y = torch.stack(xs), torch.stack(ys)
         sc = lambda a: (torch.clamp(a, lo, hi) - offset) / divisor  # noqa: E731
         return sc(x), sc(y), torch.as_tensor(np.asarray(cs, np.float32), device=x.device)
+
+
+def _context(case: Case, k: int, context: int):
+    """Slices ``k - context // 2 .. k + context // 2`` of the input, the volume's end slices repeated beyond it."""
+    import torch
+
+    n = min(case.input_hu.shape[0], case.target_hu.shape[0])
+    lo, hi = k - context // 2, k + context // 2 + 1
+    if lo >= 0 and hi <= n:
+        return case.input_hu[lo:hi]
+    return torch.cat([case.input_hu[j:j + 1] for j in np.clip(np.arange(lo, hi), 0, n - 1)])
 
 
 def _draw(pool: list, rng, patch: int):

@@ -54,6 +54,8 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
         from ..errors import BadInputError
 
         raise BadInputError("--truths is read by v3's GPU recipe only (--recipe v3 --device cuda).")
+    if v3_device not in (None, "cpu"):
+        _check_v3_stream_inputs(v3_device, manifest, bank_path, truths_file)
     if recipe in DENOISE_RECIPES:  # makes OUT only once its inputs are checked
         from ..errors import BadInputError
 
@@ -148,6 +150,20 @@ def dr_physics() -> dict:
             "aec_strength": [0.0, 0.5, 1.0], "views": "matched or 50-100 % of matched"}
 
 
+def _check_v3_stream_inputs(device: str, manifest, bank_path, truths_file) -> None:
+    """v3's GPU recipe simulates its own pairs on CUDA: refuse what it would otherwise ignore, before anything runs."""
+    from ..errors import BadInputError
+
+    if not device.startswith("cuda"):
+        raise BadInputError(f"v3's GPU recipe runs on CUDA, not {device!r} (its simulator is untried there); "
+                            "use --device cpu for the CPU recipe.")
+    if manifest is not None or bank_path is not None:
+        raise BadInputError("v3's GPU recipe simulates its pairs while it trains; it takes no --manifest or --bank "
+                            "(use --device cpu to train on a bank or your pairs).")
+    if truths_file is not None and not Path(truths_file).is_file():
+        raise BadInputError(f"No packed lung1 slabs at {truths_file} (scripts/pack_v3_truths.py makes them).")
+
+
 def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, progress, device: str,
                      truths_file=None, settings=None) -> Path:
     """v3's GPU recipe: pairs simulated on ``device`` while it trains (:mod:`.dr_stream`), no bank.
@@ -199,31 +215,20 @@ def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, prog
 
 
 def _probe_step_seconds(cfg, stream, work: Path, device: str) -> float:
-    """Seconds per training step of ``cfg`` on ``stream`` (steps 10-20 of a throw-away run)."""
-    import csv
+    """Seconds per training step of ``cfg`` on ``stream``: steps 10-20 of a throw-away run, timed here.
+
+    The loop reads the loss back every step (a host sync), so the clock sees the device's time.
+    """
     import dataclasses
+    import time
 
-    probe = dataclasses.replace(cfg, steps=20, log_every=10, ckpt_every=10 ** 9, name=cfg.name + "-probe")
-    train(probe, stream, work, resume=False, device=device)
-    with open(work / "log.csv", newline="") as fh:
-        rows = {int(r["step"]): float(r["seconds"]) for r in csv.DictReader(fh)}
-    return max((rows[20] - rows[10]) / 10.0, 1e-4)
+    marks = {}
 
+    def clock(stage, fraction):
+        step = round(fraction * 20)
+        if step in (10, 20):
+            marks[step] = time.perf_counter()
 
-def _train_denoiser(out: Path, bank_path, steps, max_minutes, seed, resume, package_dir, progress, settings,
-                    device: str = "cpu", recipe: str = "denoise"):
-    """A denoiser recipe: clean images from the v3 bank (built when absent), noise drawn per sample."""
-    from ..inference.device import resolve_device
-    from .denoiser import GPU_OVERRIDES, DenoiseConfig, train_denoiser
-
-    dev = resolve_device(device)
-    cache = Path(bank_path) if bank_path else out / "bank_dr.npz"
-    if not cache.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        _dr_bank(out, bank_path, seed, progress, settings)
-    over = {**RECIPE_OVERRIDES[recipe], "seed": seed, **({"steps": int(steps)} if steps is not None else {})}
-    if dev != "cpu":
-        over.update(GPU_OVERRIDES)
-    return train_denoiser(DenoiseConfig(**over), cache, out, resume=resume,
-                          max_seconds=None if max_minutes is None else 60 * max_minutes,
-                          package_dir=package_dir, progress=progress, device=dev)
+    probe = dataclasses.replace(cfg, steps=20, ckpt_every=10 ** 9, name=cfg.name + "-probe")
+    train(probe, stream, work, resume=False, device=device, progress=clock)
+    return max((marks[20] - marks[10]) / 10.0, 1e-6)

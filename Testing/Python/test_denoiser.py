@@ -603,6 +603,7 @@ def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denois
         return Volume(clean + rng.normal(0, sd, clean.shape).astype(np.float32), (2.0, 0.8, 0.8))
 
     cases = [("noise_only", *mod.PAIRS["noise_only"][0], noisy(40), noisy(12), noisy(12)),
+             ("noise_only", *mod.PAIRS["noise_only"][0], noisy(15), noisy(12), noisy(12)),  # a small gap
              ("kernel_change", *mod.PAIRS["kernel_change"][0], noisy(40), noisy(5), noisy(5))]
     monkeypatch.setattr(mod, "validation_cases", lambda which="randomized": cases)
     monkeypatch.setattr(mod, "WEIGHTS", (0.0, 0.5))
@@ -626,11 +627,26 @@ def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denois
         assert (card["chain"]["nlm_residual"][kind], card["chain"]["nlm_blend"][kind]) == best
     assert "held-out" in card["chain"]["chosen_on"] and card["chain"]["check_max_abs_diff_hu"] <= 0.05
     assert card["chain"]["validation_set"] == "randomized" and "domain-randomized" in card["chain"]["chosen_on"]
+    assert "pooled" in card["chain"]["metric"] and len(card["chain"]["gap_hu"]["noise_only"]) == 2
+    ratios = card["chain"]["validation_mean_of_ratios"]
+    assert set(ratios) == {"noise_only", "kernel_change"}
+    # two noise-only cases with different gaps: the table chosen from is the pooled one, not the mean of ratios
+    assert table["noise_only"] != ratios["noise_only"] and table["kernel_change"] == ratios["kernel_change"]
     other = tmp_path / "notden"
     other.mkdir()
     (other / "card.json").write_text(json.dumps({**card, "role": "normalizer"}))
     (other / "model.safetensors").write_bytes((tiny_denoiser / "model.safetensors").read_bytes())
     assert mod.main([str(other)]) == 2
+
+
+def test_the_blend_is_chosen_by_the_hu_each_case_has_to_close():
+    """A case whose source is hardly noisier than its target cannot swing the choice (a mean of ratios let it)."""
+    mod = _choose_script()
+    gaps = [10.0, 0.05]  # HU to close: a real dose gap, and next to none
+    a, b = [9.0, -0.05], [8.5, 0.05]  # a closes more of the real gap; b 'closes' all of the tiny one
+    assert mod.pooled_gap(a, gaps) > mod.pooled_gap(b, gaps)
+    assert np.mean(np.divide(a, gaps)) < np.mean(np.divide(b, gaps))
+    assert mod.pooled_gap(a, gaps) == pytest.approx(8.95 / 10.05)
 
 
 def _choose_script():

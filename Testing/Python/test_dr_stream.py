@@ -3,6 +3,7 @@ CPU bank makes its pairs, batches, worker failures, the packed lung1 slabs, and 
 on a machine without SimpleITK."""
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -19,6 +20,7 @@ from CTNormalizeLib.protocols import Protocol  # noqa: E402
 from CTNormalizeLib.simulate import DEFAULT_SCANNER, make_phantom, project_truth, simulate_scan  # noqa: E402
 from CTNormalizeLib.simulate import torch_scanner as ts  # noqa: E402
 from CTNormalizeLib.train import dr_stream  # noqa: E402
+from CTNormalizeLib.simulate import slice_profile  # noqa: E402
 from CTNormalizeLib.train.dr_stream import Case, DRStream, StreamSettings  # noqa: E402
 from CTNormalizeLib.volume import Volume  # noqa: E402
 
@@ -36,19 +38,24 @@ def truth():
     return make_phantom(5, shape=(12, 96, 96), spacing=(0.5, 1.0, 1.0), emphysema=None, nodules=None).volume
 
 
-@pytest.mark.parametrize("thickness", [1.0, 2.0])
-def test_a_whole_scan_matches_the_reference(truth, thickness):
-    det = replace(DEFAULT_SCANNER, views=None)
+@pytest.mark.parametrize("thickness, views, noise_det", [
+    (1.0, None, None),
+    (2.0, None, None),
+    (2.0, 100, {"electronic_std": 25.0, "aec_strength": 0.0}),  # fewer views; a randomized detector's noise
+])
+def test_a_whole_scan_matches_the_reference(truth, thickness, views, noise_det):
+    det = replace(DEFAULT_SCANNER, views=views)
     ref_p = project_truth(truth, det)
     dp = ts.project_volume(truth, det)
-    prot = Protocol(kernel="standard", dose=0.3, thickness=thickness)
+    prot = Protocol(kernel="standard", dose=0.05 if noise_det else 0.3, thickness=thickness)
     ref = simulate_scan(truth, prot, 1, detector=det, projections=ref_p, noise=False).hu
     got = ts.reconstruct_scan(truth, dp, prot, noise=False).numpy()
     assert got.shape == ref.shape  # the reference's z grid
     assert np.sqrt(np.mean((got - ref) ** 2)) < 0.03 * np.sqrt(np.mean((ref - ref.mean()) ** 2))
     assert abs(float((got - ref).mean())) < 1.0
-    ref_n = simulate_scan(truth, prot, 1, detector=det, projections=ref_p).hu - ref
-    got_n = ts.reconstruct_scan(truth, dp, prot, seed=3).numpy() - got
+    noisy_det = replace(det, **noise_det) if noise_det else None
+    ref_n = simulate_scan(truth, prot, 1, detector=noisy_det or det, projections=ref_p).hu - ref
+    got_n = ts.reconstruct_scan(truth, dp, prot, seed=3, det=noisy_det).numpy() - got
     c = np.s_[:, 30:66, 30:66]
     assert got_n[c].std() == pytest.approx(ref_n[c].std(), rel=0.1)
 
@@ -85,6 +92,24 @@ def test_cases_are_what_the_engine_gives_the_network(stream):
         assert float(case.target_hu.std()) > 0 and not torch.equal(case.input_hu, case.target_hu)
 
 
+def test_a_case_is_measured_on_the_source_grid_and_resampled_to_the_target(monkeypatch):
+    """network_pair gets the source scan with the source's slice spacing, and both thicknesses."""
+    from CTNormalizeLib.train import dr_data
+
+    seen = []
+
+    def spy(hu, spacing, t_s, t_t, w_t, lam):
+        seen.append((hu.shape[0], spacing, t_s, t_t))
+        return dr_data.network_pair(hu, spacing, t_s, t_t, w_t, lam)
+
+    monkeypatch.setattr(dr_stream, "network_pair", spy)
+    s = DRStream(_tiny(phantom_seeds=(1,), thicknesses=(3.0,), same_thickness=0.0), "cpu")
+    case = s.make_case(np.random.default_rng(5))
+    n_src, spacing, t_s, t_t = seen[0]
+    assert spacing[0] == t_s == case.info["source_thickness"] and t_t == case.info["target_thickness"]
+    assert n_src == len(slice_profile.output_positions(16, 0.5, t_s))
+
+
 def test_the_pool_replaces_its_oldest_case():
     s = object.__new__(DRStream)
     s.settings, s.pool, s._next, s.cases_made = _tiny(pool=2), [], 0, 0
@@ -99,6 +124,18 @@ def test_batches_are_scaled_patches_of_the_pool(stream):
     assert float(x.min()) >= -1.1 - 1e-6 and float(x.max()) <= 0.9 + 1e-6
     x2, y2, _ = stream.sample(np.random.default_rng(1), 8, 32, 5, -1100.0, 900.0, 0.0, 1000.0)
     assert torch.equal(x, x2) and torch.equal(y, y2)  # a function of the pool and the draws
+
+
+def test_a_batch_pairs_each_label_with_its_own_input_slice():
+    """Rotation, flip, position and the context's centre slice are the label's (input = target here)."""
+    s = object.__new__(DRStream)
+    s._errors, s.pool = [], []
+    vol = torch.from_numpy(np.random.default_rng(0).normal(0, 200, (6, 40, 40)).astype(np.float32))
+    s.pool = [Case("c", vol, vol, [0.0])]
+    s._drain = lambda block=False: None
+    x, y, _ = s.sample(np.random.default_rng(3), 32, 16, 5, -1100.0, 900.0, 0.0, 1000.0)
+    assert torch.equal(x[:, 2], y[:, 0])
+    assert not all(torch.equal(x[:, 0][i], x[:, 2][i]) for i in range(32))  # the neighbours are other slices
 
 
 def test_mostly_air_patches_are_mostly_skipped():
@@ -135,14 +172,20 @@ def test_held_out_phantoms_are_refused():
         dr_stream.stream_truths(_tiny(phantom_seeds=(1, 1000)))
 
 
-def test_packed_lung1_slabs_round_trip(tmp_path, monkeypatch):
-    slabs = [Volume(np.random.default_rng(i).normal(-500, 300, (3, 16, 16)).astype(np.float32), (5.0, 1.4, 1.4))
-             for i in range(2)]
-    monkeypatch.setattr("CTNormalizeLib.train.dr_data.lung1_slabs", lambda settings, rng: slabs)
+def test_packed_lung1_slabs_round_trip_and_are_the_slabs_cut_here(tmp_path, monkeypatch):
+    def cut(settings, rng):  # where slabs are cut depends on the generator, as lung1_slabs' do
+        z0 = int(rng.integers(1000))
+        return [Volume(np.random.default_rng(z0 + i).normal(-500, 300, (3, 16, 16)).astype(np.float32),
+                       (5.0, 1.4, 1.4)) for i in range(settings.lung1_slabs)]
+
+    monkeypatch.setattr("CTNormalizeLib.train.dr_data.lung1_slabs", cut)
     path = dr_stream.pack_lung1_truths(_tiny(lung1_slabs=2), tmp_path / "l.npz")
     got = dr_stream.lung1_truths(_tiny(lung1_slabs=2, lung1_file=str(path)), None)
+    here = [v for n, v, _ in dr_stream.stream_truths(_tiny(lung1_slabs=2, phantom_seeds=(1,)), processes=1)
+            if n.startswith("lung1")]
     assert len(got) == 2 and got[0].spacing == (5.0, 1.4, 1.4)
-    assert np.abs(got[1].hu - slabs[1].hu).max() <= 0.5  # int16 HU
+    for a, b in zip(got, here):
+        assert np.abs(a.hu - b.hu).max() <= 0.5  # int16 HU of the same slabs
     with pytest.raises(BadInputError, match="pack_v3_truths"):
         dr_stream.lung1_truths(_tiny(lung1_slabs=2, lung1_file=str(tmp_path / "missing.npz")), None)
 
@@ -160,7 +203,7 @@ from CTNormalizeLib.train.dr_stream import StreamSettings
 from CTNormalizeLib.train.run import _train_v3_stream
 recipes.V3_GPU_OVERRIDES = dict(recipes.V3_GPU_OVERRIDES, batch=4, patch=32)
 st = StreamSettings(phantom_seeds=(1, 2), phantom_slices=16, phantom_size=64, lung1_slabs=0, pool=4, min_pool=2, workers=1)
-pkg = _train_v3_stream(Path(sys.argv[1]), 6, None, 0, None, None, 'cpu', settings=st)
+pkg = _train_v3_stream(Path(sys.argv[1]), None, 0.05, 0, None, None, 'cpu', settings=st)
 print(json.dumps({"package": str(pkg), "modules": [m for m in sys.modules if m.split('.')[0] in ('SimpleITK', 'finufft')]}))
 """
 
@@ -175,7 +218,9 @@ def test_a_tiny_stream_run_writes_a_package_without_simpleitk(tmp_path):
 
     pkg = read_package(Path(res["package"]))
     card = pkg.card
-    assert card["name"] == "ctn-conditioned-v3-gpu" and card["recipe"]["steps_done"] == 6
+    assert card["name"] == "ctn-conditioned-v3-gpu" and card["recipe"]["steps_done"] >= 1
+    probe = card["training_data"]["probe_s_per_step"]  # the schedule was sized from a timed probe
+    assert 1e-4 < probe < 30 and card["hyperparameters"]["steps"] == max(20, int(0.95 * 60 * 0.05 / probe))
     assert card["training_data"]["cases_made"] >= 2 and card["training"]["device"] == "cpu"
     assert card["io"]["conditioning"] == "signature"
 
@@ -186,3 +231,15 @@ def test_phantoms_made_in_spawned_processes_are_the_ones_made_here():
     assert [n for n, _, _ in here] == [n for n, _, _ in spawned] == ["phantom-1", "phantom-2"]
     for (_, a, _), (_, b, _) in zip(here, spawned):
         assert a.spacing == b.spacing and np.array_equal(a.hu, b.hu)
+
+
+def test_the_gpu_script_runs_on_the_cpu(tmp_path):
+    """benchmarks/gpu_train_v3.sh end to end, tiny, on torch's CPU device (its phantoms in spawned processes)."""
+    env = dict(os.environ, PYTHON=sys.executable, CTN_CHECK_DEVICE="cpu", CTN_TRAIN_MINUTES="0.05", CTN_V3_PHANTOMS="2",
+               CTN_V3_SIZE="64", CTN_V3_SLICES="16", CTN_V3_POOL="4", CTN_V3_LUNG1_SLABS="0", CTN_V3_WORKERS="1")
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_train_v3.sh"), str(tmp_path)], capture_output=True,
+                       text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "gpu_train_v3.json").read_text())
+    assert res["device"] == "cpu" and res["steps_done"] >= 1 and res["cases_made"] >= 4
+    assert (tmp_path / "ctn-conditioned-v3-gpu" / "model.safetensors").is_file()

@@ -181,6 +181,25 @@ def test_v3_gpu_recipe_without_a_gpu_is_refused_before_its_run_folder_is_made(ca
         check_case(code, err, 2, ["BAD_INPUT", "--truths"], before, [tmp_path], absent=[run_dir])
 
 
+def test_v3_gpu_recipe_refuses_what_it_would_ignore_before_its_run_folder_is_made(capsys, monkeypatch, tmp_path):
+    """On a machine with a GPU (stood in for): --manifest/--bank, a missing --truths file and a non-CUDA device."""
+    from CTNormalizeLib.train import run as train_run
+
+    monkeypatch.setattr(train_run, "_device", lambda d: {"cuda": "cuda:0", "mps": "mps"}.get(d, d))
+    monkeypatch.setattr(train_run, "_train_v3_stream", lambda *a, **k: pytest.fail("must not start"))
+    manifest = tmp_path / "pairs.json"
+    manifest.write_text("[]")
+    before = snapshot(manifest)
+    run_dir = tmp_path / "run"
+    for args, words in ((["--manifest", manifest], "no --manifest or --bank"),
+                        (["--bank", manifest], "no --manifest or --bank"),
+                        (["--truths", tmp_path / "missing.npz"], "No packed lung1 slabs"),
+                        (["--device", "mps"], "runs on CUDA")):
+        device = [] if "--device" in args else ["--device", "cuda"]
+        code, _, err = cli(capsys, "train", "--recipe", "v3", *device, "-o", run_dir, *args)
+        check_case(code, err, 2, ["BAD_INPUT", words], before, [tmp_path], absent=[run_dir])
+
+
 def test_cuda_without_cuda_is_bad_input_naming_what_torch_sees(capsys, monkeypatch, tmp_path, ct):
     """A stand-in torch module with no GPU (the real one may have one, and imports slowly)."""
     import sys
