@@ -3,7 +3,8 @@
 # For a machine with PyTorch + CUDA, numpy and scipy (Python 3.12) but no SimpleITK, MONAI or network: first, here,
 #   .venv/bin/python scripts/pack_v3_truths.py .gpucheck/v3_lung1.npz      (~3 MB; safetensors' wheel in
 #   .gpucheck/wheels if that machine lacks it: benchmarks/pack_gpu_check.sh fetches it) and carry .gpucheck/.
-#   benchmarks/gpu_train_v3.sh [OUT_DIR]     (default: $OUT, else benchmarks/results)
+#   benchmarks/gpu_train_v3.sh [OUT_DIR]     (default: $OUT, else benchmarks/results; Python: $PYTHON, else
+#   .venv/bin/python when there, else python3)
 # Environment: CTN_TRAIN_MINUTES (training time, default 6), CTN_CHECK_DEVICE (default cuda), CTN_V3_PHANTOMS
 # (procedural phantoms, default 96), CTN_V3_SIZE (phantom pixels, default 256), CTN_V3_SLICES (default 48),
 # CTN_V3_POOL (cases held at once, default 192), CTN_V3_WORKERS (simulation threads, default cores / 4),
@@ -12,18 +13,23 @@
 # A CPU try (minutes, not a model): CTN_CHECK_DEVICE=cpu CTN_TRAIN_MINUTES=0.5 CTN_V3_PHANTOMS=2 CTN_V3_SIZE=64
 #   CTN_V3_SLICES=16 CTN_V3_POOL=8 CTN_V3_LUNG1_SLABS=0 benchmarks/gpu_train_v3.sh /tmp/v3try
 set -euo pipefail
+OUT_DIR=${1:-${OUT:-}}
+[ -n "$OUT_DIR" ] && OUT_DIR=$(mkdir -p "$OUT_DIR" && cd "$OUT_DIR" && pwd)  # relative to where it is called
 cd "$(dirname "$0")/.."
-OUT_DIR=${1:-${OUT:-benchmarks/results}}
-PY=${PYTHON:-python3}
+OUT_DIR=${OUT_DIR:-$PWD/benchmarks/results}
+if [ -x .venv/bin/python ]; then DEFAULT_PY=.venv/bin/python; else DEFAULT_PY=python3; fi
+PY=${PYTHON:-$DEFAULT_PY}
 mkdir -p "$OUT_DIR"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
 if compgen -G ".gpucheck/wheels/*.whl" > /dev/null; then
-  SITE=$(mktemp -d)
+  SITE=$WORK/site
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .gpucheck/wheels/*.whl
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # a file, not stdin: the phantoms are made in spawned processes, which re-import the main script
-SCRIPT=$(mktemp -d)/gpu_train_v3.py
+SCRIPT=$WORK/gpu_train_v3.py
 cat > "$SCRIPT" <<'PY'
 import json, logging, os, time
 from pathlib import Path
@@ -54,7 +60,8 @@ def main():
     r, td = card["recipe"], card["training_data"]
     res = {"device": dev if dev == "cpu" else f"{dev}: {torch.cuda.get_device_name(torch.device(dev))}",
            "torch": torch.__version__, "batch": r["batch"], "patch": r["patch"], "steps_done": r["steps_done"],
-           "train_s": r["time_s"], "samples_per_s": round(r["steps_done"] * r["batch"] / max(r["time_s"], 1e-9), 1),
+           "train_s": r["time_s"],
+           "steps_planned": r["steps_planned"], "stopped_early": r["stopped_early"], "samples_per_s": round(r["steps_done"] * r["batch"] / max(r["time_s"], 1e-9), 1),
            "probe_s_per_step": td["probe_s_per_step"], "setup_s": td["setup_s"], "cases_made": td["cases_made"],
            "cases_per_s": td["cases_per_s"], "wall_s": round(wall, 1), "package": str(pkg)}
     (out / "gpu_train_v3.json").write_text(json.dumps(res, indent=1))

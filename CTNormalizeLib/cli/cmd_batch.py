@@ -43,7 +43,8 @@ def add_arguments(p):
                    help="normalized output per case: a NRRD or NIfTI file, or a derived DICOM series")
     p.add_argument("--output-type", choices=OUTPUT_TYPES, default=DEFAULT_OUTPUT_TYPE,
                    help="NRRD/NIfTI outputs: int16 (default) whole HU, compressed; float32 full precision "
-                        "(as normalize --output-type); the cohort's measurements are of the values written")
+                        "(as normalize --output-type; a DICOM series always stores whole HU); the cohort's "
+                        "measurements are of the values written")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None,
                        help="LocalCluster worker processes (default: the CPU cores, at most one per case)")
@@ -119,13 +120,17 @@ def _run(args, mode: str) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise BadInputError(f"Output {out} is a file; give a folder.")
+    if args.output_format == "dicom" and args.output_type == "float32":
+        raise BadInputError("--output-type float32 is for volume files: a derived DICOM series stores whole HU "
+                            "(leave --output-type out, or choose --output-format nrrd / nii.gz).")
     _check_output(args, cases, out)
     out.mkdir(parents=True, exist_ok=True)
     workers = None if args.scheduler else local_workers(args, len(cases))
     threads = args.threads or (None if args.scheduler else default_threads(workers))
     settings = BatchSettings(
         target=args.target, method=args.method, source=args.source, device=args.device,
-        output_format=args.output_format, output_type=args.output_type, texture=args.texture, emphysema=args.emphysema, threshold=args.threshold,
+        output_format=args.output_format,
+        output_type="int16" if args.output_format == "dicom" else args.output_type, texture=args.texture, emphysema=args.emphysema, threshold=args.threshold,
         radiomics=args.radiomics,
         radiomics_params=str(Path(args.radiomics_params).resolve()) if args.radiomics_params else None,
         threads=threads)

@@ -43,9 +43,9 @@ def add_arguments(p):
                    help="dicom: a derived DICOM CT series in the folder -o; auto (default): DICOM when -o "
                         "is an existing folder or ends with '/', else a volume file")
     p.add_argument("--output-type", choices=OUTPUT_TYPES, default=DEFAULT_OUTPUT_TYPE,
-                   help="volume files: int16 (default) stores whole HU as CT is stored, compressed in .nrrd and .nii.gz "
+                   help="volume files: int16 (default) stores whole HU as CT is stored, compressed except in .nii "
                         "(lung1: a quarter of float32's size; float32 if a value does not fit); float32 keeps full "
-                        "precision, uncompressed")
+                        "precision (compressed only in .nii.gz). A DICOM series always stores whole HU")
     p.add_argument("--source", default="auto",
                    help="source protocol overrides, e.g. kernel=B70f,dose=0.25,thickness=2; 'auto' (default) "
                         "measures the kernel and noise from the pixels with the DICOM tags as priors")
@@ -159,6 +159,9 @@ def _run(args, events: EventStream, guard) -> int:
     out_vol.meta = {k: v for k, v in vol.meta.items() if k not in ("source_path", "warnings")}
     out_vol.meta["ctnormalize"] = f"{plan.method} {plan.source.spec()} -> {plan.target.spec()}"
     run_report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve()))
+    if dicom_out and args.output_type == "float32":
+        events.warning("OUTPUT_TYPE_DICOM", "--output-type float32 is for volume files: the derived DICOM series "
+                                            "stores whole HU.")
     if dicom_out:
         series = write_derived_series(out_vol, guard.stage(out), vol, derivation_from_report(run_report))
         for w in series.warnings:
@@ -180,5 +183,7 @@ def _run(args, events: EventStream, guard) -> int:
     events.progress("done", 1.0, step=4, force=True)
     events.done(str(Path(out).resolve()), report)
     if events.mode != "json":
-        print(f"Wrote {out} ({plan.method}; {plan.source.spec()} -> {plan.target.spec()}; {plan.noise_summary()})")
+        stored = "whole HU, DICOM" if dicom_out else ("whole HU, int16" if dtype == "int16" else "float32")
+        print(f"Wrote {out} ({stored}; {plan.method}; {plan.source.spec()} -> {plan.target.spec()}; "
+              f"{plan.noise_summary()})")
     return 0

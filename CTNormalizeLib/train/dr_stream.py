@@ -78,6 +78,7 @@ def stream_truths(settings: StreamSettings, processes: int = 0) -> list:
     bad = [s for s in settings.phantom_seeds if s >= HELD_OUT_SEED]
     if bad:
         raise BadInputError(f"Phantom seeds {bad} are held out (>= {HELD_OUT_SEED}); train on seeds below 1000.")
+    slabs = lung1_truths(settings, _slab_rng(settings))  # first: a missing or stale pack is refused at once
     rng = np.random.default_rng([settings.seed, 778])
     shape = (settings.phantom_slices, settings.phantom_size, settings.phantom_size)
     jobs = [(s, shape, float(rng.uniform(*settings.pixel_range))) for s in settings.phantom_seeds]
@@ -92,7 +93,6 @@ def stream_truths(settings: StreamSettings, processes: int = 0) -> list:
     else:
         vols = [_phantom(j) for j in jobs]
     out = [(f"phantom-{j[0]}", v, 0.5) for j, v in zip(jobs, vols)]
-    slabs = lung1_truths(settings, _slab_rng(settings))
     return out + [(f"lung1-slab{j}", v, float(v.spacing[0])) for j, v in enumerate(slabs)]
 
 
@@ -113,10 +113,19 @@ def lung1_truths(settings: StreamSettings, rng) -> list[Volume]:
     if not path.is_file():
         raise BadInputError(f"No packed lung1 slabs at {path} (scripts/pack_v3_truths.py makes them).")
     with np.load(path) as z:
+        packed = {k: int(z[f"pack_{k}"]) for k in ("seed", "slab_slices") if f"pack_{k}" in z.files}
+        if packed != {"seed": settings.seed, "slab_slices": settings.lung1_slab_slices}:
+            raise BadInputError(f"{path} holds lung1 slabs cut for {packed or 'an older version'}, not for seed "
+                                f"{settings.seed} and {settings.lung1_slab_slices}-slice slabs: pack them again with "
+                                f"scripts/pack_v3_truths.py --seed {settings.seed}.")
         sp = tuple(float(v) for v in z["spacing"])
-        slabs = [z[k].astype(np.float32) for k in sorted(z.files) if k.startswith("slab_")]
+        keys = sorted((k for k in z.files if k.startswith("slab_")), key=lambda k: int(k.split("_")[1]))
+        slabs = [z[k].astype(np.float32) for k in keys]
+    if len(slabs) < settings.lung1_slabs:
+        raise BadInputError(f"{path} holds {len(slabs)} lung1 slabs; {settings.lung1_slabs} asked for.")
     return [Volume(h, sp, meta={"Modality": "CT", "SliceThickness": f"{sp[0]:g}"})
             for h in slabs[: settings.lung1_slabs]]
+
 
 
 def pack_lung1_truths(settings: DRSettings, path) -> Path:
@@ -127,6 +136,7 @@ def pack_lung1_truths(settings: DRSettings, path) -> Path:
     slabs = lung1_slabs(settings, _slab_rng(settings))
     arrays = {f"slab_{i}": np.round(v.hu).astype(np.int16) for i, v in enumerate(slabs)}
     arrays["spacing"] = np.asarray(slabs[0].spacing if slabs else (5.0, 1.0, 1.0), np.float64)
+    arrays["pack_seed"], arrays["pack_slab_slices"] = np.int64(settings.seed), np.int64(settings.lung1_slab_slices)
     with atomic_output(Path(path)) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)

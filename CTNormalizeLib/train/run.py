@@ -49,13 +49,18 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
 
         raise BadInputError(f"Unknown recipe {recipe!r}; known: {', '.join([*RECIPES, *DENOISE_RECIPES])}.")
     out = Path(out_dir)
+    if recipe in ("default", "unet") and str(device).strip().lower() != "cpu":
+        from ..errors import BadInputError
+
+        raise BadInputError(f"The {recipe} recipe trains on the CPU only; --device is for the denoise and v3 recipes "
+                            "(their GPU recipes).")
     v3_device = _device(device) if recipe == "v3" else None  # an unavailable device is refused before OUT is made
     if truths_file is not None and v3_device in (None, "cpu"):
         from ..errors import BadInputError
 
         raise BadInputError("--truths is read by v3's GPU recipe only (--recipe v3 --device cuda).")
     if v3_device not in (None, "cpu"):
-        _check_v3_stream_inputs(v3_device, manifest, bank_path, truths_file)
+        _check_v3_stream_inputs(v3_device, manifest, bank_path, truths_file, seed)
     if recipe in DENOISE_RECIPES:  # makes OUT only once its inputs are checked
         from ..errors import BadInputError
 
@@ -150,7 +155,7 @@ def dr_physics() -> dict:
             "aec_strength": [0.0, 0.5, 1.0], "views": "matched or 50-100 % of matched"}
 
 
-def _check_v3_stream_inputs(device: str, manifest, bank_path, truths_file) -> None:
+def _check_v3_stream_inputs(device: str, manifest, bank_path, truths_file, seed: int = 0) -> None:
     """v3's GPU recipe simulates its own pairs on CUDA: refuse what it would otherwise ignore, before anything runs."""
     from ..errors import BadInputError
 
@@ -160,8 +165,10 @@ def _check_v3_stream_inputs(device: str, manifest, bank_path, truths_file) -> No
     if manifest is not None or bank_path is not None:
         raise BadInputError("v3's GPU recipe simulates its pairs while it trains; it takes no --manifest or --bank "
                             "(use --device cpu to train on a bank or your pairs).")
-    if truths_file is not None and not Path(truths_file).is_file():
-        raise BadInputError(f"No packed lung1 slabs at {truths_file} (scripts/pack_v3_truths.py makes them).")
+    if truths_file is not None:
+        from .dr_stream import StreamSettings, lung1_truths
+
+        lung1_truths(StreamSettings(seed=seed, lung1_file=str(truths_file)), None)  # missing or stale: refused now
 
 
 def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, progress, device: str,
@@ -196,14 +203,24 @@ def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, prog
                  "settings": st.to_dict(), "physics": dr_physics(), "cases_made": made,
                  "cases_per_s": round(rate, 2), "setup_s": round(setup_s, 1),
                  "probe_s_per_step": None if probe is None else round(probe, 4),
-                 "real_data": "pyradiomics lung1 slabs (whole field of view, 2x down-sampled, 5 mm) as truth",
+                 "real_data": "pyradiomics lung1 slabs (whole field of view, 2x down-sampled, 5 mm) as truth"
+                 if st.lung1_slabs else "none (procedural phantoms only)",
                  "labels": "noise-free target reconstructions"}
-    card = recipes.make_card(cfg, recipes.V3_COVERS, data_info, summary, priority=0,
-                             description="ctn-conditioned-v3's GPU recipe: " + RECIPES["v3"][4], device=device,
+    if not st.lung1_slabs:
+        data_info["settings"]["lung1_file"] = None
+    on_cuda = device.startswith("cuda")
+    what = "ctn-conditioned-v3's GPU recipe" if on_cuda else \
+        f"a try of ctn-conditioned-v3's GPU recipe on {device} (not a model to use)"
+    card = recipes.make_card(cfg, recipes.V3_COVERS, data_info, summary, priority=0 if on_cuda else -100,
+                             description=f"{what}: " + RECIPES["v3"][4], device=device,
                              io_extra={"conditioning": "signature", "frontend_lambda": recipes.V3_FRONTEND_LAMBDA,
                                        "label": "noise-free target (clean texture); target texture by noise insertion"})
-    card["recipe"] = {"command": f"ctnormalize train --recipe v3 --device {device} -o RUN --steps {cfg.steps} "
-                                 f"--seed {seed} --no-resume" + (" --truths PACKED.npz" if st.lung1_file else ""),
+    sized = f"--minutes {max_minutes:g}" if probe is not None else f"--steps {cfg.steps}"
+    command = (f"ctnormalize train --recipe v3 --device cuda -o RUN {sized} --seed {seed} --no-resume"
+               + (" --truths PACKED.npz" if st.lung1_file else "") if on_cuda else
+               "benchmarks/gpu_train_v3.sh with CTN_CHECK_DEVICE=cpu (a try of the recipe's code, not the recipe)")
+    card["recipe"] = {"command": command, "stream_settings": "training_data.settings",
+                      "steps_planned": cfg.steps, "stopped_early": summary["stopped_early"],
                       "code": "CTNormalizeLib/train/dr_stream.py, CTNormalizeLib/simulate/torch_scanner.py, "
                               "CTNormalizeLib/train/recipes.py (v3_config, V3_GPU_OVERRIDES)",
                       "steps_done": summary["step"], "batch": cfg.batch, "patch": cfg.patch,
@@ -232,3 +249,22 @@ def _probe_step_seconds(cfg, stream, work: Path, device: str) -> float:
     probe = dataclasses.replace(cfg, steps=20, ckpt_every=10 ** 9, name=cfg.name + "-probe")
     train(probe, stream, work, resume=False, device=device, progress=clock)
     return max((marks[20] - marks[10]) / 10.0, 1e-6)
+
+
+def _train_denoiser(out: Path, bank_path, steps, max_minutes, seed, resume, package_dir, progress, settings,
+                    device: str = "cpu", recipe: str = "denoise"):
+    """A denoiser recipe: clean images from the v3 bank (built when absent), noise drawn per sample."""
+    from ..inference.device import resolve_device
+    from .denoiser import GPU_OVERRIDES, DenoiseConfig, train_denoiser
+
+    dev = resolve_device(device)
+    cache = Path(bank_path) if bank_path else out / "bank_dr.npz"
+    if not cache.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        _dr_bank(out, bank_path, seed, progress, settings)
+    over = {**RECIPE_OVERRIDES[recipe], "seed": seed, **({"steps": int(steps)} if steps is not None else {})}
+    if dev != "cpu":
+        over.update(GPU_OVERRIDES)
+    return train_denoiser(DenoiseConfig(**over), cache, out, resume=resume,
+                          max_seconds=None if max_minutes is None else 60 * max_minutes,
+                          package_dir=package_dir, progress=progress, device=dev)

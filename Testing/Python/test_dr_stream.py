@@ -187,6 +187,13 @@ def test_packed_lung1_slabs_round_trip_and_are_the_slabs_cut_here(tmp_path, monk
     for a, b in zip(got, here):
         assert np.abs(a.hu - b.hu).max() <= 0.5  # int16 HU of the same slabs
     with pytest.raises(BadInputError, match="pack_v3_truths"):
+        dr_stream.lung1_truths(_tiny(lung1_slabs=2, seed=3, lung1_file=str(path)), None)  # cut for seed 0
+    with np.load(path) as z:
+        old = {k: z[k] for k in z.files if not k.startswith("pack_")}
+    np.savez(tmp_path / "old.npz", **old)  # a pack from before packs said what they hold
+    with pytest.raises(BadInputError, match="older version"):
+        dr_stream.lung1_truths(_tiny(lung1_slabs=2, lung1_file=str(tmp_path / "old.npz")), None)
+    with pytest.raises(BadInputError, match="pack_v3_truths"):
         dr_stream.lung1_truths(_tiny(lung1_slabs=2, lung1_file=str(tmp_path / "missing.npz")), None)
 
 

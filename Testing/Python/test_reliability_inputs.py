@@ -12,6 +12,7 @@ import os
 import resource
 import time
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 
@@ -191,13 +192,26 @@ def test_v3_gpu_recipe_refuses_what_it_would_ignore_before_its_run_folder_is_mad
     manifest.write_text("[]")
     before = snapshot(manifest)
     run_dir = tmp_path / "run"
-    for args, words in ((["--manifest", manifest], "no --manifest or --bank"),
+    code, _, err = cli(capsys, "train", "--recipe", "default", "--device", "cuda", "-o", run_dir)
+    check_case(code, err, 2, ["BAD_INPUT", "CPU only"], before, [tmp_path], absent=[run_dir])  # was ignored
+    stale = tmp_path / "stale.npz"
+    np.savez(stale, slab_0=np.zeros((2, 4, 4), np.int16), spacing=np.ones(3))  # a pack that says nothing of itself
+    for args, words in ((["--truths", stale], "older version"),
+                        (["--manifest", manifest], "no --manifest or --bank"),
                         (["--bank", manifest], "no --manifest or --bank"),
                         (["--truths", tmp_path / "missing.npz"], "No packed lung1 slabs"),
                         (["--device", "mps"], "runs on CUDA")):
         device = [] if "--device" in args else ["--device", "cuda"]
         code, _, err = cli(capsys, "train", "--recipe", "v3", *device, "-o", run_dir, *args)
         check_case(code, err, 2, ["BAD_INPUT", words], before, [tmp_path], absent=[run_dir])
+
+
+def test_batch_refuses_float32_for_a_dicom_series(capsys, tmp_path, ct):
+    before = snapshot(ct)
+    out = tmp_path / "cohort"
+    code, _, err = cli(capsys, "batch", "--input-dir", ct.parent, "-o", out, "--target", "kernel=smooth",
+                       "--output-format", "dicom", "--output-type", "float32", "--progress", "none")
+    check_case(code, err, 2, ["BAD_INPUT", "stores whole HU"], before, [tmp_path], absent=[out])
 
 
 def test_cuda_without_cuda_is_bad_input_naming_what_torch_sees(capsys, monkeypatch, tmp_path, ct):
