@@ -10,9 +10,10 @@ NAME = "models"
 HELP = "list the installed learned models and the protocol pairs they cover"
 ORDER = 45
 DESCRIPTION = (
-    "List the model packages found in Resources/Models and in $CTNORMALIZE_MODELS, best first "
-    "(the order 'normalize --method auto' tries them), with the source protocols and targets "
-    "each covers, its sha256 and its validation figures."
+    "List the model packages found in Resources/Models and in $CTNORMALIZE_MODELS by card priority, "
+    "with the source protocols and targets each covers, its sha256 and its benchmark figures. "
+    "'normalize --method auto' does not follow this order: it ranks the covering methods by those "
+    "measured figures, per kind of pair (kernel change, dose only) and texture."
 )
 
 
@@ -55,10 +56,11 @@ def format_text(info: dict) -> str:
             kinds = ("kernel_change", "noise_only")
             per_kind = lambda v: v if isinstance(v, dict) else {k: v for k in kinds}  # noqa: E731 - one number = all
             res = per_kind(m.get("nlm_residual") or {})
-            extra.append("clean texture: the network averaged with NLM, NLM's share " + ", ".join(
-                f"{k.replace('_', ' ')} {float(v):g}" + (f" (NLM leaving {float(res[k]):.0%} of the noise)"
-                                                         if k in res else "")
-                for k, v in sorted(per_kind(m["nlm_blend"]).items())))
+            names = {"kernel_change": "kernel change", "noise_only": "dose only"}
+            extra.append("clean texture: the network averaged with NLM (chosen on validation scans), NLM's share: "
+                         + "; ".join(f"{names.get(k, k)} {float(v):g}"
+                                     + (f", NLM leaving {float(res[k]):.0%} of the noise" if k in res else "")
+                                     for k, v in sorted(per_kind(m["nlm_blend"]).items())))
         if extra:
             lines.append("  " + "; ".join(extra))
         lines.append(f"  covers: {m['coverage']}")

@@ -31,8 +31,28 @@ def _commands():
     return sorted(mods, key=lambda m: getattr(m, "ORDER", 50))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _JsonErrorParser(argparse.ArgumentParser):
+    """argparse whose usage errors are also one JSON ``error`` event on stdout (``--progress json``).
+
+    A process that reads JSON lines (the Slicer module) then learns why the command stopped, as it does
+    for every other refusal; the usage text still goes to stderr and the exit code stays 2.
+    """
+
+    def error(self, message):
+        from .events import dumps
+
+        sys.stdout.write(dumps({"event": "error", "code": "BAD_INPUT", "message": f"{self.prog}: {message}"}) + "\n")
+        sys.stdout.flush()
+        super().error(message)
+
+
+def _wants_json(argv) -> bool:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return "--progress=json" in args or any(a == "--progress" and b == "json" for a, b in zip(args, args[1:]))
+
+
+def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
+    parser = (_JsonErrorParser if json_errors else argparse.ArgumentParser)(
         prog="ctnormalize",
         description="Normalize CT scans across acquisition protocols (kernel, dose, slice thickness).",
     )
@@ -68,7 +88,7 @@ def main(argv=None) -> int:
 
 
 def _main(argv=None) -> int:
-    parser = build_parser()
+    parser = build_parser(json_errors=_wants_json(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,

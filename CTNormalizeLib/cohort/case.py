@@ -194,6 +194,17 @@ def _output_meta(vol_meta: dict, target, label: str) -> dict:
     return meta
 
 
+def _after_warnings(sig: dict, target) -> dict:
+    """The normalized scan's signature, its kernel check said of the output (its tag is the target's kernel)."""
+    for w in sig.get("warnings", []):
+        if w.get("code") == "KERNEL_TAG_DISAGREES" and sig.get("kernel_class_pixels"):
+            w["code"] = "OUTPUT_KERNEL_DIFFERS"
+            w["message"] = (f"The normalized scan's noise texture looks like a {sig['kernel_class_pixels']} kernel, "
+                            f"not the target's {target.kernel_name or target.kernel}: the kernel was converted only "
+                            "part of the way (see the case's warnings).")
+    return sig
+
+
 def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> dict:
     from ..io import read_volume, write_volume
     from ..io.write import as_written, output_type
@@ -236,7 +247,7 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     rec.update(output=str(out), method=plan.method, source_spec=plan.source.spec(), target_spec=plan.target.spec(),
                warnings=warnings, report=run_report.to_dict())
     clock.lap("write_s")
-    rec["after"] = scan_signature(out_vol) if settings.measure else None
+    rec["after"] = _after_warnings(scan_signature(out_vol), plan.target) if settings.measure else None
     clock.lap("signature_after_s")
     if settings.emphysema:
         rec["emphysema"] = {name: _emphysema(v, name, settings.threshold, warnings)

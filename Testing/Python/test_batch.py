@@ -242,3 +242,18 @@ def test_case_outputs_are_whole_hu_and_measured_as_written(tmp_path):
     f = BatchSettings(target=TARGET, method="mtf_ratio", measure=False, emphysema=True, output_type="float32")
     assert run_case(c, f, out)["status"] == "done"
     assert sitk.ReadImage(str(case_mod.output_path(out, c, f))).GetPixelID() == sitk.sitkFloat32
+
+
+def test_the_outputs_kernel_check_speaks_of_the_output():
+    """After normalizing, a kernel mismatch is the output's, not advice to rerun with --kernel-from labels."""
+    from types import SimpleNamespace
+
+    from CTNormalizeLib.cohort.case import _after_warnings
+
+    sig = {"kernel_class_pixels": "standard", "warnings": [
+        {"code": "KERNEL_TAG_DISAGREES", "message": "... run `ctnormalize normalize` with --kernel-from labels"},
+        {"code": "OTHER", "message": "kept"}]}
+    out = _after_warnings(sig, SimpleNamespace(kernel="sharp", kernel_name=None))
+    assert out["warnings"][0]["code"] == "OUTPUT_KERNEL_DIFFERS" and "--kernel-from" not in out["warnings"][0]["message"]
+    assert "standard" in out["warnings"][0]["message"] and "sharp" in out["warnings"][0]["message"]
+    assert out["warnings"][1] == {"code": "OTHER", "message": "kept"}

@@ -172,3 +172,14 @@ def test_output_type_falls_back_to_float32_with_a_warning():
         dtype, warning = output_type(hu, "int16")
         assert dtype == "float32" and warning["code"] == "OUTPUT_FLOAT32" and why in warning["message"]
     assert output_type(np.array([0.0, 40000.0]), "float32") == ("float32", None)
+
+
+def test_a_usage_error_is_a_json_error_event_too(small_ct, tmp_path):
+    """A process reading JSON lines (the Slicer module) learns why, as for every other refusal."""
+    r = _run(["normalize", str(small_ct), "-o", str(tmp_path / "o.nrrd"), "--target", "kernel=smooth",
+              "--output-type", "int8", "--progress", "json"])
+    assert r.returncode == 2 and "usage:" in r.stderr
+    ev = _events(r.stdout)
+    assert len(ev) == 1 and ev[0]["event"] == "error" and ev[0]["code"] == "BAD_INPUT" and "int8" in ev[0]["message"]
+    r = _run(["normalize", str(small_ct), "-o", str(tmp_path / "o.nrrd"), "--output-type", "int8"])
+    assert r.returncode == 2 and r.stdout == ""  # without --progress json, stdout stays empty

@@ -280,12 +280,12 @@ def test_models_listing_says_what_the_denoiser_is(tiny_denoiser):
     card["chain"] = {"nlm_blend": {"noise_only": 0.5, "kernel_change": 0.4}, "nlm_residual": {"noise_only": 0.45}}
     card_path.write_text(json.dumps(card))
     text = format_text(collect())
-    assert "NLM's share" in text and "noise only 0.5 (NLM leaving 45% of the noise)" in text
+    assert "NLM's share" in text and "dose only 0.5, NLM leaving 45% of the noise" in text
     assert "kernel change 0.4" in text
     card["chain"] = {"nlm_blend": 0.3, "nlm_residual": 0.2}  # one number for every kind
     card_path.write_text(json.dumps(card))
     text = format_text(collect())
-    assert "kernel change 0.3 (NLM leaving 20% of the noise), noise only 0.3 (NLM leaving 20%" in text
+    assert "kernel change 0.3, NLM leaving 20% of the noise; dose only 0.3, NLM leaving 20%" in text
 
 
 def test_the_gpu_pack_keeps_whole_volumes_within_budget_and_never_overwrites_the_bank(tmp_path):
@@ -810,7 +810,7 @@ def test_models_listing_shows_context_blend_and_target_figures(tiny_denoiser):
     m = info["models"][0]
     assert m["role"] == "denoiser" and m["context"] == 1 and m["nlm_blend"]["noise_only"] == 0.5
     text = format_text(info)
-    assert "sees 1 slice;" in text and "noise only 0.5" in text and "target texture: L1 gap closed in distribution 0.78" in text
+    assert "sees 1 slice;" in text and "dose only 0.5" in text and "target texture: L1 gap closed in distribution 0.78" in text
 
 
 def test_the_train_cli_offers_exactly_the_recipes_the_engine_has():
