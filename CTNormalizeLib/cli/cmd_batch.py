@@ -43,7 +43,7 @@ def add_arguments(p):
                    help="normalized output per case: a NRRD or NIfTI file, or a derived DICOM series")
     p.add_argument("--output-type", choices=OUTPUT_TYPES, default=DEFAULT_OUTPUT_TYPE,
                    help="NRRD/NIfTI outputs: int16 (default) whole HU, compressed; float32 full precision "
-                        "(as normalize --output-type; a DICOM series always stores whole HU); the cohort's "
+                        "(as normalize --output-type; a DICOM series stores integers); the cohort's "
                         "measurements are of the values written")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None,

@@ -45,7 +45,7 @@ def add_arguments(p):
     p.add_argument("--output-type", choices=OUTPUT_TYPES, default=DEFAULT_OUTPUT_TYPE,
                    help="volume files: int16 (default) stores whole HU as CT is stored, compressed except in .nii "
                         "(lung1: a quarter of float32's size; float32 if a value does not fit); float32 keeps full "
-                        "precision (compressed only in .nii.gz). A DICOM series always stores whole HU")
+                        "precision (compressed only in .nii.gz). A DICOM series stores integers (whole HU when they fit int16)")
     p.add_argument("--source", default="auto",
                    help="source protocol overrides, e.g. kernel=B70f,dose=0.25,thickness=2; 'auto' (default) "
                         "measures the kernel and noise from the pixels with the DICOM tags as priors")

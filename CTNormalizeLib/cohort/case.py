@@ -199,9 +199,10 @@ def _after_warnings(sig: dict, target) -> dict:
     for w in sig.get("warnings", []):
         if w.get("code") == "KERNEL_TAG_DISAGREES" and sig.get("kernel_class_pixels"):
             w["code"] = "OUTPUT_KERNEL_DIFFERS"
-            w["message"] = (f"The normalized scan's noise texture looks like a {sig['kernel_class_pixels']} kernel, "
-                            f"not the target's {target.kernel_name or target.kernel}: the kernel was converted only "
-                            "part of the way (see the case's warnings).")
+            w["message"] = (f"The normalized scan's remaining noise looks like a {sig['kernel_class_pixels']} kernel, "
+                            f"not the target's {target.kernel_name or target.kernel}: the kernel conversion may be "
+                            "partial (see the case's warnings), or too little noise is left to read the kernel from "
+                            "(the clean texture removes most of it).")
     return sig
 
 

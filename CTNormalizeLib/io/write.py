@@ -72,7 +72,7 @@ def output_type(hu: np.ndarray, requested: str = DEFAULT_OUTPUT_TYPE) -> tuple[s
     """The type to write a normalized volume as, and a warning when the request cannot be met.
 
     ``int16`` rounds to whole HU (what DICOM CT stores; the rounding error, at most 0.5 HU, is far
-    below CT noise) and compresses (NRRD, .nii.gz), a quarter of float32's size on lung1; a volume with values beyond
+    below CT noise) and compresses (NRRD, MHA, .nii.gz), a quarter of float32's size on lung1; a volume with values beyond
     the int16 range or not finite is written as float32 with an ``OUTPUT_FLOAT32`` warning.
     """
     if requested not in OUTPUT_TYPES:
@@ -216,8 +216,28 @@ def write_image(image: sitk.Image, path, compress: bool = True) -> Path:
         try:
             call_interruptibly(sitk.WriteImage, image, str(tmp), useCompression=bool(compress))
         except RuntimeError as exc:
-            raise _write_error(p, exc) from None
+            err = _write_error(p, exc)
+            if isinstance(err, InternalError) and _no_space_left(Path(tmp).parent):
+                # a compressing writer reports a failed write(2) without its cause ("failed to flush pending data")
+                err = DiskFullError(f"{err.message.rstrip('.')}. The disk is full or the file is larger than allowed; "
+                                    "free some space or write elsewhere.")
+            raise err from None
     return p
+
+
+def _no_space_left(folder: Path, probe_bytes: int = 1 << 20) -> bool:
+    """Whether ``folder`` refuses ``probe_bytes`` more for lack of space or the process's file-size limit."""
+    import errno
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder) as fh:
+            fh.write(b"\0" * probe_bytes)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        return exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    return False
 
 
 def _write_error(p: Path, exc: RuntimeError):

@@ -22,6 +22,7 @@ import os
 import queue
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
@@ -112,15 +113,20 @@ def lung1_truths(settings: StreamSettings, rng) -> list[Volume]:
     path = Path(settings.lung1_file)
     if not path.is_file():
         raise BadInputError(f"No packed lung1 slabs at {path} (scripts/pack_v3_truths.py makes them).")
-    with np.load(path) as z:
-        packed = {k: int(z[f"pack_{k}"]) for k in ("seed", "slab_slices") if f"pack_{k}" in z.files}
-        if packed != {"seed": settings.seed, "slab_slices": settings.lung1_slab_slices}:
-            raise BadInputError(f"{path} holds lung1 slabs cut for {packed or 'an older version'}, not for seed "
-                                f"{settings.seed} and {settings.lung1_slab_slices}-slice slabs: pack them again with "
-                                f"scripts/pack_v3_truths.py --seed {settings.seed}.")
-        sp = tuple(float(v) for v in z["spacing"])
-        keys = sorted((k for k in z.files if k.startswith("slab_")), key=lambda k: int(k.split("_")[1]))
-        slabs = [z[k].astype(np.float32) for k in keys]
+    try:
+        with np.load(path) as z:
+            packed = {k: int(z[f"pack_{k}"]) for k in ("seed", "slab_slices") if f"pack_{k}" in z.files}
+            sp = tuple(float(v) for v in z["spacing"])
+            keys = sorted((k for k in z.files if k.startswith("slab_")), key=lambda k: int(k.split("_")[1]))
+            slabs = [z[k].astype(np.float32) for k in keys]
+    except (OSError, ValueError, KeyError, AttributeError, zipfile.BadZipFile) as exc:
+        raise BadInputError(f"{path} is not a packed lung1 file ({exc}); scripts/pack_v3_truths.py makes one.") from None
+    if packed != {"seed": settings.seed, "slab_slices": settings.lung1_slab_slices}:
+        what = (f"seed {packed['seed']} and {packed['slab_slices']}-slice slabs" if len(packed) == 2
+                else "an older version that did not record its seed")
+        raise BadInputError(f"{path} holds lung1 slabs cut for {what}, not for seed {settings.seed} and "
+                            f"{settings.lung1_slab_slices}-slice slabs: pack them again "
+                            f"(scripts/pack_v3_truths.py --seed {settings.seed}).")
     if len(slabs) < settings.lung1_slabs:
         raise BadInputError(f"{path} holds {len(slabs)} lung1 slabs; {settings.lung1_slabs} asked for.")
     return [Volume(h, sp, meta={"Modality": "CT", "SliceThickness": f"{sp[0]:g}"})

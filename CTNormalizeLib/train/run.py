@@ -185,10 +185,10 @@ def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, prog
 
     st = settings if isinstance(settings, StreamSettings) else StreamSettings(seed=seed, lung1_file=truths_file)
     over = dict(recipes.V3_GPU_OVERRIDES, seed=seed, name=recipes.V3_GPU_NAME)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    stream = DRStream(st, device)
+    stream = DRStream(st, device)  # a missing or stale lung1 pack is refused here, before OUT is made
     setup_s = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
     with stream:
         probe = None
         if steps is None and max_minutes is not None:
@@ -215,9 +215,10 @@ def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, prog
                              description=f"{what}: " + RECIPES["v3"][4], device=device,
                              io_extra={"conditioning": "signature", "frontend_lambda": recipes.V3_FRONTEND_LAMBDA,
                                        "label": "noise-free target (clean texture); target texture by noise insertion"})
-    sized = f"--minutes {max_minutes:g}" if probe is not None else f"--steps {cfg.steps}"
+    sized = (f"--minutes {max_minutes:g}" if probe is not None else f"--steps {cfg.steps}"
+             + (f" --minutes {max_minutes:g}" if max_minutes is not None else ""))
     command = (f"ctnormalize train --recipe v3 --device cuda -o RUN {sized} --seed {seed} --no-resume"
-               + (" --truths PACKED.npz" if st.lung1_file else "") if on_cuda else
+               + (" --truths PACKED.npz" if st.lung1_file and st.lung1_slabs else "") if on_cuda else
                "benchmarks/gpu_train_v3.sh with CTN_CHECK_DEVICE=cpu (a try of the recipe's code, not the recipe)")
     card["recipe"] = {"command": command, "stream_settings": "training_data.settings",
                       "steps_planned": cfg.steps, "stopped_early": summary["stopped_early"],

@@ -195,6 +195,9 @@ def test_packed_lung1_slabs_round_trip_and_are_the_slabs_cut_here(tmp_path, monk
         dr_stream.lung1_truths(_tiny(lung1_slabs=2, lung1_file=str(tmp_path / "old.npz")), None)
     with pytest.raises(BadInputError, match="pack_v3_truths"):
         dr_stream.lung1_truths(_tiny(lung1_slabs=2, lung1_file=str(tmp_path / "missing.npz")), None)
+    (tmp_path / "scan.nrrd").write_bytes(b"NRRD0004\nnot an npz")
+    with pytest.raises(BadInputError, match="not a packed lung1 file"):
+        dr_stream.lung1_truths(_tiny(lung1_slabs=2, lung1_file=str(tmp_path / "scan.nrrd")), None)
 
 
 _RUN = r"""
@@ -230,6 +233,9 @@ def test_a_tiny_stream_run_writes_a_package_without_simpleitk(tmp_path):
     assert 1e-4 < probe < 30 and card["hyperparameters"]["steps"] == max(20, int(0.95 * 60 * 0.05 / probe))
     assert card["training_data"]["cases_made"] >= 2 and card["training"]["device"] == "cpu"
     assert card["io"]["conditioning"] == "signature"
+    # a run off CUDA is a try of the recipe's code: said so, ranked last, no CLI command that would run another recipe
+    assert card["priority"] == -100 and "a try" in card["description"] and "ctnormalize train" not in card["recipe"]["command"]
+    assert card["training_data"]["real_data"].startswith("none") and card["training_data"]["settings"]["lung1_file"] is None
 
 
 def test_phantoms_made_in_spawned_processes_are_the_ones_made_here():
@@ -242,11 +248,13 @@ def test_phantoms_made_in_spawned_processes_are_the_ones_made_here():
 
 def test_the_gpu_script_runs_on_the_cpu(tmp_path):
     """benchmarks/gpu_train_v3.sh end to end, tiny, on torch's CPU device (its phantoms in spawned processes)."""
-    env = dict(os.environ, PYTHON=sys.executable, CTN_CHECK_DEVICE="cpu", CTN_TRAIN_MINUTES="0.05", CTN_V3_PHANTOMS="2",
+    env = dict(os.environ, CTN_CHECK_DEVICE="cpu", CTN_TRAIN_MINUTES="0.05", CTN_V3_PHANTOMS="2",
                CTN_V3_SIZE="64", CTN_V3_SLICES="16", CTN_V3_POOL="4", CTN_V3_LUNG1_SLABS="0", CTN_V3_WORKERS="1")
-    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_train_v3.sh"), str(tmp_path)], capture_output=True,
-                       text=True, env=env, timeout=900)
+    env.pop("PYTHON", None)  # the checkout's .venv is found by itself
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_train_v3.sh"), "out"], capture_output=True,
+                       text=True, env=env, timeout=900, cwd=tmp_path)  # OUT_DIR relative to where it is called
     assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads((tmp_path / "gpu_train_v3.json").read_text())
+    res = json.loads((tmp_path / "out" / "gpu_train_v3.json").read_text())
+    tmp_path = tmp_path / "out"
     assert res["device"] == "cpu" and res["steps_done"] >= 1 and res["cases_made"] >= 4
     assert (tmp_path / "ctn-conditioned-v3-gpu" / "model.safetensors").is_file()
