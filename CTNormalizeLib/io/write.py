@@ -34,9 +34,13 @@ _WRITABLE = {"NRRD": (".nrrd",), "NIfTI": (".nii", ".nii.gz"), "MetaImage": (".m
 _INT16 = (np.iinfo(np.int16).min, np.iinfo(np.int16).max)
 
 
-def volume_to_image(volume: Volume, dtype=np.float32) -> sitk.Image:
-    """A :class:`Volume` as a SimpleITK image with its geometry (spacing reversed to x,y,z)."""
-    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.hu, dtype=dtype))
+def volume_to_image(volume: Volume, dtype=np.float32, array: Optional[np.ndarray] = None) -> sitk.Image:
+    """A :class:`Volume` as a SimpleITK image with its geometry (spacing reversed to x,y,z).
+
+    ``array`` replaces the voxels (same shape; e.g. the rounded int16 ones, which a Volume, always
+    float32, cannot hold).
+    """
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.hu if array is None else array, dtype=dtype))
     image.SetSpacing(tuple(float(s) for s in reversed(volume.spacing)))
     image.SetOrigin(tuple(float(o) for o in volume.origin))
     image.SetDirection(tuple(float(d) for d in volume.direction))
@@ -91,6 +95,14 @@ def output_type(hu: np.ndarray, requested: str = DEFAULT_OUTPUT_TYPE) -> tuple[s
 def as_written(volume: Volume, dtype: str) -> Volume:
     """``volume`` with the values a file of ``dtype`` holds (int16: rounded), so what is measured is what is stored."""
     return volume.with_array(np.round(volume.hu).astype(np.float32)) if dtype == "int16" else volume
+
+
+def _rounded_int16(hu: np.ndarray, slab: int = 16) -> np.ndarray:
+    """``hu`` rounded to the nearest integer as int16, a slab at a time (no float copy of the whole volume)."""
+    out = np.empty(hu.shape, np.int16)
+    for z0 in range(0, hu.shape[0], slab):
+        out[z0:z0 + slab] = np.rint(hu[z0:z0 + slab])
+    return out
 
 
 def check_volume_path(path) -> Path:
@@ -156,13 +168,13 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
     if hu.ndim != 3:
         raise BadInputError(f"Can only write 3D volumes, got shape {hu.shape}.")
     out_dtype = _choose_dtype(hu, dtype)
-    data = np.round(hu) if out_dtype is np.int16 else hu
     if compress is None:
         compress = out_dtype is np.int16
     use_comp = compress if fmt != "NIfTI" else low.endswith(".gz")
     if fmt == "NRRD" and not sitk_available():
+        data = np.round(hu) if out_dtype is np.int16 else hu
         return _write_nrrd_without_sitk(volume.with_array(data), p, out_dtype, bool(use_comp), write_tags)
-    image = volume_to_image(volume.with_array(data) if out_dtype is np.int16 else volume, dtype=out_dtype)
+    image = volume_to_image(volume, dtype=out_dtype, array=_rounded_int16(hu) if out_dtype is np.int16 else None)
     if fmt in ("NRRD", "MetaImage"):
         names = list(META_TAGS) if write_tags else ["Modality"]
         for name in names + ["ctnormalize"]:
