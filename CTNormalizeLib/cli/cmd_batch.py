@@ -129,8 +129,8 @@ def _run(args, mode: str) -> int:
     threads = args.threads or (None if args.scheduler else default_threads(workers))
     settings = BatchSettings(
         target=args.target, method=args.method, source=args.source, device=args.device,
-        output_format=args.output_format,
-        output_type="int16" if args.output_format == "dicom" else args.output_type, texture=args.texture, emphysema=args.emphysema, threshold=args.threshold,
+        output_format=args.output_format, output_type=args.output_type, texture=args.texture,
+        emphysema=args.emphysema, threshold=args.threshold,
         radiomics=args.radiomics,
         radiomics_params=str(Path(args.radiomics_params).resolve()) if args.radiomics_params else None,
         threads=threads)

@@ -100,10 +100,9 @@ def _read_inputs(args, timings: dict):
 def _run(args, events: EventStream, guard) -> int:
     from ..interruptible import call_interruptibly
     from ..io import write_volume
-    from ..io.write import output_type
     from ..io.dicom_write import check_output_dir, derivation_from_report, output_is_dicom, write_derived_series
     from ..io.outputs import volume_nbytes
-    from ..io.write import check_volume_path
+    from ..io.write import check_volume_path, output_type
     from ..methods import get_method
     from ..normalization import execute
     from ..plan import make_plan

@@ -60,9 +60,9 @@ def _choose_dtype(hu: np.ndarray, dtype: Optional[str]):
     if name == "float32":
         return np.float32
     if name == "int16":
-        lo, hi = float(np.nanmin(hu)), float(np.nanmax(hu))
-        if not np.all(np.isfinite(hu)) or lo < _INT16[0] or hi > _INT16[1]:
-            raise BadInputError(f"Values {lo:g}..{hi:g} do not fit int16; write float32 instead.")
+        why = _int16_misfit(hu)
+        if why:
+            raise BadInputError(f"The volume has {why}; write float32 instead.")
         return np.int16
     raise BadInputError(f"Output dtype must be 'float32', 'int16' or 'auto', not {dtype!r}.")
 
@@ -83,18 +83,24 @@ def output_type(hu: np.ndarray, requested: str = DEFAULT_OUTPUT_TYPE) -> tuple[s
         raise BadInputError(f"Output type must be one of {', '.join(OUTPUT_TYPES)}, not {requested!r}.")
     if requested == "float32":
         return "float32", None
-    finite = bool(np.all(np.isfinite(hu)))
-    lo, hi = (float(np.min(hu)), float(np.max(hu))) if finite and hu.size else (0.0, 0.0)
-    if finite and lo >= _INT16[0] and hi <= _INT16[1]:
+    why = _int16_misfit(hu)
+    if not why:
         return "int16", None
-    why = "values that are not finite" if not finite else f"values {lo:g}..{hi:g} beyond int16"
     return "float32", {"code": "OUTPUT_FLOAT32",
                        "message": f"The output has {why}: written as float32 instead of whole HU (int16)."}
 
 
+def _int16_misfit(hu: np.ndarray) -> Optional[str]:
+    """Why ``hu`` cannot be stored as int16 (values not finite, or beyond its range); None when it can."""
+    if not np.all(np.isfinite(hu)):
+        return "values that are not finite"
+    lo, hi = (float(np.min(hu)), float(np.max(hu))) if hu.size else (0.0, 0.0)
+    return None if _INT16[0] <= lo and hi <= _INT16[1] else f"values {lo:g}..{hi:g} beyond int16"
+
+
 def as_written(volume: Volume, dtype: str) -> Volume:
     """``volume`` with the values a file of ``dtype`` holds (int16: rounded), so what is measured is what is stored."""
-    return volume.with_array(np.round(volume.hu).astype(np.float32)) if dtype == "int16" else volume
+    return volume.with_array(_rounded_int16(volume.hu)) if dtype == "int16" else volume
 
 
 def _rounded_int16(hu: np.ndarray, slab: int = 16) -> np.ndarray:
@@ -172,7 +178,7 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
         compress = out_dtype is np.int16
     use_comp = compress if fmt != "NIfTI" else low.endswith(".gz")
     if fmt == "NRRD" and not sitk_available():
-        data = np.round(hu) if out_dtype is np.int16 else hu
+        data = _rounded_int16(hu) if out_dtype is np.int16 else hu
         return _write_nrrd_without_sitk(volume.with_array(data), p, out_dtype, bool(use_comp), write_tags)
     image = volume_to_image(volume, dtype=out_dtype, array=_rounded_int16(hu) if out_dtype is np.int16 else None)
     if fmt in ("NRRD", "MetaImage"):
@@ -208,7 +214,7 @@ def _write_nrrd_without_sitk(volume: Volume, p: Path, out_dtype, compress: bool,
         try:
             call_interruptibly(write_nrrd, volume, tmp, dtype=out_dtype, compress=compress, meta=meta)
         except OSError as exc:
-            raise _write_error(p, RuntimeError(str(exc))) from None
+            raise _write_error(p, RuntimeError(str(exc)), Path(tmp).parent) from None
     return p
 
 
@@ -228,12 +234,7 @@ def write_image(image: sitk.Image, path, compress: bool = True) -> Path:
         try:
             call_interruptibly(sitk.WriteImage, image, str(tmp), useCompression=bool(compress))
         except RuntimeError as exc:
-            err = _write_error(p, exc)
-            if isinstance(err, InternalError) and _no_space_left(Path(tmp).parent):
-                # a compressing writer reports a failed write(2) without its cause ("failed to flush pending data")
-                err = DiskFullError(f"{err.message.rstrip('.')}. The disk is full or the file is larger than allowed; "
-                                    "free some space or write elsewhere.")
-            raise err from None
+            raise _write_error(p, exc, Path(tmp).parent) from None
     return p
 
 
@@ -252,16 +253,22 @@ def _no_space_left(folder: Path, probe_bytes: int = 1 << 20) -> bool:
     return False
 
 
-def _write_error(p: Path, exc: RuntimeError):
-    """One sentence for an ITK writer failure: no space (exit 4) or a refused path (2) or internal (1)."""
+def _write_error(p: Path, exc: RuntimeError, folder: Optional[Path] = None):
+    """One sentence for an ITK writer failure: no space (exit 4) or a refused path (2) or internal (1).
+
+    ``folder``: where the file was being written; a failure whose text names no cause (a compressing
+    writer says "failed to flush pending data") is a full disk when ``folder`` takes no more bytes.
+    """
     text = str(exc)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     reason = next((ln.split("Reason:", 1)[1].strip() for ln in lines if "Reason:" in ln), lines[-1] if lines else text)
     reason = re.sub(r"^(\[\w+\]\s*)?\w+:\s*", "", reason).rstrip(".")  # "[nrrd] _nrrdGzWrite: failed ..."
-    if any(w.lower() in text.lower() for w in _NO_SPACE_WORDS) or "expected to write" in text:
+    refused = "Permission denied" in text or "Read-only file system" in text
+    if any(w.lower() in text.lower() for w in _NO_SPACE_WORDS) or "expected to write" in text \
+            or (not refused and folder is not None and _no_space_left(folder)):
         return DiskFullError(f"Writing {p} failed: {reason}. The disk is full or the file is larger than allowed; "
                              "free some space or write elsewhere.")
-    if "Permission denied" in text or "Read-only file system" in text:
+    if refused:
         return BadInputError(f"Cannot write {p}: {reason}.")
     return InternalError(f"Writing {p} failed: {reason}.")
 

@@ -297,11 +297,15 @@ def simulation_settings(truth: Volume, prot: Protocol, seed: int, projections: P
 
 def row_counts(projections: Projections, dose: float, det: ScannerConfig | None = None) -> np.ndarray:
     """Unattenuated counts per bin for each fine row (dose, bin size, views, AEC)."""
-    det, g = det or projections.detector, projections.geometry
-    row = float(projections.spacing[0])
-    aec = np.exp(det.aec_strength * det.mu_water * (projections.wed - det.aec_reference_wed))
-    aec = np.clip(aec, *AEC_LIMITS)
-    return det.i0_ref * dose * aec * (g.dt * row) * (1000.0 / g.n_views)
+    det = det or projections.detector
+    return counts_per_bin(projections.wed, dose, projections.geometry, float(projections.spacing[0]), det)
+
+
+def counts_per_bin(wed: np.ndarray, dose: float, geometry: projector.ParallelGeometry, row_mm: float,
+                   det: ScannerConfig) -> np.ndarray:
+    """Unattenuated counts per detector bin of rows ``row_mm`` thick whose water-equivalent diameters are ``wed``."""
+    aec = np.clip(np.exp(det.aec_strength * det.mu_water * (np.asarray(wed) - det.aec_reference_wed)), *AEC_LIMITS)
+    return det.i0_ref * dose * aec * (geometry.dt * row_mm) * (1000.0 / geometry.n_views)
 
 
 def _noisy_rows(projections: Projections, rows: np.ndarray, dose: float, seed: int,

@@ -38,7 +38,7 @@ import numpy as np
 
 from .projector import ParallelGeometry, _ramp, fbp_frequencies, fbp_pad_length
 from ..protocols import kernel_mtf
-from .scanner import AEC_LIMITS, DEFAULT_SCANNER, POISSON_BELOW, WED_AIR_HU, ScannerConfig
+from .scanner import DEFAULT_SCANNER, POISSON_BELOW, ScannerConfig
 
 #: Views handled at once (bounds the sample grids' memory: views x detector x samples).
 VIEW_CHUNK = 16
@@ -108,17 +108,16 @@ def forward_project(mu, tg: TorchGeometry):
     return out
 
 
-def row_counts(hu, tg: TorchGeometry, dose, row_mm: float, det: ScannerConfig = DEFAULT_SCANNER):
-    """Unattenuated counts per bin for each slice ``[b]`` (dose, bin size, views, AEC by water-equivalent diameter)."""
+def row_counts(hu, tg: TorchGeometry, dose, row_mm: float, det: ScannerConfig = DEFAULT_SCANNER) -> np.ndarray:
+    """Unattenuated counts per bin for each slice ``[b]``, each with its own AEC (the slices are independent here):
+    the reference's :func:`.scanner.counts_per_bin` of the slices' water-equivalent diameters."""
     import torch
 
+    from .scanner import _water_equivalent_diameter, counts_per_bin
+
     g = tg.geom
-    hu = torch.as_tensor(hu, dtype=torch.float32, device=tg.device)
-    rel = torch.clamp(hu / 1000.0 + 1.0, min=0.0) * (hu >= WED_AIR_HU)
-    wed = 2.0 * torch.sqrt(rel.flatten(1).sum(1) * g.dy * g.dx / math.pi)
-    aec = torch.clamp(torch.exp(det.aec_strength * det.mu_water * (wed - det.aec_reference_wed)), *AEC_LIMITS)
-    dose = torch.as_tensor(dose, dtype=torch.float32, device=tg.device)
-    return det.i0_ref * dose * aec * (g.dt * row_mm) * (1000.0 / g.n_views)
+    hu = np.asarray(torch.as_tensor(hu, dtype=torch.float32).cpu())
+    return counts_per_bin(_water_equivalent_diameter(hu, g.dy, g.dx), float(dose), g, row_mm, det)
 
 
 def noisy_log(sino, n0, generator=None, det: ScannerConfig = DEFAULT_SCANNER):
@@ -240,18 +239,18 @@ def reconstruct_scan(truth, dproj: DeviceProjections, protocol, seed: int = 0, t
     """
     import torch
 
-    from .scanner import complete_protocol, row_counts, slab_weights
+    from . import scanner as reference
 
     proj, tg = dproj.projections, dproj.geometry
     det = det or proj.detector
-    prot = complete_protocol(protocol, truth)
-    _, weights = slab_weights(truth, prot)
+    prot = reference.complete_protocol(protocol, truth)
+    _, weights = reference.slab_weights(truth, prot)
     used = np.flatnonzero(weights.sum(axis=0) > 0)
     rows = proj.sino[torch.as_tensor(used, device=tg.device)]
     if noise:
         gen = torch.Generator(device=tg.device)
         gen.manual_seed(int(seed))
-        rows = noisy_log(rows, row_counts(proj, float(prot.dose), det)[used], gen, det)
+        rows = noisy_log(rows, reference.row_counts(proj, float(prot.dose), det)[used], gen, det)
     w = torch.as_tensor(weights[:, used].astype(np.float32), device=tg.device)
     window = transfer if transfer is not None else (lambda f: kernel_mtf(prot.kernel, f))
     out = torch.empty((w.shape[0], tg.geom.ny, tg.geom.nx), dtype=torch.float32, device=tg.device)

@@ -171,10 +171,9 @@ class DRStream:
         if not self.truths_list:
             raise BadInputError("A training stream needs at least one truth volume.")
         rng = np.random.default_rng([settings.seed, 779])
-        self._scanners = []
-        for _, truth, _ in self.truths_list:
-            det = draw_views(rng, settings, truth, replace(DEFAULT_SCANNER, views=None))
-            self._scanners.append((det, project_volume(truth, det, device)))
+        # each truth's scanner (its views) and projections: the detector is ``.projections.detector``
+        self._projections = [project_volume(truth, draw_views(rng, settings, truth, replace(DEFAULT_SCANNER, views=None)),
+                                            device) for _, truth, _ in self.truths_list]
         self.pool: list[Case] = []
         self._next = 0  # the pool slot the next new case replaces (the oldest)
         self._queue: queue.Queue = queue.Queue(maxsize=max(4, settings.pool // 4))
@@ -194,7 +193,7 @@ class DRStream:
 
         i = int(rng.integers(len(self.truths_list)))
         name, truth, native = self.truths_list[i]
-        det, dproj = self._scanners[i]
+        dproj = self._projections[i]
         tname, w_t, t_t = draw_target(rng, self.settings, native)
         phys, t_s = draw_source(rng, self.settings, native, t_t)
         with torch.no_grad():
@@ -202,7 +201,7 @@ class DRStream:
                                    transfer=w_t, noise=False)
             src = reconstruct_scan(truth, dproj, Protocol(kernel="standard", dose=phys.dose, thickness=t_s),
                                    seed=int(rng.integers(2 ** 31)), transfer=phys.transfer(float(min(truth.spacing[1:]))),
-                                   det=phys.detector(det))
+                                   det=phys.detector(dproj.projections.detector))
         spacing = (t_s, float(truth.spacing[1]), float(truth.spacing[2]))
         inp, cond, sig = network_pair(src.cpu().numpy(), spacing, t_s, t_t, w_t, self.settings.frontend_lambda)
         return Case(name, torch.from_numpy(inp).to(self.device), tgt, cond, pair_info(phys, tname, t_s, t_t, sig))

@@ -51,6 +51,9 @@ def unet_config(**over) -> TrainConfig:
 
 
 V3_FRONTEND_LAMBDA = 0.04
+#: What a v3 card's ``io`` adds (both recipes: the bank on the CPU, the stream on a GPU).
+V3_IO = {"conditioning": "signature", "frontend_lambda": V3_FRONTEND_LAMBDA,
+         "label": "noise-free target (clean texture); target texture by noise insertion"}
 
 #: What ctn-conditioned-v3 covers, in measured terms (the ranges its domain-randomized bank spans).
 V3_COVERS = {

@@ -87,8 +87,7 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
                                 sim_settings)
     elif recipe == "v3":
         bank, data_info = _dr_bank(out, bank_path, seed, progress, sim_settings)
-        io_extra = {"conditioning": "signature", "frontend_lambda": recipes.V3_FRONTEND_LAMBDA,
-                    "label": "noise-free target (clean texture); target texture by noise insertion"}
+        io_extra = recipes.V3_IO
     else:
         cache = Path(bank_path) if bank_path else out / "bank.npz"
         if cache.is_file():
@@ -213,8 +212,7 @@ def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, prog
         f"a try of ctn-conditioned-v3's GPU recipe on {device} (not a model to use)"
     card = recipes.make_card(cfg, recipes.V3_COVERS, data_info, summary, priority=0 if on_cuda else -100,
                              description=f"{what}: " + RECIPES["v3"][4], device=device,
-                             io_extra={"conditioning": "signature", "frontend_lambda": recipes.V3_FRONTEND_LAMBDA,
-                                       "label": "noise-free target (clean texture); target texture by noise insertion"})
+                             io_extra=recipes.V3_IO)
     sized = (f"--minutes {max_minutes:g}" if probe is not None else f"--steps {cfg.steps}"
              + (f" --minutes {max_minutes:g}" if max_minutes is not None else ""))
     command = (f"ctnormalize train --recipe v3 --device cuda -o RUN {sized} --seed {seed} --no-resume"
