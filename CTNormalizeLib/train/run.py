@@ -201,7 +201,7 @@ def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, prog
                          "(CTNormalizeLib/train/dr_stream.py; torch scanner, signatures measured on the CPU)",
                  "settings": st.to_dict(), "physics": dr_physics(), "cases_made": made,
                  "cases_per_s": round(rate, 2), "setup_s": round(setup_s, 1),
-                 "probe_s_per_step": None if probe is None else round(probe, 4),
+                 "probe_s_per_step": None if probe is None else float(probe),
                  "real_data": "pyradiomics lung1 slabs (whole field of view, 2x down-sampled, 5 mm) as truth"
                  if st.lung1_slabs else "none (procedural phantoms only)",
                  "labels": "noise-free target reconstructions"}
