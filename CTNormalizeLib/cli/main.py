@@ -3,7 +3,8 @@
 Subcommands are discovered from the ``cmd_*.py`` modules of this package. Each defines
 ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. Errors derived
 from :class:`CTNormalizeError` become a clear message on stderr (or a JSON ``error``
-event, see :mod:`.events`) and the error's exit code; an ``OSError`` from the file system
+event, see :mod:`.events`; a command run with ``--json`` also prints the refusal as its one
+JSON object, ``{"error": ...}``) and the error's exit code; an ``OSError`` from the file system
 becomes one too (a full disk exit 4, anything else exit 2). A closed stdout ends the
 command quietly with exit 141.
 """
@@ -105,14 +106,14 @@ def _main(argv=None) -> int:
         with cancel_on_signals():
             return int(args._run(args) or 0)
     except CTNormalizeError as exc:
-        return _report(exc)
+        return _report(exc, _json_result(args))
     except KeyboardInterrupt:
         print("ctnormalize: cancelled", file=sys.stderr)
         return 130
     except BrokenPipeError:
         raise
     except OSError as exc:
-        return _report(from_os_error(exc, "read or write"))
+        return _report(from_os_error(exc, "read or write"), _json_result(args))
 
 
 #: Exit status for a closed stdout (``ctnormalize ... | head -1``): 128 + SIGPIPE, as a shell
@@ -120,8 +121,21 @@ def _main(argv=None) -> int:
 EXIT_BROKEN_PIPE = 141
 
 
-def _report(exc: CTNormalizeError) -> int:
+def _json_result(args) -> bool:
+    """Whether the command promised one JSON object on stdout (``--json`` as a flag, not a file name)."""
+    return getattr(args, "json", None) is True
+
+
+def _report(exc: CTNormalizeError, as_json: bool = False) -> int:
+    """The refusal on stderr; with ``--json`` also as the one JSON object on stdout, so a reader of
+    stdout learns why there is no result (``{"error": {"code", "message", "exit_code"}}``)."""
     try:
+        if as_json:
+            from .events import dumps
+
+            sys.stdout.write(dumps({"error": {"code": exc.code, "message": exc.message,
+                                              "exit_code": exc.exit_code}}) + "\n")
+            sys.stdout.flush()
         print(f"ctnormalize: error [{exc.code}]: {exc.message}", file=sys.stderr)
     except BrokenPipeError:
         pass

@@ -87,7 +87,10 @@ def test_bad_inputs(chest, tmp_path):
     sitk.WriteImage(img, str(tmp_path / "small.nrrd"))
     p = _cli(path, "--lung-mask", tmp_path / "small.nrrd", "--json")
     assert p.returncode == 2 and "geometry" in p.stderr
-    assert p.stdout == ""
+    # --json promised one object on stdout: the refusal is that object (and stays text without --json)
+    err = json.loads(p.stdout)["error"]
+    assert err["code"] == "BAD_INPUT" and err["exit_code"] == 2 and "geometry" in err["message"]
+    assert _cli(tmp_path / "missing.nrrd").stdout == ""
     p = _cli(path, path, path, "--lung-mask", tmp_path / "small.nrrd", "--lung-mask", tmp_path / "small.nrrd")
     assert p.returncode == 2 and "once per CT" in p.stderr
 

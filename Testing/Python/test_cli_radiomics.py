@@ -68,7 +68,8 @@ def test_bad_inputs(tmp_path):
     empty = tmp_path / "empty.nrrd"
     sitk.WriteImage(_image(np.zeros_like(lab)), str(empty))
     p = _cli("--image", f"ct={a}", "--segments", empty, "--json")
-    assert p.returncode == 2 and "No segment" in p.stderr and p.stdout == ""
+    assert p.returncode == 2 and "No segment" in p.stderr
+    assert json.loads(p.stdout)["error"]["code"] == "BAD_INPUT"  # --json: the refusal is the one object
 
 
 def test_help():
