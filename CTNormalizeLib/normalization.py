@@ -38,8 +38,10 @@ class NormalizeOutcome:
     def warnings(self) -> list:
         return list(self.plan.warnings) + list(self.result.warnings)
 
-    def report(self, input_path: Optional[str] = None, output_path: Optional[str] = None) -> RunReport:
-        """The run report (``done`` event, ``--report``, DICOM and Slicer provenance)."""
+    def report(self, input_path: Optional[str] = None, output_path: Optional[str] = None,
+               output_type: Optional[str] = None) -> RunReport:
+        """The run report (``done`` event, ``--report``, DICOM and Slicer provenance); ``output_type`` is
+        the voxel type the written file stores (None before or without a write)."""
         from .methods import get_method
 
         kind = get_method(self.plan.method).kind
@@ -50,7 +52,7 @@ class NormalizeOutcome:
             steps=list(self.result.steps), warnings=self.warnings, qc=dict(self.result.qc),
             timings={**self.timings, **self.result.timings},
             output_shape=list(self.volume.shape), output_spacing=[float(s) for s in self.volume.spacing],
-            input=input_path, output=output_path)
+            input=input_path, output=output_path, output_type=output_type)
 
 
 def _as_volume(x) -> Volume:

@@ -165,6 +165,8 @@ def _run(args, events: EventStream, guard) -> int:
         series = write_derived_series(out_vol, guard.stage(out), vol, derivation_from_report(run_report))
         for w in series.warnings:
             events.warning(w["code"], w["message"])
+        dtype = "int16"  # a derived series always stores int16 (whole HU when they fit, else with a slope)
+        whole_hu = output_type(out_vol.hu, "int16")[0] == "int16"
     else:
         dtype, warning = output_type(out_vol.hu, args.output_type)
         if warning:
@@ -172,7 +174,7 @@ def _run(args, events: EventStream, guard) -> int:
         write_volume(out_vol, guard.stage(out), dtype=dtype)
     timings["write_s"] = round(time.perf_counter() - t, 3)
     outcome.timings = {**timings, **outcome.timings}
-    report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve())).to_dict()
+    report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve()), dtype).to_dict()
     if args.report:
         from ..io.atomic import atomic_write_text
 
@@ -182,7 +184,10 @@ def _run(args, events: EventStream, guard) -> int:
     events.progress("done", 1.0, step=4, force=True)
     events.done(str(Path(out).resolve()), report)
     if events.mode != "json":
-        stored = "whole HU, DICOM" if dicom_out else ("whole HU, int16" if dtype == "int16" else "float32")
+        if dicom_out:
+            stored = "whole HU, DICOM" if whole_hu else "DICOM, int16 with a rescale slope"
+        else:
+            stored = "whole HU, int16" if dtype == "int16" else "float32"
         print(f"Wrote {out} ({stored}; {plan.method}; {plan.source.spec()} -> {plan.target.spec()}; "
               f"{plan.noise_summary()})")
     return 0

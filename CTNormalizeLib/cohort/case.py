@@ -239,12 +239,14 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
         warnings += written.warnings
         # a derived series stores whole HU when they fit int16 (slope 1), as a volume file does
         out_vol = as_written(out_vol, output_type(out_vol.hu, "int16")[0])
+        dtype = "int16"  # a derived series always stores int16 (whole HU when they fit, else with a slope)
     else:
         dtype, warning = output_type(out_vol.hu, settings.output_type)
         if warning:
             warnings.append(warning)
         write_volume(out_vol, out, dtype=dtype)
         out_vol = as_written(out_vol, dtype)  # the measurements below are of the file's values
+    run_report.output_type = dtype
     rec.update(output=str(out), method=plan.method, source_spec=plan.source.spec(), target_spec=plan.target.spec(),
                warnings=warnings, report=run_report.to_dict())
     clock.lap("write_s")

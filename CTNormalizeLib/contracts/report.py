@@ -33,6 +33,9 @@ class RunReport:
     output_shape, output_spacing : list
     input : str or None
     output : str or None
+    output_type : str or None
+        The voxel type the output file stores: ``int16`` (whole HU; a DICOM series too) or
+        ``float32``; None when no file was written (a library call).
     """
 
     engine_version: str
@@ -51,6 +54,7 @@ class RunReport:
     output_spacing: list = field(default_factory=list)
     input: Optional[str] = None
     output: Optional[str] = None
+    output_type: Optional[str] = None
     report_version: str = REPORT_VERSION
     note: str = RESEARCH_NOTE
 

@@ -235,12 +235,14 @@ def test_case_outputs_are_whole_hu_and_measured_as_written(tmp_path):
     rec = run_case(c, s, out)
     path = case_mod.output_path(out, c, s)
     assert sitk.ReadImage(str(path)).GetPixelID() == sitk.sitkInt16
+    assert rec["report"]["output_type"] == "int16"  # the run report says what the file stores
     from CTNormalizeLib.io import read_volume
     from CTNormalizeLib.quantify import emphysema_index
 
     assert rec["emphysema"]["normalized"] == emphysema_index(read_volume(path), threshold=-950.0).to_dict()
     f = BatchSettings(target=TARGET, method="mtf_ratio", measure=False, emphysema=True, output_type="float32")
-    assert run_case(c, f, out)["status"] == "done"
+    rec = run_case(c, f, out)
+    assert rec["status"] == "done" and rec["report"]["output_type"] == "float32"
     assert sitk.ReadImage(str(case_mod.output_path(out, c, f))).GetPixelID() == sitk.sitkFloat32
 
 

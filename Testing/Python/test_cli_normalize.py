@@ -152,10 +152,11 @@ def test_sigterm_cancels_fast_and_leaves_nothing(tmp_path, method):
 def test_output_is_whole_hu_compressed_by_default_and_float32_on_request(small_ct, tmp_path):
     args = ["--source", SRC, "--target", "kernel=smooth", "--method", "mtf_ratio", "--progress", "none"]
     a, b = tmp_path / "int.nrrd", tmp_path / "float.nrrd"
-    r = _run(["normalize", str(small_ct), "-o", str(a), *args])
-    assert r.returncode == 0, r.stderr
-    r = _run(["normalize", str(small_ct), "-o", str(b), *args, "--output-type", "float32"])
-    assert r.returncode == 0, r.stderr
+    for out, more in ((a, []), (b, ["--output-type", "float32"])):
+        r = _run(["normalize", str(small_ct), "-o", str(out), *args, *more, "--report", str(out) + ".json"])
+        assert r.returncode == 0, r.stderr
+    # the run report says what the file stores
+    assert [json.loads(Path(str(p) + ".json").read_text())["output_type"] for p in (a, b)] == ["int16", "float32"]
     ia, ib = sitk.ReadImage(str(a)), sitk.ReadImage(str(b))
     assert ia.GetPixelID() == sitk.sitkInt16 and ib.GetPixelID() == sitk.sitkFloat32
     va, vb = sitk.GetArrayFromImage(ia), sitk.GetArrayFromImage(ib)
