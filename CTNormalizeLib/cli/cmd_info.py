@@ -178,5 +178,6 @@ def run(args) -> int:
         print(format_text(info))
     sys.stdout.flush()
     if error is not None:
+        args.json_result_printed = True  # the info object (with its validation) is this run's one JSON object
         raise error
     return 0

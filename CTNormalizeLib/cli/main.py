@@ -122,23 +122,27 @@ EXIT_BROKEN_PIPE = 141
 
 
 def _json_result(args) -> bool:
-    """Whether the command promised one JSON object on stdout (``--json`` as a flag, not a file name)."""
-    return getattr(args, "json", None) is True
+    """Whether the refusal is the command's one JSON object on stdout: ``--json`` as a flag (not a file
+    name), unless the command printed its object before refusing (``info`` prints what it could read)."""
+    return getattr(args, "json", None) is True and not getattr(args, "json_result_printed", False)
 
 
 def _report(exc: CTNormalizeError, as_json: bool = False) -> int:
     """The refusal on stderr; with ``--json`` also as the one JSON object on stdout, so a reader of
     stdout learns why there is no result (``{"error": {"code", "message", "exit_code"}}``)."""
     try:
-        if as_json:
-            from .events import dumps
-
-            sys.stdout.write(dumps({"error": {"code": exc.code, "message": exc.message,
-                                              "exit_code": exc.exit_code}}) + "\n")
-            sys.stdout.flush()
         print(f"ctnormalize: error [{exc.code}]: {exc.message}", file=sys.stderr)
     except BrokenPipeError:
         pass
+    if as_json:  # after the text, so a closed stdout cannot swallow it
+        from .events import dumps
+
+        try:
+            sys.stdout.write(dumps({"error": {"code": exc.code, "message": exc.message,
+                                              "exit_code": exc.exit_code}}) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _broken_pipe()  # nothing more to stdout (not even the flush at exit); the exit code stays the error's
     return exc.exit_code
 
 

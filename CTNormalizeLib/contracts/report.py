@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-REPORT_VERSION = "2"
+REPORT_VERSION = "3"  # 3: output_type
 RESEARCH_NOTE = "Research use, not for diagnosis."
 
 

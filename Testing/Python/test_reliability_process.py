@@ -55,6 +55,18 @@ def test_closed_stdout_of_a_plain_command(args):
     assert r.stderr == "", r.stderr
 
 
+def test_a_json_refusal_into_a_closed_stdout_keeps_its_text_and_code(tmp_path):
+    """A ``--json`` command's refusal is also its JSON object on stdout; a closed stdout must not swallow
+    the text on stderr, nor turn the error's exit code into 141."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "CTNormalizeLib", "info",
+                                            str(tmp_path / "missing.nrrd"), "--json"])
+    r = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd} | true"], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.strip().startswith("ctnormalize: error [BAD_INPUT]") and "Traceback" not in r.stderr, r.stderr
+
+
 WRITE_SCRIPT = """
 import os, sys, time, numpy as np, SimpleITK as sitk
 from CTNormalizeLib.cli.events import cancel_on_signals
