@@ -127,9 +127,9 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
         h, i = _score(m, kind, texture)
         parts = []
         if h > -1e9:
-            parts.append(f"held-out physics {h:.2f}")
+            parts.append(f"held-out physics {h:.3f}")
         if i > -1e9:
-            parts.append(f"in-distribution {i:.2f}")
+            parts.append(f"in-distribution {i:.3f}")
         return f"{m.name} ({', '.join(parts) or 'not benchmarked'})"
 
     reason = (f"best measured L1 gap closed ({kind.replace('_', ' ')} pairs, {texture} texture) among the methods "

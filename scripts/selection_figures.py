@@ -147,7 +147,7 @@ def _summary(label: str, ind: dict, held: dict) -> str:
         return i, h.get("l1_body_gap_kernel_change"), h.get("l1_body_gap_noise_only")
 
     def fmt(x):
-        return "—" if x is None else f"{x:.2f}"
+        return "—" if x is None else f"{x:.3f}"
 
     i, k, n = pair(label)
     text = (f"L1 gap closed: in distribution {fmt(i)}, held-out physics {fmt(k)} (kernel change) / "

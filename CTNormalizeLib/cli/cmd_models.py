@@ -70,7 +70,7 @@ def format_text(info: dict) -> str:
         tgt = ((m.get("selection") or {}).get("figures") or {}).get("l1_gap_closed_target")
         if tgt:
             def f(x):
-                return "—" if x is None else f"{x:.2f}"
+                return "—" if x is None else f"{x:.3f}"
             lines.append(f"  target texture: L1 gap closed in distribution {f(tgt.get('in_distribution'))}, held-out "
                          f"physics {f(tgt.get('heldout_physics_kernel_change'))} (kernel change) / "
                          f"{f(tgt.get('heldout_physics_noise_only'))} (dose only)")

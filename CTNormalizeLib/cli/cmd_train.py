@@ -22,11 +22,14 @@ DESCRIPTION = (
 
 
 def add_arguments(p):
-    p.add_argument("--recipe", choices=["default", "unet", "v3", "denoise", "denoise-v2"], default="default",
+    p.add_argument("--recipe", choices=["default", "unet", "v3", "denoise", "denoise-v2", "denoise-v2b"],
+                   default="default",
                    help="which model: default (protocol-conditioned, v2 recipe), unet, v3 (signature-conditioned, "
                         "domain-randomized physics), denoise (the learned blind denoiser the chain uses, "
-                        "ctn-denoise-v1) or denoise-v2 (the same seeing 3 slices, ctn-denoise-v2; starts from the "
-                        "installed ctn-denoise-v1) (default: %(default)s)")
+                        "ctn-denoise-v1), denoise-v2 (the same seeing 3 slices, ctn-denoise-v2; starts from the "
+                        "installed ctn-denoise-v1) or denoise-v2b (ctn-denoise-v2 trained on 5000 more batches; "
+                        "starts from the installed ctn-denoise-v2; the shipped one ran with --seed 1) "
+                        "(default: %(default)s)")
     p.add_argument("-o", "--out", required=True, help="run folder (checkpoints, logs, cached bank)")
     p.add_argument("--manifest", help="JSON manifest of paired volumes instead of simulated data")
     p.add_argument("--bank", help="a cached simulated bank (.npz) to reuse (denoise: the v3 bank, bank_dr.npz)")
@@ -60,5 +63,5 @@ def run(args) -> int:
         print(f"model package written to {pkg}")
         if args.recipe.startswith("denoise"):
             print("not validated at training time: judge it with benchmarks/heldout_physics.py and benchmarks/quality.py"
-                  + (" after scripts/choose_nlm_blend.py" if args.recipe == "denoise-v2" else ""))
+                  + (" after scripts/choose_nlm_blend.py" if args.recipe != "denoise" else ""))
     return 0

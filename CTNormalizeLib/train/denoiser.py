@@ -45,11 +45,15 @@ GPU_OVERRIDES = {"batch": 256, "noise": "torch"}
 
 
 #: The denoiser recipes (``ctnormalize train --recipe NAME``): overrides of :class:`DenoiseConfig`.
-#: ``denoise-v2`` starts from the installed ctn-denoise-v1 and learns to use the neighbouring slices.
+#: ``denoise-v2`` starts from the installed ctn-denoise-v1 and learns to use the neighbouring slices;
+#: ``denoise-v2b`` trains ctn-denoise-v2 on 5000 more batches of fresh noise (run with ``--seed 1``, so
+#: its batches are not v2's) at a lower peak learning rate.
 RECIPE_OVERRIDES = {
     "denoise": {},
     "denoise-v2": {"name": "ctn-denoise-v2", "recipe": "denoise-v2", "context": 3, "init_from": NAME,
                    "steps": 5000, "lr": 3e-4, "warmup": 50},
+    "denoise-v2b": {"name": "ctn-denoise-v2b", "recipe": "denoise-v2b", "context": 3, "init_from": "ctn-denoise-v2",
+                    "steps": 5000, "lr": 2e-4, "warmup": 50},
 }
 
 
@@ -354,7 +358,8 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
         "role": "denoiser",
         "description": "the classical chain (denoise -> MTF-ratio kernel conversion -> slice profile) with a learned "
                        "blind denoiser, trained on domain-randomized noise, in place of non-local means"
-                       + ("" if ctx == 1 else f"; the network sees {ctx} slices"),
+                       + ("" if ctx == 1 else f"; the network sees {ctx} slices")
+                       + (f"; trained on from {cfg.init_from}'s weights" if cfg.init_from else ""),
         "architecture": cfg.arch,
         "hyperparameters": {k: v for k, v in cfg.to_dict().items() if k != "ranges"},
         "io": {"hu_window": list(HU_WINDOW), "scale": {"offset": 0.0, "divisor": HU_DIVISOR}, "context": ctx,
