@@ -16,7 +16,7 @@ DESCRIPTION = (
     "recipes: OUT/log.csv and the checkpoint's state.json). The package (model.safetensors + card.json) is "
     "written to OUT/package/<name> or --package-dir; put it in $CTNORMALIZE_MODELS to use it (a package with "
     "the name of a shipped one is hidden by it: `ctnormalize models` warns). The denoise recipes are not "
-    "validated at training time: choose denoise-v2's NLM weights with scripts/choose_nlm_blend.py and judge "
+    "validated at training time: choose denoise-v2's (and -v2b's) NLM weights with scripts/choose_nlm_blend.py and judge "
     "either with the benchmarks."
 )
 
@@ -35,7 +35,9 @@ def add_arguments(p):
     p.add_argument("--bank", help="a cached simulated bank (.npz) to reuse (denoise: the v3 bank, bank_dr.npz)")
     p.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
     p.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this many minutes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the data and the batches (default: the recipe's: 0, but 1 for denoise-v2b, so that it "
+                        "does not see ctn-denoise-v2's batches again)")
     p.add_argument("--device", default="cpu",
                    help="cpu (default) or a GPU (cuda, cuda:N), which runs the GPU recipe of the denoise recipes "
                         "(noise drawn on the device) and of v3 (CUDA: pairs simulated on the device while it trains; with "

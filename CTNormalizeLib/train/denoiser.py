@@ -46,14 +46,14 @@ GPU_OVERRIDES = {"batch": 256, "noise": "torch"}
 
 #: The denoiser recipes (``ctnormalize train --recipe NAME``): overrides of :class:`DenoiseConfig`.
 #: ``denoise-v2`` starts from the installed ctn-denoise-v1 and learns to use the neighbouring slices;
-#: ``denoise-v2b`` trains ctn-denoise-v2 on 5000 more batches of fresh noise (run with ``--seed 1``, so
-#: its batches are not v2's) at a lower peak learning rate.
+#: ``denoise-v2b`` trains ctn-denoise-v2 on 5000 more batches of fresh noise (seed 1, so its batches are
+#: not the ones v2 saw) at a lower peak learning rate.
 RECIPE_OVERRIDES = {
     "denoise": {},
     "denoise-v2": {"name": "ctn-denoise-v2", "recipe": "denoise-v2", "context": 3, "init_from": NAME,
                    "steps": 5000, "lr": 3e-4, "warmup": 50},
     "denoise-v2b": {"name": "ctn-denoise-v2b", "recipe": "denoise-v2b", "context": 3, "init_from": "ctn-denoise-v2",
-                    "steps": 5000, "lr": 2e-4, "warmup": 50},
+                    "steps": 5000, "lr": 2e-4, "warmup": 50, "seed": 1},
 }
 
 
@@ -359,7 +359,7 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
         "description": "the classical chain (denoise -> MTF-ratio kernel conversion -> slice profile) with a learned "
                        "blind denoiser, trained on domain-randomized noise, in place of non-local means"
                        + ("" if ctx == 1 else f"; the network sees {ctx} slices")
-                       + (f"; trained on from {cfg.init_from}'s weights" if cfg.init_from else ""),
+                       + (f"; starts from {cfg.init_from}'s weights" if cfg.init_from else ""),
         "architecture": cfg.arch,
         "hyperparameters": {k: v for k, v in cfg.to_dict().items() if k != "ranges"},
         "io": {"hu_window": list(HU_WINDOW), "scale": {"offset": 0.0, "divisor": HU_DIVISOR}, "context": ctx,
@@ -386,7 +386,7 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
             "batch": cfg.batch, "patch": cfg.patch, "loss": "L1 on HU/1000",
             "device": device, "time_s": round(train_s, 1),
             "gpu_recipe": {"command": f"ctnormalize train --recipe {cfg.recipe} -o RUN --bank RUN_V3/bank_dr.npz "
-                                      "--device cuda",
+                                      f"--seed {cfg.seed} --device cuda",
                            "overrides": GPU_OVERRIDES,
                            "status": "prepared and tested on torch's CPU device (noise fields within 10 % of the "
                                      "numpy reference's NPS); never run on a GPU"},

@@ -27,16 +27,18 @@ RECIPES = {
 }
 
 
-#: The learned blind denoisers (``ctn-denoise-v1``, ``-v2``): the classical chain's noise step, not whole normalizers.
+#: The learned blind denoisers (``ctn-denoise-v1``, ``-v2``, ``-v2b``): the classical chain's noise step, not whole
+#: normalizers.
 DENOISE_RECIPES = tuple(RECIPE_OVERRIDES)
 
 
 def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Optional[int] = None,
-                 max_minutes: Optional[float] = None, seed: int = 0, resume: bool = True,
+                 max_minutes: Optional[float] = None, seed: Optional[int] = None, resume: bool = True,
                  package_dir=None, validate: bool = True, progress: Progress = None,
                  sim_settings: Optional[SimSettings] = None, device: str = "cpu", truths_file=None) -> Path:
-    """Train a recipe (``default``, ``unet``, ``v3`` or ``denoise``) and write its model package; returns the
-    package folder.
+    """Train a recipe (``default``, ``unet``, ``v3`` or one of the denoise recipes) and write its model package;
+    returns the package folder. ``seed`` None: the recipe's (0, but 1 for ``denoise-v2b``, whose batches
+    must not be the ones ctn-denoise-v2 was trained on).
 
     The simulated bank is cached as ``out_dir/bank.npz`` (or read from ``bank_path``); a
     ``manifest`` of user pairs replaces it. ``device`` off the CPU runs the GPU recipe of the
@@ -48,6 +50,8 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
         from ..errors import BadInputError
 
         raise BadInputError(f"Unknown recipe {recipe!r}; known: {', '.join([*RECIPES, *DENOISE_RECIPES])}.")
+    recipe_seed = seed
+    seed = 0 if seed is None else int(seed)
     out = Path(out_dir)
     if recipe in ("default", "unet") and str(device).strip().lower() != "cpu":
         from ..errors import BadInputError
@@ -68,7 +72,7 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
             raise BadInputError("The denoise recipe trains on noise it draws itself; it takes no --manifest.")
         if bank_path is not None and not Path(bank_path).is_file():
             raise BadInputError(f"No bank at {bank_path} (the v3 recipe's RUN/bank_dr.npz).")
-        return _train_denoiser(out, bank_path, steps, max_minutes, seed, resume, package_dir, progress, sim_settings,
+        return _train_denoiser(out, bank_path, steps, max_minutes, recipe_seed, resume, package_dir, progress, sim_settings,
                                device, recipe)
     out.mkdir(parents=True, exist_ok=True)
     make_cfg, covers, pair_filter, priority, description = RECIPES[recipe]
@@ -260,8 +264,9 @@ def _train_denoiser(out: Path, bank_path, steps, max_minutes, seed, resume, pack
     cache = Path(bank_path) if bank_path else out / "bank_dr.npz"
     if not cache.is_file():
         out.mkdir(parents=True, exist_ok=True)
-        _dr_bank(out, bank_path, seed, progress, settings)
-    over = {**RECIPE_OVERRIDES[recipe], "seed": seed, **({"steps": int(steps)} if steps is not None else {})}
+        _dr_bank(out, bank_path, 0 if seed is None else seed, progress, settings)
+    over = {**RECIPE_OVERRIDES[recipe], **({"seed": int(seed)} if seed is not None else {}),
+            **({"steps": int(steps)} if steps is not None else {})}
     if dev != "cpu":
         over.update(GPU_OVERRIDES)
     return train_denoiser(DenoiseConfig(**over), cache, out, resume=resume,

@@ -7,6 +7,7 @@ cases of this kind go here (see docs/DEVELOPING.md).
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -34,7 +35,8 @@ def test_emphysema_without_lungs_is_no_lungs(capsys, tmp_path, blur_mm):
     before = snapshot(phantom)
     code, out, err = cli(capsys, "emphysema", phantom, "--json", "--mask-out", tmp_path / "masks")
     check_case(code, err, 2, ["NO_LUNGS", "median"], before, [tmp_path], absent=[tmp_path / "masks"])
-    assert out == ""
+    assert json.loads(out) == {"error": {"code": "NO_LUNGS", "message": err.split("NO_LUNGS]: ", 1)[1].strip(),
+                                         "exit_code": 2}}  # --json: the refusal is its one object
 
 
 def test_emphysema_of_air_only_is_no_lungs(capsys, tmp_path):
