@@ -166,7 +166,6 @@ def _run(args, events: EventStream, guard) -> int:
         for w in series.warnings:
             events.warning(w["code"], w["message"])
         dtype = "int16"  # a derived series always stores int16 (whole HU when they fit, else with a slope)
-        whole_hu = output_type(out_vol.hu, "int16")[0] == "int16"
     else:
         dtype, warning = output_type(out_vol.hu, args.output_type)
         if warning:
@@ -185,7 +184,7 @@ def _run(args, events: EventStream, guard) -> int:
     events.done(str(Path(out).resolve()), report)
     if events.mode != "json":
         if dicom_out:
-            stored = "whole HU, DICOM" if whole_hu else "DICOM, int16 with a rescale slope"
+            stored = "whole HU, DICOM" if series.rescale_slope == 1.0 else "DICOM, int16 with a rescale slope"
         else:
             stored = "whole HU, int16" if dtype == "int16" else "float32"
         print(f"Wrote {out} ({stored}; {plan.method}; {plan.source.spec()} -> {plan.target.spec()}; "

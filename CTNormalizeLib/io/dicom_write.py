@@ -106,6 +106,7 @@ class WrittenSeries:
     series_instance_uid: str
     n_files: int
     warnings: list = field(default_factory=list)
+    rescale_slope: float = 1.0  # 1: whole HU stored as they are (encode_hu)
 
 
 def output_is_dicom(path, output_format: Optional[str] = None) -> bool:
@@ -419,4 +420,4 @@ def write_derived_series(output: Volume, out_dir, source: Volume, derivation: De
             ds.save_as(str(tmp / f"IM{k + 1:05d}.dcm"), enforce_file_format=True)
             if progress is not None:
                 progress("write dicom", (k + 1) / n)
-    return WrittenSeries(out, series_uid, n, warnings)
+    return WrittenSeries(out, series_uid, n, warnings, slope)

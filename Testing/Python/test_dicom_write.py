@@ -96,6 +96,7 @@ def test_every_tag(normalized, lung1_dicom):
     src = _series(lung1_dicom)
     der = _series(out / "dcm")
     report = events[-1]["report"]
+    assert report["output_type"] == "int16"  # a derived series stores int16
     assert len(der) == len(src) == 8
     src_uids = {d.SOPInstanceUID for d in src}
     sops = [d.SOPInstanceUID for d in der]
