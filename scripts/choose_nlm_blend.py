@@ -1,4 +1,4 @@
-"""Choose a learned denoiser's NLM blend weight on validation scans and record it in its card.
+"""Choose a learned denoiser's NLM blend weight and flip averaging on validation scans and record them in its card.
 
 Usage (from the repository root)::
 
@@ -24,8 +24,14 @@ ratio, slice profile; their settings depend on the noise booked, which is the le
 denoiser's in both), so blending the two chains' outputs (the network's, and the package's
 chain with NLM in place of the network inside its region) equals blending inside the noise step, up to the kernel step's spread of the region's
 feathered edge; the script checks this inside the body on one case of each kind by running
-the package's blended chain. Writes
-``chain.nlm_blend``, ``chain.nlm_residual`` and the validation table into the card (atomically).
+the package's blended chain.
+
+The network can also be averaged over in-plane flips of its input (``chain.flips``: 1, 2 or 4
+views, :data:`CTNormalizeLib.inference.net_denoise.FLIP_VIEWS`), at that many times the
+network's time. The blend is chosen for each count; more flips are taken only when they pay:
+each doubling must add :data:`FLIP_GAIN` to the best pooled gap closed (a rule fixed before
+it was first run). Writes ``chain.nlm_blend``, ``chain.nlm_residual``, ``chain.flips`` and the
+validation tables into the card (atomically).
 """
 
 from __future__ import annotations
@@ -64,6 +70,10 @@ WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 #: may complement the network better than the one that is best on its own
 RESIDUALS = (0.15, 0.3, 0.45, 0.6)
 VALIDATION_SETS = ("randomized", "classes")
+#: test-time flip counts tried (each doubles the network's passes)
+FLIPS = (1, 2, 4)
+#: what each doubling of the flips must add to the best pooled gap closed to be taken
+FLIP_GAIN = 0.005
 
 
 def _cache_path(which: str) -> Path:
@@ -198,15 +208,25 @@ def _described(which: str, counts: dict) -> str:
     return f"{head}: {body}; kinds as the measured signatures make them ({n}); never the independent simulator's held-out cases"
 
 
-def _with_chain(pkg, weight: float, residual: float):
-    """``pkg`` with one NLM weight and residual for every kind of pair."""
+def _with_chain(pkg, weight: float, residual: float, flips: int = 1):
+    """``pkg`` with one NLM weight, residual and flip count for every kind of pair."""
     import dataclasses
 
-    return dataclasses.replace(pkg, card=dict(pkg.card, chain={"nlm_blend": weight, "nlm_residual": residual}))
+    chain = {"nlm_blend": weight, "nlm_residual": residual, "flips": flips}
+    return dataclasses.replace(pkg, card=dict(pkg.card, chain=chain))
 
 
-def _key(rw) -> str:
-    return f"r{rw[0]:g}_w{rw[1]:g}"
+def _key(frw) -> str:
+    return f"f{frw[0]}_r{frw[1]:g}_w{frw[2]:g}"
+
+
+def choose_flips(best_at: dict, gain: float = FLIP_GAIN) -> int:
+    """The flip count taken from ``{count: best pooled gap closed}``: start at 1, take each doubling that adds ``gain``."""
+    taken = 1
+    for f in sorted(best_at):
+        if f > taken and best_at[f] - best_at[taken] >= gain * np.log2(f / taken) - 1e-12:
+            taken = f
+    return taken
 
 
 def _l1(target, source, outputs: dict, replicate) -> tuple[dict, float, float]:
@@ -260,7 +280,7 @@ def main(argv=None) -> int:
         print(f"{args.package} is not a denoiser package (card role).", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    grid = [(r, w) for r in RESIDUALS for w in WEIGHTS]
+    grid = [(f, r, w) for f in FLIPS for r in RESIDUALS for w in WEIGHTS]
     table = {kind: {rw: [] for rw in grid} for kind in PAIRS}  # L1 closed (HU) per case
     floors = {kind: [] for kind in PAIRS}  # the gap per case (HU): source L1 - replicate L1
     ratios = {kind: {rw: [] for rw in grid} for kind in PAIRS}  # per-case gap closed (recorded, not chosen on)
@@ -272,8 +292,11 @@ def main(argv=None) -> int:
         kind = pair_kind(plan.source_signature, plan.target_signature)
         if kind != meant:
             print(f"({s} -> {t} was simulated as {meant}; the measured signatures make it {kind})", flush=True)
-        den = stack_denoiser(pkg, plan.source_signature.transfer, float(src.spacing[1]))
-        net = chain.run(src, plan, options={"denoise_method": den, "label": pkg.name}).volume
+        nets = {}
+        for f in FLIPS:
+            den = stack_denoiser(pkg, plan.source_signature.transfer, float(src.spacing[1]), flips=f)
+            nets[f] = chain.run(src, plan, options={"denoise_method": den, "label": pkg.name}).volume
+        net = nets[1]
         # the blend acts inside the network's region (the body; the air it keeps stays as it was)
         m = den.region(src.hu) if net.hu.shape == src.hu.shape else np.ones_like(net.hu)
         blends = {}
@@ -281,8 +304,9 @@ def main(argv=None) -> int:
             # the package's chain with all-NLM inside the region: NLM as the blend runs it (the steps after
             # the noise step see the noise the learned denoiser books, whatever NLM leaves)
             full = run_chain(_with_chain(pkg, 1.0, r), src, plan).volume
-            for w in WEIGHTS:
-                blends[(r, w)] = dataclasses.replace(net, hu=(net.hu + w * (full.hu - net.hu)).astype(np.float32))
+            for f, nf in nets.items():
+                for w in WEIGHTS:
+                    blends[(f, r, w)] = dataclasses.replace(nf, hu=(nf.hu + w * (full.hu - nf.hu)).astype(np.float32))
         l1, l1_src, l1_rep = _l1(tgt, src, {_key(rw): v for rw, v in blends.items()}, rep)
         gaps = {k: gap_closed(l1_src, v, l1_rep) for k, v in l1.items()}
         if not l1_src > l1_rep or any(g is None for g in gaps.values()):  # source at the floor: says nothing
@@ -297,29 +321,33 @@ def main(argv=None) -> int:
                          "target_noise_hu": plan.target_signature.noise_hu,
                          "source_mtf50": plan.source_signature.transfer.mtf50, "gap_hu": l1_src - l1_rep,
                          "gaps": gaps})
-        best = max(grid, key=lambda rw: gaps[_key(rw)])
-        print(f"{kind:13s} {s} -> {t}: network {gaps[_key((RESIDUALS[0], 0.0))]:.3f}, best {gaps[_key(best)]:.3f} "
-              f"(residual {best[0]:g}, weight {best[1]:g})", flush=True)
+        best = max(grid, key=lambda frw: gaps[_key(frw)])
+        print(f"{kind:13s} {s} -> {t}: network {gaps[_key((1, RESIDUALS[0], 0.0))]:.3f}, best {gaps[_key(best)]:.3f} "
+              f"(flips {best[0]}, residual {best[1]:g}, weight {best[2]:g})", flush=True)
         checks.setdefault(kind, (src, s, t, blends, m))
     empty = [kind for kind, ws in table.items() if not ws[grid[0]]]
     if empty:
         print(f"No usable validation case for {', '.join(empty)}; nothing recorded.", file=sys.stderr)
         return 1
-    pooled = {kind: {rw: pooled_gap(v, floors[kind]) for rw, v in ws.items()} for kind, ws in table.items()}
-    mean = {kind: {rw: float(np.mean(v)) for rw, v in ws.items()} for kind, ws in ratios.items()}
-    # ties go to the smaller NLM weight, then to the clean chain's residual
-    best = {kind: max(grid, key=lambda rw: (round(m[rw], 4), -rw[1], -abs(rw[0] - CLEAN_RESIDUAL)))
-            for kind, m in pooled.items()}
-    chosen = {kind: rw[1] for kind, rw in best.items()}
-    residual = {kind: rw[0] for kind, rw in best.items()}
+    pooled = {kind: {frw: pooled_gap(v, floors[kind]) for frw, v in ws.items()} for kind, ws in table.items()}
+    mean = {kind: {frw: float(np.mean(v)) for frw, v in ws.items()} for kind, ws in ratios.items()}
+    # per flip count, the best blend; ties go to the smaller NLM weight, then to the clean chain's residual
+    best_at = {kind: {f: max((frw for frw in grid if frw[0] == f),
+                             key=lambda frw: (round(m[frw], 4), -frw[2], -abs(frw[1] - CLEAN_RESIDUAL)))
+                      for f in FLIPS} for kind, m in pooled.items()}
+    flips = {kind: choose_flips({f: pooled[kind][frw] for f, frw in b.items()}) for kind, b in best_at.items()}
+    best = {kind: best_at[kind][flips[kind]] for kind in best_at}
+    chosen = {kind: frw[2] for kind, frw in best.items()}
+    residual = {kind: frw[1] for kind, frw in best.items()}
 
     # the blended chain (inside the noise step) gives what the blended outputs gave, for each kind; a weight
     # of 0 would compare the network with itself, so the check uses the largest weight when one is 0
-    checked = {k: (residual[k], chosen[k] or WEIGHTS[-1]) for k in chosen}
+    checked = {k: (flips[k], residual[k], chosen[k] or WEIGHTS[-1]) for k in chosen}
     diff = 0.0
     for kind, (src, s, t, blends, m) in checks.items():
         plan = make_plan(src, s, t, method="classical", device="cpu", texture="clean")  # the package needs no install
-        got = run_chain(_with_chain(pkg, checked[kind][1], checked[kind][0]), src, plan).volume
+        f, r, w = checked[kind]
+        got = run_chain(_with_chain(pkg, w, r, f), src, plan).volume
         # inside the body (a kernel step after the blend spreads the mask's feathered edge a little)
         inner = ndi.binary_erosion(m >= 1.0, np.ones((1, 9, 9), bool)) if m.ndim == 3 else np.ones(m.shape, bool)
         diff = max(diff, float(np.abs(got.hu - blends[checked[kind]].hu)[inner].max()))
@@ -330,14 +358,21 @@ def main(argv=None) -> int:
     record = {
         "nlm_blend": chosen,
         "nlm_residual": residual,
+        "flips": flips,
+        "flips_rule": f"network averaged over 1, 2 or 4 in-plane flips of its input; more flips taken only where each "
+                      f"doubling adds >= {FLIP_GAIN:g} to the best pooled gap closed (it doubles the network's time)",
+        "validation_flips": {kind: {str(f): {"best": round(pooled[kind][frw], 4), "residual": frw[1], "weight": frw[2]}
+                                    for f, frw in b.items()} for kind, b in best_at.items()},
         "chosen_on": _described(args.validation, {k: len(v[grid[0]]) for k, v in table.items()}),
         "validation_set": args.validation,
         "metric": "pooled L1 gap closed in the body: sum over the cases of (L1 source - L1 output) / sum of "
                   "(L1 source - L1 replicate) (each case counts by the HU it has to close)",
-        "validation": {kind: {f"residual {r:g}": {f"{w:g}": round(ms[(r, w)], 4) for w in WEIGHTS} for r in RESIDUALS}
-                       for kind, ms in pooled.items()},
-        "validation_mean_of_ratios": {kind: {f"residual {r:g}": {f"{w:g}": round(ms[(r, w)], 4) for w in WEIGHTS}
-                                             for r in RESIDUALS} for kind, ms in mean.items()},
+        # the table each kind's weights were chosen from: at its flip count
+        "validation": {kind: {f"residual {r:g}": {f"{w:g}": round(ms[(flips[kind], r, w)], 4) for w in WEIGHTS}
+                              for r in RESIDUALS} for kind, ms in pooled.items()},
+        "validation_mean_of_ratios": {kind: {f"residual {r:g}": {f"{w:g}": round(ms[(flips[kind], r, w)], 4)
+                                                                 for w in WEIGHTS} for r in RESIDUALS}
+                                      for kind, ms in mean.items()},
         "gap_hu": {kind: [round(g, 2) for g in v] for kind, v in floors.items()},
         "check_max_abs_diff_hu": round(diff, 5),
         "script": "scripts/choose_nlm_blend.py",
@@ -345,13 +380,16 @@ def main(argv=None) -> int:
     print(json.dumps(record, indent=1))
     if args.per_case:
         atomic_write_text(Path(args.per_case), json.dumps(per_case, indent=1, default=float))
-    print(f"chosen weights {chosen}, residuals {residual} in {time.perf_counter() - t0:.0f} s")
+    print(f"chosen weights {chosen}, residuals {residual}, flips {flips} in {time.perf_counter() - t0:.0f} s")
     if not args.dry_run:
         path = Path(args.package) / "card.json"
         card = json.loads(path.read_text(encoding="utf-8"))
         card["chain"] = record
         note = "; its clean texture averages the network with calibrated NLM (chain.nlm_blend)"
-        card["description"] = card.get("description", "").split(note)[0] + (note if any(chosen.values()) else "")
+        flip_note = " and the network over flips of its input (chain.flips)"
+        base = card.get("description", "").split(note)[0]
+        card["description"] = base + (note if any(chosen.values()) else "") + (
+            flip_note if any(chosen.values()) and any(f > 1 for f in flips.values()) else "")
         atomic_write_text(path, json.dumps(card, indent=2) + "\n")
         print(f"-> {path}")
     return 0

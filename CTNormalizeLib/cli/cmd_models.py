@@ -52,15 +52,19 @@ def format_text(info: dict) -> str:
         extra = []
         if m.get("context"):
             extra.append(f"sees {m['context']} slice{'s' if m['context'] != 1 else ''}")
+        kinds = ("kernel_change", "noise_only")
+        per_kind = lambda v: v if isinstance(v, dict) else {k: v for k in kinds}  # noqa: E731 - one number = all
+        names = {"kernel_change": "kernel change", "noise_only": "dose only"}
         if m.get("nlm_blend"):
-            kinds = ("kernel_change", "noise_only")
-            per_kind = lambda v: v if isinstance(v, dict) else {k: v for k in kinds}  # noqa: E731 - one number = all
             res = per_kind(m.get("nlm_residual") or {})
-            names = {"kernel_change": "kernel change", "noise_only": "dose only"}
             extra.append("clean texture: the network averaged with NLM (chosen on validation scans), NLM's share: "
                          + "; ".join(f"{names.get(k, k)} {float(v):g}"
                                      + (f", NLM leaving {float(res[k]):.0%} of the noise" if k in res else "")
                                      for k, v in sorted(per_kind(m["nlm_blend"]).items())))
+        flips = {k: int(v) for k, v in sorted(per_kind(m.get("flips") or {}).items()) if int(v) > 1}
+        if flips:
+            extra.append("the network averaged over flips of its input (chosen on validation scans; each costs "
+                         "one more network pass): " + "; ".join(f"{names.get(k, k)} {v}" for k, v in flips.items()))
         if extra:
             lines.append("  " + "; ".join(extra))
         lines.append(f"  covers: {m['coverage']}")

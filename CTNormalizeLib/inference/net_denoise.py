@@ -9,7 +9,8 @@ the plan's measured source signature, and :func:`run_chain` runs the classical c
 (denoise -> MTF ratio -> slice profile -> texture) with it in place of non-local means. A card
 with ``chain.nlm_blend`` (weights per kind of pair, chosen on validation scans) has the clean
 texture average the network's output with calibrated NLM's (leaving ``chain.nlm_residual`` of
-the noise, also per kind).
+the noise, also per kind); one with ``chain.flips`` (per kind: 1, 2 or 4) has the clean texture
+average the network over that many in-plane flips of its input (:data:`FLIP_VIEWS`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ import numpy as np
 BATCH = 4
 #: Pixels around the body's bounding box that the network also sees (context for the body's edge).
 MARGIN = 32
+#: Test-time flip averaging: for ``flips`` = n, the network runs on these n views of its input (the
+#: tensor dimensions flipped: 3 = left-right, 2 = up-down), each output flipped back, and averages
+#: them. The network was trained on flipped patches but is not exactly flip-equivariant: the
+#: average errs less, at n times the network's time.
+FLIP_VIEWS = {1: ((),), 2: ((), (3,)), 4: ((), (3,), (2,), (2, 3))}
 
 
 def body_region(stack: np.ndarray, margin: int = MARGIN, multiple: int = 1):
@@ -50,7 +56,7 @@ def body_region(stack: np.ndarray, margin: int = MARGIN, multiple: int = 1):
     return (y0, y1, x0, x1), soft_mask(grown, 2.0)
 
 
-def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu"):
+def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu", flips: int = 1):
     """A :class:`~CTNormalizeLib.classical.denoise.StackDenoiser` running ``package`` on ``device``.
 
     Parameters
@@ -63,6 +69,8 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu"):
         In-plane pixel size.
     device : str
         torch device name (``cpu``, ``cuda``, ...).
+    flips : int
+        Views of each input averaged (a key of :data:`FLIP_VIEWS`).
     """
     import torch
     import torch.nn.functional as F
@@ -82,6 +90,19 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu"):
 
     context = int(package.card["io"].get("context", 1))
     k = context // 2
+    if flips not in FLIP_VIEWS:
+        from ..errors import BadInputError
+
+        raise BadInputError(f"flips must be one of {', '.join(map(str, FLIP_VIEWS))}, not {flips!r}.")
+    views = FLIP_VIEWS[flips]
+
+    def averaged(x, cond):
+        total = None
+        for dims in views:
+            y = module(torch.flip(x, dims) if dims else x, cond)
+            y = torch.flip(y, dims) if dims else y
+            total = y if total is None else total.add_(y)
+        return total if len(views) == 1 else total.div_(len(views))
 
     def net(x_hu: np.ndarray, cond) -> np.ndarray:
         from ..imaging.zgrid import reflect_index
@@ -96,7 +117,7 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu"):
                 x = torch.from_numpy((clipped[np.asarray(idx)] - off) / div).to(device)  # [b, context, h, w]
                 if ph or pw:
                     x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-                y = module(x, cond.expand(x.shape[0], -1))[:, 0, :h, :w]
+                y = averaged(x, cond.expand(x.shape[0], -1))[:, 0, :h, :w]
                 # the network only sees the clipped window; outside it, keep the input's excess
                 part = x_hu[i:i + BATCH]
                 out[i:i + BATCH] = y.float().cpu().numpy() * div + off + (part - clipped[i:i + BATCH])
@@ -124,7 +145,8 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu"):
         return full
 
     # with a halo, each chunk's network run also covers 2k slices it throws away: larger chunks waste less
-    return StackDenoiser(package.name, fn, chunk=16 if k else 8, halo=k, region=region)
+    name = package.name if flips == 1 else f"{package.name} ({flips} flips averaged)"
+    return StackDenoiser(name, fn, chunk=16 if k else 8, halo=k, region=region)
 
 
 def _card_fraction(card: dict, field: str, kind: str, default: float, open_interval: bool = False) -> float:
@@ -160,6 +182,20 @@ def nlm_residual(card: dict, kind: str) -> float:
     return _card_fraction(card, "nlm_residual", kind, CLEAN_RESIDUAL, open_interval=True)
 
 
+def network_flips(card: dict, kind: str) -> int:
+    """How many flips of its input the network is averaged over for a ``kind`` of pair (card ``chain.flips``; 1 if none)."""
+    from ..errors import BadInputError
+
+    f = (card.get("chain") or {}).get("flips")
+    if f is None:
+        return 1
+    value = f.get(kind, 1) if isinstance(f, dict) else f
+    if isinstance(value, bool) or value not in FLIP_VIEWS:
+        raise BadInputError(f"Model card {card.get('name')!r}: chain.flips for {kind} must be one of "
+                            f"{', '.join(map(str, FLIP_VIEWS))}, not {value!r}.")
+    return int(value)
+
+
 def run_chain(package, volume, plan, progress=None):
     """The classical chain on ``volume`` with ``package`` as its denoiser; a :class:`MethodResult`."""
     from ..classical import chain
@@ -168,8 +204,11 @@ def run_chain(package, volume, plan, progress=None):
 
     dev = resolve_device(plan.device)
     sig = plan.source_signature
-    den = stack_denoiser(package, sig.transfer, float(volume.spacing[1]), dev)
     kind = pair_kind(sig, plan.target_signature)
+    # the flips were chosen, with the blend, on the clean texture's validation: the target texture's
+    # calibrated partial denoising runs the network alone, as it was trained
+    flips = network_flips(package.card, kind) if plan.texture == "clean" else 1
+    den = stack_denoiser(package, sig.transfer, float(volume.spacing[1]), dev, flips=flips)
     options = {"denoise_method": den, "label": package.name, "nlm_blend": nlm_blend(package.card, kind),
                "nlm_blend_residual": nlm_residual(package.card, kind)}
     res = chain.run(volume, plan, progress, options=options)

@@ -191,6 +191,7 @@ class ModelPackage:
             "context": c["io"].get("context"), "selection": c.get("selection", {}),
             "nlm_blend": (c.get("chain") or {}).get("nlm_blend"),
             "nlm_residual": (c.get("chain") or {}).get("nlm_residual"),
+            "flips": (c.get("chain") or {}).get("flips"),
         }
 
 

@@ -496,6 +496,63 @@ def test_nlm_blend_weight_is_read_per_kind_of_pair():
     assert nlm_blend({"chain": {"nlm_blend": 0.3}}, "kernel_change") == 0.3
 
 
+def test_flip_averaging_is_the_mean_of_the_flipped_views_and_read_per_kind(tiny_denoiser):
+    """chain.flips n: the network's output is the mean over n flips of its input, each flipped back; 1 is the
+    network alone, bit for bit; the chain takes the count for its kind of pair and says so in the report."""
+    import torch
+
+    from CTNormalizeLib.errors import BadInputError
+    from CTNormalizeLib.inference.net_denoise import network_flips, run_chain, stack_denoiser
+    from CTNormalizeLib.models.registry import read_package
+    from CTNormalizeLib.plan import make_plan
+    from CTNormalizeLib.volume import Volume
+
+    pkg = read_package(tiny_denoiser)
+    with torch.no_grad():  # a trained-for-3-steps tail is near zero: make the network visibly not flip-equivariant
+        module = pkg.load()
+        module.tail.weight.normal_(0, 0.05)
+        module.tail.weight[..., 0, 0] += 0.2
+    # no body (nothing above -500 HU): the whole 64 x 64 stack goes through the network, so flipped inputs
+    # meet the same down-sampling grid and the views compare exactly
+    hu = (-1000 + np.random.default_rng(2).normal(0, 40, (3, 64, 64))).astype(np.float32)
+    tf = lambda f: np.ones_like(np.asarray(f, float))  # noqa: E731
+    one, two, four = (stack_denoiser(pkg, tf, 0.8, flips=n).fn(hu, 30.0) for n in (1, 2, 4))
+    lr = stack_denoiser(pkg, tf, 0.8).fn(np.ascontiguousarray(hu[:, :, ::-1]), 30.0)[:, :, ::-1]
+    ud = stack_denoiser(pkg, tf, 0.8).fn(np.ascontiguousarray(hu[:, ::-1]), 30.0)[:, ::-1]
+    both = stack_denoiser(pkg, tf, 0.8).fn(np.ascontiguousarray(hu[:, ::-1, ::-1]), 30.0)[:, ::-1, ::-1]
+    assert not np.allclose(one, lr, atol=0.5)
+    np.testing.assert_allclose(two, (one + lr) / 2, atol=1e-3)
+    np.testing.assert_allclose(four, (one + lr + ud + both) / 4, atol=1e-3)
+    with pytest.raises(BadInputError, match="flips"):
+        stack_denoiser(pkg, tf, 0.8, flips=3)
+
+    assert network_flips({}, "noise_only") == 1
+    assert network_flips({"chain": {"flips": {"noise_only": 2}}}, "noise_only") == 2
+    assert network_flips({"chain": {"flips": {"noise_only": 2}}}, "kernel_change") == 1
+    assert network_flips({"chain": {"flips": 4}}, "kernel_change") == 4
+    for bad in (3, 0, "2", True, 2.5, None):
+        with pytest.raises(BadInputError, match="chain.flips"):
+            network_flips({"name": "x", "chain": {"flips": {"noise_only": bad}}}, "noise_only")
+
+    vol = Volume(chest((6, 64, 64)) + np.random.default_rng(1).normal(0, 40, (6, 64, 64)).astype(np.float32),
+                 (2.0, 0.8, 0.8))
+    plan = make_plan(vol, "kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2",
+                     method="classical", device="cpu", texture="clean")
+    import dataclasses
+
+    plain = run_chain(pkg, vol, plan)
+    flipped = run_chain(dataclasses.replace(pkg, card=dict(pkg.card, chain={"flips": {"noise_only": 2}})), vol, plan)
+    assert not np.allclose(plain.volume.hu, flipped.volume.hu, atol=0.5)
+    step = next(s for s in flipped.steps if s.get("step") == "denoise" or s.get("method") == "denoise")
+    assert "2 flips averaged" in step["parameters"]["method"]
+    tplan = make_plan(vol, "kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2",
+                      method="classical", device="cpu", texture="target")
+    card = dict(pkg.card, chain={"flips": {"noise_only": 2}})
+    step = next(s for s in run_chain(dataclasses.replace(pkg, card=card), vol, tplan).steps
+                if s.get("step") == "denoise" or s.get("method") == "denoise")
+    assert "flips" not in step["parameters"]["method"]  # chosen on the clean texture only
+
+
 def test_the_clean_texture_averages_the_network_with_nlm_as_the_card_says(tiny_denoiser):
     """nlm_blend w: the noise step gives (1 - w) network + w NLM inside the network's region, exactly; the air
     outside is the network's (kept); the target texture ignores it."""
@@ -541,7 +598,8 @@ def test_the_blend_runs_nlm_only_around_the_body_and_gives_what_whole_slices_giv
     hu = np.full((6, 160, 160), -1000.0, np.float32)
     hu[:, 40:104, 60:124] = body
     hu += np.random.default_rng(2).normal(0, 40, hu.shape).astype(np.float32)
-    vol = Volume(hu, (2.0, 0.8, 0.8))
+    vol = Volume(chest((6, 64, 64)) + np.random.default_rng(1).normal(0, 40, (6, 64, 64)).astype(np.float32),
+                 (2.0, 0.8, 0.8))
     plan = make_plan(vol, "kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2",
                      method="classical", device="cpu", texture="clean")
     den = stack_denoiser(read_package(tiny_denoiser), plan.source_signature.transfer, 0.8)
@@ -645,6 +703,14 @@ def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denois
         best = max(((float(r.split()[1]), float(w)) for r in rows for w in rows[r]),
                    key=lambda rw: (round(rows[f"residual {rw[0]:g}"][f"{rw[1]:g}"], 4), -rw[1], -abs(rw[0] - 0.15)))
         assert (card["chain"]["nlm_residual"][kind], card["chain"]["nlm_blend"][kind]) == best
+    # flips: the blend's best at each count, and the count the rule takes from them
+    fl = card["chain"]["validation_flips"]
+    for kind, per in fl.items():
+        assert set(per) == {"1", "2", "4"}
+        assert card["chain"]["flips"][kind] == mod.choose_flips({int(f): v["best"] for f, v in per.items()})
+        taken = per[str(card["chain"]["flips"][kind])]
+        assert (taken["residual"], taken["weight"]) == (card["chain"]["nlm_residual"][kind],
+                                                         card["chain"]["nlm_blend"][kind])
     assert "held-out" in card["chain"]["chosen_on"] and card["chain"]["check_max_abs_diff_hu"] <= 0.05
     assert card["chain"]["validation_set"] == "randomized" and "domain-randomized" in card["chain"]["chosen_on"]
     assert "pooled" in card["chain"]["metric"] and len(card["chain"]["gap_hu"]["noise_only"]) == 2
@@ -657,6 +723,16 @@ def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denois
     (other / "card.json").write_text(json.dumps({**card, "role": "normalizer"}))
     (other / "model.safetensors").write_bytes((tiny_denoiser / "model.safetensors").read_bytes())
     assert mod.main([str(other)]) == 2
+
+
+def test_flips_are_taken_only_where_each_doubling_pays():
+    mod = _choose_script()
+    g = mod.FLIP_GAIN
+    assert mod.choose_flips({1: 0.70, 2: 0.70 + g / 2, 4: 0.70 + g}) == 1  # 4 flips are two doublings: 2 x gain
+    assert mod.choose_flips({1: 0.70, 2: 0.70 + g / 2, 4: 0.70 + 2 * g}) == 4
+    assert mod.choose_flips({1: 0.70, 2: 0.70 + g, 4: 0.70 + 1.5 * g}) == 2
+    assert mod.choose_flips({1: 0.70, 2: 0.70 + g, 4: 0.70 + 2 * g}) == 4
+    assert mod.choose_flips({1: 0.70, 2: 0.69, 4: 0.68}) == 1
 
 
 def test_the_blend_is_chosen_by_the_hu_each_case_has_to_close():
@@ -831,6 +907,12 @@ def test_models_listing_shows_context_blend_and_target_figures(tiny_denoiser):
     assert m["role"] == "denoiser" and m["context"] == 1 and m["nlm_blend"]["noise_only"] == 0.5
     text = format_text(info)
     assert "sees 1 slice;" in text and "dose only 0.5" in text and "target texture: L1 gap closed in distribution 0.78" in text
+    assert "flips" not in text  # none asked for
+    card["chain"]["flips"] = {"kernel_change": 1, "noise_only": 2}
+    (tiny_denoiser / "card.json").write_text(json.dumps(card))
+    info = collect()
+    assert info["models"][0]["flips"] == {"kernel_change": 1, "noise_only": 2}
+    assert "averaged over flips of its input" in format_text(info) and "dose only 2" in format_text(info)
 
 
 def test_the_train_cli_offers_exactly_the_recipes_the_engine_has():
