@@ -50,8 +50,6 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
         from ..errors import BadInputError
 
         raise BadInputError(f"Unknown recipe {recipe!r}; known: {', '.join([*RECIPES, *DENOISE_RECIPES])}.")
-    recipe_seed = seed
-    seed = 0 if seed is None else int(seed)
     out = Path(out_dir)
     if recipe in ("default", "unet") and str(device).strip().lower() != "cpu":
         from ..errors import BadInputError
@@ -64,7 +62,7 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
 
         raise BadInputError("--truths is read by v3's GPU recipe only (--recipe v3 --device cuda).")
     if v3_device not in (None, "cpu"):
-        _check_v3_stream_inputs(v3_device, manifest, bank_path, truths_file, seed)
+        _check_v3_stream_inputs(v3_device, manifest, bank_path, truths_file, 0 if seed is None else int(seed))
     if recipe in DENOISE_RECIPES:  # makes OUT only once its inputs are checked
         from ..errors import BadInputError
 
@@ -72,8 +70,9 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
             raise BadInputError("The denoise recipe trains on noise it draws itself; it takes no --manifest.")
         if bank_path is not None and not Path(bank_path).is_file():
             raise BadInputError(f"No bank at {bank_path} (the v3 recipe's RUN/bank_dr.npz).")
-        return _train_denoiser(out, bank_path, steps, max_minutes, recipe_seed, resume, package_dir, progress, sim_settings,
+        return _train_denoiser(out, bank_path, steps, max_minutes, seed, resume, package_dir, progress, sim_settings,
                                device, recipe)
+    seed = 0 if seed is None else int(seed)  # every other recipe's own seed is 0
     out.mkdir(parents=True, exist_ok=True)
     make_cfg, covers, pair_filter, priority, description = RECIPES[recipe]
     over = {"seed": seed}
