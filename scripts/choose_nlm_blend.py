@@ -30,8 +30,10 @@ The network can also be averaged over in-plane flips of its input (``chain.flips
 views, :data:`CTNormalizeLib.inference.net_denoise.FLIP_VIEWS`), at that many times the
 network's time. The blend is chosen for each count; more flips are taken only when they pay:
 each doubling must add :data:`FLIP_GAIN` to the best pooled gap closed (a rule fixed before
-it was first run). Writes ``chain.nlm_blend``, ``chain.nlm_residual``, ``chain.flips`` and the
-validation tables into the card (atomically).
+it was first run). Many blends lie within noise of each other, so a rerun keeps the card's
+current blend unless the best is ahead of it by more than one standard error of the difference
+(bootstrap over the cases). Writes ``chain.nlm_blend``, ``chain.nlm_residual``, ``chain.flips``
+and the validation tables into the card (atomically).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ VALIDATION_SETS = ("randomized", "classes")
 FLIPS = (1, 2, 4)
 #: what each doubling of the flips must add to the best pooled gap closed to be taken
 FLIP_GAIN = 0.005
+#: bootstrap resamples of the cases for the standard error of a difference in pooled gap closed
+BOOTSTRAP = 2000
 
 
 def _cache_path(which: str) -> Path:
@@ -220,6 +224,34 @@ def _key(frw) -> str:
     return f"f{frw[0]}_r{frw[1]:g}_w{frw[2]:g}"
 
 
+def difference_se(closed_a: list, closed_b: list, gaps: list, n: int = BOOTSTRAP, seed: int = 0) -> float:
+    """Bootstrap standard error of ``pooled_gap(closed_a) - pooled_gap(closed_b)`` over the cases (paired)."""
+    a, b, g = (np.asarray(v, dtype=np.float64) for v in (closed_a, closed_b, gaps))
+    idx = np.random.default_rng(seed).integers(0, len(g), size=(n, len(g)))
+    return float(np.std((a[idx].sum(1) - b[idx].sum(1)) / g[idx].sum(1)))
+
+
+def keep_or_best(best, incumbent, closed: dict, gaps: list) -> tuple:
+    """``incumbent`` (the card's blend) unless ``best`` beats it by more than one standard error of the difference.
+
+    Many blends lie within noise of each other (0.7748 vs 0.7745 on 14 cases); taking the top one
+    then moves a shipped setting on chance. ``closed``: ``{config: per-case HU closed}``.
+    """
+    if incumbent is None or incumbent not in closed or incumbent == best:
+        return best
+    gain = pooled_gap(closed[best], gaps) - pooled_gap(closed[incumbent], gaps)
+    return incumbent if gain <= difference_se(closed[best], closed[incumbent], gaps) else best
+
+
+def _incumbent(card: dict, kind: str):
+    """The card's current ``(residual, weight)`` for ``kind``, or None."""
+    c = card.get("chain") or {}
+    w, r = c.get("nlm_blend"), c.get("nlm_residual")
+    w = w.get(kind) if isinstance(w, dict) else w
+    r = r.get(kind) if isinstance(r, dict) else r
+    return None if w is None or r is None else (float(r), float(w))
+
+
 def choose_flips(best_at: dict, gain: float = FLIP_GAIN) -> int:
     """The flip count taken from ``{count: best pooled gap closed}``: start at 1, take each doubling that adds ``gain``."""
     taken = 1
@@ -331,10 +363,14 @@ def main(argv=None) -> int:
         return 1
     pooled = {kind: {frw: pooled_gap(v, floors[kind]) for frw, v in ws.items()} for kind, ws in table.items()}
     mean = {kind: {frw: float(np.mean(v)) for frw, v in ws.items()} for kind, ws in ratios.items()}
-    # per flip count, the best blend; ties go to the smaller NLM weight, then to the clean chain's residual
-    best_at = {kind: {f: max((frw for frw in grid if frw[0] == f),
-                             key=lambda frw: (round(m[frw], 4), -frw[2], -abs(frw[1] - CLEAN_RESIDUAL)))
-                      for f in FLIPS} for kind, m in pooled.items()}
+    # per flip count, the best blend (ties go to the smaller NLM weight, then to the clean chain's residual),
+    # or the card's current blend where the best is not ahead of it by more than a standard error
+    top = {kind: {f: max((frw for frw in grid if frw[0] == f),
+                         key=lambda frw: (round(m[frw], 4), -frw[2], -abs(frw[1] - CLEAN_RESIDUAL)))
+                  for f in FLIPS} for kind, m in pooled.items()}
+    inc = {kind: _incumbent(pkg.card, kind) for kind in top}
+    best_at = {kind: {f: keep_or_best(b, None if inc[kind] is None else (f, *inc[kind]), table[kind], floors[kind])
+                      for f, b in per.items()} for kind, per in top.items()}
     flips = {kind: choose_flips({f: pooled[kind][frw] for f, frw in b.items()}) for kind, b in best_at.items()}
     best = {kind: best_at[kind][flips[kind]] for kind in best_at}
     chosen = {kind: frw[2] for kind, frw in best.items()}
@@ -361,7 +397,13 @@ def main(argv=None) -> int:
         "flips": flips,
         "flips_rule": f"network averaged over 1, 2 or 4 in-plane flips of its input; more flips taken only where each "
                       f"doubling adds >= {FLIP_GAIN:g} to the best pooled gap closed (it doubles the network's time)",
-        "validation_flips": {kind: {str(f): {"best": round(pooled[kind][frw], 4), "residual": frw[1], "weight": frw[2]}
+        "blend_rule": "per kind and flip count the blend with the best pooled gap closed, unless the card's previous "
+                      "blend is within one standard error of it (bootstrap over the cases, "
+                      f"{BOOTSTRAP} resamples): a rerun does not move a setting on noise",
+        "previous_blend": {kind: None if v is None else {"residual": v[0], "weight": v[1]} for kind, v in inc.items()},
+        "validation_flips": {kind: {str(f): {"chosen": round(pooled[kind][frw], 4), "residual": frw[1],
+                                             "weight": frw[2], "best": round(pooled[kind][top[kind][f]], 4),
+                                             "best_residual": top[kind][f][1], "best_weight": top[kind][f][2]}
                                     for f, frw in b.items()} for kind, b in best_at.items()},
         "chosen_on": _described(args.validation, {k: len(v[grid[0]]) for k, v in table.items()}),
         "validation_set": args.validation,

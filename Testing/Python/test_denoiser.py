@@ -707,7 +707,7 @@ def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denois
     fl = card["chain"]["validation_flips"]
     for kind, per in fl.items():
         assert set(per) == {"1", "2", "4"}
-        assert card["chain"]["flips"][kind] == mod.choose_flips({int(f): v["best"] for f, v in per.items()})
+        assert card["chain"]["flips"][kind] == mod.choose_flips({int(f): v["chosen"] for f, v in per.items()})
         taken = per[str(card["chain"]["flips"][kind])]
         assert (taken["residual"], taken["weight"]) == (card["chain"]["nlm_residual"][kind],
                                                          card["chain"]["nlm_blend"][kind])
@@ -733,6 +733,28 @@ def test_flips_are_taken_only_where_each_doubling_pays():
     assert mod.choose_flips({1: 0.70, 2: 0.70 + g, 4: 0.70 + 1.5 * g}) == 2
     assert mod.choose_flips({1: 0.70, 2: 0.70 + g, 4: 0.70 + 2 * g}) == 4
     assert mod.choose_flips({1: 0.70, 2: 0.69, 4: 0.68}) == 1
+
+
+def test_a_rerun_keeps_the_cards_blend_unless_the_best_is_ahead_by_more_than_noise():
+    mod = _choose_script()
+    rng = np.random.default_rng(3)
+    gaps = list(rng.uniform(1, 20, 14))
+    inc = [0.7 * g for g in gaps]
+    e = rng.normal(0, 0.3, 14)
+    noisy = list(np.asarray(inc) + e - e.mean() + 0.01)  # a hair ahead pooled, different case by case
+    better = [0.75 * g for g in gaps]  # ahead on every case
+    closed = {"inc": inc, "noisy": noisy, "better": better}
+    assert mod.difference_se(inc, inc, gaps) == 0.0
+    assert mod.difference_se(noisy, inc, gaps) > 0
+    assert mod.pooled_gap(noisy, gaps) > mod.pooled_gap(inc, gaps)
+    assert mod.keep_or_best("noisy", "inc", closed, gaps) == "inc"
+    assert mod.keep_or_best("better", "inc", closed, gaps) == "better"
+    assert mod.keep_or_best("noisy", None, closed, gaps) == "noisy"  # nothing to keep
+    assert mod.keep_or_best("noisy", "gone", closed, gaps) == "noisy"  # the card's blend is not on this grid
+    assert mod._incumbent({"chain": {"nlm_blend": {"noise_only": 0.3}, "nlm_residual": {"noise_only": 0.15}}},
+                          "noise_only") == (0.15, 0.3)
+    assert mod._incumbent({"chain": {"nlm_blend": 0.3, "nlm_residual": 0.15}}, "kernel_change") == (0.15, 0.3)
+    assert mod._incumbent({}, "noise_only") is None
 
 
 def test_the_blend_is_chosen_by_the_hu_each_case_has_to_close():
