@@ -4,11 +4,13 @@ Usage::
 
     python benchmarks/speed.py [--device cpu|cuda] [--out benchmarks/results/speed.json] [--threads N]
                                [--model NAME] [--input PACK.npz] [--quick] [--skip cli,s0,precision,qc,v3]
+                               [--source SPEC] [--target SPEC]
 
 The input is a real chest CT made 512 x 512 x 300 (``benchmarks/chest.py``: pyradiomics'
 lung1 on 300 slices, integer HU, labelled 1 mm). The source is given as
 ``kernel=sharp,dose=0.25,thickness=1`` and the target is ``emphysema-reference`` (smooth,
-full dose, 1 mm): the same z grid, the MTF-ratio front-end active. Every measurement runs
+full dose, 1 mm): the same z grid, the MTF-ratio front-end active (``--source`` / ``--target``
+change the pair of the whole-CLI run, e.g. a dose-only one). Every measurement runs
 in a fresh subprocess, so peak RSS and peak GPU memory are its own:
 
 - ``cli``: the whole ``ctnormalize normalize`` process on the chest as an int16 gzip NRRD
@@ -226,7 +228,7 @@ def child_cli(args) -> dict:
     """The CLI's ``main`` in this fresh process; peak memory afterwards (the wall time is measured outside)."""
     from CTNormalizeLib.cli.main import main
 
-    cmd = ["normalize", args.cli_in, "-o", args.cli_out, "--source", SOURCE, "--target", TARGET,
+    cmd = ["normalize", args.cli_in, "-o", args.cli_out, "--source", args.source, "--target", args.target,
            "--method", args.model, "--device", args.device, "--progress", "none", "--report", args.cli_report]
     code = main(cmd)
     return {"exit_code": code, **_peaks(args.device)}
@@ -235,7 +237,7 @@ def child_cli(args) -> dict:
 def _child(mode: str, args, extra=()) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--threads", str(args.threads),
            "--device", args.device, "--nz", str(args.nz)] + list(extra)
-    for k in ("input", "in_plane", "model"):
+    for k in ("input", "in_plane", "model", "source", "target"):
         if getattr(args, k):
             cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
     load0 = os.getloadavg()[0]
@@ -284,6 +286,8 @@ def main(argv=None) -> int:
     ap.add_argument("--child-timeout", type=int, default=3000, help="seconds per measurement")
     ap.add_argument("--child", choices=["memory", "s0", "precision", "cli"])
     ap.add_argument("--nz", type=int, default=300)
+    ap.add_argument("--source", default=SOURCE, help=f"source protocol of the whole-CLI run (default {SOURCE})")
+    ap.add_argument("--target", default=TARGET, help=f"target of the whole-CLI run (default {TARGET})")
     ap.add_argument("--in-plane", type=int, default=None)
     ap.add_argument("--z-spacing", type=float, default=1.0)
     ap.add_argument("--arch", default=None)
@@ -323,7 +327,8 @@ def _parent(args) -> int:
     if args.model is None:
         args.model = _package(None).name
     gpu = args.device != "cpu"
-    result = {"machine": _machine(args), "targets": TARGETS, "source": SOURCE, "target": TARGET, "model": args.model}
+    result = {"machine": _machine(args), "targets": TARGETS, "source": args.source, "target": args.target,
+              "model": args.model}
     t0 = time.perf_counter()
     if "cli" not in skip:
         with tempfile.TemporaryDirectory() as tmp:
