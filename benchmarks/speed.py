@@ -327,8 +327,9 @@ def _parent(args) -> int:
     if args.model is None:
         args.model = _package(None).name
     gpu = args.device != "cpu"
-    result = {"machine": _machine(args), "targets": TARGETS, "source": args.source, "target": args.target,
-              "model": args.model}
+    # the pair of the whole-CLI run (--source/--target); the other measurements keep SOURCE -> TARGET
+    result = {"machine": _machine(args), "targets": TARGETS, "source": SOURCE, "target": TARGET, "model": args.model,
+              "cli_source": args.source, "cli_target": args.target}
     t0 = time.perf_counter()
     if "cli" not in skip:
         with tempfile.TemporaryDirectory() as tmp:

@@ -244,12 +244,12 @@ def keep_or_best(best, incumbent, closed: dict, gaps: list) -> tuple:
 
 
 def _incumbent(card: dict, kind: str):
-    """The card's current ``(residual, weight)`` for ``kind``, or None."""
-    c = card.get("chain") or {}
-    w, r = c.get("nlm_blend"), c.get("nlm_residual")
-    w = w.get(kind) if isinstance(w, dict) else w
-    r = r.get(kind) if isinstance(r, dict) else r
-    return None if w is None or r is None else (float(r), float(w))
+    """The card's current ``(residual, weight)`` for ``kind`` as the chain runs it, or None without a blend."""
+    from CTNormalizeLib.inference.net_denoise import nlm_blend, nlm_residual
+
+    if (card.get("chain") or {}).get("nlm_blend") is None:
+        return None  # a package's first choice takes the best
+    return nlm_residual(card, kind), nlm_blend(card, kind)
 
 
 def choose_flips(best_at: dict, gain: float = FLIP_GAIN) -> int:
@@ -371,7 +371,8 @@ def main(argv=None) -> int:
     inc = {kind: _incumbent(pkg.card, kind) for kind in top}
     best_at = {kind: {f: keep_or_best(b, None if inc[kind] is None else (f, *inc[kind]), table[kind], floors[kind])
                       for f, b in per.items()} for kind, per in top.items()}
-    flips = {kind: choose_flips({f: pooled[kind][frw] for f, frw in b.items()}) for kind, b in best_at.items()}
+    # the flip count by the best blend at each count (the rule as written); then the blend kept or taken there
+    flips = {kind: choose_flips({f: pooled[kind][frw] for f, frw in b.items()}) for kind, b in top.items()}
     best = {kind: best_at[kind][flips[kind]] for kind in best_at}
     chosen = {kind: frw[2] for kind, frw in best.items()}
     residual = {kind: frw[1] for kind, frw in best.items()}
@@ -428,10 +429,11 @@ def main(argv=None) -> int:
         card = json.loads(path.read_text(encoding="utf-8"))
         card["chain"] = record
         note = "; its clean texture averages the network with calibrated NLM (chain.nlm_blend)"
-        flip_note = " and the network over flips of its input (chain.flips)"
-        base = card.get("description", "").split(note)[0]
+        flip_note = "; its clean texture averages the network over flips of its input (chain.flips)"
+        base = card.get("description", "").split(note)[0].split(flip_note)[0]
+        base = base.split(" and the network over flips of its input (chain.flips)")[0]  # this script's older wording
         card["description"] = base + (note if any(chosen.values()) else "") + (
-            flip_note if any(chosen.values()) and any(f > 1 for f in flips.values()) else "")
+            flip_note if any(f > 1 for f in flips.values()) else "")
         atomic_write_text(path, json.dumps(card, indent=2) + "\n")
         print(f"-> {path}")
     return 0

@@ -41,6 +41,25 @@ def collect(verify: bool = False) -> dict:
     return {"dirs": [str(d) for d in model_dirs()], "models": models}
 
 
+def _flips(m: dict, kinds) -> dict:
+    """``{kind: count}`` of the card's flip averaging above 1, as the chain reads it; a malformed value is shown as such."""
+    from ..errors import BadInputError
+    from ..inference.net_denoise import network_flips
+
+    if m.get("flips") is None:
+        return {}
+    out = {}
+    for k in kinds:
+        try:
+            n = network_flips({"name": m.get("name"), "chain": {"flips": m["flips"]}}, k)
+        except BadInputError:
+            out[k] = "invalid (the chain refuses it)"
+            continue
+        if n > 1:
+            out[k] = n
+    return out
+
+
 def format_text(info: dict) -> str:
     if not info["models"]:
         return "No model packages installed (looked in " + ", ".join(info["dirs"]) + ")."
@@ -61,10 +80,10 @@ def format_text(info: dict) -> str:
                          + "; ".join(f"{names.get(k, k)} {float(v):g}"
                                      + (f", NLM leaving {float(res[k]):.0%} of the noise" if k in res else "")
                                      for k, v in sorted(per_kind(m["nlm_blend"]).items())))
-        flips = {k: int(v) for k, v in sorted(per_kind(m.get("flips") or {}).items()) if int(v) > 1}
+        flips = _flips(m, kinds)
         if flips:
-            extra.append("the network averaged over flips of its input (chosen on validation scans; each costs "
-                         "one more network pass): " + "; ".join(f"{names.get(k, k)} {v}" for k, v in flips.items()))
+            extra.append("clean texture: the network averaged over flips of its input (chosen on validation scans; "
+                         "n flips = n network passes): " + "; ".join(f"{names.get(k, k)} {v}" for k, v in flips.items()))
         if extra:
             lines.append("  " + "; ".join(extra))
         lines.append(f"  covers: {m['coverage']}")

@@ -81,8 +81,8 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu", flip
     import copy
 
     on_cpu = str(device) == "cpu"
-    # the package caches its module: convert or move a copy. On the CPU the convolutions run ~1.25x
-    # faster on channels-last tensors (oneDNN; measured on this network, 4 x 3 x 384 x 416, within 1e-6)
+    # the package caches its module: convert or move a copy. On the CPU the network runs ~1.3x faster on
+    # channels-last tensors (oneDNN; measured on 16 lung1 slices; outputs within 0.0005 HU)
     module = copy.deepcopy(package.load())
     module = module.to(memory_format=torch.channels_last) if on_cpu else module.to(device)
     div = float(package.card["io"]["scale"]["divisor"])
@@ -92,7 +92,7 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu", flip
 
     context = int(package.card["io"].get("context", 1))
     k = context // 2
-    if flips not in FLIP_VIEWS:
+    if not _is_flip_count(flips):
         from ..errors import BadInputError
 
         raise BadInputError(f"flips must be one of {', '.join(map(str, FLIP_VIEWS))}, not {flips!r}.")
@@ -186,6 +186,10 @@ def nlm_residual(card: dict, kind: str) -> float:
     return _card_fraction(card, "nlm_residual", kind, CLEAN_RESIDUAL, open_interval=True)
 
 
+def _is_flip_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value in FLIP_VIEWS
+
+
 def network_flips(card: dict, kind: str) -> int:
     """How many flips of its input the network is averaged over for a ``kind`` of pair (card ``chain.flips``; 1 if none)."""
     from ..errors import BadInputError
@@ -194,7 +198,7 @@ def network_flips(card: dict, kind: str) -> int:
     if f is None:
         return 1
     value = f.get(kind, 1) if isinstance(f, dict) else f
-    if isinstance(value, bool) or value not in FLIP_VIEWS:
+    if not _is_flip_count(value):
         raise BadInputError(f"Model card {card.get('name')!r}: chain.flips for {kind} must be one of "
                             f"{', '.join(map(str, FLIP_VIEWS))}, not {value!r}.")
     return int(value)
@@ -211,7 +215,8 @@ def run_chain(package, volume, plan, progress=None):
     kind = pair_kind(sig, plan.target_signature)
     # the flips were chosen, with the blend, on the clean texture's validation: the target texture's
     # calibrated partial denoising runs the network alone, as it was trained
-    flips = network_flips(package.card, kind) if plan.texture == "clean" else 1
+    flips = network_flips(package.card, kind)  # read (and checked) whatever the texture
+    flips = flips if plan.texture == "clean" else 1
     den = stack_denoiser(package, sig.transfer, float(volume.spacing[1]), dev, flips=flips)
     options = {"denoise_method": den, "label": package.name, "nlm_blend": nlm_blend(package.card, kind),
                "nlm_blend_residual": nlm_residual(package.card, kind)}

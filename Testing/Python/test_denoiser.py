@@ -526,11 +526,35 @@ def test_flip_averaging_is_the_mean_of_the_flipped_views_and_read_per_kind(tiny_
     with pytest.raises(BadInputError, match="flips"):
         stack_denoiser(pkg, tf, 0.8, flips=3)
 
+    # the same by hand, on a stack whose size is not a multiple of the network's down-sampling (padded first,
+    # then flipped: the padding moves to the other side and the views still share one grid)
+    import torch.nn.functional as F
+
+    from CTNormalizeLib.models.conditioning import denoise_features
+
+    odd = (-1000 + np.random.default_rng(4).normal(0, 40, (2, 62, 66))).astype(np.float32)
+    lo, hi = pkg.card["io"]["hu_window"]
+    div, off = (float(pkg.card["io"]["scale"][k]) for k in ("divisor", "offset"))
+    mult = int(module.multiple)
+    clipped = np.clip(odd, lo, hi)
+    x = torch.from_numpy((clipped - off) / div)[:, None]
+    x = F.pad(x, (0, (-66) % mult, 0, (-62) % mult), mode="replicate")
+    cond = torch.tensor([denoise_features(30.0, tf, 0.8)], dtype=torch.float32).expand(2, -1)
+    with torch.inference_mode():
+        views = [module(x, cond), torch.flip(module(torch.flip(x, (3,)), cond), (3,))]
+    ref = lambda y: y[:, 0, :62, :66].numpy() * div + off + (odd - clipped)  # noqa: E731
+    np.testing.assert_allclose(stack_denoiser(pkg, tf, 0.8).fn(odd, 30.0), ref(views[0]), atol=2e-3)
+    np.testing.assert_allclose(stack_denoiser(pkg, tf, 0.8, flips=2).fn(odd, 30.0), ref((views[0] + views[1]) / 2),
+                               atol=2e-3)
+    for bad in ([2], "2", True, 2.0):
+        with pytest.raises(BadInputError, match="flips"):
+            stack_denoiser(pkg, tf, 0.8, flips=bad)
+
     assert network_flips({}, "noise_only") == 1
     assert network_flips({"chain": {"flips": {"noise_only": 2}}}, "noise_only") == 2
     assert network_flips({"chain": {"flips": {"noise_only": 2}}}, "kernel_change") == 1
     assert network_flips({"chain": {"flips": 4}}, "kernel_change") == 4
-    for bad in (3, 0, "2", True, 2.5, None):
+    for bad in (3, 0, "2", True, 2.5, None, [2], {}):
         with pytest.raises(BadInputError, match="chain.flips"):
             network_flips({"name": "x", "chain": {"flips": {"noise_only": bad}}}, "noise_only")
 
@@ -551,6 +575,9 @@ def test_flip_averaging_is_the_mean_of_the_flipped_views_and_read_per_kind(tiny_
     step = next(s for s in run_chain(dataclasses.replace(pkg, card=card), vol, tplan).steps
                 if s.get("step") == "denoise" or s.get("method") == "denoise")
     assert "flips" not in step["parameters"]["method"]  # chosen on the clean texture only
+    bad = dict(pkg.card, chain={"flips": {"noise_only": 3}})
+    with pytest.raises(BadInputError, match="chain.flips"):  # a bad card is refused in either texture
+        run_chain(dataclasses.replace(pkg, card=bad), vol, tplan)
 
 
 def test_the_clean_texture_averages_the_network_with_nlm_as_the_card_says(tiny_denoiser):
@@ -598,8 +625,7 @@ def test_the_blend_runs_nlm_only_around_the_body_and_gives_what_whole_slices_giv
     hu = np.full((6, 160, 160), -1000.0, np.float32)
     hu[:, 40:104, 60:124] = body
     hu += np.random.default_rng(2).normal(0, 40, hu.shape).astype(np.float32)
-    vol = Volume(chest((6, 64, 64)) + np.random.default_rng(1).normal(0, 40, (6, 64, 64)).astype(np.float32),
-                 (2.0, 0.8, 0.8))
+    vol = Volume(hu, (2.0, 0.8, 0.8))
     plan = make_plan(vol, "kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2",
                      method="classical", device="cpu", texture="clean")
     den = stack_denoiser(read_package(tiny_denoiser), plan.source_signature.transfer, 0.8)
@@ -707,7 +733,7 @@ def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denois
     fl = card["chain"]["validation_flips"]
     for kind, per in fl.items():
         assert set(per) == {"1", "2", "4"}
-        assert card["chain"]["flips"][kind] == mod.choose_flips({int(f): v["chosen"] for f, v in per.items()})
+        assert card["chain"]["flips"][kind] == mod.choose_flips({int(f): v["best"] for f, v in per.items()})
         taken = per[str(card["chain"]["flips"][kind])]
         assert (taken["residual"], taken["weight"]) == (card["chain"]["nlm_residual"][kind],
                                                          card["chain"]["nlm_blend"][kind])
@@ -755,6 +781,8 @@ def test_a_rerun_keeps_the_cards_blend_unless_the_best_is_ahead_by_more_than_noi
                           "noise_only") == (0.15, 0.3)
     assert mod._incumbent({"chain": {"nlm_blend": 0.3, "nlm_residual": 0.15}}, "kernel_change") == (0.15, 0.3)
     assert mod._incumbent({}, "noise_only") is None
+    # as the chain runs it: a kind without a weight blends nothing, a missing residual is the clean chain's
+    assert mod._incumbent({"chain": {"nlm_blend": {"noise_only": 0.4}}}, "kernel_change") == (0.15, 0.0)
 
 
 def test_the_blend_is_chosen_by_the_hu_each_case_has_to_close():
@@ -935,6 +963,12 @@ def test_models_listing_shows_context_blend_and_target_figures(tiny_denoiser):
     info = collect()
     assert info["models"][0]["flips"] == {"kernel_change": 1, "noise_only": 2}
     assert "averaged over flips of its input" in format_text(info) and "dose only 2" in format_text(info)
+    card["chain"]["flips"] = 4  # one number for every kind
+    (tiny_denoiser / "card.json").write_text(json.dumps(card))
+    assert "kernel change 4; dose only 4" in format_text(collect())
+    card["chain"]["flips"] = {"noise_only": None}  # malformed: listed as such, the listing still works
+    (tiny_denoiser / "card.json").write_text(json.dumps(card))
+    assert "dose only invalid" in format_text(collect())
 
 
 def test_the_train_cli_offers_exactly_the_recipes_the_engine_has():
