@@ -12,7 +12,9 @@ confusion matrix, the measured vs nominal MTF50, and the time per scan.
 A second section does the same on the *independent* (evaluation-only) simulator's
 classification set (other filters: ramp, Shepp-Logan, cosine, Hamming, Hann; another noise
 model; two patients), where each scan's true class is the one whose MTF50 interval holds
-the filter's analytic MTF50 (``--no-independent`` skips it).
+the filter's analytic MTF50 (``--no-independent`` skips it). The pixels' noise shows the transfer
+that shaped the noise, which lacks that simulator's forward-projection blur (the signal's); each
+row also has that transfer's MTF50 and class, and the section the accuracy against it.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def independent_section(doses) -> dict:
     """Kernel class from the pixels on the independent simulator's classification set."""
     from CTNormalizeLib import Volume
     from CTNormalizeLib.evaluate.independent_sim.cases import classification_cases
+    from CTNormalizeLib.evaluate.independent_sim.physics import filter_mtf50, kernel_class_for_mtf50, noise_transfer
     from CTNormalizeLib.protocols import KERNEL_CLASSES
     from CTNormalizeLib.signature import measure_signature
 
@@ -103,19 +106,26 @@ def independent_section(doses) -> dict:
     for sc in classification_cases(doses=doses):
         sig = measure_signature(Volume(sc.volume.hu, sc.volume.spacing, meta={"Modality": "CT"}))
         m = sig.transfer.mtf50
+        m_noise = filter_mtf50(sc.physics.filter, sc.volume.spacing[1], transfer=noise_transfer)
         rows.append({"scan": sc.name, "filter": sc.physics.filter, "dose": sc.physics.dose, "patient": sc.patient,
                      "pixel_mm": round(sc.volume.spacing[1], 3), "true_class": sc.kernel_class,
                      "class_margin": round(sc.class_margin, 3), "detected": sig.kernel,
                      "confidence": sig.sources["kernel"].confidence,
-                     "mtf50_true": round(sc.mtf50, 4), "mtf50_measured": None if not np.isfinite(m) else round(m, 4)})
+                     "mtf50_true": round(sc.mtf50, 4), "mtf50_noise_transfer": round(m_noise, 4),
+                     "noise_class": kernel_class_for_mtf50(m_noise)[0],
+                     "mtf50_measured": None if not np.isfinite(m) else round(m, 4)})
         print(f"{sc.name:28s} true {sc.kernel_class:9s} -> {sig.kernel}", file=sys.stderr, flush=True)
     hits = [r["detected"] == r["true_class"] for r in rows]
     clear = [r["detected"] == r["true_class"] for r in rows if r["class_margin"] > np.log(1.1)]
     errs = [abs(np.log(r["mtf50_measured"] / r["mtf50_true"])) for r in rows if r["mtf50_measured"]]
+    errs_noise = [abs(np.log(r["mtf50_measured"] / r["mtf50_noise_transfer"])) for r in rows if r["mtf50_measured"]]
     return {"simulator": "independent evaluation-only simulator (evaluate/independent_sim)",
             "scans": len(rows), "accuracy": round(float(np.mean(hits)), 4),
             "scans_clear": len(clear), "accuracy_clear": round(float(np.mean(clear)), 4) if clear else None,
             "mtf50_abs_log_error_median": round(float(np.median(errs)), 4) if errs else None,
+            # what the pixels' noise can show: the transfer that shaped the noise (no forward-projection blur)
+            "mtf50_abs_log_error_vs_noise_transfer_median": round(float(np.median(errs_noise)), 4) if errs_noise else None,
+            "accuracy_vs_noise_transfer_class": round(float(np.mean([r["detected"] == r["noise_class"] for r in rows])), 4),
             "confusion": {k: {j: sum(1 for r in rows if r["true_class"] == k and r["detected"] == j)
                               for j in KERNEL_CLASSES} for k in KERNEL_CLASSES},
             "rows": rows}

@@ -161,10 +161,23 @@ def filter_mtf(name: str, f, pixel_mm: float) -> np.ndarray:
     return filter_window(name, nu) * interpolation_mtf(nu)
 
 
-def filter_mtf50(name: str, pixel_mm: float) -> float:
-    """Frequency (cycles/mm) where :func:`filter_mtf` first falls below 0.5."""
+def noise_transfer(name: str, f, pixel_mm: float) -> np.ndarray:
+    """The in-plane transfer that shapes this scanner's *noise*: the window times the backprojection's
+    detector interpolation only.
+
+    Noise enters after the forward projection, so the bilinear rotation inside ``radon``, which
+    blurs the signal (:func:`filter_mtf`), never touches it (as a real scanner's detector aperture
+    and focal spot blur the signal and not the quantum noise). A transfer read from the noise
+    texture reads this one.
+    """
+    nu = np.abs(np.asarray(f, dtype=np.float64)) * float(pixel_mm)
+    return filter_window(name, nu) * np.where(nu <= 0.5, np.sinc(nu) ** 2, 0.0)
+
+
+def filter_mtf50(name: str, pixel_mm: float, transfer=None) -> float:
+    """Frequency (cycles/mm) where :func:`filter_mtf` (or ``transfer``, e.g. :func:`noise_transfer`) first falls below 0.5."""
     f = np.linspace(0.0, 0.5 / pixel_mm, 20001)
-    m = filter_mtf(name, f, pixel_mm)
+    m = (transfer or filter_mtf)(name, f, pixel_mm)
     i = int(np.argmax(m < 0.5))
     if i == 0:
         return float(f[-1])
