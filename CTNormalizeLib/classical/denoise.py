@@ -78,6 +78,8 @@ class StackDenoiser:
     #: ``region(stack) -> weight`` in [0, 1] (the stack's shape, or one that broadcasts to it): where ``fn``
     #: changes the image (e.g. the body); a blend with NLM stays inside it, so air the network keeps is kept
     region: Optional[Callable] = None
+    #: inputs ``fn`` averages the network over (test-time flips; recorded in the step's parameters)
+    views: int = 1
 
 
 def _stack_runner(method):
@@ -231,6 +233,8 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
     if method == "auto":
         method = "nlm"
     info["method"] = method.name if isinstance(method, StackDenoiser) else method
+    if isinstance(method, StackDenoiser):
+        info["flips"] = int(method.views)
     if strength is None:
         strength, alpha, base, reached, want = _calibrate(spacing, kernel or "standard", method, float(noise_std),
                                                           float(target_std), post=post)

@@ -42,7 +42,7 @@ def collect(verify: bool = False) -> dict:
 
 
 def _flips(m: dict, kinds) -> dict:
-    """``{kind: count}`` of the card's flip averaging above 1, as the chain reads it; a malformed value is shown as such."""
+    """``{kind: count}`` of the card's flip averaging, as the chain reads it; a malformed value is shown as such."""
     from ..errors import BadInputError
     from ..inference.net_denoise import network_flips
 
@@ -55,8 +55,7 @@ def _flips(m: dict, kinds) -> dict:
         except BadInputError:
             out[k] = "invalid (the chain refuses it)"
             continue
-        if n > 1:
-            out[k] = n
+        out[k] = n
     return out
 
 
@@ -81,9 +80,10 @@ def format_text(info: dict) -> str:
                                      + (f", NLM leaving {float(res[k]):.0%} of the noise" if k in res else "")
                                      for k, v in sorted(per_kind(m["nlm_blend"]).items())))
         flips = _flips(m, kinds)
-        if flips:
-            extra.append("clean texture: the network averaged over flips of its input (chosen on validation scans; "
-                         "n flips = n network passes): " + "; ".join(f"{names.get(k, k)} {v}" for k, v in flips.items()))
+        if any(v != 1 for v in flips.values()):
+            extra.append("clean texture: the network averaged over n flipped copies of its input, n network passes "
+                         "(chosen on validation scans): "
+                         + ", ".join(f"{names.get(k, k)} {v}" for k, v in flips.items()))
         if extra:
             lines.append("  " + "; ".join(extra))
         lines.append(f"  covers: {m['coverage']}")

@@ -150,7 +150,7 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu", flip
 
     # with a halo, each chunk's network run also covers 2k slices it throws away: larger chunks waste less
     name = package.name if flips == 1 else f"{package.name} ({flips} flips averaged)"
-    return StackDenoiser(name, fn, chunk=16 if k else 8, halo=k, region=region)
+    return StackDenoiser(name, fn, chunk=16 if k else 8, halo=k, region=region, views=flips)
 
 
 def _card_fraction(card: dict, field: str, kind: str, default: float, open_interval: bool = False) -> float:

@@ -568,13 +568,14 @@ def test_flip_averaging_is_the_mean_of_the_flipped_views_and_read_per_kind(tiny_
     flipped = run_chain(dataclasses.replace(pkg, card=dict(pkg.card, chain={"flips": {"noise_only": 2}})), vol, plan)
     assert not np.allclose(plain.volume.hu, flipped.volume.hu, atol=0.5)
     step = next(s for s in flipped.steps if s.get("step") == "denoise" or s.get("method") == "denoise")
-    assert "2 flips averaged" in step["parameters"]["method"]
+    assert "2 flips averaged" in step["parameters"]["method"] and step["parameters"]["flips"] == 2
     tplan = make_plan(vol, "kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2",
                       method="classical", device="cpu", texture="target")
     card = dict(pkg.card, chain={"flips": {"noise_only": 2}})
     step = next(s for s in run_chain(dataclasses.replace(pkg, card=card), vol, tplan).steps
                 if s.get("step") == "denoise" or s.get("method") == "denoise")
     assert "flips" not in step["parameters"]["method"]  # chosen on the clean texture only
+    assert step["parameters"]["flips"] == 1
     bad = dict(pkg.card, chain={"flips": {"noise_only": 3}})
     with pytest.raises(BadInputError, match="chain.flips"):  # a bad card is refused in either texture
         run_chain(dataclasses.replace(pkg, card=bad), vol, tplan)
@@ -957,15 +958,15 @@ def test_models_listing_shows_context_blend_and_target_figures(tiny_denoiser):
     assert m["role"] == "denoiser" and m["context"] == 1 and m["nlm_blend"]["noise_only"] == 0.5
     text = format_text(info)
     assert "sees 1 slice;" in text and "dose only 0.5" in text and "target texture: L1 gap closed in distribution 0.78" in text
-    assert "flips" not in text  # none asked for
+    assert "flipped copies" not in text  # none asked for
     card["chain"]["flips"] = {"kernel_change": 1, "noise_only": 2}
     (tiny_denoiser / "card.json").write_text(json.dumps(card))
     info = collect()
     assert info["models"][0]["flips"] == {"kernel_change": 1, "noise_only": 2}
-    assert "averaged over flips of its input" in format_text(info) and "dose only 2" in format_text(info)
+    assert "averaged over n flipped copies of its input" in format_text(info) and "dose only 2" in format_text(info)
     card["chain"]["flips"] = 4  # one number for every kind
     (tiny_denoiser / "card.json").write_text(json.dumps(card))
-    assert "kernel change 4; dose only 4" in format_text(collect())
+    assert "kernel change 4, dose only 4" in format_text(collect())
     card["chain"]["flips"] = {"noise_only": None}  # malformed: listed as such, the listing still works
     (tiny_denoiser / "card.json").write_text(json.dumps(card))
     assert "dose only invalid" in format_text(collect())
