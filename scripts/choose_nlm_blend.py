@@ -431,7 +431,6 @@ def main(argv=None) -> int:
         note = "; its clean texture averages the network with calibrated NLM (chain.nlm_blend)"
         flip_note = "; its clean texture averages the network over flips of its input (chain.flips)"
         base = card.get("description", "").split(note)[0].split(flip_note)[0]
-        base = base.split(" and the network over flips of its input (chain.flips)")[0]  # this script's older wording
         card["description"] = base + (note if any(chosen.values()) else "") + (
             flip_note if any(f > 1 for f in flips.values()) else "")
         atomic_write_text(path, json.dumps(card, indent=2) + "\n")

@@ -153,22 +153,28 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu", flip
     return StackDenoiser(name, fn, chunk=16 if k else 8, halo=k, region=region, views=flips)
 
 
+def _chain_value(card: dict, field: str, kind: str, default):
+    """``card["chain"][field][kind]``, or its one value for every kind, or ``default`` (unchecked)."""
+    v = (card.get("chain") or {}).get(field)
+    if v is None:
+        return default
+    return v.get(kind, default) if isinstance(v, dict) else v
+
+
 def _card_fraction(card: dict, field: str, kind: str, default: float, open_interval: bool = False) -> float:
-    """``card["chain"][field][kind]`` (or one number for every kind), range-checked to [0, 1] (or (0, 1))."""
+    """:func:`_chain_value` range-checked to [0, 1] (or (0, 1))."""
     from ..errors import BadInputError
 
-    w = (card.get("chain") or {}).get(field)
-    if w is None:
-        return default
+    raw = _chain_value(card, field, kind, default)
     try:
-        value = float(w.get(kind, default)) if isinstance(w, dict) else float(w)
+        value = float(raw)
     except (TypeError, ValueError):
         value = float("nan")
     inside = 0.0 < value < 1.0 if open_interval else 0.0 <= value <= 1.0
     if not inside:
         bounds = "above 0 and below 1" if open_interval else "in [0, 1]"
         raise BadInputError(f"Model card {card.get('name')!r}: chain.{field} for {kind} must be a number "
-                            f"{bounds}, not {w.get(kind) if isinstance(w, dict) else w!r}.")
+                            f"{bounds}, not {raw!r}.")
     return value
 
 
@@ -194,10 +200,7 @@ def network_flips(card: dict, kind: str) -> int:
     """How many flips of its input the network is averaged over for a ``kind`` of pair (card ``chain.flips``; 1 if none)."""
     from ..errors import BadInputError
 
-    f = (card.get("chain") or {}).get("flips")
-    if f is None:
-        return 1
-    value = f.get(kind, 1) if isinstance(f, dict) else f
+    value = _chain_value(card, "flips", kind, 1)
     if not _is_flip_count(value):
         raise BadInputError(f"Model card {card.get('name')!r}: chain.flips for {kind} must be one of "
                             f"{', '.join(map(str, FLIP_VIEWS))}, not {value!r}.")
