@@ -10,11 +10,20 @@ from .errors import BadInputError
 from .evaluate.benchmark import MethodProvider
 
 
+def target_kwargs(target) -> dict:
+    """``normalize``/``make_plan`` keywords for a provider's ``target``: a protocol (``target=``) or a
+    reference scan of the target protocol (a :class:`~CTNormalizeLib.volume.Volume`: ``target_like=``)."""
+    from .volume import Volume
+
+    return {"target": None, "target_like": target} if isinstance(target, Volume) else {"target": target}
+
+
 def method_providers(names=None, kinds=("classical", "model"), textures=("clean",)) -> list[MethodProvider]:
     """One provider per method-table row (classical rows, then installed models) and texture.
 
     Each runs :func:`~CTNormalizeLib.normalization.normalize` with the explicit source and
-    target protocols, as a user who knows the protocol would. ``textures`` beyond ``clean``
+    target protocols, as a user who knows the protocol would, or with a reference scan of the
+    target protocol when the benchmark passes a volume as the target (:func:`target_kwargs`). ``textures`` beyond ``clean``
     add a provider ``<label>[<texture>]`` for every complete method (the chain and models).
     """
     from .methods import method_table
@@ -32,8 +41,8 @@ def method_providers(names=None, kinds=("classical", "model"), textures=("clean"
         label = f"{m.kind}:{m.name}" if m.kind == "model" else f"classical:{m.name}"
         for tex in (textures if m.complete else ("clean",)):
             def fn(volume, source, target, reference=None, _n=m.name, _ref=m.needs_reference, _t=tex):
-                return normalize(volume, source, target, method=_n, device="auto", texture=_t,
-                                 reference=reference if _ref else None).volume
+                return normalize(volume, source, method=_n, device="auto", texture=_t,
+                                 reference=reference if _ref else None, **target_kwargs(target)).volume
             name = label if tex == "clean" else f"{label}[{tex}]"
             out.append(MethodProvider(name, fn, m.card.get("sha256"), m.kind))
     return out
@@ -105,7 +114,7 @@ def bm4d_methods(nps_fn=None) -> list[MethodProvider]:
 
     def chain(volume, source, target, reference=None):
         # the kernel step is planned on the scan as acquired (its transfer and noise), then applied to BM4D's output
-        plan = make_plan(volume, source, target, method="mtf_ratio", device="cpu")
+        plan = make_plan(volume, source, method="mtf_ratio", device="cpu", **target_kwargs(target))
         return normalize(bm4d_baseline.bm4d_denoise(volume, nps_fn), plan=plan).volume
 
     return [MethodProvider("bm4d", denoise, kind="baseline"), MethodProvider("bm4d+mtf_ratio", chain, kind="baseline")]

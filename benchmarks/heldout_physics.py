@@ -6,10 +6,12 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/heldout_physics.py --size native  # the same at 512 x 512, 0.63 mm (~4x slower)
     .venv/bin/python benchmarks/heldout_physics.py --size full    # native plus phantom cases (slow)
     .venv/bin/python benchmarks/heldout_physics.py --methods classical:denoise,bm4d
+    .venv/bin/python benchmarks/heldout_physics.py --size full --target-like   # target given as a reference scan
 
 Runs the classical methods, every installed model and, when the optional ``bm4d`` package
 is installed, BM4D and BM4D + MTF ratio, each with the explicit (nominal) protocol of the
-case. Writes ``heldout_physics.json``, PNGs and ``heldout_physics.html`` into
+case (``--source-auto``: the source from the pixels; ``--target-like``: the target as a
+reference scan of its protocol). Writes ``heldout_physics.json``, PNGs and ``heldout_physics.html`` into
 ``benchmarks/results/`` and prints the per-case table. Generated cases are cached in
 ``~/.cache/ctnormalize/heldout/``.
 """
@@ -36,6 +38,9 @@ def main(argv=None) -> int:
                     help="textures for the complete methods (the chain and models), comma-separated")
     ap.add_argument("--source-auto", action="store_true",
                     help="give the methods source=auto (tags and pixels only) instead of the nominal source protocol")
+    ap.add_argument("--target-like", action="store_true",
+                    help="give the methods a reference scan of the target protocol (another anatomy made with the "
+                         "target's physics, as --target-like) instead of the nominal target protocol")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     methods = heldout_methods(tuple(t.strip() for t in args.textures.split(",") if t.strip()))
@@ -49,7 +54,9 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         methods = [known[w] for w in want]
-    res = hb.run_heldout(args.size, methods, source_mode="auto" if args.source_auto else "explicit", progress=lambda st, f: print(f"{st}: {f:.0%}", file=sys.stderr))
+    res = hb.run_heldout(args.size, methods, source_mode="auto" if args.source_auto else "explicit",
+                         target_mode="like" if args.target_like else "explicit",
+                         progress=lambda st, f: print(f"{st}: {f:.0%}", file=sys.stderr))
     written = hb.write_heldout(res, args.out_dir)
     print(hb.format_table(res))
     print(f"\nelapsed {res['elapsed_s']} s wall, {res['cpu_s']} s CPU (case generation {res['case_generation_s']} s); wrote {written['json']}, "

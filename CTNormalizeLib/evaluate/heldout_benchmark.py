@@ -3,7 +3,8 @@
 Each case (:mod:`.independent_sim.cases`) gives a source scan and the protocol strings a
 user would type for it and for the target (``kernel=sharp,dose=0.25,thickness=5`` ->
 ``kernel=smooth,dose=1,thickness=5``). Every method runs on the source with that
-explicit protocol; the output is compared with the target scan inside the body and the
+explicit protocol (or, by option, ``source=auto`` and/or a reference scan of the target
+protocol instead of its string); the output is compared with the target scan inside the body and the
 lungs, next to two floors:
 
 - the **replicate** (target physics, independent noise): ``gap closed`` =
@@ -36,6 +37,14 @@ from .independent_sim import cases as hcases
 log = logging.getLogger(__name__)
 
 NOISE_FREE = "noise-free target"
+TARGET_MODES = ("explicit", "like")
+_SOURCE_NOTE = {"explicit": "the case's nominal source protocol string",
+                "auto": "source=auto (the scan's tags and pixels only)"}
+_TARGET_NOTE = {"explicit": "the case's nominal target protocol string",
+                "like": "a reference scan of the target protocol (phantom seed 2000 made with the target's "
+                        "physics; --target-like), whose measured signature is the target"}
+PROTOCOL_NOTES = {(s, t): f"every method gets {_SOURCE_NOTE[s]} and {_TARGET_NOTE[t]}"
+                  for s in _SOURCE_NOTE for t in _TARGET_NOTE}
 KEYS = ("l1_body_hu", "l1_lung_hu", "laa_percent", "ei_error_pt", "emphysema_dice", "nps_similarity",
         "noise_std_hu", "noise_std_error_hu", "edge_width_error_mm")
 
@@ -52,11 +61,15 @@ def _row(values: dict, label: str) -> dict:
 
 
 def run_case(case: "hcases.HeldOutCase", methods: list, keep_arrays: bool = False,
-             source_mode: str = "explicit") -> dict:
+             source_mode: str = "explicit", target_mode: str = "explicit") -> dict:
     """Run every method on one case and evaluate source, outputs, replicate and noise-free target.
 
     ``source_mode="auto"``: the methods get ``source="auto"`` (the scan's tags and pixels
     only, as for a tagless scan of unknown protocol) instead of the nominal source protocol.
+    ``target_mode="like"``: the methods get, instead of the nominal target protocol, a scan
+    of another anatomy (phantom seed 2000) made with the target's physics, as a user who
+    says "make it look like this scan" (``--target-like``) would give; its measured
+    signature is the target.
     """
     from .paired import evaluate_methods
 
@@ -65,9 +78,13 @@ def run_case(case: "hcases.HeldOutCase", methods: list, keep_arrays: bool = Fals
         sprot = "auto"
     elif source_mode != "explicit":
         raise BadInputError(f"source_mode must be 'explicit' or 'auto', not {source_mode!r}.")
+    if target_mode not in TARGET_MODES:
+        raise BadInputError(f"target_mode must be one of {', '.join(TARGET_MODES)}, not {target_mode!r}.")
     ref = None
-    if any(m.name.endswith("histogram_match") for m in methods):
+    if target_mode == "like" or any(m.name.endswith("histogram_match") for m in methods):
         ref = hcases.reference_scan(case.spec.target, case.target.shape[1], case.target.spacing[1])
+    if target_mode == "like":
+        tprot = ref
     outputs, timings, cpu, errors, skipped = {}, {}, {}, {}, {}
     for m in methods:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -111,7 +128,8 @@ def summarize(case_results: list, labels: list) -> dict:
 
 
 def run_heldout(size: str = "default", methods: Optional[list] = None, progress=None,
-                keep_examples: bool = True, specs: Optional[list] = None, source_mode: str = "explicit") -> dict:
+                keep_examples: bool = True, specs: Optional[list] = None, source_mode: str = "explicit",
+                target_mode: str = "explicit") -> dict:
     """Run the held-out-physics benchmark and return its JSON-ready result.
 
     Parameters
@@ -128,6 +146,8 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
         Override the size's cases.
     source_mode : {"explicit", "auto"}
         Give the methods the nominal source protocol, or ``auto`` (see :func:`run_case`).
+    target_mode : {"explicit", "like"}
+        Give the methods the nominal target protocol, or a reference scan of it (see :func:`run_case`).
     """
     t_start, c_start = time.perf_counter(), time.process_time()
     if not methods:
@@ -139,7 +159,7 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
         t0 = time.perf_counter()
         case = hcases.generate_case(spec)
         gen_s += time.perf_counter() - t0
-        r = run_case(case, methods, keep_arrays=keep_examples, source_mode=source_mode)
+        r = run_case(case, methods, keep_arrays=keep_examples, source_mode=source_mode, target_mode=target_mode)
         if keep_examples:
             examples[case.name] = r.pop("_arrays")
         results.append(r)
@@ -151,6 +171,7 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
         "heldout_version": hcases.HELDOUT_VERSION,
         "size": size,
         "source_mode": source_mode,
+        "target_mode": target_mode,
         "methods": [m.name for m in methods],
         "method_sha256": {m.name: m.sha256 for m in methods},
         "cases": results,
@@ -158,7 +179,7 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
         "notes": {
             "gap_closed": "(L1_source - L1_output) / (L1_source - L1_replicate), L1 vs the target in the body "
                           "(or lungs); *_noise_free uses the noise-free target instead of the replicate",
-            "protocol": "every method gets the nominal protocol strings of the case (explicit protocol)",
+            "protocol": PROTOCOL_NOTES[(source_mode, target_mode)],
             "held_out": "independent simulator (skimage radon/iradon, compound-Poisson noise with bowtie, "
                         "no AEC, rect/triangle slice profiles) on lung2 and phantom seeds >= 1000; "
                         "never used for training or tuning",

@@ -96,3 +96,41 @@ def test_source_auto_mode_gives_the_methods_auto(monkeypatch, tmp_path):
     assert seen[-1] != "auto" and seen[-1].kernel == "sharp" and res["source_mode"] == "explicit"
     with pytest.raises(Exception, match="source_mode"):
         hb.run_heldout("tiny", [benchmark.MethodProvider("spy", spy)], source_mode="guess", keep_examples=False)
+
+
+def test_target_like_mode_gives_the_methods_a_reference_scan_of_the_target(monkeypatch, tmp_path):
+    """``--target-like``: every method gets a scan made with the target's physics (another anatomy),
+    not the protocol string; a real provider plans its target from that scan's measured signature."""
+    from CTNormalizeLib.evaluate.independent_sim import cases as hcases
+    from CTNormalizeLib.volume import Volume
+
+    monkeypatch.setenv("CTNORMALIZE_CACHE", str(tmp_path))
+    seen, plans = [], []
+
+    def spy(v, s, t, reference=None):
+        seen.append(t)
+        return v
+
+    import CTNormalizeLib.normalization as normalization
+
+    real = normalization.make_plan
+
+    def recording(*a, **kw):
+        plans.append(real(*a, **kw))
+        return plans[-1]
+
+    monkeypatch.setattr(normalization, "make_plan", recording)
+    methods = [benchmark.MethodProvider("spy", spy)] + classical_methods(["mtf_ratio"])
+    res = hb.run_heldout("tiny", methods, target_mode="like", keep_examples=False)
+    spec = hcases.benchmark_cases("tiny")[0]
+    assert isinstance(seen[0], Volume) and res["target_mode"] == "like"
+    ref = hcases.reference_scan(spec.target, seen[0].shape[1], seen[0].spacing[1])
+    np.testing.assert_array_equal(seen[0].hu, ref.hu)
+    assert plans and plans[-1].target_signature.origin == "reference", plans[-1].target_signature
+    assert "reference scan" in res["notes"]["protocol"]
+    assert res["cases"][0]["rows"]["classical:mtf_ratio"]["gap_closed_body"] is not None
+    res = hb.run_heldout("tiny", [benchmark.MethodProvider("spy", spy)], keep_examples=False)
+    assert seen[-1].kernel == "smooth" and res["target_mode"] == "explicit"
+    assert "nominal target protocol" in res["notes"]["protocol"]
+    with pytest.raises(Exception, match="target_mode"):
+        hb.run_heldout("tiny", [benchmark.MethodProvider("spy", spy)], target_mode="guess", keep_examples=False)
