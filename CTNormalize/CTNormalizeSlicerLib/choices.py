@@ -186,3 +186,11 @@ def source_spec(kernel: str = "", dose: float = 0.0, thickness: float = 0.0) -> 
 def output_name(input_node, target: str) -> str:
     """Default output name: ``<input> → <target preset>``."""
     return f"{input_node.GetName()} \u2192 {target}"
+
+
+def target_label(target: str, like_name: str | None = None) -> str:
+    """What the run normalizes to, for names and provenance: the preset/spec, or ``like <reference>``
+    (plus the spec when one sets the thickness too)."""
+    if not like_name:
+        return target
+    return f"like {like_name}" + (f" ({target})" if target else "")

@@ -83,10 +83,18 @@ def engine_command(subcommand: str, *args: str, python: Optional[str] = None) ->
 
 def normalize_command(input_path: str, output_path: str, source: str = "auto", target: str = "",
                       method: str = "auto", device: str = "auto", python: Optional[str] = None,
-                      report_path: Optional[str] = None) -> list[str]:
-    """The ``normalize`` command line of DESIGN.md section 4, with ``--progress json``."""
-    args = [input_path, "-o", output_path, "--source", source or "auto", "--target", target,
-            "--method", method or "auto", "--device", device or "auto", "--progress", "json"]
+                      report_path: Optional[str] = None, target_like: Optional[str] = None) -> list[str]:
+    """The ``normalize`` command line of DESIGN.md section 4, with ``--progress json``.
+
+    ``target_like``: a reference scan's file, whose measured signature is the target
+    (``--target-like``); ``target`` may then be empty.
+    """
+    args = [input_path, "-o", output_path, "--source", source or "auto"]
+    if target or not target_like:
+        args += ["--target", target]
+    if target_like:
+        args += ["--target-like", target_like]
+    args += ["--method", method or "auto", "--device", device or "auto", "--progress", "json"]
     if report_path:
         args += ["--report", report_path]
     return engine_command("normalize", *args, python=python)

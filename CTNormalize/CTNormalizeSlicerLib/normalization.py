@@ -20,10 +20,13 @@ class NormalizationMixin:
         """The DICOM tags found for ``volumeNode`` (database, subject hierarchy, node attributes)."""
         return tags.volume_tags(volumeNode)
 
-    def checkInput(self, volumeNode) -> dict:
-        """Refuse a missing or non-CT volume in plain words; returns the volume's tags."""
+    def checkInput(self, volumeNode, role: str = "input") -> dict:
+        """Refuse a missing or non-CT volume in plain words; returns the volume's tags.
+
+        ``role``: ``input`` or ``reference`` (a scan to look like), for the message.
+        """
         found = self.inputTags(volumeNode) if volumeNode is not None else {}
-        tags.check_ct(volumeNode, found)
+        tags.check_ct(volumeNode, found, role)
         return found
 
     def detectSourceProtocol(self, volumeNode):
@@ -39,7 +42,8 @@ class NormalizationMixin:
         protocol, _signature = resolve_source(nodes.volume_for_engine(volumeNode, self.inputTags(volumeNode)), None)
         return protocol
 
-    def methodNeedsTorch(self, method: str, volumeNode=None, source: str = "auto", target: str = "") -> bool:
+    def methodNeedsTorch(self, method: str, volumeNode=None, source: str = "auto", target: str = "",
+                         targetLikeNode=None) -> bool:
         """True when the run will use a learned model (so torch must be installed).
 
         A named method answers from the method table; for "auto" the engine's own planner
@@ -49,14 +53,18 @@ class NormalizationMixin:
         named = choices.method_needs_torch(method)
         if named is not None:
             return named
-        if volumeNode is None or not target or not any(r.kind == "model" for r in choices.method_table()):
+        if volumeNode is None or not (target or targetLikeNode is not None) or not any(
+                r.kind == "model" for r in choices.method_table()):
             return False
         try:
             from CTNormalizeLib.methods import get_method
             from CTNormalizeLib.plan import make_plan
 
             vol = nodes.volume_for_engine(volumeNode, self.inputTags(volumeNode))
-            plan = make_plan(vol, source, target, method="auto", device="cpu")  # what the engine will choose
+            like = None if targetLikeNode is None else nodes.volume_for_engine(targetLikeNode,
+                                                                              self.inputTags(targetLikeNode))
+            plan = make_plan(vol, source, target or None, target_like=like, method="auto",
+                             device="cpu")  # what the engine will choose
             return bool(get_method(plan.method).needs_torch)
         except Exception:  # undetectable source, bad target: the engine run will say so
             log.debug("CTNormalize: could not plan the method in process", exc_info=True)
@@ -64,8 +72,12 @@ class NormalizationMixin:
 
     def startNormalization(self, inputNode, target: str, source: str = "auto", method: str = "auto",
                            device: str = "auto", outputNode=None, onEvent: Optional[Callable] = None,
-                           onFinished: Optional[Callable] = None) -> EngineRun:
+                           onFinished: Optional[Callable] = None, targetLikeNode=None) -> EngineRun:
         """Launch the engine on ``inputNode`` in a child process; returns the running EngineRun.
+
+        ``targetLikeNode``: a reference CT whose measured kernel, noise and thickness are the
+        target ("make it look like that scan", ``--target-like``); ``target`` may then be
+        empty, or a spec that only sets the thickness.
 
         The volume travels with its DICOM tags. When the child finishes, the result is loaded
         into ``outputNode`` (a new volume "<input> → <target>" when None), with the input's
@@ -75,8 +87,9 @@ class NormalizationMixin:
         """
         if inputNode is None or inputNode.GetImageData() is None:
             raise ValueError("Select an input volume with image data.")
-        if not target or not str(target).strip():
-            raise ValueError("Select a target protocol (preset or spec).")
+        target = str(target or "").strip()
+        if not target and targetLikeNode is None:
+            raise ValueError("Select a target protocol (preset or spec) or a reference scan to look like.")
         if outputNode is not None and outputNode is inputNode:
             raise ValueError("The output volume must differ from the input: CTNormalize never overwrites its input.")
         if device not in DEVICES:
@@ -84,18 +97,22 @@ class NormalizationMixin:
         if self.runs.live("normalize"):
             raise RuntimeError("A normalization is already running; cancel it first.")
         found = self.checkInput(inputNode)
+        likeTags = None if targetLikeNode is None else self.checkInput(targetLikeNode, "reference")
         tmp = self.makeTempDir()
         try:
             in_path = nodes.write_volume(inputNode, os.path.join(tmp, "input.nrrd"), tags=found)
+            like_path = None if targetLikeNode is None else nodes.write_volume(
+                targetLikeNode, os.path.join(tmp, "target_like.nrrd"), tags=likeTags)
         except Exception:
             process.remove_dir(tmp)
             raise
         args = engine.normalize_command(in_path, os.path.join(tmp, "output.nrrd"), source=source, target=target,
-                                        method=method, device=device, python=self.python)
+                                        method=method, device=device, python=self.python, target_like=like_path)
+        label = choices.target_label(target, None if targetLikeNode is None else targetLikeNode.GetName())
 
         def on_event(run, event):
             if event.get("event") == "import":
-                self._importNormalized(run, outputNode, target)
+                self._importNormalized(run, outputNode, label)
             if onEvent is not None:
                 onEvent(run, event)
 
@@ -141,9 +158,11 @@ class NormalizationMixin:
         run.set_completed()
 
     def runNormalization(self, inputNode, target: str, source: str = "auto", method: str = "auto",
-                         device: str = "auto", outputNode=None, timeout: Optional[float] = None):
+                         device: str = "auto", outputNode=None, timeout: Optional[float] = None,
+                         targetLikeNode=None):
         """Blocking variant (scripts, self-test): returns the output node or raises RuntimeError."""
-        run = self.startNormalization(inputNode, target, source, method, device, outputNode)
+        run = self.startNormalization(inputNode, target, source, method, device, outputNode,
+                                      targetLikeNode=targetLikeNode)
         try:
             run.wait(timeout)
         except TimeoutError:

@@ -16,6 +16,7 @@ from .parameters import DeviceChoice, KernelChoice
 from .process import QtPoller, RunState, format_eta
 
 CUSTOM = "custom"
+LIKE = "like"  # the target is a reference scan's measured protocol (--target-like)
 
 
 class NormalizePanel:
@@ -50,6 +51,10 @@ class NormalizePanel:
             combo.addItem(f"{name}  ({spec})", name)
             combo.setItemData(combo.count - 1, description, qt.Qt.ToolTipRole)
         combo.addItem(_("Custom..."), CUSTOM)
+        combo.addItem(_("Like a reference scan..."), LIKE)
+        combo.setItemData(combo.count - 1, _("The kernel, noise and thickness measured on another CT: "
+                                             "use it when the target's protocol names do not describe its "
+                                             "scanner (another vendor's 'standard')"), qt.Qt.ToolTipRole)
         combo = self.ui.methodComboBox
         combo.clear()
         for name, tooltip in self.logic.methods():
@@ -83,6 +88,7 @@ class NormalizePanel:
         if self._parameterNode and name:
             self._parameterNode.targetPreset = name
         self.ui.targetSpecLineEdit.enabled = name == CUSTOM
+        self.ui.targetLikeSelector.enabled = name == LIKE
 
     def onMethodChanged(self, index) -> None:
         name = self.ui.methodComboBox.itemData(index)
@@ -153,8 +159,20 @@ class NormalizePanel:
         return self.logic.sourceSpec(kernel, p.sourceDose, p.sourceThickness)
 
     def target(self) -> str:
+        """The target preset or spec ("" when the target is a reference scan: :meth:`targetLike`)."""
         p = self._parameterNode
+        if p.targetPreset == LIKE:
+            return ""
         return p.targetSpec.strip() if p.targetPreset == CUSTOM else p.targetPreset
+
+    def targetLike(self):
+        """The reference scan to look like, or None when the target is a preset or spec."""
+        p = self._parameterNode
+        if p.targetPreset != LIKE:
+            return None
+        if p.targetLikeVolume is None:
+            raise ValueError(_("Select the reference scan to look like."))
+        return p.targetLikeVolume
 
     # -- normalization -----------------------------------------------------------------
     def onApplyButton(self) -> None:
@@ -171,9 +189,9 @@ class NormalizePanel:
                     self.selectCombo(self.ui.targetComboBox, p.targetPreset)
                     self.ui.statusLabel.text = _("Packages installed. Check the choices and press Apply.")
                 return
-            source, target = self.sourceSpec(), self.target()
+            source, target, like = self.sourceSpec(), self.target(), self.targetLike()
             self.logic.checkInput(p.inputVolume)  # a non-CT volume is refused before anything else
-            needsTorch = self.logic.methodNeedsTorch(p.method, p.inputVolume, source, target)
+            needsTorch = self.logic.methodNeedsTorch(p.method, p.inputVolume, source, target, like)
             self.logic.ensureDependencies(models=needsTorch)
             if needsTorch and not self._accelerators.get("torch"):
                 self.startGpuCheck()  # torch was just installed: ask again which devices it sees
@@ -181,7 +199,8 @@ class NormalizePanel:
             self.ui.progressBar.value = 0
             self._run = self.logic.startNormalization(
                 p.inputVolume, target, source=source, method=p.method, device=p.device.value,
-                outputNode=p.outputVolume, onEvent=self.onRunEvent, onFinished=self.onNormalizationFinished)
+                outputNode=p.outputVolume, onEvent=self.onRunEvent, onFinished=self.onNormalizationFinished,
+                targetLikeNode=like)
             self._pollers.append(QtPoller(self._run, 200).start())
             self.updateButtons()
 

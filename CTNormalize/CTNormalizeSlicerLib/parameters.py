@@ -47,7 +47,8 @@ class CTNormalizeParameterNode:
     """Choices of the panel, saved with the scene.
 
     sourceKernel/sourceKernelName/sourceDose/sourceThickness override detection (empty or 0 =
-    detected). targetPreset is a preset name or "custom" (then targetSpec). method is "auto", a
+    detected). targetPreset is a preset name, "custom" (then targetSpec) or "like" (then
+    targetLikeVolume: a reference CT whose measured protocol is the target). method is "auto", a
     model name or a classical method. The radiomics fields default to the engine's CT preset.
     """
 
@@ -59,6 +60,7 @@ class CTNormalizeParameterNode:
     sourceThickness: Annotated[float, WithinRange(0.0, 20.0)] = 0.0
     targetPreset: str = "emphysema-reference"
     targetSpec: str = ""
+    targetLikeVolume: vtkMRMLScalarVolumeNode
     method: str = "auto"
     device: DeviceChoice = DeviceChoice.AUTO
     compareOriginal: vtkMRMLScalarVolumeNode

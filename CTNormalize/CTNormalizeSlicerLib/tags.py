@@ -98,8 +98,10 @@ def volume_tags(node) -> dict:
     return tags
 
 
-def check_ct(node, tags: dict) -> None:
+def check_ct(node, tags: dict, role: str = "input") -> None:
     """Refuse, in plain words, a volume that is not a CT in Hounsfield units.
+
+    ``role``: ``input`` (the volume to normalize) or ``reference`` (the scan to look like).
 
     Uses the engine's own check (``CTNormalizeLib.io.validate.validate_ct``: Modality tag,
     air near -1000 HU, a plausible range) on a subsample of the voxels.
@@ -112,7 +114,8 @@ def check_ct(node, tags: dict) -> None:
     from CTNormalizeLib.volume import Volume
 
     if node is None or node.GetImageData() is None:
-        raise NotCTVolumeError("Select an input volume with image data.")
+        raise NotCTVolumeError("Select an input volume with image data." if role == "input" else
+                               "Select a reference scan with image data.")
     if node.IsA("vtkMRMLLabelMapVolumeNode"):
         raise NotCTVolumeError(f"'{node.GetName()}' is a labelmap (a segmentation), not a CT scan.")
     arr = slicer.util.arrayFromVolume(node)
@@ -124,4 +127,5 @@ def check_ct(node, tags: dict) -> None:
     try:
         validate_ct(vol)
     except (NotCTError, BadInputError) as exc:
-        raise NotCTVolumeError(f"'{node.GetName()}' cannot be normalized: {exc}") from None
+        what = "cannot be normalized" if role == "input" else "cannot be the reference scan"
+        raise NotCTVolumeError(f"'{node.GetName()}' {what}: {exc}") from None

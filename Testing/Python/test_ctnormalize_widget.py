@@ -353,6 +353,26 @@ def _drive():
     check(ui.statusLabel.text().startswith("Cancel"), f"status says cancelled: {ui.statusLabel.text()}")
     check(not os.path.exists(run.tempDir), "temp folder removed")
     check(run.args[run.args.index("--source") + 1] == "kernel=sharp,dose=0.25,thickness=1", "overrides sent")
+    # -- target "like a reference scan": the selector is enabled, a reference is required, and it travels
+    ui.targetComboBox.setCurrentIndex(ui.targetComboBox.findData("like"))
+    check(p.targetPreset == "like" and ui.targetLikeSelector.isEnabled() and not ui.targetSpecLineEdit.isEnabled(),
+          "reference selector enabled for Like a reference scan...")
+    ui.applyButton.click()
+    check(w._run is run and any("reference scan" in e for e in errors), f"no reference refused: {errors}")
+    errors.clear()
+    p.targetLikeVolume = volume("reference", arr + 3)
+    ui.applyButton.click()
+    like_run = w._run
+    check(not errors and like_run is not run and like_run.args[like_run.args.index("--target-like") + 1].endswith(
+        "target_like.nrrd") and "--target" not in like_run.args, f"reference sent: {errors}")
+    t0 = time.monotonic()
+    while like_run.state.running and like_run.started_event is None and time.monotonic() - t0 < 120:
+        app.processEvents()
+        time.sleep(0.05)
+    ui.applyButton.click()
+    wait(like_run)
+    ui.targetComboBox.setCurrentIndex(ui.targetComboBox.findData("custom"))
+    check(not ui.targetLikeSelector.isEnabled(), "reference selector disabled again for Custom...")
     # -- an engine error in the panel's words
     ui.targetSpecLineEdit.setText("kernel=nosuchkernel")
     ui.applyButton.click()

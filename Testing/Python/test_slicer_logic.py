@@ -171,6 +171,37 @@ def test_normalization_round_trip_with_real_engine(mrml):
     assert not os.path.exists(run.tempDir)
 
 
+def test_normalization_to_look_like_a_reference_scan(mrml):
+    """Target "like a reference scan": the reference travels to the engine (--target-like), the
+    engine plans its target from that scan's measured signature, and the result is named for it."""
+    scene = mrml.scene
+    node = _volume(scene)
+    ref = _volume(scene, "smooth reference", arr=_smooth_phantom(), spacing=(0.8, 0.8, 3.0))
+    run = mrml.logic.startNormalization(node, "", source=SOURCE, method="classical", device="cpu", targetLikeNode=ref)
+    assert "--target-like" in run.args and "--target" not in run.args
+    assert run.wait(timeout=240) is RunState.COMPLETED, (run.error_code, run.error_message, run.log_lines[-10:])
+    out = run.outputNode
+    assert out.GetName() == "chest → like smooth reference"
+    prov = nodes.provenance(out)
+    assert prov["targetName"] == "like smooth reference"
+    report = json.loads(prov["report"])
+    assert report["plan"]["target_signature"]["origin"] == "reference", report["plan"]["target_signature"]
+    assert abs(out.GetSpacing()[2] - 3.0) < 0.2  # the reference's thickness, measured from its z spacing
+    assert not os.path.exists(run.tempDir)
+    mr = _volume(scene, "MR", arr=np.random.default_rng(0).uniform(0, 900, (8, 32, 32)).astype(np.float32))
+    with pytest.raises(Exception, match="cannot be the reference scan"):
+        mrml.logic.startNormalization(node, "", source=SOURCE, device="cpu", targetLikeNode=mr)
+    with pytest.raises(ValueError, match="reference scan"):
+        mrml.logic.startNormalization(node, "", source=SOURCE, device="cpu")
+
+
+def _smooth_phantom():
+    from scipy.ndimage import gaussian_filter
+
+    a = _phantom(seed=7)
+    return gaussian_filter(a, (0, 1.2, 1.2)).astype(np.float32)
+
+
 def test_normalization_bad_target_shows_engine_message(mrml):
     node = _volume(mrml.scene)
     n_volumes = mrml.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")

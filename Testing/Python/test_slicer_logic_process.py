@@ -183,6 +183,11 @@ def test_engine_command_and_environment():
     assert env["PYTHONPATH"].split(os.pathsep)[0] == engine.engine_package_parent()
     assert (Path(engine.engine_package_parent()) / "CTNormalizeLib" / "__init__.py").is_file()
     assert "CUDA_VISIBLE_DEVICES" not in engine.engine_environment("auto")
+    like = engine.normalize_command("/in.nrrd", "/out.nrrd", target="", target_like="/ref.nrrd", python="/py")
+    assert like[like.index("--target-like") + 1] == "/ref.nrrd" and "--target" not in like
+    both = engine.normalize_command("/in.nrrd", "/out.nrrd", target="thickness=1", target_like="/ref.nrrd", python="/py")
+    assert both[both.index("--target") + 1] == "thickness=1" and "--target-like" in both
+    assert "--target-like" not in cmd
 
 
 def test_cmake_lists_every_module_script():
