@@ -182,3 +182,42 @@ def test_kernel_class_accuracy_on_simulated_scans(simulated_scans):
         sig = measure_signature(Volume(scan.hu, scan.spacing, meta=meta))
         hits.append(sig.kernel == k)
     assert np.mean(hits) >= 0.95, [(k, d, s) for (k, d, s, _), h in zip(simulated_scans, hits) if not h]
+
+
+def _streaked(noise_sigma, streak_hu, seed=0, nz=8):
+    """A standard-kernel scan plus a deterministic pattern every slice shares (view-aliasing-like:
+    fine radial streaks around the body, the same on every slice), in air and tissue alike."""
+    vol = noisy(class_transfer("standard"), noise_sigma, seed=seed, nz=nz)
+    n = vol.hu.shape[-1]
+    y, x = np.mgrid[:n, :n] - n / 2.0
+    theta = np.arctan2(y, x)
+    streaks = np.cos(90 * theta) * np.cos(2 * np.pi * 0.33 * np.hypot(x, y))  # ~0.33 cycles/pixel
+    return Volume(vol.hu + np.float32(streak_hu) * streaks.astype(np.float32), vol.spacing)
+
+
+def test_kernel_fit_ignores_what_neighbouring_slices_share():
+    """Streaks common to every slice add high-frequency power that reads as a sharper kernel; the fit on
+    neighbouring-slice differences sees the noise alone (the scan's own NPS is still reported)."""
+    want = class_transfer("standard").mtf50
+    clean = measure_signature(noisy(class_transfer("standard"), 8.0, seed=3))
+    streaked = _streaked(8.0, 6.0, seed=3)
+    sig = measure_signature(streaked)
+    assert sig.details.get("nps_fit", {}).get("z_difference") is True
+    assert sig.transfer.mtf50 == pytest.approx(want, rel=0.06), (sig.transfer.mtf50, want)
+    assert sig.transfer.mtf50 == pytest.approx(clean.transfer.mtf50, rel=0.04)
+    # the plain NPS (what the fit used to see) is biased sharp by the streaks: the test can fail
+    plain = fit_kernel(measure_nps(streaked.hu, streaked.spacing, region="air")).transfer.mtf50
+    assert plain > 1.1 * want, (plain, want)
+    assert sig.noise_hu == pytest.approx(clean.noise_hu, rel=0.15)  # the level is not the difference's
+
+
+def test_overlapping_slices_and_single_slices_keep_the_plain_nps():
+    from CTNormalizeLib.classical.thickness import change_thickness
+
+    vol = noisy(class_transfer("standard"), 30.0, seed=6, nz=40)
+    thick = Volume(change_thickness(vol.hu, vol.spacing, 0.01, 3.0, 1.0).hu, (1.0, PX, PX))  # rho ~0.8
+    sig = measure_signature(thick)
+    assert "nps_fit" not in sig.details and sig.details["z"]["rho"] > 0.5
+    one = noisy(class_transfer("standard"), 20.0, seed=2, nz=1)
+    assert measure_nps(one.hu, one.spacing, region="air", z_difference=True) is None
+    assert "nps_fit" not in measure_signature(one).details
