@@ -38,9 +38,6 @@ MIN_AIR_ROIS = 24
 TYPICAL_AIR_TO_TISSUE = 0.5
 #: The noise correlation of neighbouring slices sets the thickness only above this many spacings.
 OVERLAP_TRUSTED = 1.25
-#: Neighbouring-slice differences serve the kernel fit only below this noise correlation (above,
-#: little noise is left in the difference).
-Z_DIFFERENCE_MAX_RHO = 0.5
 
 
 def _choose_nps(hu, spacing, regions):
@@ -51,24 +48,6 @@ def _choose_nps(hu, spacing, regions):
     if tissue is not None and (air is None or tissue.n_rois > air.n_rois):
         return tissue
     return air
-
-
-def _fit_nps(hu, spacing, regions, nps, zres):
-    """The NPS the kernel is fitted to: ``nps``'s region measured on neighbouring-slice differences
-    (:func:`~.nps.measure_nps` ``z_difference``) when the slices' noise is nearly independent, else ``nps``.
-
-    Why: deterministic patterns in the ROIs (streaks from the body's outline, view aliasing)
-    are not noise but add power at mid-to-high frequencies, which reads as a sharper kernel;
-    they grow relative to the noise as the dose rises (measured on the independent simulator:
-    its cosine filter read 0.46 c/mm at 10 % dose and 0.60 at 300 %, the noise's own 0.44).
-    Neighbouring slices share them and not the noise. With strongly overlapping slices the
-    difference keeps little noise, so the plain NPS is kept.
-    """
-    if nps is None or zres.rho is None or zres.rho >= Z_DIFFERENCE_MAX_RHO:
-        return nps
-    diff = measure_nps(hu, spacing, regions, region=nps.region, z_difference=True)
-    needed = MIN_AIR_ROIS if nps.region == "air" else 8
-    return diff if diff is not None and diff.n_rois >= min(needed, nps.n_rois) else nps
 
 
 def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = "pixels"):
@@ -199,16 +178,8 @@ def measure_signature(volume: Volume, tags: Optional[Protocol] = None, max_slice
     pixel = float(math.sqrt(spacing[1] * spacing[2]))
     warnings: list = []
     regions = slice_regions(hu, spacing, max_slices=max_slices)
-    masks = {r.z: r.air for r in regions if r.z + 1 < hu.shape[0]}
-    zres = z_resolution(hu, spacing, masks)
     nps = _choose_nps(hu, spacing, regions)
-    fit_nps = _fit_nps(hu, spacing, regions, nps, zres)
-    transfer, t_src, details = _transfer(fit_nps, tags, warnings, kernel_from)
-    if fit_nps is not nps:
-        details["nps_fit"] = {"z_difference": True, "n_rois": fit_nps.n_rois,
-                              "note": "kernel fitted to the NPS of neighbouring-slice differences "
-                                      "(what the slices share, e.g. streaks, cancels)"}
-        details["nps"] = nps.summary()  # the scan's own noise texture
+    transfer, t_src, details = _transfer(nps, tags, warnings, kernel_from)
     kernel, k_conf, dist = classify_transfer(transfer, 0.5 / pixel)
     details["kernel_distances"] = dist
     k_src = FieldSource(t_src.source, round(t_src.confidence * (0.5 + 0.5 * k_conf), 3),
@@ -216,6 +187,8 @@ def measure_signature(volume: Volume, tags: Optional[Protocol] = None, max_slice
     _compare_kernel(tags, kernel, t_src, warnings)
     noise = corrected(residual_noise(hu, regions), transfer, pixel)
     noise_hu, n_src, ratio = _noise(noise, nps, transfer, pixel, warnings)
+    masks = {r.z: r.air for r in regions if r.z + 1 < hu.shape[0]}
+    zres = z_resolution(hu, spacing, masks)
     details["z"] = {"rho": None if zres.rho is None else round(zres.rho, 3), "thickness_mm": zres.thickness_mm,
                     "upper_bound_mm": zres.upper_bound_mm, "detail": zres.detail}
     thickness, th_src = _thickness(tags, zres, spacing[0])

@@ -181,31 +181,8 @@ def radial_profile(nps2d_shifted: np.ndarray, pixel_mm: float) -> tuple[np.ndarr
     return np.arange(nbins) * df, vals, counts
 
 
-def _neighbour(z: int, nz: int) -> Optional[int]:
-    if nz < 2:
-        return None
-    return z + 1 if z + 1 < nz else z - 1
-
-
-def _z_difference_rois(hu: np.ndarray, r: SliceRegions, corners: list, n: int, region: str) -> tuple:
-    """``(difference image / sqrt 2, corners)`` of slice ``r.z`` minus its neighbour, keeping the ROIs
-    that lie in the same region on the neighbour (air there too: mean below the air threshold)."""
-    from .regions import AIR_BELOW_HU
-
-    zn = _neighbour(r.z, hu.shape[0])
-    a, b = hu[r.z].astype(np.float32), hu[zn].astype(np.float32)
-    keep = []
-    for y0, x0 in corners:
-        m = float(b[y0:y0 + n, x0:x0 + n].mean())
-        here = float(a[y0:y0 + n, x0:x0 + n].mean())
-        if (region == "air" and m < AIR_BELOW_HU) or (region != "air" and abs(m - here) < FLATNESS_HU):
-            keep.append((y0, x0))
-    return (a - b) / np.float32(math.sqrt(2.0)), keep
-
-
 def measure_nps(hu: np.ndarray, spacing, regions: Optional[list[SliceRegions]] = None, region: str = "air",
-                max_slices: int = 16, max_rois_per_slice: int = 24, seed: int = 0,
-                z_difference: bool = False) -> Optional[NPS]:
+                max_slices: int = 16, max_rois_per_slice: int = 24, seed: int = 0) -> Optional[NPS]:
     """Measure the 2D NPS of a ``[z, y, x]`` HU volume in ``region``.
 
     Parameters
@@ -222,21 +199,12 @@ def measure_nps(hu: np.ndarray, spacing, regions: Optional[list[SliceRegions]] =
         Sampling limits (the NPS converges with a few hundred ROIs).
     seed : int
         ROI subsampling seed (the result is deterministic).
-    z_difference : bool
-        Measure on the difference of each slice and its neighbour (divided by sqrt 2), in
-        ROIs that lie in the region on both: what the two slices share (streaks from the
-        body's outline, view aliasing, anatomy) cancels and noise stays. The *shape* is the
-        noise's when neighbouring slices' noise is independent or correlated alike at all
-        in-plane frequencies; the level is ``1 - rho`` times the noise's (rho: the slices'
-        noise correlation), so use it for the kernel fit, not for the noise level.
 
     Returns
     -------
     NPS or None
-        None when fewer than 8 ROIs fit (or, with ``z_difference``, the volume has one slice).
+        None when fewer than 8 ROIs fit.
     """
-    if z_difference and hu.shape[0] < 2:
-        return None
     pixel = float(math.sqrt(spacing[1] * spacing[2]))
     n = roi_size(pixel)
     if regions is None:
@@ -257,10 +225,7 @@ def measure_nps(hu: np.ndarray, spacing, regions: Optional[list[SliceRegions]] =
     used = 0
     for r, corners, ranges in picked:
         keep = [c for c, rg in zip(corners, ranges) if rg <= limit]
-        image = hu[r.z]
-        if z_difference:
-            image, keep = _z_difference_rois(hu, r, keep, n, region)
-        used += _accumulate(image, keep, n, basis, pinv, acc)
+        used += _accumulate(hu[r.z], keep, n, basis, pinv, acc)
     if used < 8:
         return None
     nps2d = np.fft.fftshift(acc / used) * (spacing[1] * spacing[2]) / (n * n)
