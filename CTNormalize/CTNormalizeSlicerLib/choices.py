@@ -194,3 +194,11 @@ def target_label(target: str, like_name: str | None = None) -> str:
     if not like_name:
         return target
     return f"like {like_name}" + (f" ({target})" if target else "")
+
+
+def reference_file_name(node_name: str) -> str:
+    """A safe ``.nrrd`` file name for a reference scan, from its node name (the report quotes it)."""
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9._ -]+", "_", node_name or "").strip(" .") or "reference"
+    return f"{stem[:80]}.nrrd"

@@ -101,8 +101,13 @@ class NormalizationMixin:
         tmp = self.makeTempDir()
         try:
             in_path = nodes.write_volume(inputNode, os.path.join(tmp, "input.nrrd"), tags=found)
-            like_path = None if targetLikeNode is None else nodes.write_volume(
-                targetLikeNode, os.path.join(tmp, "target_like.nrrd"), tags=likeTags)
+            like_path = None
+            if targetLikeNode is not None:
+                # the engine's report names the target "like <file>": the reference's own name reads better;
+                # a folder of its own, so no node name can clash with input.nrrd / output.nrrd
+                os.makedirs(os.path.join(tmp, "reference"))
+                like_path = nodes.write_volume(targetLikeNode, os.path.join(
+                    tmp, "reference", choices.reference_file_name(targetLikeNode.GetName())), tags=likeTags)
         except Exception:
             process.remove_dir(tmp)
             raise

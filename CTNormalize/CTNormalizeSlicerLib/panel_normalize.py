@@ -189,8 +189,9 @@ class NormalizePanel:
                     self.selectCombo(self.ui.targetComboBox, p.targetPreset)
                     self.ui.statusLabel.text = _("Packages installed. Check the choices and press Apply.")
                 return
-            source, target, like = self.sourceSpec(), self.target(), self.targetLike()
+            source, target = self.sourceSpec(), self.target()
             self.logic.checkInput(p.inputVolume)  # a non-CT volume is refused before anything else
+            like = self.targetLike()
             needsTorch = self.logic.methodNeedsTorch(p.method, p.inputVolume, source, target, like)
             self.logic.ensureDependencies(models=needsTorch)
             if needsTorch and not self._accelerators.get("torch"):

@@ -150,6 +150,10 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
         Give the methods the nominal target protocol, or a reference scan of it (see :func:`run_case`).
     """
     t_start, c_start = time.perf_counter(), time.process_time()
+    if source_mode not in _SOURCE_NOTE:
+        raise BadInputError(f"source_mode must be 'explicit' or 'auto', not {source_mode!r}.")
+    if target_mode not in TARGET_MODES:
+        raise BadInputError(f"target_mode must be one of {', '.join(TARGET_MODES)}, not {target_mode!r}.")
     if not methods:
         raise BadInputError("run_heldout needs the methods to run (benchmark_methods.heldout_methods()).")
     methods = list(methods)
@@ -195,7 +199,7 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
 
 def format_table(result: dict) -> str:
     """Plain text: per case, per label: L1 body, gap closed (replicate / noise-free), lung, EI error, NPS sim."""
-    lines = []
+    lines = [f"protocol: {result['notes']['protocol']}"] if "notes" in result else []
     for c in result["cases"]:
         lines.append(f"{c['case']}: {c['source_spec']} -> {c['target_spec']}  (target LAA-950 "
                      f"{_f(c['target_laa_percent'])} %)")
@@ -279,7 +283,7 @@ def heldout_report_html(result: dict, figs: dict) -> str:
                       "rows": [[k, *[_f(r.get(x)) for x, _ in CASE_COLUMNS]] for k, r in c["rows"].items()],
                       "problems": [f"{k}: {v}" for k, v in {**c["errors"], **c["skipped"]}.items()]})
     subtitle = (f"{result['benchmark']}, size {result['size']}, {len(result['cases'])} cases, "
-                f"{result['elapsed_s']} s. {result['notes']['gap_closed']}")
+                f"{result['elapsed_s']} s. {result['notes']['gap_closed']}. Protocol: {result['notes']['protocol']}.")
     return render("evaluate_heldout.html.j2", title="CTNormalize held-out physics benchmark", subtitle=subtitle,
                   summary=summary_table(result["summary"]), cases=cases, figures=figs)
 

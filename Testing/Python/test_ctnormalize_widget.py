@@ -364,13 +364,14 @@ def _drive():
     ui.applyButton.click()
     like_run = w._run
     check(not errors and like_run is not run and like_run.args[like_run.args.index("--target-like") + 1].endswith(
-        "target_like.nrrd") and "--target" not in like_run.args, f"reference sent: {errors}")
+        os.path.join("reference", "reference.nrrd")) and "--target" not in like_run.args, f"reference sent: {errors}")
     t0 = time.monotonic()
     while like_run.state.running and like_run.started_event is None and time.monotonic() - t0 < 120:
         app.processEvents()
         time.sleep(0.05)
     ui.applyButton.click()
     wait(like_run)
+    check(like_run.state.value == "cancelled", f"reference run cancelled ({like_run.state.value})")
     ui.targetComboBox.setCurrentIndex(ui.targetComboBox.findData("custom"))
     check(not ui.targetLikeSelector.isEnabled(), "reference selector disabled again for Custom...")
     # -- an engine error in the panel's words

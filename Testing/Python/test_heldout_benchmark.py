@@ -124,13 +124,16 @@ def test_target_like_mode_gives_the_methods_a_reference_scan_of_the_target(monke
     res = hb.run_heldout("tiny", methods, target_mode="like", keep_examples=False)
     spec = hcases.benchmark_cases("tiny")[0]
     assert isinstance(seen[0], Volume) and res["target_mode"] == "like"
-    ref = hcases.reference_scan(spec.target, seen[0].shape[1], seen[0].spacing[1])
+    case = hcases.generate_case(spec)
+    ref = hcases.reference_scan(spec.target, case.target.shape[1], case.target.spacing[1])
     np.testing.assert_array_equal(seen[0].hu, ref.hu)
     assert plans and plans[-1].target_signature.origin == "reference", plans[-1].target_signature
-    assert "reference scan" in res["notes"]["protocol"]
+    assert "reference scan" in res["notes"]["protocol"] and "reference scan" in hb.format_table(res)
     assert res["cases"][0]["rows"]["classical:mtf_ratio"]["gap_closed_body"] is not None
     res = hb.run_heldout("tiny", [benchmark.MethodProvider("spy", spy)], keep_examples=False)
     assert seen[-1].kernel == "smooth" and res["target_mode"] == "explicit"
     assert "nominal target protocol" in res["notes"]["protocol"]
     with pytest.raises(Exception, match="target_mode"):
         hb.run_heldout("tiny", [benchmark.MethodProvider("spy", spy)], target_mode="guess", keep_examples=False)
+    with pytest.raises(Exception, match="target_mode"):  # refused before any case is made, also with no cases
+        hb.run_heldout("tiny", [benchmark.MethodProvider("spy", spy)], target_mode="guess", specs=[])

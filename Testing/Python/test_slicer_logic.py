@@ -186,6 +186,11 @@ def test_normalization_to_look_like_a_reference_scan(mrml):
     assert prov["targetName"] == "like smooth reference"
     report = json.loads(prov["report"])
     assert report["plan"]["target_signature"]["origin"] == "reference", report["plan"]["target_signature"]
+    from CTNormalizeLib.signature import measure_signature
+
+    measured = measure_signature(nodes.volume_for_engine(ref, {}))
+    assert report["plan"]["target_signature"]["transfer"]["f50"] == pytest.approx(measured.transfer.f50, rel=1e-3)
+    assert "smooth reference.nrrd" in json.dumps(report["plan"])  # named after the node, not a temp name
     assert abs(out.GetSpacing()[2] - 3.0) < 0.2  # the reference's thickness, measured from its z spacing
     assert not os.path.exists(run.tempDir)
     mr = _volume(scene, "MR", arr=np.random.default_rng(0).uniform(0, 900, (8, 32, 32)).astype(np.float32))
@@ -193,6 +198,10 @@ def test_normalization_to_look_like_a_reference_scan(mrml):
         mrml.logic.startNormalization(node, "", source=SOURCE, device="cpu", targetLikeNode=mr)
     with pytest.raises(ValueError, match="reference scan"):
         mrml.logic.startNormalization(node, "", source=SOURCE, device="cpu")
+    clash = _volume(scene, "input", arr=_smooth_phantom())  # a reference named like the engine's input file
+    run = mrml.logic.startNormalization(node, "", source=SOURCE, method="classical", device="cpu", targetLikeNode=clash)
+    assert run.args[run.args.index("--target-like") + 1] != run.args[run.args.index("normalize") + 1]
+    assert run.wait(timeout=240) is RunState.COMPLETED, (run.error_code, run.error_message)
 
 
 def _smooth_phantom():
