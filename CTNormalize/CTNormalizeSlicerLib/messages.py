@@ -24,6 +24,7 @@ ADVICE = {
 OPTION_WORDS = {
     "--source": "the Source protocol fields",
     "--target": "the Target protocol",
+    "--target-like": "the reference scan",
     "--method": "the Method",
     "--device": "the Device",
     "--lung-mask": "the lung segment",

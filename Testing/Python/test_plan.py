@@ -249,3 +249,25 @@ def test_same_kernel_class_keeps_the_measured_transfer(scans):
     labels = make_plan(src, "kernel=sharp,dose=0.25", "kernel=smooth,dose=1", method="classical", kernel_from="labels")
     assert labels.source_signature.transfer.f50 == pytest.approx(0.62)  # the class's nominal curve
     assert labels.source_signature.sources["transfer"].source == "user"
+
+
+def test_reference_of_the_same_class_with_another_transfer_warns(scans):
+    """A reference measuring the source's kernel class but another transfer: the chain converts, and the
+    plan says how to keep the kernel (dose-only changes: held-out case c lost 0.09 that way)."""
+    from dataclasses import replace as dc_replace
+
+    from CTNormalizeLib.plan import _reference_kernel_warning
+    from CTNormalizeLib.signature import Transfer
+
+    src, ref, _ = scans
+    sig = make_plan(src, None, "emphysema-reference", method="classical").source_signature
+    t = sig.transfer
+    sharper = dc_replace(sig, transfer=Transfer(t.f50 * 1.08, t.p, t.boost))
+    assert sharper.kernel == sig.kernel
+    (w,) = _reference_kernel_warning(sig, sharper)
+    assert w["code"] == "REFERENCE_KERNEL_SAME_CLASS" and f"kernel={sig.kernel}" in w["message"]
+    assert _reference_kernel_warning(sig, sig) == []
+    other = dc_replace(sig, kernel="smooth" if sig.kernel != "smooth" else "sharp")
+    assert _reference_kernel_warning(sig, other) == []  # another class: a kernel change the user asked for
+    plan = make_plan(src, None, target_like=ref, method="classical")  # sharp source, smooth reference
+    assert "REFERENCE_KERNEL_SAME_CLASS" not in {x["code"] for x in plan.warnings}
