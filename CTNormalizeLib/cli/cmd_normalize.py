@@ -91,8 +91,11 @@ def _read_inputs(args, timings: dict):
     reference = read_volume(args.reference) if args.reference else None
     like = None
     if args.target_like:
-        like = read_volume(args.target_like, validate=False)
-        validate_ct(like)
+        try:
+            like = read_volume(args.target_like, validate=False)
+            validate_ct(like)
+        except BadInputError as exc:  # say which file: the input's own errors read alike
+            raise type(exc)(f"The reference scan (--target-like {args.target_like}): {exc.message}") from None
     timings["read_s"] = round(time.perf_counter() - t, 3)
     return vol, reference, like
 

@@ -235,3 +235,22 @@ def test_cuda_without_cuda_is_bad_input_naming_what_torch_sees(capsys, monkeypat
     code, _, err = cli(capsys, "normalize", ct, "-o", tmp_path / "o.nrrd", "--source", SRC, "--target", "kernel=smooth",
                        "--method", "ctn-conditioned-v2", "--device", "cuda", "--progress", "none")
     check_case(code, err, 2, ["BAD_INPUT", "PyTorch sees: cpu"], before, [tmp_path], absent=[tmp_path / "o.nrrd"])
+
+
+@pytest.mark.parametrize("what", ["missing", "not CT", "the output"])
+def test_a_bad_reference_scan_is_named_in_the_message(capsys, tmp_path, ct, what):
+    """--target-like: a missing or non-CT reference is refused naming the reference (not "the input"),
+    and a reference given as the output path is never overwritten."""
+    out = tmp_path / "out.nrrd"
+    if what == "missing":
+        ref, want = tmp_path / "nope.nrrd", "The reference scan (--target-like"
+    elif what == "not CT":
+        ref = write_image(tmp_path / "mr.nrrd", np.random.default_rng(0).uniform(0, 900, (8, 64, 64)).astype(np.float32))
+        want = "The reference scan (--target-like"
+    else:
+        ref = write_image(tmp_path / "ref.nrrd", chest())
+        out, want = ref, "one of its inputs"
+    before = snapshot(ct, *([ref] if ref.exists() else []))
+    code, _, err = cli(capsys, "normalize", ct, "-o", out, "--target-like", ref, "--method", "mtf_ratio",
+                       "--progress", "none")
+    check_case(code, err, 2, want, before, [tmp_path], absent=[] if what == "the output" else [out])
