@@ -187,21 +187,23 @@ def _target_from_reference(ref: Volume, source_sig: Signature) -> tuple[Protocol
 
 
 def _reference_kernel_warning(src_sig: Signature, tgt_sig: Signature) -> list:
-    """A warning when a reference scan measures the source's kernel class but another transfer.
+    """A warning when a reference scan measures the source's kernel class but an MTF50 more than
+    :data:`~.signature.signature.KERNEL_CHANGE_RATIO` apart (a kernel change for the plan).
 
-    The chain then converts the kernel. Scans made with one kernel at different doses can
+    The chain then converts the kernel with the kernel-change settings. Scans made with one kernel at different doses can
     measure this far apart (held-out case c: the same filter read 0.45 c/mm at 10 % dose and
     0.50 at full dose, deterministic streaks weighing more against less noise), so the user is
     told how to keep the kernel when the two share it.
     """
-    from .classical.state import same_transfer
+    from .signature.signature import pair_kind
 
-    if src_sig.kernel != tgt_sig.kernel or same_transfer(src_sig.transfer, tgt_sig.transfer, src_sig.nyquist):
+    if src_sig.kernel != tgt_sig.kernel or pair_kind(src_sig, tgt_sig) != "kernel_change":
         return []
     s, t = src_sig.transfer.mtf50, tgt_sig.transfer.mtf50
     return [{"code": "REFERENCE_KERNEL_SAME_CLASS",
              "message": f"The reference scan's kernel measures {tgt_sig.kernel} like the source's, but with MTF50 "
-                        f"{t:.2f} c/mm against the source's {s:.2f}: the output is converted to the reference's. "
+                        f"{t:.2f} c/mm against the source's {s:.2f}: the pair is treated as a kernel change and the "
+                        "output converted to the reference's kernel. "
                         "Scans made with one kernel at different doses can measure this far apart; if the two share "
                         f"the kernel, give the target as a protocol instead (--target kernel={tgt_sig.kernel},dose=...)."}]
 

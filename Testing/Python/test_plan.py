@@ -262,9 +262,11 @@ def test_reference_of_the_same_class_with_another_transfer_warns(scans):
     src, ref, _ = scans
     sig = make_plan(src, None, "emphysema-reference", method="classical").source_signature
     t = sig.transfer
-    sharper = dc_replace(sig, transfer=Transfer(t.f50 * 1.08, t.p, t.boost))
+    sharper = dc_replace(sig, transfer=Transfer(t.f50 * 1.14, t.p, t.boost))
     assert sharper.kernel == sig.kernel
     (w,) = _reference_kernel_warning(sig, sharper)
+    slightly = dc_replace(sig, transfer=Transfer(t.f50 * 1.05, t.p, t.boost))
+    assert _reference_kernel_warning(sig, slightly) == []  # within 10 %: a noise-only pair, nothing to warn of
     assert w["code"] == "REFERENCE_KERNEL_SAME_CLASS" and f"kernel={sig.kernel}" in w["message"]
     assert _reference_kernel_warning(sig, sig) == []
     other = dc_replace(sig, kernel="smooth" if sig.kernel != "smooth" else "sharp")
