@@ -300,6 +300,15 @@ def _drive():
         for _ in range(5):
             app.processEvents()
 
+    def cancel_once_started(run):
+        """Wait until the engine says it started, press Cancel (the Apply button), wait for the end."""
+        t0 = time.monotonic()
+        while run.state.running and run.started_event is None and time.monotonic() - t0 < 120:
+            app.processEvents()
+            time.sleep(0.05)
+        ui.applyButton.click()
+        wait(run)
+
     w = mod.CTNormalizeWidget()
     w.setup()
     ui, p = w.ui, w._parameterNode
@@ -342,12 +351,7 @@ def _drive():
     ui.applyButton.click()
     run = w._run
     check(not errors and run is not None and ui.applyButton.text() == "Cancel", f"Apply -> Cancel {errors}")
-    t0 = time.monotonic()
-    while run.state.running and run.started_event is None and time.monotonic() - t0 < 120:
-        app.processEvents()
-        time.sleep(0.05)
-    ui.applyButton.click()
-    wait(run)
+    cancel_once_started(run)
     check(run.state.value == "cancelled" and ui.applyButton.text() == "Apply" and ui.applyButton.isEnabled(),
           f"Cancel -> Apply ({run.state.value}, {ui.applyButton.text()})")
     check(ui.statusLabel.text().startswith("Cancel"), f"status says cancelled: {ui.statusLabel.text()}")
@@ -365,12 +369,7 @@ def _drive():
     like_run = w._run
     check(not errors and like_run is not run and like_run.args[like_run.args.index("--target-like") + 1].endswith(
         os.path.join("reference", "reference.nrrd")) and "--target" not in like_run.args, f"reference sent: {errors}")
-    t0 = time.monotonic()
-    while like_run.state.running and like_run.started_event is None and time.monotonic() - t0 < 120:
-        app.processEvents()
-        time.sleep(0.05)
-    ui.applyButton.click()
-    wait(like_run)
+    cancel_once_started(like_run)
     check(like_run.state.value == "cancelled", f"reference run cancelled ({like_run.state.value})")
     ui.targetComboBox.setCurrentIndex(ui.targetComboBox.findData("custom"))
     check(not ui.targetLikeSelector.isEnabled(), "reference selector disabled again for Custom...")
