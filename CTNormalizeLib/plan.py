@@ -205,7 +205,8 @@ def _reference_kernel_warning(src_sig: Signature, tgt_sig: Signature) -> list:
                         f"{t:.2f} c/mm against the source's {s:.2f}: the pair is treated as a kernel change and the "
                         "output converted to the reference's kernel. "
                         "Scans made with one kernel at different doses can measure this far apart; if the two share "
-                        f"the kernel, give the target as a protocol instead (--target kernel={tgt_sig.kernel},dose=...)."}]
+                        "the kernel, give the target as a protocol without a kernel instead (e.g. --target dose=1: "
+                        "the source's measured kernel is kept)."}]
 
 
 def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = None, *,
@@ -245,9 +246,17 @@ def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = 
         label = f"like {target_like.meta.get('source_path', 'reference')}"
         if target is not None:
             over = resolve_protocol(target) if isinstance(target, str) else target
-            tgt = tgt.merged(replace(over, kernel=None, kernel_name=None, dose=None))
-            tgt_sig = replace(tgt_sig, thickness_mm=float(tgt.thickness or tgt_sig.thickness_mm),
-                              spacing_mm=float(tgt.spacing or tgt.thickness or tgt_sig.spacing_mm))
+            extra = [k for k in ("kernel", "kernel_name", "dose", "mas", "ctdivol") if getattr(over, k, None) is not None]
+            if extra:
+                raise BadInputError(f"With a reference scan (--target-like) the target's kernel and dose are the "
+                                    f"reference's; --target may only set thickness and spacing, not "
+                                    f"{', '.join(extra)}.")
+            tgt = tgt.merged(over)
+            # a thickness given alone sets the spacing too (as without a reference), not the reference's spacing
+            t_t = float(over.thickness or tgt_sig.thickness_mm)
+            s_t = float(over.spacing or over.thickness or tgt_sig.spacing_mm)
+            tgt = replace(tgt, thickness=t_t, spacing=s_t)
+            tgt_sig = replace(tgt_sig, thickness_mm=t_t, spacing_mm=s_t)
         warnings.extend(_reference_kernel_warning(src_sig, tgt_sig))
     else:
         tgt, kernel_given, dose_given = complete_target(src, target)

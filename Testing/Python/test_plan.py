@@ -267,9 +267,23 @@ def test_reference_of_the_same_class_with_another_transfer_warns(scans):
     (w,) = _reference_kernel_warning(sig, sharper)
     slightly = dc_replace(sig, transfer=Transfer(t.f50 * 1.05, t.p, t.boost))
     assert _reference_kernel_warning(sig, slightly) == []  # within 10 %: a noise-only pair, nothing to warn of
-    assert w["code"] == "REFERENCE_KERNEL_SAME_CLASS" and f"kernel={sig.kernel}" in w["message"]
+    assert w["code"] == "REFERENCE_KERNEL_SAME_CLASS" and "--target dose=1" in w["message"]
     assert _reference_kernel_warning(sig, sig) == []
     other = dc_replace(sig, kernel="smooth" if sig.kernel != "smooth" else "sharp")
     assert _reference_kernel_warning(sig, other) == []  # another class: a kernel change the user asked for
     plan = make_plan(src, None, target_like=ref, method="classical")  # sharp source, smooth reference
     assert "REFERENCE_KERNEL_SAME_CLASS" not in {x["code"] for x in plan.warnings}
+
+
+def test_reference_with_a_thickness_override_and_refused_fields(scans):
+    """--target-like plus --target: a thickness alone also sets the spacing (not the reference's); a kernel or
+    dose is refused in words instead of being dropped silently (found by a new-user check)."""
+    src, ref, _ = scans
+    plan = make_plan(src, None, "thickness=3", target_like=ref, method="classical")
+    assert plan.target_signature.thickness_mm == 3.0 and plan.target_signature.spacing_mm == 3.0
+    assert plan.target.spacing == 3.0
+    plan = make_plan(src, None, "thickness=3,spacing=1.5", target_like=ref, method="classical")
+    assert plan.target_signature.spacing_mm == 1.5
+    for spec in ("kernel=sharp,thickness=3", "dose=0.5", "emphysema-reference"):
+        with pytest.raises(BadInputError, match="may only set thickness and spacing"):
+            make_plan(src, None, spec, target_like=ref, method="classical")
