@@ -23,8 +23,9 @@ def method_providers(names=None, kinds=("classical", "model"), textures=("clean"
 
     Each runs :func:`~CTNormalizeLib.normalization.normalize` with the explicit source and
     target protocols, as a user who knows the protocol would, or with a reference scan of the
-    target protocol when the benchmark passes a volume as the target (:func:`target_kwargs`). ``textures`` beyond ``clean``
-    add a provider ``<label>[<texture>]`` for every complete method (the chain and models).
+    target protocol when the benchmark passes a volume as the target (:func:`target_kwargs`).
+    ``textures`` beyond ``clean`` add a provider ``<label>[<texture>]`` for every complete
+    method (the chain and models).
     """
     from .methods import method_table
     from .normalization import normalize

@@ -190,10 +190,10 @@ def _reference_kernel_warning(src_sig: Signature, tgt_sig: Signature) -> list:
     """A warning when a reference scan measures the source's kernel class but an MTF50 more than
     :data:`~.signature.signature.KERNEL_CHANGE_RATIO` apart (a kernel change for the plan).
 
-    The chain then converts the kernel with the kernel-change settings. Scans made with one kernel at different doses can
-    measure this far apart (held-out case c: the same filter read 0.45 c/mm at 10 % dose and
-    0.50 at full dose, deterministic streaks weighing more against less noise), so the user is
-    told how to keep the kernel when the two share it.
+    The chain then converts the kernel with the kernel-change settings. Scans made with one
+    kernel at different doses can measure this far apart (held-out case c: the same filter read
+    0.45 c/mm at 10 % dose and 0.50 at full dose, deterministic streaks weighing more against
+    less noise), so the user is told how to keep the kernel when the two share it.
     """
     from .signature.signature import pair_kind
 

@@ -60,6 +60,13 @@ def _row(values: dict, label: str) -> dict:
     return row
 
 
+def _check_modes(source_mode: str, target_mode: str) -> None:
+    if source_mode not in _SOURCE_NOTE:
+        raise BadInputError(f"source_mode must be 'explicit' or 'auto', not {source_mode!r}.")
+    if target_mode not in TARGET_MODES:
+        raise BadInputError(f"target_mode must be one of {', '.join(TARGET_MODES)}, not {target_mode!r}.")
+
+
 def run_case(case: "hcases.HeldOutCase", methods: list, keep_arrays: bool = False,
              source_mode: str = "explicit", target_mode: str = "explicit") -> dict:
     """Run every method on one case and evaluate source, outputs, replicate and noise-free target.
@@ -73,13 +80,10 @@ def run_case(case: "hcases.HeldOutCase", methods: list, keep_arrays: bool = Fals
     """
     from .paired import evaluate_methods
 
+    _check_modes(source_mode, target_mode)
     sprot, tprot = parse_spec(case.source_spec), parse_spec(case.target_spec)
     if source_mode == "auto":
         sprot = "auto"
-    elif source_mode != "explicit":
-        raise BadInputError(f"source_mode must be 'explicit' or 'auto', not {source_mode!r}.")
-    if target_mode not in TARGET_MODES:
-        raise BadInputError(f"target_mode must be one of {', '.join(TARGET_MODES)}, not {target_mode!r}.")
     ref = None
     if target_mode == "like" or any(m.name.endswith("histogram_match") for m in methods):
         ref = hcases.reference_scan(case.spec.target, case.target.shape[1], case.target.spacing[1])
@@ -150,10 +154,7 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
         Give the methods the nominal target protocol, or a reference scan of it (see :func:`run_case`).
     """
     t_start, c_start = time.perf_counter(), time.process_time()
-    if source_mode not in _SOURCE_NOTE:
-        raise BadInputError(f"source_mode must be 'explicit' or 'auto', not {source_mode!r}.")
-    if target_mode not in TARGET_MODES:
-        raise BadInputError(f"target_mode must be one of {', '.join(TARGET_MODES)}, not {target_mode!r}.")
+    _check_modes(source_mode, target_mode)
     if not methods:
         raise BadInputError("run_heldout needs the methods to run (benchmark_methods.heldout_methods()).")
     methods = list(methods)
