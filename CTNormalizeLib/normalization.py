@@ -63,6 +63,12 @@ def _as_volume(x) -> Volume:
     return read_volume(str(x))
 
 
+def method_reference(reference: Optional[Volume], target_like: Optional[Volume]) -> Optional[Volume]:
+    """The scan a reference-based method (``histogram_match``) matches: ``reference``, else the
+    ``--target-like`` scan, which is the target the user gave as a scan."""
+    return reference if reference is not None else target_like
+
+
 def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: Optional[Volume] = None,
             with_qc: bool = True) -> NormalizeOutcome:
     """Run ``plan``'s method on ``volume`` (the plan made for this volume)."""
@@ -99,7 +105,8 @@ def normalize(volume: Union[Volume, str, Path], source=None, target=None, method
         ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``gpu`` or ``mps`` (learned methods).
     progress : callable(stage, fraction), optional
     reference : Volume or path, optional
-        Reference volume for ``histogram_match`` / ``frequency_decomposition``.
+        Reference volume for ``histogram_match`` / ``frequency_decomposition`` (default:
+        ``target_like``).
     target_like : Volume or path, optional
         A scan whose measured signature is the target.
     texture : {"clean", "target"}
@@ -114,10 +121,10 @@ def normalize(volume: Union[Volume, str, Path], source=None, target=None, method
     NormalizeOutcome
     """
     vol = _as_volume(volume)
-    ref = None if reference is None else _as_volume(reference)
+    like = None if target_like is None else _as_volume(target_like)
+    ref = method_reference(None if reference is None else _as_volume(reference), like)
     t0 = time.perf_counter()
     if plan is None:
-        like = None if target_like is None else _as_volume(target_like)
         plan = make_plan(vol, source, target, target_like=like, method=method, device=device, texture=texture,
                          kernel_from=kernel_from)
     t_plan = round(time.perf_counter() - t0, 3)

@@ -56,7 +56,7 @@ def run(volume, plan, progress=None, reference=None, options: dict | None = None
     from .state import finish, partial_warning, start
 
     if not isinstance(reference, Volume):
-        raise BadInputError("Histogram matching needs a reference volume (--reference).")
+        raise BadInputError("Histogram matching needs a reference volume (--reference, or a --target-like scan).")
     region = (options or {}).get("histogram_region", "body")
     state = start(volume, plan)
     m = region_mask(state.hu, state.spacing, region)

@@ -67,7 +67,8 @@ def add_arguments(p):
     p.add_argument("--progress", choices=("json", "bar", "none"), default=None,
                    help="json: JSON lines on stdout (for Slicer); bar: a progress bar (default on a terminal)")
     p.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the folder holds several series")
-    p.add_argument("--reference", default=None, help="reference CT for --method histogram_match / frequency_decomposition")
+    p.add_argument("--reference", default=None, help="reference CT for --method histogram_match / frequency_decomposition "
+                                                     "(default: the --target-like scan)")
     p.add_argument("--report", default=None, help="also write the run report (JSON) to this path")
     p.add_argument("--allow-missing-slices", action="store_true",
                    help="DICOM: interpolate over unreadable or missing slices (with a warning naming them) "
@@ -107,7 +108,7 @@ def _run(args, events: EventStream, guard) -> int:
     from ..io.outputs import volume_nbytes
     from ..io.write import check_volume_path, output_type
     from ..methods import get_method
-    from ..normalization import execute
+    from ..normalization import execute, method_reference
     from ..plan import make_plan
 
     dicom_out = output_is_dicom(args.output, args.output_format)
@@ -150,7 +151,7 @@ def _run(args, events: EventStream, guard) -> int:
     def progress(stage, fraction):
         events.progress(stage, 0.05 + 0.85 * fraction, step=3)
 
-    outcome = execute(plan, vol, progress=progress, reference=reference)
+    outcome = execute(plan, vol, progress=progress, reference=method_reference(reference, like))
     for w in outcome.result.warnings:
         events.warning(w.get("code", "WARNING"), w.get("message", ""))
 

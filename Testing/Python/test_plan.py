@@ -124,6 +124,23 @@ def test_target_like_reference_scan(scans):
     assert l1_out < 0.6 * l1_src, (l1_out, l1_src)
 
 
+def test_a_target_like_scan_is_the_reference_of_histogram_matching(scans):
+    """A reference-based method given only --target-like matches that scan (it asked for --reference before);
+    an explicit reference still wins."""
+    from CTNormalizeLib.normalization import normalize
+
+    src, ref, ref2 = scans
+    body = lambda v: v.hu[v.hu > -500]  # noqa: E731
+    out = normalize(src, None, target_like=ref, method="histogram_match")
+    q = np.linspace(0.05, 0.95, 19)
+    err = np.abs(np.quantile(body(out.volume), q) - np.quantile(body(ref), q)).max()
+    err_src = np.abs(np.quantile(body(src), q) - np.quantile(body(ref), q)).max()
+    assert err < 0.3 * err_src, (err, err_src)
+    shifted = Volume(ref.hu + 200.0, ref.spacing, ref.origin, ref.direction, meta=dict(ref.meta))
+    both = normalize(src, None, target_like=ref, method="histogram_match", reference=shifted)
+    assert np.median(body(both.volume)) > np.median(body(out.volume)) + 150
+
+
 def test_auto_picks_by_measured_figures(scans):
     src, _, _ = scans
     plan = make_plan(src, None, "emphysema-reference", method="classical")

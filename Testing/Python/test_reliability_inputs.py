@@ -254,3 +254,19 @@ def test_a_bad_reference_scan_is_named_in_the_message(capsys, tmp_path, ct, what
     code, _, err = cli(capsys, "normalize", ct, "-o", out, "--target-like", ref, "--method", "mtf_ratio",
                        "--progress", "none")
     check_case(code, err, 2, want, before, [tmp_path], absent=[] if what == "the output" else [out])
+
+
+def test_histogram_matching_takes_the_target_like_scan_as_its_reference(capsys, tmp_path, ct):
+    """--method histogram_match with --target-like and no --reference runs (the scan is the reference);
+    with neither it is refused in words naming both options, and nothing is written."""
+    ref = write_image(tmp_path / "ref.nrrd", chest() + 40.0)
+    out = tmp_path / "out.nrrd"
+    before = snapshot(ct, ref)
+    code, _, err = cli(capsys, "normalize", ct, "-o", out, "--target-like", ref, "--method", "histogram_match",
+                       "--progress", "none")
+    assert code == 0, err
+    assert snapshot(ct, ref) == before and out.is_file()
+    out2 = tmp_path / "out2.nrrd"
+    code, _, err = cli(capsys, "normalize", ct, "-o", out2, "--target", "kernel=smooth", "--method",
+                       "histogram_match", "--progress", "none")
+    check_case(code, err, 2, ["--reference", "--target-like"], before, [tmp_path], absent=[out2])
