@@ -17,6 +17,7 @@ from .errors import BadInputError
 from .protocols import FieldSource, Protocol, parse_spec, resolve_protocol
 from .protocols.detect import protocol_from_tags
 from .signature import Signature, measure_signature
+from .signature.reference import noise_between
 from .signature.target import noise_equivalent_dose, nominal_target, reference_target
 from .volume import Volume
 
@@ -186,6 +187,14 @@ def _target_from_reference(ref: Volume, source_sig: Signature) -> tuple[Protocol
     return prot, sig
 
 
+def _at_thickness(sig: Signature, thickness_mm: float, spacing_mm: float) -> Signature:
+    """A reference's signature at another slice thickness: the protocol's noise there (the same dose)."""
+    noise = sig.noise_hu
+    if noise is not None and sig.thickness_mm and abs(thickness_mm - sig.thickness_mm) > 1e-3:
+        noise = noise_between(noise, sig.transfer, sig.transfer, sig.pixel_mm, sig.thickness_mm, thickness_mm)
+    return replace(sig, thickness_mm=thickness_mm, spacing_mm=spacing_mm, noise_hu=noise)
+
+
 def _reference_kernel_warning(src_sig: Signature, tgt_sig: Signature) -> list:
     """A warning when a reference scan measures the source's kernel class but an MTF50 more than
     :data:`~.signature.signature.KERNEL_CHANGE_RATIO` apart (a kernel change for the plan).
@@ -256,7 +265,7 @@ def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = 
             t_t = float(over.thickness or tgt_sig.thickness_mm)
             s_t = float(over.spacing or over.thickness or tgt_sig.spacing_mm)
             tgt = replace(tgt, thickness=t_t, spacing=s_t)
-            tgt_sig = replace(tgt_sig, thickness_mm=t_t, spacing_mm=s_t)
+            tgt_sig = _at_thickness(tgt_sig, t_t, s_t)
         warnings.extend(_reference_kernel_warning(src_sig, tgt_sig))
     else:
         tgt, kernel_given, dose_given = complete_target(src, target)

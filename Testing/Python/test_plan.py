@@ -299,6 +299,12 @@ def test_reference_with_a_thickness_override_and_refused_fields(scans):
     plan = make_plan(src, None, "thickness=3", target_like=ref, method="classical")
     assert plan.target_signature.thickness_mm == 3.0 and plan.target_signature.spacing_mm == 3.0
     assert plan.target.spacing == 3.0
+    # the reference's protocol at 3 mm: its noise there (same dose), so the source's implied dose does not move
+    at_ref = make_plan(src, None, target_like=ref, method="classical")
+    t_ref = at_ref.target_signature.thickness_mm
+    assert t_ref == pytest.approx(1.0, rel=0.25)
+    assert plan.target_signature.noise_hu == pytest.approx(at_ref.target_signature.noise_hu * (t_ref / 3.0) ** 0.5)
+    assert plan.noise_equivalent_dose == pytest.approx(at_ref.noise_equivalent_dose, rel=1e-6)
     plan = make_plan(src, None, "thickness=3,spacing=1.5", target_like=ref, method="classical")
     assert plan.target_signature.spacing_mm == 1.5
     for spec in ("kernel=sharp,thickness=3", "dose=0.5", "emphysema-reference"):
