@@ -83,6 +83,23 @@ class Plan:
             "warnings": [dict(w) for w in self.warnings],
         }
 
+    def summary(self) -> str:
+        """One line: source spec -> target spec, the reference scan's name and a kernel conversion's
+        measured MTF50s (which the specs hide when both kernels fall in one class)."""
+        from .signature.signature import pair_kind
+
+        text = f"{self.source.spec()} -> {self.target.spec()}"
+        extra = []
+        if self.target_signature.origin == "reference":
+            extra.append(self.target_label)
+        if pair_kind(self.source_signature, self.target_signature) == "kernel_change":
+            s, t = self.source_signature.transfer.mtf50, self.target_signature.transfer.mtf50
+            if math.isfinite(s) and math.isfinite(t):
+                extra.append(f"kernel MTF50 {s:.2f} -> {t:.2f} c/mm")
+            else:
+                extra.append("kernel converted")
+        return text + (f" ({'; '.join(extra)})" if extra else "")
+
     def noise_summary(self) -> str:
         """One sentence on the noise, in HU and relative to the target (never an absolute dose)."""
         s, t = self.source_signature.noise_hu, self.target_signature.noise_hu

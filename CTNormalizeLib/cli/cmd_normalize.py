@@ -160,7 +160,7 @@ def _run(args, events: EventStream, guard) -> int:
     t = time.perf_counter()
     out_vol = outcome.volume
     out_vol.meta = {k: v for k, v in vol.meta.items() if k not in ("source_path", "warnings")}
-    out_vol.meta["ctnormalize"] = f"{plan.method} {plan.source.spec()} -> {plan.target.spec()}"
+    out_vol.meta["ctnormalize"] = f"{plan.method} {plan.summary()}"
     run_report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve()))
     if dicom_out and args.output_type == "float32":
         events.warning("OUTPUT_TYPE_DICOM", "--output-type float32 is for volume files: the derived DICOM series "
@@ -191,6 +191,6 @@ def _run(args, events: EventStream, guard) -> int:
             stored = "whole HU, DICOM" if series.rescale_slope == 1.0 else "DICOM, int16 with a rescale slope"
         else:
             stored = "whole HU, int16" if dtype == "int16" else "float32"
-        print(f"Wrote {out} ({stored}; {plan.method}; {plan.source.spec()} -> {plan.target.spec()}; "
+        print(f"Wrote {out} ({stored}; {plan.method}; {plan.summary()}; "
               f"{plan.noise_summary()})")
     return 0

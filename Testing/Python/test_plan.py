@@ -292,6 +292,18 @@ def test_reference_of_the_same_class_with_another_transfer_warns(scans):
     assert "REFERENCE_KERNEL_SAME_CLASS" not in {x["code"] for x in plan.warnings}
 
 
+def test_the_one_line_summary_names_the_reference_and_a_kernel_conversion(scans):
+    """Two specs can read alike (both smooth) while the kernel is converted: the summary says so, and names
+    the reference scan; a dose-only plan's summary adds nothing."""
+    src, ref, _ = scans
+    like = make_plan(src, None, target_like=ref, method="classical")
+    text = like.summary()
+    assert like.target_label in text and "kernel MTF50" in text
+    assert f"{like.source_signature.transfer.mtf50:.2f} -> {like.target_signature.transfer.mtf50:.2f}" in text
+    dose_only = make_plan(src, None, "dose=1", method="classical")
+    assert dose_only.summary() == f"{dose_only.source.spec()} -> {dose_only.target.spec()}"
+
+
 def test_reference_with_a_thickness_override_and_refused_fields(scans):
     """--target-like plus --target: a thickness alone also sets the spacing (not the reference's); a kernel or
     dose is refused in words instead of being dropped silently (found by a new-user check)."""
