@@ -47,13 +47,16 @@ GPU_OVERRIDES = {"batch": 256, "noise": "torch"}
 #: The denoiser recipes (``ctnormalize train --recipe NAME``): overrides of :class:`DenoiseConfig`.
 #: ``denoise-v2`` starts from the installed ctn-denoise-v1 and learns to use the neighbouring slices;
 #: ``denoise-v2b`` trains ctn-denoise-v2 on 5000 more batches of fresh noise (seed 1, so its batches are
-#: not the ones v2 saw) at a lower peak learning rate.
+#: not the ones v2 saw) at a lower peak learning rate; ``denoise-v2c`` does the same once more from
+#: ctn-denoise-v2b (seed 2).
 RECIPE_OVERRIDES = {
     "denoise": {},
     "denoise-v2": {"name": "ctn-denoise-v2", "recipe": "denoise-v2", "context": 3, "init_from": NAME,
                    "steps": 5000, "lr": 3e-4, "warmup": 50},
     "denoise-v2b": {"name": "ctn-denoise-v2b", "recipe": "denoise-v2b", "context": 3, "init_from": "ctn-denoise-v2",
                     "steps": 5000, "lr": 2e-4, "warmup": 50, "seed": 1},
+    "denoise-v2c": {"name": "ctn-denoise-v2c", "recipe": "denoise-v2c", "context": 3, "init_from": "ctn-denoise-v2b",
+                    "steps": 5000, "lr": 2e-4, "warmup": 50, "seed": 2},
 }
 
 

@@ -270,9 +270,11 @@ def test_cli_trains_the_denoise_recipe_in_pieces(tmp_path):
     assert main(["train", "--recipe", "denoise", "-o", str(run), "--bank", str(bank), "--device", "nope"]) != 0
 
 
-def test_denoise_v2b_keeps_its_own_seed_unless_told(tmp_path):
-    """denoise-v2b continues ctn-denoise-v2 on fresh batches: seed 1 by default (seed 0 would replay v2's
-    batches); an explicit --seed wins; both end up in the card's command."""
+@pytest.mark.parametrize("recipe, own_seed, starts_from", [("denoise-v2b", 1, "ctn-denoise-v2"),
+                                                              ("denoise-v2c", 2, "ctn-denoise-v2b")])
+def test_continued_denoisers_keep_their_own_seed_unless_told(tmp_path, recipe, own_seed, starts_from):
+    """denoise-v2b continues ctn-denoise-v2 on fresh batches (seed 1 by default: seed 0 would replay v2's
+    batches), denoise-v2c continues v2b (seed 2); an explicit --seed wins; both end up in the card's command."""
     from scipy import ndimage as ndi
 
     from CTNormalizeLib.cli.main import main
@@ -281,12 +283,12 @@ def test_denoise_v2b_keeps_its_own_seed_unless_told(tmp_path):
     vol = (ndi.gaussian_filter(rng.normal(0, 1, (4, 132, 132)), 3) * 3000.0 - 500.0).astype(np.float32)
     bank = tmp_path / "bank.npz"
     np.savez_compressed(bank, target_0=vol, index_json=np.frombuffer(json.dumps({"targets": 1}).encode(), np.uint8))
-    for extra, seed in (([], 1), (["--seed", "3"], 3)):
+    for extra, seed in (([], own_seed), (["--seed", "3"], 3)):
         run = tmp_path / f"run{seed}"
-        assert main(["train", "--recipe", "denoise-v2b", "-o", str(run), "--bank", str(bank), "--steps", "1",
+        assert main(["train", "--recipe", recipe, "-o", str(run), "--bank", str(bank), "--steps", "1",
                      *extra]) == 0
-        card = json.loads((run / "package" / "ctn-denoise-v2b" / "card.json").read_text())
-        assert card["hyperparameters"]["seed"] == seed and card["recipe"]["starts_from"] == "ctn-denoise-v2"
+        card = json.loads((run / "package" / recipe.replace("denoise", "ctn-denoise") / "card.json").read_text())
+        assert card["hyperparameters"]["seed"] == seed and card["recipe"]["starts_from"] == starts_from
         assert f"--seed {seed}" in card["recipe"]["command"] and f"--seed {seed}" in card["recipe"]["gpu_recipe"]["command"]
 
 
