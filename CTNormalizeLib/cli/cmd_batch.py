@@ -108,6 +108,7 @@ def _run(args, mode: str) -> int:
     from ..cohort.case import BatchSettings, run_case
     from ..cohort.report import write_cohort_html
     from ..cohort.tables import write_tables
+    from ..io.write import check_output_type
     from ..protocols import resolve_protocol
     from .events import dumps
 
@@ -120,9 +121,7 @@ def _run(args, mode: str) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise BadInputError(f"Output {out} is a file; give a folder.")
-    if args.output_format == "dicom" and args.output_type == "float32":
-        raise BadInputError("--output-type float32 is for volume files: a derived DICOM series stores whole HU "
-                            "(leave --output-type out, or choose --output-format nrrd / nii.gz).")
+    check_output_type(args.output_type, args.output_format == "dicom", "choose --output-format nrrd / nii.gz")
     _check_output(args, cases, out)
     out.mkdir(parents=True, exist_ok=True)
     workers = None if args.scheduler else local_workers(args, len(cases))

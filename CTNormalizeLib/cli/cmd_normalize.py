@@ -106,12 +106,13 @@ def _run(args, events: EventStream, guard) -> int:
     from ..io import write_volume
     from ..io.dicom_write import check_output_dir, derivation_from_report, output_is_dicom, write_derived_series
     from ..io.outputs import volume_nbytes
-    from ..io.write import check_volume_path, output_type
+    from ..io.write import check_output_type, check_volume_path, output_type
     from ..methods import get_method
     from ..normalization import execute, method_reference
     from ..plan import make_plan
 
     dicom_out = output_is_dicom(args.output, args.output_format)
+    check_output_type(args.output_type, dicom_out, "give a volume file as -o")
     guard.add_inputs([args.input, args.reference, args.target_like])
     out = guard.add(args.output, what="-o", kind="dir" if dicom_out else "file",
                     validate=None if dicom_out else check_volume_path)
@@ -162,9 +163,6 @@ def _run(args, events: EventStream, guard) -> int:
     out_vol.meta = {k: v for k, v in vol.meta.items() if k not in ("source_path", "warnings")}
     out_vol.meta["ctnormalize"] = f"{plan.method} {plan.summary()}"
     run_report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve()))
-    if dicom_out and args.output_type == "float32":
-        events.warning("OUTPUT_TYPE_DICOM", "--output-type float32 is for volume files: the derived DICOM series "
-                                            "stores whole HU.")
     if dicom_out:
         series = write_derived_series(out_vol, guard.stage(out), vol, derivation_from_report(run_report))
         for w in series.warnings:

@@ -72,6 +72,16 @@ OUTPUT_TYPES = ("int16", "float32")
 DEFAULT_OUTPUT_TYPE = "int16"
 
 
+def check_output_type(requested: str, dicom: bool, other_formats: str) -> None:
+    """Refuse ``--output-type float32`` for a derived DICOM series, which stores integers.
+
+    ``other_formats``: what the command offers instead (named in the message).
+    """
+    if dicom and requested == "float32":
+        raise BadInputError("--output-type float32 is for volume files: a derived DICOM series stores whole HU "
+                            f"(leave --output-type out, or {other_formats}).")
+
+
 def output_type(hu: np.ndarray, requested: str = DEFAULT_OUTPUT_TYPE) -> tuple[str, Optional[dict]]:
     """The type to write a normalized volume as, and a warning when the request cannot be met.
 

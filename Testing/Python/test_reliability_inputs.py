@@ -206,14 +206,6 @@ def test_v3_gpu_recipe_refuses_what_it_would_ignore_before_its_run_folder_is_mad
         check_case(code, err, 2, ["BAD_INPUT", words], before, [tmp_path], absent=[run_dir])
 
 
-def test_batch_refuses_float32_for_a_dicom_series(capsys, tmp_path, ct):
-    before = snapshot(ct)
-    out = tmp_path / "cohort"
-    code, _, err = cli(capsys, "batch", "--input-dir", ct.parent, "-o", out, "--target", "kernel=smooth",
-                       "--output-format", "dicom", "--output-type", "float32", "--progress", "none")
-    check_case(code, err, 2, ["BAD_INPUT", "stores whole HU"], before, [tmp_path], absent=[out])
-
-
 def test_cuda_without_cuda_is_bad_input_naming_what_torch_sees(capsys, monkeypatch, tmp_path, ct):
     """A stand-in torch module with no GPU (the real one may have one, and imports slowly)."""
     import sys
@@ -270,3 +262,18 @@ def test_histogram_matching_takes_the_target_like_scan_as_its_reference(capsys, 
     code, _, err = cli(capsys, "normalize", ct, "-o", out2, "--target", "kernel=smooth", "--method",
                        "histogram_match", "--progress", "none")
     check_case(code, err, 2, ["--reference", "--target-like"], before, [tmp_path], absent=[out2])
+
+
+@pytest.mark.parametrize("command", ["normalize", "batch"])
+def test_float32_for_a_dicom_series_is_refused_before_any_work(capsys, tmp_path, ct, command):
+    """A derived DICOM series stores integers: --output-type float32 with a DICOM output is refused in words by
+    both commands (normalize only warned, after the run), and nothing is written."""
+    out = tmp_path / "series"
+    before = snapshot(ct)
+    if command == "normalize":
+        args = ["normalize", ct, "-o", f"{out}/", "--target", "kernel=smooth", "--method", "mtf_ratio"]
+    else:
+        args = ["batch", "--input-dir", ct.parent, "-o", out, "--target", "kernel=smooth", "--output-format", "dicom"]
+    code, _, err = cli(capsys, *args, "--output-type", "float32", "--progress", "none")
+    check_case(code, err, 2, ["BAD_INPUT", "--output-type float32", "stores whole HU"], before, [tmp_path],
+               absent=[out])
