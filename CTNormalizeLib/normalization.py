@@ -63,10 +63,19 @@ def _as_volume(x) -> Volume:
     return read_volume(str(x))
 
 
-def method_reference(reference: Optional[Volume], target_like: Optional[Volume]) -> Optional[Volume]:
-    """The scan a reference-based method (``histogram_match``) matches: ``reference``, else the
-    ``--target-like`` scan, which is the target the user gave as a scan."""
-    return reference if reference is not None else target_like
+def method_reference(method: str, reference: Optional[Volume], target_like: Optional[Volume]) -> Optional[Volume]:
+    """The reference a method gets: ``reference``; for a method that needs one (``histogram_match``)
+    and has none, the ``--target-like`` scan, which is the target the user gave as a scan.
+
+    Other methods get no stand-in: ``frequency_decomposition`` without a reference predicts the
+    target's band energies from the plan's target signature (the reference's, at the requested
+    thickness and the input's pixel size) instead of copying another patient's lungs.
+    """
+    from .methods import get_method
+
+    if reference is not None or not get_method(method).needs_reference:
+        return reference
+    return target_like
 
 
 def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: Optional[Volume] = None,
@@ -105,8 +114,8 @@ def normalize(volume: Union[Volume, str, Path], source=None, target=None, method
         ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``gpu`` or ``mps`` (learned methods).
     progress : callable(stage, fraction), optional
     reference : Volume or path, optional
-        Reference volume for ``histogram_match`` / ``frequency_decomposition`` (default:
-        ``target_like``).
+        Reference volume for ``histogram_match`` / ``frequency_decomposition`` (``histogram_match``
+        without one matches ``target_like``).
     target_like : Volume or path, optional
         A scan whose measured signature is the target.
     texture : {"clean", "target"}
@@ -122,12 +131,12 @@ def normalize(volume: Union[Volume, str, Path], source=None, target=None, method
     """
     vol = _as_volume(volume)
     like = None if target_like is None else _as_volume(target_like)
-    ref = method_reference(None if reference is None else _as_volume(reference), like)
     t0 = time.perf_counter()
     if plan is None:
         plan = make_plan(vol, source, target, target_like=like, method=method, device=device, texture=texture,
                          kernel_from=kernel_from)
     t_plan = round(time.perf_counter() - t0, 3)
+    ref = method_reference(plan.method, None if reference is None else _as_volume(reference), like)
     outcome = execute(plan, vol, progress, ref)
     outcome.timings = {"plan_s": t_plan, **outcome.timings}
     return outcome

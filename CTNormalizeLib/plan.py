@@ -79,26 +79,31 @@ class Plan:
             "source_signature": self.source_signature.to_dict(),
             "target_signature": self.target_signature.to_dict(),
             "noise_equivalent_dose": None if ned is None else round(ned, 4),
+            "summary": self.summary(),
             "noise_summary": self.noise_summary(),
             "warnings": [dict(w) for w in self.warnings],
         }
 
     def summary(self) -> str:
-        """One line: source spec -> target spec, the reference scan's name and a kernel conversion's
-        measured MTF50s (which the specs hide when both kernels fall in one class)."""
+        """One line: source spec -> target spec, the reference scan's file name and a kernel
+        conversion's MTF50s (the source's measured one, the target's measured on a reference scan
+        or the class's nominal one), which the specs hide when both kernels fall in one class."""
+        from pathlib import PurePath
+
         from .signature.signature import pair_kind
 
-        text = f"{self.source.spec()} -> {self.target.spec()}"
+        text = f"{self.source.spec() or '?'} -> {self.target.spec() or '?'}"
         extra = []
         if self.target_signature.origin == "reference":
-            extra.append(self.target_label)
+            name = PurePath(self.target_label[len("like "):]).name if self.target_label.startswith("like ") else ""
+            extra.append(f"like {name or 'a reference scan'}")
         if pair_kind(self.source_signature, self.target_signature) == "kernel_change":
             s, t = self.source_signature.transfer.mtf50, self.target_signature.transfer.mtf50
             if math.isfinite(s) and math.isfinite(t):
                 extra.append(f"kernel MTF50 {s:.2f} -> {t:.2f} c/mm")
             else:
                 extra.append("kernel converted")
-        return text + (f" ({'; '.join(extra)})" if extra else "")
+        return text + (f" [{'; '.join(extra)}]" if extra else "")
 
     def noise_summary(self) -> str:
         """One sentence on the noise, in HU and relative to the target (never an absolute dose)."""
@@ -206,10 +211,14 @@ def _target_from_reference(ref: Volume, source_sig: Signature) -> tuple[Protocol
 
 def _at_thickness(sig: Signature, thickness_mm: float, spacing_mm: float) -> Signature:
     """A reference's signature at another slice thickness: the protocol's noise there (the same dose)."""
-    noise = sig.noise_hu
-    if noise is not None and sig.thickness_mm and abs(thickness_mm - sig.thickness_mm) > 1e-3:
-        noise = noise_between(noise, sig.transfer, sig.transfer, sig.pixel_mm, sig.thickness_mm, thickness_mm)
-    return replace(sig, thickness_mm=thickness_mm, spacing_mm=spacing_mm, noise_hu=noise)
+    out = replace(sig, thickness_mm=thickness_mm, spacing_mm=spacing_mm)
+    if sig.noise_hu is None or not sig.thickness_mm or abs(thickness_mm - sig.thickness_mm) <= 1e-3:
+        return out
+    noise = noise_between(sig.noise_hu, sig.transfer, sig.transfer, sig.pixel_mm, sig.thickness_mm, thickness_mm)
+    was = sig.sources.get("noise_hu")
+    return out.with_noise(noise, FieldSource("reference", getattr(was, "confidence", 1.0),
+                                             f"the reference scan's noise, carried from its {sig.thickness_mm:g} mm "
+                                             f"slices to {thickness_mm:g} mm at the same dose"))
 
 
 def _reference_kernel_warning(src_sig: Signature, tgt_sig: Signature) -> list:

@@ -6,7 +6,7 @@
 #   benchmarks/gpu_train_denoise.sh [OUT_DIR]     (default: $OUT, else benchmarks/results)
 # Environment: CTN_TRAIN_MINUTES (training time, default 7), CTN_CHECK_DEVICE (default cuda),
 # CTN_BATCH (default the GPU recipe's 256), CTN_BANK (default .gpucheck/denoise_clean.npz), CTN_RECIPE (denoise, the
-# default, denoise-v2: starts from the checkout's ctn-denoise-v1, or denoise-v2b: from its ctn-denoise-v2). Writes OUT_DIR/<name>-gpu/ (package) and
+# default, denoise-v2: starts from the checkout's ctn-denoise-v1, denoise-v2b: from its ctn-denoise-v2, or denoise-v2c: from its ctn-denoise-v2b). Writes OUT_DIR/<name>-gpu/ (package) and
 # OUT_DIR/gpu_train_denoise.json (steps, samples/s, time); the CPU recipe's package is not touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."

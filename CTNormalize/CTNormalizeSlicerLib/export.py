@@ -29,7 +29,7 @@ def report_html(output_node) -> str:
     rr = RunReport.from_dict(json.loads(nodes.provenance(output_node).get("report") or "{}"))
     rows = [("method", rr.method), ("why this method", rr.method_reason), ("model sha256", rr.model_sha256 or ""),
             ("device", rr.device), ("source protocol", rr.source_spec), ("target protocol", rr.target_spec),
-            ("noise", rr.plan.get("noise_summary", "")), ("engine version", rr.engine_version)]
+            ("noise", rr.noise_summary), ("engine version", rr.engine_version)]
     qc, steps, warnings = rr.qc, rr.steps, rr.warnings
 
     def table(pairs):

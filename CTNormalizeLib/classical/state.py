@@ -53,7 +53,7 @@ def finish(volume: Volume, state: ChainState, plan, label: str) -> MethodResult:
     if hu is volume.hu:
         hu = hu.copy()
     meta = dict(volume.meta)
-    meta["CTNormalize"] = f"{label} {plan.source.spec() or '?'} -> {plan.target.spec() or '?'}"
+    meta["CTNormalize"] = f"{label} {plan.summary()}"
     if state.spacing[0] != volume.spacing[0]:
         meta["SpacingBetweenSlices"] = f"{state.spacing[0]:g}"
         meta["SliceThickness"] = f"{state.thickness:g}"

@@ -68,7 +68,7 @@ def add_arguments(p):
                    help="json: JSON lines on stdout (for Slicer); bar: a progress bar (default on a terminal)")
     p.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the folder holds several series")
     p.add_argument("--reference", default=None, help="reference CT for --method histogram_match / frequency_decomposition "
-                                                     "(default: the --target-like scan)")
+                                                     "(histogram_match without one: the --target-like scan)")
     p.add_argument("--report", default=None, help="also write the run report (JSON) to this path")
     p.add_argument("--allow-missing-slices", action="store_true",
                    help="DICOM: interpolate over unreadable or missing slices (with a warning naming them) "
@@ -152,7 +152,7 @@ def _run(args, events: EventStream, guard) -> int:
     def progress(stage, fraction):
         events.progress(stage, 0.05 + 0.85 * fraction, step=3)
 
-    outcome = execute(plan, vol, progress=progress, reference=method_reference(reference, like))
+    outcome = execute(plan, vol, progress=progress, reference=method_reference(plan.method, reference, like))
     for w in outcome.result.warnings:
         events.warning(w.get("code", "WARNING"), w.get("message", ""))
 

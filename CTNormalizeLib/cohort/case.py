@@ -49,6 +49,11 @@ class BatchSettings:
     measure: bool = True
     threads: Optional[int] = None
 
+    def __post_init__(self):
+        from ..io.write import check_output_type
+
+        check_output_type(self.output_type, self.output_format == "dicom", "choose output_format nrrd / nii.gz")
+
     def plan(self, case: Case) -> dict:
         """Everything that decides a case's outputs (compared on a re-run)."""
         return {

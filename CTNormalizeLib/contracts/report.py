@@ -66,6 +66,15 @@ class RunReport:
     def target_spec(self) -> str:
         return self.plan.get("target_spec", "")
 
+    @property
+    def protocol_summary(self) -> str:
+        """The plan's one line (:meth:`CTNormalizeLib.plan.Plan.summary`); the two specs for older reports."""
+        return self.plan.get("summary") or f"{self.source_spec or '?'} -> {self.target_spec or '?'}"
+
+    @property
+    def noise_summary(self) -> str:
+        return self.plan.get("noise_summary", "")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

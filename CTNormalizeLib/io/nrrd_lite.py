@@ -50,7 +50,8 @@ def write_nrrd(volume: Volume, path, dtype=np.float32, compress: bool = True, me
     header = {"type": np.dtype(dtype).name, "dimension": 3, "space": _LPS,
               "space directions": (d * spacing_xyz[None, :]).T, "space origin": np.asarray(volume.origin, float),
               "kinds": ["domain"] * 3, "endian": "little", "encoding": "gzip" if compress else "raw"}
-    custom = {k: str(v) for k, v in (meta or {}).items()}
+    # pynrrd writes its header as ASCII: escape the rest (a name like "Müller" in a tag or a file name)
+    custom = {k: str(v).encode("ascii", "backslashreplace").decode("ascii") for k, v in (meta or {}).items()}
     header.update(custom)
     nrrd.write(str(path), np.ascontiguousarray(volume.hu, dtype=dtype), header, index_order="C",
                custom_field_map={k: "string" for k in custom})

@@ -259,3 +259,13 @@ def test_the_outputs_kernel_check_speaks_of_the_output():
     assert out["warnings"][0]["code"] == "OUTPUT_KERNEL_DIFFERS" and "--kernel-from" not in out["warnings"][0]["message"]
     assert "standard" in out["warnings"][0]["message"] and "sharp" in out["warnings"][0]["message"]
     assert out["warnings"][1] == {"code": "OTHER", "message": "kept"}
+
+
+def test_batch_settings_refuse_float32_for_dicom():
+    """From Python too (not only the CLI): a derived DICOM series stores integers."""
+    from CTNormalizeLib.cohort.case import BatchSettings
+    from CTNormalizeLib.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="float32"):
+        BatchSettings(target=TARGET, output_format="dicom", output_type="float32")
+    assert BatchSettings(target=TARGET, output_format="nrrd", output_type="float32").output_type == "float32"

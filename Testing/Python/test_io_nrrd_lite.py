@@ -70,3 +70,17 @@ def test_float_output_is_written_uncompressed_by_default(tmp_path):
     head = lambda p: p.read_bytes()[:400].decode("latin-1")  # noqa: E731
     assert "encoding: raw" in head(tmp_path / "f.nrrd")
     assert "encoding: gzip" in head(tmp_path / "i.nrrd")
+
+
+def test_lite_writer_escapes_non_ascii_header_values(tmp_path, monkeypatch):
+    """pynrrd writes its header as ASCII: a non-ASCII tag or reference-scan name must not fail the write
+    (which would come after the whole run); the value is kept, escaped."""
+    from CTNormalizeLib.io import write as write_mod
+
+    vol = _oblique(np.int16)
+    vol.meta["ctnormalize"] = "classical kernel=sharp -> kernel=smooth [like Müller_ref.nrrd]"
+    monkeypatch.setattr(write_mod, "sitk_available", lambda: False)
+    write_volume(vol, tmp_path / "lite.nrrd")
+    monkeypatch.undo()
+    back = read_volume(tmp_path / "lite.nrrd", validate=False)
+    assert back.meta["ctnormalize"] == "classical kernel=sharp -> kernel=smooth [like M\\xfcller_ref.nrrd]"

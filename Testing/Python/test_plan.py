@@ -139,6 +139,11 @@ def test_a_target_like_scan_is_the_reference_of_histogram_matching(scans):
     shifted = Volume(ref.hu + 200.0, ref.spacing, ref.origin, ref.direction, meta=dict(ref.meta))
     both = normalize(src, None, target_like=ref, method="histogram_match", reference=shifted)
     assert np.median(body(both.volume)) > np.median(body(out.volume)) + 150
+    # frequency decomposition keeps predicting the target's band energies from the plan (the reference's
+    # signature at the requested thickness), not copying the reference patient's lungs
+    freq = normalize(src, None, target_like=ref, method="frequency_decomposition")
+    step = next(st for st in freq.result.steps if st["method"] == "frequency_decomposition")
+    assert "predicted" in json.dumps(step), step
 
 
 def test_auto_picks_by_measured_figures(scans):
@@ -297,9 +302,13 @@ def test_the_one_line_summary_names_the_reference_and_a_kernel_conversion(scans)
     the reference scan; a dose-only plan's summary adds nothing."""
     src, ref, _ = scans
     like = make_plan(src, None, target_like=ref, method="classical")
+    named = Volume(ref.hu, ref.spacing, ref.origin, ref.direction,
+                   meta={**ref.meta, "source_path": "/data/site b/ref_smooth.nrrd"})
+    like = make_plan(src, None, target_like=named, method="classical")
     text = like.summary()
-    assert like.target_label in text and "kernel MTF50" in text
+    assert "[like ref_smooth.nrrd; kernel MTF50" in text and "/data" not in text  # the file's name, not its folders
     assert f"{like.source_signature.transfer.mtf50:.2f} -> {like.target_signature.transfer.mtf50:.2f}" in text
+    assert like.to_dict()["summary"] == text
     dose_only = make_plan(src, None, "dose=1", method="classical")
     assert dose_only.summary() == f"{dose_only.source.spec()} -> {dose_only.target.spec()}"
 
@@ -317,6 +326,8 @@ def test_reference_with_a_thickness_override_and_refused_fields(scans):
     assert t_ref == pytest.approx(1.0, rel=0.25)
     assert plan.target_signature.noise_hu == pytest.approx(at_ref.target_signature.noise_hu * (t_ref / 3.0) ** 0.5)
     assert plan.noise_equivalent_dose == pytest.approx(at_ref.noise_equivalent_dose, rel=1e-6)
+    said = plan.target_signature.sources["noise_hu"]
+    assert said.source == "reference" and "to 3 mm at the same dose" in said.detail
     plan = make_plan(src, None, "thickness=3,spacing=1.5", target_like=ref, method="classical")
     assert plan.target_signature.spacing_mm == 1.5
     for spec in ("kernel=sharp,thickness=3", "dose=0.5", "emphysema-reference"):

@@ -270,8 +270,8 @@ def test_float32_for_a_dicom_series_is_refused_before_any_work(capsys, tmp_path,
     both commands (normalize only warned, after the run), and nothing is written."""
     out = tmp_path / "series"
     before = snapshot(ct)
-    if command == "normalize":
-        args = ["normalize", ct, "-o", f"{out}/", "--target", "kernel=smooth", "--method", "mtf_ratio"]
+    if command == "normalize":  # the reference is missing too: the refusal comes before reading anything
+        args = ["normalize", ct, "-o", f"{out}/", "--target-like", tmp_path / "missing.nrrd", "--method", "mtf_ratio"]
     else:
         args = ["batch", "--input-dir", ct.parent, "-o", out, "--target", "kernel=smooth", "--output-format", "dicom"]
     code, _, err = cli(capsys, *args, "--output-type", "float32", "--progress", "none")
