@@ -8,7 +8,7 @@ benchmark JSON files, so every figure in a card is one a benchmark measured::
     .venv/bin/python scripts/selection_figures.py \\
         --quality benchmarks/results/quality.json [--quality a_later_run_of_new_methods.json ...] \\
         --heldout benchmarks/results/heldout_native/heldout_physics.json \\
-        [--heldout another_heldout_run.json ...] [--dry-run]
+        [--heldout another_heldout_run.json ...] [--only NAME ...] [--dry-run]
 
 * ``selection.figures.l1_gap_closed``: ``in_distribution`` = the L1-in-the-body gap closed
   of ``quality.json`` (medians over runs); ``heldout_physics`` = the median over the
@@ -169,6 +169,9 @@ def main(argv=None) -> int:
                          "benchmark, merged by method)")
     ap.add_argument("--heldout", action="append", default=[],
                     help="heldout_physics.json of benchmarks/heldout_physics.py (repeatable; merged by case)")
+    ap.add_argument("--only", action="append", default=[],
+                    help="write only this method's card (repeatable): a new method benchmarked next to the others "
+                         "leaves their cards, measured on more runs, as they are")
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
     q = merged_quality(args.quality)
@@ -176,6 +179,13 @@ def main(argv=None) -> int:
     cases, hsrc = merged_cases(args.heldout) if args.heldout else ([], "none")
     held = heldout_rows(cases)
     names = sorted({n for n in map(_method_name, set(ind) | set(held)) if n})
+    if args.only:
+        missing = sorted(set(args.only) - set(names))
+        if missing:
+            print(f"--only {', '.join(missing)}: not in the benchmark files (they hold {', '.join(names)})",
+                  file=sys.stderr)
+            return 2
+        names = sorted(args.only)
     if not names:
         print("No method figures found in the benchmark files.", file=sys.stderr)
         return 2

@@ -43,3 +43,24 @@ def test_a_different_benchmark_is_refused(tmp_path):
     b.write_text(json.dumps(_quality(["model:new"], 0.9, cases=("b",))))
     with pytest.raises(SystemExit, match="not the same benchmark"):
         sf.merged_quality([a, b])
+
+
+def test_only_writes_the_named_card(tmp_path, monkeypatch):
+    """--only NAME: a new method benchmarked next to the others gets its figures; the others' cards (measured on
+    more runs) stay as they are; a name the files do not hold is refused."""
+    sf = _script()
+    monkeypatch.setattr(sf, "ROOT", tmp_path)
+    monkeypatch.setattr(sf, "METHODS_DIR", tmp_path / "Methods")
+    monkeypatch.setattr(sf, "MODELS_DIR", tmp_path / "Models")
+    (tmp_path / "Methods").mkdir()
+    (tmp_path / "Models" / "new").mkdir(parents=True)
+    old = {"name": "classical", "selection": {"figures": {"l1_gap_closed": {"in_distribution": 0.744}}}}
+    (tmp_path / "Methods" / "classical.json").write_text(json.dumps(old))
+    (tmp_path / "Models" / "new" / "card.json").write_text(json.dumps({"name": "new"}))
+    q = tmp_path / "q.json"
+    q.write_text(json.dumps(_quality(["classical:classical", "model:new"], 0.9)))
+    assert sf.main(["--quality", str(q), "--only", "new"]) == 0
+    assert json.loads((tmp_path / "Methods" / "classical.json").read_text()) == old
+    new = json.loads((tmp_path / "Models" / "new" / "card.json").read_text())
+    assert new["selection"]["figures"]["l1_gap_closed"]["in_distribution"] == 0.9
+    assert sf.main(["--quality", str(q), "--only", "nope"]) == 2
