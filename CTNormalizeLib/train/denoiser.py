@@ -333,6 +333,35 @@ def init_from_package(model, name: str) -> str:
     return found[0].sha256
 
 
+#: the chain settings a continued run starts from (its parent's), until scripts/choose_nlm_blend.py rechooses them
+CHAIN_SETTINGS = ("nlm_blend", "nlm_residual", "flips")
+
+
+def inherited_chain(name: Optional[str], arch: dict) -> Optional[dict]:
+    """The chain settings of the installed package ``name`` when a run continues it with the same network.
+
+    A continued model starts from its parent's weights, and so from its parent's NLM blend and
+    flips: ``scripts/choose_nlm_blend.py`` then keeps them unless another setting beats them by
+    more than one standard error, as on a rerun (a first choice would take the top setting on
+    differences far inside the noise). None without a parent, with another network, or when the
+    parent has no chain.
+    """
+    if not name:
+        return None
+    from ..models.registry import list_models
+
+    found = [p for p in list_models() if p.name == name]
+    if not found or found[0].card.get("architecture") != arch:
+        return None
+    chain = found[0].card.get("chain") or {}
+    kept = {k: chain[k] for k in CHAIN_SETTINGS if k in chain}
+    if not kept:
+        return None
+    return {**kept, "inherited_from": name,
+            "note": f"{name}'s settings, until scripts/choose_nlm_blend.py rechooses them (it keeps them unless "
+                    "another setting beats them by more than one standard error on its validation scans)"}
+
+
 def _n_targets(bank_path) -> int:
     with np.load(bank_path, allow_pickle=False) as z:
         return int(json.loads(bytes(z["index_json"]).decode())["targets"])
@@ -396,6 +425,7 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
         },
         "training": {"torch": torch.__version__, "python": platform.python_version(), "device": device},
         "metrics": {},
+        **({"chain": chain} if (chain := inherited_chain(cfg.init_from, cfg.arch)) else {}),
     }
 
 

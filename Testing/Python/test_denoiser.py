@@ -7,6 +7,7 @@ step (clean texture: told the measured noise; target texture: calibrated like NL
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from CTNormalizeLib.train import noise_fields as nf
 from reliability import chest
 
 torch = pytest.importorskip("torch")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _high_fraction(field):
@@ -289,6 +291,12 @@ def test_continued_denoisers_keep_their_own_seed_unless_told(tmp_path, recipe, o
                      *extra]) == 0
         card = json.loads((run / "package" / recipe.replace("denoise", "ctn-denoise") / "card.json").read_text())
         assert card["hyperparameters"]["seed"] == seed and card["recipe"]["starts_from"] == starts_from
+        # a continued model starts from its parent's chain too (blend, residual, flips), which the choice then keeps
+        # unless beaten by more than a standard error
+        parent = json.loads((ROOT / "Resources" / "Models" / starts_from / "card.json").read_text())
+        assert card["chain"]["inherited_from"] == starts_from
+        assert {k: card["chain"][k] for k in ("nlm_blend", "nlm_residual", "flips")} == \
+            {k: parent["chain"][k] for k in ("nlm_blend", "nlm_residual", "flips")}
         assert f"--seed {seed}" in card["recipe"]["command"] and f"--seed {seed}" in card["recipe"]["gpu_recipe"]["command"]
 
 
