@@ -94,9 +94,8 @@ class Plan:
 
         text = f"{self.source.spec() or '?'} -> {self.target.spec() or '?'}"
         extra = []
-        if self.target_signature.origin == "reference":
-            name = PurePath(self.target_label[len("like "):]).name if self.target_label.startswith("like ") else ""
-            extra.append(f"like {name or 'a reference scan'}")
+        if self.target_signature.origin == "reference":  # make_plan labels it "like <the reference's path>"
+            extra.append(f"like {PurePath(self.target_label.removeprefix('like ')).name}")
         if pair_kind(self.source_signature, self.target_signature) == "kernel_change":
             s, t = self.source_signature.transfer.mtf50, self.target_signature.transfer.mtf50
             if math.isfinite(s) and math.isfinite(t):

@@ -305,14 +305,12 @@ def init_from_package(model, name: str) -> str:
     """
     import torch
 
-    from ..models.registry import list_models
-
-    found = [p for p in list_models() if p.name == name]
-    if not found:
+    package = _installed(name)
+    if package is None:
         raise BadInputError(f"No installed model package {name!r} to start from (see `ctnormalize models`).")
-    if found[0].card.get("role") != "denoiser":
+    if package.card.get("role") != "denoiser":
         raise BadInputError(f"{name} is not a denoiser package; a denoiser run cannot start from it.")
-    src = found[0].load().state_dict()
+    src = package.load().state_dict()
     own = model.state_dict()
     missing = sorted(set(own) - set(src))
     if missing:
@@ -330,7 +328,14 @@ def init_from_package(model, name: str) -> str:
         else:
             raise BadInputError(f"{name}'s {key} has shape {tuple(w.shape)}, this run's {tuple(own[key].shape)}.")
     model.load_state_dict(own)
-    return found[0].sha256
+    return package.sha256
+
+
+def _installed(name: str):
+    """The installed model package called ``name`` (the first in the registry's order), or None."""
+    from ..models.registry import list_models
+
+    return next((p for p in list_models() if p.name == name), None)
 
 
 #: the chain settings a continued run starts from (its parent's), until scripts/choose_nlm_blend.py rechooses them
@@ -346,14 +351,10 @@ def inherited_chain(name: Optional[str], arch: dict) -> Optional[dict]:
     differences far inside the noise). None without a parent, with another network, or when the
     parent has no chain.
     """
-    if not name:
+    parent = _installed(name) if name else None
+    if parent is None or parent.card.get("architecture") != arch:
         return None
-    from ..models.registry import list_models
-
-    found = [p for p in list_models() if p.name == name]
-    if not found or found[0].card.get("architecture") != arch:
-        return None
-    chain = found[0].card.get("chain") or {}
+    chain = parent.card.get("chain") or {}
     kept = {k: chain[k] for k in CHAIN_SETTINGS if k in chain}
     if not kept:
         return None
@@ -381,6 +382,7 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
     import torch
 
     ctx = int(cfg.context)
+    chain = inherited_chain(cfg.init_from, cfg.arch)
     z_text = ("slice by slice; the chain's z_profile step changes thickness" if ctx == 1 else
               f"sees each slice with its {ctx - 1} nearest neighbours (mirrored at the ends; a one-slice scan "
               "is its own neighbour); "
@@ -425,7 +427,7 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
         },
         "training": {"torch": torch.__version__, "python": platform.python_version(), "device": device},
         "metrics": {},
-        **({"chain": chain} if (chain := inherited_chain(cfg.init_from, cfg.arch)) else {}),
+        **({"chain": chain} if chain else {}),
     }
 
 
