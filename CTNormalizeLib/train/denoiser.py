@@ -48,7 +48,7 @@ GPU_OVERRIDES = {"batch": 256, "noise": "torch"}
 #: ``denoise-v2`` starts from the installed ctn-denoise-v1 and learns to use the neighbouring slices;
 #: ``denoise-v2b`` trains ctn-denoise-v2 on 5000 more batches of fresh noise (seed 1, so its batches are
 #: not the ones v2 saw) at a lower peak learning rate; ``denoise-v2c`` does the same once more from
-#: ctn-denoise-v2b (seed 2).
+#: ctn-denoise-v2b (seed 2), and ``denoise-v2d`` from ctn-denoise-v2c on 6000 batches (seed 3).
 RECIPE_OVERRIDES = {
     "denoise": {},
     "denoise-v2": {"name": "ctn-denoise-v2", "recipe": "denoise-v2", "context": 3, "init_from": NAME,
@@ -57,6 +57,8 @@ RECIPE_OVERRIDES = {
                     "steps": 5000, "lr": 2e-4, "warmup": 50, "seed": 1},
     "denoise-v2c": {"name": "ctn-denoise-v2c", "recipe": "denoise-v2c", "context": 3, "init_from": "ctn-denoise-v2b",
                     "steps": 5000, "lr": 2e-4, "warmup": 50, "seed": 2},
+    "denoise-v2d": {"name": "ctn-denoise-v2d", "recipe": "denoise-v2d", "context": 3, "init_from": "ctn-denoise-v2c",
+                    "steps": 6000, "lr": 2e-4, "warmup": 50, "seed": 3},
 }
 
 

@@ -273,10 +273,11 @@ def test_cli_trains_the_denoise_recipe_in_pieces(tmp_path):
 
 
 @pytest.mark.parametrize("recipe, own_seed, starts_from", [("denoise-v2b", 1, "ctn-denoise-v2"),
-                                                              ("denoise-v2c", 2, "ctn-denoise-v2b")])
+                                                              ("denoise-v2c", 2, "ctn-denoise-v2b"),
+                                                              ("denoise-v2d", 3, "ctn-denoise-v2c")])
 def test_continued_denoisers_keep_their_own_seed_unless_told(tmp_path, recipe, own_seed, starts_from):
     """denoise-v2b continues ctn-denoise-v2 on fresh batches (seed 1 by default: seed 0 would replay v2's
-    batches), denoise-v2c continues v2b (seed 2); an explicit --seed wins; both end up in the card's command."""
+    batches), denoise-v2c continues v2b (seed 2), denoise-v2d continues v2c (seed 3); an explicit --seed wins; both end up in the card's command."""
     from scipy import ndimage as ndi
 
     from CTNormalizeLib.cli.main import main
@@ -285,7 +286,7 @@ def test_continued_denoisers_keep_their_own_seed_unless_told(tmp_path, recipe, o
     vol = (ndi.gaussian_filter(rng.normal(0, 1, (4, 132, 132)), 3) * 3000.0 - 500.0).astype(np.float32)
     bank = tmp_path / "bank.npz"
     np.savez_compressed(bank, target_0=vol, index_json=np.frombuffer(json.dumps({"targets": 1}).encode(), np.uint8))
-    for extra, seed in (([], own_seed), (["--seed", "3"], 3)):
+    for extra, seed in (([], own_seed), (["--seed", "7"], 7)):
         run = tmp_path / f"run{seed}"
         assert main(["train", "--recipe", recipe, "-o", str(run), "--bank", str(bank), "--steps", "1",
                      *extra]) == 0
