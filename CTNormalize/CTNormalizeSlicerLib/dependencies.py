@@ -49,6 +49,11 @@ def torch_installed() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+def model_dependencies_installed() -> bool:
+    """True when a learned model could run now: torch and :data:`MODEL_REQUIREMENTS` importable."""
+    return torch_installed() and not missing(MODEL_REQUIREMENTS)
+
+
 def constraints_text() -> str:
     """``name==version`` for every installed package of :data:`PINNED`."""
     from importlib import metadata

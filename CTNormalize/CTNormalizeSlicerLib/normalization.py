@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Callable, Optional
 
-from . import choices, engine, nodes, process, tags
+from . import choices, dependencies, engine, nodes, process, tags
 from .process import EngineRun, RunState
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,18 @@ class NormalizationMixin:
         except Exception:  # undetectable source, bad target: the engine run will say so
             log.debug("CTNormalize: could not plan the method in process", exc_info=True)
             return False
+
+    def modelPackagesToInstall(self, method: str, volumeNode=None, source: str = "auto", target: str = "",
+                               targetLikeNode=None) -> bool:
+        """True when the run would use a learned model whose packages (torch, MONAI) are not installed yet.
+
+        With them installed the answer is False at once: "auto" is then not planned here, which
+        measures the input (and a reference scan) on Slicer's main thread for seconds; the
+        engine process plans the run anyway.
+        """
+        if dependencies.model_dependencies_installed():
+            return False
+        return self.methodNeedsTorch(method, volumeNode, source, target, targetLikeNode)
 
     def startNormalization(self, inputNode, target: str, source: str = "auto", method: str = "auto",
                            device: str = "auto", outputNode=None, onEvent: Optional[Callable] = None,

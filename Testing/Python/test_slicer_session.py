@@ -414,3 +414,18 @@ def test_auto_asks_for_torch_only_when_a_model_would_run(mrml, monkeypatch):
     classical_only = [r for r in choices.method_table() if r.kind != "model"]
     monkeypatch.setattr(choices, "method_table", lambda: classical_only)
     assert mrml.logic.methodNeedsTorch("auto", node, src, tgt) is False  # no model installed: never ask
+
+
+def test_packages_installed_means_no_planning_on_the_main_thread(mrml, monkeypatch):
+    """With torch and MONAI installed Apply does not plan "auto" in Slicer's process (measuring the input and a
+    reference scan there blocks the UI for seconds); without them it asks the planner, as before."""
+    from CTNormalizeSlicerLib import dependencies
+
+    node = _volume(mrml.scene)
+    src, tgt = "kernel=sharp,dose=0.5,thickness=2", "kernel=smooth,dose=1,thickness=2"
+    asked = []
+    monkeypatch.setattr(type(mrml.logic), "methodNeedsTorch", lambda self, *a, **k: asked.append(a) or True)
+    monkeypatch.setattr(dependencies, "model_dependencies_installed", lambda: True)
+    assert mrml.logic.modelPackagesToInstall("auto", node, src, tgt, node) is False and not asked
+    monkeypatch.setattr(dependencies, "model_dependencies_installed", lambda: False)
+    assert mrml.logic.modelPackagesToInstall("auto", node, src, tgt, node) is True and len(asked) == 1
