@@ -30,9 +30,10 @@ def add_arguments(p):
                         "domain-randomized physics), denoise (the learned blind denoiser the chain uses, "
                         "ctn-denoise-v1), denoise-v2 (the same seeing 3 slices, ctn-denoise-v2; starts from the "
                         "installed ctn-denoise-v1), denoise-v2b (ctn-denoise-v2 trained on 5000 more batches; "
-                        "starts from the installed ctn-denoise-v2; the shipped one ran with --seed 1) , denoise-v2c "
+                        "starts from the installed ctn-denoise-v2; the shipped one ran with --seed 1), denoise-v2c "
                         "(the same once more from the installed ctn-denoise-v2b, --seed 2) or denoise-v2d (from the "
-                        "installed ctn-denoise-v2c, 6000 batches, --seed 3) "
+                        "installed ctn-denoise-v2c, 6000 batches, --seed 3; trained once and not shipped: it did not beat v2c on "
+                        "the validation scans) "
                         "(default: %(default)s)")
     p.add_argument("-o", "--out", required=True, help="run folder (checkpoints, logs, cached bank)")
     p.add_argument("--manifest", help="JSON manifest of paired volumes instead of simulated data")
@@ -41,7 +42,7 @@ def add_arguments(p):
     p.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the data and the batches (default: the recipe's: 0, but 1 for denoise-v2b, 2 for "
-                        "denoise-v2c and 3 for denoise-v2d, so that neither sees its starting model's batches again)")
+                        "denoise-v2c and 3 for denoise-v2d, so that none sees its starting model's batches again)")
     p.add_argument("--device", default="cpu",
                    help="cpu (default) or a GPU (cuda, cuda:N), which runs the GPU recipe of the denoise recipes "
                         "(noise drawn on the device) and of v3 (CUDA: pairs simulated on the device while it trains; with "
