@@ -16,7 +16,7 @@ DESCRIPTION = (
     "recipes: OUT/log.csv and the checkpoint's state.json). The package (model.safetensors + card.json) is "
     "written to OUT/package/<name> or --package-dir; put it in $CTNORMALIZE_MODELS to use it (a package with "
     "the name of a shipped one is hidden by it: `ctnormalize models` warns). The denoise recipes are not "
-    "validated at training time: choose denoise-v2's (and -v2b's, -v2c's) NLM blend and flip averaging with scripts/choose_nlm_blend.py and judge "
+    "validated at training time: choose denoise-v2's (and -v2b's, -v2c's, -v2d's) NLM blend and flip averaging with scripts/choose_nlm_blend.py and judge "
     "either with the benchmarks."
 )
 
