@@ -192,9 +192,9 @@ class NormalizePanel:
             source, target = self.sourceSpec(), self.target()
             self.logic.checkInput(p.inputVolume)  # a non-CT volume is refused before anything else
             like = self.targetLike()
-            needsTorch = self.logic.modelPackagesToInstall(p.method, p.inputVolume, source, target, like)
-            self.logic.ensureDependencies(models=needsTorch)
-            if needsTorch and not self._accelerators.get("torch"):
+            installModels = self.logic.modelPackagesToInstall(p.method, p.inputVolume, source, target, like)
+            self.logic.ensureDependencies(models=installModels)
+            if installModels and not self._accelerators.get("torch"):
                 self.startGpuCheck()  # torch was just installed: ask again which devices it sees
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0

@@ -41,8 +41,9 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
     p.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--seed", type=int, default=None,
-                   help="seed of the data and the batches (default: the recipe's: 0, but 1 for denoise-v2b, 2 for "
-                        "denoise-v2c and 3 for denoise-v2d, so that none sees its starting model's batches again)")
+                   help="seed of the data and the batches (default: the recipe's: 0, but "
+                        + ", ".join(f"{o['seed']} for {name}" for name, o in RECIPE_OVERRIDES.items() if "seed" in o)
+                        + ", so that no continued model sees its starting model's batches again)")
     p.add_argument("--device", default="cpu",
                    help="cpu (default) or a GPU (cuda, cuda:N), which runs the GPU recipe of the denoise recipes "
                         "(noise drawn on the device) and of v3 (CUDA: pairs simulated on the device while it trains; with "

@@ -37,8 +37,8 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
                  package_dir=None, validate: bool = True, progress: Progress = None,
                  sim_settings: Optional[SimSettings] = None, device: str = "cpu", truths_file=None) -> Path:
     """Train a recipe (``default``, ``unet``, ``v3`` or one of the denoise recipes) and write its model package;
-    returns the package folder. ``seed`` None: the recipe's (0, but 1 for ``denoise-v2b``, 2 for
-    ``denoise-v2c`` and 3 for ``denoise-v2d``, whose batches must not be the ones their starting models were trained on).
+    returns the package folder. ``seed`` None: the recipe's (0, but a continued denoiser's own seed in
+    ``denoiser.RECIPE_OVERRIDES``, so that its batches are not the ones its starting model was trained on).
 
     The simulated bank is cached as ``out_dir/bank.npz`` (or read from ``bank_path``); a
     ``manifest`` of user pairs replaces it. ``device`` off the CPU runs the GPU recipe of the
