@@ -16,9 +16,17 @@ DESCRIPTION = (
     "recipes: OUT/log.csv and the checkpoint's state.json). The package (model.safetensors + card.json) is "
     "written to OUT/package/<name> or --package-dir; put it in $CTNORMALIZE_MODELS to use it (a package with "
     "the name of a shipped one is hidden by it: `ctnormalize models` warns). The denoise recipes are not "
-    "validated at training time: choose denoise-v2's (and -v2b's, -v2c's, -v2d's) NLM blend and flip averaging with scripts/choose_nlm_blend.py and judge "
+    "validated at training time: choose a continued denoiser's (denoise-v2 and after) NLM blend and flip averaging with scripts/choose_nlm_blend.py and judge "
     "either with the benchmarks."
 )
+
+
+def _continued_help(recipe: str, over: dict) -> str:
+    """One continued denoiser recipe's help, from its row of ``RECIPE_OVERRIDES``."""
+    what = "learns to use 3 slices" if over.get("context", 1) > 1 and over["init_from"] == "ctn-denoise-v1" else \
+        "trains it on fresh noise"
+    return (f"{recipe} ({over['name']}: starts from the installed {over['init_from']} and {what}, "
+            f"{over['steps']} batches, seed {over.get('seed', 0)})")
 
 
 def add_arguments(p):
@@ -28,13 +36,9 @@ def add_arguments(p):
                    default="default",
                    help="which model: default (protocol-conditioned, v2 recipe), unet, v3 (signature-conditioned, "
                         "domain-randomized physics), denoise (the learned blind denoiser the chain uses, "
-                        "ctn-denoise-v1), denoise-v2 (the same seeing 3 slices, ctn-denoise-v2; starts from the "
-                        "installed ctn-denoise-v1), denoise-v2b (ctn-denoise-v2 trained on 5000 more batches; "
-                        "starts from the installed ctn-denoise-v2; the shipped one ran with --seed 1), denoise-v2c "
-                        "(the same once more from the installed ctn-denoise-v2b, --seed 2) or denoise-v2d (from the "
-                        "installed ctn-denoise-v2c, 6000 batches, --seed 3; trained once and not shipped: it did not beat v2c on "
-                        "the validation scans) "
-                        "(default: %(default)s)")
+                        "ctn-denoise-v1), "
+                        + ", ".join(_continued_help(name, o) for name, o in RECIPE_OVERRIDES.items() if o.get("init_from"))
+                        + " (default: %(default)s)")
     p.add_argument("-o", "--out", required=True, help="run folder (checkpoints, logs, cached bank)")
     p.add_argument("--manifest", help="JSON manifest of paired volumes instead of simulated data")
     p.add_argument("--bank", help="a cached simulated bank (.npz) to reuse (denoise: the v3 bank, bank_dr.npz)")

@@ -994,3 +994,19 @@ def test_the_train_cli_offers_exactly_the_recipes_the_engine_has():
     cmd_train.add_arguments(p)
     choices = next(a.choices for a in p._actions if a.dest == "recipe")
     assert list(choices) == [*RECIPES, *DENOISE_RECIPES]
+
+
+def test_train_help_names_every_continued_recipe_from_its_row():
+    """`ctnormalize train --help` describes each continued denoiser recipe from RECIPE_OVERRIDES (no hand-kept list)."""
+    import argparse
+
+    from CTNormalizeLib.cli import cmd_train
+    from CTNormalizeLib.train.denoiser import RECIPE_OVERRIDES
+
+    p = argparse.ArgumentParser()
+    cmd_train.add_arguments(p)
+    text = " ".join(next(a.help for a in p._actions if "--recipe" in a.option_strings).split())
+    for recipe, over in RECIPE_OVERRIDES.items():
+        if over.get("init_from"):
+            assert f"{recipe} ({over['name']}: starts from the installed {over['init_from']}" in text
+            assert f"{over['steps']} batches, seed {over.get('seed', 0)})" in text
