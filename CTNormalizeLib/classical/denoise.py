@@ -13,6 +13,7 @@ are not in a well-kept, installed library here; NLM is.
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -322,9 +323,11 @@ def _blend_with_nlm(state, out, method, weight, sigma, residual, post, progress)
         x0 = max(0, min(p[2] for p in parts) - NLM_CROP_MARGIN)
         y1 = min(h, max(p[1] + p[3].shape[1] for p in parts) + NLM_CROP_MARGIN)
         x1 = min(wd, max(p[2] + p[3].shape[2] for p in parts) + NLM_CROP_MARGIN)
+    t0 = time.perf_counter()
     nlm, ninfo = denoise_volume(state.hu[:, y0:y1, x0:x1], state.spacing, target_std=sigma * residual,
                                 noise_std=sigma, method="nlm", kernel=state.transfer, post=post, progress=progress)
-    info = {"weight": weight, "nlm_strength": ninfo["strength"], "nlm_alpha": ninfo["blend"]}
+    info = {"weight": weight, "nlm_strength": ninfo["strength"], "nlm_alpha": ninfo["blend"],
+            "nlm_seconds": round(time.perf_counter() - t0, 3)}
     if parts is None:
         return (1.0 - weight) * out + w * nlm, info
     for z0, py, px, r in parts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -18,7 +19,8 @@ class ChainState:
 
     ``transfer`` is the in-plane transfer the voxels have now (the source's measured one
     until the kernel step); ``noise_hu`` their soft-tissue noise std (HU) as predicted
-    from the measurements through each step.
+    from the measurements through each step. Each recorded step carries ``seconds``: the wall
+    time since the previous record (or since the state was made), i.e. that step's.
     """
 
     hu: np.ndarray
@@ -28,9 +30,13 @@ class ChainState:
     thickness: float
     steps: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    mark: float = field(default_factory=time.perf_counter, repr=False)
 
     def record(self, method: str, done: bool, parameters: dict, note: str):
-        self.steps.append({"method": method, "done": bool(done), "parameters": parameters, "note": note})
+        now = time.perf_counter()
+        self.steps.append({"method": method, "done": bool(done), "parameters": parameters, "note": note,
+                           "seconds": round(now - self.mark, 3)})
+        self.mark = now
 
 
 def start(volume: Volume, plan) -> ChainState:

@@ -649,6 +649,9 @@ def test_the_blend_runs_nlm_only_around_the_body_and_gives_what_whole_slices_giv
     assert (y1 - y0) * (x1 - x0) < 0.6 * 160 * 160  # the air around the body was not denoised
     m = den.region(vol.hu)
     np.testing.assert_allclose(res.volume.hu, net + 0.4 * m * (nlm - net), atol=0.01)
+    # the report says where the time went: every step's wall seconds, and the blend's NLM part of the denoise step
+    assert all(isinstance(s["seconds"], float) and s["seconds"] >= 0 for s in res.steps)
+    assert 0 < step["parameters"]["nlm_blend"]["nlm_seconds"] <= step["seconds"]
 
 
 def test_the_cards_nlm_residual_sets_how_much_noise_the_blends_nlm_leaves(tiny_denoiser):
