@@ -9,8 +9,10 @@ Usage::
 The input is a real chest CT made 512 x 512 x 300 (``benchmarks/chest.py``: pyradiomics'
 lung1 on 300 slices, integer HU, labelled 1 mm). The source is given as
 ``kernel=sharp,dose=0.25,thickness=1`` and the target is ``emphysema-reference`` (smooth,
-full dose, 1 mm): the same z grid, the MTF-ratio front-end active (``--source`` / ``--target``
-change the pair of the whole-CLI run, e.g. a dose-only one). Every measurement runs
+full dose, 1 mm): the same z grid, the MTF-ratio front-end active. lung1's pixels measure as a
+smooth kernel, so the measured signatures make this a noise-only pair (the learned chain's
+dose-only settings run; the report's ``steps[].seconds`` show the split). ``--source`` /
+``--target`` change the pair of the whole-CLI run. Every measurement runs
 in a fresh subprocess, so peak RSS and peak GPU memory are its own:
 
 - ``cli``: the whole ``ctnormalize normalize`` process on the chest as an int16 gzip NRRD
