@@ -150,8 +150,20 @@ def test_simulate_set_roles_and_grid():
     assert out["source"].spacing == (2.0, 4.0, 4.0) and out["source"].origin == t.volume.origin
     assert not np.array_equal(out["target"].hu, out["replicate"].hu)
     assert "ConvolutionKernel" not in out["source"].meta  # tagless, as far as the kernel goes
-    with pytest.raises(BadInputError, match="slice profile"):
-        scanner.simulate_set(t.volume, p("ramp", 1), HeldOutPhysics(thickness_mm=3.0), seed=1)
+    # a thin source and a thick target of one patient: each on its own slices, slice 0 of both on the truth's first
+    thin = HeldOutPhysics(filter="ramp", dose=1.0, thickness_mm=2.0, n_views=90)
+    thick = HeldOutPhysics(filter="hann", dose=1.0, thickness_mm=6.0, slice_profile="triangle", n_views=90)
+    t12 = anatomy.Truth(_water(n=64, d=4.0, radius_mm=110.0, nz=13), None)
+    mixed = scanner.simulate_set(t12.volume, thin, thick, seed=5)
+    assert mixed["source"].shape == (7, 64, 64) and mixed["source"].spacing == (2.0, 4.0, 4.0)
+    for role in ("target", "replicate", "target_noise_free", "truth"):
+        assert mixed[role].shape == (3, 64, 64) and mixed[role].spacing == (6.0, 4.0, 4.0)
+        assert mixed[role].origin == mixed["source"].origin == t12.volume.origin
+    assert mixed["projections"].thickness_mm == 6.0
+    # the source is the thin protocol's scan, not the thick one resampled
+    alone = scanner.simulate(t12.volume, thin, None, noise=False)
+    nf = scanner.simulate_set(t12.volume, thin, thick, seed=5)["source"]
+    assert abs(float(np.mean(nf.hu - alone.hu))) < 5.0 and nf.shape == alone.shape
 
 
 def test_emphysema_insertion_stays_in_lung_parenchyma():

@@ -135,7 +135,8 @@ def issue11_cases(in_plane: int = 256) -> list[CaseSpec]:
 def benchmark_cases(size: str = "default") -> list[CaseSpec]:
     """Cases of a benchmark size: ``tiny`` (a small phantom, tests), ``default`` (issue 11's three
     on lung2 at 256 x 256, 1.25 mm), ``native`` (the same at lung2's 512 x 512, 0.63 mm: clinical
-    pixels, about 4x the time), ``full`` (native plus phantom cases)."""
+    pixels, about 4x the time), ``full`` (native plus phantom cases: a sharpening, a larger patient,
+    and a thin sharp scan to a thick smooth one)."""
     if size == "tiny":
         a = AnatomySpec("phantom", 96, seed=1000, pixel_mm=1.4, n_slices=8, emphysema=0.04, emphysema_seed=3)
         p = lambda f, d: HeldOutPhysics(filter=f, dose=d, thickness_mm=2.0, n_views=120)  # noqa: E731
@@ -147,13 +148,18 @@ def benchmark_cases(size: str = "default") -> list[CaseSpec]:
         return issue11_cases(512)
     if size != "full":
         raise BadInputError(f"Unknown held-out size {size!r} (tiny, default, native, full).")
-    ph = lambda seed, **kw: AnatomySpec("phantom", 384, seed=seed, pixel_mm=0.7, n_slices=12, **kw)  # noqa: E731
+    ph = lambda seed, n_slices=12, **kw: AnatomySpec("phantom", 384, seed=seed, pixel_mm=0.7, n_slices=n_slices,  # noqa: E731
+                                                     **kw)
     p = lambda f, d: HeldOutPhysics(filter=f, dose=d, thickness_mm=2.0)  # noqa: E731
     return issue11_cases(512) + [
         CaseSpec("phantom1001-smooth10-to-sharp", ph(1001, emphysema=0.03, emphysema_seed=5), p("hann", 0.1),
                  p("ramp", 1.0), 104, "smooth 10 % -> sharp full dose (sharpening)"),
         CaseSpec("phantom1002-large-sl50-to-hamming", ph(1002, patient_scale=1.25), p("shepp-logan", 0.5),
                  p("hamming", 1.0), 105, "larger patient: shepp-logan 50 % -> hamming full dose"),
+        CaseSpec("phantom1003-thin-sharp25-to-thick-smooth", ph(1003, n_slices=36, emphysema=0.03, emphysema_seed=6),
+                 HeldOutPhysics(filter="ramp", dose=0.25, thickness_mm=1.0),
+                 HeldOutPhysics(filter="hann", dose=1.0, thickness_mm=3.0), 106,
+                 "thin sharp 25 % (1 mm) -> thick smooth full dose (3 mm): kernel, dose and thickness at once"),
     ]
 
 

@@ -194,25 +194,29 @@ def simulate(truth: Volume, physics: HeldOutPhysics, seed: Optional[int], noise:
 
 def simulate_set(truth: Volume, source: HeldOutPhysics, target: HeldOutPhysics, seed: int,
                  progress=None) -> dict:
-    """Source scan, target scan, target replicate and noise-free target from one projection.
+    """Source scan, target scan, target replicate and noise-free target of one truth.
 
-    Source and target must share slice thickness, profile, views and energy (one
-    projection); the replicate is the target protocol with independent noise.
+    Source and target may differ in slice thickness, profile, views and energy: each is then
+    projected on its own (a thin scan and a thick one of the same patient, slice 0 of both
+    centred on the truth's first slice); the replicate is the target protocol with
+    independent noise.
 
     Returns
     -------
     dict
-        ``source``, ``target``, ``replicate``, ``target_noise_free`` (Volumes),
-        ``truth`` (profile-averaged truth on the scan grid) and ``projections``.
+        ``source`` (on the source's slices), ``target``, ``replicate``, ``target_noise_free``
+        (Volumes on the target's slices), ``truth`` (profile-averaged truth on the target's
+        slices) and ``projections`` (the target's).
     """
     key = lambda p: (p.thickness_mm, p.slice_profile, p.n_views, p.mu_water)  # noqa: E731
-    if key(source) != key(target):
-        raise BadInputError("simulate_set needs one slice profile, view count and energy for source and target.")
-    step = (lambda name, a: (lambda st, f: progress(name, (a + f) / 5))) if progress else (lambda name, a: None)
-    proj = project(truth, source, step("project", 0))
+    shared = key(source) == key(target)
+    parts = 5 if shared else 6
+    step = (lambda name, a: (lambda st, f: progress(name, (a + f) / parts))) if progress else (lambda name, a: None)
+    proj = project(truth, target, step("project", 0))
+    src_proj = proj if shared else project(truth, source, step("project source", 5))
     seeds = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x4E1D]).generate_state(3)
     return {
-        "source": scan(proj, source, int(seeds[0]), progress=step("source", 1)),
+        "source": scan(src_proj, source, int(seeds[0]), progress=step("source", 1)),
         "target": scan(proj, target, int(seeds[1]), progress=step("target", 2)),
         "replicate": scan(proj, target, int(seeds[2]), progress=step("replicate", 3)),
         "target_noise_free": scan(proj, target, None, noise=False, progress=step("noise-free", 4)),
