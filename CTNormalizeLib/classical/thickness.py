@@ -191,7 +191,10 @@ Z_RESTORE_LAMBDA = 0.03
 #: Thick -> thin: how far (in noise sigmas) an output voxel may leave the range of the source slices around it.
 LIMIT_SIGMAS = 3.0
 
-_NOTES = {"thin_to_thick": "Gaussian slice profile widened (exact), sampled on the target grid",
+_NOTES = {"thin_to_thick": "slice profile modelled as a Gaussian whose FWHM is the thickness (as a helical scan's), "
+                           "widened (exact for that model) and sampled on the target grid; a scanner whose slices are "
+                           "nearer rectangular (axial scans) averages over less z, so small low-attenuation areas "
+                           "(the emphysema index) read lower here than on its scans",
           "thick_to_thin": "cubic-spline interpolation onto the finer grid after a Wiener-regularized partial z "
                            "deconvolution, kept within the neighbouring source slices' values (plus 3 sigma of the "
                            "noise); detail the thick slices removed is not recovered",
