@@ -12,7 +12,8 @@ Never import it from training or from our simulator (a test walks the imports).
 - :mod:`.physics` — :class:`HeldOutPhysics` (frozen parameters) and the analytic MTF /
   MTF50 of each filter at a pixel size, mapped onto the engine's kernel classes.
 - :mod:`.scanner` — :func:`project`, :func:`scan`, :func:`simulate`, :func:`simulate_set`
-  (source, target, replicate, noise-free target from one projection).
+  (source, target, replicate, noise-free target; one projection, or one per slice profile when
+  source and target differ in thickness).
 - :mod:`.anatomy` — truths: lung2 slabs, phantoms with seeds >= 1000, patient size,
   emphysema insertion.
 - :mod:`.cases` — the held-out cases (issue 11's three, benchmark sizes, the
