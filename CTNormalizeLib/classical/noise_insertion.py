@@ -74,6 +74,9 @@ def insert_noise(hu: np.ndarray, spacing, kernel, sigma_tissue: float, air_to_ti
 
 #: Add noise only when the output is this much quieter than the target (relative std).
 INSERT_BELOW = 0.9
+#: Warn when the ``target`` texture's output is this much noisier than the target (relative std).
+WARN_ABOVE = 1.15
+NOISIER_THAN_TARGET = "OUTPUT_NOISIER_THAN_TARGET"
 
 
 def texture_step(state, plan, seed: int = 0) -> None:
@@ -91,6 +94,14 @@ def texture_step(state, plan, seed: int = 0) -> None:
     if have >= INSERT_BELOW * want:
         state.record("noise_insertion", False, {"noise_hu": have, "target_noise_hu": want},
                      "the output is already as noisy as the target")
+        if have > WARN_ABOVE * want:
+            state.warnings.append({
+                "code": NOISIER_THAN_TARGET,
+                "message": (f"The output's noise ({have:.1f} HU in soft tissue) is {100 * (have / want - 1):.0f} % above "
+                            f"the target protocol's ({want:.1f} HU): noise cannot be taken out in this step, so "
+                            "noise-sensitive measures (emphysema index, texture features) will read as a noisier "
+                            "scan; --texture clean removes more."),
+            })
         return
     add = float(np.sqrt(max(want ** 2 - have ** 2, 0.0)))
     state.hu = insert_noise(state.hu, state.spacing, plan.target_signature.transfer, add,

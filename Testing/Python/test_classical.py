@@ -261,3 +261,25 @@ def test_the_chain_limits_thick_to_thin_by_its_noise():
         if noise == 10.0:
             assert margin == LIMIT_SIGMAS * 10.0
         assert state.hu.min() >= -1000.0 - margin - 1e-3
+
+
+def test_a_target_texture_noisier_than_the_target_warns():
+    from types import SimpleNamespace
+
+    from CTNormalizeLib.classical.noise_insertion import NOISIER_THAN_TARGET, texture_step
+    from CTNormalizeLib.classical.state import ChainState
+    from CTNormalizeLib.signature.kernel_class import as_transfer
+
+    hu = disk_phantom((4, 96, 96), (2.0, 0.8, 0.8))
+    noisy = hu + np.random.default_rng(2).normal(0, 20, hu.shape).astype(np.float32)
+    from CTNormalizeLib.signature.measure import measure_noise_hu
+
+    have = measure_noise_hu(noisy, (2.0, 0.8, 0.8), as_transfer("standard"))
+    for want, warned in ((have / 1.3, True), (have / 1.05, False)):
+        sigma = have
+        plan = SimpleNamespace(texture="target", target_signature=SimpleNamespace(noise_hu=want, transfer=as_transfer("standard")),
+                               source_signature=SimpleNamespace(air_to_tissue=0.5))
+        st = ChainState(hu=noisy.copy(), spacing=(2.0, 0.8, 0.8), transfer=None, noise_hu=sigma, thickness=2.0)
+        texture_step(st, plan)
+        assert (NOISIER_THAN_TARGET in {w["code"] for w in st.warnings}) is warned
+        np.testing.assert_array_equal(st.hu, noisy)  # nothing added, nothing taken out
