@@ -154,10 +154,12 @@ def _signature_lines(sig, noise) -> list:
                      f"mean {nps['mean_frequency']:.3g} c/mm")
     n_src = src.get("noise_hu", {})
     if sig["noise_hu"] is not None:
-        lines.append(f"  noise       {sig['noise_hu']:.1f} HU in soft tissue ({n_src.get('detail', '')})")
+        lines.append(f"  noise       {sig['noise_hu']:.1f} HU in soft tissue, fat and muscle ({n_src.get('detail', '')})")
     regions = ", ".join(f"{k} {v:.1f}" for k, v in sig["noise_by_region"].items() if v is not None)
     if regions:
         lines.append(f"              by region (HU): {regions}")
+        if sig["noise_by_region"].get("soft") is not None:
+            lines.append("              (soft: every voxel within -200..200 HU, organ edges included)")
     if noise and noise.get("noise_equivalent_dose") is not None:
         ned = noise["noise_equivalent_dose"]
         lines.append(f"  vs target   {noise['target']} ({noise['target_spec']}): target noise "

@@ -13,8 +13,8 @@ ORDER = 56
 DESCRIPTION = (
     "Extract pyradiomics features of every segment of a labelmap (each nonzero value is a segment) "
     "or a Slicer .seg.nrrd, on each --image with the same settings (default: the CT preset, bin width "
-    "25 HU, 1 mm isotropic). Prints a comparison of each image against the first (difference and %), "
-    "writes the tidy table to -o OUT.csv and the comparison to OUT_comparison.csv."
+    "25 HU, 1 mm isotropic). Prints each image's features as a % of the first's, "
+    "writes the tidy table to -o OUT.csv and the comparison (differences and %) to OUT_comparison.csv."
 )
 
 

@@ -80,6 +80,17 @@ METHOD_NOTES = (
     ("radiomics", "pyradiomics with the CT preset on the case's segments, the same settings for both images; "
                   "every segment is one sample of its group"),
 )
+#: what a characterization (no normalization) does not measure
+_AFTER_ONLY = ("emphysema index", "radiomics")
+
+
+def _method_notes(after: bool) -> dict:
+    """The "how it was measured" notes for a batch (``after``) or a characterization (headers and signatures only)."""
+    notes = dict(METHOD_NOTES)
+    if not after:
+        notes = {k: v for k, v in notes.items() if k not in _AFTER_ONLY}
+        notes["signature"] = notes["signature"].replace(", on the original and on the normalized scan", "")
+    return notes
 
 
 def cohort_html(records: list, after: bool = True, settings: dict | None = None, title: str | None = None) -> str:
@@ -109,7 +120,7 @@ def cohort_html(records: list, after: bool = True, settings: dict | None = None,
                         else "CTNormalize cohort characterization"),
         subtitle=sub, after=after, census=census_figure(measured, after) if measured else None,
         groups=_groups(measured), spread=_spread_rows(measured, after), figures=figures,
-        case_header=header, cases=cases, method=dict(METHOD_NOTES), provenance=provenance)
+        case_header=header, cases=cases, method=_method_notes(after), provenance=provenance)
 
 
 def write_cohort_html(path, records: list, after: bool = True, settings: dict | None = None) -> Path:

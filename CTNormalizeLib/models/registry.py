@@ -110,7 +110,7 @@ class ModelPackage:
             return f"source kernel {source.kernel!r} not in {src['kernel']}"
         s_dose = source.dose if source.dose is not None else 1.0
         if "dose" in src and not _in_range(s_dose, src["dose"]):
-            return f"source dose {s_dose:g} outside {_fmt_range(src['dose'])}"
+            return f"source dose {s_dose:.3g} outside {_fmt_range(src['dose'])}"
         if "thickness" in src and not _in_range(source.thickness, src["thickness"]):
             return f"source thickness {source.thickness} mm outside {_fmt_range(src['thickness'])} mm"
         if cov.get("same_thickness") and not _in_range(target.thickness or source.thickness, source.thickness or 0):

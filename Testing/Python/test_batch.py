@@ -185,6 +185,8 @@ def test_characterize_folder(cohort, tmp_path):
     assert lung["noise_tissue_hu"] > 0 and lung["thickness_mm"] == pytest.approx(5.0)
     page = (tmp_path / "before.html").read_text()
     assert "characterization" in page and "after normalization" not in page
+    # its "how it was measured" notes describe what it did: no normalized scan, no emphysema or radiomics
+    assert "normalized scan" not in page and "pyradiomics with the CT preset" not in page and "LAA%" not in page
 
 
 def test_manifest_and_folder_rules(cohort, tmp_path):
