@@ -35,7 +35,7 @@ def main(argv=None) -> int:
                + (f" --chain-from {shlex.quote(args.chain_from)}" if args.chain_from else ""))
     try:
         out = average_packages(args.packages, args.out, args.name, chain_from=args.chain_from, command=command)
-    except BadInputError as exc:
+    except (BadInputError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"model package written to {out}")

@@ -20,7 +20,8 @@ class ChainState:
     ``transfer`` is the in-plane transfer the voxels have now (the source's measured one
     until the kernel step); ``noise_hu`` their soft-tissue noise std (HU) as predicted
     from the measurements through each step. Each recorded step carries ``seconds``: the wall
-    time since the previous record (or since the state was made), i.e. that step's.
+    time since the previous record (for the first, since the state was made, which includes
+    any setup between that and the step, e.g. loading a learned denoiser).
     """
 
     hu: np.ndarray

@@ -23,7 +23,7 @@ DESCRIPTION = (
 
 def _continued_help(recipe: str, over: dict) -> str:
     """One continued denoiser recipe's help, from its row of ``RECIPE_OVERRIDES``."""
-    what = "learns to use 3 slices" if over.get("context", 1) > 1 and over["init_from"] == "ctn-denoise-v1" else \
+    what = f"learns to use {over['context']} slices" if over["init_from"] == "ctn-denoise-v1" else \
         "trains it on fresh noise"
     return (f"{recipe} ({over['name']}: starts from the installed {over['init_from']} and {what}, "
             f"{over['steps']} batches, seed {over.get('seed', 0)})")

@@ -45,11 +45,14 @@ def averaged_state(packages: Sequence[ModelPackage]) -> dict:
     for pkg in packages:
         state = load_file(str(pkg.weights_path))
         if total is None:
+            if any(not v.is_floating_point() for v in state.values()):
+                raise BadInputError(f"{pkg.name} holds integer tensors; only floating-point weights are averaged.")
             total = {k: v.to(torch.float64) for k, v in state.items()}
             dtypes = {k: v.dtype for k, v in state.items()}
             continue
-        if set(state) != set(total) or any(state[k].shape != total[k].shape for k in state):
-            raise BadInputError(f"{pkg.name}'s tensors differ in names or shapes from {packages[0].name}'s.")
+        if set(state) != set(total) or any(state[k].shape != total[k].shape or state[k].dtype != dtypes[k]
+                                           for k in state):
+            raise BadInputError(f"{pkg.name}'s tensors differ in names, shapes or types from {packages[0].name}'s.")
         for k, v in state.items():
             total[k] += v.to(torch.float64)
     n = float(len(packages))
@@ -86,7 +89,16 @@ def average_packages(paths: Sequence, out_dir, name: str, chain_from: Optional[s
     out = Path(out_dir)
     if out.exists():
         raise BadInputError(f"{out} exists already; give a new folder for the averaged package.")
+    if not name or not name.strip() or any(c in name for c in "/\\"):
+        raise BadInputError(f"A model name must be non-empty and without slashes, not {name!r}.")
+    target = out.resolve()
+    for p in paths:
+        if target.is_relative_to(Path(p).resolve()):
+            raise BadInputError(f"{out} lies inside the input package {p}; write the average elsewhere.")
     packages = [read_package(Path(p)) for p in paths]
+    for pkg in packages:
+        if not pkg.weights_path.is_file():
+            raise BadInputError(f"{pkg.name}: no {WEIGHTS} in {pkg.path}.")
     if len({p.name for p in packages}) != len(packages):
         raise BadInputError("The same model package is listed twice.")
     for pkg in packages:

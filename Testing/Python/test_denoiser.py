@@ -1013,3 +1013,5 @@ def test_train_help_names_every_continued_recipe_from_its_row():
         if over.get("init_from"):
             assert f"{recipe} ({over['name']}: starts from the installed {over['init_from']}" in text
             assert f"{over['steps']} batches, seed {over.get('seed', 0)})" in text
+            if over["init_from"] == "ctn-denoise-v1":
+                assert f"learns to use {over['context']} slices" in text

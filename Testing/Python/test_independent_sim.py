@@ -154,7 +154,9 @@ def test_simulate_set_roles_and_grid():
     thin = HeldOutPhysics(filter="ramp", dose=1.0, thickness_mm=2.0, n_views=90)
     thick = HeldOutPhysics(filter="hann", dose=1.0, thickness_mm=6.0, slice_profile="triangle", n_views=90)
     t12 = anatomy.Truth(_water(n=64, d=4.0, radius_mm=110.0, nz=13), None)
-    mixed = scanner.simulate_set(t12.volume, thin, thick, seed=5)
+    fractions = []
+    mixed = scanner.simulate_set(t12.volume, thin, thick, seed=5, progress=lambda stage, f: fractions.append(f))
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)  # progress never runs backwards
     assert mixed["source"].shape == (7, 64, 64) and mixed["source"].spacing == (2.0, 4.0, 4.0)
     for role in ("target", "replicate", "target_noise_free", "truth"):
         assert mixed[role].shape == (3, 64, 64) and mixed[role].spacing == (6.0, 4.0, 4.0)

@@ -81,6 +81,11 @@ def test_average_refuses_what_cannot_be_averaged(tmp_path):
         average_packages([a, b], b, "x")  # never over an input (or any existing folder)
     with pytest.raises(BadInputError, match="not one of"):
         average_packages([a, b], tmp_path / "x", "x", chain_from="c")
+    with pytest.raises(BadInputError, match="inside the input package"):
+        average_packages([a, b], a / "sub", "x")  # never into an input package
+    assert sorted(f.name for f in a.iterdir()) == ["card.json", "model.safetensors"]
+    with pytest.raises(BadInputError, match="name"):
+        average_packages([a, b], tmp_path / "x", "")
     bad = json.loads((b / "card.json").read_text())
     bad["sha256"] = "0" * 64
     (b / "card.json").write_text(json.dumps(bad))
@@ -99,3 +104,8 @@ def test_average_weights_script(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "average_weights.py"), str(a), str(b),
                         "-o", str(tmp_path / "ab"), "--name", "ab"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "exists" in r.stderr and "Traceback" not in r.stderr
+    (b / "model.safetensors").unlink()  # a broken input package: one sentence, no traceback
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "average_weights.py"), str(a), str(b),
+                        "-o", str(tmp_path / "ab2"), "--name", "ab2"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "model.safetensors" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "ab2").exists()

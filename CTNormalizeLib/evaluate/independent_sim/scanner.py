@@ -211,15 +211,16 @@ def simulate_set(truth: Volume, source: HeldOutPhysics, target: HeldOutPhysics, 
     key = lambda p: (p.thickness_mm, p.slice_profile, p.n_views, p.mu_water)  # noqa: E731
     shared = key(source) == key(target)
     parts = 5 if shared else 6
+    k = parts - 5  # 1 when the source has its own projection (its progress comes second)
     step = (lambda name, a: (lambda st, f: progress(name, (a + f) / parts))) if progress else (lambda name, a: None)
     proj = project(truth, target, step("project", 0))
-    src_proj = proj if shared else project(truth, source, step("project source", 5))
+    src_proj = proj if shared else project(truth, source, step("project source", 1))
     seeds = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x4E1D]).generate_state(3)
     return {
-        "source": scan(src_proj, source, int(seeds[0]), progress=step("source", 1)),
-        "target": scan(proj, target, int(seeds[1]), progress=step("target", 2)),
-        "replicate": scan(proj, target, int(seeds[2]), progress=step("replicate", 3)),
-        "target_noise_free": scan(proj, target, None, noise=False, progress=step("noise-free", 4)),
+        "source": scan(src_proj, source, int(seeds[0]), progress=step("source", 1 + k)),
+        "target": scan(proj, target, int(seeds[1]), progress=step("target", 2 + k)),
+        "replicate": scan(proj, target, int(seeds[2]), progress=step("replicate", 3 + k)),
+        "target_noise_free": scan(proj, target, None, noise=False, progress=step("noise-free", 4 + k)),
         "truth": truth_on_scan_grid(proj),
         "projections": proj,
     }
