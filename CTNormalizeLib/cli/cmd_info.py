@@ -154,7 +154,7 @@ def _signature_lines(sig, noise) -> list:
                      f"mean {nps['mean_frequency']:.3g} c/mm")
     n_src = src.get("noise_hu", {})
     if sig["noise_hu"] is not None:
-        lines.append(f"  noise       {sig['noise_hu']:.1f} HU ({n_src.get('detail', '')}; fat and muscle where found)")
+        lines.append(f"  noise       {sig['noise_hu']:.1f} HU in soft tissue ({n_src.get('detail', '')}; fat and muscle where found)")
     regions = ", ".join(f"{k} {v:.1f}" for k, v in sig["noise_by_region"].items() if v is not None)
     if regions:
         lines.append(f"              by region (HU): {regions}")
