@@ -356,10 +356,17 @@ def inherited_chain(name: Optional[str], arch: dict) -> Optional[dict]:
     parent = _installed(name) if name else None
     if parent is None or parent.card.get("architecture") != arch:
         return None
-    chain = parent.card.get("chain") or {}
+    return chain_from_card(parent.card)
+
+
+def chain_from_card(card: dict) -> Optional[dict]:
+    """A package's chain settings (:data:`CHAIN_SETTINGS`) as a new package starts from them, marked as
+    inherited from it until ``scripts/choose_nlm_blend.py`` rechooses them; None when it has none."""
+    chain = card.get("chain") or {}
     kept = {k: chain[k] for k in CHAIN_SETTINGS if k in chain}
     if not kept:
         return None
+    name = card.get("name")
     return {**kept, "inherited_from": name,
             "note": f"{name}'s settings, until scripts/choose_nlm_blend.py rechooses them (it keeps them unless "
                     "another setting beats them by more than one standard error on its validation scans)"}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import BadInputError
-from ..io.atomic import atomic_output_dir
+from ..io.outputs import OutputGuard
 from ..models.registry import CARD, WEIGHTS, ModelPackage, read_package, sha256_file
 from .package import INTENDED_USE, LICENSE
 
@@ -84,17 +84,16 @@ def average_packages(paths: Sequence, out_dir, name: str, chain_from: Optional[s
     """
     from safetensors.torch import save_file
 
-    from .denoiser import CHAIN_SETTINGS
+    from .denoiser import chain_from_card
 
     out = Path(out_dir)
     if out.exists():
         raise BadInputError(f"{out} exists already; give a new folder for the averaged package.")
     if not name or not name.strip() or any(c in name for c in "/\\"):
         raise BadInputError(f"A model name must be non-empty and without slashes, not {name!r}.")
-    target = out.resolve()
-    for p in paths:
-        if target.is_relative_to(Path(p).resolve()):
-            raise BadInputError(f"{out} lies inside the input package {p}; write the average elsewhere.")
+    guard = OutputGuard(inputs=paths)  # refuses an output that is, or lies inside, an input package
+    guard.add(out, kind="dir", what="-o")
+    guard.check()
     packages = [read_package(Path(p)) for p in paths]
     for pkg in packages:
         if not pkg.weights_path.is_file():
@@ -125,18 +124,17 @@ def average_packages(paths: Sequence, out_dir, name: str, chain_from: Optional[s
         },
         "metrics": {},
     })
-    chain = base.card.get("chain") or {}
-    kept = {k: chain[k] for k in CHAIN_SETTINGS if k in chain}
-    if kept:
-        card["chain"] = {**kept, "inherited_from": base.name,
-                         "note": f"{base.name}'s settings, until scripts/choose_nlm_blend.py rechooses them (it keeps "
-                                 "them unless another setting beats them by more than one standard error on its "
-                                 "validation scans)"}
+    chain = chain_from_card(base.card)
+    if chain:
+        card["chain"] = chain
     card.setdefault("license", LICENSE)
     card.setdefault("intended_use", INTENDED_USE)
-    with atomic_output_dir(out) as staging:
+    with guard:
+        staging = guard.stage(out)
+        staging.mkdir()
         save_file(state, str(staging / WEIGHTS))
         card["sha256"] = sha256_file(staging / WEIGHTS)
         (staging / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         read_package(staging)  # publish only a card the registry accepts
+        guard.commit()
     return out

@@ -62,7 +62,7 @@ def test_average_is_the_mean_and_the_card_says_how(tmp_path):
     assert card["metrics"] == {}  # the ingredients' figures are not the average's
     assert card["chain"]["nlm_blend"] == {"noise_only": 0.3} and card["chain"]["inherited_from"] == "b"
     assert "validation" not in card["chain"]
-    assert list(tmp_path.glob("*avg*")) == [out]  # no staging folder left
+    assert list(tmp_path.glob("*avg*")) == [out] and not list(tmp_path.glob(".ctnormalize-staging-*"))  # no staging left
 
 
 def test_average_refuses_what_cannot_be_averaged(tmp_path):
@@ -81,7 +81,7 @@ def test_average_refuses_what_cannot_be_averaged(tmp_path):
         average_packages([a, b], b, "x")  # never over an input (or any existing folder)
     with pytest.raises(BadInputError, match="not one of"):
         average_packages([a, b], tmp_path / "x", "x", chain_from="c")
-    with pytest.raises(BadInputError, match="inside the input package"):
+    with pytest.raises(BadInputError, match="lies inside the input folder"):
         average_packages([a, b], a / "sub", "x")  # never into an input package
     assert sorted(f.name for f in a.iterdir()) == ["card.json", "model.safetensors"]
     with pytest.raises(BadInputError, match="name"):
