@@ -70,7 +70,7 @@ def _case_rows(records: list, after: bool) -> tuple:
 
 METHOD_NOTES = (
     ("signature", "each scan's measured image-quality signature (signature.measure_signature, DICOM tags as "
-                  "priors), on the original and on the normalized scan"),
+                  "priors)"),
     ("noise σ", "full-band noise standard deviation in soft tissue (fat and muscle), and in air outside the body"),
     ("NPS", "noise power spectrum in uniform ROIs (air around the body, else soft tissue), radially averaged; its "
             "mean frequency rises with kernel sharpness"),
@@ -86,10 +86,10 @@ _AFTER_ONLY = ("emphysema index", "radiomics")
 
 def _method_notes(after: bool) -> dict:
     """The "how it was measured" notes for a batch (``after``) or a characterization (headers and signatures only)."""
-    notes = dict(METHOD_NOTES)
     if not after:
-        notes = {k: v for k, v in notes.items() if k not in _AFTER_ONLY}
-        notes["signature"] = notes["signature"].replace(", on the original and on the normalized scan", "")
+        return {k: v for k, v in METHOD_NOTES if k not in _AFTER_ONLY}
+    notes = dict(METHOD_NOTES)
+    notes["signature"] += ", on the original and on the normalized scan"
     return notes
 
 

@@ -210,8 +210,8 @@ def simulate_set(truth: Volume, source: HeldOutPhysics, target: HeldOutPhysics, 
     """
     key = lambda p: (p.thickness_mm, p.slice_profile, p.n_views, p.mu_water)  # noqa: E731
     shared = key(source) == key(target)
-    parts = 5 if shared else 6
-    k = parts - 5  # 1 when the source has its own projection (its progress comes second)
+    k = 0 if shared else 1  # the source's own projection, when it has one, is the second of the parts
+    parts = 5 + k
     step = (lambda name, a: (lambda st, f: progress(name, (a + f) / parts))) if progress else (lambda name, a: None)
     proj = project(truth, target, step("project", 0))
     src_proj = proj if shared else project(truth, source, step("project source", 1))
