@@ -59,3 +59,36 @@ class Volume:
             meta=dict(self.meta),
             **changes,
         )
+
+
+def grid_differences(size_xyz, spacing_xyz, origin, direction, reference: Volume) -> list[str]:
+    """How a grid differs from ``reference``'s: one phrase per differing property, [] when the same.
+
+    Parameters
+    ----------
+    size_xyz, spacing_xyz, origin, direction : sequences of numbers
+        The other grid in ITK order (as ``SimpleITK.Image.GetSize()`` etc.).
+    reference : Volume
+        The grid compared against (named "CT" in the phrases).
+    """
+    problems = []
+    size = tuple(reversed(reference.hu.shape))
+    if tuple(int(n) for n in size_xyz) != size:
+        problems.append(f"size {tuple(int(n) for n in size_xyz)} vs CT {size}")
+    sp_ref = tuple(reversed(reference.spacing))
+    if not np.allclose(spacing_xyz, sp_ref, rtol=1e-3, atol=1e-4):
+        problems.append(f"spacing {tuple(round(float(s), 4) for s in spacing_xyz)} vs CT "
+                        f"{tuple(round(s, 4) for s in sp_ref)}")
+    tol = 1e-2 * max(sp_ref)
+    if not np.allclose(origin, reference.origin, atol=max(tol, 1e-3)):
+        problems.append(f"origin {tuple(round(float(o), 3) for o in origin)} vs CT "
+                        f"{tuple(round(o, 3) for o in reference.origin)}")
+    if not np.allclose(direction, reference.direction, atol=1e-4):
+        problems.append("direction cosines differ")
+    return problems
+
+
+def volume_grid_differences(volume: Volume, reference: Volume) -> list[str]:
+    """:func:`grid_differences` of two volumes (``volume`` against ``reference``)."""
+    return grid_differences(tuple(reversed(volume.hu.shape)), tuple(reversed(volume.spacing)), volume.origin,
+                            volume.direction, reference)

@@ -14,7 +14,8 @@ DESCRIPTION = (
     "Segment the lungs (or use --lung-mask) and measure the emphysema index of each CT: LAA% "
     "(percentage of lung voxels with HU strictly below --threshold), Perc15 (15th percentile of lung "
     "HU) and lung volume, for both lungs, each lung and the upper/middle/lower thirds of the lungs' "
-    "z extent. With several CTs on the same grid, the emphysema-mask Dice against the first is given."
+    "z extent. With several CTs on the same grid, the emphysema-mask Dice against the first is given; a CT "
+    "on another grid gets a NO_DICE_OTHER_GRID warning naming the difference instead."
 )
 
 
@@ -62,6 +63,14 @@ def _table(report) -> str:
     return "\n".join(lines)
 
 
+def _no_dice_warning(differences: list) -> dict:
+    """The warning of a CT whose emphysema Dice against the first CT cannot be computed (other grid)."""
+    return {"code": "NO_DICE_OTHER_GRID",
+            "message": "emphysema Dice vs the first CT not computed: its grid differs ("
+                       + "; ".join(differences).replace(" vs CT ", " vs first CT ")
+                       + "); resample it onto the first CT's grid to compare the masks voxel by voxel."}
+
+
 def _seg_folder(target: str, n_inputs: int):
     """The folder for one SEG per CT when several CTs are given, else None (one file)."""
     from ..errors import BadInputError
@@ -92,6 +101,7 @@ def run(args) -> int:
     from ..io.outputs import OutputGuard, volume_nbytes
     from ..quantify import emphysema_dice, emphysema_index, load_lung_mask
     from ..quantify._io import read_volume, write_mask
+    from ..volume import volume_grid_differences
 
     inputs = [Path(p) for p in args.inputs]
     masks = args.lung_mask or []
@@ -114,7 +124,7 @@ def run(args) -> int:
         for p in seg_paths:
             guard.add(p, what="--dicom-seg")
     guard.check()
-    rows, first = [], None
+    rows, first, first_vol = [], None, None
     with guard:
         for i, path in enumerate(inputs):
             vol = read_volume(path, allow_missing_slices=args.allow_missing_slices)
@@ -124,9 +134,13 @@ def run(args) -> int:
             res = emphysema_index(vol, lung=lung, threshold=args.threshold)
             row = EmphysemaMeasurement.from_dict({"input": str(path), **res.to_dict()})
             if first is None:
-                first = res
-            elif first.emphysema_mask.shape == res.emphysema_mask.shape:
-                row.dice_vs_first = emphysema_dice(first, res)
+                first, first_vol = res, vol
+            else:
+                differences = volume_grid_differences(vol, first_vol)
+                if differences:
+                    row.warnings.append(_no_dice_warning(differences))
+                else:
+                    row.dice_vs_first = emphysema_dice(first, res)
             if mask_paths:
                 lung_path, emph_path = mask_paths[i]
                 for m in (lung_path, emph_path):
@@ -142,7 +156,7 @@ def run(args) -> int:
                 row.dicom_seg = str(seg_paths[i].resolve())
             rows.append(row)
             if not args.json:
-                for w in res.warnings:
+                for w in row.warnings:
                     print(f"warning [{w['code']}] {path}: {w['message']}", file=sys.stderr)
         guard.commit()
     report = EmphysemaReport(rows)

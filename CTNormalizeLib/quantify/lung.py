@@ -16,25 +16,7 @@ from ..errors import BadInputError
 from ..imaging.lung_split import side_of, split_left_right
 from ..imaging.lungs import LungMask, lung_mask  # noqa: F401  (quantify's lung API)
 from ..imaging.orientation import left_is_larger_x
-from ..volume import Volume
-
-
-def _geometry_mismatch(img, reference: Volume) -> list:
-    problems = []
-    size = tuple(reversed(reference.hu.shape))
-    if tuple(img.GetSize()) != size:
-        problems.append(f"size {tuple(img.GetSize())} vs CT {size}")
-    sp_ref = tuple(reversed(reference.spacing))
-    if not np.allclose(img.GetSpacing(), sp_ref, rtol=1e-3, atol=1e-4):
-        problems.append(f"spacing {tuple(round(s, 4) for s in img.GetSpacing())} vs CT "
-                        f"{tuple(round(s, 4) for s in sp_ref)}")
-    tol = 1e-2 * max(sp_ref)
-    if not np.allclose(img.GetOrigin(), reference.origin, atol=max(tol, 1e-3)):
-        problems.append(f"origin {tuple(round(o, 3) for o in img.GetOrigin())} vs CT "
-                        f"{tuple(round(o, 3) for o in reference.origin)}")
-    if not np.allclose(img.GetDirection(), reference.direction, atol=1e-4):
-        problems.append("direction cosines differ")
-    return problems
+from ..volume import Volume, grid_differences
 
 
 def load_lung_mask(path, reference_volume: Volume) -> LungMask:
@@ -57,7 +39,8 @@ def load_lung_mask(path, reference_volume: Volume) -> LungMask:
     img = read_image(path)
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise BadInputError(f"Lung mask {path} must be a 3D scalar label image.")
-    problems = _geometry_mismatch(img, reference_volume)
+    problems = grid_differences(img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection(),
+                                reference_volume)
     if problems:
         raise BadInputError(f"Lung mask {path} does not match the CT's geometry: " + "; ".join(problems)
                             + ". Resample the mask onto the CT grid first.")

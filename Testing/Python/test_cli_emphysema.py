@@ -63,6 +63,23 @@ def test_json_two_inputs_and_masks(chest, tmp_path):
                                                      "chest_emphysema.nrrd", "chest_lung.nrrd"]
 
 
+def test_no_dice_on_another_grid(chest, tmp_path):
+    """Same array shape, grid moved by 30 mm: the masks do not overlap voxel for voxel, so no Dice, and a
+    warning saying why (it used to compare the arrays whenever the shapes matched, and to drop the Dice
+    without a word when they did not)."""
+    vol, _, path, _ = chest
+    moved = vol.with_array(vol.hu, origin=(vol.origin[0] + 30.0, vol.origin[1], vol.origin[2]))
+    other = _save(moved, tmp_path / "moved.nrrd")
+    p = _cli(path, other, "--json")
+    assert p.returncode == 0, p.stderr
+    second = json.loads(p.stdout)["results"][1]
+    assert "dice_vs_first" not in second
+    (w,) = [w for w in second["warnings"] if w["code"] == "NO_DICE_OTHER_GRID"]
+    assert "origin" in w["message"] and "first CT" in w["message"]
+    p = _cli(path, other)
+    assert p.returncode == 0 and "NO_DICE_OTHER_GRID" in p.stdout and "Dice vs first" not in p.stdout
+
+
 def test_table_with_user_mask_and_threshold(chest):
     vol, truth, path, d = chest
     mask = _save(vol, d / "lungs.nrrd", truth["lungs"].astype(np.uint8))
