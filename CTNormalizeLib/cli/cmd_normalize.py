@@ -147,6 +147,9 @@ def _run(args, events: EventStream, guard) -> int:
                    texture=plan.texture, noise=plan.noise_summary(), plan=plan.to_dict())
     for w in plan.warnings:
         events.warning(w.get("code", "WARNING"), w.get("message", ""))
+    # read and plan ran before ``started`` (it carries the plan): both are reported done, so the steps
+    # a client sees count 1, 2, 3, 4
+    events.progress("read", 0.03, step=1, force=True)
     events.progress("plan", 0.05, step=2, force=True)
 
     def progress(stage, fraction):

@@ -31,6 +31,8 @@ class RunReport:
     steps, warnings : list of dict
     qc, timings : dict
     output_shape, output_spacing : list
+        In array order **(z, y, x)** (voxels; mm), as ``Volume.shape`` and ``Volume.spacing``;
+        ``ctnormalize info`` prints x, y, z (ITK order) and says so.
     input : str or None
     output : str or None
     output_type : str or None

@@ -57,6 +57,8 @@ def test_json_events_done_and_input_untouched(small_ct, tmp_path):
     assert prog and all(0 <= e["fraction"] <= 1 and "stage" in e and "eta_s" in e for e in prog)
     fr = [e["fraction"] for e in prog]
     assert fr == sorted(fr)
+    steps = [e["step"] for e in prog]
+    assert steps == sorted(steps) and steps[0] == 1 and set(steps) == set(range(1, ev[0]["steps"] + 1))
     rep = ev[-1]["report"]
     assert rep["plan"]["target"]["kernel"] == "smooth" and rep["plan"]["source"]["kernel"] == "sharp"
     assert rep["plan"]["source"]["sources"]["kernel"]["source"] == "user"
