@@ -63,6 +63,7 @@ def collect(path, series_uid=None, target: str = "emphysema-reference",
         "geometry": geometry,
         "hu": hu_summary(vol.hu) if finite else {},
         "tags": {k: vol.meta[k] for k in META_TAGS if k in vol.meta},
+        "normalized_by": vol.meta.get("ctnormalize"),
         "series": vol.meta.get("dicom_series"),
         "warnings": list(vol.meta.get("warnings", [])) + list(signature["warnings"] if signature else []),
         "validation": ({"ok": True} if error is None else
@@ -118,6 +119,10 @@ def format_text(info: dict) -> str:
     if info["series"]:
         lines.append("Series in folder:")
         lines += [f"  {s['uid']}  {s['slices']} slices  {s.get('description', '')}" for s in info["series"]]
+    if info.get("normalized_by"):
+        lines.append(f"Normalized: by CTNormalize: {info['normalized_by']}")
+        lines.append("            (what follows is measured from this output's pixels, not copied from the target "
+                     "after '->': e.g. an output interpolated to thinner slices reads thicker than its target)")
     v = info["validation"]
     lines.append("Validation: " + ("ok, a 3D CT in HU" if v["ok"] else f"{v['code']}: {v['message']}"))
     p = info["protocol"]

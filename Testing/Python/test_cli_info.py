@@ -115,3 +115,21 @@ def test_protocols_text_and_json():
     assert "LUNG" in classes[2]["vendor_names"] and "B70f" in classes[3]["siemens_examples"]
     assert any(p["name"] == "emphysema-reference" and p["spec"].startswith("kernel=smooth")
                for p in info["presets"])
+
+
+def test_info_names_a_normalized_output(lung1_path, tmp_path):
+    """An output of ``normalize`` carries its provenance in the header; ``info`` shows it, with the warning
+    that what it measures describes the output's pixels, not the requested target."""
+    from CTNormalizeLib.io import read_volume, write_volume
+
+    vol = read_volume(lung1_path)
+    crop = vol.with_array(vol.hu[:, 150:300, 150:300])
+    crop.meta["ctnormalize"] = "classical kernel=smooth,thickness=5 -> kernel=standard,thickness=1"
+    out = write_volume(crop, tmp_path / "normalized.nrrd")
+    r = cli("info", out)
+    assert r.returncode == 0, r.stderr
+    assert "Normalized: by CTNormalize: classical kernel=smooth,thickness=5 -> kernel=standard,thickness=1" in r.stdout
+    assert "measured from this output's pixels" in r.stdout
+    d = json.loads(cli("info", out, "--json").stdout)
+    assert d["normalized_by"].endswith("-> kernel=standard,thickness=1")
+    assert json.loads(cli("info", lung1_path, "--json").stdout)["normalized_by"] is None
