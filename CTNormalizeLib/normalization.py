@@ -153,7 +153,7 @@ def _qc(inp: Volume, result: MethodResult, plan: Plan) -> dict:
     from .inference.zgrid import resample_z
 
     out = result.volume
-    t_s = float(plan.source.thickness or plan.source_signature.thickness_mm)
+    t_s = float(plan.source.ssp_fwhm or plan.source_signature.thickness_mm)
     inp_hu = resample_z(inp.hu, inp.spacing[0], out.spacing[0], t_s, plan.target_signature.thickness_mm)
     n = min(inp_hu.shape[0], out.shape[0])
     step = max(1, n // 32)

@@ -23,7 +23,7 @@ from .volume import Volume
 
 TEXTURES = ("clean", "target")
 DEFAULT_TEXTURE = "clean"
-_PROTOCOL_FIELDS = ("kernel", "kernel_name", "dose", "mas", "ctdivol", "thickness", "spacing")
+_PROTOCOL_FIELDS = ("kernel", "kernel_name", "dose", "mas", "ctdivol", "thickness", "spacing", "profile")
 
 
 @dataclass(frozen=True)
@@ -191,6 +191,8 @@ def complete_target(source: Protocol, target) -> tuple[Protocol, bool, bool]:
     for name in ("kernel", "thickness"):
         if getattr(tgt, name) is None and getattr(source, name) is not None:
             keep[name] = getattr(source, name)
+    if "thickness" in keep and source.profile is not None:
+        keep["profile"] = source.profile  # the source's slices, shape and all
     if not keep:
         return tgt, kernel_given, dose_given
     base = Protocol(sources={k: FieldSource("default", 1.0, "unchanged from source") for k in keep}, **keep)
@@ -202,9 +204,9 @@ def _target_from_reference(ref: Volume, source_sig: Signature) -> tuple[Protocol
     sig = reference_target(ref_sig, source_sig)
     label = ref.meta.get("source_path", "the reference scan")
     src = {k: FieldSource("reference", v.confidence, f"{v.detail} (measured on {label})")
-           for k, v in ref_prot.sources.items() if k in ("kernel", "thickness", "kernel_name")}
+           for k, v in ref_prot.sources.items() if k in ("kernel", "thickness", "kernel_name", "profile")}
     prot = Protocol(kernel=ref_prot.kernel, kernel_name=ref_prot.kernel_name, thickness=ref_prot.thickness,
-                    spacing=ref_prot.thickness, sources=src)
+                    spacing=ref_prot.thickness, profile=ref_prot.profile, sources=src)
     return prot, sig
 
 
@@ -287,10 +289,9 @@ def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = 
                                     f"{', '.join(extra)}.")
             tgt = tgt.merged(over)
             # a thickness given alone sets the spacing too (as without a reference), not the reference's spacing
-            t_t = float(over.thickness or tgt_sig.thickness_mm)
             s_t = float(over.spacing or over.thickness or tgt_sig.spacing_mm)
-            tgt = replace(tgt, thickness=t_t, spacing=s_t)
-            tgt_sig = _at_thickness(tgt_sig, t_t, s_t)
+            tgt = replace(tgt, thickness=float(over.thickness or tgt_sig.thickness_mm), spacing=s_t)
+            tgt_sig = _at_thickness(tgt_sig, float(over.ssp_fwhm or tgt_sig.thickness_mm), s_t)
         warnings.extend(_reference_kernel_warning(src_sig, tgt_sig))
     else:
         tgt, kernel_given, dose_given = complete_target(src, target)

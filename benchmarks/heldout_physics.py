@@ -41,6 +41,9 @@ def main(argv=None) -> int:
     ap.add_argument("--target-like", action="store_true",
                     help="give the methods a reference scan of the target protocol (another anatomy made with the "
                          "target's physics, as --target-like) instead of the nominal target protocol")
+    ap.add_argument("--name-profile", action="store_true",
+                    help="the nominal protocols also name a rectangular slice profile (profile=rect), as a user who "
+                         "knows the scanner's slices are would (the phantom cases; lung2's helical triangles stay unnamed)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     methods = heldout_methods(tuple(t.strip() for t in args.textures.split(",") if t.strip()))
@@ -55,7 +58,7 @@ def main(argv=None) -> int:
             return 2
         methods = [known[w] for w in want]
     res = hb.run_heldout(args.size, methods, source_mode="auto" if args.source_auto else "explicit",
-                         target_mode="like" if args.target_like else "explicit",
+                         target_mode="like" if args.target_like else "explicit", name_profile=args.name_profile,
                          progress=lambda st, f: print(f"{st}: {f:.0%}", file=sys.stderr))
     written = hb.write_heldout(res, args.out_dir)
     print(hb.format_table(res))

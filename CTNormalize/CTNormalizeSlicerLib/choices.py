@@ -147,7 +147,7 @@ def kernel_choices() -> list[str]:
 def protocol_rows(protocol) -> list[tuple[str, str, str, str]]:
     """``[(field, value, source, detail)]`` for showing a protocol in the panel."""
     rows = []
-    for field in ("kernel", "dose", "thickness", "mas", "ctdivol", "spacing"):
+    for field in ("kernel", "dose", "thickness", "profile", "mas", "ctdivol", "spacing"):
         value = getattr(protocol, field, None)
         if value is None and field not in PROTOCOL_FIELDS:
             continue

@@ -356,6 +356,9 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
     if sigma is None:
         state.record("denoise", False, {}, "source noise not measurable")
         return
+    if sigma <= 0.0:
+        state.record("denoise", False, {}, "no noise measured in the source")
+        return
     method = options.get("denoise_method", "auto")
     strength = options.get("denoise_strength")
     learned = isinstance(method, StackDenoiser)

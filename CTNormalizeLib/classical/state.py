@@ -44,7 +44,7 @@ def start(volume: Volume, plan) -> ChainState:
     """The chain's initial state: the input voxels with the source's measured signature."""
     sig = plan.source_signature
     return ChainState(hu=volume.hu, spacing=tuple(float(s) for s in volume.spacing), transfer=sig.transfer,
-                      noise_hu=sig.noise_hu, thickness=float(plan.source.thickness or sig.thickness_mm))
+                      noise_hu=sig.noise_hu, thickness=float(plan.source.ssp_fwhm or sig.thickness_mm))
 
 
 def sub_progress(progress: Progress, lo: float, hi: float) -> Progress:
@@ -63,7 +63,7 @@ def finish(volume: Volume, state: ChainState, plan, label: str) -> MethodResult:
     meta["CTNormalize"] = f"{label} {plan.summary()}"
     if state.spacing[0] != volume.spacing[0]:
         meta["SpacingBetweenSlices"] = f"{state.spacing[0]:g}"
-        meta["SliceThickness"] = f"{state.thickness:g}"
+        meta["SliceThickness"] = f"{plan.target.thickness or state.thickness:g}"  # nominal, not the modelled FWHM
     out = Volume(hu=np.asarray(hu, dtype=np.float32), spacing=state.spacing, origin=volume.origin,
                  direction=volume.direction, meta=meta)
     return MethodResult(volume=out, steps=state.steps, warnings=state.warnings)
@@ -93,7 +93,7 @@ def predicted_noise(plan, noise_hu: Optional[float] = None) -> Optional[float]:
     n = s.noise_hu if noise_hu is None else noise_hu
     if n is None:
         return None
-    t_s = float(plan.source.thickness or s.thickness_mm)
+    t_s = float(plan.source.ssp_fwhm or s.thickness_mm)
     t_eff = max(t.thickness_mm, t_s)
     return noise_between(n, s.transfer, t.transfer, s.pixel_mm, t_s, t_eff)
 
@@ -101,9 +101,9 @@ def predicted_noise(plan, noise_hu: Optional[float] = None) -> Optional[float]:
 def differences(plan) -> dict:
     """Which aspects of the source differ from the target: ``{"kernel", "noise", "thickness"} -> bool``."""
     s, t = plan.source_signature, plan.target_signature
-    t_s = float(plan.source.thickness or s.thickness_mm)
+    t_s = float(plan.source.ssp_fwhm or s.thickness_mm)
     pred = predicted_noise(plan)
-    noise = pred is not None and t.noise_hu is not None and abs(t.noise_hu / pred - 1.0) > NOISE_TOLERANCE
+    noise = pred is not None and t.noise_hu is not None and abs(t.noise_hu - pred) > NOISE_TOLERANCE * pred
     if plan.texture == "clean":
         noise = noise or (s.noise_hu is not None)
     return {"kernel": not same_transfer(s.transfer, t.transfer, s.nyquist),

@@ -192,9 +192,9 @@ Z_RESTORE_LAMBDA = 0.03
 LIMIT_SIGMAS = 3.0
 
 _NOTES = {"thin_to_thick": "slice profile modelled as a Gaussian whose FWHM is the thickness (as a helical scan's), "
-                           "widened (exact for that model) and sampled on the target grid; a scanner whose slices are "
-                           "nearer rectangular (axial scans) averages over less z, so small low-attenuation areas "
-                           "(the emphysema index) read lower here than on its scans",
+                           "widened (exact for that model) and sampled on the target grid; for a target whose slices "
+                           "are rectangular (axial scans) give profile=rect with its thickness, else the output averages "
+                           "over more z than its scans and small low-attenuation areas (the emphysema index) read low",
           "thick_to_thin": "cubic-spline interpolation onto the finer grid after a Wiener-regularized partial z "
                            "deconvolution, kept within the neighbouring source slices' values (plus 3 sigma of the "
                            "noise); detail the thick slices removed is not recovered",

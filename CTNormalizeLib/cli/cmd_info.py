@@ -127,7 +127,7 @@ def format_text(info: dict) -> str:
     lines.append("Validation: " + ("ok, a 3D CT in HU" if v["ok"] else f"{v['code']}: {v['message']}"))
     p = info["protocol"]
     lines.append(f"Protocol:   {p['spec'] or '(nothing detected)'}")
-    for name in ("kernel", "kernel_name", "dose", "mas", "ctdivol", "thickness", "spacing"):
+    for name in ("kernel", "kernel_name", "dose", "mas", "ctdivol", "thickness", "profile", "spacing"):
         src = p["sources"].get(name)
         if src is None and p.get(name) is None:
             continue

@@ -42,7 +42,11 @@ def collect() -> dict:
             {"name": p.name, "description": p.description, "spec": p.protocol.spec()}
             for p in load_presets().values()
         ],
-        "spec_format": "kernel=<class|vendor name>,dose=<fraction or NN%>,thickness=<mm>[,spacing=<mm>]",
+        "spec_format": "kernel=<class|vendor name>,dose=<fraction or NN%>,thickness=<mm>[,profile=gaussian|rect]"
+                       "[,spacing=<mm>]",
+        "profile_note": "profile: the slice-sensitivity profile's shape; gaussian (default) stands for helical scans, "
+                        "rect for axial (sequential) scans, modelled as the Gaussian of the same second moment "
+                        "(FWHM 0.68 x the thickness)",
     }
 
 
@@ -59,6 +63,7 @@ def format_text(info: dict) -> str:
     for p in info["presets"]:
         lines.append(f"  {p['name']:<{width}}  {p['spec']:<36} {p['description']}")
     lines.append(f"Spec format: {info['spec_format']}")
+    lines.append(f"  {info['profile_note']}")
     return "\n".join(lines)
 
 

@@ -68,7 +68,7 @@ def _check_modes(source_mode: str, target_mode: str) -> None:
 
 
 def run_case(case: "hcases.HeldOutCase", methods: list, keep_arrays: bool = False,
-             source_mode: str = "explicit", target_mode: str = "explicit") -> dict:
+             source_mode: str = "explicit", target_mode: str = "explicit", name_profile: bool = False) -> dict:
     """Run every method on one case and evaluate source, outputs, replicate and noise-free target.
 
     ``source_mode="auto"``: the methods get ``source="auto"`` (the scan's tags and pixels
@@ -76,12 +76,15 @@ def run_case(case: "hcases.HeldOutCase", methods: list, keep_arrays: bool = Fals
     ``target_mode="like"``: the methods get, instead of the nominal target protocol, a scan
     of another anatomy (phantom seed 2000) made with the target's physics, as a user who
     says "make it look like this scan" (``--target-like``) would give; its measured
-    signature is the target.
+    signature is the target. ``name_profile``: the nominal protocols also name a rectangular
+    slice profile (``profile=rect``), as a user who knows the scanner's slices are would.
     """
     from .paired import evaluate_methods
 
     _check_modes(source_mode, target_mode)
-    sprot, tprot = parse_spec(case.source_spec), parse_spec(case.target_spec)
+    source_spec = case.spec.source.nominal_spec(name_profile)
+    target_spec = case.spec.target.nominal_spec(name_profile)
+    sprot, tprot = parse_spec(source_spec), parse_spec(target_spec)
     if source_mode == "auto":
         sprot = "auto"
     ref = None
@@ -108,8 +111,8 @@ def run_case(case: "hcases.HeldOutCase", methods: list, keep_arrays: bool = Fals
     for label, t in timings.items():
         if label in rows:
             rows[label]["time_s"], rows[label]["cpu_s"] = t, cpu[label]
-    res = {"case": case.name, "description": case.spec.description, "source_spec": case.source_spec,
-           "target_spec": case.target_spec, "info": case.info, "target_laa_percent": values["target"]["laa_percent"],
+    res = {"case": case.name, "description": case.spec.description, "source_spec": source_spec,
+           "target_spec": target_spec, "info": case.info, "target_laa_percent": values["target"]["laa_percent"],
            "rows": rows, "errors": errors, "skipped": skipped, "masks": ev["masks"]}
     if keep_arrays:
         res["_arrays"] = ev["arrays"]
@@ -133,7 +136,7 @@ def summarize(case_results: list, labels: list) -> dict:
 
 def run_heldout(size: str = "default", methods: Optional[list] = None, progress=None,
                 keep_examples: bool = True, specs: Optional[list] = None, source_mode: str = "explicit",
-                target_mode: str = "explicit") -> dict:
+                target_mode: str = "explicit", name_profile: bool = False) -> dict:
     """Run the held-out-physics benchmark and return its JSON-ready result.
 
     Parameters
@@ -152,6 +155,8 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
         Give the methods the nominal source protocol, or ``auto`` (see :func:`run_case`).
     target_mode : {"explicit", "like"}
         Give the methods the nominal target protocol, or a reference scan of it (see :func:`run_case`).
+    name_profile : bool
+        The nominal protocols name rectangular slice profiles (``profile=rect``; see :func:`run_case`).
     """
     t_start, c_start = time.perf_counter(), time.process_time()
     _check_modes(source_mode, target_mode)
@@ -164,7 +169,8 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
         t0 = time.perf_counter()
         case = hcases.generate_case(spec)
         gen_s += time.perf_counter() - t0
-        r = run_case(case, methods, keep_arrays=keep_examples, source_mode=source_mode, target_mode=target_mode)
+        r = run_case(case, methods, keep_arrays=keep_examples, source_mode=source_mode, target_mode=target_mode,
+                     name_profile=name_profile)
         if keep_examples:
             examples[case.name] = r.pop("_arrays")
         results.append(r)
@@ -177,6 +183,7 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
         "size": size,
         "source_mode": source_mode,
         "target_mode": target_mode,
+        "name_profile": name_profile,
         "methods": [m.name for m in methods],
         "method_sha256": {m.name: m.sha256 for m in methods},
         "cases": results,
@@ -184,7 +191,8 @@ def run_heldout(size: str = "default", methods: Optional[list] = None, progress=
         "notes": {
             "gap_closed": "(L1_source - L1_output) / (L1_source - L1_replicate), L1 vs the target in the body "
                           "(or lungs); *_noise_free uses the noise-free target instead of the replicate",
-            "protocol": PROTOCOL_NOTES[(source_mode, target_mode)],
+            "protocol": PROTOCOL_NOTES[(source_mode, target_mode)] + (
+                "; the nominal protocols name rectangular slice profiles (profile=rect)" if name_profile else ""),
             "held_out": "independent simulator (skimage radon/iradon, compound-Poisson noise with bowtie, "
                         "no AEC, rect/triangle slice profiles) on lung2 and phantom seeds >= 1000; "
                         "never used for training or tuning",

@@ -140,7 +140,7 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
 
     spacing = (float(tgt.spacing),) + tuple(volume.spacing[1:])
     out_vol = volume.with_array(res.hu, spacing=spacing)
-    out_vol.meta["SliceThickness"] = f"{tgt.thickness:g}"
+    out_vol.meta["SliceThickness"] = f"{target.thickness or tgt.thickness:g}"  # nominal, not the modelled FWHM
     out_vol.meta["SpacingBetweenSlices"] = f"{tgt.spacing:g}"
     if tgt.kernel:
         out_vol.meta["ConvolutionKernel"] = f"CTNormalize:{tgt.kernel}"

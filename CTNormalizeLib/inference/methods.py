@@ -28,10 +28,10 @@ def effective_protocols(plan) -> tuple[Protocol, Protocol]:
         s_dose = plan.noise_equivalent_dose * (t_dose if t_dose is not None else 1.0)
     if t_dose is None:
         t_dose = s_dose
-    src = replace(s, kernel=s.kernel or ss.kernel, dose=s_dose, thickness=float(s.thickness or ss.thickness_mm),
-                  spacing=float(ss.spacing_mm))
+    src = replace(s, kernel=s.kernel or ss.kernel, dose=s_dose, thickness=float(s.ssp_fwhm or ss.thickness_mm),
+                  spacing=float(ss.spacing_mm), profile=None)
     tgt = replace(t, kernel=t.kernel or ts.kernel, dose=t_dose, thickness=float(ts.thickness_mm),
-                  spacing=float(ts.spacing_mm))
+                  spacing=float(ts.spacing_mm), profile=None)
     return src, tgt
 
 
@@ -49,7 +49,7 @@ def signature_why_not(covers: dict, plan) -> str | None:
     m50_t = t.transfer.mtf50 if math.isfinite(t.transfer.mtf50) else 3.0
     checks = [("source noise", s.noise_hu, src.get("noise_hu"), "HU"),
               ("source MTF50", m50_s, src.get("mtf50"), "c/mm"),
-              ("source thickness", plan.source.thickness or s.thickness_mm, src.get("thickness"), "mm"),
+              ("source thickness", plan.source.ssp_fwhm or s.thickness_mm, src.get("thickness"), "mm"),
               ("pixel size", s.pixel_mm, src.get("pixel_mm"), "mm"),
               ("target MTF50", m50_t, tgt.get("mtf50"), "c/mm"),
               ("target thickness", t.thickness_mm, tgt.get("thickness"), "mm")]

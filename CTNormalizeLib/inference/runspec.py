@@ -71,11 +71,15 @@ class RunSpec:
 
 
 def on_grid(source, target, volume):
-    """Thickness and z spacing left open filled from the volume's grid (plans set them; direct calls may not)."""
+    """Thickness and z spacing left open filled from the volume's grid (plans set them; direct calls may not).
+
+    The protocols returned are in the z physics' Gaussian form: ``thickness`` is the slice profile's
+    modelled FWHM (:attr:`~CTNormalizeLib.protocols.protocol.Protocol.ssp_fwhm`) and ``profile`` None.
+    """
     s_sp = float(volume.spacing[0])
-    src = replace(source, thickness=source.thickness or s_sp, spacing=source.spacing or s_sp)
-    tgt = replace(target, thickness=target.thickness or src.thickness,
-                  spacing=target.spacing or target.thickness or src.spacing)
+    src = replace(source, thickness=source.ssp_fwhm or s_sp, spacing=source.spacing or s_sp, profile=None)
+    tgt = replace(target, thickness=target.ssp_fwhm or src.thickness,
+                  spacing=target.spacing or target.thickness or src.spacing, profile=None)
     return src, tgt
 
 

@@ -47,6 +47,8 @@ META_TAGS = {
     "XRayTubeCurrent": "0018|1151",
     "ExposureTime": "0018|1150",
     "CTDIvol": "0018|9345",
+    "AcquisitionType": "0018|9302",
+    "SpiralPitchFactor": "0018|9311",
 }
 # Tags that vary per slice with tube-current modulation: the series value is their mean.
 _PER_SLICE_MEAN = ("Exposure", "XRayTubeCurrent", "ExposureTime", "CTDIvol")

@@ -23,7 +23,7 @@ def protocol_features(p) -> list[float]:
     """
     onehot = [1.0 if p.kernel == k else 0.0 for k in KERNEL_CLASSES]
     dose = float(p.dose) if p.dose else 1.0
-    thick = float(p.thickness) if p.thickness else 1.0
+    thick = float(p.ssp_fwhm) if p.thickness else 1.0
     zsp = float(p.z_spacing) if p.z_spacing else thick
     return onehot + [math.log2(dose), thick / 2.0, zsp / 2.0]
 
@@ -33,8 +33,8 @@ def pair_features(source, target) -> list[float]:
     s, t = protocol_features(source), protocol_features(target)
     sd = float(source.dose or 1.0)
     td = float(target.dose or 1.0)
-    st = float(source.thickness or 1.0)
-    tt = float(target.thickness or 1.0)
+    st = float(source.ssp_fwhm or 1.0)
+    tt = float(target.ssp_fwhm or 1.0)
     return s + t + [math.log2(td / sd), math.log2(tt / st)]
 
 
@@ -73,7 +73,7 @@ def plan_features(plan, frontend_lambda: float) -> list[float]:
     noise_in = None
     if s.noise_hu is not None:
         noise_in = s.noise_hu * frontend_noise_factor(s.transfer, t.transfer, frontend_lambda, s.pixel_mm)
-    t_s = float(plan.source.thickness or s.thickness_mm)
+    t_s = float(plan.source.ssp_fwhm or s.thickness_mm)
     return signature_features(s.transfer, t.transfer, s.noise_hu, noise_in, s.pixel_mm, t_s, t.thickness_mm)
 
 

@@ -112,7 +112,8 @@ class ModelPackage:
         if "dose" in src and not _in_range(s_dose, src["dose"]):
             return f"source dose {s_dose:.3g} outside {_fmt_range(src['dose'])}"
         if "thickness" in src and not _in_range(source.thickness, src["thickness"]):
-            return f"source thickness {source.thickness} mm outside {_fmt_range(src['thickness'])} mm"
+            shown = "unknown" if source.thickness is None else f"{source.thickness:.3g}"
+            return f"source thickness {shown} mm outside {_fmt_range(src['thickness'])} mm"
         if cov.get("same_thickness") and not _in_range(target.thickness or source.thickness, source.thickness or 0):
             return "this model keeps the slice thickness (target thickness must equal the source's)"
         t_dose = target.dose if target.dose is not None else 1.0

@@ -58,7 +58,9 @@ def protocol_from_tags(meta: Mapping, z_spacing: float) -> Protocol:
     Protocol
         kernel and kernel_name (ConvolutionKernel), thickness (SliceThickness), spacing
         (the z grid), mas (Exposure, else XRayTubeCurrent x ExposureTime), ctdivol
-        (CTDIvol); ``dose`` stays None: a dose fraction is not in any tag.
+        (CTDIvol), profile (``rect`` for AcquisitionType SEQUENCED, an axial scan, with a
+        SliceThickness; else None, the helical default); ``dose`` stays None: a dose fraction
+        is not in any tag.
     """
     values: dict = {}
     sources: dict = {}
@@ -84,6 +86,10 @@ def protocol_from_tags(meta: Mapping, z_spacing: float) -> Protocol:
         sources["thickness"] = FieldSource("tag", 1.0, f"SliceThickness={meta['SliceThickness']}")
     else:
         sources["thickness"] = FieldSource("unknown", 0.0, "no SliceThickness tag")
+    acquisition = str(meta.get("AcquisitionType", "")).strip().upper()
+    if t is not None and acquisition == "SEQUENCED" and tag_number(meta, "SpiralPitchFactor") is None:
+        values["profile"] = "rect"
+        sources["profile"] = FieldSource("tag", 0.8, "AcquisitionType=SEQUENCED (an axial scan): rectangular slices")
 
     exposure = tag_number(meta, "Exposure")
     current, time_ms = tag_number(meta, "XRayTubeCurrent"), tag_number(meta, "ExposureTime")

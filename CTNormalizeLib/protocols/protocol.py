@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
@@ -23,6 +24,34 @@ class FieldSource:
     detail: str = ""
 
 
+#: Slice-sensitivity profile shapes a protocol may name, and the FWHM (in units of the nominal thickness) of
+#: the Gaussian the engine models each with. The z physics (slice-profile change, noise across thicknesses,
+#: model conditioning) is Gaussian throughout; a rectangular profile of width T (an axial, step-and-shoot
+#: scan) becomes the Gaussian of the same second moment (std T/sqrt(12), FWHM 0.68 T), which also passes
+#: slice-independent noise like the rectangle (variance 0.98/T against 1/T per unit noise density). A
+#: helical scan's profile (roughly a triangle of FWHM T, std T/sqrt(6): FWHM-equivalent 0.96 T) is what
+#: the default Gaussian of FWHM T stands for.
+PROFILE_FWHM = {"gaussian": 1.0, "rect": 2.0 * math.sqrt(2.0 * math.log(2.0)) / math.sqrt(12.0)}
+_PROFILE_SYNONYMS = {"gaussian": "gaussian", "gauss": "gaussian", "helical": "gaussian", "spiral": "gaussian",
+                     "rect": "rect", "rectangular": "rect", "axial": "rect", "sequential": "rect",
+                     "sequenced": "rect", "step-and-shoot": "rect"}
+
+
+def profile_name(text: str) -> str:
+    """The profile (``gaussian`` or ``rect``) a name or synonym stands for.
+
+    Raises
+    ------
+    BadInputError
+        For a name that is not a profile or a synonym of one.
+    """
+    key = str(text).strip().lower()
+    if key not in _PROFILE_SYNONYMS:
+        raise BadInputError(f"Unknown slice profile {text!r}; use gaussian (helical scans, the default) or rect "
+                            f"(axial/sequential scans); synonyms: {', '.join(sorted(_PROFILE_SYNONYMS))}.")
+    return _PROFILE_SYNONYMS[key]
+
+
 @dataclass(frozen=True)
 class Protocol:
     """An acquisition/reconstruction protocol.
@@ -40,9 +69,12 @@ class Protocol:
     ctdivol : float or None
         CTDIvol (mGy), when known.
     thickness : float or None
-        Reconstructed slice thickness (slice-sensitivity FWHM), mm.
+        Nominal reconstructed slice thickness (the slice-sensitivity profile's width), mm.
     spacing : float or None
         Slice spacing along z, mm (defaults to ``thickness`` where needed).
+    profile : str or None
+        Shape of the slice-sensitivity profile, a key of :data:`PROFILE_FWHM`; None = ``gaussian``
+        (helical). The physics uses :attr:`ssp_fwhm`, not ``thickness``.
     sources : dict
         Field name -> :class:`FieldSource`.
     """
@@ -54,22 +86,40 @@ class Protocol:
     ctdivol: Optional[float] = None
     thickness: Optional[float] = None
     spacing: Optional[float] = None
+    profile: Optional[str] = None
     sources: dict = field(default_factory=dict, compare=False, hash=False)
 
     def merged(self, other: "Protocol") -> "Protocol":
-        """This protocol with every field that ``other`` sets taken from ``other``."""
+        """This protocol with every field that ``other`` sets taken from ``other``.
+
+        A thickness comes with its profile: ``other``'s thickness replaces this one's profile too.
+        """
         changes, sources = {}, dict(self.sources)
-        for name in ("kernel", "kernel_name", "dose", "mas", "ctdivol", "thickness", "spacing"):
+        for name in ("kernel", "kernel_name", "dose", "mas", "ctdivol", "thickness", "spacing", "profile"):
             v = getattr(other, name)
             if v is not None:
                 changes[name] = v
                 if name in other.sources:
                     sources[name] = other.sources[name]
+        if other.thickness is not None and other.profile is None and self.profile is not None:
+            changes["profile"] = None
+            sources.pop("profile", None)
         return replace(self, sources=sources, **changes)
 
     @property
     def z_spacing(self) -> Optional[float]:
         return self.spacing if self.spacing is not None else self.thickness
+
+    @property
+    def ssp_fwhm(self) -> Optional[float]:
+        """FWHM (mm) of the Gaussian slice profile the z physics models this protocol with.
+
+        ``thickness`` for a Gaussian (default) profile; for a rectangular one the Gaussian of
+        the same second moment (:data:`PROFILE_FWHM`). None when the thickness is unknown.
+        """
+        if self.thickness is None:
+            return None
+        return float(self.thickness) * PROFILE_FWHM[self.profile or "gaussian"]
 
     def spec(self) -> str:
         """The spec string, e.g. ``kernel=sharp,dose=0.25,thickness=2``."""
@@ -84,6 +134,8 @@ class Protocol:
             parts.append(f"ctdivol={self.ctdivol:.4g}")
         if self.thickness is not None:
             parts.append(f"thickness={self.thickness:.3g}")
+        if self.profile is not None:
+            parts.append(f"profile={self.profile}")
         if self.spacing is not None:
             parts.append(f"spacing={self.spacing:.3g}")
         return ",".join(parts)
@@ -98,10 +150,10 @@ class Protocol:
         from .kernels import KERNEL_CLASSES
 
         onehot = [1.0 if self.kernel == k else 0.0 for k in KERNEL_CLASSES]
-        return onehot + [float(self.dose or 1.0), float(self.thickness or 1.0)]
+        return onehot + [float(self.dose or 1.0), float(self.ssp_fwhm or 1.0)]
 
 
-_KEYS = {"kernel", "dose", "mas", "ctdivol", "thickness", "spacing"}
+_KEYS = {"kernel", "dose", "mas", "ctdivol", "thickness", "spacing", "profile"}
 
 
 #: Physical range of each numeric field (inclusive) and its unit, checked where specs are parsed.
@@ -131,9 +183,11 @@ def _number(key: str, text: str) -> float:
 
 
 def parse_spec(spec: str, source: str = "user") -> Protocol:
-    """Parse ``kernel=<class|vendor>,dose=<fraction|NN%>,thickness=<mm>[,spacing=<mm>][,mas=..][,ctdivol=..]``.
+    """Parse ``kernel=<class|vendor>,dose=<fraction|NN%>,thickness=<mm>[,profile=gaussian|rect][,spacing=<mm>]
+    [,mas=..][,ctdivol=..]``.
 
-    Fields left out stay None. Raises :class:`BadInputError` with the reason on a bad spec.
+    Fields left out stay None; ``profile`` needs a ``thickness`` in the same spec (it is that
+    thickness's shape). Raises :class:`BadInputError` with the reason on a bad spec.
     """
     if spec is None or not str(spec).strip():
         raise BadInputError("Empty protocol spec; expected e.g. 'kernel=sharp,dose=0.25,thickness=2'.")
@@ -157,7 +211,12 @@ def parse_spec(spec: str, source: str = "user") -> Protocol:
             values["kernel"] = cls
             if val.lower() != cls:
                 values["kernel_name"] = val
+        elif key == "profile":
+            values["profile"] = profile_name(val)
         else:
             values[key] = _number(key, val)
         sources[key] = FieldSource(source, 1.0, f"{key}={val}")
+    if "profile" in values and "thickness" not in values:
+        raise BadInputError(f"profile={values['profile']} in {spec!r} needs the thickness it shapes: "
+                            "give thickness=<mm> in the same spec.")
     return Protocol(sources=sources, **values)

@@ -112,8 +112,10 @@ def _compare_kernel(tags: Optional[Protocol], kernel: str, k_src: FieldSource, w
 def _thickness(tags: Optional[Protocol], zres, spacing_z: float):
     if tags is not None and tags.thickness:
         fs = tags.sources.get("thickness")
-        return float(tags.thickness), FieldSource(getattr(fs, "source", "tag"), getattr(fs, "confidence", 1.0),
-                                                  getattr(fs, "detail", "SliceThickness"))
+        detail = getattr(fs, "detail", "SliceThickness")
+        if tags.profile not in (None, "gaussian"):
+            detail += f" ({tags.profile} profile: modelled FWHM {tags.ssp_fwhm:.3g} mm)"
+        return float(tags.ssp_fwhm), FieldSource(getattr(fs, "source", "tag"), getattr(fs, "confidence", 1.0), detail)
     # only a clear overlap is trusted: structured noise (streaks) also correlates neighbouring slices
     if zres.thickness_mm is not None and zres.thickness_mm > OVERLAP_TRUSTED * spacing_z:
         return float(zres.thickness_mm), FieldSource("image", zres.confidence, zres.detail)

@@ -54,10 +54,10 @@ def nominal_target(source_sig: Signature, source: Protocol, target: Protocol,
         transfer = source_sig.transfer
         t_note = "the source's given kernel class: its measured transfer is kept" if same_class \
             else "unchanged from source"
-    t_t = float(target.thickness or source_sig.thickness_mm)
+    t_t = float(target.ssp_fwhm or source_sig.thickness_mm)
     s_t = float(target.spacing or target.thickness or source_sig.spacing_mm)
     sources = {"transfer": FieldSource("preset" if kernel_given and not same_class else "default", 1.0, t_note),
-               "thickness_mm": FieldSource("preset" if target.thickness else "default", 1.0, "")}
+               "thickness_mm": FieldSource("preset" if target.thickness else "default", 1.0, _profile_note(target))}
     sigma, detail = _target_noise(source_sig, source, target, transfer, t_t, dose_given)
     sources["noise_hu"] = FieldSource("image" if not dose_given or source.dose else "default",
                                       1.0 if not dose_given else 0.8, detail)
@@ -123,3 +123,11 @@ def reference_target(ref_sig: Signature, source_sig: Signature) -> Signature:
             band_noise_factor(ref_sig.transfer, ref_sig.pixel_mm)
     return replace(ref_sig, origin="reference", pixel_mm=source_sig.pixel_mm, noise_hu=sigma,
                    fov_mm=source_sig.fov_mm, wed_mm=source_sig.wed_mm)
+
+
+def _profile_note(target: Protocol) -> str:
+    """How a target's slice-profile shape turned into the modelled FWHM ('' for the default Gaussian)."""
+    if target.thickness is None or target.profile in (None, "gaussian"):
+        return ""
+    return (f"{target.thickness:g} mm {target.profile} slice profile, modelled as the Gaussian of its second moment "
+            f"(FWHM {target.ssp_fwhm:.3g} mm)")

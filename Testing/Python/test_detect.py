@@ -52,3 +52,13 @@ def test_spacing_tag_disagreement_is_noted():
                                            ("nan", None), ("abc", None), (None, None)])
 def test_tag_number(text, expected):
     assert tag_number({"X": text} if text is not None else {}, "X") == expected
+
+
+def test_an_axial_scan_has_rectangular_slices():
+    p = protocol_from_tags({"SliceThickness": "3", "AcquisitionType": "SEQUENCED"}, 3.0)
+    assert p.profile == "rect" and p.sources["profile"].source == "tag" and p.ssp_fwhm < 2.1
+    assert p.spec() == "thickness=3,profile=rect,spacing=3"
+    for helical in ({"SliceThickness": "3", "AcquisitionType": "SPIRAL"}, {"SliceThickness": "3"},
+                    {"SliceThickness": "3", "AcquisitionType": "SEQUENCED", "SpiralPitchFactor": "1"},
+                    {"AcquisitionType": "SEQUENCED"}):
+        assert protocol_from_tags(helical, 3.0).profile is None, helical

@@ -92,6 +92,11 @@ def test_physics_is_validated_and_frozen():
     with pytest.raises(Exception):
         p.dose = 0.5
     assert HeldOutPhysics(filter="ramp", dose=0.25, thickness_mm=5).nominal_spec() == "kernel=sharp,dose=0.25,thickness=5"
+    # a user who knows the scanner's slices names a rectangle; a helical triangle is the engine's default
+    assert HeldOutPhysics(filter="ramp", dose=0.25, thickness_mm=5).nominal_spec(name_profile=True) == \
+        "kernel=sharp,dose=0.25,thickness=5,profile=rect"
+    assert HeldOutPhysics(filter="ramp", thickness_mm=5, slice_profile="triangle").nominal_spec(name_profile=True) == \
+        "kernel=sharp,dose=1,thickness=5"
 
 
 def test_slice_weights_rect_and_triangle():

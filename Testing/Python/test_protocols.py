@@ -29,7 +29,7 @@ def test_to_dict_has_every_field_and_its_source():
 
     d = parse_spec("kernel=B70f,dose=25%").to_dict()
     assert d == {"kernel": "very-sharp", "kernel_name": "B70f", "dose": 0.25, "mas": None, "ctdivol": None,
-                 "thickness": None, "spacing": None,
+                 "thickness": None, "spacing": None, "profile": None,
                  "sources": {"kernel": {"source": "user", "confidence": 1.0, "detail": "kernel=B70f"},
                              "dose": {"source": "user", "confidence": 1.0, "detail": "dose=25%"}}}
     assert json.loads(json.dumps(d)) == d

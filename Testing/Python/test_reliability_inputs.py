@@ -151,6 +151,18 @@ def test_protocol_values_outside_physical_ranges(capsys, tmp_path, ct, spec, whe
     check_case(code, err, 2, "outside the physical range", before, [tmp_path], absent=[out])
 
 
+@pytest.mark.parametrize("spec, expected", [
+    ("kernel=smooth,profile=rect", "needs the thickness it shapes"),
+    ("kernel=smooth,thickness=3,profile=trapezoid", "Unknown slice profile 'trapezoid'"),
+])
+def test_slice_profile_refusals(capsys, tmp_path, ct, spec, expected):
+    out = tmp_path / "out.nrrd"
+    before = snapshot(ct)
+    code, _, err = cli(capsys, "normalize", ct, "-o", out, "--source", SRC, "--target", spec, "--method", "mtf_ratio",
+                       "--progress", "none")
+    check_case(code, err, 2, expected, before, [tmp_path], absent=[out])
+
+
 def test_unknown_method_lists_each_method_once(capsys, tmp_path, ct):
     before = snapshot(ct)
     code, _, err = cli(capsys, "normalize", ct, "-o", tmp_path / "o.nrrd", "--source", SRC, "--target", "kernel=smooth",

@@ -103,9 +103,14 @@ class HeldOutPhysics:
         return (f"filter={self.filter},dose={self.dose:g},thickness={self.thickness_mm:g},"
                 f"profile={self.slice_profile},views={self.n_views}")
 
-    def nominal_spec(self) -> str:
-        """The protocol string a user would type for this scan (``kernel=...,dose=...,thickness=...``)."""
-        return f"kernel={NOMINAL_KERNEL[self.filter]},dose={self.dose:g},thickness={self.thickness_mm:g}"
+    def nominal_spec(self, name_profile: bool = False) -> str:
+        """The protocol string a user would type for this scan (``kernel=...,dose=...,thickness=...``).
+
+        ``name_profile``: a user who knows the scan's slices are rectangular (an axial scan) also
+        types ``profile=rect``; a triangle (helical) is the engine's default and is not named.
+        """
+        spec = f"kernel={NOMINAL_KERNEL[self.filter]},dose={self.dose:g},thickness={self.thickness_mm:g}"
+        return spec + (",profile=rect" if name_profile and self.slice_profile == "rect" else "")
 
     def key(self) -> str:
         """A stable hash of every parameter (for caches)."""
