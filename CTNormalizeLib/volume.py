@@ -7,6 +7,10 @@ from typing import Any
 
 import numpy as np
 
+#: ``Volume.meta`` keys CTNormalize writes into NRRD/MHA headers of its outputs and reads back: the run's
+#: one-line provenance (method, source -> target) and the output texture (``clean`` or ``target``).
+PROVENANCE_KEYS = ("ctnormalize", "ctnormalize_texture")
+
 
 @dataclass
 class Volume:

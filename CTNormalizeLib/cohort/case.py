@@ -186,16 +186,17 @@ def run_case(case: Case, settings: BatchSettings, outdir: str, run_id: str = "")
     return {**base, "status": "failed", "error": error, "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _output_meta(vol_meta: dict, target, label: str) -> dict:
+def _output_meta(vol_meta: dict, target, label: str, texture: str) -> dict:
     """The normalized volume's tags: the input's, with the target's kernel and thickness in place
     of the acquisition protocol's."""
     drop = {"source_path", "warnings", "ConvolutionKernel", "SliceThickness", "SpacingBetweenSlices",
-            "Exposure", "XRayTubeCurrent", "ExposureTime", "CTDIvol"}
+            "Exposure", "XRayTubeCurrent", "ExposureTime", "CTDIvol", "AcquisitionType", "SpiralPitchFactor"}
     meta = {k: v for k, v in vol_meta.items() if k not in drop}
     meta["ConvolutionKernel"] = target.kernel_name or target.kernel or ""
     if target.thickness:
         meta["SliceThickness"] = f"{target.thickness:g}"
     meta["ctnormalize"] = label
+    meta["ctnormalize_texture"] = texture
     return meta
 
 
@@ -236,7 +237,7 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     out = output_path(outdir, case, settings)
     run_report = outcome.report(case.input, str(out))
     out_vol = outcome.volume
-    out_vol.meta = _output_meta(vol.meta, plan.target, f"{plan.method} {plan.summary()}")
+    out_vol.meta = _output_meta(vol.meta, plan.target, f"{plan.method} {plan.summary()}", plan.texture)
     clock.lap("normalize_s")
     warnings = list(outcome.warnings)
     if settings.output_format == "dicom":

@@ -10,7 +10,7 @@ from ._sitk import sitk
 
 from ..errors import BadInputError
 from ..interruptible import call_interruptibly
-from ..volume import Volume
+from ..volume import PROVENANCE_KEYS, Volume
 from . import dicom
 from .sitk_volume import image_to_volume
 from .filecheck import check_image_file
@@ -64,7 +64,7 @@ def _read_file(p: Path) -> Volume:
     if fmt == "NRRD" and not sitk_available():
         from .nrrd_lite import read_nrrd
 
-        vol = read_nrrd(p, list(dicom.META_TAGS) + ["ctnormalize"])
+        vol = read_nrrd(p, list(dicom.META_TAGS) + list(PROVENANCE_KEYS))
         vol.meta["source_format"] = fmt
         return vol
     try:
@@ -90,7 +90,7 @@ def _read_file(p: Path) -> Volume:
     if {"0008|0060", "0028|0010"} & keys:  # DICOM without preamble or extension
         return dicom.read_dicom_file(p)
     meta = {}
-    for name in list(dicom.META_TAGS) + ["ctnormalize"]:  # tags written by write_volume (NRRD/MHA)
+    for name in list(dicom.META_TAGS) + list(PROVENANCE_KEYS):  # tags written by write_volume (NRRD/MHA)
         if name in keys and image.GetMetaData(name).strip():
             meta[name] = image.GetMetaData(name).strip()
     if str(meta.get("Modality", "")).startswith("MET_MOD_"):

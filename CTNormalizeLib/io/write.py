@@ -21,7 +21,7 @@ from ._sitk import sitk
 
 from ..errors import BadInputError, DiskFullError, InternalError
 from ..interruptible import call_interruptibly
-from ..volume import Volume
+from ..volume import PROVENANCE_KEYS, Volume
 from .atomic import atomic_output
 from .dicom import META_TAGS
 from .read import file_format
@@ -193,7 +193,7 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
     image = volume_to_image(volume, dtype=out_dtype, array=_rounded_int16(hu) if out_dtype is np.int16 else None)
     if fmt in ("NRRD", "MetaImage"):
         names = list(META_TAGS) if write_tags else ["Modality"]
-        for name in names + ["ctnormalize"]:
+        for name in names + list(PROVENANCE_KEYS):
             v = volume.meta.get(name)
             if v is not None and str(v).strip():
                 image.SetMetaData(name, str(v).strip())
@@ -206,7 +206,7 @@ def _write_nrrd_without_sitk(volume: Volume, p: Path, out_dtype, compress: bool,
     from .nrrd_lite import read_nrrd, write_nrrd
 
     names = list(META_TAGS) if write_tags else ["Modality"]
-    meta = {n: str(volume.meta[n]).strip() for n in names + ["ctnormalize"]
+    meta = {n: str(volume.meta[n]).strip() for n in names + list(PROVENANCE_KEYS)
             if volume.meta.get(n) is not None and str(volume.meta[n]).strip()}
     expected = np.asarray(volume.hu, dtype=out_dtype)
 

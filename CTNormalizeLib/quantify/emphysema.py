@@ -168,6 +168,9 @@ def emphysema_index(hu, spacing=None, lung: Union[LungMask, np.ndarray, None] = 
     NoLungsError
         The engine's segmentation (``lung=None``) found no aerated lung (code ``NO_LUNGS``).
     """
+    from .provenance import clean_texture_warnings
+
+    meta = getattr(hu, "meta", None) or {}  # a Volume's tags; a bare array has none
     hu, spacing, direction = unpack_volume(hu, spacing, direction, "emphysema_index")
     if not np.isfinite(threshold):
         raise BadInputError(f"The LAA threshold must be a finite HU value, not {threshold}.")
@@ -177,7 +180,7 @@ def emphysema_index(hu, spacing=None, lung: Union[LungMask, np.ndarray, None] = 
         m = segment_lungs(hu, spacing, direction)
     else:
         m = _as_lungmask(lung, hu, spacing, direction)
-    warnings = list(m.warnings)
+    warnings = list(m.warnings) + clean_texture_warnings(meta, "its emphysema index reads low and Perc15 high")
     if not m.lungs.any():
         raise BadInputError("The lung mask is empty: nothing to measure.")
     voxel_ml = float(np.prod(spacing)) / 1000.0

@@ -168,19 +168,19 @@ def _same_geometry(a, b) -> bool:
 
 
 def _as_image(obj, name: str):
-    """A SimpleITK float image from a path, a Volume or a SimpleITK image."""
+    """A SimpleITK float image from a path, a Volume or a SimpleITK image, its label and its ``meta``."""
     import SimpleITK as sitk
 
     if isinstance(obj, sitk.Image):
-        return obj, "<image>"
+        return obj, "<image>", {k: obj.GetMetaData(k) for k in obj.GetMetaDataKeys()}
     if isinstance(obj, Volume):
         from ._io import image_from_array
 
-        return image_from_array(obj.hu, obj), obj.meta.get("source_path", "<volume>")
+        return image_from_array(obj.hu, obj), obj.meta.get("source_path", "<volume>"), obj.meta
     from ._io import image_from_array, read_volume
 
     vol = read_volume(obj)
-    return image_from_array(vol.hu, vol), str(obj)
+    return image_from_array(vol.hu, vol), str(obj), vol.meta
 
 
 def _load_params(params) -> tuple:
@@ -327,6 +327,8 @@ def extract_radiomics(images: dict, segments: Union[str, Path, SegmentSet], para
     import radiomics
     from radiomics import featureextractor
 
+    from .provenance import clean_texture_warnings
+
     if not images:
         raise BadInputError("Give at least one image (NAME=PATH).")
     report = progress or (lambda stage, frac: None)
@@ -344,7 +346,9 @@ def extract_radiomics(images: dict, segments: Union[str, Path, SegmentSet], para
     total = len(names) * len(segset.segments)
     done = 0
     for name in names:
-        image, paths[name] = _as_image(images[name], name)
+        image, paths[name], meta = _as_image(images[name], name)
+        for w in clean_texture_warnings(meta, "its texture features and intensity spread describe a smoother image"):
+            warnings.append({**w, "message": f"Image '{name}': {w['message']}"})
         layers = []
         for k, layer in enumerate(segset.layers):
             if not _same_geometry(layer, image):

@@ -66,6 +66,7 @@ def test_json_events_done_and_input_untouched(small_ct, tmp_path):
     assert _sha(small_ct) == before
     img = sitk.ReadImage(str(out))
     assert img.GetSpacing()[2] == pytest.approx(1.0)  # 2 mm -> 1 mm target grid
+    assert img.GetMetaData("ctnormalize_texture") == rep["texture"] == "clean"  # read back by quantification
     assert img.GetSpacing()[0] == pytest.approx(0.8)
     assert not list(tmp_path.glob("*.tmp*"))
 

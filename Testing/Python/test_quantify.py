@@ -139,6 +139,18 @@ def test_zones_and_lungs_sum_to_total():
     assert d["provenance"]["engine_version"] == __version__
 
 
+def test_emphysema_on_a_clean_texture_output_warns():
+    from CTNormalizeLib.quantify import emphysema_index
+
+    vol, _ = synthetic_chest(noise=20.0, seed=3)
+    assert not [w for w in emphysema_index(vol).warnings if w["code"] == "CLEAN_TEXTURE_INPUT"]
+    vol.meta["ctnormalize_texture"] = "clean"
+    (w,) = [w for w in emphysema_index(vol).warnings if w["code"] == "CLEAN_TEXTURE_INPUT"]
+    assert "reads low" in w["message"] and "--texture target" in w["message"]
+    vol.meta["ctnormalize_texture"] = "target"
+    assert not [w for w in emphysema_index(vol).warnings if w["code"] == "CLEAN_TEXTURE_INPUT"]
+
+
 def test_emphysema_dice():
     rng = np.random.default_rng(3)
     a = rng.random((8, 16, 16)) < 0.3

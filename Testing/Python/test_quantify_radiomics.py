@@ -153,6 +153,22 @@ def test_resampled_segments_warn(small_case, tmp_path):
     assert "nearest neighbour" in r.warnings[0]["message"]
 
 
+def test_clean_texture_output_warns(small_case, tmp_path):
+    """A CTNormalize output in the clean texture (header ctnormalize_texture) is flagged: its texture is smoother
+    than the target protocol's scans; a target-texture output and a plain scan are not."""
+    img, _, lab_path, hu, _ = small_case
+    for texture in ("clean", "target"):
+        marked = sitk.ReadImage(str(img))
+        marked.SetMetaData("ctnormalize_texture", texture)
+        path = tmp_path / f"{texture}.nrrd"
+        sitk.WriteImage(marked, str(path))
+        r = extract_radiomics({"plain": img, "out": path}, lab_path)
+        codes = [w["code"] for w in r.warnings]
+        assert codes == (["CLEAN_TEXTURE_INPUT"] if texture == "clean" else []), texture
+        if texture == "clean":
+            assert r.warnings[0]["message"].startswith("Image 'out':") and "--texture target" in r.warnings[0]["message"]
+
+
 def test_bad_inputs(small_case, tmp_path):
     img, _, lab_path, _, lab = small_case
     with pytest.raises(BadInputError, match="not found"):
