@@ -200,3 +200,16 @@ def test_mtf_ordered_by_sharpness():
 def test_mtf_accepts_vendor_names():
     np.testing.assert_array_equal(kernel_mtf("B70f", F), kernel_mtf("very-sharp", F))
     assert mtf50("STANDARD") == mtf50("standard")
+
+
+@pytest.mark.parametrize("kernel", KERNEL_CLASSES)
+def test_mtf50_is_where_the_mtf_crosses_one_half(kernel):
+    """To 1e-3 c/mm: a coarse frequency grid (or a wrong end of it) moves the crossing the kernel table prints."""
+    from scipy.optimize import brentq
+
+    from CTNormalizeLib.protocols.kernels import mtf50
+
+    f = np.linspace(0.0, 3.0, 3001)
+    first_below = f[np.argmax(kernel_mtf(kernel, f) < 0.5)]
+    exact = brentq(lambda x: float(kernel_mtf(kernel, np.array([x]))[0]) - 0.5, first_below - 1e-3, first_below)
+    assert mtf50(kernel) == pytest.approx(exact, abs=1e-3)
