@@ -290,7 +290,7 @@ def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = 
             tgt = tgt.merged(over)
             # a thickness given alone sets the spacing too (as without a reference), not the reference's spacing
             s_t = float(over.spacing or over.thickness or tgt_sig.spacing_mm)
-            tgt = replace(tgt, thickness=float(over.thickness or tgt_sig.thickness_mm), spacing=s_t)
+            tgt = replace(tgt, thickness=float(over.thickness or tgt.thickness or tgt_sig.thickness_mm), spacing=s_t)
             tgt_sig = _at_thickness(tgt_sig, float(over.ssp_fwhm or tgt_sig.thickness_mm), s_t)
         warnings.extend(_reference_kernel_warning(src_sig, tgt_sig))
     else:

@@ -33,9 +33,11 @@ OPTION_WORDS = {
     "--reference": "the reference volume",
     "--series-uid": "the series",
 }
-_FIELD = {"kernel": "Kernel", "dose": "Dose", "thickness": "Thickness"}
+_FIELD = {"kernel": "Kernel", "dose": "Dose", "thickness": "Thickness", "profile": "slice profile",
+          "spacing": "spacing"}
 _EXAMPLE = re.compile(r"[;,]?\s*(?:give it explicitly,\s*)?(?:e\.g\.|for example|like)\s*--[a-z-]+\s+\S+", re.I)
-_SPEC = re.compile(r"\b(?:kernel|dose|thickness)=[^\s,;)]+(?:,(?:kernel|dose|thickness)=[^\s,;)]+)*")
+_SPEC = re.compile(r"\b(?:kernel|dose|thickness|profile|spacing)=[^\s,;)']+"
+                   r"(?:,(?:kernel|dose|thickness|profile|spacing)=[^\s,;)']+)*")
 _OPTION = re.compile(r"--[a-z][a-z-]*")
 _MISSING_SOURCE = re.compile(r"Could not determine the source ([a-z, ]+?) from the image or its tags", re.I)
 

@@ -30,6 +30,8 @@ DICOM_TAGS = {
     "XRayTubeCurrent": "0018,1151",
     "ExposureTime": "0018,1150",
     "CTDIvol": "0018,9345",
+    "AcquisitionType": "0018,9302",
+    "SpiralPitchFactor": "0018,9311",
 }
 #: Subject-hierarchy series attributes set by Slicer's DICOM import (DICOMLib/DICOMPlugin.py).
 SH_ATTRIBUTES = {

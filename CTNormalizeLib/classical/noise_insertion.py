@@ -86,6 +86,9 @@ def texture_step(state, plan, seed: int = 0) -> None:
     want = plan.target_signature.noise_hu
     if plan.texture != "target" or want is None:
         return
+    if want <= 0.0:  # a noise-free source carried to the target at its own dose stays noise-free
+        state.record("noise_insertion", False, {"target_noise_hu": want}, "the target's noise is 0 HU: none is added")
+        return
     have = measure_noise_hu(state.hu, state.spacing, plan.target_signature.transfer)
     if have is None:
         state.record("noise_insertion", False, {"target_noise_hu": want},

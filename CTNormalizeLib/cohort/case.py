@@ -195,6 +195,8 @@ def _output_meta(vol_meta: dict, target, label: str, texture: str) -> dict:
     meta["ConvolutionKernel"] = target.kernel_name or target.kernel or ""
     if target.thickness:
         meta["SliceThickness"] = f"{target.thickness:g}"
+    if target.profile == "rect":  # read back as the axial scan it now resembles
+        meta["AcquisitionType"] = "SEQUENCED"
     meta["ctnormalize"] = label
     meta["ctnormalize_texture"] = texture
     return meta

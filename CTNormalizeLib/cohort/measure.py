@@ -34,7 +34,8 @@ def scan_signature(volume: Volume, edge: bool = True) -> dict:
     dict
         ``vendor``, ``model``, ``kernel_tag``, ``kernel_class_tag``, ``kernel_class_pixels``
         (None when the noise texture could not be fitted), ``mtf50`` (of the measured
-        transfer, cycles/mm), ``thickness_mm`` (+ ``thickness_source``), ``spacing_z_mm``,
+        transfer, cycles/mm), ``thickness_mm`` (nominal: the SliceThickness tag, else measured;
+        + ``thickness_source``), ``spacing_z_mm``,
         ``pixel_mm``, ``noise_tissue_hu``, ``noise_air_hu``, ``wed_mm``, ``nps_f``, ``nps``,
         ``nps_mean_frequency``, ``nps_noise_hu``, ``nps_region``, ``shape``, ``warnings``.
         Unknown values are None.
@@ -56,7 +57,8 @@ def scan_signature(volume: Volume, edge: bool = True) -> dict:
         "kernel_class_tag": tags.kernel,
         "kernel_class_pixels": sig.kernel if k_src is not None and k_src.source == "image" else None,
         "mtf50": mtf50 if k_src is not None and k_src.source == "image" and mtf50 == mtf50 else None,
-        "thickness_mm": sig.thickness_mm,
+        # nominal (SliceThickness) where tagged: the signature holds the modelled FWHM (0.68x for axial scans)
+        "thickness_mm": tags.thickness if tags.thickness else sig.thickness_mm,
         "thickness_source": t_src.source if t_src is not None else None,
         "spacing_z_mm": float(volume.spacing[0]),
         "pixel_mm": sig.pixel_mm,

@@ -77,6 +77,8 @@ def _run(package):
 
         src, tgt = effective_protocols(plan)
         res = run_model(package, volume, src, tgt, device=plan.device, progress=progress, plan=plan)
+        # src/tgt are in the Gaussian form (thickness = modelled FWHM): the tag gets the nominal thickness
+        res.volume.meta["SliceThickness"] = f"{plan.target.thickness or tgt.thickness:g}"
         steps = [{"method": f"model:{package.name}", "done": True,
                   "parameters": {"source": src.spec(), "target": tgt.spec(), "device": res.device},
                   "note": "learned model"}]

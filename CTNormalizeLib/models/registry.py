@@ -111,10 +111,11 @@ class ModelPackage:
         s_dose = source.dose if source.dose is not None else 1.0
         if "dose" in src and not _in_range(s_dose, src["dose"]):
             return f"source dose {s_dose:.3g} outside {_fmt_range(src['dose'])}"
-        if "thickness" in src and not _in_range(source.thickness, src["thickness"]):
-            shown = "unknown" if source.thickness is None else f"{source.thickness:.3g}"
+        # trained on Gaussian slice profiles: a protocol's thickness counts as the Gaussian it is modelled with
+        if "thickness" in src and not _in_range(source.ssp_fwhm, src["thickness"]):
+            shown = "unknown" if source.ssp_fwhm is None else f"{source.ssp_fwhm:.3g}"
             return f"source thickness {shown} mm outside {_fmt_range(src['thickness'])} mm"
-        if cov.get("same_thickness") and not _in_range(target.thickness or source.thickness, source.thickness or 0):
+        if cov.get("same_thickness") and not _in_range(target.ssp_fwhm or source.ssp_fwhm, source.ssp_fwhm or 0):
             return "this model keeps the slice thickness (target thickness must equal the source's)"
         t_dose = target.dose if target.dose is not None else 1.0
         for tgt in cov.get("targets", []):
@@ -122,7 +123,7 @@ class ModelPackage:
                 continue
             if "dose" in tgt and not _in_range(t_dose, tgt["dose"]):
                 continue
-            if "thickness" in tgt and not _in_range(target.thickness, tgt["thickness"]):
+            if "thickness" in tgt and not _in_range(target.ssp_fwhm, tgt["thickness"]):
                 continue
             return None
         return "target " + (target.spec() or "(empty)") + " is not one of its targets"

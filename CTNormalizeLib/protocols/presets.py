@@ -26,7 +26,7 @@ def load_presets() -> dict[str, Preset]:
         data = yaml.safe_load(fh)
     out = {}
     for name, entry in data["presets"].items():
-        spec = ",".join(f"{k}={entry[k]}" for k in ("kernel", "dose", "thickness", "spacing") if k in entry)
+        spec = ",".join(f"{k}={entry[k]}" for k in ("kernel", "dose", "thickness", "profile", "spacing") if k in entry)
         p = parse_spec(spec, source="preset")
         p = Protocol(**{**p.__dict__, "sources": {k: FieldSource("preset", 1.0, name) for k in p.sources}})
         out[name] = Preset(name, entry.get("description", ""), p)

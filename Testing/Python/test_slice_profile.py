@@ -95,3 +95,42 @@ def test_a_scan_without_measurable_noise_runs_the_chain(thin_chest, texture):
                      method="classical", texture=texture)
     out = execute(plan, vol).result
     assert out.volume.shape[0] == 16 and np.isfinite(out.volume.hu).all()
+
+
+def test_a_noise_free_scan_in_the_target_texture():
+    """Source noise 0 HU and no dose change: the target's noise is 0 too; nothing is inserted (no division by it)."""
+    vol, _ = synthetic_chest(shape=(12, 64, 64), spacing=(2.0, 3.0, 3.0), seed=4)
+    plan = make_plan(vol, "auto", "kernel=sharp", method="classical", texture="target")
+    result = execute(plan, vol).result
+    assert np.isfinite(result.volume.hu).all()
+    step = next(s for s in result.steps if s["method"] == "noise_insertion")
+    assert not step["done"] and "0 HU" in step["note"]
+
+
+def test_a_learned_models_output_is_tagged_with_the_nominal_thickness():
+    vol, _ = synthetic_chest(shape=(24, 96, 96), spacing=(1.0, 1.5, 1.5), noise=30.0, seed=2)
+    plan = make_plan(vol, "kernel=sharp,dose=0.5,thickness=1", "kernel=smooth,dose=1,thickness=3,profile=rect",
+                     method="ctn-conditioned-v2")
+    out = execute(plan, vol).result.volume
+    assert out.spacing[0] == 3.0 and out.meta["SliceThickness"] == "3"  # not the modelled 2.04
+
+
+def test_label_model_coverage_counts_a_rectangle_as_its_gaussian():
+    from CTNormalizeLib.models.registry import find_model
+
+    rect, gauss = parse_spec("kernel=sharp,dose=1,thickness=1.2,profile=rect"), parse_spec("kernel=sharp,dose=1,thickness=1.2")
+    target = parse_spec("kernel=smooth,thickness=1.2")
+    pkg = find_model(gauss, target, name="ctn-unet2d-kernel-v1")
+    assert pkg is not None and pkg.why_not(gauss, target) is None
+    # a 1.2 mm rectangle is a 0.816 mm Gaussian, below the trained 1 mm
+    assert "0.816" in pkg.why_not(rect, target) and find_model(rect, target, name="ctn-unet2d-kernel-v1") is None
+
+
+def test_target_like_with_only_a_spacing_keeps_the_references_nominal_thickness():
+    vol, _ = synthetic_chest(shape=(24, 80, 80), spacing=(1.0, 3.0, 3.0), noise=25.0, seed=5)
+    ref, _ = synthetic_chest(shape=(8, 80, 80), spacing=(5.0, 3.0, 3.0), noise=15.0, seed=6)
+    ref.meta.update({"SliceThickness": "5", "AcquisitionType": "SEQUENCED"})
+    plan = make_plan(vol, "kernel=standard,dose=1,thickness=1", "spacing=2", target_like=ref, method="z_profile")
+    assert plan.target.thickness == 5.0 and plan.target.profile == "rect" and plan.target.spacing == 2.0
+    assert plan.target_signature.thickness_mm == pytest.approx(5.0 * PROFILE_FWHM["rect"])
+    assert plan.target.ssp_fwhm == pytest.approx(plan.target_signature.thickness_mm)
