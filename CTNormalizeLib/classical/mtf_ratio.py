@@ -26,6 +26,25 @@ def wiener_lambda(noise_std: float | None, signal_scale: float = SIGNAL_SCALE_HU
     return float(max(MIN_LAMBDA, (float(noise_std) / signal_scale) ** 2))
 
 
+#: The chain's kernel step amplifies no frequency more than this factor times the most any conversion
+#: between the engine's kernel classes does there (:func:`class_gain_envelope`): a measured source transfer
+#: far smoother than any clinical kernel (an in-plane crop without air, whose noise texture is read in
+#: tissue, where anatomy adds low-frequency power) would otherwise ask for gains of ~9x at mid frequencies.
+GAIN_ENVELOPE_MARGIN = 1.5
+
+
+def class_gain_envelope(lam: float):
+    """``f -> max over class pairs of H(f)``: the most a conversion between two kernel classes amplifies at f."""
+    from ..protocols.kernels import KERNEL_CLASSES
+
+    pairs = [mtf_ratio_transfer(a, b, lam) for i, a in enumerate(KERNEL_CLASSES) for b in KERNEL_CLASSES[i + 1:]]
+
+    def envelope(f):
+        return np.max([h(f) for h in pairs], axis=0)
+
+    return envelope
+
+
 def mtf_ratio_transfer(source_kernel, target_kernel, lam: float = 0.04):
     """The radial transfer function ``f -> H(f)`` (f in cycles/mm) converting source to target kernel.
 
@@ -94,13 +113,27 @@ def kernel_step(state, plan, progress=None, options: dict | None = None) -> None
     lam = (options or {}).get("wiener_lambda")
     if lam is None:
         lam = wiener_lambda(state.noise_hu)
-    state.hu = convert_kernel(state.hu, state.spacing, src, tgt, lam=lam, progress=progress)
+    plain, envelope = mtf_ratio_transfer(src, tgt, lam), class_gain_envelope(lam)
+
+    def transfer(f):
+        return np.minimum(plain(f), np.maximum(1.0, GAIN_ENVELOPE_MARGIN * envelope(f)))
+
+    f = np.linspace(0.0, nyq, 256)
+    capped = bool(np.any(plain(f) > transfer(f) + 1e-6))
+    if capped:
+        state.warnings.append({
+            "code": "KERNEL_GAIN_CAPPED",
+            "message": f"Converting the measured source kernel ({src.mtf50:.2f} c/mm MTF50) to the target's asks for up "
+                       f"to {float(np.max(plain(f))):.1f}x at some frequencies, more than any conversion between "
+                       "clinical kernel classes; the gain was capped. The source kernel reading may be wrong (e.g. a "
+                       "crop without air around the body): give it with --source kernel=... if you know it."})
+    state.hu = filter_slices(state.hu, state.spacing[-2:], transfer, progress=progress, stage="mtf_ratio")
     px = plan.source_signature.pixel_mm
     if state.noise_hu is not None:
         state.noise_hu *= band_noise_factor(tgt, px) / band_noise_factor(src, px)
     state.transfer = tgt
     state.record("mtf_ratio", True, {"source": src.to_dict(), "target": tgt.to_dict(), "wiener_lambda": lam,
-                                     "noise_hu": state.noise_hu},
+                                     "noise_hu": state.noise_hu, "gain_capped": capped},
                  "per-slice 2D filter MTF_target/MTF_source (measured source transfer), Wiener-regularized "
                  "where it sharpens")
 

@@ -283,3 +283,40 @@ def test_a_target_texture_noisier_than_the_target_warns():
         texture_step(st, plan)
         assert (NOISIER_THAN_TARGET in {w["code"] for w in st.warnings}) is warned
         np.testing.assert_array_equal(st.hu, noisy)  # nothing added, nothing taken out
+
+
+def test_kernel_step_caps_gains_no_class_conversion_needs():
+    """A measured source transfer far smoother than any kernel class (as read in tissue on a crop without air)
+    asks for ~9x at mid frequencies; the step caps it at 1.5x the class envelope and says so. A conversion between
+    two classes is untouched."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_quantify import synthetic_chest
+
+    from CTNormalizeLib.classical.mtf_ratio import GAIN_ENVELOPE_MARGIN, class_gain_envelope, kernel_step
+    from CTNormalizeLib.classical.state import start
+    from CTNormalizeLib.plan import make_plan
+    from CTNormalizeLib.signature.kernel_class import class_transfer
+    from CTNormalizeLib.signature.transfer import Transfer
+
+    vol, _ = synthetic_chest(shape=(6, 96, 96), spacing=(2.0, 1.0, 1.0), noise=20.0, seed=8)
+    plan = make_plan(vol, "kernel=smooth,dose=1,thickness=2", "kernel=standard", method="mtf_ratio",
+                     kernel_from="labels")
+    f = np.linspace(0.0, 0.5, 200)
+    lam = wiener_lambda(2.0)  # after a denoise step: little noise, a weak Wiener limit
+    assert np.all(mtf_ratio_transfer("smooth", "standard", lam)(f) <= GAIN_ENVELOPE_MARGIN * class_gain_envelope(lam)(f))
+    state = start(vol, plan)
+    state.noise_hu = 2.0
+    kernel_step(state, plan)
+    assert not state.warnings and state.steps[-1]["parameters"]["gain_capped"] is False
+    bogus = Transfer(f50=0.082, p=1.0, boost=1.54)
+    assert mtf_ratio_transfer(bogus, class_transfer("standard"), lam)(f).max() > 5.0
+    state = start(vol, plan)
+    state.transfer, state.noise_hu = bogus, 2.0
+    kernel_step(state, plan)
+    (w,) = state.warnings
+    assert w["code"] == "KERNEL_GAIN_CAPPED" and "--source kernel=" in w["message"]
+    assert state.steps[-1]["parameters"]["gain_capped"] is True
+    assert np.abs(state.hu - vol.hu).max() < 3000.0
