@@ -3,8 +3,9 @@
 Regions are drawn on a smoothed copy of the slice, so that the noise itself does not
 decide which voxels count (thresholding raw noisy values would truncate the noise
 distribution). Air is kept away from the body edge, from padding outside the field of
-view (a repeated value far below air, e.g. -2000 or -3024) and from clipping at the
-display floor (-1024), which truncates the noise.
+view (a repeated value far below air, e.g. -2000 or -3024), from clipping at the
+display floor (-1024), which truncates the noise, and from the body's convex hull (a
+crop's cut lungs touch the image border like outside air).
 """
 
 from __future__ import annotations
@@ -52,6 +53,29 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
     return lab == int(np.argmax(sizes))
+
+
+def _hull(mask: np.ndarray) -> np.ndarray:
+    """The convex hull of a 2D mask, filled (``skimage.morphology.convex_hull_image`` is 20x slower)."""
+    edge = mask & ~ndi.binary_erosion(mask)
+    pts = np.argwhere(edge)
+    if pts.shape[0] < 3:
+        return mask
+    from scipy.spatial import ConvexHull, QhullError
+    from skimage.draw import polygon_perimeter
+
+    try:
+        v = pts[ConvexHull(pts).vertices]
+    except QhullError:  # all on a line
+        return mask
+    # a convex polygon holds one run of columns per row: fill between its perimeter's ends
+    rr, cc = polygon_perimeter(v[:, 0], v[:, 1], mask.shape)
+    lo = np.full(mask.shape[0], mask.shape[1], int)
+    hi = np.full(mask.shape[0], -1, int)
+    np.minimum.at(lo, rr, cc)
+    np.maximum.at(hi, rr, cc)
+    cols = np.arange(mask.shape[1])
+    return mask | ((cols[None, :] >= lo[:, None]) & (cols[None, :] <= hi[:, None]))
 
 
 def pad_value(hu: np.ndarray, idx) -> float | None:
@@ -105,7 +129,10 @@ def slice_regions(hu: np.ndarray, spacing, max_slices: int = 16, smooth_mm: floa
         valid = (ndi.minimum_filter(x, window, mode="nearest") > pad + 0.5) if pad is not None \
             else np.ones(x.shape, bool)
         body = ndi.binary_fill_holes(_largest_component(smooth > BODY_ABOVE_HU))
-        near_body = ndi.binary_dilation(body, erode, iterations=margin + r_edge)
+        # Air counts as outside only beyond the body's convex hull: when the field of view
+        # cuts the chest, cut lungs touch the image border like outside air, and their
+        # vessels read as a smooth kernel (lung1 cropped to 300 px: MTF50 0.14 c/mm, 0.30 whole).
+        near_body = ndi.binary_dilation(_hull(body), erode, iterations=margin + r_edge)
         air_roi = ~near_body & (smooth < AIR_BELOW_HU) & valid
         if clip is not None:
             # windows touching the clip floor truncate the noise: keep air well above it

@@ -8,6 +8,7 @@ import pytest
 from CTNormalizeLib import Volume
 from CTNormalizeLib.classical.noise_insertion import shaped_noise
 from CTNormalizeLib.protocols import KERNEL_CLASSES, Protocol
+from CTNormalizeLib.protocols.protocol import FieldSource
 from CTNormalizeLib.signature import Transfer, class_transfer, classify_transfer, measure_signature
 from CTNormalizeLib.signature.kernel_fit import fit_kernel
 from CTNormalizeLib.signature.nps import measure_nps
@@ -124,6 +125,79 @@ def test_no_measurable_texture_falls_back_to_the_tag():
     sig = measure_signature(Volume(hu + np.random.default_rng(0).normal(0, 5, hu.shape).astype(np.float32),
                                    (1.0, 0.7, 0.7)), tags=Protocol(kernel="sharp", kernel_name="B60f"))
     assert sig.sources["transfer"].source == "tag" and sig.kernel == "sharp"
+
+
+def _inside_the_body(transfer, sigma, seed, n=160) -> np.ndarray:
+    """Soft tissue filling the field of view (a crop): no air outside the body."""
+    return 40.0 + np.float32(sigma) * shaped_noise((6, n, n), (1.0, PX, PX), transfer, seed=seed)
+
+
+def test_kernel_in_soft_tissue_only_is_a_lower_bound():
+    # without air the texture cannot tell a standard kernel from the anatomy's smoothness:
+    # standard is assumed, with a warning that says what to do
+    vol = Volume(_inside_the_body(class_transfer("standard"), 20.0, seed=7), (1.0, PX, PX))
+    sig = measure_signature(vol)
+    codes = {w["code"]: w["message"] for w in sig.warnings}
+    assert "KERNEL_NOT_MEASURED" in codes and "--source kernel=" in codes["KERNEL_NOT_MEASURED"]
+    assert sig.kernel == "standard" and sig.sources["transfer"].source == "default"
+    assert sig.details["kernel_fit"]["lower_bound"] is True and sig.details["nps"]["region"] == "tissue"
+    # a stated kernel wins over the soft-tissue texture, and is not called a disagreement
+    tagged = measure_signature(vol, tags=Protocol(kernel="sharp", kernel_name="B60f"))
+    assert tagged.kernel == "sharp" and tagged.sources["transfer"].source == "tag"
+    assert not {w["code"] for w in tagged.warnings} & {"KERNEL_TAG_DISAGREES", "KERNEL_NOT_MEASURED"}
+    given = measure_signature(vol, tags=Protocol(kernel="smooth", sources={"kernel": FieldSource("user", 1.0, "")}))
+    assert given.kernel == "smooth" and given.sources["transfer"].source == "user"
+
+
+def test_a_sharp_texture_in_soft_tissue_is_still_used():
+    # anatomy only makes a kernel look smoother: a texture sharper than standard even so is evidence
+    sig = measure_signature(Volume(_inside_the_body(class_transfer("very-sharp"), 20.0, seed=8), (1.0, PX, PX)))
+    assert sig.kernel == "very-sharp" and sig.sources["transfer"].source == "image"
+    assert sig.sources["transfer"].confidence <= 0.3
+    assert "KERNEL_FROM_TISSUE" in {w["code"] for w in sig.warnings}
+
+
+def test_cut_lungs_touching_the_border_are_not_outside_air():
+    # a crop through the chest: air above the body, dark lungs cut by both sides of the image
+    from CTNormalizeLib.signature.regions import slice_regions
+
+    full = body_phantom(256, 2)
+    y, x = np.mgrid[:256, :256] / 128.0 - 1.0
+    lungs = np.zeros((256, 256), bool)
+    for cx in (-0.28, 0.28):
+        lungs |= ((x - cx) / 0.18) ** 2 + (y / 0.28) ** 2 < 1
+    full[:, lungs] = -990.0  # as dark as air (lung1's are), so the HU alone cannot tell
+    cols = slice(128 - 45, 128 + 45)
+    crop = full[:, :200, cols] + np.random.default_rng(9).normal(0, 10, (2, 200, 90)).astype(np.float32)
+    r = slice_regions(crop, (1.0, PX, PX))[0]
+    assert r.air_roi[:40].any(), "the air above the body is outside air"
+    assert not (r.air_roi & lungs[:200, cols]).any(), "cut lungs were taken for air outside the body"
+
+
+def test_structured_air_rois_are_judged_against_the_flattest():
+    # a crop: a few true-air ROIs (noise only) among many in cut lung (vessels)
+    from CTNormalizeLib.signature.nps import _flat_limit
+
+    ranges = np.r_[np.full(8, 2.0), np.full(40, 25.0)]
+    assert _flat_limit(ranges, "air") < 25.0
+    noisy_air = np.full(40, 9.0)  # a very noisy scan keeps all its air ROIs
+    assert _flat_limit(noisy_air, "air") >= 9.0
+
+
+def test_body_hull_matches_scikit_image():
+    from skimage.morphology import convex_hull_image
+
+    from CTNormalizeLib.signature.regions import _hull
+
+    rng = np.random.default_rng(10)
+    yy, xx = np.ogrid[:120, :150]
+    for _ in range(5):
+        m = np.zeros((120, 150), bool)
+        for y, x, r in zip(rng.integers(15, 105, 3), rng.integers(15, 135, 3), rng.integers(4, 20, 3)):
+            m |= (yy - y) ** 2 + (xx - x) ** 2 < r * r
+        ours, ref = _hull(m), convex_hull_image(m)
+        assert (ours | m).sum() == ours.sum()  # holds the mask
+        assert (ours ^ ref).sum() <= 0.01 * ref.sum()
 
 
 def test_classify_transfer_on_the_class_curves():
