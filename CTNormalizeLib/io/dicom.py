@@ -50,6 +50,9 @@ META_TAGS = {
     "AcquisitionType": "0018|9302",
     "SpiralPitchFactor": "0018|9311",
 }
+#: The private block of a derived series written by CTNormalize: (group, creator, {meta key:
+#: element offset in the block}). Read back into ``Volume.meta`` like an NRRD header's keys.
+PROVENANCE_PRIVATE = (0x0071, "CTNormalize", {"ctnormalize": 0x10, "ctnormalize_texture": 0x11})
 # Tags that vary per slice with tube-current modulation: the series value is their mean.
 _PER_SLICE_MEAN = ("Exposure", "XRayTubeCurrent", "ExposureTime", "CTDIvol")
 
@@ -131,6 +134,8 @@ def _header_sitk(path: Path) -> SliceHeader:
         v = get(key)
         if v:
             tags[name] = v
+    if tags.get("Manufacturer") == PROVENANCE_PRIVATE[1]:  # GDCM does not pass private tags on
+        tags.update(_provenance(path))
     return SliceHeader(path, tags.get("SeriesInstanceUID", ""), _floats(get(_IPP)), _floats(get(_IOP)), tags)
 
 
@@ -140,6 +145,28 @@ def _pydicom():
     except ImportError:  # pragma: no cover - pydicom is in the dicom/test extras
         return None
     return pydicom
+
+
+def _provenance_of(ds) -> dict:
+    """The ``ctnormalize*`` keys of a derived series' private block (empty for other series)."""
+    group, creator, elements = PROVENANCE_PRIVATE
+    try:
+        block = ds.private_block(group, creator)
+    except KeyError:
+        return {}
+    return {name: _clean_tag(block[offset].value) for name, offset in elements.items()
+            if offset in block and str(block[offset].value).strip()}
+
+
+def _provenance(path: Path) -> dict:
+    pydicom = _pydicom()
+    if pydicom is None:
+        return {}
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001 - the pixels' reader reports unreadable files
+        return {}
+    return _provenance_of(ds)
 
 
 def _header_pydicom(path: Path) -> Optional[SliceHeader]:
@@ -158,6 +185,7 @@ def _header_pydicom(path: Path) -> Optional[SliceHeader]:
         if v is not None and str(v).strip():
             tags[name] = _clean_tag("\\".join(str(x) for x in v) if isinstance(v, (list, tuple)) or
                                     type(v).__name__ == "MultiValue" else v)
+    tags.update(_provenance_of(ds))
     ipp = ds.get("ImagePositionPatient")
     iop = ds.get("ImageOrientationPatient")
     return SliceHeader(

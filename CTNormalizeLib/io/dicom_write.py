@@ -4,7 +4,12 @@ The series keeps the input's patient, study and frame of reference, gets new Ser
 SOP Instance UIDs, ``ImageType DERIVED\\SECONDARY\\AXIAL`` and says how it was made:
 ``DerivationDescription`` (method or model with its sha256, source and target protocols,
 engine version), ``DerivationCodeSequence``, ``SourceImageSequence`` (the input instances
-each slice was computed from), ``ConvolutionKernel`` and ``SliceThickness`` of the target.
+each slice was computed from), ``ConvolutionKernel`` and ``SliceThickness`` of the target
+(and ``AcquisitionType SEQUENCED`` for a rectangular slice profile, which is how a reader
+tells it from a helical one). A private block (creator ``CTNormalize``, see
+:data:`~CTNormalizeLib.io.dicom.PROVENANCE_PRIVATE`) holds the two provenance keys that NRRD
+outputs carry in their header (``ctnormalize``, ``ctnormalize_texture``), so reading a
+derived series back gives the same provenance as reading a volume file.
 Pixels are int16 with ``RescaleSlope``/``RescaleIntercept``.
 
 pydicom writes the files; highdicom supplies UIDs and coded concepts. Neither has a
@@ -67,6 +72,12 @@ class Derivation:
     target_thickness: Optional[float] = None
     texture: Optional[str] = None
     noise_equivalent_dose: Optional[float] = None
+    target_profile: Optional[str] = None
+
+    @property
+    def label(self) -> str:
+        """The ``ctnormalize`` provenance value: method, source and target protocols."""
+        return f"{self.method} {self.source_spec} -> {self.target_spec}"
 
     def description(self, source_label: str = "") -> str:
         """The ``DerivationDescription`` text (at most 1024 characters, the ST limit)."""
@@ -95,6 +106,7 @@ def derivation_from_report(report) -> Derivation:
         source_dose=src.get("dose"), target_dose=tgt.get("dose"),
         source_thickness=src.get("thickness"), target_thickness=tgt.get("thickness"),
         texture=d.get("texture") or plan.get("texture"), noise_equivalent_dose=plan.get("noise_equivalent_dose"),
+        target_profile=tgt.get("profile"),
     )
 
 
@@ -268,6 +280,9 @@ def _base_dataset(source_ds, volume: Volume, output: Volume, derivation: Derivat
     thickness = derivation.target_thickness or output.spacing[0]
     ds.SliceThickness = f"{float(thickness):.6g}"
     ds.SpacingBetweenSlices = f"{float(output.spacing[0]):.6g}"
+    if derivation.target_profile == "rect":
+        ds.AcquisitionType = "SEQUENCED"  # read back as an axial scan's rectangular slices
+    _add_provenance(ds, derivation)
     ds.ImageComments = comments[:10240]
     d = np.asarray(output.direction, dtype=np.float64).reshape(3, 3)
     ds.ImageOrientationPatient = [f"{v:.8g}" for v in (*d[:, 0], *d[:, 1])]
@@ -282,6 +297,16 @@ def _base_dataset(source_ds, volume: Volume, output: Volume, derivation: Derivat
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
     return ds
+
+
+def _add_provenance(ds, derivation: Derivation) -> None:
+    from .dicom import PROVENANCE_PRIVATE
+
+    group, creator, elements = PROVENANCE_PRIVATE
+    block = ds.private_block(group, creator, create=True)
+    block.add_new(elements["ctnormalize"], "LT", derivation.label[:10240])
+    if derivation.texture:
+        block.add_new(elements["ctnormalize_texture"], "LO", str(derivation.texture)[:64])
 
 
 def _slice_dataset(base, k: int, output: Volume, stored: np.ndarray, slope: float, intercept: float,

@@ -89,6 +89,10 @@ def test_engine_reads_the_series_back_and_detects_the_target(normalized):
     assert np.max(np.abs(vol.hu - ref.hu)) <= 1.0
     proto = protocol_from_tags(vol.meta, vol.spacing[0])
     assert proto.kernel == "smooth" and proto.thickness == pytest.approx(5.0)
+    # the same provenance as the NRRD header's: what info shows and quantification warns on
+    assert vol.meta["ctnormalize_texture"] == ref.meta["ctnormalize_texture"] == "clean"
+    assert TARGET in vol.meta["ctnormalize"]
+    assert proto.profile in (None, "gaussian") and "AcquisitionType" not in vol.meta
 
 
 def test_every_tag(normalized, lung1_dicom):
@@ -165,6 +169,22 @@ def test_from_nrrd_a_new_study_without_patient_data(normalized, tmp_path):
     assert "SourceImageSequence" not in d
     assert float(d.SliceThickness) == pytest.approx(10.0) and float(d.SpacingBetweenSlices) == pytest.approx(10.0)
     assert ("113085", "DCM") in [(c.CodeValue, c.CodingSchemeDesignator) for c in d.DerivationCodeSequence]
+
+
+def test_a_rectangular_target_is_written_as_an_axial_series(normalized, tmp_path):
+    """profile=rect: AcquisitionType SEQUENCED, so the series reads back with the profile it was made for."""
+    from CTNormalizeLib.io import read_volume
+    from CTNormalizeLib.protocols.detect import protocol_from_tags
+
+    out, _ = normalized
+    r = _run(["normalize", str(out / "out.nrrd"), "-o", str(tmp_path / "series"), "--output-format", "dicom",
+              "--target", "kernel=smooth,thickness=10,profile=rect", "--source", "kernel=B31f", "--method",
+              "classical", "--texture", "target", "--progress", "none"])
+    assert r.returncode == 0, r.stderr
+    assert _series(tmp_path / "series")[0].AcquisitionType == "SEQUENCED"
+    vol = read_volume(tmp_path / "series")
+    assert protocol_from_tags(vol.meta, vol.spacing[0]).profile == "rect"
+    assert vol.meta["ctnormalize_texture"] == "target" and "profile=rect" in vol.meta["ctnormalize"]
 
 
 def test_folder_rules(lung1_dicom, tmp_path):
