@@ -297,6 +297,7 @@ def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = 
         tgt, kernel_given, dose_given = complete_target(src, target)
         tgt_sig = nominal_target(src_sig, src, tgt, kernel_given, dose_given)
         label = target if isinstance(target, str) else tgt.spec()
+    _check_output_slices(volume, float(tgt_sig.spacing_mm))
     ned = noise_equivalent_dose(src_sig, tgt_sig)
     draft = Plan(src, tgt, src_sig, tgt_sig, method="", method_reason="", requested_method=method,
                  texture=texture, noise_equivalent_dose=ned, target_label=str(label))
@@ -312,6 +313,19 @@ def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = 
         warnings.append({"code": "DEVICE_NOT_USED",
                          "message": f"Device {device!r} is not used: the method {name!r} runs on the CPU."})
     return replace(draft, method=name, method_reason=reason, device=dev, warnings=tuple(warnings))
+
+
+def _check_output_slices(volume: Volume, spacing_out: float) -> None:
+    """Refuse a target slice spacing that leaves fewer than 2 slices (a file no CT reader takes as 3D)."""
+    from .imaging.zgrid import target_slice_count
+
+    n_in, s_in = int(volume.shape[0]), float(volume.spacing[0])
+    n_out = target_slice_count(n_in, s_in, spacing_out)
+    if n_in >= 2 and n_out < 2:
+        extent = (n_in - 1) * s_in
+        raise BadInputError(f"A target slice spacing of {spacing_out:g} mm leaves {n_out} slice of this scan "
+                            f"({n_in} slices {s_in:g} mm apart: {extent:g} mm from first to last); the output "
+                            f"needs at least 2. Choose a target spacing of at most {extent:g} mm, or a longer scan.")
 
 
 def _choose(plan: Plan, method: str):

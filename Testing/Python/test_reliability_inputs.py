@@ -151,6 +151,17 @@ def test_protocol_values_outside_physical_ranges(capsys, tmp_path, ct, spec, whe
     check_case(code, err, 2, "outside the physical range", before, [tmp_path], absent=[out])
 
 
+def test_a_target_spacing_leaving_one_slice_is_refused(capsys, tmp_path):
+    """3 slices 2 mm apart to 5 mm slices would write a 1-slice file that no CT reader (ours included)
+    takes as a volume: refused before any work, nothing written."""
+    ct = write_image(tmp_path / "short.nrrd", chest(shape=(3, 64, 64)))
+    out = tmp_path / "out.nrrd"
+    before = snapshot(ct)
+    code, _, err = cli(capsys, "normalize", ct, "-o", out, "--source", SRC, "--target", "kernel=smooth,thickness=5",
+                       "--method", "mtf_ratio", "--progress", "none")
+    check_case(code, err, 2, ["leaves 1 slice", "at most 4 mm"], before, [tmp_path], absent=[out])
+
+
 @pytest.mark.parametrize("spec, expected", [
     ("kernel=smooth,profile=rect", "needs the thickness it shapes"),
     ("kernel=smooth,thickness=3,profile=trapezoid", "Unknown slice profile 'trapezoid'"),
