@@ -375,7 +375,8 @@ def _analyze_protocol(rows, key, seed):
         t = r["truth"]["A"]["protocol"]
         cases.append({"case": r["truth"]["A"]["case"], "item": r["item"], "reader": r["reader"],
                       "shown": f"{r['truth']['A']['variant']} (kernel={t['kernel']},dose={t['dose']:g},"
-                               f"thickness={t['thickness']:g})",
+                               f"thickness={t['thickness']:g}" + (f",profile={t['profile']}" if t.get("profile") else "")
+                               + ")",
                       "answer": r["rec"]["protocol"],
                       "correct": all(t[f] == r["rec"]["guess"][f] for f in D.PROTOCOL_FIELDS),
                       "time_spent_s": r["rec"].get("time_spent_s"), "window": r["rec"].get("window")})

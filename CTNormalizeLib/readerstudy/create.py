@@ -47,7 +47,10 @@ def _protocol_truth(spec: str, where: str) -> dict:
     p = parse_spec(spec)
     if p.kernel is None or p.dose is None or p.thickness is None:
         raise BadInputError(f"{where}: protocol {spec!r} must give kernel, dose and thickness.")
-    return {"kernel": p.kernel, "dose": float(p.dose), "thickness": float(p.thickness)}
+    truth = {"kernel": p.kernel, "dose": float(p.dose), "thickness": float(p.thickness)}
+    if p.profile not in (None, "gaussian"):
+        truth["profile"] = p.profile  # recorded with the truth; readers are not asked for it
+    return truth
 
 
 def _check_request(design: str, out_dir: Path, readers, per_reader: bool) -> list[str]:

@@ -142,6 +142,20 @@ def test_protocol_design_items_and_options(tmp_path, manifest):
     assert key["items"][study["items"][0]["id"]]["protocol"]["kernel"] in ("smooth", "sharp")
 
 
+def test_a_slice_profile_is_kept_with_the_truth_not_asked(tmp_path):
+    """An axial (rectangular-slice) source keeps its profile in the key; readers are asked kernel, dose, thickness."""
+    m = make_manifest(tmp_path / "data", n_cases=2)
+    text = m.read_text().replace("kernel=sharp,dose=0.25,thickness=2", "kernel=sharp,dose=0.25,thickness=2,profile=rect")
+    m.write_text(text)
+    create_study(m, tmp_path / "q", "protocol", 5)
+    study, key = load_study(tmp_path / "q"), _key(tmp_path / "q")
+    truths = [t["protocol"] for t in key["items"].values()]
+    assert {t.get("profile") for t in truths} == {None, "rect"}
+    assert all("profile" not in t for t in truths if t["thickness"] == 1.0)
+    assert set(study["questions"]["protocol"]) >= {"kernel", "dose", "thickness"}
+    assert "profile" not in study["questions"]["protocol"]
+
+
 def test_blinding_holds(tmp_path, manifest):
     key_file = tmp_path / "secret" / "key.json"
     create_study(manifest, tmp_path / "s", "pair", 9, key_path=key_file)
