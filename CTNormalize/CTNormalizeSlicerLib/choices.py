@@ -165,8 +165,19 @@ def protocol_rows(protocol) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def source_spec(kernel: str = "", dose: float = 0.0, thickness: float = 0.0) -> str:
-    """The engine's source argument: user overrides (empty/0 = detect), or ``auto``."""
+def source_spec(kernel: str = "", dose: float = 0.0, thickness: float = 0.0, profile: str = "") -> str:
+    """The engine's source argument: user overrides (empty/0/"detected" = detect), or ``auto``.
+
+    ``profile`` (``gaussian`` or ``rect``) shapes the thickness, so it needs one.
+    """
+    profile = (profile or "").strip().lower()
+    if profile in ("detected", "auto"):
+        profile = ""
+    if profile and not (thickness and thickness > 0):
+        from CTNormalizeLib.errors import BadInputError
+
+        raise BadInputError("A slice profile needs the thickness it shapes: give the source thickness too "
+                            "(the DICOM SliceThickness, e.g. 3 mm).")
     parts = []
     if kernel and kernel.strip().lower() not in ("", "auto"):
         parts.append(f"kernel={kernel.strip()}")
@@ -174,6 +185,8 @@ def source_spec(kernel: str = "", dose: float = 0.0, thickness: float = 0.0) -> 
         parts.append(f"dose={dose:g}")
     if thickness and thickness > 0:
         parts.append(f"thickness={thickness:g}")
+    if profile:
+        parts.append(f"profile={profile}")
     if not parts:
         return "auto"
     from CTNormalizeLib.protocols import parse_spec

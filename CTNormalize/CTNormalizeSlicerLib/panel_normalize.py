@@ -156,7 +156,7 @@ class NormalizePanel:
     def sourceSpec(self) -> str:
         p = self._parameterNode
         kernel = p.sourceKernelName.strip() or ("" if p.sourceKernel is KernelChoice.DETECTED else p.sourceKernel.value)
-        return self.logic.sourceSpec(kernel, p.sourceDose, p.sourceThickness)
+        return self.logic.sourceSpec(kernel, p.sourceDose, p.sourceThickness, p.sourceProfile.value)
 
     def target(self) -> str:
         """The target preset or spec ("" when the target is a reference scan: :meth:`targetLike`)."""

@@ -21,6 +21,16 @@ class KernelChoice(enum.Enum):
         return _("Detected") if self is KernelChoice.DETECTED else self.value
 
 
+class ProfileChoice(enum.Enum):
+    DETECTED = "detected"
+    HELICAL = "gaussian"
+    AXIAL = "rect"
+
+    def label(self):
+        return {"detected": _("Detected"), "gaussian": _("Helical (Gaussian)"),
+                "rect": _("Axial (rectangular)")}[self.value]
+
+
 class DeviceChoice(enum.Enum):
     AUTO = "auto"
     GPU = "cuda"
@@ -46,8 +56,8 @@ class CompareView(enum.Enum):
 class CTNormalizeParameterNode:
     """Choices of the panel, saved with the scene.
 
-    sourceKernel/sourceKernelName/sourceDose/sourceThickness override detection (empty or 0 =
-    detected). targetPreset is a preset name, "custom" (then targetSpec) or "like" (then
+    sourceKernel/sourceKernelName/sourceDose/sourceThickness/sourceProfile override detection
+    (empty, 0 or Detected = detected; a profile needs the thickness it shapes). targetPreset is a preset name, "custom" (then targetSpec) or "like" (then
     targetLikeVolume: a reference CT whose measured protocol is the target). method is "auto", a
     model name or a classical method. The radiomics fields default to the engine's CT preset.
     """
@@ -58,6 +68,7 @@ class CTNormalizeParameterNode:
     sourceKernelName: str = ""
     sourceDose: Annotated[float, WithinRange(0.0, 4.0)] = 0.0
     sourceThickness: Annotated[float, WithinRange(0.0, 20.0)] = 0.0
+    sourceProfile: ProfileChoice = ProfileChoice.DETECTED
     targetPreset: str = "emphysema-reference"
     targetSpec: str = ""
     targetLikeVolume: vtkMRMLScalarVolumeNode

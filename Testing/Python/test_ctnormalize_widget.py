@@ -319,6 +319,8 @@ def _drive():
     check(ui.deviceComboBox.currentText() == "Auto", f"default device {ui.deviceComboBox.currentText()}")
     check(ui.sourceKernelComboBox.currentText() == "Detected", "kernel on Detected")
     check(ui.sourceDoseSpinBox.value() == 0 and ui.sourceThicknessSpinBox.value() == 0, "dose and thickness detected (0)")
+    check(ui.sourceProfileComboBox.currentText() == "Detected" and ui.sourceProfileComboBox.count() == 3,
+          f"slice profile on Detected ({ui.sourceProfileComboBox.currentText()}, {ui.sourceProfileComboBox.count()})")
     check(not ui.applyButton.isEnabled() and ui.applyButton.toolTip() == "Select an input volume", "Apply disabled without input")
     check(not ui.targetSpecLineEdit.isEnabled(), "custom spec disabled for a preset")
     for name in ("compareButton", "differenceButton", "checkerboardButton", "histogramButton", "faderSlider",
@@ -343,6 +345,7 @@ def _drive():
     ui.sourceKernelNameLineEdit.setText("sharp")
     ui.sourceDoseSpinBox.setValue(0.25)
     ui.sourceThicknessSpinBox.setValue(1.0)
+    ui.sourceProfileComboBox.setCurrentIndex(ui.sourceProfileComboBox.findText("Axial (rectangular)"))
     ui.targetComboBox.setCurrentIndex(ui.targetComboBox.findData("custom"))
     check(ui.targetSpecLineEdit.isEnabled(), "custom spec enabled for Custom...")
     ui.targetSpecLineEdit.setText("kernel=smooth,dose=1,thickness=3")
@@ -356,7 +359,8 @@ def _drive():
           f"Cancel -> Apply ({run.state.value}, {ui.applyButton.text()})")
     check(ui.statusLabel.text().startswith("Cancel"), f"status says cancelled: {ui.statusLabel.text()}")
     check(not os.path.exists(run.tempDir), "temp folder removed")
-    check(run.args[run.args.index("--source") + 1] == "kernel=sharp,dose=0.25,thickness=1", "overrides sent")
+    check(run.args[run.args.index("--source") + 1] == "kernel=sharp,dose=0.25,thickness=1,profile=rect",
+          f"overrides sent ({run.args[run.args.index('--source') + 1]})")
     # -- target "like a reference scan": the selector is enabled, a reference is required, and it travels
     ui.targetComboBox.setCurrentIndex(ui.targetComboBox.findData("like"))
     check(p.targetPreset == "like" and ui.targetLikeSelector.isEnabled() and not ui.targetSpecLineEdit.isEnabled(),

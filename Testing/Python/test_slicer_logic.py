@@ -250,6 +250,14 @@ def test_source_spec_and_names(mrml):
     assert lg.sourceSpec("", 0.5, 0) == "dose=0.5"
     with pytest.raises(BadInputError):
         lg.sourceSpec("Q99zz")
+    # the slice profile: an axial scan's rectangle, sent with the thickness it shapes; Detected sends nothing
+    assert lg.sourceSpec("", 0, 3, "rect") == "thickness=3,profile=rect"
+    assert lg.sourceSpec("", 0, 3, "detected") == "thickness=3"
+    with pytest.raises(BadInputError, match="needs the thickness"):
+        lg.sourceSpec("", 0, 0, "rect")
+    from CTNormalizeLib.protocols import parse_spec
+
+    assert parse_spec(lg.sourceSpec("B70f", 0.25, 3, "rect")).ssp_fwhm < 3.0
     assert "emphysema-reference" in lg.presets()
     names = [m for m, _ in lg.methods()]
     assert names[0] == "auto" and "mtf_ratio" in names
