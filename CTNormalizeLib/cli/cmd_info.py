@@ -148,7 +148,8 @@ def _signature_lines(sig, noise) -> list:
     m50 = "above Nyquist" if tr["mtf50"] is None else f"{tr['mtf50']:.3g} c/mm"
     lines = ["Measured signature (from the pixels; tags are priors):",
              f"  kernel      {sig['kernel']:<12}{src['kernel']['source']:<8}{src['kernel']['confidence']:<6.2f}"
-             f"MTF50 {m50} from {src['transfer']['detail']}"]
+             + (src["transfer"]["detail"] if "MTF50" in src["transfer"]["detail"]
+                else f"MTF50 {m50} ({src['transfer']['detail']})")]
     edge = sig["details"].get("edge")
     if edge and edge.get("mtf50"):
         lines.append(f"  edge MTF    MTF50 {edge['mtf50']:.3g}, MTF10 {_fmt(edge['mtf10'])} c/mm at the body outline "
@@ -173,7 +174,10 @@ def _signature_lines(sig, noise) -> list:
     lines.append(f"  thickness   {sig['thickness_mm']:.3g} mm ({src['thickness_mm']['source']}: "
                  f"{src['thickness_mm']['detail']}); z noise: {sig['details'].get('z', {}).get('detail', '-')}")
     if sig.get("wed_mm"):
-        lines.append(f"  patient     water-equivalent diameter {sig['wed_mm']:.0f} mm; field of view {sig['fov_mm']:.0f} mm")
+        cut = " (a lower bound: the field of view cuts the body)" \
+            if sig["details"].get("size", {}).get("truncated") else ""
+        lines.append(f"  patient     water-equivalent diameter {sig['wed_mm']:.0f} mm{cut}; "
+                     f"field of view {sig['fov_mm']:.0f} mm")
     return lines
 
 

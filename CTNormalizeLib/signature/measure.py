@@ -31,7 +31,7 @@ from .noise_levels import corrected, residual_noise
 from .nps import measure_nps
 from .regions import slice_regions
 from .signature import Signature
-from .size import field_of_view, median_wed
+from .size import body_truncated, field_of_view, median_wed
 from .zres import z_resolution
 
 MIN_FIT_CONFIDENCE = 0.1  # below: the tags' or the default kernel; a rough fit still beats a guess
@@ -260,6 +260,7 @@ def measure_signature(volume: Volume, tags: Optional[Protocol] = None, max_slice
                     f"edge MTF50 {edge.mtf50:.2f} vs noise-texture MTF50 {m_fit:.2f} c/mm: blur that acts on "
                     "anatomy but not on noise (detector, iterative reconstruction) or skin structure")
     wed = median_wed(hu, spacing, regions)
+    details["size"] = {"truncated": body_truncated(regions)}
     sources = {"transfer": t_src, "kernel": k_src, "noise_hu": n_src, "thickness_mm": th_src,
                "wed_mm": FieldSource("image", 0.9 if wed else 0.0, "AAPM TG-220 water-equivalent diameter")}
     return Signature(

@@ -25,6 +25,23 @@ def median_wed(hu: np.ndarray, spacing, regions: list[SliceRegions]) -> float | 
     return float(np.median(vals)) if vals else None
 
 
+#: A body touching this fraction of the image border is cut by the field of view.
+TRUNCATED_BORDER_FRACTION = 0.05
+
+
+def body_truncated(regions: list[SliceRegions]) -> bool:
+    """True when the body is cut by the image border on most measured slices (TG-220: the
+    water-equivalent diameter is then a lower bound)."""
+    cut = []
+    for r in regions:
+        b = r.body
+        if not b.any():
+            continue
+        border = np.concatenate([b[0], b[-1], b[:, 0], b[:, -1]])
+        cut.append(border.mean() > TRUNCATED_BORDER_FRACTION)
+    return bool(cut) and float(np.mean(cut)) > 0.5
+
+
 def field_of_view(shape, spacing) -> float:
     """In-plane field of view (mm): the larger of the two in-plane extents."""
     return float(max(shape[1] * spacing[1], shape[2] * spacing[2]))

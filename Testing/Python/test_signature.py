@@ -172,6 +172,10 @@ def test_cut_lungs_touching_the_border_are_not_outside_air():
     r = slice_regions(crop, (1.0, PX, PX))[0]
     assert r.air_roi[:40].any(), "the air above the body is outside air"
     assert not (r.air_roi & lungs[:200, cols]).any(), "cut lungs were taken for air outside the body"
+    # and its water-equivalent diameter is flagged as a lower bound; the whole phantom's is not
+    whole = measure_signature(noisy(class_transfer("standard"), 10.0, seed=9))
+    cut = measure_signature(Volume(crop, (1.0, PX, PX)))
+    assert whole.details["size"]["truncated"] is False and cut.details["size"]["truncated"] is True
 
 
 def test_structured_air_rois_are_judged_against_the_flattest():
