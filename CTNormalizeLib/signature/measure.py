@@ -36,20 +36,24 @@ from .zres import z_resolution
 
 MIN_FIT_CONFIDENCE = 0.1  # below: the tags' or the default kernel; a rough fit still beats a guess
 GOOD_FIT_CONFIDENCE = 0.3
-MIN_AIR_ROIS = 24
+#: ROI side (mm) tried in air when the standard 24 mm ROIs do not fit.
+SMALL_ROI_MM = 12.0
 TYPICAL_AIR_TO_TISSUE = 0.5
 #: The noise correlation of neighbouring slices sets the thickness only above this many spacings.
 OVERLAP_TRUSTED = 1.25
 
 
 def _choose_nps(hu, spacing, regions):
+    # Air whenever it holds enough ROIs to fit (8): soft tissue only bounds the kernel from
+    # below (see _tissue_transfer), so a few air ROIs beat many tissue ROIs. Measured: lung2
+    # padded outside a 240-pixel circle keeps 17 air ROIs reading MTF50 0.34 c/mm (whole
+    # scan 0.32) against 199 tissue ROIs reading 0.14.
     air = measure_nps(hu, spacing, regions, region="air")
-    if air is not None and air.n_rois >= MIN_AIR_ROIS:
+    if air is None:  # a narrow rim of air (a tight field of view): half-size ROIs may fit
+        air = measure_nps(hu, spacing, regions, region="air", roi_mm=SMALL_ROI_MM)
+    if air is not None:
         return air
-    tissue = measure_nps(hu, spacing, regions, region="tissue")
-    if tissue is not None and (air is None or tissue.n_rois > air.n_rois):
-        return tissue
-    return air
+    return measure_nps(hu, spacing, regions, region="tissue")
 
 
 def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = "pixels"):

@@ -99,9 +99,9 @@ class NPS:
                 "radial": [float(f"{v:.4g}") for v in self.radial], "notes": list(self.notes)}
 
 
-def roi_size(pixel_mm: float) -> int:
-    """Even ROI side in pixels for :data:`ROI_MM`."""
-    n = int(round(ROI_MM / max(pixel_mm, 1e-3)))
+def roi_size(pixel_mm: float, roi_mm: float = ROI_MM) -> int:
+    """Even ROI side in pixels for ``roi_mm`` (default :data:`ROI_MM`)."""
+    n = int(round(roi_mm / max(pixel_mm, 1e-3)))
     n = min(MAX_ROI_PX, max(MIN_ROI_PX, n))
     return n + (n % 2)
 
@@ -185,7 +185,8 @@ def radial_profile(nps2d_shifted: np.ndarray, pixel_mm: float) -> tuple[np.ndarr
 
 
 def measure_nps(hu: np.ndarray, spacing, regions: Optional[list[SliceRegions]] = None, region: str = "air",
-                max_slices: int = 16, max_rois_per_slice: int = 24, seed: int = 0) -> Optional[NPS]:
+                max_slices: int = 16, max_rois_per_slice: int = 24, seed: int = 0,
+                roi_mm: float = ROI_MM) -> Optional[NPS]:
     """Measure the 2D NPS of a ``[z, y, x]`` HU volume in ``region``.
 
     Parameters
@@ -202,6 +203,8 @@ def measure_nps(hu: np.ndarray, spacing, regions: Optional[list[SliceRegions]] =
         Sampling limits (the NPS converges with a few hundred ROIs).
     seed : int
         ROI subsampling seed (the result is deterministic).
+    roi_mm : float
+        ROI side in mm (smaller ROIs fit narrower regions, at a coarser frequency sampling).
 
     Returns
     -------
@@ -209,7 +212,7 @@ def measure_nps(hu: np.ndarray, spacing, regions: Optional[list[SliceRegions]] =
         None when fewer than 8 ROIs fit.
     """
     pixel = float(math.sqrt(spacing[1] * spacing[2]))
-    n = roi_size(pixel)
+    n = roi_size(pixel, roi_mm)
     if regions is None:
         regions = slice_regions(hu, spacing, max_slices=max_slices)
     rng = np.random.default_rng(seed)

@@ -108,6 +108,19 @@ def test_noise_texture_does_not_depend_on_noise_level():
     assert hi.noise_hu / lo.noise_hu == pytest.approx(10.0, rel=0.05)
 
 
+@pytest.mark.parametrize("kernel", KERNEL_CLASSES)
+def test_kernel_from_a_narrow_rim_of_air_inside_the_field_of_view(kernel):
+    # padded outside the reconstruction circle (-3024, as scanners write): only a thin rim of air
+    # is left around the body, too narrow for 24 mm ROIs; half-size ROIs still read the kernel
+    vol = noisy(class_transfer(kernel), 20.0, seed=11)
+    y, x = np.mgrid[:256, :256] / 128.0 - 1.0
+    hu = vol.hu.copy()
+    hu[:, np.hypot(x, y) > 1.0] = -3024.0
+    sig = measure_signature(Volume(hu, vol.spacing))
+    assert sig.kernel == kernel and sig.details["nps"]["region"] == "air"
+    assert sig.details["nps"]["roi_px"] < 24
+
+
 def test_tags_disagreeing_with_pixels_warn_in_plain_words():
     vol = noisy(class_transfer("smooth"), 20.0, seed=5, meta={"ConvolutionKernel": "B70f"})
     tags = Protocol(kernel="very-sharp", kernel_name="B70f")
