@@ -325,7 +325,8 @@ def _check_output_slices(volume: Volume, spacing_out: float) -> None:
         extent = (n_in - 1) * s_in
         raise BadInputError(f"A target slice spacing of {spacing_out:g} mm leaves {n_out} slice of this scan "
                             f"({n_in} slices {s_in:g} mm apart: {extent:g} mm from first to last); the output "
-                            f"needs at least 2. Choose a target spacing of at most {extent:g} mm, or a longer scan.")
+                            f"needs at least 2. Choose a target spacing of at most {extent:g} mm (with a reference scan as "
+                            f"target, add --target thickness={extent:g}), or a longer scan.")
 
 
 def _choose(plan: Plan, method: str):

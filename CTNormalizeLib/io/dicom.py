@@ -154,8 +154,17 @@ def _provenance_of(ds) -> dict:
         block = ds.private_block(group, creator)
     except KeyError:
         return {}
-    return {name: _clean_tag(block[offset].value) for name, offset in elements.items()
-            if offset in block and str(block[offset].value).strip()}
+    out = {}
+    for name, offset in elements.items():
+        if offset not in block:
+            continue
+        value = block[offset].value
+        if isinstance(value, (bytes, bytearray)):  # UN after an implicit-VR copy (PACS, storescp)
+            value = bytes(value).decode("utf-8", "replace")
+        text = _clean_tag(value) if value is not None else ""
+        if text:
+            out[name] = text
+    return out
 
 
 def _provenance(path: Path) -> dict:

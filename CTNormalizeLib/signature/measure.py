@@ -56,11 +56,23 @@ def _choose_nps(hu, spacing, regions):
     return measure_nps(hu, spacing, regions, region="tissue")
 
 
-def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = "pixels"):
+CROP_REASON = "there is no air outside the body in the field of view (a crop?)"
+CLIPPED_REASON = ("the air outside the body is clipped at the lowest stored value (about -1024 HU), which "
+                  "cuts off its noise")
+
+
+def no_air_reason(regions) -> str:
+    """Why no air ROI could be measured, in words: clipping at the display floor, or no air at all."""
+    return CLIPPED_REASON if sum(r.clipped_air for r in regions) > 0 else CROP_REASON
+
+
+def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = "pixels",
+              no_air: str = CROP_REASON):
     """(transfer, FieldSource, details) from the NPS fit, else the tag, else the default.
 
     ``kernel_from="labels"``: the kernel class of the tags/user wins over the noise texture
     (the fit is still reported), for reconstructions whose noise does not show the kernel.
+    ``no_air``: why no air could be measured (:func:`no_air_reason`), for the warnings.
     """
     details = {}
     tag_kernel = tags.kernel if tags is not None else None
@@ -78,7 +90,7 @@ def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = 
         details["kernel_fit"] = {"rms_error": round(fit.rms_error, 4), "band": [round(b, 4) for b in fit.band],
                                  "confidence": fit.confidence, "notes": fit.notes}
         if nps.region == "tissue":
-            return _tissue_transfer(fit, nps, tags, warnings, details)
+            return _tissue_transfer(fit, nps, tags, warnings, details, no_air)
         if fit.confidence >= MIN_FIT_CONFIDENCE:
             if fit.confidence < GOOD_FIT_CONFIDENCE:
                 warnings.append({"code": "KERNEL_FIT_POOR",
@@ -96,10 +108,12 @@ def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = 
     if tag_kernel:
         name = tags.kernel_name or tag_kernel
         return class_transfer(tag_kernel), FieldSource("tag", 0.6, f"ConvolutionKernel={name} (class {tag_kernel})"), details
-    warnings.append({"code": "KERNEL_NOT_MEASURED",
-                     "message": "No uniform region (air outside the body, flat soft tissue) to read the noise texture "
-                                "in, and no kernel tag: the kernel is assumed standard. Give it (--source "
-                                "kernel=NAME), or normalize the whole scan before cropping."})
+    if nps is None:  # a poor fit has said so already (KERNEL_FIT_POOR)
+        crop = ", or normalize the whole scan before cropping" if no_air == CROP_REASON else ""
+        warnings.append({"code": "KERNEL_NOT_MEASURED",
+                         "message": f"No uniform region to read the noise texture in ({no_air}, and no flat soft "
+                                    f"tissue either), and no kernel tag: the kernel is assumed standard. Give it "
+                                    f"(--source kernel=NAME){crop}."})
     return class_transfer("standard"), FieldSource("default", 0.2, "no measurable noise texture and no kernel tag; "
                                                                    "assumed standard"), details
 
@@ -113,7 +127,7 @@ def _tag_source(tags: Protocol, why: str) -> FieldSource:
     return FieldSource("tag", 0.6, f"ConvolutionKernel={name} (class {tags.kernel}){why}")
 
 
-def _tissue_transfer(fit, nps, tags: Optional[Protocol], warnings: list, details: dict):
+def _tissue_transfer(fit, nps, tags: Optional[Protocol], warnings: list, details: dict, no_air: str = CROP_REASON):
     """The kernel when the noise texture could only be read in soft tissue (no air outside the body).
 
     Anatomy adds low-frequency power to soft-tissue ROIs, so their texture reads smoother
@@ -134,18 +148,19 @@ def _tissue_transfer(fit, nps, tags: Optional[Protocol], warnings: list, details
 
     if KERNEL_CLASSES.index(lower) > KERNEL_CLASSES.index("standard") and fit.confidence >= MIN_FIT_CONFIDENCE:
         warnings.append({"code": "KERNEL_FROM_TISSUE",
-                         "message": f"No air outside the body in the field of view: the kernel was read in soft "
-                                    f"tissue, whose anatomy makes any kernel look smoother ({bound}, a lower "
+                         "message": f"The kernel was read in soft tissue ({no_air}), whose anatomy makes any "
+                                    f"kernel look smoother ({bound}, a lower "
                                     f"bound). It reads {lower} even so; give the kernel (--source kernel=NAME) "
                                     "to be sure."})
         return fit.transfer, FieldSource("image", round(min(fit.confidence, GOOD_FIT_CONFIDENCE), 3),
                                          f"noise texture in {nps.n_rois} soft-tissue ROIs: {bound} (a lower "
                                          "bound: no air outside the body)"), details
+    crop = ", or normalize the whole scan before cropping" if no_air == CROP_REASON else ""
     warnings.append({"code": "KERNEL_NOT_MEASURED",
-                     "message": f"No air outside the body in the field of view (a crop?), and the noise texture "
-                                f"of soft tissue includes anatomy, which makes any kernel look smooth (here "
-                                f"{bound}). The kernel is assumed standard: give it (--source kernel=NAME, or a "
-                                "ConvolutionKernel tag), or normalize the whole scan before cropping."})
+                     "message": f"The noise texture could only be read in soft tissue: {no_air}. Soft tissue "
+                                f"includes anatomy, which makes any kernel look smooth (here {bound}). The kernel "
+                                f"is assumed standard: give it (--source kernel=NAME, or a ConvolutionKernel "
+                                f"tag){crop}."})
     return class_transfer("standard"), FieldSource("default", 0.2, "no air outside the body to read the noise "
                                                                    "texture in, and no kernel tag; assumed "
                                                                    "standard"), details
@@ -240,7 +255,7 @@ def measure_signature(volume: Volume, tags: Optional[Protocol] = None, max_slice
     warnings: list = []
     regions = slice_regions(hu, spacing, max_slices=max_slices)
     nps = _choose_nps(hu, spacing, regions)
-    transfer, t_src, details = _transfer(nps, tags, warnings, kernel_from)
+    transfer, t_src, details = _transfer(nps, tags, warnings, kernel_from, no_air_reason(regions))
     kernel, k_conf, dist = classify_transfer(transfer, 0.5 / pixel)
     details["kernel_distances"] = dist
     k_src = FieldSource(t_src.source, round(t_src.confidence * (0.5 + 0.5 * k_conf), 3),

@@ -171,6 +171,25 @@ def test_from_nrrd_a_new_study_without_patient_data(normalized, tmp_path):
     assert ("113085", "DCM") in [(c.CodeValue, c.CodingSchemeDesignator) for c in d.DerivationCodeSequence]
 
 
+def test_provenance_survives_an_implicit_vr_copy(normalized, tmp_path):
+    """A PACS or storescp copy in implicit VR turns the private elements into UN bytes: still read as text."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    from CTNormalizeLib.io import read_volume
+
+    out, _ = normalized
+    copy = tmp_path / "implicit"
+    copy.mkdir()
+    for f in sorted((out / "dcm").iterdir()):
+        ds = pydicom.dcmread(str(f))
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        ds.save_as(str(copy / f.name), enforce_file_format=True, implicit_vr=True, little_endian=True)
+    again = pydicom.dcmread(str(next(copy.iterdir())), force=True)
+    assert any(e.VR == "UN" for e in again if e.tag.group == 0x0071 and e.tag.element > 0xFF)
+    vol = read_volume(copy)
+    assert vol.meta["ctnormalize_texture"] == "clean" and vol.meta["ctnormalize"].startswith("ctn-")
+
+
 def test_a_rectangular_target_is_written_as_an_axial_series(normalized, tmp_path):
     """profile=rect: AcquisitionType SEQUENCED, so the series reads back with the profile it was made for."""
     from CTNormalizeLib.io import read_volume

@@ -162,6 +162,30 @@ def test_kernel_in_soft_tissue_only_is_a_lower_bound():
     assert given.kernel == "smooth" and given.sources["transfer"].source == "user"
 
 
+def test_clipped_air_is_named_not_a_crop():
+    # noisy air clipped at the display floor: no air ROI survives, and the warning says why
+    vol = noisy(class_transfer("sharp"), 30.0, seed=12)
+    sig = measure_signature(Volume(np.maximum(vol.hu, -1024.0), vol.spacing))
+    msg = {w["code"]: w["message"] for w in sig.warnings}["KERNEL_NOT_MEASURED"]
+    assert "clipped" in msg and "crop" not in msg
+
+
+def test_a_poor_fit_in_air_is_not_called_unmeasured(monkeypatch):
+    # the air was there, its texture just did not fit: one warning that says so, not "no uniform region"
+    import CTNormalizeLib.signature.measure as M
+
+    real = M.fit_kernel
+
+    def poor(nps):
+        fit = real(nps)
+        fit.confidence = 0.05
+        return fit
+
+    monkeypatch.setattr(M, "fit_kernel", poor)
+    codes = [w["code"] for w in measure_signature(noisy(class_transfer("sharp"), 20.0, seed=13)).warnings]
+    assert "KERNEL_FIT_POOR" in codes and "KERNEL_NOT_MEASURED" not in codes
+
+
 def test_a_sharp_texture_in_soft_tissue_is_still_used():
     # anatomy only makes a kernel look smoother: a texture sharper than standard even so is evidence
     sig = measure_signature(Volume(_inside_the_body(class_transfer("very-sharp"), 20.0, seed=8), (1.0, PX, PX)))
@@ -197,8 +221,8 @@ def test_structured_air_rois_are_judged_against_the_flattest():
 
     ranges = np.r_[np.full(8, 2.0), np.full(40, 25.0)]
     assert _flat_limit(ranges, "air") < 25.0
-    noisy_air = np.full(40, 9.0)  # a very noisy scan keeps all its air ROIs
-    assert _flat_limit(noisy_air, "air") >= 9.0
+    noisy_air = np.full(40, 20.0)  # a very noisy scan (above the 12 HU floor) keeps all its air ROIs
+    assert _flat_limit(noisy_air, "air") >= 20.0
 
 
 def test_body_hull_matches_scikit_image():
