@@ -296,6 +296,7 @@ def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = 
     else:
         tgt, kernel_given, dose_given = complete_target(src, target)
         tgt_sig = nominal_target(src_sig, src, tgt, kernel_given, dose_given)
+        warnings.extend(tgt_sig.warnings)
         label = target if isinstance(target, str) else tgt.spec()
     _check_output_slices(volume, float(tgt_sig.spacing_mm))
     ned = noise_equivalent_dose(src_sig, tgt_sig)

@@ -278,6 +278,10 @@ def _base_dataset(source_ds, volume: Volume, output: Volume, derivation: Derivat
         ds.DerivationCodeSequence = [_coded(c) for c in codes]
     ds.ConvolutionKernel = str(derivation.target_kernel_name or derivation.target_kernel or "")[:16]
     thickness = derivation.target_thickness or output.spacing[0]
+    if derivation.target_thickness and derivation.source_thickness:
+        # thick -> thin interpolates: the slices stay as thick as the source's, and the tag says so
+        # (info would otherwise read the series' noise as if from thin slices)
+        thickness = max(float(derivation.target_thickness), float(derivation.source_thickness))
     ds.SliceThickness = f"{float(thickness):.6g}"
     ds.SpacingBetweenSlices = f"{float(output.spacing[0]):.6g}"
     if derivation.target_profile == "rect":

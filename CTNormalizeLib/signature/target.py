@@ -58,12 +58,21 @@ def nominal_target(source_sig: Signature, source: Protocol, target: Protocol,
     s_t = float(target.spacing or target.thickness or source_sig.spacing_mm)
     sources = {"transfer": FieldSource("preset" if kernel_given and not same_class else "default", 1.0, t_note),
                "thickness_mm": FieldSource("preset" if target.thickness else "default", 1.0, _profile_note(target))}
+    warnings = []
+    measured = source_sig.sources.get("transfer")
+    if same_class and getattr(measured, "source", None) == "image" and source_sig.kernel != target.kernel:
+        warnings.append({"code": "TARGET_KEEPS_SOURCE_KERNEL",
+                         "message": f"The target names the source's stated kernel class ({target.kernel}), so "
+                                    f"the source's kernel is kept as its pixels show it ({source_sig.kernel}, "
+                                    f"MTF50 {source_sig.transfer.mtf50:.2f} c/mm): no kernel conversion. If the "
+                                    f"stated kernel is wrong, give the source kernel (--source kernel="
+                                    f"{source_sig.kernel}) to convert to the {target.kernel} class's curve."})
     sigma, detail = _target_noise(source_sig, source, target, transfer, t_t, dose_given)
     sources["noise_hu"] = FieldSource("image" if not dose_given or source.dose else "default",
                                       1.0 if not dose_given else 0.8, detail)
     return Signature(origin="nominal", pixel_mm=px, spacing_mm=s_t, thickness_mm=t_t, transfer=transfer,
                      noise_hu=sigma, kernel=target.kernel, wed_mm=source_sig.wed_mm, fov_mm=source_sig.fov_mm,
-                     sources=sources, air_to_tissue=source_sig.air_to_tissue)
+                     sources=sources, air_to_tissue=source_sig.air_to_tissue, warnings=tuple(warnings))
 
 
 def _labelled_classes(source: Protocol) -> set:

@@ -190,6 +190,17 @@ def test_provenance_survives_an_implicit_vr_copy(normalized, tmp_path):
     assert vol.meta["ctnormalize_texture"] == "clean" and vol.meta["ctnormalize"].startswith("ctn-")
 
 
+def test_thick_to_thin_keeps_the_true_thickness_in_the_tags(normalized, tmp_path):
+    """5 mm slices interpolated to 1 mm spacing are still 5 mm thick: SliceThickness says 5, the spacing 1."""
+    out, _ = normalized
+    r = _run(["normalize", str(out / "out.nrrd"), "-o", str(tmp_path / "thin"), "--output-format", "dicom",
+              "--target", "kernel=smooth,thickness=1", "--source", "kernel=B31f,thickness=5", "--method",
+              "classical", "--progress", "none"])
+    assert r.returncode == 0, r.stderr
+    d = _series(tmp_path / "thin")[0]
+    assert float(d.SliceThickness) == pytest.approx(5.0) and float(d.SpacingBetweenSlices) == pytest.approx(1.0)
+
+
 def test_a_rectangular_target_is_written_as_an_axial_series(normalized, tmp_path):
     """profile=rect: AcquisitionType SEQUENCED, so the series reads back with the profile it was made for."""
     from CTNormalizeLib.io import read_volume

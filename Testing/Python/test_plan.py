@@ -68,6 +68,20 @@ def test_user_fields_win_and_say_so(scans):
     assert plan.target_signature.noise_hu == pytest.approx(auto.target_signature.noise_hu, rel=0.4)
 
 
+def test_a_target_naming_the_stated_kernel_keeps_the_measured_one_and_says_so(scans):
+    """Tags say very-sharp (B70f), the pixels read sharp: a very-sharp target is "no kernel change",
+    said in a warning that tells how to convert if the tag is wrong."""
+    src, _, _ = scans
+    plan = make_plan(src, "kernel=B70f", "kernel=very-sharp,dose=0.25,thickness=2", method="classical")
+    said = {w["code"]: w["message"] for w in plan.warnings}
+    assert plan.source_signature.kernel == "sharp"
+    assert plan.target_signature.transfer == plan.source_signature.transfer
+    assert "TARGET_KEEPS_SOURCE_KERNEL" in said and "--source kernel=sharp" in said["TARGET_KEEPS_SOURCE_KERNEL"]
+    # the stated class agreeing with the pixels is the plain "same kernel" case: nothing to say
+    same = make_plan(src, "kernel=B60f", "kernel=sharp,dose=1,thickness=2", method="classical")
+    assert "TARGET_KEEPS_SOURCE_KERNEL" not in {w["code"] for w in same.warnings}
+
+
 def test_dicom_series_plan_provenance(tmp_path):
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from test_io import write_dicom_series
