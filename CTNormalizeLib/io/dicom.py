@@ -134,8 +134,6 @@ def _header_sitk(path: Path) -> SliceHeader:
         v = get(key)
         if v:
             tags[name] = v
-    if tags.get("Manufacturer") == PROVENANCE_PRIVATE[1]:  # GDCM does not pass private tags on
-        tags.update(_provenance(path))
     return SliceHeader(path, tags.get("SeriesInstanceUID", ""), _floats(get(_IPP)), _floats(get(_IOP)), tags)
 
 
@@ -167,15 +165,23 @@ def _provenance_of(ds) -> dict:
     return out
 
 
-def _provenance(path: Path) -> dict:
+def _with_provenance(header: SliceHeader) -> dict:
+    """``header.tags`` plus the private provenance block of a series we derived.
+
+    GDCM does not pass private tags on, so a GDCM header of our own series is completed by
+    one pydicom read (once per series, not per slice)."""
+    tags = dict(header.tags)
+    if tags.get("Manufacturer") != PROVENANCE_PRIVATE[1] or "ctnormalize" in tags:
+        return tags
     pydicom = _pydicom()
     if pydicom is None:
-        return {}
+        return tags
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+        ds = pydicom.dcmread(str(header.path), stop_before_pixels=True, force=True)
     except Exception:  # noqa: BLE001 - the pixels' reader reports unreadable files
-        return {}
-    return _provenance_of(ds)
+        return tags
+    tags.update(_provenance_of(ds))
+    return tags
 
 
 def _header_pydicom(path: Path) -> Optional[SliceHeader]:
@@ -277,7 +283,7 @@ def _direction(iop: np.ndarray) -> tuple:
 
 
 def _merge_tags(headers: list[SliceHeader]) -> dict:
-    meta = dict(headers[0].tags)
+    meta = _with_provenance(headers[0])
     for name in _PER_SLICE_MEAN:
         vals = [_floats(h.tags.get(name)) for h in headers]
         vals = [v[0] for v in vals if v is not None and len(v)]
@@ -395,7 +401,7 @@ def read_dicom_file(path) -> Volume:
         (sx, sy), origin, direction = _pydicom_geometry(p)
         sz = float(header.tags.get("SpacingBetweenSlices") or header.tags.get("SliceThickness") or 1.0)
         vol = Volume(arr, (sz, sy, sx), origin, direction)
-    vol.meta.update(header.tags)
+    vol.meta.update(_with_provenance(header))
     vol.meta["source_path"] = str(p)
     vol.meta["source_format"] = "DICOM"
     return vol

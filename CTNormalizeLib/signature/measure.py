@@ -66,6 +66,10 @@ def no_air_reason(regions) -> str:
     return CLIPPED_REASON if sum(r.clipped_air for r in regions) > 0 else CROP_REASON
 
 
+def _crop_advice(no_air: str) -> str:
+    return ", or normalize the whole scan before cropping" if no_air == CROP_REASON else ""
+
+
 def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = "pixels",
               no_air: str = CROP_REASON):
     """(transfer, FieldSource, details) from the NPS fit, else the tag, else the default.
@@ -109,11 +113,10 @@ def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = 
         name = tags.kernel_name or tag_kernel
         return class_transfer(tag_kernel), FieldSource("tag", 0.6, f"ConvolutionKernel={name} (class {tag_kernel})"), details
     if nps is None:  # a poor fit has said so already (KERNEL_FIT_POOR)
-        crop = ", or normalize the whole scan before cropping" if no_air == CROP_REASON else ""
         warnings.append({"code": "KERNEL_NOT_MEASURED",
                          "message": f"No uniform region to read the noise texture in ({no_air}, and no flat soft "
                                     f"tissue either), and no kernel tag: the kernel is assumed standard. Give it "
-                                    f"(--source kernel=NAME){crop}."})
+                                    f"(--source kernel=NAME){_crop_advice(no_air)}."})
     return class_transfer("standard"), FieldSource("default", 0.2, "no measurable noise texture and no kernel tag; "
                                                                    "assumed standard"), details
 
@@ -155,12 +158,11 @@ def _tissue_transfer(fit, nps, tags: Optional[Protocol], warnings: list, details
         return fit.transfer, FieldSource("image", round(min(fit.confidence, GOOD_FIT_CONFIDENCE), 3),
                                          f"noise texture in {nps.n_rois} soft-tissue ROIs: {bound} (a lower "
                                          "bound: no air outside the body)"), details
-    crop = ", or normalize the whole scan before cropping" if no_air == CROP_REASON else ""
     warnings.append({"code": "KERNEL_NOT_MEASURED",
                      "message": f"The noise texture could only be read in soft tissue: {no_air}. Soft tissue "
                                 f"includes anatomy, which makes any kernel look smooth (here {bound}). The kernel "
                                 f"is assumed standard: give it (--source kernel=NAME, or a ConvolutionKernel "
-                                f"tag){crop}."})
+                                f"tag){_crop_advice(no_air)}."})
     return class_transfer("standard"), FieldSource("default", 0.2, "no air outside the body to read the noise "
                                                                    "texture in, and no kernel tag; assumed "
                                                                    "standard"), details
