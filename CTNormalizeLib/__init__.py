@@ -17,11 +17,11 @@ from .errors import (  # noqa: F401
     CancelledError,
     InternalError,
 )
-from .volume import Volume  # noqa: F401
-
-# The Python API, imported on first use so that ``import CTNormalizeLib`` stays light:
+# The Python API, imported on first use so that ``import CTNormalizeLib`` stays light (no numpy: the
+# command line handles a cancel from its first step):
 #   from CTNormalizeLib import read_volume, normalize, make_plan, measure_signature, emphysema_index
 _API = {
+    "Volume": ("volume", "Volume"),
     "read_volume": ("io", "read_volume"),
     "write_volume": ("io", "write_volume"),
     "normalize": ("normalization", "normalize"),

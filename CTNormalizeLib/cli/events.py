@@ -7,12 +7,11 @@ events drive a tqdm bar on stderr. ``none`` prints warnings and errors to stderr
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
 import time
 from typing import Callable, Optional
 
+from .. import cancellation
 from ..errors import CancelledError
 from ..imaging.progress import ProgressFn
 from ..io.jsonfile import dumps
@@ -118,41 +117,14 @@ class EventStream:
             self._bar = None
 
 
-_cancel_reason: list = []
-
-
-def _raise_cancel(signum, frame):
-    _cancel_reason[:] = [f"Cancelled by {signal.Signals(signum).name}."]
-    raise CancelledError(_cancel_reason[0])
-
-
 def check_cancelled():
-    """Raise :class:`CancelledError` if a signal asked to cancel inside :func:`cancel_on_signals`.
-
-    The handler raises at once, but library code that catches broad exceptions could swallow
-    that; commands call this before they write outputs, so a cancelled run never writes any.
-    """
-    if _cancel_reason:
-        raise CancelledError(_cancel_reason[0])
+    """Raise :class:`CancelledError` if a signal asked to cancel inside :func:`cancel_on_signals`
+    (see :func:`CTNormalizeLib.cancellation.check`)."""
+    cancellation.check()
 
 
-@contextlib.contextmanager
-def cancel_on_signals():
-    """Turn SIGTERM and SIGINT into :class:`CancelledError` inside the block.
-
-    The exception is raised from the signal handler, i.e. at the next Python bytecode
-    in the main thread, so long computations must be chunked (per slice / per tile) to
-    cancel within about a second. Writers clean their temp files in ``finally``.
-    """
-    _cancel_reason.clear()
-    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    for s in old:
-        signal.signal(s, _raise_cancel)
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+#: Turn SIGTERM and SIGINT into :class:`CancelledError` inside the block, until the outputs are published.
+cancel_on_signals = cancellation.on_signals
 
 
 def run_with_events(events: EventStream, work: Callable, oom_hint: str = "") -> int:
@@ -185,6 +157,7 @@ def run_with_events(events: EventStream, work: Callable, oom_hint: str = "") -> 
         guard.abort()
         raise
     except CTNormalizeError as exc:  # CancelledError included
+        exc = cancellation.as_cancel(exc)
         return fail(exc.code, exc.message, exc.exit_code)
     except MemoryError:
         exc = ResourceExhaustedError(f"Out of host memory. {oom_hint}".strip())
@@ -193,6 +166,8 @@ def run_with_events(events: EventStream, work: Callable, oom_hint: str = "") -> 
         err = from_os_error(exc)
         return fail(err.code, err.message, err.exit_code)
     except Exception as exc:  # noqa: BLE001 - the protocol wants every failure as an event
+        if cancellation.pending():
+            return fail(CancelledError.code, cancellation.reason(), CancelledError.exit_code)
         traceback.print_exc(file=sys.stderr)
         return fail("INTERNAL", f"Internal error: {type(exc).__name__}: {exc}", 1)
     finally:

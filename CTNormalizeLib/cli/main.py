@@ -12,10 +12,12 @@ command quietly with exit 141.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import pkgutil
+import signal
 import sys
 
 from ..version import __version__
@@ -69,10 +71,32 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run ``ctnormalize``; returns the exit code (see the module docstring)."""
+    from .. import cancellation
+
+    # SIGTERM/SIGINT become CancelledError, so every command removes its staged outputs. The process's
+    # handlers are installed at its first step (importing the commands takes a second), so a cancel
+    # never ends in a traceback, and are not put back at the end (see below).
     try:
-        code = _main(argv)
+        with cancellation.on_signals() if argv is not None else _process_handlers():
+            code = _main(argv)
+            late = cancellation.late_cancel()
+            if argv is None:
+                # The run is over: a signal now only ends its shutdown sooner (it is ignored, since
+                # Python puts back the default handler, which kills, while it finalizes).
+                for s in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(s, signal.SIG_IGN)
     except BrokenPipeError:
-        code = _broken_pipe()
+        code, late = _broken_pipe(), None
+    except Exception as exc:
+        if not isinstance(exc, CancelledError) and not cancellation.pending():
+            raise
+        print(f"ctnormalize: {cancellation.reason() or 'cancelled'}", file=sys.stderr)
+        code, late = CancelledError.exit_code, None
+    except KeyboardInterrupt:
+        print("ctnormalize: cancelled", file=sys.stderr)
+        code, late = CancelledError.exit_code, None
+    if late and code != CancelledError.exit_code:
+        print(f"ctnormalize: {late}", file=sys.stderr)
     from ..interruptible import abandoned
 
     if argv is None and (abandoned() or code == CancelledError.exit_code):
@@ -88,6 +112,16 @@ def main(argv=None) -> int:
     return code
 
 
+@contextlib.contextmanager
+def _process_handlers():
+    from .. import cancellation
+
+    cancellation.reset()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, cancellation.request)
+    yield
+
+
 def _main(argv=None) -> int:
     parser = build_parser(json_errors=_wants_json(argv))
     args = parser.parse_args(argv)
@@ -99,14 +133,12 @@ def _main(argv=None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
-    from .events import cancel_on_signals
-
     try:
-        # SIGTERM/SIGINT become CancelledError, so every command removes its staged outputs.
-        with cancel_on_signals():
-            return int(args._run(args) or 0)
+        return int(args._run(args) or 0)
     except CTNormalizeError as exc:
-        return _report(exc, _json_result(args))
+        from .. import cancellation
+
+        return _report(cancellation.as_cancel(exc), _json_result(args))
     except KeyboardInterrupt:
         print("ctnormalize: cancelled", file=sys.stderr)
         return 130

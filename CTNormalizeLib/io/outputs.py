@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
 
+from .. import cancellation
 from ..errors import BadInputError, CTNormalizeError, DiskFullError, InternalError, from_os_error
 from .atomic import _remove, make_parents, remove_empty
 
@@ -290,6 +291,9 @@ class OutputGuard:
     def commit(self) -> list[Path]:
         """Move every staged output onto its target, with SIGTERM/SIGINT held off meanwhile.
 
+        This is a command's last step: once the outputs are in place a SIGTERM/SIGINT no longer
+        cancels the run (:mod:`CTNormalizeLib.cancellation`).
+
         Raises
         ------
         DiskFullError
@@ -323,6 +327,8 @@ class OutputGuard:
                 else:
                     os.replace(o.staged, o.path)
                 o.staged = None
+            # Before the held signals are delivered: a cancel now comes too late to undo anything.
+            cancellation.mark_published()
         self._cleanup(success=True)
         return [o.path for o in todo]
 

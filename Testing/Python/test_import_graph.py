@@ -24,7 +24,7 @@ PKG = "CTNormalizeLib"
 # test_every_module_has_a_layer: give a new package its place here (and in the docs).
 LAYERS = [
     ("ground floor", {"imaging", "errors", "volume", "resources", "version", "testdata", "htmlreport",
-                      "interruptible"}),
+                      "interruptible", "cancellation"}),
     ("contracts", {"contracts", "method_rows"}),
     ("io", {"io"}),
     ("protocols", {"protocols", "signature"}),

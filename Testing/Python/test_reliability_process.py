@@ -195,3 +195,92 @@ def test_cancel_leaves_no_staging(tmp_path):
     except CancelledError:
         pass
     assert list(tmp_path.iterdir()) == [] and not leftovers(tmp_path)
+
+
+def _normalize_args(tmp_path, *extra):
+    ct = write_image(tmp_path / "in.nrrd", chest())
+    return ct, ["normalize", str(ct), "--source", "kernel=sharp,dose=0.5,thickness=2",
+                "--target", "kernel=smooth,dose=1,thickness=2", "--method", "mtf_ratio", *extra]
+
+
+def test_a_cancel_while_the_outputs_are_published_keeps_the_finished_run(tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the outputs are moved into place: held off, then delivered when the run's work is
+    complete and published. The run is not turned into a failure (it exited 130 with the new output
+    in place and no ``done`` event): exit 0, output and report in place, and a note on stderr."""
+    from CTNormalizeLib.cli.main import main
+    from CTNormalizeLib.io import outputs
+
+    import contextlib
+
+    real_held = outputs._signals_held
+
+    @contextlib.contextmanager
+    def held_with_ctrl_c():
+        with real_held():
+            signal.raise_signal(signal.SIGINT)  # held until every output is in place
+            yield
+
+    monkeypatch.setattr(outputs, "_signals_held", held_with_ctrl_c)
+    ct, args = _normalize_args(tmp_path)
+    out, report = tmp_path / "out.nrrd", tmp_path / "run.json"
+    before = snapshot(ct)
+    code = main([*args, "-o", str(out), "--report", str(report), "--progress", "json"])
+    std = capsys.readouterr()
+    events = [json.loads(line)["event"] for line in std.out.splitlines()]
+    assert code == 0, std.err
+    assert out.is_file() and json.loads(report.read_text())["method"] == "mtf_ratio"
+    assert events[-1] == "done" and "error" not in events
+    assert "Cancelled by SIGINT after the outputs were complete and published" in std.err
+    assert snapshot(ct) == before and not leftovers(tmp_path)
+
+
+def test_a_cancel_inside_a_library_that_wraps_it_is_a_plain_cancel(tmp_path, capsys, monkeypatch):
+    """pydicom's writer wraps any exception from writing an element into one that carries its
+    traceback; a Ctrl-C during the DICOM write printed that traceback as the error message."""
+    import pydicom.filewriter
+
+    from CTNormalizeLib.cli.main import main
+
+    real = pydicom.filewriter.write_string
+    calls = []
+
+    def write_string_with_ctrl_c(*a, **kw):
+        calls.append(1)
+        if len(calls) == 50:
+            signal.raise_signal(signal.SIGINT)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(pydicom.filewriter, "write_string", write_string_with_ctrl_c)
+    ct, args = _normalize_args(tmp_path)
+    out = tmp_path / "series"
+    before = snapshot(ct)
+    code = main([*args, "-o", str(out), "--output-format", "dicom"])
+    err = capsys.readouterr().err
+    assert len(calls) >= 50, "the DICOM writer no longer calls write_string: move the test's Ctrl-C"
+    check_case(code, err, 130, ["Cancelled by SIGINT."], before, [tmp_path], absent=[out])
+    assert "Traceback" not in err and "With tag" not in err, err
+
+
+@pytest.mark.parametrize("when", ["importing", "after"])
+def test_ctrl_c_outside_a_command_ends_without_a_traceback(tmp_path, when):
+    """The process's first second is spent importing the commands (before any command installs its
+    handler: a Ctrl-C there printed an import traceback, or ImportError 'initialization failed' from
+    a C extension); a Ctrl-C after the run, while Python shuts down, killed a finished run."""
+    setup = {
+        # The handler's exception turned into another one, as a C extension's import does.
+        "importing": ("def slow_import():\n"
+                      "    try:\n        signal.raise_signal(signal.SIGINT)\n"
+                      "    except BaseException as exc:\n        raise ImportError('initialization failed') from exc\n"
+                      "m._commands = slow_import\n"),
+        "after": "",
+    }[when]
+    code = ("import signal, sys\nimport CTNormalizeLib.cli.main as m\n" + setup
+            + "sys.argv = ['ctnormalize', 'protocols']\nrc = m.main()\n"
+            + "signal.raise_signal(signal.SIGINT)\nsignal.raise_signal(signal.SIGTERM)\nsys.exit(rc)\n")
+    proc = _child(code)
+    out, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    if when == "importing":
+        assert proc.returncode == 130 and "Cancelled by SIGINT." in err, (proc.returncode, err)
+    else:
+        assert proc.returncode == 0 and err == "", (proc.returncode, err)
