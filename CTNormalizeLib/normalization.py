@@ -44,7 +44,8 @@ class NormalizeOutcome:
         the voxel type the written file stores (None before or without a write)."""
         from .methods import get_method
 
-        kind = get_method(self.plan.method).kind
+        row = get_method(self.plan.method)
+        kind = row.kind
         return RunReport(
             engine_version=__version__, method=self.plan.method, method_kind=kind,
             method_reason=self.plan.method_reason, model_sha256=self.result.model_sha256,
@@ -52,7 +53,7 @@ class NormalizeOutcome:
             steps=list(self.result.steps), warnings=self.warnings, qc=dict(self.result.qc),
             timings={**self.timings, **self.result.timings},
             output_shape=list(self.volume.shape), output_spacing=[float(s) for s in self.volume.spacing],
-            input=input_path, output=output_path, output_type=output_type)
+            input=input_path, output=output_path, output_type=output_type, changes=list(row.changes))
 
 
 def _as_volume(x) -> Volume:

@@ -38,6 +38,10 @@ class RunReport:
     output_type : str or None
         The voxel type the output file stores: ``int16`` (whole HU; a DICOM series too) or
         ``float32``; None when no file was written (a library call).
+    changes : list of str
+        What the method changes of the scan (``kernel``, ``noise``, ``thickness``); an aspect it
+        leaves alone keeps the source's (the DICOM writer labels the output so). Empty in reports
+        written before this field.
     """
 
     engine_version: str
@@ -59,6 +63,7 @@ class RunReport:
     output_type: Optional[str] = None
     report_version: str = REPORT_VERSION
     note: str = RESEARCH_NOTE
+    changes: list = field(default_factory=list)
 
     @property
     def source_spec(self) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -73,6 +74,12 @@ class Derivation:
     texture: Optional[str] = None
     noise_equivalent_dose: Optional[float] = None
     target_profile: Optional[str] = None
+    changes: tuple = ()
+
+    def changed(self, aspect: str) -> bool:
+        """Whether the method changed ``aspect`` (``kernel``, ``noise``, ``thickness``) towards the
+        target; True when the report does not say (written before it did)."""
+        return not self.changes or aspect in self.changes
 
     @property
     def label(self) -> str:
@@ -106,7 +113,7 @@ def derivation_from_report(report) -> Derivation:
         source_dose=src.get("dose"), target_dose=tgt.get("dose"),
         source_thickness=src.get("thickness"), target_thickness=tgt.get("thickness"),
         texture=d.get("texture") or plan.get("texture"), noise_equivalent_dose=plan.get("noise_equivalent_dose"),
-        target_profile=tgt.get("profile"),
+        target_profile=tgt.get("profile"), changes=tuple(d.get("changes") or ()),
     )
 
 
@@ -203,12 +210,13 @@ def _derivation_codes(d: Derivation, z_changed: bool) -> list:
 
     out = []
     sk, tk = d.source_kernel, d.target_kernel
-    if sk in _KERNEL_ORDER and tk in _KERNEL_ORDER and sk != tk:
+    if d.changed("kernel") and sk in _KERNEL_ORDER and tk in _KERNEL_ORDER and sk != tk:
         out.append(codes.DCM.Smoothing if _KERNEL_ORDER.index(tk) < _KERNEL_ORDER.index(sk)
                    else codes.DCM.EdgeEnhancement)
     # Noise removed: a source noisier than the target, or the "clean" texture (a denoised mean estimate).
-    less_noise = (d.noise_equivalent_dose is not None and d.noise_equivalent_dose < 1.0) or d.texture == "clean" \
-        or (d.source_dose and d.target_dose and d.target_dose > d.source_dose)
+    less_noise = d.changed("noise") and (
+        (d.noise_equivalent_dose is not None and d.noise_equivalent_dose < 1.0) or d.texture == "clean"
+        or (d.source_dose and d.target_dose and d.target_dose > d.source_dose))
     if less_noise and codes.DCM.Smoothing not in out:
         out.append(codes.DCM.Smoothing)
     if z_changed:
@@ -222,14 +230,34 @@ def _coded(code):
     return CodedConcept(code.value, code.scheme_designator, code.meaning)
 
 
+#: SeriesDescription is LO: at most 64 characters.
+_LO_MAX = 64
+_SHORTEST_ORIGINAL = 16
+
+
 def _series_description(source_ds, volume: Volume, derivation: Derivation) -> str:
+    """The source's description with ``[CTNormalize → target spec]``, at most 64 characters.
+
+    An earlier CTNormalize suffix (a series normalized again) is replaced, not stacked; the source's
+    description is shortened (with an ellipsis, to no less than 16 characters) rather than the spec cut in
+    the middle; ``[CTN → spec]`` where the long form does not fit, and a spec too long for either is left
+    to DerivationDescription and the private block (``[CTNormalize]``).
+    """
     original = ""
     if source_ds is not None:
         original = str(source_ds.get("SeriesDescription", "") or "").strip()
+    original = re.split(r"\[CTN(?:ormalize)?(?=[\s\]]|$)", original)[0].strip()
     if not original:
         original = Path(str(volume.meta.get("source_path", "") or "")).name or "CT"
-    target = derivation.target_spec or "target"
-    return f"{original} [CTNormalize → {target}]"[:64]
+    spec = derivation.target_spec or "target"
+    room_needed = min(len(original), _SHORTEST_ORIGINAL)
+    for suffix in (f" [CTNormalize → {spec}]", f" [CTN → {spec}]", " [CTNormalize]"):
+        if len(suffix) + room_needed <= _LO_MAX:
+            break
+    room = _LO_MAX - len(suffix)
+    if len(original) > room:
+        original = original[:room - 1].rstrip() + "…"
+    return original + suffix
 
 
 def _base_dataset(source_ds, volume: Volume, output: Volume, derivation: Derivation,
@@ -276,9 +304,16 @@ def _base_dataset(source_ds, volume: Volume, output: Volume, derivation: Derivat
     codes = _derivation_codes(derivation, z_changed)
     if codes:
         ds.DerivationCodeSequence = [_coded(c) for c in codes]
-    ds.ConvolutionKernel = str(derivation.target_kernel_name or derivation.target_kernel or "")[:16]
+    if derivation.changed("kernel"):
+        ds.ConvolutionKernel = str(derivation.target_kernel_name or derivation.target_kernel or "")[:16]
+    elif source_ds is not None and "ConvolutionKernel" in source_ds:
+        ds["ConvolutionKernel"] = source_ds["ConvolutionKernel"]  # the method left the kernel as it was
+    else:
+        ds.ConvolutionKernel = str(derivation.source_kernel or "")[:16]
     thickness = derivation.target_thickness or output.spacing[0]
-    if derivation.target_thickness and derivation.source_thickness:
+    if not derivation.changed("thickness") and derivation.source_thickness:
+        thickness = derivation.source_thickness  # a method that leaves the slices as they were
+    elif derivation.target_thickness and derivation.source_thickness:
         # thick -> thin interpolates: the slices stay as thick as the source's, and the tag says so
         # (info would otherwise read the series' noise as if from thin slices)
         thickness = max(float(derivation.target_thickness), float(derivation.source_thickness))

@@ -121,11 +121,23 @@ class Protocol:
             return None
         return float(self.thickness) * PROFILE_FWHM[self.profile or "gaussian"]
 
+    @property
+    def kernel_label(self) -> Optional[str]:
+        """The kernel as specs print it: the vendor name when it names this protocol's class, else the
+        class (the pixels may read another class than the tag's name: the name then does not apply)."""
+        if self.kernel_name:
+            try:
+                if kernel_class(self.kernel_name) == self.kernel:
+                    return self.kernel_name
+            except BadInputError:
+                pass
+        return self.kernel
+
     def spec(self) -> str:
         """The spec string, e.g. ``kernel=sharp,dose=0.25,thickness=2``."""
         parts = []
         if self.kernel:
-            parts.append(f"kernel={self.kernel_name or self.kernel}")
+            parts.append(f"kernel={self.kernel_label}")
         if self.dose is not None:
             parts.append(f"dose={self.dose:.3g}")
         if self.mas is not None:
@@ -206,6 +218,9 @@ def parse_spec(spec: str, source: str = "user") -> Protocol:
         key = key.lower()
         if key not in _KEYS:
             raise BadInputError(f"Unknown protocol key {key!r} in {spec!r}; known keys: {', '.join(sorted(_KEYS))}.")
+        if key in sources:
+            raise BadInputError(f"{key} is given twice in {spec!r} ({sources[key].detail} and {key}={val}); "
+                                "give each key once.")
         if key == "kernel":
             cls = kernel_class(val)
             values["kernel"] = cls

@@ -217,6 +217,42 @@ def test_a_rectangular_target_is_written_as_an_axial_series(normalized, tmp_path
     assert vol.meta["ctnormalize_texture"] == "target" and "profile=rect" in vol.meta["ctnormalize"]
 
 
+def test_a_method_that_leaves_the_kernel_keeps_the_source_kernel_tag(normalized, tmp_path):
+    """z_profile changes only the slices: the series keeps the source's ConvolutionKernel (it was
+    labelled with the target's kernel it never converted to) and claims no edge enhancement; and a
+    series normalized again replaces the earlier ``[CTNormalize ...]`` suffix instead of stacking it."""
+    out, _ = normalized
+    first = _series(out / "dcm")[0]
+    r = _run(["normalize", str(out / "dcm"), "-o", str(tmp_path / "z"), "--output-format", "dicom",
+              "--target", "kernel=very-sharp,thickness=10", "--method", "z_profile", "--progress", "none"])
+    assert r.returncode == 0, r.stderr
+    d = _series(tmp_path / "z")[0]
+    assert d.ConvolutionKernel == first.ConvolutionKernel == "smooth"
+    assert float(d.SliceThickness) == pytest.approx(10.0)
+    meanings = [c.CodeMeaning for c in d.get("DerivationCodeSequence", [])]
+    assert "Edge enhancement" not in meanings and "Spatial resampling" in meanings
+    assert d.SeriesDescription.count("[CTN") == 1 and d.SeriesDescription.endswith(
+        "→ kernel=very-sharp,thickness=10]"), d.SeriesDescription
+
+
+@pytest.mark.parametrize("original", ["Thorax 1.0 B70f routine lung window axial reconstruction s4",
+                                      "lung1 [CTNormalize → kernel=sharp,thickness=5] [CTNor"])
+@pytest.mark.parametrize("target", ["kernel=smooth,dose=1", "kernel=smooth,dose=0.25,thickness=1.25,profile=rect"])
+def test_the_series_description_fits_without_cutting_the_target(original, target):
+    from pydicom.dataset import Dataset
+
+    from CTNormalizeLib.io.dicom_write import Derivation, _series_description
+    from CTNormalizeLib.volume import Volume
+
+    src = Dataset()
+    src.SeriesDescription = original
+    text = _series_description(src, Volume(np.zeros((2, 2, 2), np.float32), (1.0, 1.0, 1.0)),
+                               Derivation("classical", None, "kernel=sharp", target, __version__))
+    assert len(text) <= 64 and text.count("[CTN") == 1, text
+    assert text.endswith((f"[CTNormalize → {target}]", f"[CTN → {target}]", " [CTNormalize]")), text
+    assert text.startswith(original.split(" [")[0][:20])
+
+
 def test_folder_rules(lung1_dicom, tmp_path):
     before = _tree_hash(lung1_dicom)
     # the input folder itself, and a folder holding it, are refused

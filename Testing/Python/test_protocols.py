@@ -213,3 +213,21 @@ def test_mtf50_is_where_the_mtf_crosses_one_half(kernel):
     first_below = f[np.argmax(kernel_mtf(kernel, f) < 0.5)]
     exact = brentq(lambda x: float(kernel_mtf(kernel, np.array([x]))[0]) - 0.5, first_below - 1e-3, first_below)
     assert mtf50(kernel) == pytest.approx(exact, abs=1e-3)
+
+
+def test_a_kernel_name_the_pixels_contradict_is_not_printed_as_the_kernel():
+    """A tag B70f (very sharp) on a scan whose pixels read smooth: the plan uses smooth, and its spec (the
+    derivation, the report, the DICOM description) said kernel=B70f."""
+    from CTNormalizeLib.protocols.protocol import Protocol
+
+    assert Protocol(kernel="smooth", kernel_name="B70f").spec() == "kernel=smooth"
+    assert Protocol(kernel="very-sharp", kernel_name="B70f").spec() == "kernel=B70f"
+    assert Protocol(kernel="standard", kernel_name="NOTAKERNEL").spec() == "kernel=standard"
+
+
+@pytest.mark.parametrize("spec", ["kernel=smooth,kernel=sharp", "dose=1,thickness=2,dose=0.25", "kernel=smooth,KERNEL=smooth"])
+def test_a_key_given_twice_is_refused(spec):
+    from CTNormalizeLib.protocols.protocol import parse_spec
+
+    with pytest.raises(BadInputError, match="given twice"):
+        parse_spec(spec)

@@ -165,6 +165,7 @@ def test_a_target_spacing_leaving_one_slice_is_refused(capsys, tmp_path):
 @pytest.mark.parametrize("spec, expected", [
     ("kernel=smooth,profile=rect", "needs the thickness it shapes"),
     ("kernel=smooth,thickness=3,profile=trapezoid", "Unknown slice profile 'trapezoid'"),
+    ("kernel=smooth,kernel=sharp", "kernel is given twice"),  # which one was meant? (the last silently won)
 ])
 def test_slice_profile_refusals(capsys, tmp_path, ct, spec, expected):
     out = tmp_path / "out.nrrd"
