@@ -113,7 +113,7 @@ class Plan:
         differ = bool(ts and tt and abs(ts - tt) > 0.01)
 
         def at(mm):
-            return f" in its {mm:g} mm slices" if differ else ""
+            return f" in its {mm:.4g} mm slices" if differ else ""
 
         text = f"source noise {s:.1f} HU{at(ts)}"
         if t is not None:
@@ -218,8 +218,8 @@ def _at_thickness(sig: Signature, thickness_mm: float, spacing_mm: float) -> Sig
     noise = noise_between(sig.noise_hu, sig.transfer, sig.transfer, sig.pixel_mm, sig.thickness_mm, thickness_mm)
     was = sig.sources.get("noise_hu")
     return out.with_noise(noise, FieldSource("reference", getattr(was, "confidence", 1.0),
-                                             f"the reference scan's noise, carried from its {sig.thickness_mm:g} mm "
-                                             f"slices to {thickness_mm:g} mm at the same dose"))
+                                             f"the reference scan's noise, carried from its {sig.thickness_mm:.4g} mm "
+                                             f"slices to {thickness_mm:.4g} mm at the same dose"))
 
 
 def _reference_kernel_warning(src_sig: Signature, tgt_sig: Signature) -> list:
@@ -324,9 +324,9 @@ def _check_output_slices(volume: Volume, spacing_out: float) -> None:
     n_out = target_slice_count(n_in, s_in, spacing_out)
     if n_in >= 2 and n_out < 2:
         extent = (n_in - 1) * s_in
-        raise BadInputError(f"A target slice spacing of {spacing_out:g} mm leaves {n_out} slice of this scan "
-                            f"({n_in} slices {s_in:g} mm apart: {extent:g} mm from first to last); the output "
-                            f"needs at least 2. Choose a target spacing of at most {extent:g} mm (with a reference scan as "
+        raise BadInputError(f"A target slice spacing of {spacing_out:.4g} mm leaves {n_out} slice of this scan "
+                            f"({n_in} slices {s_in:.4g} mm apart: {extent:.4g} mm from first to last); the output "
+                            f"needs at least 2. Choose a target spacing of at most {extent:.4g} mm (with a reference scan as "
                             f"target, add --target thickness={extent:g}), or a longer scan.")
 
 

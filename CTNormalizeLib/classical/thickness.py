@@ -167,7 +167,7 @@ def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, ta
     if kind == "thick_to_thin":
         warnings.append({
             "code": THICK_TO_THIN,
-            "message": (f"Thick->thin ({t_s:g} mm -> {t_t:g} mm) is interpolation: fine detail along z "
+            "message": (f"Thick->thin ({t_s:.4g} mm -> {t_t:.4g} mm) is interpolation: fine detail along z "
                         "that the thicker slices averaged away is not recovered."),
         })
     info = {

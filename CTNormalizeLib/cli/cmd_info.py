@@ -132,7 +132,8 @@ def format_text(info: dict) -> str:
         if src is None and p.get(name) is None:
             continue
         src = src or {"source": "-", "confidence": 0.0, "detail": ""}
-        lines.append(f"  {name:<12}{_fmt(p.get(name)):<12}{src['source']:<8}"
+        value = p.get(name) if name != "profile" else p.get(name) or "gaussian"  # None: helical, Gaussian
+        lines.append(f"  {name:<12}{_fmt(value):<12}{src['source']:<8}"
                      f"{src['confidence']:<6.2f}{src['detail']}")
     lines += _signature_lines(info.get("signature"), info.get("noise"))
     for w in info["warnings"]:

@@ -16,7 +16,6 @@ error.
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -30,7 +29,6 @@ from ..volume import Volume
 from .sitk_volume import image_to_volume
 from .missing_slices import MISSING_GAP, missing_slices  # noqa: F401
 
-log = logging.getLogger(__name__)
 
 #: DICOM keyword -> SimpleITK/GDCM metadata key, for the tags kept in ``Volume.meta``.
 META_TAGS = {
@@ -435,10 +433,13 @@ def read_dicom_series(directory, series_uid: Optional[str] = None, allow_missing
     else:
         chosen = series[0]
         if len(series) > 1:
+            tied = sum(s.n_slices == chosen.n_slices for s in series)
+            why = ("the one with most slices" if tied == 1 else
+                   f"the first by SeriesInstanceUID of the {tied} series with the most slices ({chosen.n_slices})")
             warnings.append({
                 "code": "SERIES_CHOSEN",
                 "message": f"{d} holds {len(series)} series; read {chosen.uid} ({chosen.n_slices} slices), "
-                           f"the one with most slices. Others: {_series_summary(series[1:])}. "
+                           f"{why}. Others: {_series_summary(series[1:])}. "
                            "Choose another with --series-uid.",
             })
 
@@ -513,14 +514,17 @@ def read_dicom_series(directory, series_uid: Optional[str] = None, allow_missing
                        "they are kept as an orthogonal grid, so geometry is approximate.",
         })
 
-    warnings += missing_slices(d, chosen.uid, pos, files, unreadable, allow_missing_slices)
+    missing = missing_slices(d, chosen.uid, pos, files, unreadable, allow_missing_slices)
+    warnings += missing
     tol = max(0.01 * step, 0.01)
     if np.max(np.abs(gaps - step)) > tol:
         arr, n = _resample_z(arr, pos, step)
-        msg = (f"Slice spacing varies from {gaps.min():.3g} to {gaps.max():.3g} mm; resampled "
-               f"{len(files)} slices to {n} slices at the median spacing {step:.4g} mm (linear along z).")
-        warnings.append({"code": "NONUNIFORM_SPACING", "message": msg})
-        log.warning(msg)
+        # Gaps of whole slices are the missing slices MISSING_SLICES already names, not a varying spacing.
+        whole_slices = np.all(np.abs(gaps - step * np.round(gaps / step)) <= tol)
+        if not (missing and whole_slices):
+            warnings.append({"code": "NONUNIFORM_SPACING", "message": (
+                f"Slice spacing varies from {gaps.min():.3g} to {gaps.max():.3g} mm; resampled "
+                f"{len(files)} slices to {n} slices at the median spacing {step:.4g} mm (linear along z).")})
     else:
         step = float((pos[-1] - pos[0]) / (len(pos) - 1))
 

@@ -25,14 +25,19 @@ def _sample(hu: np.ndarray) -> np.ndarray:
 
 
 def hu_summary(hu: np.ndarray) -> dict:
-    """Minimum, maximum and 0.5/1/50/99/99.5th percentiles (finite voxels, subsampled)."""
+    """Minimum and maximum (of every finite voxel) and 0.5/1/50/99/99.5th percentiles (of a subsample)."""
     s = _sample(hu)
     s = s[np.isfinite(s)]
     if s.size == 0:
         return {}
     p = np.percentile(s, [LOW_PCT, 1, 50, 99, HIGH_PCT])
-    return {"min": float(s.min()), "p0.5": float(p[0]), "p1": float(p[1]), "p50": float(p[2]),
-            "p99": float(p[3]), "p99.5": float(p[4]), "max": float(s.max())}
+    with np.errstate(invalid="ignore"):
+        lo, hi = float(np.nanmin(hu)), float(np.nanmax(hu))
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # infinities: the extremes of the finite voxels
+        finite = hu[np.isfinite(hu)]
+        lo, hi = float(finite.min()), float(finite.max())
+    return {"min": lo, "p0.5": float(p[0]), "p1": float(p[1]), "p50": float(p[2]),
+            "p99": float(p[3]), "p99.5": float(p[4]), "max": hi}
 
 
 def _without_padding(s: np.ndarray) -> tuple[np.ndarray, float | None]:

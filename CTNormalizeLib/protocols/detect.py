@@ -76,7 +76,7 @@ def protocol_from_tags(meta: Mapping, z_spacing: float) -> Protocol:
     note = f"z voxel spacing {dz:.4g} mm"
     sbs = tag_number(meta, "SpacingBetweenSlices")
     if sbs is not None and abs(sbs - dz) > 0.01 * dz:
-        note += f" (SpacingBetweenSlices tag says {sbs:g} mm)"
+        note += f" (SpacingBetweenSlices tag says {sbs:.4g} mm)"
     values["spacing"] = dz
     sources["spacing"] = FieldSource("image", 1.0, note)
 
@@ -90,6 +90,13 @@ def protocol_from_tags(meta: Mapping, z_spacing: float) -> Protocol:
     if t is not None and acquisition == "SEQUENCED" and tag_number(meta, "SpiralPitchFactor") is None:
         values["profile"] = "rect"
         sources["profile"] = FieldSource("tag", 0.8, "AcquisitionType=SEQUENCED (an axial scan): rectangular slices")
+    elif t is not None:  # the profile stays None (Gaussian); say why, so that info shows it
+        sources["profile"] = (
+            FieldSource("tag", 0.8, f"AcquisitionType={acquisition} (a helical scan): Gaussian slice profile")
+            if acquisition in ("SPIRAL", "HELICAL") else
+            FieldSource("default", 0.5, "helical (Gaussian slice profile) assumed: "
+                        + ("no AcquisitionType tag" if not acquisition else f"AcquisitionType={acquisition}")
+                        + "; an axial scan's rectangular slices: --source profile=rect"))
 
     exposure = tag_number(meta, "Exposure")
     current, time_ms = tag_number(meta, "XRayTubeCurrent"), tag_number(meta, "ExposureTime")

@@ -83,11 +83,8 @@ def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = 
     if kernel_from == "labels" and tag_kernel:
         if nps is not None:
             details["nps"] = nps.summary()
-        given = tags.sources.get("kernel")
-        who = getattr(given, "source", "tag")
-        return class_transfer(tag_kernel), FieldSource(who, 1.0 if who == "user" else 0.9,
-                                                      f"{tags.kernel_name or tag_kernel}: the {tag_kernel} class's "
-                                                      "nominal MTF (kernel from labels)"), details
+        return class_transfer(tag_kernel), _tag_source(tags, ": its class's nominal MTF (kernel from labels)",
+                                                       tag_confidence=0.9), details
     if nps is not None:
         fit = fit_kernel(nps)
         details["nps"] = nps.summary()
@@ -110,8 +107,9 @@ def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = 
                                     f"(misfit {fit.rms_error:.2f}); the kernel is taken from "
                                     f"{'the tags' if tag_kernel else 'the default (standard)'} instead."})
     if tag_kernel:
-        name = tags.kernel_name or tag_kernel
-        return class_transfer(tag_kernel), FieldSource("tag", 0.6, f"ConvolutionKernel={name} (class {tag_kernel})"), details
+        why = "; no uniform region to read the noise texture in" if nps is None else \
+            "; the noise texture fits no kernel"
+        return class_transfer(tag_kernel), _tag_source(tags, why), details
     if nps is None:  # a poor fit has said so already (KERNEL_FIT_POOR)
         warnings.append({"code": "KERNEL_NOT_MEASURED",
                          "message": f"No uniform region to read the noise texture in ({no_air}, and no flat soft "
@@ -121,13 +119,14 @@ def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = 
                                                                    "assumed standard"), details
 
 
-def _tag_source(tags: Protocol, why: str) -> FieldSource:
+def _tag_source(tags: Protocol, why: str, tag_confidence: float = 0.6) -> FieldSource:
+    """Where a stated kernel (the user's, or the ConvolutionKernel tag's) comes from, and why it is used."""
     given = tags.sources.get("kernel")
     who = getattr(given, "source", "tag")
     name = tags.kernel_name or tags.kernel
     if who == "user":
         return FieldSource("user", 1.0, f"{name} (class {tags.kernel}){why}")
-    return FieldSource("tag", 0.6, f"ConvolutionKernel={name} (class {tags.kernel}){why}")
+    return FieldSource("tag", tag_confidence, f"ConvolutionKernel={name} (class {tags.kernel}){why}")
 
 
 def _tissue_transfer(fit, nps, tags: Optional[Protocol], warnings: list, details: dict, no_air: str = CROP_REASON):
@@ -144,8 +143,7 @@ def _tissue_transfer(fit, nps, tags: Optional[Protocol], warnings: list, details
     bound = describe_sharpness(fit.transfer, nps.nyquist)
     if tags is not None and tags.kernel:
         details["kernel_fit"]["notes"].append(f"soft tissue only: {bound} is a lower bound; the stated kernel is used")
-        return class_transfer(tags.kernel), _tag_source(tags, "; no air outside the body to read the noise texture "
-                                                              "in"), details
+        return class_transfer(tags.kernel), _tag_source(tags, f"; not read from the pixels: {no_air}"), details
     lower, _, _ = classify_transfer(fit.transfer, nps.nyquist)
     from ..protocols.kernels import KERNEL_CLASSES
 
@@ -157,14 +155,13 @@ def _tissue_transfer(fit, nps, tags: Optional[Protocol], warnings: list, details
                                     "to be sure."})
         return fit.transfer, FieldSource("image", round(min(fit.confidence, GOOD_FIT_CONFIDENCE), 3),
                                          f"noise texture in {nps.n_rois} soft-tissue ROIs: {bound} (a lower "
-                                         "bound: no air outside the body)"), details
+                                         f"bound: {no_air})"), details
     warnings.append({"code": "KERNEL_NOT_MEASURED",
                      "message": f"The noise texture could only be read in soft tissue: {no_air}. Soft tissue "
                                 f"includes anatomy, which makes any kernel look smooth (here {bound}). The kernel "
                                 f"is assumed standard: give it (--source kernel=NAME, or a ConvolutionKernel "
                                 f"tag){_crop_advice(no_air)}."})
-    return class_transfer("standard"), FieldSource("default", 0.2, "no air outside the body to read the noise "
-                                                                   "texture in, and no kernel tag; assumed "
+    return class_transfer("standard"), FieldSource("default", 0.2, f"{no_air}, and no kernel tag; assumed "
                                                                    "standard"), details
 
 

@@ -138,5 +138,5 @@ def _profile_note(target: Protocol) -> str:
     """How a target's slice-profile shape turned into the modelled FWHM ('' for the default Gaussian)."""
     if target.thickness is None or target.profile in (None, "gaussian"):
         return ""
-    return (f"{target.thickness:g} mm {target.profile} slice profile, modelled as the Gaussian of its second moment "
+    return (f"{target.thickness:.4g} mm {target.profile} slice profile, modelled as the Gaussian of its second moment "
             f"(FWHM {target.ssp_fwhm:.3g} mm)")

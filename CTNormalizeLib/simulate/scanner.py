@@ -192,7 +192,7 @@ def complete_protocol(protocol: Protocol, truth: Volume, on_thin: str = "error")
             thickness = native
         else:
             raise BadInputError(
-                f"Cannot simulate {thickness:g} mm slices from an input whose slices are {native:g} mm thick: "
+                f"Cannot simulate {thickness:.4g} mm slices from an input whose slices are {native:.4g} mm thick: "
                 f"a simulated slice can only be as thin as the input's. Use a thinner input (phantoms are 0.5 mm) "
                 f"or thickness >= {native:g}."
             )

@@ -62,3 +62,23 @@ def test_an_axial_scan_has_rectangular_slices():
                     {"SliceThickness": "3", "AcquisitionType": "SEQUENCED", "SpiralPitchFactor": "1"},
                     {"AcquisitionType": "SEQUENCED"}):
         assert protocol_from_tags(helical, 3.0).profile is None, helical
+
+
+def test_a_helical_scan_says_where_its_profile_comes_from():
+    """info showed no profile row for a helical series (profile None): now the Gaussian profile is shown,
+    from the AcquisitionType tag or assumed, with how to say otherwise."""
+    spiral = protocol_from_tags({"SliceThickness": "3", "AcquisitionType": "SPIRAL"}, 3.0)
+    assert spiral.profile is None and spiral.sources["profile"].source == "tag"
+    untagged = protocol_from_tags({"SliceThickness": "3"}, 3.0)
+    assert untagged.sources["profile"].source == "default" and "profile=rect" in untagged.sources["profile"].detail
+    assert "profile" not in protocol_from_tags({}, 3.0).sources  # no thickness: no profile to speak of
+
+
+def test_info_shows_the_profile_of_a_helical_series(tmp_path, pyradiomics_data):
+    from CTNormalizeLib import testdata
+    from CTNormalizeLib.cli.cmd_info import collect, format_text
+
+    testdata.lung1_series(tmp_path / "s", slices=4)
+    row = [line for line in format_text(collect(tmp_path / "s")[0]).splitlines()
+           if line.strip().startswith("profile")]
+    assert row and row[0].split()[1:3] == ["gaussian", "default"], row

@@ -344,12 +344,13 @@ def test_dicom_mr_series_refused(tmp_path):
         read_volume(tmp_path / "mr")
 
 
-def test_dicom_nonuniform_spacing_resampled_with_warning(tmp_path):
+def test_dicom_nonuniform_spacing_resampled_with_warning(tmp_path, caplog):
     positions = [0.0, 2.0, 4.0, 7.0, 9.0, 11.0, 13.0]
     _, truth = write_dicom_series(tmp_path / "s", positions=positions)
     vol = read_volume(tmp_path / "s")
     codes = [w["code"] for w in vol.meta["warnings"]]
-    assert "NONUNIFORM_SPACING" in codes
+    assert codes == ["NONUNIFORM_SPACING"]
+    assert not [r for r in caplog.records if "spacing" in r.getMessage()], "said twice (a log line too)"
     assert vol.spacing[0] == pytest.approx(2.0)
     assert vol.shape[0] == 7  # 0..12 mm at 2 mm
     np.testing.assert_allclose(vol.hu[:3], truth[:3])  # on-grid slices unchanged
@@ -363,7 +364,19 @@ def test_dicom_missing_slices_refused_or_flagged(tmp_path):
     with pytest.raises(BadInputError, match="3 slice.*missing.*--allow-missing-slices"):
         read_volume(tmp_path / "s")
     codes = [w["code"] for w in read_volume(tmp_path / "s", allow_missing_slices=True).meta["warnings"]]
-    assert {"NONUNIFORM_SPACING", "MISSING_SLICES"} <= set(codes)
+    assert codes == ["MISSING_SLICES"]  # whole missing slices are not also a varying spacing
+    write_dicom_series(tmp_path / "t", positions=[0, 2, 4, 6, 14, 16, 18.7])
+    codes = [w["code"] for w in read_volume(tmp_path / "t", allow_missing_slices=True).meta["warnings"]]
+    assert codes == ["MISSING_SLICES", "NONUNIFORM_SPACING"]
+
+
+def test_dicom_two_series_of_equal_length_say_how_one_was_chosen(tmp_path):
+    a, _ = write_dicom_series(tmp_path / "d", n_slices=4, seed=1)
+    b, _ = write_dicom_series(tmp_path / "d", n_slices=4, seed=2)
+    vol = read_volume(tmp_path / "d")
+    assert vol.meta["SeriesInstanceUID"] == min(a, b)
+    message = vol.meta["warnings"][0]["message"]
+    assert "first by SeriesInstanceUID of the 2 series with the most slices (4)" in message, message
 
 
 def test_dicom_duplicate_positions_error(tmp_path):
@@ -379,6 +392,7 @@ def test_dicom_folder_with_two_series(tmp_path):
     vol = read_volume(tmp_path / "d")
     assert vol.meta["SeriesInstanceUID"] == big and vol.shape[0] == 6
     assert [w["code"] for w in vol.meta["warnings"]] == ["SERIES_CHOSEN"]
+    assert "the one with most slices" in vol.meta["warnings"][0]["message"]
     vol = read_volume(tmp_path / "d", series_uid=small)
     np.testing.assert_array_equal(vol.hu, truth_small)
     with pytest.raises(BadInputError) as info:
@@ -494,3 +508,15 @@ def test_hu_summary_known_percentiles():
         assert hu_summary(arr) == {"min": -500.0, "p0.5": -495.0, "p1": -490.0, "p50": 0.0, "p99": 490.0,
                                    "p99.5": 495.0, "max": 500.0}
     assert hu_summary(np.full((2, 2, 2), np.nan, np.float32)) == {}
+
+
+def test_hu_summary_min_and_max_are_of_every_voxel():
+    """info's min/max came from a subsample: a lone metal voxel (or a padding value) could be missed."""
+    from CTNormalizeLib.io import hu_summary
+
+    hu = np.zeros((40, 256, 256), np.float32)  # 2.6 M voxels: percentiles from a subsample
+    hu[17, 101, 33], hu[3, 5, 7] = 3071.0, -3024.0
+    summary = hu_summary(hu)
+    assert (summary["min"], summary["max"]) == (-3024.0, 3071.0)
+    hu[0, 0, 1] = np.inf
+    assert hu_summary(hu)["max"] == 3071.0

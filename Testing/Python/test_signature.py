@@ -297,3 +297,20 @@ def test_kernel_class_accuracy_on_simulated_scans(simulated_scans):
         sig = measure_signature(Volume(scan.hu, scan.spacing, meta=meta))
         hits.append(sig.kernel == k)
     assert np.mean(hits) >= 0.95, [(k, d, s) for (k, d, s, _), h in zip(simulated_scans, hits) if not h]
+
+
+def test_a_stated_kernel_says_who_stated_it_on_every_path():
+    """The kernel the user gives is the user's (confidence 1) on every path that uses it: it was reported as
+    a tag (0.6) where the noise texture could not be read at all; the tag's own kernel stays a tag's."""
+    from CTNormalizeLib.protocols import FieldSource, Protocol
+    from CTNormalizeLib.signature import measure
+
+    user = Protocol(kernel="sharp", sources={"kernel": FieldSource("user", 1.0, "kernel=sharp")})
+    tag = Protocol(kernel="sharp", kernel_name="B60f", sources={"kernel": FieldSource("tag", 0.9, "B60f")})
+    for kernel_from in ("pixels", "labels"):
+        _, src, _ = measure._transfer(None, user, [], kernel_from=kernel_from)
+        assert (src.source, src.confidence) == ("user", 1.0), (kernel_from, src)
+        _, src, _ = measure._transfer(None, tag, [], kernel_from=kernel_from)
+        assert src.source == "tag" and "ConvolutionKernel=B60f" in src.detail, (kernel_from, src)
+    _, src, _ = measure._transfer(None, tag, [], no_air=measure.CLIPPED_REASON)
+    assert "noise texture" in src.detail

@@ -48,7 +48,7 @@ def slice_weights(n_truth: int, dz: float, thickness: float, profile: str) -> np
     normalized, so slices near the ends average only what the truth has.
     """
     if thickness < dz - 1e-6:
-        raise BadInputError(f"A {thickness:g} mm slice is thinner than the truth's {dz:g} mm spacing.")
+        raise BadInputError(f"A {thickness:.4g} mm slice is thinner than the truth's {dz:.4g} mm spacing.")
     extent = (n_truth - 1) * dz
     centres = np.arange(0.0, extent + 1e-6, thickness)
     z = np.arange(n_truth) * dz
