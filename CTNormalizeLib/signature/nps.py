@@ -33,6 +33,13 @@ MAX_ROI_PX = 64
 #: scans, whose smoothed images vary more, keep their ROIs.
 FLATNESS_HU = 12.0
 FLATNESS_FACTOR = 2.0
+#: An "air" ROI that is warmer than this (HU) *and* structured is not air: cut lung or a blanket
+#: at the border of a crop. Calibrated air reads -1000; an accredited scanner within about 30 HU.
+WARM_AIR_HU = -990.0
+#: Structured: the std of the region-drawing smoothing over the ROI, relative to the raw std. Noise
+#: alone is mostly averaged away (air of our and the independent simulator's scans, lung1 and lung2:
+#: median 0.03-0.24); anatomy survives the smoothing (lung2 cropped to 350 px: median 0.44).
+STRUCTURED_RATIO = 0.25
 
 
 @dataclass
@@ -150,6 +157,17 @@ def _flat_limit(ranges: np.ndarray, region: str) -> float:
     return float(max(FLATNESS_HU, FLATNESS_FACTOR * typical))
 
 
+def _warm_and_structured(image: np.ndarray, smooth: np.ndarray, corner, n: int) -> bool:
+    """Whether an air ROI is anatomy or a blanket rather than air: warmer than calibrated air and
+    with structure that survives smoothing. Either sign alone is not enough: a scanner's air can read
+    some HU warm, and a smooth kernel's noise survives smoothing in part."""
+    y0, x0 = corner
+    roi = image[y0:y0 + n, x0:x0 + n]
+    if float(roi.mean()) <= WARM_AIR_HU:
+        return False
+    return float(smooth[y0:y0 + n, x0:x0 + n].std()) > STRUCTURED_RATIO * max(float(roi.std()), 1e-6)
+
+
 def _window(n: int) -> np.ndarray:
     """2D Hann window scaled to unit mean square (so the windowed NPS keeps its integral)."""
     w = np.outer(np.hanning(n + 2)[1:-1], np.hanning(n + 2)[1:-1])
@@ -231,6 +249,8 @@ def measure_nps(hu: np.ndarray, spacing, regions: Optional[list[SliceRegions]] =
     used = 0
     for r, corners, ranges in picked:
         keep = [c for c, rg in zip(corners, ranges) if rg <= limit]
+        if region == "air":
+            keep = [c for c in keep if not _warm_and_structured(hu[r.z], r.smooth, c, n)]
         used += _accumulate(hu[r.z], keep, n, basis, pinv, acc)
     if used < 8:
         return None

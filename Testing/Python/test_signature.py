@@ -314,3 +314,35 @@ def test_a_stated_kernel_says_who_stated_it_on_every_path():
         assert src.source == "tag" and "ConvolutionKernel=B60f" in src.detail, (kernel_from, src)
     _, src, _ = measure._transfer(None, tag, [], no_air=measure.CLIPPED_REASON)
     assert "noise texture" in src.detail
+
+
+def test_warm_structured_air_rois_are_not_air():
+    """Outside air is calibrated to -1000 HU and holds only noise; a crop's cut lung or a blanket at the
+    border is warmer and has structure that survives smoothing. Both signs are needed: a scanner's air may
+    read some HU warm, and a smooth kernel's noise survives smoothing in part."""
+    from scipy import ndimage as ndi
+
+    from CTNormalizeLib.signature.nps import _warm_and_structured
+
+    rng = np.random.default_rng(11)
+    noise = rng.normal(0.0, 10.0, (64, 64)).astype(np.float32)
+    anatomy = ndi.gaussian_filter(rng.normal(0.0, 1.0, (64, 64)), 4.0)
+    anatomy = (anatomy / anatomy.std() * 15.0).astype(np.float32)
+    for level, texture, expected in ((-1000.0, 0.0, False), (-975.0, 0.0, False),
+                                     (-985.0, anatomy, True), (-1000.0, anatomy, False)):
+        image = level + texture + noise
+        smooth = ndi.uniform_filter(image, 17, mode="nearest")
+        assert _warm_and_structured(image, smooth, (8, 8), 40) is expected, (level, expected)
+
+
+def test_a_crop_whose_air_is_mostly_cut_lung_reads_the_noise_of_the_whole_scan(pyradiomics_data):
+    """lung2 cropped to 350 px: 22 of its 24 mm "air" ROIs were cut lung or blanket (-990 to -977 HU, with
+    structure) and read a kernel far too smooth (MTF50 0.11 c/mm, whole scan 0.32) and 57 % too much noise."""
+    from CTNormalizeLib import read_volume
+
+    vol = read_volume(pyradiomics_data / "lung2_image.nrrd")
+    whole = measure_signature(vol)
+    y0, x0 = (vol.shape[1] - 350) // 2, (vol.shape[2] - 350) // 2
+    crop = measure_signature(Volume(vol.hu[:, y0:y0 + 350, x0:x0 + 350].copy(), vol.spacing))
+    assert crop.noise_hu == pytest.approx(whole.noise_hu, rel=0.15)
+    assert crop.transfer.mtf50 > 0.6 * whole.transfer.mtf50 and crop.kernel == whole.kernel
