@@ -4,8 +4,9 @@ The series keeps the input's patient, study and frame of reference, gets new Ser
 SOP Instance UIDs, ``ImageType DERIVED\\SECONDARY\\AXIAL`` and says how it was made:
 ``DerivationDescription`` (method or model with its sha256, source and target protocols,
 engine version), ``DerivationCodeSequence``, ``SourceImageSequence`` (the input instances
-each slice was computed from), ``ConvolutionKernel`` and ``SliceThickness`` of the target
-(and ``AcquisitionType SEQUENCED`` for a rectangular slice profile, which is how a reader
+each slice was computed from; ``ImageComments`` says so on a slice interpolated where the input
+misses slices), ``ConvolutionKernel`` and ``SliceThickness`` of the target (the source's where
+the method leaves the kernel or the slices as they were) (and ``AcquisitionType SEQUENCED`` for a rectangular slice profile, which is how a reader
 tells it from a helical one). A private block (creator ``CTNormalize``, see
 :data:`~CTNormalizeLib.io.dicom.PROVENANCE_PRIVATE`) holds the two provenance keys that NRRD
 outputs carry in their header (``ctnormalize``, ``ctnormalize_texture``), so reading a
@@ -172,14 +173,33 @@ def _normal(direction) -> np.ndarray:
     return d[:, 2]
 
 
-def _references(src: _Source, position: float, half_width: float) -> list:
-    """The input instances within the output slice's extent (at least the nearest)."""
+#: An input gap wider than this many typical slice spacings holds missing slices.
+_GAP_SPACINGS = 1.5
+GAP_NOTE = ("This slice lies where the input series misses slices: it is interpolated along z between the input "
+            "slices it references.")
+
+
+def _references(src: _Source, position: float, half_width: float) -> tuple[list, bool]:
+    """The input instances an output slice was computed from, and whether it lies in a gap of the input.
+
+    Those within the output slice's extent, and the nearest input slice on each side of it (linear
+    interpolation along z reads both); a position between two input slices further apart than
+    :data:`_GAP_SPACINGS` typical spacings lies where slices are missing.
+    """
     if not src.datasets:
-        return []
-    near = np.nonzero(np.abs(src.positions - position) <= half_width + 1e-3)[0]
-    if near.size == 0:
-        near = [int(np.argmin(np.abs(src.positions - position)))]
-    return [src.datasets[i] for i in near]
+        return [], False
+    pos = src.positions
+    near = set(np.nonzero(np.abs(pos - position) <= half_width + 1e-3)[0].tolist())
+    below, above = np.nonzero(pos <= position + 1e-3)[0], np.nonzero(pos >= position - 1e-3)[0]
+    if below.size:
+        near.add(int(below[-1]))
+    if above.size:
+        near.add(int(above[0]))
+    in_gap = False
+    if below.size and above.size and pos.size > 2:
+        typical = float(np.median(np.diff(pos)))
+        in_gap = pos[above[0]] - pos[below[-1]] > _GAP_SPACINGS * typical
+    return [src.datasets[i] for i in sorted(near)], in_gap
 
 
 # ----------------------------------------------------------------------------- pixels
@@ -479,8 +499,10 @@ def write_derived_series(output: Volume, out_dir, source: Volume, derivation: De
     n = output.shape[0]
     with atomic_output_dir(out) as tmp:
         for k in range(n):
-            refs = _references(src, origin_pos + k * output.spacing[0], half)
+            refs, in_gap = _references(src, origin_pos + k * output.spacing[0], half)
             ds = _slice_dataset(base, k, output, stored, slope, intercept, refs)
+            if in_gap:
+                ds.ImageComments = f"{GAP_NOTE} {ds.ImageComments}"[:10240]
             ds.save_as(str(tmp / f"IM{k + 1:05d}.dcm"), enforce_file_format=True)
             if progress is not None:
                 progress("write dicom", (k + 1) / n)

@@ -332,3 +332,25 @@ def test_dicom_seg_needs_dicom_input(normalized, tmp_path):
     r = _run(["emphysema", str(out / "out.nrrd"), "--dicom-seg", str(tmp_path / "x.dcm")])
     assert r.returncode == 2 and "DICOM series" in r.stderr
     assert not (tmp_path / "x.dcm").exists()
+
+
+def test_slices_interpolated_over_missing_input_slices_cite_both_neighbours(tmp_path):
+    """A series missing its 8-12 mm slices, read with --allow-missing-slices: the output slices in the gap
+    were cited as made from the nearest input slice only; they are interpolated from the slices on both
+    sides, and say so."""
+    from test_io import write_dicom_series
+
+    write_dicom_series(tmp_path / "in", positions=[0, 2, 4, 6, 14, 16, 18], size=96)
+    by_uid = {pydicom.dcmread(str(f)).SOPInstanceUID: float(pydicom.dcmread(str(f)).ImagePositionPatient[2])
+              for f in (tmp_path / "in").iterdir()}
+    r = _run(["normalize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--output-format", "dicom",
+              "--allow-missing-slices", "--source", "kernel=standard", "--target", "kernel=smooth",
+              "--method", "mtf_ratio", "--progress", "none"])
+    assert r.returncode == 0, r.stderr
+    for d in _series(tmp_path / "out"):
+        z = float(d.ImagePositionPatient[2]) - float(_series(tmp_path / "out")[0].ImagePositionPatient[2])
+        cited = sorted(by_uid[i.ReferencedSOPInstanceUID] for i in d.SourceImageSequence)
+        if 6 < z < 14:
+            assert cited == [6.0, 14.0] and "misses slices" in d.ImageComments, (z, cited)
+        else:
+            assert z in cited and "misses slices" not in d.ImageComments, (z, cited)
