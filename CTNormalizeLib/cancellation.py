@@ -17,20 +17,38 @@ from .errors import CancelledError
 
 _reason: list = []
 _published: list = []
+_publishing: list = []
+_depth: list = []
 
 
 def reset():
     """Forget an earlier cancel and publication (a new run starts)."""
     _reason.clear()
     _published.clear()
+    _publishing.clear()
 
 
 def request(signum, frame=None):
     """Signal handler: record the cancel and raise :class:`CancelledError`, unless the outputs are
-    already published (then only record it)."""
+    being published or are published (then only record it)."""
     _reason[:] = [f"Cancelled by {signal.Signals(signum).name}."]
-    if not _published:
+    if not _published and not _publishing:
         raise CancelledError(_reason[0])
+
+
+@contextlib.contextmanager
+def publishing():
+    """Inside the block (the outputs are being moved into place) a signal is recorded, not raised.
+
+    Blocking the signals (``pthread_sigmask``) is not enough: it holds them off only in the
+    calling thread, and a process-directed signal is then taken by another thread (numpy's,
+    a worker's), whose Python handler still runs in the main thread at once.
+    """
+    _publishing.append(True)
+    try:
+        yield
+    finally:
+        _publishing.pop()
 
 
 def check():
@@ -39,7 +57,7 @@ def check():
     The handler raises at once, but library code that catches broad exceptions could swallow that;
     commands call this before they write outputs, so a cancelled run never writes any.
     """
-    if _reason and not _published:
+    if pending():
         raise CancelledError(_reason[0])
 
 
@@ -47,7 +65,7 @@ def pending() -> bool:
     """Whether a signal asked to cancel before the outputs were published. An exception raised then
     is the cancel's, whatever its type: a library may wrap the handler's exception (pydicom's writer
     adds its traceback; a C extension being imported turns it into ImportError)."""
-    return bool(_reason) and not _published
+    return bool(_reason) and not _published and not _publishing
 
 
 def as_cancel(exc: BaseException) -> BaseException:
@@ -74,20 +92,25 @@ def late_cancel() -> Optional[str]:
 
 
 @contextlib.contextmanager
-def on_signals():
+def on_signals(restore: bool = True):
     """Turn SIGTERM and SIGINT into :class:`CancelledError` inside the block, until the outputs are
-    published.
+    published. ``restore=False`` leaves the handler installed after the block (a process's own
+    handler: it only records a signal once the run has marked its end, see :func:`mark_published`).
 
     The exception is raised from the signal handler, i.e. at the next Python bytecode in the main
     thread, so long computations must be chunked (per slice / per tile) to cancel within about a
     second. Writers clean their temp files in ``finally``.
     """
-    reset()
+    if not _depth:  # nested blocks keep what the outer one recorded (a cancel a library swallowed)
+        reset()
     old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     for s in old:
         signal.signal(s, request)
+    _depth.append(True)
     try:
         yield
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        _depth.pop()
+        if restore:
+            for s, h in old.items():
+                signal.signal(s, h)

@@ -11,12 +11,9 @@ command quietly with exit 141.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import importlib
-import logging
+# Only light imports at module level: the process installs its signal handler in main(), and
+# a Ctrl-C before that ends in a traceback (argparse, logging and the commands come after it).
 import os
-import pkgutil
 import signal
 import sys
 
@@ -25,6 +22,9 @@ from ..errors import CancelledError, CTNormalizeError, from_os_error
 
 
 def _commands():
+    import importlib
+    import pkgutil
+
     from .. import cli
 
     mods = []
@@ -34,19 +34,24 @@ def _commands():
     return sorted(mods, key=lambda m: getattr(m, "ORDER", 50))
 
 
-class _JsonErrorParser(argparse.ArgumentParser):
+def _json_error_parser():
     """argparse whose usage errors are also one JSON ``error`` event on stdout (``--progress json``).
 
     A process that reads JSON lines (the Slicer module) then learns why the command stopped, as it does
     for every other refusal; the usage text still goes to stderr and the exit code stays 2.
     """
+    import argparse
 
-    def error(self, message):
-        from .events import dumps
+    class JsonErrorParser(argparse.ArgumentParser):
+        def error(self, message):
+            from .events import dumps
 
-        sys.stdout.write(dumps({"event": "error", "code": "BAD_INPUT", "message": f"{self.prog}: {message}"}) + "\n")
-        sys.stdout.flush()
-        super().error(message)
+            sys.stdout.write(dumps({"event": "error", "code": "BAD_INPUT",
+                                    "message": f"{self.prog}: {message}"}) + "\n")
+            sys.stdout.flush()
+            super().error(message)
+
+    return JsonErrorParser
 
 
 def _wants_json(argv) -> bool:
@@ -54,8 +59,10 @@ def _wants_json(argv) -> bool:
     return "--progress=json" in args or any(a == "--progress" and b == "json" for a, b in zip(args, args[1:]))
 
 
-def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
-    parser = (_JsonErrorParser if json_errors else argparse.ArgumentParser)(
+def build_parser(json_errors: bool = False) -> "argparse.ArgumentParser":  # noqa: F821
+    import argparse
+
+    parser = (_json_error_parser() if json_errors else argparse.ArgumentParser)(
         prog="ctnormalize",
         description="Normalize CT scans across acquisition protocols (kernel, dose, slice thickness).",
     )
@@ -77,7 +84,7 @@ def main(argv=None) -> int:
     # handlers are installed at its first step (importing the commands takes a second), so a cancel
     # never ends in a traceback, and are not put back at the end (see below).
     try:
-        with cancellation.on_signals() if argv is not None else _process_handlers():
+        with cancellation.on_signals(restore=argv is not None):
             code = _main(argv)
             late = cancellation.late_cancel()
             if argv is None:
@@ -112,17 +119,9 @@ def main(argv=None) -> int:
     return code
 
 
-@contextlib.contextmanager
-def _process_handlers():
-    from .. import cancellation
-
-    cancellation.reset()
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, cancellation.request)
-    yield
-
-
 def _main(argv=None) -> int:
+    import logging
+
     parser = build_parser(json_errors=_wants_json(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -145,6 +144,10 @@ def _main(argv=None) -> int:
     except BrokenPipeError:
         raise
     except OSError as exc:
+        from .. import cancellation
+
+        if cancellation.pending():
+            return _report(cancellation.as_cancel(exc), _json_result(args))
         return _report(from_os_error(exc, "read or write"), _json_result(args))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-REPORT_VERSION = "3"  # 3: output_type
+REPORT_VERSION = "4"  # 3: output_type; 4: changes (what the method changes)
 RESEARCH_NOTE = "Research use, not for diagnosis."
 
 

@@ -280,6 +280,15 @@ def _series_description(source_ds, volume: Volume, derivation: Derivation) -> st
     return original + suffix
 
 
+def _text(value) -> str:
+    """A tag's value as DICOM writes it: a multi-valued one (``Br64d\\3``) joined by backslashes."""
+    if value is None:
+        return ""
+    if not isinstance(value, (str, bytes)) and hasattr(value, "__iter__"):
+        return "\\".join(str(v).strip() for v in value)
+    return str(value).strip()
+
+
 def _base_dataset(source_ds, volume: Volume, output: Volume, derivation: Derivation,
                   series_uid: str, study_uid: str, frame_uid: str, now: _dt.datetime, comments: str):
     """The attributes every slice of the series shares."""
@@ -315,7 +324,7 @@ def _base_dataset(source_ds, volume: Volume, output: Volume, derivation: Derivat
     ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
     src_label = ""
     if source_ds is not None:
-        src_label = " ".join(str(source_ds.get(k, "") or "").strip() for k in
+        src_label = " ".join(_text(source_ds.get(k, "")) for k in
                              ("Manufacturer", "ManufacturerModelName", "ConvolutionKernel")).strip()
         src_label = f"series {source_ds.get('SeriesInstanceUID', '')}" + (f" ({src_label})" if src_label else "")
     ds.DerivationDescription = derivation.description(src_label)

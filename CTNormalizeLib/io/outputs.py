@@ -312,7 +312,7 @@ class OutputGuard:
                     raise DiskFullError(f"Writing {o.path} failed: the written folder is empty.")
             elif not stat.S_ISREG(st.st_mode) or st.st_size == 0:
                 raise DiskFullError(f"Writing {o.path} failed: the written file is empty.")
-        with _signals_held():
+        with cancellation.publishing(), _signals_held():
             for o in todo:
                 if o.kind == "dir" and os.path.isdir(o.path):
                     # A folder cannot be replaced in one rename: move the old one into the staging
@@ -367,7 +367,12 @@ class OutputGuard:
 
 @contextlib.contextmanager
 def _signals_held():
-    """Hold SIGTERM/SIGINT while the outputs are moved into place; a held signal is delivered after."""
+    """Block SIGTERM/SIGINT in the calling thread while the outputs are moved into place (delivered after).
+
+    Only the calling thread: another thread may take a process-directed signal meanwhile, and its
+    Python handler runs in the main thread at once, so :func:`CTNormalizeLib.cancellation.publishing`
+    is what keeps a cancel from raising in the middle of the moves.
+    """
     old = None
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask"):
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})

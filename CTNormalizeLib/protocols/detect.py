@@ -96,6 +96,7 @@ def protocol_from_tags(meta: Mapping, z_spacing: float) -> Protocol:
             if acquisition in ("SPIRAL", "HELICAL") else
             FieldSource("default", 0.5, "helical (Gaussian slice profile) assumed: "
                         + ("no AcquisitionType tag" if not acquisition else f"AcquisitionType={acquisition}")
+                        + (" with a SpiralPitchFactor" if tag_number(meta, "SpiralPitchFactor") is not None else "")
                         + "; an axial scan's rectangular slices: --source profile=rect"))
 
     exposure = tag_number(meta, "Exposure")

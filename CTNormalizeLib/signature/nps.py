@@ -33,9 +33,14 @@ MAX_ROI_PX = 64
 #: scans, whose smoothed images vary more, keep their ROIs.
 FLATNESS_HU = 12.0
 FLATNESS_FACTOR = 2.0
-#: An "air" ROI that is warmer than this (HU) *and* structured is not air: cut lung or a blanket
-#: at the border of a crop. Calibrated air reads -1000; an accredited scanner within about 30 HU.
+#: An "air" ROI that is warmer than the scan's air *and* structured is not air: cut lung or a
+#: blanket at the border of a crop. The scan's air is the median of its noise-like air ROIs (an
+#: accredited scanner's air may read up to about 30 HU off -1000); warmer means by more than
+#: WARM_MARGIN_HU (genuine air ROIs spread by about 5 HU). Without 3 noise-like ROIs to tell the
+#: air level, warmer than WARM_AIR_HU (calibrated air: -1000).
 WARM_AIR_HU = -990.0
+WARM_MARGIN_HU = 8.0
+MIN_LEVEL_ROIS = 3
 #: Structured: the std of the region-drawing smoothing over the ROI, relative to the raw std. Noise
 #: alone is mostly averaged away (air of our and the independent simulator's scans, lung1 and lung2:
 #: median 0.03-0.24); anatomy survives the smoothing (lung2 cropped to 350 px: median 0.44).
@@ -157,15 +162,24 @@ def _flat_limit(ranges: np.ndarray, region: str) -> float:
     return float(max(FLATNESS_HU, FLATNESS_FACTOR * typical))
 
 
-def _warm_and_structured(image: np.ndarray, smooth: np.ndarray, corner, n: int) -> bool:
-    """Whether an air ROI is anatomy or a blanket rather than air: warmer than calibrated air and
-    with structure that survives smoothing. Either sign alone is not enough: a scanner's air can read
-    some HU warm, and a smooth kernel's noise survives smoothing in part."""
+def _roi_stats(image: np.ndarray, smooth: np.ndarray, corner, n: int) -> tuple[float, bool]:
+    """An ROI's mean HU and whether it is structured: the region-drawing smoothing keeps more than
+    :data:`STRUCTURED_RATIO` of its std (noise alone is mostly averaged away; anatomy is not)."""
     y0, x0 = corner
     roi = image[y0:y0 + n, x0:x0 + n]
-    if float(roi.mean()) <= WARM_AIR_HU:
-        return False
-    return float(smooth[y0:y0 + n, x0:x0 + n].std()) > STRUCTURED_RATIO * max(float(roi.std()), 1e-6)
+    kept = float(smooth[y0:y0 + n, x0:x0 + n].std())
+    return float(roi.mean()), kept > STRUCTURED_RATIO * max(float(roi.std()), 1e-6)
+
+
+def _without_warm_structure(hu: np.ndarray, picked: list, n: int) -> list:
+    """``picked`` (``(regions, corners)`` per slice) without the air ROIs that are warmer than the scan's
+    air and structured: cut lung or a blanket, not air. Either sign alone is not enough: a scanner's air
+    may read some HU off -1000, and a smooth kernel's noise survives smoothing in part."""
+    stats = [[_roi_stats(hu[r.z], r.smooth, c, n) for c in corners] for r, corners in picked]
+    noise_like = [m for per_slice in stats for m, structured in per_slice if not structured]
+    warm = float(np.median(noise_like)) + WARM_MARGIN_HU if len(noise_like) >= MIN_LEVEL_ROIS else WARM_AIR_HU
+    return [(r, [c for c, (m, structured) in zip(corners, st) if not (structured and m > warm)])
+            for (r, corners), st in zip(picked, stats)]
 
 
 def _window(n: int) -> np.ndarray:
@@ -246,11 +260,11 @@ def measure_nps(hu: np.ndarray, spacing, regions: Optional[list[SliceRegions]] =
     if not picked:
         return None
     limit = _flat_limit(np.concatenate([p[2] for p in picked]), region)
+    picked = [(r, [c for c, rg in zip(corners, ranges) if rg <= limit]) for r, corners, ranges in picked]
+    if region == "air":
+        picked = _without_warm_structure(hu, picked, n)
     used = 0
-    for r, corners, ranges in picked:
-        keep = [c for c, rg in zip(corners, ranges) if rg <= limit]
-        if region == "air":
-            keep = [c for c in keep if not _warm_and_structured(hu[r.z], r.smooth, c, n)]
+    for r, keep in picked:
         used += _accumulate(hu[r.z], keep, n, basis, pinv, acc)
     if used < 8:
         return None

@@ -354,3 +354,14 @@ def test_slices_interpolated_over_missing_input_slices_cite_both_neighbours(tmp_
             assert cited == [6.0, 14.0] and "misses slices" in d.ImageComments, (z, cited)
         else:
             assert z in cited and "misses slices" not in d.ImageComments, (z, cited)
+
+
+def test_a_multivalued_kernel_reads_as_dicom_writes_it():
+    """DerivationDescription named a Siemens two-valued kernel as a Python list (['Br64d', '3'])."""
+    from pydicom.dataset import Dataset
+
+    from CTNormalizeLib.io.dicom_write import _text
+
+    ds = Dataset()
+    ds.ConvolutionKernel = ["Br64d", "3"]
+    assert _text(ds.get("ConvolutionKernel")) == "Br64d\\3" and _text("B31f ") == "B31f" and _text(None) == ""

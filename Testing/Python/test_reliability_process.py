@@ -211,13 +211,20 @@ def test_a_cancel_while_the_outputs_are_published_keeps_the_finished_run(tmp_pat
     from CTNormalizeLib.io import outputs
 
     import contextlib
+    import threading
 
     real_held = outputs._signals_held
+    # A process-directed signal, as Ctrl-C or `kill` sends it, with another thread alive (numpy's and the
+    # workers' are): blocking it in the main thread only makes that thread take it, and Python still runs
+    # the handler in the main thread at once, in the middle of moving the outputs.
+    other = threading.Event()
+    threading.Thread(target=other.wait, args=(30,), daemon=True).start()
 
     @contextlib.contextmanager
     def held_with_ctrl_c():
         with real_held():
-            signal.raise_signal(signal.SIGINT)  # held until every output is in place
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, in the main thread
             yield
 
     monkeypatch.setattr(outputs, "_signals_held", held_with_ctrl_c)
@@ -232,6 +239,37 @@ def test_a_cancel_while_the_outputs_are_published_keeps_the_finished_run(tmp_pat
     assert events[-1] == "done" and "error" not in events
     assert "Cancelled by SIGINT after the outputs were complete and published" in std.err
     assert snapshot(ct) == before and not leftovers(tmp_path)
+    other.set()
+
+
+def test_a_cancel_while_an_earlier_series_is_replaced_keeps_a_whole_series(tmp_path, capsys, monkeypatch):
+    """A DICOM folder is replaced in two moves (the old series aside, the new one in): a cancel between them
+    ended the run with neither in place (the old one was in the staging folder that the abort removes)."""
+    import threading
+
+    from CTNormalizeLib.cli.main import main
+    from CTNormalizeLib.io import outputs
+
+    ct, args = _normalize_args(tmp_path)
+    out = tmp_path / "series"
+    assert main([*args, "-o", str(out), "--output-format", "dicom", "--progress", "none"]) == 0
+    first = sorted(p.name for p in out.iterdir())
+    real_replace = outputs.os.replace
+    other = threading.Event()
+    threading.Thread(target=other.wait, args=(30,), daemon=True).start()
+
+    def replace_with_kill(src, dst):
+        real_replace(src, dst)
+        if str(src) == str(out):  # the old series has just been moved aside
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+
+    monkeypatch.setattr(outputs.os, "replace", replace_with_kill)
+    code = main([*args, "-o", str(out), "--output-format", "dicom", "--progress", "none"])
+    monkeypatch.undo()
+    other.set()
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == first and not leftovers(tmp_path)
 
 
 def test_a_cancel_inside_a_library_that_wraps_it_is_a_plain_cancel(tmp_path, capsys, monkeypatch):

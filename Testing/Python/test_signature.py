@@ -317,22 +317,35 @@ def test_a_stated_kernel_says_who_stated_it_on_every_path():
 
 
 def test_warm_structured_air_rois_are_not_air():
-    """Outside air is calibrated to -1000 HU and holds only noise; a crop's cut lung or a blanket at the
-    border is warmer and has structure that survives smoothing. Both signs are needed: a scanner's air may
-    read some HU warm, and a smooth kernel's noise survives smoothing in part."""
+    """Outside air holds only noise, at the scan's air level; a crop's cut lung or a blanket at the border
+    is warmer and has structure that survives smoothing. Both signs are needed: a scanner's air may read
+    some HU off -1000, and a smooth kernel's noise survives smoothing in part."""
+    from types import SimpleNamespace
+
     from scipy import ndimage as ndi
 
-    from CTNormalizeLib.signature.nps import _warm_and_structured
+    from CTNormalizeLib.signature.nps import _without_warm_structure
 
     rng = np.random.default_rng(11)
-    noise = rng.normal(0.0, 10.0, (64, 64)).astype(np.float32)
-    anatomy = ndi.gaussian_filter(rng.normal(0.0, 1.0, (64, 64)), 4.0)
+    n = 40
+    anatomy = ndi.gaussian_filter(rng.normal(0.0, 1.0, (8, 64, 64)), (0, 4.0, 4.0))
     anatomy = (anatomy / anatomy.std() * 15.0).astype(np.float32)
-    for level, texture, expected in ((-1000.0, 0.0, False), (-975.0, 0.0, False),
-                                     (-985.0, anatomy, True), (-1000.0, anatomy, False)):
-        image = level + texture + noise
-        smooth = ndi.uniform_filter(image, 17, mode="nearest")
-        assert _warm_and_structured(image, smooth, (8, 8), 40) is expected, (level, expected)
+
+    def scan(levels, textures):
+        hu = np.stack([lv + tx + rng.normal(0.0, 10.0, (64, 64)) for lv, tx in zip(levels, textures)])
+        hu = hu.astype(np.float32)
+        regions = [SimpleNamespace(z=k, smooth=ndi.uniform_filter(hu[k], 17, mode="nearest")) for k in range(len(hu))]
+        kept = _without_warm_structure(hu, [(r, [(8, 8)]) for r in regions], n)
+        return [bool(corners) for _, corners in kept]
+
+    flat = [0.0] * 4
+    lung = [anatomy[k] for k in range(4)]
+    # calibrated air with cut lung at -985: the lung goes, cold structure (a blanket at air level) stays
+    assert scan([-1000.0] * 4 + [-985.0, -985.0, -1000.0], flat + lung[:3]) == [True] * 4 + [False, False, True]
+    # a scanner whose air reads -985 keeps all its air, also the structured ROIs at its air level
+    assert scan([-985.0] * 6, flat + lung[:2]) == [True] * 6
+    # no noise-like ROI to tell the air level: calibrated air (-1000) is the reference
+    assert scan([-985.0, -1000.0], lung[:2]) == [False, True]
 
 
 def test_a_crop_whose_air_is_mostly_cut_lung_reads_the_noise_of_the_whole_scan(pyradiomics_data):
@@ -346,3 +359,20 @@ def test_a_crop_whose_air_is_mostly_cut_lung_reads_the_noise_of_the_whole_scan(p
     crop = measure_signature(Volume(vol.hu[:, y0:y0 + 350, x0:x0 + 350].copy(), vol.spacing))
     assert crop.noise_hu == pytest.approx(whole.noise_hu, rel=0.15)
     assert crop.transfer.mtf50 > 0.6 * whole.transfer.mtf50 and crop.kernel == whole.kernel
+
+
+def test_air_read_off_calibration_is_still_air(pyradiomics_data, monkeypatch):
+    """lung1 with every value 12 HU warmer (air at -988, within a scanner's tolerance): the cut-lung rule
+    keeps its air ROIs (an absolute -990 HU cut dropped a third of them), so the kernel and noise read as
+    they do without the rule."""
+    from CTNormalizeLib import read_volume
+    from CTNormalizeLib.signature import nps
+
+    vol = read_volume(pyradiomics_data / "lung1_image.nrrd")
+    warm = Volume(vol.hu + 12.0, vol.spacing)
+    with_rule = measure_signature(warm)
+    monkeypatch.setattr(nps, "_without_warm_structure", lambda hu, picked, n: picked)
+    without = measure_signature(warm)
+    assert with_rule.details["nps"]["n_rois"] >= 0.95 * without.details["nps"]["n_rois"]
+    assert with_rule.transfer.mtf50 == pytest.approx(without.transfer.mtf50, rel=0.03)
+    assert with_rule.noise_hu == pytest.approx(without.noise_hu, rel=0.03)
