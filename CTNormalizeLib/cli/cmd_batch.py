@@ -106,6 +106,7 @@ def run(args) -> int:
 def _run(args, mode: str) -> int:
     from ..cohort.batch import default_threads, run_cases
     from ..cohort.case import BatchSettings, run_case
+    from .. import cancellation
     from ..cohort.report import write_cohort_html
     from ..cohort.tables import write_tables
     from ..io.write import check_output_type
@@ -139,12 +140,16 @@ def _run(args, mode: str) -> int:
         records = run_cases(cases, task, workers=workers, scheduler=args.scheduler, on_event=progress)
     finally:
         progress.close()
-    written = {k: str(v) for k, v in write_tables(out, records).items()}
-    if not args.no_report:
-        info = {"target": args.target, "method": args.method, "source": args.source, "texture": args.texture,
-                "output format": args.output_format, "output type": args.output_type, "workers": args.scheduler or workers,
-                "threads per worker": threads}
-        written["cohort"] = str(write_cohort_html(out / "cohort.html", records, after=True, settings=info))
+    # The cases are done: the tables and the report are written together, a cancel meanwhile only noted
+    # (it would leave this run's tables next to an earlier run's report).
+    with cancellation.publishing():
+        written = {k: str(v) for k, v in write_tables(out, records).items()}
+        if not args.no_report:
+            info = {"target": args.target, "method": args.method, "source": args.source, "texture": args.texture,
+                    "output format": args.output_format, "output type": args.output_type,
+                    "workers": args.scheduler or workers, "threads per worker": threads}
+            written["cohort"] = str(write_cohort_html(out / "cohort.html", records, after=True, settings=info))
+        cancellation.mark_published()
     summary = summarize(records)
     if mode == "json":
         sys.stdout.write(dumps({"event": "done", "output": str(out.resolve()), "summary": summary,

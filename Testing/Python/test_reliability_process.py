@@ -322,3 +322,36 @@ def test_ctrl_c_outside_a_command_ends_without_a_traceback(tmp_path, when):
         assert proc.returncode == 130 and "Cancelled by SIGINT." in err, (proc.returncode, err)
     else:
         assert proc.returncode == 0 and err == "", (proc.returncode, err)
+
+
+def test_a_cancel_while_batch_writes_its_tables_keeps_tables_and_report_together(tmp_path, capsys, monkeypatch):
+    """Once every case is done, batch writes its tables and cohort.html; a cancel between them left this
+    run's tables next to an earlier run's report (exit 130). Now both are written and the cancel noted."""
+    import threading
+
+    from CTNormalizeLib.cli.main import main
+    from CTNormalizeLib.cohort import batch, tables
+
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "a.nrrd", chest())
+    monkeypatch.setattr(batch, "run_cases", lambda cases, task, **kw: [task(c) for c in cases])  # in process
+    real_tables = tables.write_tables
+    other = threading.Event()
+    threading.Thread(target=other.wait, args=(30,), daemon=True).start()
+
+    def tables_then_kill(*a, **kw):
+        written = real_tables(*a, **kw)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        return written
+
+    monkeypatch.setattr(tables, "write_tables", tables_then_kill)
+    out = tmp_path / "out"
+    code = main(["batch", "--input-dir", str(tmp_path / "in"), "-o", str(out), "--source",
+                 "kernel=sharp,dose=0.5,thickness=2", "--target", "kernel=smooth,dose=1,thickness=2",
+                 "--method", "mtf_ratio", "--progress", "none"])
+    other.set()
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert (out / "batch.csv").is_file() and (out / "cohort.html").is_file()
+    assert "Cancelled by SIGTERM after the outputs were complete" in err
