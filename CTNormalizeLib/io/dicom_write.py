@@ -83,6 +83,16 @@ class Derivation:
         return not self.changes or aspect in self.changes
 
     @property
+    def achieved_spec(self) -> str:
+        """The target spec without the aspects the method left as they were (``z_profile`` to
+        ``kernel=smooth,thickness=2`` achieved ``thickness=2``)."""
+        aspect = {"kernel": "kernel", "dose": "noise", "mas": "noise", "ctdivol": "noise",
+                  "thickness": "thickness", "profile": "thickness", "spacing": "thickness"}
+        parts = [p for p in self.target_spec.split(",")
+                 if self.changed(aspect.get(p.split("=", 1)[0].strip().lower(), ""))]
+        return ",".join(parts)
+
+    @property
     def label(self) -> str:
         """The ``ctnormalize`` provenance value: method, source and target protocols."""
         return f"{self.method} {self.source_spec} -> {self.target_spec}"
@@ -269,7 +279,7 @@ def _series_description(source_ds, volume: Volume, derivation: Derivation) -> st
     original = re.split(r"\[CTN(?:ormalize)?(?=[\s\]]|$)", original)[0].strip()
     if not original:
         original = Path(str(volume.meta.get("source_path", "") or "")).name or "CT"
-    spec = derivation.target_spec or "target"
+    spec = derivation.achieved_spec or derivation.target_spec or "target"
     room_needed = min(len(original), _SHORTEST_ORIGINAL)
     for suffix in (f" [CTNormalize → {spec}]", f" [CTN → {spec}]", " [CTNormalize]"):
         if len(suffix) + room_needed <= _LO_MAX:
