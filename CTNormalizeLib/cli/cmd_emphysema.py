@@ -155,7 +155,8 @@ def run(args) -> int:
                                args.threshold)
                 row.dicom_seg = str(seg_paths[i].resolve())
             rows.append(row)
-            if not args.json:
+            # The table lists the warnings too: on a terminal that shows both streams, once is enough.
+            if not args.json and not (sys.stdout.isatty() and sys.stderr.isatty()):
                 for w in row.warnings:
                     print(f"warning [{w['code']}] {path}: {w['message']}", file=sys.stderr)
         guard.commit()

@@ -33,7 +33,11 @@ def run(args) -> int:
     try:
         bench = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise BadInputError(f"Cannot read benchmark result {path}: {exc}") from None
+        hint = ""
+        if (path.parent / "cohort.html").is_file() or path.suffix.lower() == ".csv":
+            hint = (" A cohort run ('ctnormalize batch') writes its own report, cohort.html, next to its tables; "
+                    "this command renders a benchmark's quality.json.")
+        raise BadInputError(f"Cannot read benchmark result {path}: {exc}.{hint}") from None
     if "summary" not in bench or "runs" not in bench:
         raise BadInputError(f"{path} is not a benchmark result (no 'summary'/'runs').")
     figs = {}

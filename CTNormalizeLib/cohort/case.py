@@ -231,6 +231,7 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     validate_ct(vol)
     rec: dict = {"input_warnings": vol.meta.get("warnings", []), "timings": clock.times}
     clock.lap("read_s")
+    segments = _check_segments(case, vol) if settings.radiomics else None  # before the work they would waste
     rec["before"] = scan_signature(vol) if settings.measure else None
     clock.lap("signature_before_s")
     outcome = normalize(vol, case.source or settings.source, settings.target, method=settings.method,
@@ -265,7 +266,7 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
                             for name, v in (("original", vol), ("normalized", out_vol))}
         clock.lap("emphysema_s")
     if settings.radiomics:
-        rec["radiomics"] = _radiomics(case, settings, vol, out_vol)
+        rec["radiomics"] = _radiomics(case, settings, vol, out_vol, segments)
         clock.lap("radiomics_s")
     return rec
 
@@ -296,13 +297,20 @@ class _Clock:
         self._t = now
 
 
-def _radiomics(case: Case, settings: BatchSettings, vol, out_vol) -> dict:
+def _check_segments(case: Case, vol):
+    """The case's segments, checked on its scan (present, readable, none empty there)."""
     from ..errors import BadInputError
-    from ..quantify.radiomics import extract_radiomics
+    from ..quantify.radiomics import check_segments
 
     if not case.segments:
         raise BadInputError(f"Case {case.name!r} has no segments file for radiomics (set its segments column).")
-    res = extract_radiomics({"original": vol, "normalized": out_vol}, case.segments,
+    return check_segments(case.segments, vol)
+
+
+def _radiomics(case: Case, settings: BatchSettings, vol, out_vol, segments=None) -> dict:
+    from ..quantify.radiomics import extract_radiomics
+
+    res = extract_radiomics({"original": vol, "normalized": out_vol}, segments or _check_segments(case, vol),
                             params=settings.radiomics_params)
     return {"rows": res.wide(), "warnings": res.warnings, "provenance": {
         k: res.provenance.get(k) for k in ("params_path", "pyradiomics_version", "engine_version", "segments")}}

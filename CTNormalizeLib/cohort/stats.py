@@ -84,7 +84,8 @@ def spread(groups: dict) -> dict:
     """Between-group spread: ``cv`` of the group means and the Kruskal-Wallis ``p``.
 
     ``cv`` is None with fewer than two groups or a zero overall mean; ``p`` is None with
-    fewer than two groups or when every value is the same.
+    fewer than two groups, a group of a single case (the test then has nothing to rank within
+    groups: k groups of one case each always give the same p) or when every value is the same.
     """
     from scipy.stats import kruskal
 
@@ -96,7 +97,7 @@ def spread(groups: dict) -> dict:
     if centre > 0:
         out["cv"] = float(np.std(means, ddof=1) / centre)
     values = [np.asarray(v, float) for v in groups.values() if len(v)]
-    if len({float(x) for v in values for x in v}) > 1:
+    if min(len(v) for v in values) >= 2 and len({float(x) for v in values for x in v}) > 1:
         try:
             out["p"] = float(kruskal(*values).pvalue)
         except ValueError:

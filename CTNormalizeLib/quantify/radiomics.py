@@ -160,6 +160,74 @@ def load_segments(path) -> SegmentSet:
     return SegmentSet(layers=layers, segments=segments, source=str(path))
 
 
+def _layers_on(segset: SegmentSet, image, name: str, warnings: list) -> list:
+    """The segment set's labelmaps on ``image``'s grid (resampled with nearest neighbour where the grids
+    differ, with a ``SEGMENTS_RESAMPLED`` warning saying how).
+
+    Raises
+    ------
+    BadInputError
+        A segment without voxels on the image's grid (naming how the grids differ).
+    """
+    import SimpleITK as sitk
+
+    layers, hows = [], []
+    for k, layer in enumerate(segset.layers):
+        how = ""
+        if not _same_geometry(layer, image):
+            how = _geometry_difference(layer, image)
+            layer = sitk.Resample(layer, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, layer.GetPixelID())
+            warnings.append({"code": "SEGMENTS_RESAMPLED",
+                             "message": f"The segments' grid differs from image '{name}' ({how}); the labelmap"
+                                        f"{'' if len(segset.layers) == 1 else f' (layer {k})'} was resampled "
+                                        "onto it with nearest neighbour. Check that the two belong together."})
+        layers.append(layer)
+        hows.append(how)
+    for seg in segset.segments:
+        if not np.any(sitk.GetArrayViewFromImage(layers[seg.layer]) == seg.label):
+            how = hows[seg.layer]
+            raise BadInputError(f"Segment '{seg.name}' is empty on image '{name}'"
+                                + (f" after resampling onto its grid ({how}): is it from another scan?" if how
+                                   else "."))
+    return layers
+
+
+def check_segments(segments, image, name: str = "original") -> SegmentSet:
+    """Load ``segments`` and check every segment has voxels on ``image`` (a path, Volume or SimpleITK
+    image), before any work that needs them (a cohort case normalizes first, then extracts features).
+
+    Returns
+    -------
+    SegmentSet
+        For :func:`extract_radiomics`.
+
+    Raises
+    ------
+    BadInputError
+        Missing or unreadable segments, a segment without voxels, or one empty on the image's grid.
+    """
+    segset = segments if isinstance(segments, SegmentSet) else load_segments(segments)
+    img, _, _ = _as_image(image, name)
+    _layers_on(segset, img, name, [])
+    return segset
+
+
+def _geometry_difference(layer, image) -> str:
+    """How a labelmap's grid differs from an image's, in words (spacing, size, origin offset in mm)."""
+    parts = []
+    ls, is_ = np.asarray(layer.GetSpacing()), np.asarray(image.GetSpacing())
+    if not np.allclose(ls, is_, rtol=1e-4, atol=1e-6):
+        parts.append(f"spacing {' x '.join(f'{v:.4g}' for v in ls)} vs {' x '.join(f'{v:.4g}' for v in is_)} mm")
+    if tuple(layer.GetSize()) != tuple(image.GetSize()):
+        parts.append(f"size {' x '.join(map(str, layer.GetSize()))} vs {' x '.join(map(str, image.GetSize()))}")
+    shift = np.asarray(layer.GetOrigin()) - np.asarray(image.GetOrigin())
+    if np.linalg.norm(shift) > 1e-3:
+        parts.append("origin offset " + ", ".join(f"{v:+.4g}" for v in shift) + " mm")
+    if not np.allclose(layer.GetDirection(), image.GetDirection(), atol=1e-6):
+        parts.append("another orientation")
+    return "; ".join(parts) or "a sub-voxel difference"
+
+
 def _same_geometry(a, b) -> bool:
     return (a.GetSize() == b.GetSize()
             and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-4, atol=1e-5)
@@ -349,22 +417,10 @@ def extract_radiomics(images: dict, segments: Union[str, Path, SegmentSet], para
         image, paths[name], meta = _as_image(images[name], name)
         for w in clean_texture_warnings(meta, "its texture features and intensity spread describe a smoother image"):
             warnings.append({**w, "message": f"Image '{name}': {w['message']}"})
-        layers = []
-        for k, layer in enumerate(segset.layers):
-            if not _same_geometry(layer, image):
-                layer = sitk.Resample(layer, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
-                                      layer.GetPixelID())
-                warnings.append({"code": "SEGMENTS_RESAMPLED",
-                                 "message": f"The segments' grid differs from image '{name}'; the labelmap"
-                                            f"{'' if len(segset.layers) == 1 else f' (layer {k})'} was resampled "
-                                            "onto it with nearest neighbour."})
-            layers.append(layer)
+        layers = _layers_on(segset, image, name, warnings)
         for seg in segset.segments:
             report(f"radiomics {seg.name} on {name}", done / max(total, 1))
             mask = layers[seg.layer]
-            if not np.any(sitk.GetArrayViewFromImage(mask) == seg.label):
-                raise BadInputError(f"Segment '{seg.name}' is empty on image '{name}' "
-                                    "(after resampling onto its grid).")
             try:
                 result = extractor.execute(image, mask, label=seg.label)
             except (ValueError, AssertionError, RuntimeError) as exc:

@@ -151,6 +151,18 @@ def test_resampled_segments_warn(small_case, tmp_path):
     r = extract_radiomics({"ct": img}, p)
     assert [w["code"] for w in r.warnings] == ["SEGMENTS_RESAMPLED"]
     assert "nearest neighbour" in r.warnings[0]["message"]
+    assert "spacing 3 x 3 x 2 vs 1.5 x 1.5 x 2 mm" in r.warnings[0]["message"]
+
+
+def test_a_shifted_mask_says_how_far(small_case, tmp_path):
+    """A label of the right size and spacing but another origin (from another scan, or a moved export) was
+    resampled with only a generic warning, and its features silently described the wrong tissue."""
+    img, _, _, _, lab = small_case
+    p = tmp_path / "shifted.nrrd"
+    sitk.WriteImage(_image(lab, origin=(0.0, 6.0, 0.0)), str(p))
+    r = extract_radiomics({"ct": img}, p)
+    message = r.warnings[0]["message"]
+    assert "origin offset +0, +6, +0 mm" in message and "spacing" not in message and "belong together" in message
 
 
 def test_clean_texture_output_warns(small_case, tmp_path):
@@ -183,7 +195,7 @@ def test_bad_inputs(small_case, tmp_path):
     far = _image(lab, origin=(500.0, 500.0, 500.0))
     p = tmp_path / "far.nrrd"
     sitk.WriteImage(far, str(p))
-    with pytest.raises(BadInputError, match="empty"):
+    with pytest.raises(BadInputError, match="empty.*origin offset \\+500, \\+500, \\+500 mm.*another scan"):
         extract_radiomics({"ct": img}, p)
     with pytest.raises(BadInputError, match="params"):
         extract_radiomics({"ct": img}, lab_path, params=tmp_path / "missing.yaml")

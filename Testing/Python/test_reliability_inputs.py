@@ -321,3 +321,13 @@ def test_a_crop_without_air_is_not_sharpened_into_nonsense(capsys, tmp_path, lun
     src = sitk.GetArrayFromImage(sitk.ReadImage(str(crop)))
     assert hu.min() > -1200 and hu.max() < 3300
     assert np.abs(hu.astype(np.float64) - src).mean() < 15.0
+
+
+def test_report_on_a_cohort_table_points_to_the_cohort_report(capsys, tmp_path):
+    """`ctnormalize report batch.csv` (a user's natural guess) failed with a bare JSON parser message."""
+    table = tmp_path / "batch.csv"
+    table.write_text("case,status\na,done\n")
+    before = snapshot(table)
+    out = tmp_path / "r.html"
+    code, _, err = cli(capsys, "report", table, "-o", out)
+    check_case(code, err, 2, ["Cannot read benchmark result", "cohort.html"], before, [tmp_path], absent=[out])
