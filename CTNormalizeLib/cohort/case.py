@@ -278,7 +278,10 @@ def _emphysema(vol, name: str, threshold: float, warnings: list) -> Optional[dic
     from ..quantify import emphysema_index
 
     try:
-        return emphysema_index(vol, threshold=threshold).to_dict()
+        result = emphysema_index(vol, threshold=threshold)
+        # the measurement's caveats (a clean-texture output reads low, airways not removed) reach the tables
+        warnings.extend({**w, "message": f"{name} emphysema: {w['message']}"} for w in result.warnings)
+        return result.to_dict()
     except NoLungsError as exc:
         warnings.append({"code": exc.code, "message": f"{name}: {exc.message}"})
         return None

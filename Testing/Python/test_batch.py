@@ -295,3 +295,22 @@ def test_a_bad_radiomics_mask_fails_the_case_before_it_is_normalized(tmp_path):
         rec = run_case(c, s, str(tmp_path / "out"))
         assert rec["status"] == "failed" and words in rec["error"], (segments, rec["error"])
     assert not list(tmp_path.glob("out/**/*.nrrd")), "normalized before the mask was checked"
+
+
+def test_batch_emphysema_of_a_clean_output_carries_the_warning(tmp_path):
+    """`emphysema` on a clean-texture output warns that its index reads low; the same numbers in batch's
+    tables carried no warning."""
+    from CTNormalizeLib.cohort.case import BatchSettings, run_case
+    from CTNormalizeLib.cohort.manifest import Case
+    from CTNormalizeLib.cohort.tables import write_tables
+
+    ct = _write(tmp_path / "ct.nrrd", chest(BATCH_SHAPE, seed=3))
+    c = Case("c", str(ct), "c", source="kernel=sharp,dose=0.5,thickness=2")
+    rows = {}
+    for texture in ("clean", "target"):
+        rec = run_case(c, BatchSettings(target=TARGET, method="classical", measure=False, emphysema=True,
+                                        texture=texture), str(tmp_path / texture))
+        assert rec["status"] == "done", rec.get("error")
+        write_tables(tmp_path / texture, [rec])
+        rows[texture] = _rows(tmp_path / texture / "batch.csv")["c"]["warnings"]
+    assert "CLEAN_TEXTURE_INPUT" in rows["clean"] and "CLEAN_TEXTURE_INPUT" not in rows["target"]
