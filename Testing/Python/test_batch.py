@@ -314,3 +314,21 @@ def test_batch_emphysema_of_a_clean_output_carries_the_warning(tmp_path):
         write_tables(tmp_path / texture, [rec])
         rows[texture] = _rows(tmp_path / texture / "batch.csv")["c"]["warnings"]
     assert "CLEAN_TEXTURE_INPUT" in rows["clean"] and "CLEAN_TEXTURE_INPUT" not in rows["target"]
+
+
+def test_batch_emphysema_says_when_the_z_extents_differ(tmp_path):
+    """Thick -> thin output runs from the first slice's centre to the last one's: 8 slices of 4 mm (32 mm)
+    became 29 slices of 1 mm, and emphysema.csv showed a lung-volume 'difference' of that geometry."""
+    from CTNormalizeLib.cohort.case import BatchSettings, run_case
+    from CTNormalizeLib.cohort.manifest import Case
+
+    ct = _write(tmp_path / "ct.nrrd", chest(BATCH_SHAPE, seed=4), spacing=(1.2, 1.2, 4.0))
+    c = Case("c", str(ct), "c", source="kernel=standard,dose=1,thickness=4")
+    rec = run_case(c, BatchSettings(target="kernel=standard,thickness=1", method="classical", measure=False,
+                                    emphysema=True), str(tmp_path / "out"))
+    assert rec["status"] == "done", rec.get("error")
+    codes = [w["code"] for w in rec["warnings"]]
+    assert "Z_EXTENT_DIFFERS" in codes
+    same = run_case(c, BatchSettings(target="kernel=smooth", method="classical", measure=False, emphysema=True),
+                    str(tmp_path / "out2"))
+    assert "Z_EXTENT_DIFFERS" not in [w["code"] for w in same["warnings"]]
