@@ -327,7 +327,7 @@ def _check_output_slices(volume: Volume, spacing_out: float) -> None:
         raise BadInputError(f"A target slice spacing of {spacing_out:.4g} mm leaves {n_out} slice of this scan "
                             f"({n_in} slices {s_in:.4g} mm apart: {extent:.4g} mm from first to last); the output "
                             f"needs at least 2. Choose a target spacing of at most {extent:.4g} mm (with a reference scan as "
-                            f"target, add --target thickness={extent:g}), or a longer scan.")
+                            f"target, add --target thickness={extent:.4g}), or a longer scan.")
 
 
 def _choose(plan: Plan, method: str):

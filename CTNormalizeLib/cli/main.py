@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 
+from .. import cancellation
 from ..version import __version__
 from ..errors import CancelledError, CTNormalizeError, from_os_error
 
@@ -78,8 +79,6 @@ def build_parser(json_errors: bool = False) -> "argparse.ArgumentParser":  # noq
 
 def main(argv=None) -> int:
     """Run ``ctnormalize``; returns the exit code (see the module docstring)."""
-    from .. import cancellation
-
     # SIGTERM/SIGINT become CancelledError, so every command removes its staged outputs. The process's
     # handlers are installed at its first step (importing the commands takes a second), so a cancel
     # never ends in a traceback, and are not put back at the end (see below).
@@ -135,8 +134,6 @@ def _main(argv=None) -> int:
     try:
         return int(args._run(args) or 0)
     except CTNormalizeError as exc:
-        from .. import cancellation
-
         return _report(cancellation.as_cancel(exc), _json_result(args))
     except KeyboardInterrupt:
         print("ctnormalize: cancelled", file=sys.stderr)
@@ -144,8 +141,6 @@ def _main(argv=None) -> int:
     except BrokenPipeError:
         raise
     except OSError as exc:
-        from .. import cancellation
-
         if cancellation.pending():
             return _report(cancellation.as_cancel(exc), _json_result(args))
         return _report(from_os_error(exc, "read or write"), _json_result(args))

@@ -267,7 +267,7 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
         warnings += _z_extent_warning(vol, out_vol)
         clock.lap("emphysema_s")
     if settings.radiomics:
-        rec["radiomics"] = _radiomics(case, settings, vol, out_vol, segments)
+        rec["radiomics"] = _radiomics(settings, vol, out_vol, segments)
         clock.lap("radiomics_s")
     return rec
 
@@ -324,10 +324,10 @@ def _check_segments(case: Case, vol):
     return check_segments(case.segments, vol)
 
 
-def _radiomics(case: Case, settings: BatchSettings, vol, out_vol, segments=None) -> dict:
+def _radiomics(settings: BatchSettings, vol, out_vol, segments) -> dict:
+    """Features of the original and the normalized scan in ``segments`` (checked by :func:`_check_segments`)."""
     from ..quantify.radiomics import extract_radiomics
 
-    res = extract_radiomics({"original": vol, "normalized": out_vol}, segments or _check_segments(case, vol),
-                            params=settings.radiomics_params)
+    res = extract_radiomics({"original": vol, "normalized": out_vol}, segments, params=settings.radiomics_params)
     return {"rows": res.wide(), "warnings": res.warnings, "provenance": {
         k: res.provenance.get(k) for k in ("params_path", "pyradiomics_version", "engine_version", "segments")}}

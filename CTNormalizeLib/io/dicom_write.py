@@ -37,6 +37,7 @@ from ..version import __version__
 from ..errors import BadInputError
 from ..volume import Volume
 from .atomic import atomic_output_dir
+from .missing_slices import MISSING_GAP
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MODEL_NAME = "CTNormalize"
@@ -183,18 +184,24 @@ def _normal(direction) -> np.ndarray:
     return d[:, 2]
 
 
-#: An input gap wider than this many typical slice spacings holds missing slices.
-_GAP_SPACINGS = 1.5
 GAP_NOTE = ("This slice lies where the input series misses slices: it is interpolated along z between the input "
             "slices it references.")
 
 
-def _references(src: _Source, position: float, half_width: float) -> tuple[list, bool]:
+def _missing_gap_mm(src: _Source) -> float:
+    """The distance between two input slices at which slices are missing between them: the reader's
+    :data:`~CTNormalizeLib.io.missing_slices.MISSING_GAP` median spacings (infinite below 3 slices)."""
+    if src.positions.size <= 2:
+        return float("inf")
+    return MISSING_GAP * float(np.median(np.diff(src.positions)))
+
+
+def _references(src: _Source, position: float, half_width: float, gap_mm: float) -> tuple[list, bool]:
     """The input instances an output slice was computed from, and whether it lies in a gap of the input.
 
     Those within the output slice's extent, and the nearest input slice on each side of it (linear
-    interpolation along z reads both); a position between two input slices further apart than
-    :data:`_GAP_SPACINGS` typical spacings lies where slices are missing.
+    interpolation along z reads both); a position between two input slices ``gap_mm`` or more apart
+    (:func:`_missing_gap_mm`) lies where slices are missing.
     """
     if not src.datasets:
         return [], False
@@ -205,10 +212,7 @@ def _references(src: _Source, position: float, half_width: float) -> tuple[list,
         near.add(int(below[-1]))
     if above.size:
         near.add(int(above[0]))
-    in_gap = False
-    if below.size and above.size and pos.size > 2:
-        typical = float(np.median(np.diff(pos)))
-        in_gap = pos[above[0]] - pos[below[-1]] > _GAP_SPACINGS * typical
+    in_gap = bool(below.size and above.size and pos[above[0]] - pos[below[-1]] >= gap_mm)
     return [src.datasets[i] for i in sorted(near)], in_gap
 
 
@@ -516,9 +520,10 @@ def write_derived_series(output: Volume, out_dir, source: Volume, derivation: De
     origin_pos = float(np.dot(output.origin, normal))
     half = 0.5 * max(float(derivation.target_thickness or 0.0), output.spacing[0])
     n = output.shape[0]
+    gap_mm = _missing_gap_mm(src)
     with atomic_output_dir(out) as tmp:
         for k in range(n):
-            refs, in_gap = _references(src, origin_pos + k * output.spacing[0], half)
+            refs, in_gap = _references(src, origin_pos + k * output.spacing[0], half, gap_mm)
             ds = _slice_dataset(base, k, output, stored, slope, intercept, refs)
             if in_gap:
                 ds.ImageComments = f"{GAP_NOTE} {ds.ImageComments}"[:10240]
