@@ -8,10 +8,11 @@
 # Environment: CTN_TRAIN_MINUTES (training time, default 6), CTN_CHECK_DEVICE (default cuda), CTN_V3_PHANTOMS
 # (procedural phantoms, default 96), CTN_V3_SIZE (phantom pixels, default 256), CTN_V3_SLICES (default 48),
 # CTN_V3_POOL (cases held at once, default 192), CTN_V3_WORKERS (simulation threads, default cores / 4),
-# CTN_V3_LUNG1_SLABS (default 4; read from .gpucheck/v3_lung1.npz when there, else from the pyradiomics cache).
+# CTN_V3_LUNG1_SLABS (default 4; read from .gpucheck/v3_lung1.npz when there, else from the pyradiomics cache),
+# CTN_V3_BATCH and CTN_V3_PATCH (default: the recipe's 256 and 64; smaller for a CPU try of the script).
 # Writes OUT_DIR/ctn-conditioned-v3-gpu/ (package) and OUT_DIR/gpu_train_v3.json; the shipped v3 is not touched.
 # A CPU try (minutes, not a model): CTN_CHECK_DEVICE=cpu CTN_TRAIN_MINUTES=0.5 CTN_V3_PHANTOMS=2 CTN_V3_SIZE=64
-#   CTN_V3_SLICES=16 CTN_V3_POOL=8 CTN_V3_LUNG1_SLABS=0 benchmarks/gpu_train_v3.sh /tmp/v3try
+#   CTN_V3_SLICES=16 CTN_V3_POOL=8 CTN_V3_LUNG1_SLABS=0 CTN_V3_BATCH=16 benchmarks/gpu_train_v3.sh /tmp/v3try
 set -euo pipefail
 OUT_DIR=${1:-${OUT:-}}
 [ -n "$OUT_DIR" ] && OUT_DIR=$(mkdir -p "$OUT_DIR" && cd "$OUT_DIR" && pwd)  # relative to where it is called
@@ -53,8 +54,10 @@ def main():
                         pool=int(os.environ.get("CTN_V3_POOL", "192")), workers=int(os.environ.get("CTN_V3_WORKERS", "0")),
                         lung1_file=str(truths) if truths.is_file() else None)
     st.min_pool = min(st.min_pool, st.pool)
+    overrides = {k: int(os.environ[f"CTN_V3_{k.upper()}"]) for k in ("batch", "patch") if os.environ.get(f"CTN_V3_{k.upper()}")}
     t0 = time.perf_counter()
-    pkg = _train_v3_stream(out / "run_v3_gpu", None, minutes, 0, out / "ctn-conditioned-v3-gpu", None, dev, settings=st)
+    pkg = _train_v3_stream(out / "run_v3_gpu", None, minutes, 0, out / "ctn-conditioned-v3-gpu", None, dev, settings=st,
+                           overrides=overrides)
     wall = time.perf_counter() - t0
     card = json.loads((pkg / "card.json").read_text())
     r, td = card["recipe"], card["training_data"]

@@ -174,19 +174,20 @@ def _check_v3_stream_inputs(device: str, manifest, bank_path, truths_file, seed:
 
 
 def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, progress, device: str,
-                     truths_file=None, settings=None) -> Path:
+                     truths_file=None, settings=None, overrides: dict | None = None) -> Path:
     """v3's GPU recipe: pairs simulated on ``device`` while it trains (:mod:`.dr_stream`), no bank.
 
     With ``max_minutes`` and no ``steps`` the schedule is sized to the time: a 20-step probe
     times a step (simulation workers running), and the cosine schedule gets the steps that fit
-    in 95 % of the minutes.
+    in 95 % of the minutes. ``overrides`` replace entries of the GPU recipe's configuration
+    (a CPU try of the script runs a small batch).
     """
     import time
 
     from .dr_stream import DRStream, StreamSettings
 
     st = settings if isinstance(settings, StreamSettings) else StreamSettings(seed=seed, lung1_file=truths_file)
-    over = dict(recipes.V3_GPU_OVERRIDES, seed=seed, name=recipes.V3_GPU_NAME)
+    over = dict(recipes.V3_GPU_OVERRIDES, **(overrides or {}), seed=seed, name=recipes.V3_GPU_NAME)
     t0 = time.perf_counter()
     stream = DRStream(st, device)  # a missing or stale lung1 pack is refused here, before OUT is made
     setup_s = time.perf_counter() - t0

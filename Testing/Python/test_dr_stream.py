@@ -249,7 +249,8 @@ def test_phantoms_made_in_spawned_processes_are_the_ones_made_here():
 def test_the_gpu_script_runs_on_the_cpu(tmp_path):
     """benchmarks/gpu_train_v3.sh end to end, tiny, on torch's CPU device (its phantoms in spawned processes)."""
     env = dict(os.environ, CTN_CHECK_DEVICE="cpu", CTN_TRAIN_MINUTES="0.05", CTN_V3_PHANTOMS="2",
-               CTN_V3_SIZE="64", CTN_V3_SLICES="16", CTN_V3_POOL="4", CTN_V3_LUNG1_SLABS="0", CTN_V3_WORKERS="1")
+               CTN_V3_SIZE="64", CTN_V3_SLICES="16", CTN_V3_POOL="4", CTN_V3_LUNG1_SLABS="0", CTN_V3_WORKERS="1",
+               CTN_V3_BATCH="16", CTN_V3_PATCH="48")
     env.pop("PYTHON", None)  # the checkout's .venv is found by itself
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_train_v3.sh"), "out"], capture_output=True,
                        text=True, env=env, timeout=900, cwd=tmp_path)  # OUT_DIR relative to where it is called
@@ -257,4 +258,5 @@ def test_the_gpu_script_runs_on_the_cpu(tmp_path):
     res = json.loads((tmp_path / "out" / "gpu_train_v3.json").read_text())
     tmp_path = tmp_path / "out"
     assert res["device"] == "cpu" and res["steps_done"] >= 1 and res["cases_made"] >= 4
+    assert (res["batch"], res["patch"]) == (16, 48)  # the CPU try's overrides reach the recipe
     assert (tmp_path / "ctn-conditioned-v3-gpu" / "model.safetensors").is_file()
