@@ -69,10 +69,8 @@ def load_cases(args):
 
     if bool(args.manifest) == bool(args.input_dir):
         raise BadInputError("Give a manifest CSV or --input-dir DIR (one of them).")
-    if args.input_dir:
-        return find_inputs(args.input_dir)
-    if Path(args.manifest).is_dir():
-        return find_inputs(args.manifest)
+    if args.input_dir or Path(args.manifest).is_dir():
+        return find_inputs(args.input_dir or args.manifest, exclude=[args.output], skip_case_outputs=True)
     return read_manifest(args.manifest, getattr(args, "segments_column", "segments"))
 
 

@@ -65,7 +65,7 @@ def dask_client(workers: Optional[int] = None, scheduler: Optional[str] = None):
             cluster = LocalCluster(n_workers=max(1, int(workers or 1)), threads_per_worker=1, processes=True,
                                    host="127.0.0.1", dashboard_address=None,
                                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                                   silence_logs=logging.ERROR)
+                                   silence_logs=logging.ERROR, preload=[f"{__package__}.worker_signals"])
         client = Client(cluster)
         try:
             yield client

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Optional
 
 from ..version import __version__
-from .manifest import Case
+from .manifest import CASE_RECORD, Case
 
-RECORD = "record.json"
+RECORD = CASE_RECORD
 _OUTPUT_NAMES = {"nrrd": "normalized.nrrd", "nii.gz": "normalized.nii.gz", "dicom": "normalized"}
 
 

@@ -124,19 +124,33 @@ def _is_volume_file(p: Path) -> bool:
     return any(low.endswith(s) for s in VOLUME_SUFFIXES) and not MASK_NAME.search(p.name)
 
 
-def find_inputs(folder) -> list:
+#: A batch case's output folder holds this file (see :mod:`.case`); its scans are outputs, not inputs.
+CASE_RECORD = "record.json"
+
+
+def _is_output(d: Path, excluded: list, case_outputs: bool) -> bool:
+    return (case_outputs and (d / CASE_RECORD).is_file()) or any(d == e or e in d.parents for e in excluded)
+
+
+def find_inputs(folder, exclude=(), skip_case_outputs: bool = False) -> list:
     """Every CT under ``folder``: volume files (masks by name left out) and DICOM series.
 
     A folder holding several DICOM series gives one case per series. Case names are the
-    paths relative to ``folder`` (with the series number appended where needed).
+    paths relative to ``folder`` (with the series number appended where needed). Folders in
+    ``exclude`` (a batch's output folder, when it lies inside ``folder``) are not searched;
+    with ``skip_case_outputs``, neither are batch case folders (they hold a ``record.json``),
+    whose scans are normalized outputs, not inputs to normalize again.
     """
     from ..io.dicom import is_dicom_file, list_series
 
     root = Path(folder)
     if not root.is_dir():
         raise BadInputError(f"Input folder not found: {root}")
+    excluded = [Path(e).resolve() for e in exclude]
     cases = []
     for d in sorted([root, *(q for q in root.rglob("*") if q.is_dir())]):
+        if _is_output(d.resolve(), excluded, skip_case_outputs):
+            continue
         files = sorted(f for f in d.iterdir() if f.is_file())
         rel = d.relative_to(root).as_posix()
         for f in files:

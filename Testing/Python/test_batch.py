@@ -332,3 +332,53 @@ def test_batch_emphysema_says_when_the_z_extents_differ(tmp_path):
     same = run_case(c, BatchSettings(target="kernel=smooth", method="classical", measure=False, emphysema=True),
                     str(tmp_path / "out2"))
     assert "Z_EXTENT_DIFFERS" not in [w["code"] for w in same["warnings"]]
+
+
+def test_a_folder_batch_leaves_out_its_own_and_earlier_outputs(tmp_path):
+    """Outputs inside the input folder (this run's -o, an earlier run's case folders) are not cases again."""
+    from CTNormalizeLib.cohort.manifest import find_inputs
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    _write(src / "a.nrrd", chest(BATCH_SHAPE))
+    earlier = src / "old_run" / "cases" / "a.nrrd"
+    earlier.mkdir(parents=True)
+    _write(earlier / "normalized.nrrd", chest(BATCH_SHAPE))
+    (earlier / "record.json").write_text("{}")
+    (src / "new_run").mkdir()
+    _write(src / "new_run" / "x.nrrd", chest(BATCH_SHAPE))  # something already in the chosen -o
+    assert sorted(c.name for c in find_inputs(src)) == ["a.nrrd", "new_run/x.nrrd", "old_run/cases/a.nrrd/normalized.nrrd"]
+    assert [c.name for c in find_inputs(src, exclude=[src / "new_run"], skip_case_outputs=True)] == ["a.nrrd"]
+    r = _run(["batch", "--input-dir", str(src), "-o", str(src / "new_run"), "--target", TARGET,
+              "--method", "mtf_ratio", "--workers", "1", "--no-report", "--progress", "json"])
+    assert r.returncode == 0, r.stderr
+    started = json.loads(r.stdout.splitlines()[0])
+    assert started["event"] == "started" and started["cases"] == 1
+
+
+def test_ctrl_c_cancels_a_two_worker_batch_without_worker_tracebacks(tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it, while both workers are busy."""
+    import signal
+    import time
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    for k in range(6):
+        _write(src / f"c{k}.nrrd", chest((16, 128, 128)))
+    proc = subprocess.Popen([sys.executable, "-m", "CTNormalizeLib", "batch", "--input-dir", str(src), "-o",
+                             str(tmp_path / "out"), "--target", TARGET, "--method", "classical", "--workers", "2",
+                             "--progress", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        for line in proc.stdout:  # a case done: the other worker is in the middle of one, and both are busy
+            if json.loads(line)["event"] == "case":
+                break
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "Cancelled by SIGINT" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
