@@ -38,6 +38,15 @@ class NormalizeOutcome:
     def warnings(self) -> list:
         return list(self.plan.warnings) + list(self.result.warnings)
 
+    @property
+    def texture(self) -> str:
+        """The output's noise texture: the plan's, or ``source`` where the method leaves the noise as it was
+        (e.g. ``mtf_ratio``, whose output is neither denoised nor given the target's noise)."""
+        from .contracts.report import SOURCE_TEXTURE
+        from .methods import get_method
+
+        return self.plan.texture if "noise" in get_method(self.plan.method).changes else SOURCE_TEXTURE
+
     def report(self, input_path: Optional[str] = None, output_path: Optional[str] = None,
                output_type: Optional[str] = None) -> RunReport:
         """The run report (``done`` event, ``--report``, DICOM and Slicer provenance); ``output_type`` is
@@ -49,7 +58,7 @@ class NormalizeOutcome:
         return RunReport(
             engine_version=__version__, method=self.plan.method, method_kind=kind,
             method_reason=self.plan.method_reason, model_sha256=self.result.model_sha256,
-            device=self.result.device, texture=self.plan.texture, plan=self.plan.to_dict(),
+            device=self.result.device, texture=self.texture, plan=self.plan.to_dict(),
             steps=list(self.result.steps), warnings=self.warnings, qc=dict(self.result.qc),
             timings={**self.timings, **self.result.timings},
             output_shape=list(self.volume.shape), output_spacing=[float(s) for s in self.volume.spacing],

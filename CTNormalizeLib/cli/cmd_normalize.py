@@ -165,7 +165,7 @@ def _run(args, events: EventStream, guard) -> int:
     out_vol = outcome.volume
     out_vol.meta = {k: v for k, v in vol.meta.items() if k not in ("source_path", "warnings")}
     out_vol.meta["ctnormalize"] = f"{plan.method} {plan.summary()}"
-    out_vol.meta["ctnormalize_texture"] = plan.texture
+    out_vol.meta["ctnormalize_texture"] = outcome.texture
     run_report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve()))
     if dicom_out:
         series = write_derived_series(out_vol, guard.stage(out), vol, derivation_from_report(run_report))

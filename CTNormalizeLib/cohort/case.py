@@ -240,7 +240,7 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     out = output_path(outdir, case, settings)
     run_report = outcome.report(case.input, str(out))
     out_vol = outcome.volume
-    out_vol.meta = _output_meta(vol.meta, plan.target, f"{plan.method} {plan.summary()}", plan.texture)
+    out_vol.meta = _output_meta(vol.meta, plan.target, f"{plan.method} {plan.summary()}", outcome.texture)
     clock.lap("normalize_s")
     warnings = list(outcome.warnings)
     if settings.output_format == "dicom":

@@ -7,6 +7,9 @@ from typing import Optional
 
 REPORT_VERSION = "4"  # 3: output_type; 4: changes (what the method changes)
 RESEARCH_NOTE = "Research use, not for diagnosis."
+#: The ``texture`` of an output whose method leaves the noise as it was (a kernel- or thickness-only
+#: method): the source's noise, neither the clean nor the target texture the plan asked for.
+SOURCE_TEXTURE = "source"
 
 
 @dataclass
@@ -25,6 +28,8 @@ class RunReport:
     model_sha256 : str or None
     device : str
     texture : str
+        The output's noise texture: the plan's (``clean`` or ``target``), or ``source``
+        (:data:`SOURCE_TEXTURE`) when the method does not change the noise.
     plan : dict
         :meth:`CTNormalizeLib.plan.Plan.to_dict`: source and target protocols with the
         provenance of every field, both signatures, the noise-equivalent dose.

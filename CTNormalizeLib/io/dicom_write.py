@@ -33,6 +33,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..contracts.report import SOURCE_TEXTURE
 from ..version import __version__
 from ..errors import BadInputError
 from ..volume import Volume
@@ -102,7 +103,8 @@ class Derivation:
         """The ``DerivationDescription`` text (at most 1024 characters, the ST limit)."""
         model = f" (model sha256 {self.model_sha256})" if self.model_sha256 else ""
         src = f" from {source_label}" if source_label else ""
-        texture = f", {self.texture} texture" if self.texture else ""
+        texture = ("" if not self.texture else ", the source's noise kept" if self.texture == SOURCE_TEXTURE
+                   else f", {self.texture} texture")
         text = (f"CTNormalize {self.engine_version}: {self.method}{model}{texture}; source protocol "
                 f"{self.source_spec}{src}; target protocol {self.target_spec}. {RESEARCH_NOTE}")
         return text[:1024]

@@ -187,3 +187,20 @@ def test_a_usage_error_is_a_json_error_event_too(small_ct, tmp_path):
     assert len(ev) == 1 and ev[0]["event"] == "error" and ev[0]["code"] == "BAD_INPUT" and "int8" in ev[0]["message"]
     r = _run(["normalize", str(small_ct), "-o", str(tmp_path / "o.nrrd"), "--output-type", "int8"])
     assert r.returncode == 2 and r.stdout == ""  # without --progress json, stdout stays empty
+
+
+def test_a_kernel_only_output_is_marked_as_keeping_the_source_noise(small_ct, tmp_path):
+    """mtf_ratio neither denoises nor adds the target's noise: its output is not a clean-texture scan, so
+    quantifying it must not warn that its emphysema index reads low (it reads higher: it was sharpened)."""
+    from CTNormalizeLib.contracts.report import SOURCE_TEXTURE
+
+    out = tmp_path / "k.nrrd"
+    r = _run(["normalize", str(small_ct), "-o", str(out), "--source", "kernel=smooth,dose=0.25,thickness=2",
+              "--target", "kernel=sharp", "--method", "mtf_ratio", "--progress", "json"])
+    assert r.returncode == 0, r.stderr
+    rep = _events(r.stdout)[-1]["report"]
+    assert rep["texture"] == SOURCE_TEXTURE and rep["changes"] == ["kernel"]
+    assert sitk.ReadImage(str(out)).GetMetaData("ctnormalize_texture") == SOURCE_TEXTURE
+    e = _run(["emphysema", str(out), "--json"])
+    assert e.returncode == 0, e.stderr
+    assert "CLEAN_TEXTURE_INPUT" not in e.stdout + e.stderr

@@ -149,7 +149,10 @@ def test_model_sha256_in_the_description():
     text = der.description("series 1.2.3")
     for part in ("ctn-x", "ab" * 32, "9.9", "series 1.2.3", "kernel=sharp,dose=0.25", "kernel=smooth,dose=1"):
         assert part in text
-    assert der.target_kernel == "smooth" and der.target_thickness == 1.0
+    assert der.target_kernel == "smooth" and der.target_thickness == 1.0 and ", target texture" in text
+    report.update(method="mtf_ratio", model_sha256=None, texture="source", changes=["kernel"])
+    text = derivation_from_report(report).description()  # a kernel-only method: not called any texture
+    assert "the source's noise kept" in text and "source texture" not in text
 
 
 def test_from_nrrd_a_new_study_without_patient_data(normalized, tmp_path):
