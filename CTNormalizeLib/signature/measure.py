@@ -93,6 +93,7 @@ def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = 
         if nps.region == "tissue":
             return _tissue_transfer(fit, nps, tags, warnings, details, no_air)
         if fit.confidence >= MIN_FIT_CONFIDENCE:
+            _coarse_pixel_warning(nps, tags, warnings)
             if fit.confidence < GOOD_FIT_CONFIDENCE:
                 warnings.append({"code": "KERNEL_FIT_POOR",
                                  "message": f"The noise texture fits a filtered-back-projection kernel only roughly "
@@ -117,6 +118,27 @@ def _transfer(nps, tags: Optional[Protocol], warnings: list, kernel_from: str = 
                                     f"(--source kernel=NAME){_crop_advice(no_air)}."})
     return class_transfer("standard"), FieldSource("default", 0.2, "no measurable noise texture and no kernel tag; "
                                                                    "assumed standard"), details
+
+
+def _coarse_pixel_warning(nps, tags: Optional[Protocol], warnings: list) -> None:
+    """KERNEL_PIXELS_COARSE when the pixels are too coarse for the kernel classes to differ in the sampled band.
+
+    Below the smooth class's MTF50 every class keeps more than half its contrast, so the classes
+    differ little there, and the pixels' own blur (down-sampled or binned data average 2x2 or
+    more pixels into one) reads as a smoother kernel than the reconstruction's.
+    """
+    smooth = class_transfer("smooth").mtf50
+    if nps.nyquist >= smooth:
+        return
+    stated = f" The tags say {tags.kernel_name or tags.kernel}." if tags is not None and tags.kernel else ""
+    warnings.append({"code": "KERNEL_PIXELS_COARSE",
+                     "message": f"The pixels are {nps.pixel_mm:.2f} mm (Nyquist {nps.nyquist:.2f} c/mm, below even a "
+                                f"smooth kernel's MTF50 of {smooth:.2f} c/mm): the kernel classes barely differ at "
+                                "frequencies these pixels hold, and the pixels' own blur (down-sampled or binned "
+                                f"data) reads as a smoother kernel.{stated} A kernel conversion from this reading "
+                                "sharpens more (or smooths less) than the kernels call for, which raises the noise and "
+                                "the emphysema index. If you know the reconstruction kernel, give it (--source "
+                                "kernel=NAME, or --kernel-from labels)."})
 
 
 def _tag_source(tags: Protocol, why: str, tag_confidence: float = 0.6) -> FieldSource:
