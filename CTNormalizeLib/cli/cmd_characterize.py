@@ -56,13 +56,19 @@ def _run(args, mode: str) -> int:
                             scheduler=args.scheduler, on_event=progress)
     finally:
         progress.close()
-    info = {"cohort": str(Path(args.cohort).resolve()), "workers": args.scheduler or workers}
-    written = [str(write_cohort_html(args.output, records, after=False, settings=info))]
-    if args.json:
-        from ..io.atomic import atomic_write_text
+    from .. import cancellation
+    from ..io.atomic import atomic_write_text
 
-        atomic_write_text(args.json, dumps({"cases": records}) + "\n")
-        written.append(args.json)
+    info = {"cohort": str(Path(args.cohort).resolve()), "workers": args.scheduler or workers}
+    cancellation.check()
+    # The report and the JSON are written together: a cancel meanwhile is only noted (it would leave
+    # this run's report next to an earlier run's JSON), and one after them does not undo the run.
+    with cancellation.publishing():
+        written = [str(write_cohort_html(args.output, records, after=False, settings=info))]
+        if args.json:
+            atomic_write_text(args.json, dumps({"cases": records}) + "\n")
+            written.append(args.json)
+        cancellation.mark_published()
     summary = summarize(records)
     if mode == "json":
         sys.stdout.write(dumps({"event": "done", "output": str(Path(args.output).resolve()), "summary": summary})

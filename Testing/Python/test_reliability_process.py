@@ -355,3 +355,36 @@ def test_a_cancel_while_batch_writes_its_tables_keeps_tables_and_report_together
     assert code == 0, err
     assert (out / "batch.csv").is_file() and (out / "cohort.html").is_file()
     assert "Cancelled by SIGTERM after the outputs were complete" in err
+
+
+def test_a_cancel_after_characterize_wrote_its_report_keeps_the_finished_run(tmp_path, capsys, monkeypatch):
+    """characterize wrote its HTML, then its JSON: a Ctrl-C between the two exited 130 with this run's
+    report next to an earlier run's JSON. Both are written together; a late cancel is only noted."""
+    import threading
+
+    from CTNormalizeLib.cli.main import main
+    from CTNormalizeLib.cohort import report as cohort_report
+
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    write_image(folder / "a.nrrd", chest())
+    real = cohort_report.write_cohort_html
+    other = threading.Event()
+    threading.Thread(target=other.wait, args=(30,), daemon=True).start()
+
+    def then_ctrl_c(*a, **k):
+        written = real(*a, **k)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs here, in the main thread
+        return written
+
+    monkeypatch.setattr(cohort_report, "write_cohort_html", then_ctrl_c)
+    html, js = tmp_path / "before.html", tmp_path / "before.json"
+    js.write_text('{"cases": "an earlier run"}\n')
+    code = main(["characterize", str(folder), "-o", str(html), "--json", str(js), "--workers", "1",
+                 "--no-edge", "--progress", "none"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert html.is_file() and json.loads(js.read_text())["cases"][0]["case"] == "a.nrrd"
+    assert "after the outputs were complete and published" in err
+    other.set()
