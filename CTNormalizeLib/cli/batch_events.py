@@ -9,8 +9,8 @@ and at the end ``{"event":"done","output":..,"summary":{...}}``.
 
 from __future__ import annotations
 
+import math
 import sys
-import time
 
 from .events import dumps
 
@@ -22,7 +22,8 @@ class CaseProgress:
         self.mode = mode
         self.stream = stream if stream is not None else sys.stdout
         self._bar = None
-        self._t0 = time.monotonic()
+        self._workers = 1
+        self._case_seconds: list = []
 
     def _json(self, event: dict):
         if self.mode == "json":
@@ -39,7 +40,8 @@ class CaseProgress:
         self._json(event)
         kind = event.get("event")
         if kind == "started":
-            self._t0 = time.monotonic()
+            w = event.get("workers")
+            self._workers = w if isinstance(w, int) and w > 0 else 1  # a scheduler's address: unknown, 1
             if self.mode == "bar":
                 from tqdm import tqdm
 
@@ -47,8 +49,9 @@ class CaseProgress:
                                  desc=f"cases ({event['workers']} workers)")
         elif kind == "case":
             done, total = event["done"], event["total"]
-            elapsed = time.monotonic() - self._t0
-            eta = elapsed * (total - done) / done if done else None
+            if event["status"] != "skipped" and event.get("seconds") is not None:
+                self._case_seconds.append(float(event["seconds"]))
+            eta = self._eta(total - done)
             self._json({"event": "progress", "done": done, "total": total, "fraction": round(done / total, 4),
                         "eta_s": None if eta is None else round(eta, 1)})
             if event["status"] == "failed":
@@ -59,6 +62,16 @@ class CaseProgress:
                 self._bar.update(1)
         elif kind == "retry":
             self._line(f"{event['case']}: {event['error']}; retrying once")
+
+    def _eta(self, left: int):
+        """Seconds left: the mean time of the cases run so far (skipped ones take none) times the cases
+        left, shared among the workers (the elapsed time per finished case over-counted parallel runs)."""
+        if not left:
+            return 0.0
+        if not self._case_seconds:
+            return None
+        mean = sum(self._case_seconds) / len(self._case_seconds)
+        return mean * math.ceil(left / self._workers)
 
     def close(self):
         if self._bar is not None:

@@ -264,6 +264,19 @@ def _load_params(params) -> tuple:
     return str(p), str(p.resolve())
 
 
+
+#: First-order features that are a position on the HU scale, whose zero (water) is arbitrary for them: a
+#: percent of such a value is meaningless (a mean of -2 HU that becomes +3 HU would be "-250 %"), so only
+#: their difference in HU is reported. Spreads (range, variance, MAD ...) keep their percent.
+HU_POSITION_FEATURES = frozenset({"firstorder_Mean", "firstorder_Median", "firstorder_Minimum",
+                                  "firstorder_Maximum", "firstorder_10Percentile", "firstorder_90Percentile"})
+
+
+def is_hu_position(feature: str) -> bool:
+    """Whether a pyradiomics feature name (``original_firstorder_Mean``) is in :data:`HU_POSITION_FEATURES`."""
+    return feature.split("_", 1)[-1] in HU_POSITION_FEATURES
+
+
 @dataclass
 class RadiomicsResult:
     """Features of every segment on every image.
@@ -294,7 +307,8 @@ class RadiomicsResult:
     def wide(self) -> list:
         """The comparison: one row per (segment, feature), one column per image, and for each
         image after the first ``<name>_minus_<first>`` and ``<name>_pct_vs_<first>``
-        (100 x difference / |first|; None when the first is 0)."""
+        (100 x difference / |first|; None when the first is 0, and for the features that are a
+        position on the HU scale, :data:`HU_POSITION_FEATURES`)."""
         first = self.image_names[0]
         table: dict = {}
         for r in self.rows:
@@ -308,7 +322,8 @@ class RadiomicsResult:
                 v = row.get(name)
                 diff = None if v is None or v0 is None else v - v0
                 row[f"{name}_minus_{first}"] = diff
-                row[f"{name}_pct_vs_{first}"] = (None if diff is None or v0 == 0 else 100.0 * diff / abs(v0))
+                row[f"{name}_pct_vs_{first}"] = (None if diff is None or v0 == 0 or is_hu_position(row["feature"])
+                                                 else 100.0 * diff / abs(v0))
             out.append(row)
         return out
 

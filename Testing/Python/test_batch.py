@@ -382,3 +382,19 @@ def test_ctrl_c_cancels_a_two_worker_batch_without_worker_tracebacks(tmp_path):
     assert proc.returncode == 130, err
     assert "Cancelled by SIGINT" in err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+
+
+def test_the_eta_shares_the_cases_left_among_the_workers():
+    """Two workers, 10 s cases: after the first case, 9 left take 5 rounds (50 s), not 9 x the elapsed time;
+    a skipped case (no work) does not shorten the estimate."""
+    import io
+
+    from CTNormalizeLib.cli.batch_events import CaseProgress
+
+    out = io.StringIO()
+    p = CaseProgress("json", stream=out)
+    p({"event": "started", "cases": 10, "workers": 2})
+    p({"event": "case", "case": "a", "status": "done", "seconds": 10.0, "error": "", "done": 1, "total": 10})
+    p({"event": "case", "case": "b", "status": "skipped", "seconds": 0.01, "error": "", "done": 2, "total": 10})
+    eta = [json.loads(line)["eta_s"] for line in out.getvalue().splitlines() if '"progress"' in line]
+    assert eta == [50.0, 40.0]

@@ -75,3 +75,16 @@ def test_bad_inputs(tmp_path):
 def test_help():
     p = _cli("--help")
     assert p.returncode == 0 and "--segments" in p.stdout
+
+
+def test_no_percent_for_a_position_on_the_hu_scale():
+    """A mean of -2 HU that becomes +3 HU is not "-250 %": features that are a position on the HU scale get
+    their difference only; a spread keeps its percent."""
+    from CTNormalizeLib.quantify.radiomics import RadiomicsResult
+
+    rows = [{"segment": "s", "label": 1, "image": im, "feature": f, "value": v}
+            for im, vals in (("a", (-2.0, 10.0)), ("b", (3.0, 12.0)))
+            for f, v in zip(("original_firstorder_Mean", "original_firstorder_Range"), vals)]
+    wide = {r["feature"]: r for r in RadiomicsResult(rows, ["a", "b"], {}).wide()}
+    assert wide["original_firstorder_Mean"]["b_minus_a"] == 5.0 and wide["original_firstorder_Mean"]["b_pct_vs_a"] is None
+    assert wide["original_firstorder_Range"]["b_pct_vs_a"] == pytest.approx(20.0)
