@@ -87,6 +87,7 @@ def test_batch_two_workers_corrupt_case_then_resume(cohort, tmp_path):
     done = json.loads(r2.stdout.splitlines()[-1])
     assert done["summary"]["skipped"] == 2 and done["summary"]["done"] == 0
     assert {c: os.stat(rows[c]["output"]).st_mtime_ns for c in ("lung1", "chest")} == mtimes
+    assert [rows2[c]["seconds"] for c in ("lung1", "chest")] == [rows[c]["seconds"] for c in ("lung1", "chest")]
     assert len(list(csv.DictReader(open(out / "emphysema.csv")))) == len(emph)  # the skipped cases' results
 
 
