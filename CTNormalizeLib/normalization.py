@@ -40,8 +40,8 @@ class NormalizeOutcome:
 
     @property
     def texture(self) -> str:
-        """The output's noise texture: the plan's, or ``source`` where the method leaves the noise as it was
-        (e.g. ``mtf_ratio``, whose output is neither denoised nor given the target's noise)."""
+        """The output's noise texture: the plan's, or ``source`` where the method neither removes nor replaces
+        the noise (e.g. ``mtf_ratio``: its output has the source's noise, as its kernel step changed it)."""
         from .contracts.report import SOURCE_TEXTURE
         from .methods import get_method
 

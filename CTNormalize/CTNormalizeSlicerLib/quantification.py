@@ -102,7 +102,7 @@ class QuantificationMixin:
         """Radiomics of the chosen segments (IDs; all when empty) on both volumes, same settings.
 
         The result fills ``tableNode`` (new when None; ``run.tableNode``) with
-        segment | feature | original | normalized | % difference; ``run.result`` is the
+        segment | feature | original | normalized | difference | % difference; ``run.result`` is the
         engine's :class:`RadiomicsReport`.
         """
         self._checkPair(originalNode, normalizedNode)

@@ -60,7 +60,7 @@ def run(test, logic, cache_folder: str) -> None:
     rad = logic.startRadiomics(volume, out, seg, [sid])
     test.assertEqual(_wait(test, rad), RunState.COMPLETED, rad.error_message)
     test.assertEqual(tables.column_names(rad.tableNode)[:5],
-                     ["segment", "feature", "original", "normalized", "% difference"])
+                     ["segment", "feature", "original", "normalized", "difference", "% difference"])
     emph = logic.startEmphysema(volume, out)
     test.assertEqual(_wait(test, emph), RunState.COMPLETED, emph.error_message)
     test.assertEqual(len(emph.maskSegmentationNodes), 2)

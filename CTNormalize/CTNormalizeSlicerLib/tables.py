@@ -72,29 +72,36 @@ def fill_table(table_node, columns: list[tuple[str, str]], rows: list[list],
 # -- radiomics ---------------------------------------------------------------------------
 def radiomics_rows(report, original: str = "original", normalized: str = "normalized",
                    segment_names: Optional[dict] = None) -> list[list]:
-    """Rows ``[segment, feature, original, normalized, % difference]`` of a ``RadiomicsReport``.
+    """Rows ``[segment, feature, original, normalized, difference, % difference]`` of a ``RadiomicsReport``.
 
     Non-numeric entries (pyradiomics diagnostics) are left out. ``segment_names`` maps the
-    labelmap values the module exported to the segment names the user sees.
+    labelmap values the module exported to the segment names the user sees. A position on the
+    HU scale (the original image's first-order mean, median, ...) has no percent, as in the
+    engine's tables: its zero is arbitrary.
     """
+    from CTNormalizeLib.quantify.radiomics import is_hu_position
+
     names = {str(k): v for k, v in (segment_names or {}).items()}
     labels = {f.segment: str(f.label) for f in report.features}
     rows = []
     for (seg, feat), by_image in report.values().items():
         o, n = by_image.get(original), by_image.get(normalized)
-        rows.append([names.get(labels.get(seg, ""), seg), feat, _number(o), _number(n), percent_difference(o, n)])
+        pct = math.nan if is_hu_position(feat) else percent_difference(o, n)
+        rows.append([names.get(labels.get(seg, ""), seg), feat, _number(o), _number(n), _number(n) - _number(o), pct])
     return rows
 
 
 def radiomics_table(table_node, report, params_file: str = "", segment_names: Optional[dict] = None) -> int:
-    """Fill ``table_node`` with feature | original | normalized | % difference; returns rows."""
+    """Fill ``table_node`` with feature | original | normalized | difference | % difference; returns rows."""
     rows = radiomics_rows(report, segment_names=segment_names)
     fill_table(
         table_node,
         [("segment", "string"), ("feature", "string"), ("original", "double"),
-         ("normalized", "double"), ("% difference", "double")],
+         ("normalized", "double"), ("difference", "double"), ("% difference", "double")],
         rows,
-        descriptions={"% difference": "100 * (normalized - original) / |original|",
+        descriptions={"difference": "normalized - original (in the feature's unit)",
+                      "% difference": "100 * (normalized - original) / |original|; empty for a position on "
+                                      "the HU scale (first-order mean, median, min, max, percentiles)",
                       "original": "Feature on the original volume",
                       "normalized": "Feature on the normalized volume (same settings, same mask)"},
         units={"% difference": "%"},

@@ -1,7 +1,7 @@
 """Progress of a cohort run: a bar over cases (with ETA) on a terminal, or JSON lines.
 
 JSON events (one object per line on stdout, nothing else there):
-``{"event":"started","cases":N,"workers":W}``,
+``{"event":"started","cases":N,"workers":W,"slots":S}`` (S: worker threads, cases run at once),
 ``{"event":"case","case":..,"status":"done|failed|skipped","seconds":..,"error":..,"done":k,"total":N}``,
 ``{"event":"retry","case":..,"error":..}``, ``{"event":"progress","done":k,"total":N,"fraction":..,"eta_s":..}``
 and at the end ``{"event":"done","output":..,"summary":{...}}``.
@@ -9,7 +9,6 @@ and at the end ``{"event":"done","output":..,"summary":{...}}``.
 
 from __future__ import annotations
 
-import math
 import sys
 
 from .events import dumps
@@ -40,8 +39,7 @@ class CaseProgress:
         self._json(event)
         kind = event.get("event")
         if kind == "started":
-            w = event.get("workers")
-            self._workers = w if isinstance(w, int) and w > 0 else 1  # a scheduler's address: unknown, 1
+            self._workers = max(1, int(event.get("slots") or event.get("workers") or 1))
             if self.mode == "bar":
                 from tqdm import tqdm
 
@@ -49,7 +47,7 @@ class CaseProgress:
                                  desc=f"cases ({event['workers']} workers)")
         elif kind == "case":
             done, total = event["done"], event["total"]
-            if event["status"] != "skipped" and event.get("seconds") is not None:
+            if event["status"] == "done" and event.get("seconds") is not None:
                 self._case_seconds.append(float(event["seconds"]))
             eta = self._eta(total - done)
             self._json({"event": "progress", "done": done, "total": total, "fraction": round(done / total, 4),
@@ -64,14 +62,15 @@ class CaseProgress:
             self._line(f"{event['case']}: {event['error']}; retrying once")
 
     def _eta(self, left: int):
-        """Seconds left: the mean time of the cases run so far (skipped ones take none) times the cases
-        left, shared among the workers (the elapsed time per finished case over-counted parallel runs)."""
+        """Seconds left: the mean time of the cases normalized so far (skipped and failed ones are quick)
+        times the cases left, shared among the cases that run at once (the elapsed time per finished case
+        over-counted parallel runs at the start)."""
         if not left:
             return 0.0
         if not self._case_seconds:
             return None
         mean = sum(self._case_seconds) / len(self._case_seconds)
-        return mean * math.ceil(left / self._workers)
+        return mean * left / self._workers
 
     def close(self):
         if self._bar is not None:

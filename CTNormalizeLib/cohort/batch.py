@@ -91,7 +91,8 @@ def run_cases(cases: list, task: Callable[[Case], dict], workers: Optional[int] 
     scheduler : str, optional
         Address of an existing Dask scheduler, e.g. ``tcp://10.0.0.5:8786``.
     on_event : callable(dict), optional
-        Called in the client with ``{"event": "started", "cases", "workers"}``, then
+        Called in the client with ``{"event": "started", "cases", "workers", "slots"}`` (``slots``:
+        the worker threads, cases that run at once), then
         ``{"event": "case", "case", "status", "seconds", "error", "done", "total"}`` per
         finished case and ``{"event": "retry", "case", "error"}`` when a case is resubmitted.
     """
@@ -101,8 +102,9 @@ def run_cases(cases: list, task: Callable[[Case], dict], workers: Optional[int] 
     records: dict = {}
     started = {}
     with dask_client(workers, scheduler) as client:
-        n_workers = len(client.scheduler_info(n_workers=-1).get("workers", {}))
-        emit({"event": "started", "cases": len(cases), "workers": n_workers})
+        workers_info = client.scheduler_info(n_workers=-1).get("workers", {})
+        slots = sum(int(w.get("nthreads") or 1) for w in workers_info.values())  # cases that run at once
+        emit({"event": "started", "cases": len(cases), "workers": len(workers_info), "slots": slots})
         pending, futures = {}, []
         for i, case in enumerate(cases):
             fut = client.submit(task, case, key=f"case-{i}-{case.folder}-0", pure=False)

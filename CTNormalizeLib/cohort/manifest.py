@@ -128,28 +128,30 @@ def _is_volume_file(p: Path) -> bool:
 CASE_RECORD = "record.json"
 
 
-def _is_output(d: Path, excluded: list, case_outputs: bool) -> bool:
-    return (case_outputs and (d / CASE_RECORD).is_file()) or any(d == e or e in d.parents for e in excluded)
-
-
 def find_inputs(folder, exclude=(), skip_case_outputs: bool = False) -> list:
     """Every CT under ``folder``: volume files (masks by name left out) and DICOM series.
 
     A folder holding several DICOM series gives one case per series. Case names are the
     paths relative to ``folder`` (with the series number appended where needed). Folders in
-    ``exclude`` (a batch's output folder, when it lies inside ``folder``) are not searched;
-    with ``skip_case_outputs``, neither are batch case folders (they hold a ``record.json``),
-    whose scans are normalized outputs, not inputs to normalize again.
+    ``exclude`` that lie inside ``folder`` (a batch's output folder) are not searched; with
+    ``skip_case_outputs``, neither are batch case folders (they hold a ``record.json``) and
+    what lies below them (a derived DICOM series), whose scans are normalized outputs, not
+    inputs to normalize again.
     """
     from ..io.dicom import is_dicom_file, list_series
 
     root = Path(folder)
     if not root.is_dir():
         raise BadInputError(f"Input folder not found: {root}")
-    excluded = [Path(e).resolve() for e in exclude]
-    cases = []
-    for d in sorted([root, *(q for q in root.rglob("*") if q.is_dir())]):
-        if _is_output(d.resolve(), excluded, skip_case_outputs):
+    top = root.resolve()
+    excluded = {e for e in (Path(x).resolve() for x in exclude) if top in e.parents}  # -o above: nothing
+    cases, outputs = [], 0
+    for d in sorted([root, *(q for q in root.rglob("*") if q.is_dir())]):  # a folder before its subfolders
+        r = d.resolve()
+        if skip_case_outputs and (r / CASE_RECORD).is_file() and r != top:
+            excluded.add(r)
+            outputs += 1
+        if r in excluded or any(p in excluded for p in r.parents):
             continue
         files = sorted(f for f in d.iterdir() if f.is_file())
         rel = d.relative_to(root).as_posix()
@@ -164,6 +166,10 @@ def find_inputs(folder, exclude=(), skip_case_outputs: bool = False) -> list:
                 if len(series) > 1:
                     name = f"{name}#{k}"
                 cases.append(Case(name=name, input=str(d.resolve()), series_uid=s.uid if len(series) > 1 else None))
+    if not cases and outputs:
+        raise BadInputError(f"Every CT under {root} is in an earlier batch's case folders ({outputs} of them, with a "
+                            f"{CASE_RECORD}): those are normalized outputs. To normalize them again, list them in "
+                            "a manifest CSV.")
     if not cases:
         raise BadInputError(f"No CT found under {root} (volume files {', '.join(VOLUME_SUFFIXES)} or DICOM series).")
     return _assign_folders(cases)

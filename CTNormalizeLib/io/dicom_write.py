@@ -103,7 +103,7 @@ class Derivation:
         """The ``DerivationDescription`` text (at most 1024 characters, the ST limit)."""
         model = f" (model sha256 {self.model_sha256})" if self.model_sha256 else ""
         src = f" from {source_label}" if source_label else ""
-        texture = ("" if not self.texture else ", the source's noise kept" if self.texture == SOURCE_TEXTURE
+        texture = ("" if not self.texture else ", noise not removed or replaced" if self.texture == SOURCE_TEXTURE
                    else f", {self.texture} texture")
         text = (f"CTNormalize {self.engine_version}: {self.method}{model}{texture}; source protocol "
                 f"{self.source_spec}{src}; target protocol {self.target_spec}. {RESEARCH_NOTE}")

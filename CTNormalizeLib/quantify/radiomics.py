@@ -265,16 +265,18 @@ def _load_params(params) -> tuple:
 
 
 
-#: First-order features that are a position on the HU scale, whose zero (water) is arbitrary for them: a
-#: percent of such a value is meaningless (a mean of -2 HU that becomes +3 HU would be "-250 %"), so only
-#: their difference in HU is reported. Spreads (range, variance, MAD ...) keep their percent.
+#: First-order features of the original image that are a position on the HU scale, whose zero (water) is
+#: arbitrary for them: a percent of such a value is meaningless (a mean of -2 HU that becomes +3 HU would
+#: be "-250 %"), so only their difference in HU is reported. Spreads (range, variance, MAD ...) and the
+#: filtered images' features (LoG, wavelet: not HU) keep their percent.
 HU_POSITION_FEATURES = frozenset({"firstorder_Mean", "firstorder_Median", "firstorder_Minimum",
                                   "firstorder_Maximum", "firstorder_10Percentile", "firstorder_90Percentile"})
 
 
 def is_hu_position(feature: str) -> bool:
-    """Whether a pyradiomics feature name (``original_firstorder_Mean``) is in :data:`HU_POSITION_FEATURES`."""
-    return feature.split("_", 1)[-1] in HU_POSITION_FEATURES
+    """Whether a pyradiomics feature name is ``original_`` + one of :data:`HU_POSITION_FEATURES`."""
+    kind, _, name = feature.partition("_")
+    return kind == "original" and name in HU_POSITION_FEATURES
 
 
 @dataclass

@@ -137,8 +137,9 @@ def _coarse_pixel_warning(nps, tags: Optional[Protocol], warnings: list) -> None
                                 "frequencies these pixels hold, and the pixels' own blur (down-sampled or binned "
                                 f"data) reads as a smoother kernel.{stated} A kernel conversion from this reading "
                                 "sharpens more (or smooths less) than the kernels call for, which raises the noise and "
-                                "the emphysema index. If you know the reconstruction kernel, give it (--source "
-                                "kernel=NAME, or --kernel-from labels)."})
+                                "the emphysema index. If you know the reconstruction kernel, use it instead of this "
+                                "reading: --kernel-from labels, with --source kernel=NAME where the tags do not name "
+                                "it (a kernel given without --kernel-from labels is only compared with the pixels)."})
 
 
 def _tag_source(tags: Protocol, why: str, tag_confidence: float = 0.6) -> FieldSource:

@@ -222,6 +222,8 @@ def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, prog
     command = (f"ctnormalize train --recipe v3 --device cuda -o RUN {sized} --seed {seed} --no-resume"
                + (" --truths PACKED.npz" if st.lung1_file and st.lung1_slabs else "") if on_cuda else
                "benchmarks/gpu_train_v3.sh with CTN_CHECK_DEVICE=cpu (a try of the recipe's code, not the recipe)")
+    if overrides:
+        command += " with the recipe's configuration changed: " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
     card["recipe"] = {"command": command, "stream_settings": "training_data.settings",
                       "steps_planned": cfg.steps, "stopped_early": summary["stopped_early"],
                       "code": "CTNormalizeLib/train/dr_stream.py, CTNormalizeLib/simulate/torch_scanner.py, "

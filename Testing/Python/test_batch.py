@@ -59,7 +59,7 @@ def test_batch_two_workers_corrupt_case_then_resume(cohort, tmp_path):
     r = _run(args)
     assert r.returncode == 2, r.stderr  # every failure is bad input
     events = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]  # stdout: JSON only
-    assert events[0] == {"event": "started", "cases": 3, "workers": 2}
+    assert events[0] == {"event": "started", "cases": 3, "workers": 2, "slots": 2}
     assert events[-1]["event"] == "done" and events[-1]["summary"]["failed_cases"] == ["broken"]
     rows = _rows(out / "batch.csv")
     assert [rows[c]["status"] for c in ("lung1", "chest", "broken")] == ["done", "done", "failed"]
@@ -165,6 +165,8 @@ def test_radiomics_side_by_side(tmp_path):
     rec = run_case(c, BatchSettings(target=TARGET, method="mtf_ratio", radiomics=True, measure=False),
                    str(tmp_path / "out"))
     assert rec["status"] == "done", rec.get("error")
+    # a kernel-only method's output keeps the source's noise: not marked as a clean-texture scan
+    assert sitk.ReadImage(rec["output"]).GetMetaData("ctnormalize_texture") == "source"
     files = write_tables(tmp_path / "out", [rec])
     rows = list(csv.DictReader(open(files["radiomics"])))
     mean = [r for r in rows if r["feature"] == "original_firstorder_Mean"]
@@ -338,6 +340,7 @@ def test_batch_emphysema_says_when_the_z_extents_differ(tmp_path):
 def test_a_folder_batch_leaves_out_its_own_and_earlier_outputs(tmp_path):
     """Outputs inside the input folder (this run's -o, an earlier run's case folders) are not cases again."""
     from CTNormalizeLib.cohort.manifest import find_inputs
+    from CTNormalizeLib.errors import BadInputError
 
     src = tmp_path / "scans"
     src.mkdir()
@@ -346,10 +349,17 @@ def test_a_folder_batch_leaves_out_its_own_and_earlier_outputs(tmp_path):
     earlier.mkdir(parents=True)
     _write(earlier / "normalized.nrrd", chest(BATCH_SHAPE))
     (earlier / "record.json").write_text("{}")
+    (earlier / "normalized").mkdir()  # where a derived DICOM series goes: below the case folder
+    _write(earlier / "normalized" / "series.nrrd", chest(BATCH_SHAPE))
     (src / "new_run").mkdir()
     _write(src / "new_run" / "x.nrrd", chest(BATCH_SHAPE))  # something already in the chosen -o
-    assert sorted(c.name for c in find_inputs(src)) == ["a.nrrd", "new_run/x.nrrd", "old_run/cases/a.nrrd/normalized.nrrd"]
+    assert sorted(c.name for c in find_inputs(src)) == [
+        "a.nrrd", "new_run/x.nrrd", "old_run/cases/a.nrrd/normalized.nrrd", "old_run/cases/a.nrrd/normalized/series.nrrd"]
     assert [c.name for c in find_inputs(src, exclude=[src / "new_run"], skip_case_outputs=True)] == ["a.nrrd"]
+    # an -o that holds the input folder excludes nothing (the output guard refuses it, with its reason)
+    assert len(find_inputs(src, exclude=[tmp_path], skip_case_outputs=True)) == 2
+    with pytest.raises(BadInputError, match="earlier batch's case folders"):
+        find_inputs(src / "old_run", skip_case_outputs=True)
     r = _run(["batch", "--input-dir", str(src), "-o", str(src / "new_run"), "--target", TARGET,
               "--method", "mtf_ratio", "--workers", "1", "--no-report", "--progress", "json"])
     assert r.returncode == 0, r.stderr
@@ -386,16 +396,17 @@ def test_ctrl_c_cancels_a_two_worker_batch_without_worker_tracebacks(tmp_path):
 
 
 def test_the_eta_shares_the_cases_left_among_the_workers():
-    """Two workers, 10 s cases: after the first case, 9 left take 5 rounds (50 s), not 9 x the elapsed time;
-    a skipped case (no work) does not shorten the estimate."""
+    """Two single-thread workers, 10 s cases: after the first case the 9 left share two slots (45 s), not
+    9 x the elapsed time; a skipped or failed case (no work, or little) does not shorten the estimate."""
     import io
 
     from CTNormalizeLib.cli.batch_events import CaseProgress
 
     out = io.StringIO()
     p = CaseProgress("json", stream=out)
-    p({"event": "started", "cases": 10, "workers": 2})
+    p({"event": "started", "cases": 10, "workers": 2, "slots": 2})
     p({"event": "case", "case": "a", "status": "done", "seconds": 10.0, "error": "", "done": 1, "total": 10})
-    p({"event": "case", "case": "b", "status": "skipped", "seconds": 0.01, "error": "", "done": 2, "total": 10})
+    p({"event": "case", "case": "b", "status": "skipped", "seconds": 12.0, "error": "", "done": 2, "total": 10})
+    p({"event": "case", "case": "c", "status": "failed", "seconds": 0.01, "error": "x", "done": 3, "total": 10})
     eta = [json.loads(line)["eta_s"] for line in out.getvalue().splitlines() if '"progress"' in line]
-    assert eta == [50.0, 40.0]
+    assert eta == [45.0, 40.0, 35.0]

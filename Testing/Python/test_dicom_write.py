@@ -152,7 +152,7 @@ def test_model_sha256_in_the_description():
     assert der.target_kernel == "smooth" and der.target_thickness == 1.0 and ", target texture" in text
     report.update(method="mtf_ratio", model_sha256=None, texture="source", changes=["kernel"])
     text = derivation_from_report(report).description()  # a kernel-only method: not called any texture
-    assert "the source's noise kept" in text and "source texture" not in text
+    assert "noise not removed or replaced" in text and "source texture" not in text
 
 
 def test_from_nrrd_a_new_study_without_patient_data(normalized, tmp_path):

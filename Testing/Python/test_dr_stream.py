@@ -258,5 +258,7 @@ def test_the_gpu_script_runs_on_the_cpu(tmp_path):
     res = json.loads((tmp_path / "out" / "gpu_train_v3.json").read_text())
     tmp_path = tmp_path / "out"
     assert res["device"] == "cpu" and res["steps_done"] >= 1 and res["cases_made"] >= 4
-    assert (res["batch"], res["patch"]) == (16, 48)  # the CPU try's overrides reach the recipe
+    assert (res["batch"], res["patch"]) == (16, 48)  # the CPU try's overrides reach the recipe, and its card
+    card = json.loads((tmp_path / "ctn-conditioned-v3-gpu" / "card.json").read_text())
+    assert card["recipe"]["command"].endswith("batch=16, patch=48")
     assert (tmp_path / "ctn-conditioned-v3-gpu" / "model.safetensors").is_file()

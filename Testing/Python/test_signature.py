@@ -395,5 +395,5 @@ def test_pixels_too_coarse_to_tell_kernels_apart_say_so(pyradiomics_data):
     tags = Protocol(kernel="standard", kernel_name="B31f")
     coarse = measure_signature(binned(4), tags=tags)
     (w,) = [w for w in coarse.warnings if w["code"] == "KERNEL_PIXELS_COARSE"]
-    assert "B31f" in w["message"] and "--source kernel=" in w["message"]
+    assert "B31f" in w["message"] and "--source kernel=" in w["message"] and "--kernel-from labels" in w["message"]
     assert not [w for w in measure_signature(binned(2), tags=tags).warnings if w["code"] == "KERNEL_PIXELS_COARSE"]

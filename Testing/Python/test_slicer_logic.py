@@ -405,6 +405,8 @@ def test_radiomics_table_columns_and_difference(mrml):
     feats = [
         {"segment": "label_1", "label": 1, "image": "original", "feature": "original_firstorder_Mean", "value": -100.0},
         {"segment": "label_1", "label": 1, "image": "normalized", "feature": "original_firstorder_Mean", "value": -90.0},
+        {"segment": "label_1", "label": 1, "image": "original", "feature": "original_firstorder_Range", "value": 200.0},
+        {"segment": "label_1", "label": 1, "image": "normalized", "feature": "original_firstorder_Range", "value": 220.0},
         {"segment": "label_1", "label": 1, "image": "original", "feature": "diagnostics_Versions_PyRadiomics", "value": "v3"},
         {"segment": "label_1", "label": 1, "image": "normalized", "feature": "diagnostics_Versions_PyRadiomics", "value": "v3"},
     ]
@@ -412,10 +414,12 @@ def test_radiomics_table_columns_and_difference(mrml):
                                         "provenance": {"params_path": "ct.yaml", "pyradiomics_version": "3",
                                                        "engine_version": "0.1"}, "warnings": []})
     n = tables.radiomics_table(table, report, params_file="ct.yaml", segment_names={1: "nodule"})
-    assert n == 1
-    assert tables.column_names(table) == ["segment", "feature", "original", "normalized", "% difference"]
-    row = list(tables.iter_rows(table))[0]
-    assert row[0] == "nodule" and float(row[4]) == pytest.approx(10.0)
+    assert n == 2
+    assert tables.column_names(table) == ["segment", "feature", "original", "normalized", "difference", "% difference"]
+    mean, spread = list(tables.iter_rows(table))
+    assert mean[0] == "nodule" and float(mean[4]) == pytest.approx(10.0)
+    assert math.isnan(float(mean[5]))  # a position on the HU scale: a difference in HU, no percent
+    assert float(spread[4]) == pytest.approx(20.0) and float(spread[5]) == pytest.approx(10.0)
     assert table.GetAttribute("CTNormalize.radiomicsParams") == "ct.yaml"
     assert math.isnan(tables.percent_difference(0.0, 1.0))
 
@@ -451,7 +455,7 @@ def test_radiomics_on_segments_with_real_engine(mrml):
     state = run.wait(timeout=240)
     assert state is RunState.COMPLETED, (run.error_message, run.log_lines[-10:])
     cols = tables.column_names(run.tableNode)
-    assert cols == ["segment", "feature", "original", "normalized", "% difference"]
+    assert cols == ["segment", "feature", "original", "normalized", "difference", "% difference"]
     rows = list(tables.iter_rows(run.tableNode))
     assert len(rows) > 10 and {r[0] for r in rows} == {"nodule"}
     mean = [r for r in rows if r[1].endswith("firstorder_Mean")]
