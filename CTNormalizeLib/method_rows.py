@@ -56,6 +56,10 @@ class Method:
         that ``auto`` compares; empty when never benchmarked.
     card : dict
         The model card (learned rows) or the method card.
+    texture : str, optional
+        The noise texture its output has whatever ``--texture`` asks (``frequency_decomposition``
+        scales every band to the target's energy, noise included: ``target``). None: the
+        plan's texture, or ``source`` for a method that does not change the noise.
     """
 
     name: str
@@ -68,6 +72,7 @@ class Method:
     covers: Optional[Callable] = None
     figures: dict = field(default_factory=dict, compare=False, hash=False)
     card: dict = field(default_factory=dict, compare=False, hash=False)
+    texture: Optional[str] = None
 
     @property
     def complete(self) -> bool:

@@ -40,12 +40,12 @@ class NormalizeOutcome:
 
     @property
     def texture(self) -> str:
-        """The output's noise texture: the plan's, or ``source`` where the method neither removes nor replaces
-        the noise (e.g. ``mtf_ratio``: its output has the source's noise, as its kernel step changed it)."""
-        from .contracts.report import SOURCE_TEXTURE
+        """The output's noise texture: the method's own (:attr:`Method.texture`), else the plan's, or
+        ``source`` where the method neither removes nor replaces the noise (e.g. ``mtf_ratio``: its
+        output has the source's noise, as its kernel step changed it)."""
         from .methods import get_method
 
-        return self.plan.texture if "noise" in get_method(self.plan.method).changes else SOURCE_TEXTURE
+        return output_texture(get_method(self.plan.method), self.plan.texture)
 
     def report(self, input_path: Optional[str] = None, output_path: Optional[str] = None,
                output_type: Optional[str] = None) -> RunReport:
@@ -63,6 +63,13 @@ class NormalizeOutcome:
             timings={**self.timings, **self.result.timings},
             output_shape=list(self.volume.shape), output_spacing=[float(s) for s in self.volume.spacing],
             input=input_path, output=output_path, output_type=output_type, changes=list(row.changes))
+
+
+def output_texture(row, asked: str) -> str:
+    """The texture a method row's output has when ``asked`` (the plan's texture) was asked for."""
+    from .contracts.report import SOURCE_TEXTURE
+
+    return row.texture or (asked if "noise" in row.changes else SOURCE_TEXTURE)
 
 
 def _as_volume(x) -> Volume:
@@ -97,6 +104,10 @@ def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: 
     row = get_method(plan.method)
     result = row.run(volume, plan, progress, reference)
     timings = {"normalize_s": round(time.perf_counter() - t0, 3)}
+    if row.texture and row.texture != plan.texture:
+        result.warnings.append({"code": "TEXTURE_OF_THE_METHOD",
+                                "message": f"Method {plan.method!r} gives its output the {row.texture} texture "
+                                           f"whatever --texture asks (here {plan.texture}): {row.summary}."})
     if with_qc and not result.qc:  # classical rows and the chain with a learned denoiser measure none themselves
         t1 = time.perf_counter()
         result.qc = _qc(volume, result, plan)

@@ -13,7 +13,7 @@ register(Method(
     name="frequency_decomposition", kind="classical",
     summary="band energies inside the lungs scaled to the target's (Gallardo-Estrella et al. 2016); the target's "
             "energies predicted by the physics chain, or from a reference", changes=("kernel", "noise"),
-    run=frequency.run))
+    run=frequency.run, texture="target"))
 register(Method(
     name="denoise", kind="classical",
     summary="non-local means calibrated from the measured noise down to the target's noise (dose only)",

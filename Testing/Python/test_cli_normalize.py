@@ -204,3 +204,14 @@ def test_a_kernel_only_output_is_marked_as_keeping_the_source_noise(small_ct, tm
     e = _run(["emphysema", str(out), "--json"])
     assert e.returncode == 0, e.stderr
     assert "CLEAN_TEXTURE_INPUT" not in e.stdout + e.stderr
+
+
+def test_frequency_decomposition_has_the_target_texture_whatever_was_asked(small_ct):
+    """Its bands are scaled to the target's energies, noise included: marked target, and a clean request says so."""
+    from CTNormalizeLib import read_volume
+    from CTNormalizeLib.normalization import normalize
+
+    out = normalize(read_volume(str(small_ct)), source=SRC, target="kernel=smooth,dose=1",
+                    method="frequency_decomposition", texture="clean")
+    assert out.texture == "target" and out.report().texture == "target"
+    assert [w for w in out.warnings if w["code"] == "TEXTURE_OF_THE_METHOD"]
