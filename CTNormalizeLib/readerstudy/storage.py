@@ -131,13 +131,19 @@ def crop_to_common_extent(volumes: list, tol: float = 0.01):
     return out
 
 
+#: The HU range every blinded image is stored in: the 12-bit range scanners store. An original's air
+#: sits on its floor (-1024) while a normalized scan's noise reaches below it, so without a common range
+#: the lowest value in Slicer's window/level or histogram told the original apart.
+BLIND_RANGE_HU = (-1024, 3071)
+
+
 def write_blinded_volume(vol, dst: PathLike) -> dict:
     """Write ``vol`` to ``dst`` (NRRD) with voxels and geometry only.
 
     The image is rebuilt as a new :class:`~CTNormalizeLib.volume.Volume` with empty ``meta``,
     so no file name, series description, DICOM tag or header key is carried over. Voxels are
-    stored as int16 rounded HU so that the voxel type does not tell an original (integer)
-    from a normalized (float) scan.
+    stored as int16 rounded HU, clipped to :data:`BLIND_RANGE_HU`, so that neither the voxel
+    type (integer or float) nor the value range tells an original from a normalized scan.
 
     Returns
     -------
@@ -147,7 +153,7 @@ def write_blinded_volume(vol, dst: PathLike) -> dict:
     from ..io import write_volume
     from ..volume import Volume
 
-    hu = np.clip(np.rint(vol.hu), -32768, 32767)
+    hu = np.clip(np.rint(vol.hu), *BLIND_RANGE_HU)
     blind = Volume(hu, spacing=vol.spacing, origin=vol.origin, direction=vol.direction, meta={})
     write_volume(blind, dst, dtype="int16", compress=True, write_tags=False)
     return geometry_of(vol)

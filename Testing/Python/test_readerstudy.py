@@ -394,3 +394,20 @@ def test_slice_count_difference_is_cropped_away(tmp_path):
     assert sizes == {(32, 32, 7)}
     summary = create_study(manifest, tmp_path / "t", "pair", 1, crop=False)
     assert len(summary["warnings"]) == 3 and summary["warnings"][0]["code"] == "GEOMETRY_DIFFERS"
+
+
+def test_blinded_images_share_one_value_range(tmp_path):
+    """An original's air sits on -1024 and a normalized scan's noise goes below it: the lowest value told
+    them apart. Both are stored in the same clipped range."""
+    from CTNormalizeLib import Volume, read_volume
+    from CTNormalizeLib.readerstudy.storage import BLIND_RANGE_HU, write_blinded_volume
+
+    rng = np.random.default_rng(0)
+    original = np.maximum(rng.normal(-1000.0, 20.0, (4, 16, 16)), -1024.0)
+    normalized = rng.normal(-1000.0, 20.0, (4, 16, 16)) + np.where(np.arange(16) == 3, 4200.0, 0.0)
+    ranges = []
+    for name, hu in (("a", original), ("b", normalized)):
+        write_blinded_volume(Volume(hu.astype(np.float32), (1.0, 1.0, 1.0)), tmp_path / f"{name}.nrrd")
+        back = read_volume(tmp_path / f"{name}.nrrd").hu
+        ranges.append((float(back.min()), float(back.max()) if name == "b" else None))
+    assert ranges[0][0] == ranges[1][0] == BLIND_RANGE_HU[0] and ranges[1][1] == BLIND_RANGE_HU[1]
