@@ -276,8 +276,10 @@ def _series_description(source_ds, volume: Volume, derivation: Derivation) -> st
 
     An earlier CTNormalize suffix (a series normalized again) is replaced, not stacked; the source's
     description is shortened (with an ellipsis, to no less than 16 characters) rather than the spec cut in
-    the middle; ``[CTN → spec]`` where the long form does not fit, and a spec too long for either is left
-    to DerivationDescription and the private block (``[CTNormalize]``).
+    the middle; ``[CTN → spec]`` where the long form does not fit, then ``[CTN → spec]`` with what is left of
+    the source's description (or none of it): two normalizations to different targets must not read the
+    same in a PACS list. Only a spec too long for 64 characters on its own is left to DerivationDescription
+    and the private block (``[CTNormalize]``).
     """
     original = ""
     if source_ds is not None:
@@ -287,9 +289,15 @@ def _series_description(source_ds, volume: Volume, derivation: Derivation) -> st
         original = Path(str(volume.meta.get("source_path", "") or "")).name or "CT"
     spec = derivation.achieved_spec or derivation.target_spec or "target"
     room_needed = min(len(original), _SHORTEST_ORIGINAL)
-    for suffix in (f" [CTNormalize → {spec}]", f" [CTN → {spec}]", " [CTNormalize]"):
+    for suffix in (f" [CTNormalize → {spec}]", f" [CTN → {spec}]"):
         if len(suffix) + room_needed <= _LO_MAX:
             break
+    else:
+        suffix = f" [CTN → {spec}]"
+        if len(suffix) - 1 > _LO_MAX:
+            suffix, room_needed = " [CTNormalize]", min(len(original), _SHORTEST_ORIGINAL)
+        elif len(suffix) + 2 > _LO_MAX:  # no room for even one character and an ellipsis
+            return suffix.strip()
     room = _LO_MAX - len(suffix)
     if len(original) > room:
         original = original[:room - 1].rstrip() + "…"
