@@ -115,7 +115,10 @@ def run(args) -> int:
         for name, r in st["readers"].items():
             print(f"  {name}: {r['answered']}/{r['total'] if r['total'] is not None else '?'} answered, "
                   f"{r['revisions']} revisions, last {r['last_answer'] or '-'}"
-                  f"{' (complete)' if r['complete'] else ''}")
+                  f"{' (complete)' if r['complete'] else ''}"
+                  + (f", {r['invalid_lines']} answer lines skipped" if r.get("invalid_lines") else ""))
+        for p in st.get("problems", []):
+            print(f"warning: skipped {p}", file=sys.stderr)
         return 0
     if cmd == "analyze":
         if not args.output and not args.json:

@@ -104,8 +104,8 @@ def test_bad_answer_line_is_reported_and_skipped(capsys, tmp_path, studies, case
     assert status["problems"][0].startswith(f"{answers}:2: ") and words.lower() in status["problems"][0].lower()
     assert status["problems"][1].startswith(f"{answers}:3: ")
     code, out, err = cli(capsys, "study", "status", study)
-    check_case(code, err, 0, [], before, [tmp_path])
-    assert "1/2 answered" in out and "(complete)" not in out
+    check_case(code, err, 0, [f"{answers}:2", f"{answers}:3"], before, [tmp_path])  # the skipped lines, named
+    assert "1/2 answered" in out and "(complete)" not in out and "2 answer lines skipped" in out
 
     code, out, err = cli(capsys, "study", "analyze", study, "--json")
     check_case(code, err, 0, ["INVALID_ANSWER_LINES", f"{answers}:2"], before, [tmp_path])
