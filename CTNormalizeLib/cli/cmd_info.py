@@ -64,6 +64,7 @@ def collect(path, series_uid=None, target: str = "emphysema-reference",
         "hu": hu_summary(vol.hu) if finite else {},
         "tags": {k: vol.meta[k] for k in META_TAGS if k in vol.meta},
         "normalized_by": vol.meta.get("ctnormalize"),
+        "normalized_texture": vol.meta.get("ctnormalize_texture"),
         "series": vol.meta.get("dicom_series"),
         "warnings": list(vol.meta.get("warnings", [])) + list(signature["warnings"] if signature else []),
         "validation": ({"ok": True} if error is None else
@@ -120,7 +121,8 @@ def format_text(info: dict) -> str:
         lines.append("Series in folder:")
         lines += [f"  {s['uid']}  {s['slices']} slices  {s.get('description', '')}" for s in info["series"]]
     if info.get("normalized_by"):
-        lines.append(f"Normalized: by CTNormalize: {info['normalized_by']}")
+        tex = info.get("normalized_texture")
+        lines.append(f"Normalized: by CTNormalize: {info['normalized_by']}" + (f" ({tex} texture)" if tex else ""))
         lines.append("            (what follows is measured from this output's pixels, not copied from the target "
                      "after '->': e.g. an output interpolated to thinner slices reads thicker than its target)")
     v = info["validation"]

@@ -125,11 +125,13 @@ def test_info_names_a_normalized_output(lung1_path, tmp_path):
     vol = read_volume(lung1_path)
     crop = vol.with_array(vol.hu[:, 150:300, 150:300])
     crop.meta["ctnormalize"] = "classical kernel=smooth,thickness=5 -> kernel=standard,thickness=1"
+    crop.meta["ctnormalize_texture"] = "target"
     out = write_volume(crop, tmp_path / "normalized.nrrd")
     r = cli("info", out)
     assert r.returncode == 0, r.stderr
-    assert "Normalized: by CTNormalize: classical kernel=smooth,thickness=5 -> kernel=standard,thickness=1" in r.stdout
+    assert ("Normalized: by CTNormalize: classical kernel=smooth,thickness=5 -> kernel=standard,thickness=1 "
+            "(target texture)") in r.stdout
     assert "measured from this output's pixels" in r.stdout
     d = json.loads(cli("info", out, "--json").stdout)
-    assert d["normalized_by"].endswith("-> kernel=standard,thickness=1")
+    assert d["normalized_by"].endswith("-> kernel=standard,thickness=1") and d["normalized_texture"] == "target"
     assert json.loads(cli("info", lung1_path, "--json").stdout)["normalized_by"] is None
