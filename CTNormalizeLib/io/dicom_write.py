@@ -443,9 +443,15 @@ def _slice_dataset(base, k: int, output: Volume, stored: np.ndarray, slope: floa
 
 
 def check_output_dir(out_dir, input_path=None) -> None:
-    """Refuse a DICOM output folder that is, or holds, the input, is a file, or is a non-empty
-    folder that does not hold an earlier CTNormalize series (:class:`BadInputError`)."""
+    """Refuse a DICOM output folder that is, or holds, the input, is a file, is named like a volume
+    file (``out.nrrd``: the series would be a folder of that name), or is a non-empty folder that
+    does not hold an earlier CTNormalize series (:class:`BadInputError`)."""
+    from .read import file_format
+
     out = Path(out_dir)
+    if file_format(out.name) and not out.is_dir():
+        raise BadInputError(f"-o {out} names a {file_format(out.name)} file, but the output is a DICOM series, which "
+                            "is a folder: give a folder name, or leave out --output-format dicom for a volume file.")
     src = input_path
     if src:
         s = Path(src).expanduser().resolve()

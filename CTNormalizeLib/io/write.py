@@ -128,7 +128,8 @@ def check_volume_path(path) -> Path:
     low = p.name.lower()
     if fmt is None or not any(low.endswith(s) for s in _WRITABLE.get(fmt, ())):
         raise BadInputError(
-            f"Cannot write {p.name!r}: use .nrrd, .nii, .nii.gz or .mha (single-file formats)."
+            f"Cannot write {p.name!r}: use .nrrd, .nii, .nii.gz or .mha (single-file formats), or, for a DICOM "
+            f"series, a folder: end it with / or add --output-format dicom."
         )
     if os.path.isdir(p):
         raise BadInputError(f"Output {p} is a folder; give a file name.")

@@ -371,3 +371,13 @@ def test_a_multivalued_kernel_reads_as_dicom_writes_it():
     ds = Dataset()
     ds.ConvolutionKernel = ["Br64d", "3"]
     assert _text(ds.get("ConvolutionKernel")) == "Br64d\\3" and _text("B31f ") == "B31f" and _text(None) == ""
+
+
+def test_a_dicom_output_named_like_a_volume_file_is_refused(lung1_dicom, tmp_path):
+    """--output-format dicom -o out.nrrd made a folder named out.nrrd; -o without a suffix did not say
+    how to ask for a DICOM series."""
+    r = _run(["normalize", str(lung1_dicom), "-o", str(tmp_path / "out.nrrd"), "--output-format", "dicom",
+              "--target", TARGET, "--progress", "none"])
+    assert r.returncode == 2 and "names a NRRD file" in r.stderr and not (tmp_path / "out.nrrd").exists()
+    r = _run(["normalize", str(lung1_dicom), "-o", str(tmp_path / "out"), "--target", TARGET, "--progress", "none"])
+    assert r.returncode == 2 and "--output-format dicom" in r.stderr and not (tmp_path / "out").exists()
