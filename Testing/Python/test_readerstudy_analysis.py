@@ -204,3 +204,31 @@ def test_protocol_confusion_matrix():
     assert r["field_accuracy"] == {"kernel": 0.5, "dose": 1.0, "thickness": 0.75}
     assert r["accuracy_by_variant"] == {"original": 0.5, "source": 0.5}
     assert "Confusion" in render_html(res)
+
+
+def test_figures_keep_one_colour_per_variant_and_kernel_order():
+    """A variant has one colour in every reader's panel (it followed the order of appearance); kernel
+    classes run smooth to sharp (alphabetical before); a one-cell matrix is not drawn blank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from CTNormalizeLib.readerstudy import figures
+
+    groups = {v: {"mean": 2.0, "sd": 1.0} for v in ("original", "clean", "normalized")}
+    result = {"study": {"reference": "original"},
+              "readers": {"A": {"score_counts": {"original": [1] * 6, "normalized": [1] * 6}, "groups": groups},
+                          "B": {"score_counts": {"clean": [1] * 6, "original": [1] * 6}, "groups": groups}},
+              "pooled": {"confusion": {"kernel": {"labels": ["sharp", "smooth", "standard"],
+                                                  "matrix": [[3, 0, 0], [0, 2, 0], [1, 0, 4]], "accuracy": 0.9},
+                                       "thickness": {"labels": [5.0], "matrix": [[12]], "accuracy": 1.0}}}}
+    fig = figures.score_distribution_figure(result)
+    by_label = {}
+    for ax in fig.axes:
+        for bars, text in zip(ax.containers, [t.get_text() for t in ax.get_legend().get_texts()]):
+            by_label.setdefault(text.split(" (")[0], set()).add(tuple(bars.patches[0].get_facecolor()))
+    assert all(len(c) == 1 for c in by_label.values()) and len({next(iter(c)) for c in by_label.values()}) == 3
+    fig = figures.confusion_figure(result)
+    kernel_ax, thick_ax = fig.axes
+    assert [t.get_text() for t in kernel_ax.get_yticklabels()] == ["smooth", "standard", "sharp"]
+    assert kernel_ax.images[0].get_array()[1, 2] == 1  # truth standard, guessed sharp: moved with its labels
+    assert thick_ax.images[0].get_clim() == (0, 12)
