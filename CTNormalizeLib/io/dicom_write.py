@@ -198,22 +198,22 @@ def _missing_gap_mm(src: _Source) -> float:
     return MISSING_GAP * float(np.median(np.diff(src.positions)))
 
 
-def _references(src: _Source, position: float, half_width: float, gap_mm: float) -> tuple[list, bool]:
+def _references(src: _Source, position: float, half_width: float, gap_mm: float,
+                per_side: int = 1) -> tuple[list, bool]:
     """The input instances an output slice was computed from, and whether it lies in a gap of the input.
 
-    Those within the output slice's extent, and the nearest input slice on each side of it (linear
-    interpolation along z reads both); a position between two input slices ``gap_mm`` or more apart
-    (:func:`_missing_gap_mm`) lies where slices are missing.
+    Those within the output slice's extent, and the ``per_side`` nearest input slices on each side of
+    it (linear interpolation along z reads one on each side; the thickness step's cubic spline two); a
+    position between two input slices ``gap_mm`` or more apart (:func:`_missing_gap_mm`) lies where
+    slices are missing.
     """
     if not src.datasets:
         return [], False
     pos = src.positions
     near = set(np.nonzero(np.abs(pos - position) <= half_width + 1e-3)[0].tolist())
     below, above = np.nonzero(pos <= position + 1e-3)[0], np.nonzero(pos >= position - 1e-3)[0]
-    if below.size:
-        near.add(int(below[-1]))
-    if above.size:
-        near.add(int(above[0]))
+    near.update(int(i) for i in below[-per_side:])
+    near.update(int(i) for i in above[:per_side])
     in_gap = bool(below.size and above.size and pos[above[0]] - pos[below[-1]] >= gap_mm)
     return [src.datasets[i] for i in sorted(near)], in_gap
 
@@ -537,9 +537,12 @@ def write_derived_series(output: Volume, out_dir, source: Volume, derivation: De
     half = 0.5 * max(float(derivation.target_thickness or 0.0), output.spacing[0])
     n = output.shape[0]
     gap_mm = _missing_gap_mm(src)
+    # onto a finer z grid, the thickness step's cubic spline reads two input slices on each side
+    finer = src.positions.size > 1 and output.spacing[0] < float(np.median(np.diff(src.positions))) - 1e-3
+    per_side = 2 if finer else 1
     with atomic_output_dir(out) as tmp:
         for k in range(n):
-            refs, in_gap = _references(src, origin_pos + k * output.spacing[0], half, gap_mm)
+            refs, in_gap = _references(src, origin_pos + k * output.spacing[0], half, gap_mm, per_side)
             ds = _slice_dataset(base, k, output, stored, slope, intercept, refs)
             if in_gap:
                 ds.ImageComments = f"{GAP_NOTE} {ds.ImageComments}"[:10240]

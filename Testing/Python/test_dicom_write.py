@@ -381,3 +381,21 @@ def test_a_dicom_output_named_like_a_volume_file_is_refused(lung1_dicom, tmp_pat
     assert r.returncode == 2 and "names a NRRD file" in r.stderr and not (tmp_path / "out.nrrd").exists()
     r = _run(["normalize", str(lung1_dicom), "-o", str(tmp_path / "out"), "--target", TARGET, "--progress", "none"])
     assert r.returncode == 2 and "--output-format dicom" in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_slices_interpolated_onto_a_finer_grid_cite_the_splines_support(tmp_path):
+    """5 mm -> 1 mm: the z step's cubic spline reads two input slices on each side of an output slice; the
+    references named only the nearest one on each side."""
+    from test_io import write_dicom_series
+
+    write_dicom_series(tmp_path / "in", positions=[0, 5, 10, 15, 20, 25], size=64)
+    by_uid = {pydicom.dcmread(str(f)).SOPInstanceUID: float(pydicom.dcmread(str(f)).ImagePositionPatient[2])
+              for f in (tmp_path / "in").iterdir()}
+    r = _run(["normalize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--output-format", "dicom",
+              "--source", "kernel=standard,thickness=5", "--target", "thickness=1", "--method", "z_profile",
+              "--progress", "none"])
+    assert r.returncode == 0, r.stderr
+    series = _series(tmp_path / "out")
+    z0 = float(series[0].ImagePositionPatient[2])
+    mid = next(d for d in series if abs(float(d.ImagePositionPatient[2]) - z0 - 12.0) < 1e-3)
+    assert sorted(by_uid[i.ReferencedSOPInstanceUID] for i in mid.SourceImageSequence) == [5.0, 10.0, 15.0, 20.0]
