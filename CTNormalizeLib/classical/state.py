@@ -117,6 +117,10 @@ def partial_warning(state: ChainState, plan, method: str, changes: tuple):
     left = [k for k, v in differences(plan).items() if v and k not in changes]
     if left:
         names = {"kernel": "kernel", "noise": "noise level", "thickness": "slice thickness"}
+        pred, t_noise = predicted_noise(plan), plan.target_signature.noise_hu
+        if pred is not None and t_noise is not None and abs(t_noise - pred) <= NOISE_TOLERANCE * pred:
+            # the level is the target's: the noise differs only from the denoised image the clean texture asks for
+            names["noise"] = "noise (the clean texture asks for it removed)"
         state.warnings.append({"code": "PARTIAL_NORMALIZATION",
                                "message": f"Method {method!r} only changes the {', '.join(changes)}; the "
                                           f"{', '.join(names[k] for k in left)} "

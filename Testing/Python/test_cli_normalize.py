@@ -215,3 +215,18 @@ def test_frequency_decomposition_has_the_target_texture_whatever_was_asked(small
                     method="frequency_decomposition", texture="clean")
     assert out.texture == "target" and out.report().texture == "target"
     assert [w for w in out.warnings if w["code"] == "TEXTURE_OF_THE_METHOD"]
+
+
+def test_a_partial_method_says_why_the_noise_differs_when_no_dose_was_asked(small_ct):
+    """Target kernel=smooth without a dose: the noise level is the target's, and only the clean texture
+    asks for it removed; the warning said the noise 'still differs from the target'."""
+    from CTNormalizeLib import read_volume
+    from CTNormalizeLib.normalization import normalize
+
+    vol = read_volume(str(small_ct))
+    (w,) = [w for w in normalize(vol, source=SRC, target="kernel=smooth", method="mtf_ratio").warnings
+            if w["code"] == "PARTIAL_NORMALIZATION"]
+    assert "clean texture asks for it removed" in w["message"]
+    (w,) = [w for w in normalize(vol, source=SRC, target="kernel=smooth,dose=1", method="mtf_ratio").warnings
+            if w["code"] == "PARTIAL_NORMALIZATION"]
+    assert "noise level" in w["message"] and "clean texture" not in w["message"]
