@@ -82,7 +82,11 @@ def test_labelmap_two_images_wide(small_case):
     wide = {(w["segment"], w["feature"]): w for w in r.wide()}
     w = wide[("label_1", "original_firstorder_Mean")]
     assert w["normalized_minus_original"] == pytest.approx(m1 - m0)
-    assert w["normalized_pct_vs_original"] == pytest.approx(100 * (m1 - m0) / abs(m0))
+    assert w["normalized_pct_vs_original"] is None  # a position on the HU scale: its percent means nothing
+    r0 = r.value("label_1", "original", "original_firstorder_Range")
+    r1 = r.value("label_1", "normalized", "original_firstorder_Range")
+    spread = wide[("label_1", "original_firstorder_Range")]
+    assert spread["normalized_pct_vs_original"] == pytest.approx(100 * (r1 - r0) / abs(r0))
     # shape features do not depend on the image
     v = wide[("label_2", "original_shape_VoxelVolume")]
     assert v["normalized_minus_original"] == 0.0
