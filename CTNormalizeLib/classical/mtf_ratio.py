@@ -99,38 +99,6 @@ def convert_kernel(hu: np.ndarray, spacing, source_kernel, target_kernel,
     return filter_slices(hu, spacing[-2:], transfer, chunk=chunk, progress=progress, stage="mtf_ratio")
 
 
-def measured_band_start(sig) -> float:
-    """The lowest frequency (c/mm) at which ``sig``'s transfer was measured, 0 for a nominal curve.
-
-    A transfer read from the noise texture is fitted in a band (``details["kernel_fit"]["band"]``):
-    the noise power there is ``|f| MTF^2``, which vanishes towards 0, so below the band the curve
-    is the fit's extrapolation, not a measurement.
-    """
-    src = (getattr(sig, "sources", None) or {}).get("transfer")
-    band = ((getattr(sig, "details", None) or {}).get("kernel_fit") or {}).get("band")
-    if getattr(src, "source", None) != "image" or not band:
-        return 0.0
-    return float(band[0])
-
-
-def below_band_to_one(transfer, f_lo: float):
-    """``transfer`` tapered to 1 below ``f_lo`` (smoothstep): no gain where neither curve was measured.
-
-    Every kernel's MTF is 1 at 0 and flat near it; a fitted curve whose extrapolation droops there
-    (measured: 0.93 at 0.05 c/mm for binned lung1, whose fit band starts at 0.12) asked for a 5 %
-    gain at the scale of whole lobes, which darkened the lungs by 8 HU near their borders and
-    raised the emphysema index from 3.8 to 7.0 % in a conversion between two smooth curves.
-    """
-    if f_lo <= 0:
-        return transfer
-
-    def tapered(f):
-        x = np.clip(np.asarray(f, dtype=float) / f_lo, 0.0, 1.0)
-        return 1.0 + (transfer(f) - 1.0) * (x * x * (3.0 - 2.0 * x))
-
-    return tapered
-
-
 def kernel_step(state, plan, progress=None, options: dict | None = None) -> None:
     """The chain's kernel step: the measured source transfer -> the target's, on ``state``."""
     from ..signature.transfer import band_noise_factor
@@ -145,8 +113,7 @@ def kernel_step(state, plan, progress=None, options: dict | None = None) -> None
     lam = (options or {}).get("wiener_lambda")
     if lam is None:
         lam = wiener_lambda(state.noise_hu)
-    f_lo = max(measured_band_start(plan.source_signature), measured_band_start(plan.target_signature))
-    plain, envelope = below_band_to_one(mtf_ratio_transfer(src, tgt, lam), f_lo), class_gain_envelope(lam)
+    plain, envelope = mtf_ratio_transfer(src, tgt, lam), class_gain_envelope(lam)
 
     def transfer(f):
         return np.minimum(plain(f), np.maximum(1.0, GAIN_ENVELOPE_MARGIN * envelope(f)))
@@ -166,8 +133,7 @@ def kernel_step(state, plan, progress=None, options: dict | None = None) -> None
         state.noise_hu *= band_noise_factor(tgt, px) / band_noise_factor(src, px)
     state.transfer = tgt
     state.record("mtf_ratio", True, {"source": src.to_dict(), "target": tgt.to_dict(), "wiener_lambda": lam,
-                                     "noise_hu": state.noise_hu, "gain_capped": capped,
-                                     "unit_gain_below_c_per_mm": round(f_lo, 4)},
+                                     "noise_hu": state.noise_hu, "gain_capped": capped},
                  "per-slice 2D filter MTF_target/MTF_source (measured source transfer), Wiener-regularized "
                  "where it sharpens")
 
