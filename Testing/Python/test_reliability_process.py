@@ -324,27 +324,33 @@ def test_ctrl_c_outside_a_command_ends_without_a_traceback(tmp_path, when):
         assert proc.returncode == 0 and err == "", (proc.returncode, err)
 
 
+def _then_signal(fn, signum):
+    """``fn`` followed by ``signum`` sent to this process, as Ctrl-C or `kill` sends it, with another thread
+    alive (numpy's and the workers' are); returns the wrapper and an event that ends that thread."""
+    import threading
+
+    other = threading.Event()
+    threading.Thread(target=other.wait, args=(30,), daemon=True).start()
+
+    def wrapped(*a, **kw):
+        written = fn(*a, **kw)
+        os.kill(os.getpid(), signum)
+        time.sleep(0.05)  # the handler runs here, in the main thread
+        return written
+
+    return wrapped, other
+
+
 def test_a_cancel_while_batch_writes_its_tables_keeps_tables_and_report_together(tmp_path, capsys, monkeypatch):
     """Once every case is done, batch writes its tables and cohort.html; a cancel between them left this
     run's tables next to an earlier run's report (exit 130). Now both are written and the cancel noted."""
-    import threading
-
     from CTNormalizeLib.cli.main import main
     from CTNormalizeLib.cohort import batch, tables
 
     (tmp_path / "in").mkdir()
     write_image(tmp_path / "in" / "a.nrrd", chest())
     monkeypatch.setattr(batch, "run_cases", lambda cases, task, **kw: [task(c) for c in cases])  # in process
-    real_tables = tables.write_tables
-    other = threading.Event()
-    threading.Thread(target=other.wait, args=(30,), daemon=True).start()
-
-    def tables_then_kill(*a, **kw):
-        written = real_tables(*a, **kw)
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.05)
-        return written
-
+    tables_then_kill, other = _then_signal(tables.write_tables, signal.SIGTERM)
     monkeypatch.setattr(tables, "write_tables", tables_then_kill)
     out = tmp_path / "out"
     code = main(["batch", "--input-dir", str(tmp_path / "in"), "-o", str(out), "--source",
@@ -360,24 +366,13 @@ def test_a_cancel_while_batch_writes_its_tables_keeps_tables_and_report_together
 def test_a_cancel_after_characterize_wrote_its_report_keeps_the_finished_run(tmp_path, capsys, monkeypatch):
     """characterize wrote its HTML, then its JSON: a Ctrl-C between the two exited 130 with this run's
     report next to an earlier run's JSON. Both are written together; a late cancel is only noted."""
-    import threading
-
     from CTNormalizeLib.cli.main import main
     from CTNormalizeLib.cohort import report as cohort_report
 
     folder = tmp_path / "cohort"
     folder.mkdir()
     write_image(folder / "a.nrrd", chest())
-    real = cohort_report.write_cohort_html
-    other = threading.Event()
-    threading.Thread(target=other.wait, args=(30,), daemon=True).start()
-
-    def then_ctrl_c(*a, **k):
-        written = real(*a, **k)
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)  # the handler runs here, in the main thread
-        return written
-
+    then_ctrl_c, other = _then_signal(cohort_report.write_cohort_html, signal.SIGINT)
     monkeypatch.setattr(cohort_report, "write_cohort_html", then_ctrl_c)
     html, js = tmp_path / "before.html", tmp_path / "before.json"
     js.write_text('{"cases": "an earlier run"}\n')
