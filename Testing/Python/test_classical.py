@@ -320,3 +320,30 @@ def test_kernel_step_caps_gains_no_class_conversion_needs():
     assert w["code"] == "KERNEL_GAIN_CAPPED" and "--source kernel=" in w["message"]
     assert state.steps[-1]["parameters"]["gain_capped"] is True
     assert np.abs(state.hu - vol.hu).max() < 3000.0
+
+
+def test_a_within_class_harmonization_that_moves_coarse_contrast_says_so(pyradiomics_data):
+    """lung1 binned 2 x 2 reads smooth; its conversion to the nominal smooth curve boosted coarse contrast by
+    15 % (emphysema index 3.8 -> 7.0 %) without a word. The advice given keeps the source's kernel;
+    full-resolution lung1 (0.7 %) gets no warning."""
+    from CTNormalizeLib import Volume, read_volume
+    from CTNormalizeLib.normalization import normalize
+
+    vol = read_volume(pyradiomics_data / "lung1_image.nrrd")
+
+    def binned(k):
+        hu = vol.hu[16:32]
+        z, y, x = hu.shape
+        b = hu.reshape(z, y // k, k, x // k, k).mean(axis=(2, 4)).astype(np.float32)
+        return Volume(b, (vol.spacing[0], vol.spacing[1] * k, vol.spacing[2] * k))
+
+    def within(out):
+        return [w for w in out.warnings if w["code"] == "KERNEL_WITHIN_CLASS_GAIN"]
+
+    out = normalize(binned(2), target="kernel=smooth", method="mtf_ratio")
+    (w,) = within(out)
+    assert "--source kernel=smooth --kernel-from labels" in w["message"]
+    kept = normalize(binned(2), source="kernel=smooth", target="kernel=smooth", method="mtf_ratio",
+                     kernel_from="labels")
+    assert not within(kept) and not [s for s in kept.result.steps if s["method"] == "mtf_ratio" and s["done"]]
+    assert not within(normalize(binned(1), target="kernel=smooth", method="mtf_ratio"))
