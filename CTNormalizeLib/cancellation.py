@@ -38,7 +38,8 @@ def request(signum, frame=None):
 
 @contextlib.contextmanager
 def publishing():
-    """Inside the block (the outputs are being moved into place) a signal is recorded, not raised.
+    """Inside the block (the outputs are being moved into place) a signal is recorded, not raised;
+    when the block ends without an exception the outputs are published (:func:`mark_published`).
 
     Blocking the signals (``pthread_sigmask``) is not enough: it holds them off only in the
     calling thread, and a process-directed signal is then taken by another thread (numpy's,
@@ -47,6 +48,7 @@ def publishing():
     _publishing.append(True)
     try:
         yield
+        mark_published()
     finally:
         _publishing.pop()
 

@@ -39,8 +39,7 @@ def _within_class_warning(plan, transfer, nyquist: float) -> Optional[dict]:
     """KERNEL_WITHIN_CLASS_GAIN when a measured source is converted to the nominal curve of its own class
     and that changes contrast at coarse scales by more than :data:`WITHIN_CLASS_GAIN_LIMIT`."""
     src, tgt = plan.source_signature, plan.target_signature
-    measured = getattr(src.sources.get("transfer"), "source", None) == "image"
-    if not measured or not src.kernel or src.kernel != tgt.kernel:
+    if not src.transfer_measured or not src.kernel or src.kernel != tgt.kernel:
         return None
     f = np.linspace(0.0, min(COARSE_BAND_C_PER_MM, nyquist), 32)
     gain = float(np.max(np.abs(transfer(f) - 1.0)))

@@ -98,12 +98,20 @@ def predicted_noise(plan, noise_hu: Optional[float] = None) -> Optional[float]:
     return noise_between(n, s.transfer, t.transfer, s.pixel_mm, t_s, t_eff)
 
 
+def noise_level_differs(plan) -> Optional[bool]:
+    """Whether the source's noise, carried through the kernel and thickness change, misses the target's
+    level by more than :data:`NOISE_TOLERANCE`; None when either is unknown."""
+    pred, t_noise = predicted_noise(plan), plan.target_signature.noise_hu
+    if pred is None or t_noise is None:
+        return None
+    return abs(t_noise - pred) > NOISE_TOLERANCE * pred
+
+
 def differences(plan) -> dict:
     """Which aspects of the source differ from the target: ``{"kernel", "noise", "thickness"} -> bool``."""
     s, t = plan.source_signature, plan.target_signature
     t_s = float(plan.source.ssp_fwhm or s.thickness_mm)
-    pred = predicted_noise(plan)
-    noise = pred is not None and t.noise_hu is not None and abs(t.noise_hu - pred) > NOISE_TOLERANCE * pred
+    noise = bool(noise_level_differs(plan))
     if plan.texture == "clean":
         noise = noise or (s.noise_hu is not None)
     return {"kernel": not same_transfer(s.transfer, t.transfer, s.nyquist),
@@ -117,8 +125,7 @@ def partial_warning(state: ChainState, plan, method: str, changes: tuple):
     left = [k for k, v in differences(plan).items() if v and k not in changes]
     if left:
         names = {"kernel": "kernel", "noise": "noise level", "thickness": "slice thickness"}
-        pred, t_noise = predicted_noise(plan), plan.target_signature.noise_hu
-        if pred is not None and t_noise is not None and abs(t_noise - pred) <= NOISE_TOLERANCE * pred:
+        if noise_level_differs(plan) is False:
             # the level is the target's: the noise differs only from the denoised image the clean texture asks for
             names["noise"] = "noise (the clean texture asks for it removed)"
         state.warnings.append({"code": "PARTIAL_NORMALIZATION",

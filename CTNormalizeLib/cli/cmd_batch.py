@@ -147,7 +147,6 @@ def _run(args, mode: str) -> int:
                     "output format": args.output_format, "output type": args.output_type,
                     "workers": args.scheduler or workers, "threads per worker": threads}
             written["cohort"] = str(write_cohort_html(out / "cohort.html", records, after=True, settings=info))
-        cancellation.mark_published()
     summary = summarize(records)
     if mode == "json":
         sys.stdout.write(dumps({"event": "done", "output": str(out.resolve()), "summary": summary,

@@ -68,7 +68,6 @@ def _run(args, mode: str) -> int:
         if args.json:
             atomic_write_text(args.json, dumps({"cases": records}) + "\n")
             written.append(args.json)
-        cancellation.mark_published()
     summary = summarize(records)
     if mode == "json":
         sys.stdout.write(dumps({"event": "done", "output": str(Path(args.output).resolve()), "summary": summary})

@@ -24,7 +24,6 @@ from typing import Optional
 from ..version import __version__
 from .manifest import CASE_RECORD, Case
 
-RECORD = CASE_RECORD
 _OUTPUT_NAMES = {"nrrd": "normalized.nrrd", "nii.gz": "normalized.nii.gz", "dicom": "normalized"}
 
 
@@ -103,7 +102,7 @@ def output_path(outdir, case: Case, settings: BatchSettings) -> Path:
 
 def _previous(outdir, case: Case, settings: BatchSettings, digest: str) -> Optional[dict]:
     """The earlier record when it matches this run and its output is still there."""
-    path = Path(outdir) / "cases" / case.folder / RECORD
+    path = Path(outdir) / "cases" / case.folder / CASE_RECORD
     try:
         rec = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -175,7 +174,7 @@ def run_case(case: Case, settings: BatchSettings, outdir: str, run_id: str = "")
                    seconds=round(time.perf_counter() - t0, 3))
         from ..io.atomic import atomic_write_text
 
-        atomic_write_text(Path(outdir) / "cases" / case.folder / RECORD, dumps(rec) + "\n")
+        atomic_write_text(Path(outdir) / "cases" / case.folder / CASE_RECORD, dumps(rec) + "\n")
         return rec
     except CTNormalizeError as exc:
         error = f"{exc.code}: {_one_line(exc.message)}"

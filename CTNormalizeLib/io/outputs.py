@@ -327,8 +327,8 @@ class OutputGuard:
                 else:
                     os.replace(o.staged, o.path)
                 o.staged = None
-            # Before the held signals are delivered: a cancel now comes too late to undo anything.
-            cancellation.mark_published()
+        # publishing() marked the outputs published: the signals _signals_held delivered on its way out
+        # were only recorded, and a cancel from now on comes too late to undo anything.
         self._cleanup(success=True)
         return [o.path for o in todo]
 

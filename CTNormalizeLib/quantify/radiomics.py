@@ -264,7 +264,6 @@ def _load_params(params) -> tuple:
     return str(p), str(p.resolve())
 
 
-
 #: First-order features of the original image that are a position on the HU scale, whose zero (water) is
 #: arbitrary for them: a percent of such a value is meaningless (a mean of -2 HU that becomes +3 HU would
 #: be "-250 %"), so only their difference in HU is reported. Spreads (range, variance, MAD ...) and the

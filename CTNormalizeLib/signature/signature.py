@@ -66,6 +66,11 @@ class Signature:
     def mtf50(self) -> float:
         return self.transfer.mtf50
 
+    @property
+    def transfer_measured(self) -> bool:
+        """Whether the transfer was read from the image's noise texture (not a kernel class's nominal curve)."""
+        return getattr(self.sources.get("transfer"), "source", None) == "image"
+
     def with_noise(self, noise_hu: float, source: FieldSource) -> "Signature":
         return replace(self, noise_hu=float(noise_hu), sources={**self.sources, "noise_hu": source})
 

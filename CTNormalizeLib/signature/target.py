@@ -59,8 +59,7 @@ def nominal_target(source_sig: Signature, source: Protocol, target: Protocol,
     sources = {"transfer": FieldSource("preset" if kernel_given and not same_class else "default", 1.0, t_note),
                "thickness_mm": FieldSource("preset" if target.thickness else "default", 1.0, _profile_note(target))}
     warnings = []
-    measured = source_sig.sources.get("transfer")
-    if same_class and getattr(measured, "source", None) == "image" and source_sig.kernel != target.kernel:
+    if same_class and source_sig.transfer_measured and source_sig.kernel != target.kernel:
         warnings.append({"code": "TARGET_KEEPS_SOURCE_KERNEL",
                          "message": f"The target names the source's stated kernel class ({target.kernel}), so "
                                     f"the source's kernel is kept as its pixels show it ({source_sig.kernel}, "
