@@ -35,10 +35,10 @@ def add_arguments(p):
 
 def run(args) -> int:
     mode = args.progress or default_progress_mode()
-    return run_with_events(EventStream(mode), lambda written: _run(args, mode))
+    return run_with_events(EventStream(mode), lambda guard: _run(args, mode, guard))
 
 
-def _run(args, mode: str) -> int:
+def _run(args, mode: str, guard) -> int:
     from ..cohort.batch import run_cases
     from ..cohort.characterize import characterize_case
     from ..cohort.manifest import load_cases
@@ -49,6 +49,15 @@ def _run(args, mode: str) -> int:
     if not args.output.lower().endswith((".html", ".htm")):
         raise BadInputError(f"The report is an HTML file; give a name ending in .html, not {args.output!r}.")
     cases = load_cases(args.cohort)
+    # The report and the JSON are checked against the manifest and every case before any case is read,
+    # and published together at the end (a cancel before that leaves both as they were). A cohort folder
+    # itself may hold the report: only its CTs are read.
+    manifest = None if Path(args.cohort).is_dir() else args.cohort
+    guard.add_inputs([manifest] + [c.input for c in cases])
+    guard.add(args.output, what="-o")
+    if args.json:
+        guard.add(args.json, what="--json")
+    guard.check()
     workers = None if args.scheduler else local_workers(args, len(cases))
     progress = CaseProgress(mode)
     try:
@@ -61,13 +70,13 @@ def _run(args, mode: str) -> int:
 
     info = {"cohort": str(Path(args.cohort).resolve()), "workers": args.scheduler or workers}
     cancellation.check()
-    # The report and the JSON are written together: a cancel meanwhile is only noted (it would leave
-    # this run's report next to an earlier run's JSON), and one after them does not undo the run.
-    with cancellation.publishing():
-        written = [str(write_cohort_html(args.output, records, after=False, settings=info))]
-        if args.json:
-            atomic_write_text(args.json, dumps({"cases": records}) + "\n")
-            written.append(args.json)
+    write_cohort_html(guard.stage(args.output), records, after=False, settings=info)
+    written = [args.output]
+    if args.json:
+        atomic_write_text(guard.stage(args.json), dumps({"cases": records}) + "\n")
+        written.append(args.json)
+    cancellation.check()
+    guard.commit()
     summary = summarize(records)
     if mode == "json":
         sys.stdout.write(dumps({"event": "done", "output": str(Path(args.output).resolve()), "summary": summary})

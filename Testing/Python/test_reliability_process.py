@@ -363,9 +363,11 @@ def test_a_cancel_while_batch_writes_its_tables_keeps_tables_and_report_together
     assert "Cancelled by SIGTERM after the outputs were complete" in err
 
 
-def test_a_cancel_after_characterize_wrote_its_report_keeps_the_finished_run(tmp_path, capsys, monkeypatch):
+def test_a_cancel_after_characterize_wrote_its_report_keeps_the_earlier_report_and_json(tmp_path, capsys,
+                                                                                        monkeypatch):
     """characterize wrote its HTML, then its JSON: a Ctrl-C between the two exited 130 with this run's
-    report next to an earlier run's JSON. Both are written together; a late cancel is only noted."""
+    report next to an earlier run's JSON. Both are staged and published together: a cancel before that
+    leaves the earlier pair as it was and nothing staged behind."""
     from CTNormalizeLib.cli.main import main
     from CTNormalizeLib.cohort import report as cohort_report
 
@@ -374,12 +376,34 @@ def test_a_cancel_after_characterize_wrote_its_report_keeps_the_finished_run(tmp
     write_image(folder / "a.nrrd", chest())
     then_ctrl_c, other = _then_signal(cohort_report.write_cohort_html, signal.SIGINT)
     monkeypatch.setattr(cohort_report, "write_cohort_html", then_ctrl_c)
-    html, js = tmp_path / "before.html", tmp_path / "before.json"
+    out = tmp_path / "out"
+    out.mkdir()
+    html, js = out / "before.html", out / "before.json"
+    html.write_text("<html>an earlier run</html>")
     js.write_text('{"cases": "an earlier run"}\n')
     code = main(["characterize", str(folder), "-o", str(html), "--json", str(js), "--workers", "1",
                  "--no-edge", "--progress", "none"])
     err = capsys.readouterr().err
-    assert code == 0, err
-    assert html.is_file() and json.loads(js.read_text())["cases"][0]["case"] == "a.nrrd"
-    assert "after the outputs were complete and published" in err
+    assert code == 130, err
+    assert html.read_text() == "<html>an earlier run</html>"
+    assert js.read_text() == '{"cases": "an earlier run"}\n'
+    assert sorted(p.name for p in out.iterdir()) == ["before.html", "before.json"]
     other.set()
+
+
+def test_characterize_never_writes_over_its_manifest_or_a_case(tmp_path, capsys):
+    """`characterize m.csv -o r.html --json m.csv` replaced the manifest with its JSON (exit 0)."""
+    from CTNormalizeLib.cli.main import main
+
+    write_image(tmp_path / "a.nrrd", chest())
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("case,input\na,a.nrrd\n")
+    before = manifest.read_bytes(), (tmp_path / "a.nrrd").read_bytes()
+    for extra in (["--json", str(manifest)], ["--json", str(tmp_path / "a.nrrd")]):
+        code = main(["characterize", str(manifest), "-o", str(tmp_path / "r.html"), *extra, "--workers", "1",
+                     "--no-edge", "--progress", "none"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert "never overwrites its inputs" in err
+    assert (manifest.read_bytes(), (tmp_path / "a.nrrd").read_bytes()) == before
+    assert not (tmp_path / "r.html").exists()
