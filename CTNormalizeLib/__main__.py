@@ -1,5 +1,3 @@
-import sys
+from .cli.main import process_main
 
-from .cli.main import main
-
-sys.exit(main())
+process_main()

@@ -77,16 +77,26 @@ def build_parser(json_errors: bool = False) -> "argparse.ArgumentParser":  # noq
     return parser
 
 
-def main(argv=None) -> int:
-    """Run ``ctnormalize``; returns the exit code (see the module docstring)."""
+def main(argv=None, *, process: bool = False) -> int:
+    """Run ``ctnormalize`` and return the exit code (see the module docstring).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+    process : bool
+        This run is the whole process (:func:`process_main`): its signal handlers stay installed
+        after the run, a signal during shutdown is ignored and a cancelled run ends the process at
+        once. Otherwise (a program that embeds the command line) the caller's handlers are put back.
+    """
     # SIGTERM/SIGINT become CancelledError, so every command removes its staged outputs. The process's
     # handlers are installed at its first step (importing the commands takes a second), so a cancel
     # never ends in a traceback, and are not put back at the end (see below).
     try:
-        with cancellation.on_signals(restore=argv is not None):
+        with cancellation.on_signals(restore=not process):
             code = _main(argv)
             late = cancellation.late_cancel()
-            if argv is None:
+            if process:
                 # The run is over: a signal now only ends its shutdown sooner (it is ignored, since
                 # Python puts back the default handler, which kills, while it finalizes).
                 for s in (signal.SIGTERM, signal.SIGINT):
@@ -105,7 +115,7 @@ def main(argv=None) -> int:
         print(f"ctnormalize: {late}", file=sys.stderr)
     from ..interruptible import abandoned
 
-    if argv is None and (abandoned() or code == CancelledError.exit_code):
+    if process and (abandoned() or code == CancelledError.exit_code):
         # Cancelled: the outputs are already cleaned up. End now rather than in interpreter
         # shutdown, which waits for a worker thread still in a long C call (an import, a write
         # into a removed temp folder) and tears down torch (seconds).
@@ -188,5 +198,10 @@ def _broken_pipe() -> int:
     return EXIT_BROKEN_PIPE
 
 
+def process_main():
+    """The ``ctnormalize`` program and ``python -m CTNormalizeLib``: :func:`main` as the whole process."""
+    sys.exit(main(process=True))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    process_main()

@@ -313,7 +313,7 @@ def test_ctrl_c_outside_a_command_ends_without_a_traceback(tmp_path, when):
         "after": "",
     }[when]
     code = ("import signal, sys\nimport CTNormalizeLib.cli.main as m\n" + setup
-            + "sys.argv = ['ctnormalize', 'protocols']\nrc = m.main()\n"
+            + "sys.argv = ['ctnormalize', 'protocols']\nrc = m.main(process=True)\n"
             + "signal.raise_signal(signal.SIGINT)\nsignal.raise_signal(signal.SIGTERM)\nsys.exit(rc)\n")
     proc = _child(code)
     out, err = proc.communicate(timeout=120)
@@ -339,6 +339,25 @@ def _then_signal(fn, signum):
         return written
 
     return wrapped, other
+
+
+def test_a_program_that_embeds_the_command_line_gets_its_signal_handlers_back(monkeypatch, capsys):
+    """main() with no arguments left SIGINT and SIGTERM ignored in the program that called it (a
+    Ctrl-C no longer stopped it): only the ctnormalize process itself keeps its handlers."""
+    from CTNormalizeLib.cli.main import main
+
+    def mine(signum, frame):
+        raise RuntimeError("the program's own handler")
+
+    old = {s: signal.signal(s, mine) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        monkeypatch.setattr(sys, "argv", ["ctnormalize", "protocols"])
+        assert main() == 0
+        capsys.readouterr()
+        assert all(signal.getsignal(s) is mine for s in old)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def test_a_cancel_while_batch_writes_its_tables_keeps_tables_and_report_together(tmp_path, capsys, monkeypatch):
