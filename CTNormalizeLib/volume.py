@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 #: ``Volume.meta`` keys CTNormalize writes into NRRD/MHA headers of its outputs and reads back: the run's
-#: one-line provenance (method, source -> target) and the output texture (``clean`` or ``target``).
-PROVENANCE_KEYS = ("ctnormalize", "ctnormalize_texture")
+#: one-line provenance (method, source -> target), the output texture (``clean``, ``target`` or
+#: ``source``) and the target protocol the output reached (a spec; ``info`` compares the scan with it).
+PROVENANCE_KEYS = ("ctnormalize", "ctnormalize_texture", "ctnormalize_target")
 
 
 @dataclass

@@ -24,15 +24,25 @@ def add_arguments(p):
     p.add_argument("input", help="CT file or DICOM series folder")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the folder holds several series")
-    p.add_argument("--target", default="emphysema-reference",
-                   help="target preset or spec the noise is compared with (default emphysema-reference)")
+    p.add_argument("--target", default=None,
+                   help="target preset or spec the noise is compared with (default: emphysema-reference; for a "
+                        "CTNormalize output, emphysema-reference with what its run's target named in place)")
     p.add_argument("--allow-missing-slices", action="store_true",
                    help="DICOM: interpolate over unreadable or missing slices (named in a warning) instead of refusing")
 
 
-def collect(path, series_uid=None, target: str = "emphysema-reference",
+DEFAULT_TARGET = "emphysema-reference"
+
+
+def collect(path, series_uid=None, target: str | None = None,
             allow_missing_slices: bool = False) -> tuple[dict, CTNormalizeError | None]:
-    """Everything ``info`` shows, as a JSON-ready dict, and the validation error (or None)."""
+    """Everything ``info`` shows, as a JSON-ready dict, and the validation error (or None).
+
+    The noise is compared with ``target``; by default with :data:`DEFAULT_TARGET`, and for a
+    CTNormalize output with that preset completed by the target its run reached (its
+    ``ctnormalize_target``): an output interpolated onto thinner slices keeps its thick slices'
+    ``SliceThickness`` tag, while its noise was set for the thin target.
+    """
     from ..io import hu_summary, read_volume, validate_ct
     from ..io.dicom import META_TAGS
     from ..protocols.detect import protocol_from_tags
@@ -56,7 +66,7 @@ def collect(path, series_uid=None, target: str = "emphysema-reference",
     finite = bool(np.all(np.isfinite(vol.hu)))
     protocol, signature, noise = protocol_from_tags(vol.meta, float(vol.spacing[0])), None, None
     if finite and error is None:
-        protocol, signature, noise = _measure(vol, target)
+        protocol, signature, noise = _measure(vol, *_comparison_target(vol.meta, target))
     info = {
         "input": vol.meta.get("source_path", str(path)),
         "format": vol.meta.get("source_format"),
@@ -65,6 +75,7 @@ def collect(path, series_uid=None, target: str = "emphysema-reference",
         "tags": {k: vol.meta[k] for k in META_TAGS if k in vol.meta},
         "normalized_by": vol.meta.get("ctnormalize"),
         "normalized_texture": vol.meta.get("ctnormalize_texture"),
+        "normalized_target": vol.meta.get("ctnormalize_target"),
         "series": vol.meta.get("dicom_series"),
         "warnings": list(vol.meta.get("warnings", [])) + list(signature["warnings"] if signature else []),
         "validation": ({"ok": True} if error is None else
@@ -76,18 +87,44 @@ def collect(path, series_uid=None, target: str = "emphysema-reference",
     return info, error
 
 
-def _measure(vol, target: str):
-    """The source protocol, the measured signature and the noise relative to ``target``."""
+def _comparison_target(meta: dict, target: str | None):
+    """The target the noise is compared with, how to name it, and the thickness (mm) at which the
+    scan's noise is read: a CTNormalize output's noise was set for its target's slices, which an
+    output interpolated onto thinner slices does not have (its SliceThickness tag keeps the source's)."""
+    from ..protocols import resolve_protocol
+
+    reached = str(meta.get("ctnormalize_target") or "").strip()
+    try:
+        reached_protocol = resolve_protocol(reached) if reached else None
+    except CTNormalizeError:  # a header edited by hand: compare as with any scan
+        reached_protocol = None
+    noise_thickness = reached_protocol.thickness if reached_protocol is not None else None
+    if target is not None:
+        return target, target, noise_thickness
+    if reached_protocol is None:
+        return DEFAULT_TARGET, DEFAULT_TARGET, None
+    return (resolve_protocol(DEFAULT_TARGET).merged(reached_protocol), "this output's target",
+            noise_thickness)
+
+
+def _measure(vol, target, label: str, noise_thickness: float | None = None):
+    """The source protocol, the measured signature and the noise relative to ``target``, the noise
+    read as that of ``noise_thickness`` mm slices when given."""
+    from dataclasses import replace
+
     from ..plan import complete_target, resolve_source
     from ..signature.target import noise_equivalent_dose, nominal_target
 
     protocol, sig = resolve_source(vol, None)
     tgt, k_given, d_given = complete_target(protocol, target)
     tsig = nominal_target(sig, protocol, tgt, k_given, d_given)
-    ned = noise_equivalent_dose(sig, tsig)
-    noise = {"noise_hu": sig.noise_hu, "by_region": sig.noise_by_region, "target": target,
+    read_at = sig.thickness_mm
+    if noise_thickness and sig.thickness_mm and abs(noise_thickness - sig.thickness_mm) > 1e-3:
+        read_at = float(noise_thickness)
+    ned = noise_equivalent_dose(replace(sig, thickness_mm=read_at), tsig)
+    noise = {"noise_hu": sig.noise_hu, "by_region": sig.noise_by_region, "target": label,
              "target_spec": tgt.spec(), "target_noise_hu": tsig.noise_hu, "noise_equivalent_dose": ned,
-             "mas": protocol.mas, "ctdivol": protocol.ctdivol}
+             "noise_thickness_mm": read_at, "mas": protocol.mas, "ctdivol": protocol.ctdivol}
     return protocol, sig.to_dict(), noise
 
 
@@ -123,6 +160,8 @@ def format_text(info: dict) -> str:
     if info.get("normalized_by"):
         tex = info.get("normalized_texture")
         lines.append(f"Normalized: by CTNormalize: {info['normalized_by']}" + (f" ({tex} texture)" if tex else ""))
+        if info.get("normalized_target"):
+            lines.append(f"            target reached: {info['normalized_target']}")
         lines.append("            (what follows is measured from this output's pixels, not copied from the target "
                      "after '->': e.g. an output interpolated to thinner slices reads thicker than its target)")
     v = info["validation"]
@@ -171,9 +210,15 @@ def _signature_lines(sig, noise) -> list:
             lines.append("              (soft: every voxel within -200..200 HU, organ edges included)")
     if noise and noise.get("noise_equivalent_dose") is not None:
         ned = noise["noise_equivalent_dose"]
-        lines.append(f"  vs target   {noise['target']} ({noise['target_spec']}): target noise "
+        target = noise["target"] if noise["target"] == noise["target_spec"] else \
+            f"{noise['target']} ({noise['target_spec']})"
+        lines.append(f"  vs target   {target}: target noise "
                      f"{noise['target_noise_hu']:.1f} HU; this scan is as noisy as the target protocol at "
                      f"{100 * ned:.0f} % of its dose")
+        at = noise.get("noise_thickness_mm")
+        if at and sig.get("thickness_mm") and abs(at - sig["thickness_mm"]) > 1e-3:
+            lines.append(f"              (its noise read as that of the {at:.3g} mm slices its run made it for; "
+                         f"the slices themselves stay {sig['thickness_mm']:.3g} mm thick)")
     lines.append(f"  thickness   {sig['thickness_mm']:.3g} mm ({src['thickness_mm']['source']}: "
                  f"{src['thickness_mm']['detail']}); z noise: {sig['details'].get('z', {}).get('detail', '-')}")
     if sig.get("wed_mm"):

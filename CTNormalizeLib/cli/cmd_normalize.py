@@ -163,12 +163,11 @@ def _run(args, events: EventStream, guard) -> int:
     events.progress("write", 0.92, step=4, force=True)
     t = time.perf_counter()
     out_vol = outcome.volume
-    out_vol.meta = {k: v for k, v in vol.meta.items() if k not in ("source_path", "warnings")}
-    out_vol.meta["ctnormalize"] = f"{plan.method} {plan.summary()}"
-    out_vol.meta["ctnormalize_texture"] = outcome.texture
     run_report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve()))
+    derivation = derivation_from_report(run_report)
+    out_vol.meta = derivation.output_meta(vol.meta, out_vol.spacing[0], label=f"{plan.method} {plan.summary()}")
     if dicom_out:
-        series = write_derived_series(out_vol, guard.stage(out), vol, derivation_from_report(run_report))
+        series = write_derived_series(out_vol, guard.stage(out), vol, derivation)
         for w in series.warnings:
             events.warning(w["code"], w["message"])
         dtype = "int16"  # a derived series always stores int16 (whole HU when they fit, else with a slope)
@@ -176,7 +175,7 @@ def _run(args, events: EventStream, guard) -> int:
         dtype, warning = output_type(out_vol.hu, args.output_type)
         if warning:
             events.warning(warning["code"], warning["message"])
-        write_volume(out_vol, guard.stage(out), dtype=dtype)
+        write_volume(out_vol, guard.stage(out), dtype=dtype, write_tags=True)  # the output's tags (Derivation.output_meta)
     timings["write_s"] = round(time.perf_counter() - t, 3)
     outcome.timings = {**timings, **outcome.timings}
     report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve()), dtype).to_dict()

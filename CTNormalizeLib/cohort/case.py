@@ -185,29 +185,14 @@ def run_case(case: Case, settings: BatchSettings, outdir: str, run_id: str = "")
     return {**base, "status": "failed", "error": error, "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _output_meta(vol_meta: dict, target, label: str, texture: str) -> dict:
-    """The normalized volume's tags: the input's, with the target's kernel and thickness in place
-    of the acquisition protocol's."""
-    drop = {"source_path", "warnings", "ConvolutionKernel", "SliceThickness", "SpacingBetweenSlices",
-            "Exposure", "XRayTubeCurrent", "ExposureTime", "CTDIvol", "AcquisitionType", "SpiralPitchFactor"}
-    meta = {k: v for k, v in vol_meta.items() if k not in drop}
-    meta["ConvolutionKernel"] = target.kernel_name or target.kernel or ""
-    if target.thickness:
-        meta["SliceThickness"] = f"{target.thickness:g}"
-    if target.profile == "rect":  # read back as the axial scan it now resembles
-        meta["AcquisitionType"] = "SEQUENCED"
-    meta["ctnormalize"] = label
-    meta["ctnormalize_texture"] = texture
-    return meta
-
-
-def _after_warnings(sig: dict, target) -> dict:
-    """The normalized scan's signature, its kernel check said of the output (its tag is the target's kernel)."""
+def _after_warnings(sig: dict, kernel_tag: str) -> dict:
+    """The normalized scan's signature, its kernel check said of the output (tagged with the kernel
+    the method made, :meth:`~CTNormalizeLib.contracts.derivation.Derivation.kernel_tag`)."""
     for w in sig.get("warnings", []):
         if w.get("code") == "KERNEL_TAG_DISAGREES" and sig.get("kernel_class_pixels"):
             w["code"] = "OUTPUT_KERNEL_DIFFERS"
             w["message"] = (f"The normalized scan's remaining noise looks like a {sig['kernel_class_pixels']} kernel, "
-                            f"not the target's {target.kernel_name or target.kernel}: the kernel conversion may be "
+                            f"not the {kernel_tag} of its tag: the kernel conversion may be "
                             "partial (see the case's warnings), or too little noise is left to read the kernel from "
                             "(the clean texture removes most of it).")
     return sig
@@ -238,12 +223,13 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     plan = outcome.plan
     out = output_path(outdir, case, settings)
     run_report = outcome.report(case.input, str(out))
+    derivation = derivation_from_report(run_report)
     out_vol = outcome.volume
-    out_vol.meta = _output_meta(vol.meta, plan.target, f"{plan.method} {plan.summary()}", outcome.texture)
+    out_vol.meta = derivation.output_meta(vol.meta, out_vol.spacing[0], label=f"{plan.method} {plan.summary()}")
     clock.lap("normalize_s")
     warnings = list(outcome.warnings)
     if settings.output_format == "dicom":
-        written = write_derived_series(out_vol, out, vol, derivation_from_report(run_report))
+        written = write_derived_series(out_vol, out, vol, derivation)
         warnings += written.warnings
         # a derived series stores whole HU when they fit int16 (slope 1), as a volume file does
         out_vol = as_written(out_vol, output_type(out_vol.hu, "int16")[0])
@@ -252,13 +238,14 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
         dtype, warning = output_type(out_vol.hu, settings.output_type)
         if warning:
             warnings.append(warning)
-        write_volume(out_vol, out, dtype=dtype)
+        write_volume(out_vol, out, dtype=dtype, write_tags=True)  # the output's tags (Derivation.output_meta)
         out_vol = as_written(out_vol, dtype)  # the measurements below are of the file's values
     run_report.output_type = dtype
     rec.update(output=str(out), method=plan.method, source_spec=plan.source.spec(), target_spec=plan.target.spec(),
                warnings=warnings, report=run_report.to_dict())
     clock.lap("write_s")
-    rec["after"] = _after_warnings(scan_signature(out_vol), plan.target) if settings.measure else None
+    rec["after"] = (_after_warnings(scan_signature(out_vol), out_vol.meta.get("ConvolutionKernel", ""))
+                    if settings.measure else None)
     clock.lap("signature_after_s")
     if settings.emphysema:
         rec["emphysema"] = {name: _emphysema(v, name, settings.threshold, warnings)

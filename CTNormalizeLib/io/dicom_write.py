@@ -8,8 +8,8 @@ each slice was computed from; ``ImageComments`` says so on a slice interpolated 
 misses slices), ``ConvolutionKernel`` and ``SliceThickness`` of the target (the source's where
 the method leaves the kernel or the slices as they were) (and ``AcquisitionType SEQUENCED`` for a rectangular slice profile, which is how a reader
 tells it from a helical one). A private block (creator ``CTNormalize``, see
-:data:`~CTNormalizeLib.io.dicom.PROVENANCE_PRIVATE`) holds the two provenance keys that NRRD
-outputs carry in their header (``ctnormalize``, ``ctnormalize_texture``), so reading a
+:data:`~CTNormalizeLib.io.dicom.PROVENANCE_PRIVATE`) holds the provenance keys that NRRD
+outputs carry in their header (:data:`~CTNormalizeLib.volume.PROVENANCE_KEYS`), so reading a
 derived series back gives the same provenance as reading a volume file.
 Pixels are int16 with ``RescaleSlope``/``RescaleIntercept``.
 
@@ -33,7 +33,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..contracts.report import SOURCE_TEXTURE
+from ..contracts.derivation import Derivation, derivation_from_report  # noqa: F401 - the writer's input
+from ..contracts.report import RESEARCH_NOTE
 from ..version import __version__
 from ..errors import BadInputError
 from ..volume import Volume
@@ -42,7 +43,6 @@ from .missing_slices import MISSING_GAP
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MODEL_NAME = "CTNormalize"
-RESEARCH_NOTE = "Research use, not for diagnosis."
 NO_PATIENT_NOTE = ("Made from a {fmt} file without patient data: patient and study attributes are absent; "
                    "this is a new study.")
 
@@ -56,79 +56,6 @@ COPIED_TAGS = (
     "BodyPartExamined", "KVP", "AcquisitionNumber", "AcquisitionDate", "AcquisitionTime",
 )
 _KERNEL_ORDER = ("smooth", "standard", "sharp", "very-sharp")
-
-
-@dataclass
-class Derivation:
-    """What a derived series says about how it was made (read from a run report)."""
-
-    method: str
-    model_sha256: Optional[str]
-    source_spec: str
-    target_spec: str
-    engine_version: str
-    source_kernel: Optional[str] = None
-    target_kernel: Optional[str] = None
-    target_kernel_name: Optional[str] = None
-    source_dose: Optional[float] = None
-    target_dose: Optional[float] = None
-    source_thickness: Optional[float] = None
-    target_thickness: Optional[float] = None
-    texture: Optional[str] = None
-    noise_equivalent_dose: Optional[float] = None
-    target_profile: Optional[str] = None
-    changes: tuple = ()
-
-    def changed(self, aspect: str) -> bool:
-        """Whether the method changed ``aspect`` (``kernel``, ``noise``, ``thickness``) towards the
-        target; True when the report does not say (written before it did)."""
-        return not self.changes or aspect in self.changes
-
-    @property
-    def achieved_spec(self) -> str:
-        """The target spec without the aspects the method left as they were (``z_profile`` to
-        ``kernel=smooth,thickness=2`` achieved ``thickness=2``)."""
-        aspect = {"kernel": "kernel", "dose": "noise", "mas": "noise", "ctdivol": "noise",
-                  "thickness": "thickness", "profile": "thickness", "spacing": "thickness"}
-        parts = [p for p in self.target_spec.split(",")
-                 if self.changed(aspect.get(p.split("=", 1)[0].strip().lower(), ""))]
-        return ",".join(parts)
-
-    @property
-    def label(self) -> str:
-        """The ``ctnormalize`` provenance value: method, source and target protocols."""
-        return f"{self.method} {self.source_spec} -> {self.target_spec}"
-
-    def description(self, source_label: str = "") -> str:
-        """The ``DerivationDescription`` text (at most 1024 characters, the ST limit)."""
-        model = f" (model sha256 {self.model_sha256})" if self.model_sha256 else ""
-        src = f" from {source_label}" if source_label else ""
-        texture = ("" if not self.texture else ", noise not removed or replaced" if self.texture == SOURCE_TEXTURE
-                   else f", {self.texture} texture")
-        text = (f"CTNormalize {self.engine_version}: {self.method}{model}{texture}; source protocol "
-                f"{self.source_spec}{src}; target protocol {self.target_spec}. {RESEARCH_NOTE}")
-        return text[:1024]
-
-
-def derivation_from_report(report) -> Derivation:
-    """The :class:`Derivation` of a normalize run, from its run report.
-
-    ``report`` is a :class:`~CTNormalizeLib.contracts.report.RunReport` or its ``to_dict()``.
-    The one place that reads the report's layout for DICOM provenance.
-    """
-    d = report.to_dict() if hasattr(report, "to_dict") else dict(report)
-    plan = d.get("plan") or {}
-    src, tgt = plan.get("source") or {}, plan.get("target") or {}
-    return Derivation(
-        method=str(d.get("method", "unknown")), model_sha256=d.get("model_sha256"),
-        source_spec=str(plan.get("source_spec", "")), target_spec=str(plan.get("target_spec", "")),
-        engine_version=str(d.get("engine_version", __version__)),
-        source_kernel=src.get("kernel"), target_kernel=tgt.get("kernel"), target_kernel_name=tgt.get("kernel_name"),
-        source_dose=src.get("dose"), target_dose=tgt.get("dose"),
-        source_thickness=src.get("thickness"), target_thickness=tgt.get("thickness"),
-        texture=d.get("texture") or plan.get("texture"), noise_equivalent_dose=plan.get("noise_equivalent_dose"),
-        target_profile=tgt.get("profile"), changes=tuple(d.get("changes") or ()),
-    )
 
 
 @dataclass
@@ -357,20 +284,11 @@ def _base_dataset(source_ds, volume: Volume, output: Volume, derivation: Derivat
     codes = _derivation_codes(derivation, z_changed)
     if codes:
         ds.DerivationCodeSequence = [_coded(c) for c in codes]
-    if derivation.changed("kernel"):
-        ds.ConvolutionKernel = str(derivation.target_kernel_name or derivation.target_kernel or "")[:16]
-    elif source_ds is not None and "ConvolutionKernel" in source_ds:
-        ds["ConvolutionKernel"] = source_ds["ConvolutionKernel"]  # the method left the kernel as it was
+    if source_ds is not None and "ConvolutionKernel" in source_ds and not derivation.changed("kernel"):
+        ds["ConvolutionKernel"] = source_ds["ConvolutionKernel"]  # the method left the kernel: the tag as read
     else:
-        ds.ConvolutionKernel = str(derivation.source_kernel or "")[:16]
-    thickness = derivation.target_thickness or output.spacing[0]
-    if not derivation.changed("thickness") and derivation.source_thickness:
-        thickness = derivation.source_thickness  # a method that leaves the slices as they were
-    elif derivation.target_thickness and derivation.source_thickness:
-        # thick -> thin interpolates: the slices stay as thick as the source's, and the tag says so
-        # (info would otherwise read the series' noise as if from thin slices)
-        thickness = max(float(derivation.target_thickness), float(derivation.source_thickness))
-    ds.SliceThickness = f"{float(thickness):.6g}"
+        ds.ConvolutionKernel = derivation.kernel_tag()[:16]
+    ds.SliceThickness = f"{derivation.slice_thickness(output.spacing[0]):.6g}"
     ds.SpacingBetweenSlices = f"{float(output.spacing[0]):.6g}"
     if derivation.target_profile == "rect":
         ds.AcquisitionType = "SEQUENCED"  # read back as an axial scan's rectangular slices
@@ -399,6 +317,8 @@ def _add_provenance(ds, derivation: Derivation) -> None:
     block.add_new(elements["ctnormalize"], "LT", derivation.label[:10240])
     if derivation.texture:
         block.add_new(elements["ctnormalize_texture"], "LO", str(derivation.texture)[:64])
+    if derivation.achieved_spec:
+        block.add_new(elements["ctnormalize_target"], "LT", derivation.achieved_spec[:10240])
 
 
 def _slice_dataset(base, k: int, output: Volume, stored: np.ndarray, slope: float, intercept: float,

@@ -145,7 +145,9 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
     ``Modality`` and the ``ctnormalize`` provenance string from ``meta``; with
     ``write_tags`` all the acquisition tags of ``meta`` too (``ConvolutionKernel:=B70f`` ...),
     which a later :func:`read_volume` picks up. They are off by default because after a
-    normalization the input's kernel/thickness tags no longer describe the voxels.
+    normalization the input's kernel/thickness tags no longer describe the voxels; normalized
+    outputs write the tags that do
+    (:meth:`~CTNormalizeLib.contracts.derivation.Derivation.output_meta`).
 
     Parameters
     ----------

@@ -92,6 +92,10 @@ def test_engine_reads_the_series_back_and_detects_the_target(normalized):
     # the same provenance as the NRRD header's: what info shows and quantification warns on
     assert vol.meta["ctnormalize_texture"] == ref.meta["ctnormalize_texture"] == "clean"
     assert TARGET in vol.meta["ctnormalize"]
+    # the target the output reached, in both; the NRRD's tags follow the series' rules (kernel, thickness)
+    assert vol.meta["ctnormalize_target"] == ref.meta["ctnormalize_target"] != ""
+    for tag in ("ConvolutionKernel", "SliceThickness"):
+        assert ref.meta[tag] == vol.meta[tag], tag
     assert proto.profile in (None, "gaussian") and "AcquisitionType" not in vol.meta
 
 
@@ -202,6 +206,11 @@ def test_thick_to_thin_keeps_the_true_thickness_in_the_tags(normalized, tmp_path
     assert r.returncode == 0, r.stderr
     d = _series(tmp_path / "thin")[0]
     assert float(d.SliceThickness) == pytest.approx(5.0) and float(d.SpacingBetweenSlices) == pytest.approx(1.0)
+    # info reads the noise as that of the 1 mm slices the run set it for, not of the 5 mm its tag names
+    info = json.loads(_run(["info", str(tmp_path / "thin"), "--json"]).stdout)
+    assert info["normalized_target"] == "kernel=smooth,thickness=1"
+    assert info["noise"]["target"] == "this output's target" and info["noise"]["noise_thickness_mm"] == 1.0
+    assert "thickness=1" in info["noise"]["target_spec"] and info["signature"]["thickness_mm"] == pytest.approx(5.0)
 
 
 def test_a_rectangular_target_is_written_as_an_axial_series(normalized, tmp_path):

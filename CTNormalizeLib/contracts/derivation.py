@@ -1,0 +1,137 @@
+"""How a normalized output was made, read once from its run report: the provenance that every
+output writer (NRRD/MHA headers, a derived DICOM series, a batch case) records, and the tags
+that describe the output's slices and kernel rather than the input's acquisition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from ..version import __version__
+from .report import RESEARCH_NOTE, SOURCE_TEXTURE
+
+#: Input tags of the acquisition's dose that no longer describe an output whose noise was changed.
+DOSE_TAGS = ("Exposure", "XRayTubeCurrent", "ExposureTime", "CTDIvol")
+
+
+@dataclass
+class Derivation:
+    """What a derived series says about how it was made (read from a run report)."""
+
+    method: str
+    model_sha256: Optional[str]
+    source_spec: str
+    target_spec: str
+    engine_version: str
+    source_kernel: Optional[str] = None
+    target_kernel: Optional[str] = None
+    target_kernel_name: Optional[str] = None
+    source_dose: Optional[float] = None
+    target_dose: Optional[float] = None
+    source_thickness: Optional[float] = None
+    target_thickness: Optional[float] = None
+    texture: Optional[str] = None
+    noise_equivalent_dose: Optional[float] = None
+    target_profile: Optional[str] = None
+    changes: tuple = ()
+
+    def changed(self, aspect: str) -> bool:
+        """Whether the method changed ``aspect`` (``kernel``, ``noise``, ``thickness``) towards the
+        target; True when the report does not say (written before it did)."""
+        return not self.changes or aspect in self.changes
+
+    @property
+    def achieved_spec(self) -> str:
+        """The target spec without the aspects the method left as they were (``z_profile`` to
+        ``kernel=smooth,thickness=2`` achieved ``thickness=2``)."""
+        aspect = {"kernel": "kernel", "dose": "noise", "mas": "noise", "ctdivol": "noise",
+                  "thickness": "thickness", "profile": "thickness", "spacing": "thickness"}
+        parts = [p for p in self.target_spec.split(",")
+                 if self.changed(aspect.get(p.split("=", 1)[0].strip().lower(), ""))]
+        return ",".join(parts)
+
+    def kernel_tag(self) -> str:
+        """The ``ConvolutionKernel`` of the output: the target's kernel (name or class) when the
+        method changed the kernel, else the source's kernel class."""
+        if self.changed("kernel"):
+            return str(self.target_kernel_name or self.target_kernel or "")
+        return str(self.source_kernel or "")
+
+    def slice_thickness(self, z_spacing: float) -> float:
+        """The ``SliceThickness`` of the output, in mm.
+
+        The source's when the method left the slices as they were; the target's when it made them
+        thicker; and the source's again when it interpolated thick slices onto a finer grid, since
+        that leaves them as thick as they were (``info`` would otherwise read their noise as that of
+        thin slices). The grid's spacing when neither protocol says.
+        """
+        if not self.changed("thickness") and self.source_thickness:
+            return float(self.source_thickness)
+        if self.target_thickness and self.source_thickness:
+            return max(float(self.target_thickness), float(self.source_thickness))
+        return float(self.target_thickness or z_spacing)
+
+    def output_meta(self, input_meta: dict, z_spacing: float, label: Optional[str] = None) -> dict:
+        """The tags of the output volume (:attr:`~CTNormalizeLib.volume.Volume.meta`).
+
+        The input's tags, with the output's kernel (:meth:`kernel_tag`) and slice thickness
+        (:meth:`slice_thickness`); without the dose tags when the method changes the noise, and
+        without the helical and slice-spacing tags when it changes the slices (``AcquisitionType
+        SEQUENCED`` for a rectangular target profile, read back as the axial scan it resembles);
+        and the provenance keys (:data:`~CTNormalizeLib.volume.PROVENANCE_KEYS`): ``label``
+        (default :attr:`label`), the texture and the target the output reached
+        (:attr:`achieved_spec`).
+        """
+        drop = {"source_path", "warnings"}
+        if self.changed("noise"):
+            drop.update(DOSE_TAGS)
+        if self.changed("thickness"):
+            drop.update(("SpacingBetweenSlices", "AcquisitionType", "SpiralPitchFactor"))
+        meta = {k: v for k, v in input_meta.items() if k not in drop}
+        if self.changed("kernel") or "ConvolutionKernel" not in meta:
+            meta["ConvolutionKernel"] = self.kernel_tag()
+        meta["SliceThickness"] = f"{self.slice_thickness(z_spacing):g}"
+        if self.changed("thickness") and self.target_profile == "rect":
+            meta["AcquisitionType"] = "SEQUENCED"
+        meta["ctnormalize"] = label or self.label
+        meta["ctnormalize_texture"] = self.texture or ""
+        meta["ctnormalize_target"] = self.achieved_spec
+        return meta
+
+    @property
+    def label(self) -> str:
+        """The ``ctnormalize`` provenance value: method, source and target protocols."""
+        return f"{self.method} {self.source_spec} -> {self.target_spec}"
+
+    def description(self, source_label: str = "") -> str:
+        """The ``DerivationDescription`` text (at most 1024 characters, the ST limit)."""
+        model = f" (model sha256 {self.model_sha256})" if self.model_sha256 else ""
+        src = f" from {source_label}" if source_label else ""
+        texture = ("" if not self.texture else ", noise not removed or replaced" if self.texture == SOURCE_TEXTURE
+                   else f", {self.texture} texture")
+        text = (f"CTNormalize {self.engine_version}: {self.method}{model}{texture}; source protocol "
+                f"{self.source_spec}{src}; target protocol {self.target_spec}. {RESEARCH_NOTE}")
+        return text[:1024]
+
+
+def derivation_from_report(report) -> Derivation:
+    """The :class:`Derivation` of a normalize run, from its run report.
+
+    ``report`` is a :class:`~CTNormalizeLib.contracts.report.RunReport` or its ``to_dict()``.
+    The one place that reads the report's layout for DICOM provenance.
+    """
+    d = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    plan = d.get("plan") or {}
+    src, tgt = plan.get("source") or {}, plan.get("target") or {}
+    return Derivation(
+        method=str(d.get("method", "unknown")), model_sha256=d.get("model_sha256"),
+        source_spec=str(plan.get("source_spec", "")), target_spec=str(plan.get("target_spec", "")),
+        engine_version=str(d.get("engine_version", __version__)),
+        source_kernel=src.get("kernel"), target_kernel=tgt.get("kernel"), target_kernel_name=tgt.get("kernel_name"),
+        source_dose=src.get("dose"), target_dose=tgt.get("dose"),
+        source_thickness=src.get("thickness"), target_thickness=tgt.get("thickness"),
+        texture=d.get("texture") or plan.get("texture"), noise_equivalent_dose=plan.get("noise_equivalent_dose"),
+        target_profile=tgt.get("profile"), changes=tuple(d.get("changes") or ()),
+    )
+
+
