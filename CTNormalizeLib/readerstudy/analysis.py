@@ -247,6 +247,16 @@ def _rows(study: dict, key: dict, answers: dict) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- designs
+def _detection_by_variant(scores: dict, ref: str, seed: int) -> dict:
+    """:func:`score_detection` of each non-reference variant against the reference's scores.
+
+    The study's AUC pools every normalized variant: a clean-texture variant that readers spot at
+    once and a target-texture one they cannot tell from the original average to a middling AUC.
+    """
+    orig = scores.get(ref, [])
+    return {v: score_detection(orig, g, seed=seed) for v, g in sorted(scores.items()) if v != ref}
+
+
 def _analyze_single(rows, key, seed):
     ref = key.get("reference", "original")
     readers, cases, by_reader = {}, [], defaultdict(list)
@@ -260,6 +270,7 @@ def _analyze_single(rows, key, seed):
         for r in rs:
             groups[r["truth"]["A"]["variant"]].append(r["rec"]["score"])
         m["groups"] = {v: _summary(g) for v, g in sorted(groups.items())}
+        m["by_variant"] = _detection_by_variant(groups, ref, seed)
         m["score_counts"] = {v: [int(np.sum(np.asarray(g) == s)) for s in range(D.SCORE_MIN, D.SCORE_MAX + 1)]
                              for v, g in sorted(groups.items())}
         m["time_spent_s"] = _summary([r["rec"]["time_spent_s"] for r in rs if r["rec"].get("time_spent_s") is not None])
@@ -277,6 +288,7 @@ def _analyze_single(rows, key, seed):
     for r in rows:
         pooled_groups[r["truth"]["A"]["variant"]].append(r["rec"]["score"])
     pooled["groups"] = {v: _summary(g) for v, g in sorted(pooled_groups.items())}
+    pooled["by_variant"] = _detection_by_variant(pooled_groups, ref, seed)
     ratings = {reader: {r["rec"]["views"]["A"]: r["rec"]["score"] for r in rs} for reader, rs in by_reader.items()}
     agree = agreement(ratings, list(range(D.SCORE_MIN, D.SCORE_MAX + 1)))
     return readers, pooled, agree, cases

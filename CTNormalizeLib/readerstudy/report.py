@@ -47,6 +47,18 @@ def _per_reader(design: str, readers: list) -> dict:
     return {"header": header, "rows": rows}
 
 
+def _by_variant(readers: list) -> dict:
+    """Header and rows of the single design's detection of each variant against the originals."""
+    rows = []
+    for name, m in readers:
+        for variant, v in (m.get("by_variant") or {}).items():
+            rows.append([name, variant, v["n_normalized"], v["n_original"], fmt_fixed(v["sensitivity"]),
+                         fmt_fixed(v["auc"]), _ci(v.get("auc_ci")),
+                         fmt_fixed((v.get("mann_whitney") or {}).get("p"), 4)])
+    header = ["reader", "variant", "n variant", "n originals", "sensitivity", "AUC", "95% CI", "Mann–Whitney p"]
+    return {"header": header, "rows": rows}
+
+
 def _likert(readers: list) -> list:
     """Per reader: rows of item | mean ± sd per variant | paired difference | Wilcoxon p."""
     out = []
@@ -85,6 +97,7 @@ def render_html(result: dict) -> str:
                   title="Reader study report" + (f": {st['title']}" if st.get("title") else ""),
                   study=st, design=design, reference=ref, warnings=result.get("warnings", []),
                   per_reader=_per_reader(design, readers),
+                  by_variant=_by_variant(readers) if design == "single" else None,
                   likert=_likert(readers) if design == "pair" else [],
                   figures=_figures(result, design, ref),
                   agreement_note=ag.get("note"),

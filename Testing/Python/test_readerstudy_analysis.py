@@ -8,9 +8,9 @@ from CTNormalizeLib.readerstudy import design as D
 from CTNormalizeLib.readerstudy.report import render_html
 
 
-def synthetic_single(n_cases, readers, rng):
+def synthetic_single(n_cases, readers, rng, variants=("original", "normalized")):
     """A per-study single-image design in memory: study, key and answers from score functions."""
-    variants = ["original", "normalized"]
+    variants = list(variants)
     shown = D.balanced_choice(rng, n_cases, variants)
     items, images, truth = [], {}, {}
     for i, v in enumerate(shown):
@@ -130,6 +130,25 @@ def test_fleiss_kappa_textbook_value():
     assert AN.fleiss_kappa([[3, 0], [0, 3], [3, 0]]) == 1.0
     with pytest.raises(ValueError):
         AN.fleiss_kappa([[3, 0], [1, 1]])
+
+
+def test_each_variant_is_scored_against_the_originals():
+    """A clean variant readers spot at once and a target-texture one they cannot tell from the originals
+    pooled to one middling AUC; each variant gets its own AUC against the originals too."""
+    noise = np.random.default_rng(8)
+    reader = lambda v, i: int(noise.integers(0, 2)) if v == "clean" else int(noise.integers(2, 6))  # noqa: E731
+    study, key, answers = synthetic_single(300, {"r": reader}, np.random.default_rng(7),
+                                           variants=("original", "clean", "target"))
+    res = AN.analyze(study, key, answers, seed=0)
+    for m in (res["readers"]["r"], res["pooled"]):
+        by = m["by_variant"]
+        assert set(by) == {"clean", "target"}
+        assert by["clean"]["auc"] == 1.0 and abs(by["target"]["auc"] - 0.5) < 0.1
+        assert 0.6 < m["auc"] < 0.9
+        assert by["clean"]["n_original"] == by["target"]["n_original"] == m["n_original"]
+    page = render_html(res)
+    section = page[page.index("<h2>Per variant</h2>"):page.index("<h2>Score distributions</h2>")]
+    assert section.count("<td>clean</td>") == section.count("<td>target</td>") == 2  # the reader and pooled
 
 
 def test_two_readers_get_cohen_and_report_renders():
