@@ -43,8 +43,11 @@ class CaseProgress:
             if self.mode == "bar":
                 from tqdm import tqdm
 
+                # tqdm's own estimate (elapsed / cases finished) over-counts cases that run at once and
+                # counts quick skipped ones: the bar shows this class's estimate (_eta) instead
                 self._bar = tqdm(total=event["cases"], file=sys.stderr, unit="case",
-                                 desc=f"cases ({event['workers']} workers)")
+                                 desc=f"cases ({event['workers']} workers)",
+                                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
         elif kind == "case":
             done, total = event["done"], event["total"]
             if event["status"] == "done" and event.get("seconds") is not None:
@@ -57,6 +60,10 @@ class CaseProgress:
             elif event["status"] == "skipped":
                 self._line(f"{event['case']}: skipped (done before with the same input, plan and engine)")
             if self._bar is not None:
+                from tqdm import tqdm
+
+                self._bar.set_postfix_str("" if eta is None else f"about {tqdm.format_interval(eta)} left",
+                                          refresh=False)
                 self._bar.update(1)
         elif kind == "retry":
             self._line(f"{event['case']}: {event['error']}; retrying once")

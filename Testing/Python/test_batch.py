@@ -410,3 +410,15 @@ def test_the_eta_shares_the_cases_left_among_the_workers():
     p({"event": "case", "case": "c", "status": "failed", "seconds": 0.01, "error": "x", "done": 3, "total": 10})
     eta = [json.loads(line)["eta_s"] for line in out.getvalue().splitlines() if '"progress"' in line]
     assert eta == [45.0, 40.0, 35.0]
+
+
+def test_the_terminal_bar_shows_the_same_eta(capsys):
+    """The bar showed tqdm's own estimate (elapsed / cases finished), not the one above."""
+    from CTNormalizeLib.cli.batch_events import CaseProgress
+
+    p = CaseProgress("bar")
+    p({"event": "started", "cases": 10, "workers": 2, "slots": 2})
+    p({"event": "case", "case": "a", "status": "done", "seconds": 10.0, "error": "", "done": 1, "total": 10})
+    p.close()
+    err = capsys.readouterr().err
+    assert "about 00:45 left" in err and "<" not in err.splitlines()[-1], err
