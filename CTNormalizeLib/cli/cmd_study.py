@@ -63,12 +63,49 @@ def _analyze_guard(args):
 
     study = Path(args.study_dir)
     key = Path(args.key) if args.key else study / S.KEY_FILE
-    guard = OutputGuard(inputs=[study / S.STUDY_FILE, key],
+    guard = OutputGuard(inputs=[study / S.STUDY_FILE, key] + _study_sources(key),
                         protected=[study / S.ANSWERS_DIR, study / S.ITEMS_DIR, key])
     if args.output:
+        if not str(args.output).lower().endswith((".html", ".htm")):
+            raise BadInputError(f"The report is an HTML file; give a name ending in .html, not {args.output!r}.")
         guard.add(args.output, what="-o")
     guard.check()
     return guard
+
+
+def _study_sources(key_path) -> list:
+    """The manifest and the scans a study was made from: those its key records, and every scan its
+    manifest names while the manifest is there (none for an unreadable key: analyze reports that)."""
+    import json
+
+    from ..errors import CTNormalizeError
+
+    try:
+        key = json.loads(open(key_path, encoding="utf-8").read())
+        images = key.get("images") or {}
+        sources = [key.get("manifest")] + [t.get("source") for t in images.values() if isinstance(t, dict)]
+    except (OSError, ValueError, AttributeError):
+        return []
+    try:
+        sources += _create_inputs(key["manifest"]) if key.get("manifest") else []
+    except (CTNormalizeError, OSError):
+        pass  # a manifest moved or edited since: the key's own list stands
+    return sources
+
+
+def _key_outside_readers_folders(key, study_dir) -> None:
+    """The key unblinds the study: it must not lie where readers look (the study's items and answers)."""
+    import os
+    from pathlib import Path
+
+    from ..readerstudy import storage as S
+
+    real = Path(os.path.realpath(os.path.expanduser(str(key))))
+    for folder in (S.ITEMS_DIR, S.ANSWERS_DIR):
+        seen = Path(os.path.realpath(os.path.expanduser(str(Path(study_dir) / folder))))
+        if real == seen or seen in real.parents:
+            raise BadInputError(f"The --key path {key} lies in the study's {folder}/ folder, which readers see; "
+                                "keep the key outside the study folder, or at its top (the default).")
 
 
 def _split(text):
@@ -84,6 +121,7 @@ def run(args) -> int:
         guard = OutputGuard(inputs=_create_inputs(args.manifest))
         guard.add(args.output, kind="dir", what="-o")
         if args.key:
+            _key_outside_readers_folders(args.key, args.output)
             guard.add(args.key, what="--key")
         guard.check()
         summary = create.create_study(

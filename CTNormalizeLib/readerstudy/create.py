@@ -258,6 +258,7 @@ def create_study(manifest, out_dir, design: str, seed: int, per_reader: bool = F
     key = {
         "format": S.FORMAT + "-key", "version": S.VERSION, "study_id": study_id, "design": design,
         "seed": int(seed), "reference": reference, "variants": chosen,
+        "manifest": str(Path(manifest).resolve()),  # analyze never writes over it
         "cases": {cid: c["case"] for cid, c, _ in blinded},
         "images": image_truth,
     }

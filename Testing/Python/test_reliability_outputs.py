@@ -251,13 +251,24 @@ def test_study_outputs_never_touch_the_study(capsys, tmp_path):
     s = ReaderSession(study, "ann")
     s.record({"score": 3})
     before = snapshot(study, manifest)
+    # the manifest and the scans the study was made from too (analyze -o wrote its HTML over them)
+    scan = sorted(manifest.parent.glob("*.nrrd"))[0]
     for out in (study / "key.json", study / "study.json", study / "answers" / "report.html",
-                study / "items" / "report.html"):
+                study / "items" / "report.html", manifest, scan):
         code, _, err = cli(capsys, "study", "analyze", study, "-o", out)
         check_case(code, err, 2, str(out.name), before, [tmp_path])
+    # an HTML name is not enough: the key names the sources (a report named like one of them is refused)
+    from CTNormalizeLib.cli.cmd_study import _study_sources
+
+    assert str(manifest.resolve()) in _study_sources(study / "key.json")
+    assert str(scan.resolve()) in map(str, _study_sources(study / "key.json"))
     code, _, err = cli(capsys, "study", "create", "--manifest", manifest, "--design", "single", "--seed", "1",
                        "-o", tmp_path / "s2", "--key", manifest)
     check_case(code, err, 2, "never overwrites its inputs", before, [tmp_path], absent=[tmp_path / "s2"])
+    # the key unblinds the study: never in the folders readers see
+    code, _, err = cli(capsys, "study", "create", "--manifest", manifest, "--design", "single", "--seed", "1",
+                       "-o", tmp_path / "s3", "--key", tmp_path / "s3" / "items" / "k.json")
+    check_case(code, err, 2, "readers see", before, [tmp_path], absent=[tmp_path / "s3"])
 
 
 def test_mha_output_reads_back_as_ct(tmp_path, ct):
