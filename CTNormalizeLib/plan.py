@@ -193,6 +193,9 @@ def complete_target(source: Protocol, target) -> tuple[Protocol, bool, bool]:
             keep[name] = getattr(source, name)
     if "thickness" in keep and source.profile is not None:
         keep["profile"] = source.profile  # the source's slices, shape and all
+    if "thickness" in keep and tgt.spacing is None and source.spacing is not None:
+        # and their spacing: overlapping slices (5 mm apart, 10 mm thick) stay as many as they were
+        keep["spacing"] = source.spacing
     if not keep:
         return tgt, kernel_given, dose_given
     base = Protocol(sources={k: FieldSource("default", 1.0, "unchanged from source") for k in keep}, **keep)

@@ -347,3 +347,16 @@ def test_reference_with_a_thickness_override_and_refused_fields(scans):
     for spec in ("kernel=sharp,thickness=3", "dose=0.5", "emphysema-reference"):
         with pytest.raises(BadInputError, match="may only set thickness and spacing"):
             make_plan(src, None, spec, target_like=ref, method="classical")
+
+
+def test_a_target_that_leaves_the_thickness_open_keeps_the_slices_and_their_spacing():
+    """Overlapping slices (5 mm apart, 10 mm thick) normalized to a kernel alone came out 10 mm apart:
+    half the slices gone without a word. A target naming a thickness gets slices that far apart."""
+    from CTNormalizeLib.plan import complete_target
+    from CTNormalizeLib.protocols import Protocol
+
+    source = Protocol(kernel="sharp", thickness=10.0, spacing=5.0)
+    kept, _, _ = complete_target(source, "kernel=standard")
+    assert (kept.thickness, kept.spacing) == (10.0, 5.0)
+    thicker, _, _ = complete_target(source, "kernel=standard,thickness=20")
+    assert thicker.thickness == 20.0 and thicker.spacing is None  # the target's slices, contiguous
