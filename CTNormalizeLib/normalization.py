@@ -95,6 +95,18 @@ def method_reference(method: str, reference: Optional[Volume], target_like: Opti
     return target_like
 
 
+def _warn_thick_to_thin(plan: Plan, volume: Volume, result) -> None:
+    """THICK_TO_THIN_INTERPOLATION on every output put on a finer z grid than thicker source slices,
+    also from a method whose own steps do not say so (the learned models' z grid)."""
+    from .classical.thickness import THICK_TO_THIN, thick_to_thin_warning
+
+    t_s = float(plan.source.ssp_fwhm or plan.source_signature.thickness_mm)
+    t_t = float(plan.target_signature.thickness_mm)
+    finer = result.volume.spacing[0] < volume.spacing[0] - 1e-6
+    if finer and t_t < t_s - 1e-6 and not any(w.get("code") == THICK_TO_THIN for w in result.warnings):
+        result.warnings.append(thick_to_thin_warning(t_s, t_t))
+
+
 def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: Optional[Volume] = None,
             with_qc: bool = True) -> NormalizeOutcome:
     """Run ``plan``'s method on ``volume`` (the plan made for this volume)."""
@@ -104,6 +116,7 @@ def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: 
     row = get_method(plan.method)
     result = row.run(volume, plan, progress, reference)
     timings = {"normalize_s": round(time.perf_counter() - t0, 3)}
+    _warn_thick_to_thin(plan, volume, result)
     if row.texture and row.texture != plan.texture:
         result.warnings.append({"code": "TEXTURE_OF_THE_METHOD",
                                 "message": f"Method {plan.method!r} gives its output the {row.texture} texture "

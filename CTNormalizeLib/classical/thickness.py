@@ -31,6 +31,13 @@ FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 THICK_TO_THIN = "THICK_TO_THIN_INTERPOLATION"
 
 
+def thick_to_thin_warning(source_mm: float, target_mm: float) -> dict:
+    """The warning every thick -> thin output carries, whichever method made it."""
+    return {"code": THICK_TO_THIN,
+            "message": (f"Thick->thin ({source_mm:.4g} mm -> {target_mm:.4g} mm) is interpolation: fine detail "
+                        "along z that the thicker slices averaged away is not recovered.")}
+
+
 @dataclass
 class ZProfileResult:
     """Result of :func:`change_thickness`: voxels, new z spacing, what was done, warnings."""
@@ -163,13 +170,7 @@ def change_thickness(hu: np.ndarray, spacing, source_thickness: float | None, ta
         out[:, y0:y1, :] = part
         if progress is not None:
             progress("z_profile", y1 / ny)
-    warnings = []
-    if kind == "thick_to_thin":
-        warnings.append({
-            "code": THICK_TO_THIN,
-            "message": (f"Thick->thin ({t_s:.4g} mm -> {t_t:.4g} mm) is interpolation: fine detail along z "
-                        "that the thicker slices averaged away is not recovered."),
-        })
+    warnings = [thick_to_thin_warning(t_s, t_t)] if kind == "thick_to_thin" else []
     info = {
         "kind": kind,
         "source_thickness": t_s,

@@ -360,3 +360,28 @@ def test_a_target_that_leaves_the_thickness_open_keeps_the_slices_and_their_spac
     assert (kept.thickness, kept.spacing) == (10.0, 5.0)
     thicker, _, _ = complete_target(source, "kernel=standard,thickness=20")
     assert thicker.thickness == 20.0 and thicker.spacing is None  # the target's slices, contiguous
+
+
+def test_every_thick_to_thin_output_says_it_is_interpolated(scans):
+    """The learned models put thick slices on a finer z grid without the classical step's warning."""
+    from dataclasses import replace as dc_replace
+
+    from CTNormalizeLib.normalization import execute
+
+    src, _, _ = scans  # 2 mm slices
+
+    def finer(v, p, pr=None, ref=None):
+        out = v.with_array(np.repeat(v.hu, 2, axis=0))
+        out.spacing = (v.spacing[0] / 2, v.spacing[1], v.spacing[2])
+        return MethodResult(out)
+
+    register(Method("toy-thin", "learned", "a toy z interpolation", ("thickness",), run=finer))
+    try:
+        plan = make_plan(src, "kernel=sharp,dose=0.25,thickness=2", "thickness=1", method="z_profile")
+        warned = execute(dc_replace(plan, method="toy-thin"), src, with_qc=False).warnings
+        assert [w["code"] for w in warned].count("THICK_TO_THIN_INTERPOLATION") == 1
+        # the classical step's own warning is not repeated
+        classical = execute(plan, src, with_qc=False).warnings
+        assert [w["code"] for w in classical].count("THICK_TO_THIN_INTERPOLATION") == 1
+    finally:
+        unregister("toy-thin")
