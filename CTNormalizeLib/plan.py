@@ -193,8 +193,10 @@ def complete_target(source: Protocol, target) -> tuple[Protocol, bool, bool]:
             keep[name] = getattr(source, name)
     if "thickness" in keep and source.profile is not None:
         keep["profile"] = source.profile  # the source's slices, shape and all
-    if "thickness" in keep and tgt.spacing is None and source.spacing is not None:
-        # and their spacing: overlapping slices (5 mm apart, 10 mm thick) stay as many as they were
+    if "thickness" in keep and tgt.spacing is None and source.spacing is not None \
+            and abs(source.spacing - keep["thickness"]) > 1e-6:
+        # and their spacing where it is not the thickness: overlapping slices (5 mm apart, 10 mm thick)
+        # stay as many as they were (a target's spacing is its thickness unless it says otherwise)
         keep["spacing"] = source.spacing
     if not keep:
         return tgt, kernel_given, dose_given

@@ -9,8 +9,9 @@ import numpy as np
 
 #: ``Volume.meta`` keys CTNormalize writes into NRRD/MHA headers of its outputs and reads back: the run's
 #: one-line provenance (method, source -> target), the output texture (``clean``, ``target`` or
-#: ``source``) and the target protocol the output reached (a spec; ``info`` compares the scan with it).
-PROVENANCE_KEYS = ("ctnormalize", "ctnormalize_texture", "ctnormalize_target")
+#: ``source``), the run's target protocol (a spec) and the noise it set for it (HU; ``info`` compares
+#: the scan with both).
+PROVENANCE_KEYS = ("ctnormalize", "ctnormalize_texture", "ctnormalize_target", "ctnormalize_target_noise_hu")
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def add_arguments(p):
     p.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the folder holds several series")
     p.add_argument("--target", default=None,
                    help="target preset or spec the noise is compared with (default: emphysema-reference; for a "
-                        "CTNormalize output, emphysema-reference with what its run's target named in place)")
+                        "CTNormalize output, the target of the run that made it)")
     p.add_argument("--allow-missing-slices", action="store_true",
                    help="DICOM: interpolate over unreadable or missing slices (named in a warning) instead of refusing")
 
@@ -39,9 +40,8 @@ def collect(path, series_uid=None, target: str | None = None,
     """Everything ``info`` shows, as a JSON-ready dict, and the validation error (or None).
 
     The noise is compared with ``target``; by default with :data:`DEFAULT_TARGET`, and for a
-    CTNormalize output with that preset completed by the target its run reached (its
-    ``ctnormalize_target``): an output interpolated onto thinner slices keeps its thick slices'
-    ``SliceThickness`` tag, while its noise was set for the thin target.
+    CTNormalize output with the target and target noise of the run that made it (its
+    ``ctnormalize_target`` and ``ctnormalize_target_noise_hu``), see :func:`_comparison`.
     """
     from ..io import hu_summary, read_volume, validate_ct
     from ..io.dicom import META_TAGS
@@ -66,7 +66,7 @@ def collect(path, series_uid=None, target: str | None = None,
     finite = bool(np.all(np.isfinite(vol.hu)))
     protocol, signature, noise = protocol_from_tags(vol.meta, float(vol.spacing[0])), None, None
     if finite and error is None:
-        protocol, signature, noise = _measure(vol, *_comparison_target(vol.meta, target))
+        protocol, signature, noise = _measure(vol, _comparison(vol.meta, target))
     info = {
         "input": vol.meta.get("source_path", str(path)),
         "format": vol.meta.get("source_format"),
@@ -87,44 +87,71 @@ def collect(path, series_uid=None, target: str | None = None,
     return info, error
 
 
-def _comparison_target(meta: dict, target: str | None):
-    """The target the noise is compared with, how to name it, and the thickness (mm) at which the
-    scan's noise is read: a CTNormalize output's noise was set for its target's slices, which an
-    output interpolated onto thinner slices does not have (its SliceThickness tag keeps the source's)."""
+@dataclass(frozen=True)
+class Comparison:
+    """What ``info`` compares a scan's noise with.
+
+    Attributes
+    ----------
+    target : str or Protocol
+        The target protocol.
+    label : str
+        How the text names it.
+    noise_hu : float, optional
+        The target's noise when known from the run that made the scan (else the target's nominal noise).
+    read_at_mm : float, optional
+        The slice thickness (SSP FWHM) the scan's noise is read at, when not its own: the run set a
+        CTNormalize output's noise for its target's slices, which an output interpolated onto
+        thinner slices does not have (its SliceThickness tag keeps the source's).
+    """
+
+    target: object
+    label: str
+    noise_hu: float | None = None
+    read_at_mm: float | None = None
+
+
+def _comparison(meta: dict, target: str | None) -> Comparison:
+    """By default the emphysema reference; for a CTNormalize output its run's target and noise."""
     from ..protocols import resolve_protocol
 
-    reached = str(meta.get("ctnormalize_target") or "").strip()
+    spec = str(meta.get("ctnormalize_target") or "").strip()
     try:
-        reached_protocol = resolve_protocol(reached) if reached else None
-    except CTNormalizeError:  # a header edited by hand: compare as with any scan
-        reached_protocol = None
-    noise_thickness = reached_protocol.thickness if reached_protocol is not None else None
+        run_target = resolve_protocol(spec) if spec else None
+        run_noise = float(meta["ctnormalize_target_noise_hu"]) if meta.get("ctnormalize_target_noise_hu") else None
+    except (CTNormalizeError, ValueError):  # a header edited by hand: compare as with any scan
+        run_target, run_noise = None, None
+    read_at = run_target.ssp_fwhm if run_target is not None else None
     if target is not None:
-        return target, target, noise_thickness
-    if reached_protocol is None:
-        return DEFAULT_TARGET, DEFAULT_TARGET, None
-    return (resolve_protocol(DEFAULT_TARGET).merged(reached_protocol), "this output's target",
-            noise_thickness)
+        return Comparison(target, target, read_at_mm=read_at)
+    if run_target is None:
+        return Comparison(DEFAULT_TARGET, DEFAULT_TARGET)
+    return Comparison(run_target, "the target of the run that made it", run_noise, read_at)
 
 
-def _measure(vol, target, label: str, noise_thickness: float | None = None):
-    """The source protocol, the measured signature and the noise relative to ``target``, the noise
-    read as that of ``noise_thickness`` mm slices when given."""
+def _measure(vol, comparison: Comparison):
+    """The source protocol, the measured signature and the noise relative to the comparison's target."""
     from dataclasses import replace
 
     from ..plan import complete_target, resolve_source
     from ..signature.target import noise_equivalent_dose, nominal_target
 
     protocol, sig = resolve_source(vol, None)
-    tgt, k_given, d_given = complete_target(protocol, target)
-    tsig = nominal_target(sig, protocol, tgt, k_given, d_given)
     read_at = sig.thickness_mm
-    if noise_thickness and sig.thickness_mm and abs(noise_thickness - sig.thickness_mm) > 1e-3:
-        read_at = float(noise_thickness)
-    ned = noise_equivalent_dose(replace(sig, thickness_mm=read_at), tsig)
-    noise = {"noise_hu": sig.noise_hu, "by_region": sig.noise_by_region, "target": label,
-             "target_spec": tgt.spec(), "target_noise_hu": tsig.noise_hu, "noise_equivalent_dose": ned,
-             "noise_thickness_mm": read_at, "mas": protocol.mas, "ctdivol": protocol.ctdivol}
+    at = comparison.read_at_mm
+    if at and sig.thickness_mm and abs(at - sig.thickness_mm) > 1e-3:
+        read_at = float(at)
+    noise_sig = replace(sig, thickness_mm=read_at)
+    tgt, k_given, d_given = complete_target(protocol, comparison.target)
+    tsig = nominal_target(noise_sig, protocol, tgt, k_given, d_given)
+    if comparison.noise_hu is not None:
+        tsig = replace(tsig, noise_hu=comparison.noise_hu)
+    ned = noise_equivalent_dose(noise_sig, tsig)
+    noise = {"noise_hu": sig.noise_hu, "by_region": sig.noise_by_region, "target": comparison.label,
+             "target_spec": tgt.spec(), "target_noise_hu": tsig.noise_hu,
+             "target_noise_from": "run" if comparison.noise_hu is not None else "nominal",
+             "noise_equivalent_dose": ned, "noise_thickness_mm": read_at,
+             "mas": protocol.mas, "ctdivol": protocol.ctdivol}
     return protocol, sig.to_dict(), noise
 
 
@@ -161,7 +188,7 @@ def format_text(info: dict) -> str:
         tex = info.get("normalized_texture")
         lines.append(f"Normalized: by CTNormalize: {info['normalized_by']}" + (f" ({tex} texture)" if tex else ""))
         if info.get("normalized_target"):
-            lines.append(f"            target reached: {info['normalized_target']}")
+            lines.append(f"            the run's target: {info['normalized_target']}")
         lines.append("            (what follows is measured from this output's pixels, not copied from the target "
                      "after '->': e.g. an output interpolated to thinner slices reads thicker than its target)")
     v = info["validation"]
@@ -212,8 +239,9 @@ def _signature_lines(sig, noise) -> list:
         ned = noise["noise_equivalent_dose"]
         target = noise["target"] if noise["target"] == noise["target_spec"] else \
             f"{noise['target']} ({noise['target_spec']})"
+        from_run = " (as the run set it)" if noise.get("target_noise_from") == "run" else ""
         lines.append(f"  vs target   {target}: target noise "
-                     f"{noise['target_noise_hu']:.1f} HU; this scan is as noisy as the target protocol at "
+                     f"{noise['target_noise_hu']:.1f} HU{from_run}; this scan is as noisy as the target protocol at "
                      f"{100 * ned:.0f} % of its dose")
         at = noise.get("noise_thickness_mm")
         if at and sig.get("thickness_mm") and abs(at - sig["thickness_mm"]) > 1e-3:

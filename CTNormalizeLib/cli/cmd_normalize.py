@@ -165,7 +165,7 @@ def _run(args, events: EventStream, guard) -> int:
     out_vol = outcome.volume
     run_report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve()))
     derivation = derivation_from_report(run_report)
-    out_vol.meta = derivation.output_meta(vol.meta, out_vol.spacing[0], label=f"{plan.method} {plan.summary()}")
+    out_vol.meta = derivation.output_meta(vol.meta, out_vol.spacing[0])
     if dicom_out:
         series = write_derived_series(out_vol, guard.stage(out), vol, derivation)
         for w in series.warnings:

@@ -225,7 +225,7 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     run_report = outcome.report(case.input, str(out))
     derivation = derivation_from_report(run_report)
     out_vol = outcome.volume
-    out_vol.meta = derivation.output_meta(vol.meta, out_vol.spacing[0], label=f"{plan.method} {plan.summary()}")
+    out_vol.meta = derivation.output_meta(vol.meta, out_vol.spacing[0])
     clock.lap("normalize_s")
     warnings = list(outcome.warnings)
     if settings.output_format == "dicom":

@@ -34,6 +34,8 @@ class Derivation:
     noise_equivalent_dose: Optional[float] = None
     target_profile: Optional[str] = None
     changes: tuple = ()
+    target_noise_hu: Optional[float] = None
+    summary: Optional[str] = None
 
     def changed(self, aspect: str) -> bool:
         """Whether the method changed ``aspect`` (``kernel``, ``noise``, ``thickness``) towards the
@@ -71,16 +73,16 @@ class Derivation:
             return max(float(self.target_thickness), float(self.source_thickness))
         return float(self.target_thickness or z_spacing)
 
-    def output_meta(self, input_meta: dict, z_spacing: float, label: Optional[str] = None) -> dict:
+    def output_meta(self, input_meta: dict, z_spacing: float) -> dict:
         """The tags of the output volume (:attr:`~CTNormalizeLib.volume.Volume.meta`).
 
         The input's tags, with the output's kernel (:meth:`kernel_tag`) and slice thickness
         (:meth:`slice_thickness`); without the dose tags when the method changes the noise, and
         without the helical and slice-spacing tags when it changes the slices (``AcquisitionType
         SEQUENCED`` for a rectangular target profile, read back as the axial scan it resembles);
-        and the provenance keys (:data:`~CTNormalizeLib.volume.PROVENANCE_KEYS`): ``label``
-        (default :attr:`label`), the texture and the target the output reached
-        (:attr:`achieved_spec`).
+        and the provenance keys (:data:`~CTNormalizeLib.volume.PROVENANCE_KEYS`): :attr:`label`,
+        the texture and the run's target
+        (:meth:`target_provenance`).
         """
         drop = {"source_path", "warnings"}
         if self.changed("noise"):
@@ -93,15 +95,24 @@ class Derivation:
         meta["SliceThickness"] = f"{self.slice_thickness(z_spacing):g}"
         if self.changed("thickness") and self.target_profile == "rect":
             meta["AcquisitionType"] = "SEQUENCED"
-        meta["ctnormalize"] = label or self.label
+        meta["ctnormalize"] = self.label
         meta["ctnormalize_texture"] = self.texture or ""
-        meta["ctnormalize_target"] = self.achieved_spec
+        meta.update(self.target_provenance())
         return meta
+
+    def target_provenance(self) -> dict:
+        """``ctnormalize_target`` (the run's target protocol, completed from the source) and
+        ``ctnormalize_target_noise_hu`` (the noise it set for it), which ``info`` compares with."""
+        out = {"ctnormalize_target": self.target_spec}
+        if self.target_noise_hu is not None:
+            out["ctnormalize_target_noise_hu"] = f"{float(self.target_noise_hu):.4g}"
+        return out
 
     @property
     def label(self) -> str:
-        """The ``ctnormalize`` provenance value: method, source and target protocols."""
-        return f"{self.method} {self.source_spec} -> {self.target_spec}"
+        """The ``ctnormalize`` provenance value: method, source and target protocols (the plan's
+        summary, with a kernel conversion's MTF50s, when the report has it)."""
+        return f"{self.method} {self.summary or f'{self.source_spec} -> {self.target_spec}'}"
 
     def description(self, source_label: str = "") -> str:
         """The ``DerivationDescription`` text (at most 1024 characters, the ST limit)."""
@@ -132,6 +143,7 @@ def derivation_from_report(report) -> Derivation:
         source_thickness=src.get("thickness"), target_thickness=tgt.get("thickness"),
         texture=d.get("texture") or plan.get("texture"), noise_equivalent_dose=plan.get("noise_equivalent_dose"),
         target_profile=tgt.get("profile"), changes=tuple(d.get("changes") or ()),
+        target_noise_hu=(plan.get("target_signature") or {}).get("noise_hu"), summary=plan.get("summary"),
     )
 
 

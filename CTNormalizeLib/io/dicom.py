@@ -51,7 +51,7 @@ META_TAGS = {
 #: The private block of a derived series written by CTNormalize: (group, creator, {meta key:
 #: element offset in the block}). Read back into ``Volume.meta`` like an NRRD header's keys.
 PROVENANCE_PRIVATE = (0x0071, "CTNormalize", {"ctnormalize": 0x10, "ctnormalize_texture": 0x11,
-                                               "ctnormalize_target": 0x12})
+                                               "ctnormalize_target": 0x12, "ctnormalize_target_noise_hu": 0x13})
 # Tags that vary per slice with tube-current modulation: the series value is their mean.
 _PER_SLICE_MEAN = ("Exposure", "XRayTubeCurrent", "ExposureTime", "CTDIvol")
 

@@ -317,8 +317,9 @@ def _add_provenance(ds, derivation: Derivation) -> None:
     block.add_new(elements["ctnormalize"], "LT", derivation.label[:10240])
     if derivation.texture:
         block.add_new(elements["ctnormalize_texture"], "LO", str(derivation.texture)[:64])
-    if derivation.achieved_spec:
-        block.add_new(elements["ctnormalize_target"], "LT", derivation.achieved_spec[:10240])
+    for key, value in derivation.target_provenance().items():
+        if value:
+            block.add_new(elements[key], "LT", str(value)[:10240])
 
 
 def _slice_dataset(base, k: int, output: Volume, stored: np.ndarray, slope: float, intercept: float,

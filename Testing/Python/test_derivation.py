@@ -29,13 +29,19 @@ def test_slice_thickness(source, target, changed, expected):
 
 def test_output_meta_of_a_full_conversion():
     d = _derivation(("kernel", "noise", "thickness"))
-    meta = d.output_meta(INPUT, 3.0, label="m the run")
+    meta = d.output_meta(INPUT, 3.0)
     assert meta["ConvolutionKernel"] == "smooth" and meta["SliceThickness"] == "3"
     for gone in ("Exposure", "CTDIvol", "AcquisitionType", "SpacingBetweenSlices", "source_path", "warnings"):
         assert gone not in meta, gone
     assert meta["KVP"] == "120"
-    assert (meta["ctnormalize"], meta["ctnormalize_texture"]) == ("m the run", "clean")
+    assert meta["ctnormalize"] == "m kernel=sharp,dose=0.25,thickness=1 -> kernel=smooth,dose=1,thickness=3"
+    assert meta["ctnormalize_texture"] == "clean"
+    summary = Derivation(**{**d.__dict__, "summary": "a -> b [kernel MTF50 0.7 -> 0.3 c/mm]"})
+    assert summary.output_meta(INPUT, 3.0)["ctnormalize"] == "m a -> b [kernel MTF50 0.7 -> 0.3 c/mm]"
     assert meta["ctnormalize_target"] == "kernel=smooth,dose=1,thickness=3"
+    assert "ctnormalize_target_noise_hu" not in meta  # a report without the target's noise
+    noisy = Derivation(**{**d.__dict__, "target_noise_hu": 6.4321}).output_meta(INPUT, 3.0)
+    assert noisy["ctnormalize_target_noise_hu"] == "6.432"
 
 
 def test_output_meta_of_a_method_that_only_sharpens_keeps_the_acquisition():
@@ -43,7 +49,7 @@ def test_output_meta_of_a_method_that_only_sharpens_keeps_the_acquisition():
     meta = d.output_meta(INPUT, 1.0)
     assert meta["ConvolutionKernel"] == "smooth" and meta["SliceThickness"] == "1"
     assert meta["Exposure"] == "50" and meta["AcquisitionType"] == "SPIRAL"
-    assert meta["ctnormalize_target"] == "kernel=smooth"  # what it reached, not the dose or thickness asked
+    assert meta["ctnormalize_target"] == "kernel=smooth,dose=1,thickness=3"  # the run's target, as asked
     kept = _derivation(("noise",)).output_meta(INPUT, 1.0)
     assert kept["ConvolutionKernel"] == "B70f" and "Exposure" not in kept
 

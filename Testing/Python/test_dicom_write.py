@@ -94,6 +94,7 @@ def test_engine_reads_the_series_back_and_detects_the_target(normalized):
     assert TARGET in vol.meta["ctnormalize"]
     # the target the output reached, in both; the NRRD's tags follow the series' rules (kernel, thickness)
     assert vol.meta["ctnormalize_target"] == ref.meta["ctnormalize_target"] != ""
+    assert vol.meta["ctnormalize"] == ref.meta["ctnormalize"]  # the same label, the MTF50s included
     for tag in ("ConvolutionKernel", "SliceThickness"):
         assert ref.meta[tag] == vol.meta[tag], tag
     assert proto.profile in (None, "gaussian") and "AcquisitionType" not in vol.meta
@@ -207,10 +208,17 @@ def test_thick_to_thin_keeps_the_true_thickness_in_the_tags(normalized, tmp_path
     d = _series(tmp_path / "thin")[0]
     assert float(d.SliceThickness) == pytest.approx(5.0) and float(d.SpacingBetweenSlices) == pytest.approx(1.0)
     # info reads the noise as that of the 1 mm slices the run set it for, not of the 5 mm its tag names
+    # info compares it with the run's target and the noise the run set for it, read as that of the 1 mm slices
+    # the run set it for, not of the 5 mm its tag names
     info = json.loads(_run(["info", str(tmp_path / "thin"), "--json"]).stdout)
     assert info["normalized_target"] == "kernel=smooth,thickness=1"
-    assert info["noise"]["target"] == "this output's target" and info["noise"]["noise_thickness_mm"] == 1.0
-    assert "thickness=1" in info["noise"]["target_spec"] and info["signature"]["thickness_mm"] == pytest.approx(5.0)
+    noise = info["noise"]
+    assert noise["target"] == "the target of the run that made it" and noise["noise_thickness_mm"] == 1.0
+    assert noise["target_spec"] == "kernel=smooth,thickness=1" and info["signature"]["thickness_mm"] == 5.0
+    assert noise["target_noise_from"] == "run" and noise["target_noise_hu"] > 0
+    # the same target given by hand, without its dose ("the same dose"): the scan's own noise, 100 %
+    by_hand = json.loads(_run(["info", str(tmp_path / "thin"), "--json", "--target", "thickness=1"]).stdout)
+    assert by_hand["noise"]["noise_equivalent_dose"] == pytest.approx(1.0, abs=0.02)
 
 
 def test_a_rectangular_target_is_written_as_an_axial_series(normalized, tmp_path):
