@@ -102,14 +102,8 @@ def run(args) -> int:
 
 
 def _run(args, mode: str) -> int:
-    from ..cohort.batch import default_threads, run_cases
-    from ..cohort.case import BatchSettings, run_case
-    from .. import cancellation
-    from ..cohort.report import write_cohort_html
-    from ..cohort.tables import write_tables
     from ..io.write import check_output_type
     from ..protocols import resolve_protocol
-    from .events import dumps
 
     resolve_protocol(args.target)  # a bad target is one error now, not one per case
     cases = load_cases(args)
@@ -122,7 +116,24 @@ def _run(args, mode: str) -> int:
         raise BadInputError(f"Output {out} is a file; give a folder.")
     check_output_type(args.output_type, args.output_format == "dicom", "choose --output-format nrrd / nii.gz")
     _check_output(args, cases, out)
-    out.mkdir(parents=True, exist_ok=True)
+    from ..io.atomic import make_parents, remove_empty
+
+    created = make_parents(out)
+    try:
+        return _run_cases(args, mode, cases, out)
+    except BaseException:
+        remove_empty(created)  # a run that failed or was cancelled before any case wrote leaves no folder
+        raise
+
+
+def _run_cases(args, mode: str, cases: list, out: Path) -> int:
+    from ..cohort.batch import default_threads, run_cases
+    from ..cohort.case import BatchSettings, run_case
+    from .. import cancellation
+    from ..cohort.report import write_cohort_html
+    from ..cohort.tables import write_tables
+    from .events import dumps
+
     workers = None if args.scheduler else local_workers(args, len(cases))
     threads = args.threads or (None if args.scheduler else default_threads(workers))
     settings = BatchSettings(
@@ -152,7 +163,7 @@ def _run(args, mode: str) -> int:
         sys.stdout.write(dumps({"event": "done", "output": str(out.resolve()), "summary": summary,
                                 "files": written}) + "\n")
     else:
-        print(f"{summary['cases']} cases: {summary['done']} done, {summary['skipped']} skipped, "
+        print(f"{summary['cases']} case{'' if summary['cases'] == 1 else 's'}: {summary['done']} done, {summary['skipped']} skipped, "
               f"{summary['failed']} failed" + (f" ({', '.join(summary['failed_cases'])})" if summary["failed"] else "")
               + f". Wrote {', '.join(written.values())}")
     return exit_code(records)

@@ -82,6 +82,6 @@ def _run(args, mode: str, guard) -> int:
         sys.stdout.write(dumps({"event": "done", "output": str(Path(args.output).resolve()), "summary": summary})
                          + "\n")
     else:
-        print(f"{summary['cases']} cases: {summary['done']} measured, {summary['failed']} failed. "
+        print(f"{summary['cases']} case{'' if summary['cases'] == 1 else 's'}: {summary['done']} measured, {summary['failed']} failed. "
               f"Wrote {', '.join(written)}")
     return exit_code(records)

@@ -104,7 +104,8 @@ def agreement(ratings: dict, categories: Sequence) -> dict:
 
     ``ratings``: reader -> {subject: rating}. Two readers: Cohen's kappa unweighted,
     linear and quadratic weighted; three or more: Fleiss' kappa on the subjects all rated,
-    plus the mean pairwise linear-weighted Cohen's kappa.
+    plus the mean pairwise linear-weighted Cohen's kappa over the reader pairs that share subjects
+    (with how many pairs, and the mean number of subjects a pair shares).
     """
     readers = sorted(r for r in ratings if ratings[r])
     out = {"readers": readers}
@@ -126,7 +127,7 @@ def agreement(ratings: dict, categories: Sequence) -> dict:
         for r in readers:
             table[row, index[ratings[r][s]]] += 1
     out["fleiss_kappa"] = fleiss_kappa(table) if common else None
-    pairs = []
+    pairs, n_shared = [], []
     for x in range(len(readers)):
         for y in range(x + 1, len(readers)):
             shared = sorted(set(ratings[readers[x]]) & set(ratings[readers[y]]))
@@ -134,7 +135,11 @@ def agreement(ratings: dict, categories: Sequence) -> dict:
                               [ratings[readers[y]][s] for s in shared], categories, "linear")
             if kap is not None:
                 pairs.append(kap)
+                n_shared.append(len(shared))
     out["mean_pairwise_cohen_kappa_linear"] = float(np.mean(pairs)) if pairs else None
+    # n_subjects counts subjects every reader rated (Fleiss); the pairwise kappas rest on these
+    out["pairwise_kappa_reader_pairs"] = len(pairs)
+    out["pairwise_kappa_subjects_per_pair"] = float(np.mean(n_shared)) if n_shared else None
     return out
 
 

@@ -251,3 +251,10 @@ def test_figures_keep_one_colour_per_variant_and_kernel_order():
     assert [t.get_text() for t in kernel_ax.get_yticklabels()] == ["smooth", "standard", "sharp"]
     assert kernel_ax.images[0].get_array()[1, 2] == 1  # truth standard, guessed sharp: moved with its labels
     assert thick_ax.images[0].get_clim() == (0, 12)
+
+
+def test_pairwise_agreement_says_what_it_rests_on():
+    """Three readers with no subject in common showed 'n subjects 0' next to a pairwise kappa of 1.000."""
+    ag = AN.agreement({"a": {1: 1, 2: 2}, "b": {1: 1, 2: 2}, "c": {3: 1}}, [1, 2])
+    assert ag["n_subjects"] == 0 and ag["mean_pairwise_cohen_kappa_linear"] == 1.0
+    assert ag["pairwise_kappa_reader_pairs"] == 1 and ag["pairwise_kappa_subjects_per_pair"] == 2.0

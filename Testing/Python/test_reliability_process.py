@@ -426,3 +426,27 @@ def test_characterize_never_writes_over_its_manifest_or_a_case(tmp_path, capsys)
         assert "never overwrites its inputs" in err
     assert (manifest.read_bytes(), (tmp_path / "a.nrrd").read_bytes()) == before
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_batch_cancelled_before_any_case_leaves_no_output_folder(tmp_path, capsys, monkeypatch):
+    """batch made its -o folder (and missing parents) first; cancelled before a case wrote, it left them
+    empty behind. A folder that existed before stays."""
+    from CTNormalizeLib.cli.main import main
+    from CTNormalizeLib.cohort import batch
+    from CTNormalizeLib.errors import CancelledError
+
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "a.nrrd", chest())
+
+    def cancelled(*a, **kw):
+        raise CancelledError("Cancelled by SIGINT.")
+
+    monkeypatch.setattr(batch, "run_cases", cancelled)
+    args = ["--source", "kernel=sharp,dose=0.5,thickness=2", "--target", "kernel=smooth", "--method", "mtf_ratio",
+            "--progress", "none"]
+    code = main(["batch", "--input-dir", str(tmp_path / "in"), "-o", str(tmp_path / "new" / "out"), *args])
+    assert code == 130, capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    assert main(["batch", "--input-dir", str(tmp_path / "in"), "-o", str(tmp_path / "kept"), *args]) == 130
+    assert (tmp_path / "kept").is_dir()
