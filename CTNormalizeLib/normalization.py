@@ -100,7 +100,7 @@ def _warn_thick_to_thin(plan: Plan, volume: Volume, result) -> None:
     also from a method whose own steps do not say so (the learned models' z grid)."""
     from .classical.thickness import THICK_TO_THIN, thick_to_thin_warning
 
-    t_s = float(plan.source.ssp_fwhm or plan.source_signature.thickness_mm)
+    t_s = plan.source_ssp_mm
     t_t = float(plan.target_signature.thickness_mm)
     finer = result.volume.spacing[0] < volume.spacing[0] - 1e-6
     if finer and t_t < t_s - 1e-6 and not any(w.get("code") == THICK_TO_THIN for w in result.warnings):
@@ -125,7 +125,12 @@ def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: 
         t1 = time.perf_counter()
         result.qc = _qc(volume, result, plan)
         timings["qc_s"] = round(time.perf_counter() - t1, 3)
-    return NormalizeOutcome(result.volume, plan, result, timings)
+    outcome = NormalizeOutcome(result.volume, plan, result, timings)
+    from .contracts.derivation import derivation_from_report
+
+    # the one place an output's tags and provenance are set, for the library and every writer
+    result.volume.meta = derivation_from_report(outcome.report()).output_meta(volume.meta, result.volume.spacing[0])
+    return outcome
 
 
 def normalize(volume: Union[Volume, str, Path], source=None, target=None, method: str = "auto", device: str = "auto",
@@ -187,7 +192,7 @@ def _qc(inp: Volume, result: MethodResult, plan: Plan) -> dict:
     from .inference.zgrid import resample_z
 
     out = result.volume
-    t_s = float(plan.source.ssp_fwhm or plan.source_signature.thickness_mm)
+    t_s = plan.source_ssp_mm
     inp_hu = resample_z(inp.hu, inp.spacing[0], out.spacing[0], t_s, plan.target_signature.thickness_mm)
     n = min(inp_hu.shape[0], out.shape[0])
     step = max(1, n // 32)

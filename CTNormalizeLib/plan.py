@@ -68,6 +68,11 @@ class Plan:
     target_label: str = ""
     warnings: tuple = ()
 
+    @property
+    def source_ssp_mm(self) -> float:
+        """The source's slice sensitivity profile FWHM in mm: the stated profile's, else the measured thickness."""
+        return float(self.source.ssp_fwhm or self.source_signature.thickness_mm)
+
     def to_dict(self) -> dict:
         """JSON-ready plan (the ``plan`` of the run report and of the ``started`` event)."""
         ned = self.noise_equivalent_dose

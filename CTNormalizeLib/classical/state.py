@@ -44,7 +44,7 @@ def start(volume: Volume, plan) -> ChainState:
     """The chain's initial state: the input voxels with the source's measured signature."""
     sig = plan.source_signature
     return ChainState(hu=volume.hu, spacing=tuple(float(s) for s in volume.spacing), transfer=sig.transfer,
-                      noise_hu=sig.noise_hu, thickness=float(plan.source.ssp_fwhm or sig.thickness_mm))
+                      noise_hu=sig.noise_hu, thickness=plan.source_ssp_mm)
 
 
 def sub_progress(progress: Progress, lo: float, hi: float) -> Progress:
@@ -59,13 +59,9 @@ def finish(volume: Volume, state: ChainState, plan, label: str) -> MethodResult:
     hu = state.hu
     if hu is volume.hu:
         hu = hu.copy()
-    meta = dict(volume.meta)
-    meta["CTNormalize"] = f"{label} {plan.summary()}"
-    if state.spacing[0] != volume.spacing[0]:
-        meta["SpacingBetweenSlices"] = f"{state.spacing[0]:g}"
-        meta["SliceThickness"] = f"{plan.target.thickness or state.thickness:g}"  # nominal, not the modelled FWHM
+    # the output's tags and provenance are set once for every method (normalization.execute)
     out = Volume(hu=np.asarray(hu, dtype=np.float32), spacing=state.spacing, origin=volume.origin,
-                 direction=volume.direction, meta=meta)
+                 direction=volume.direction, meta=dict(volume.meta))
     return MethodResult(volume=out, steps=state.steps, warnings=state.warnings)
 
 
@@ -93,7 +89,7 @@ def predicted_noise(plan, noise_hu: Optional[float] = None) -> Optional[float]:
     n = s.noise_hu if noise_hu is None else noise_hu
     if n is None:
         return None
-    t_s = float(plan.source.ssp_fwhm or s.thickness_mm)
+    t_s = plan.source_ssp_mm
     t_eff = max(t.thickness_mm, t_s)
     return noise_between(n, s.transfer, t.transfer, s.pixel_mm, t_s, t_eff)
 
@@ -110,7 +106,7 @@ def noise_level_differs(plan) -> Optional[bool]:
 def differences(plan) -> dict:
     """Which aspects of the source differ from the target: ``{"kernel", "noise", "thickness"} -> bool``."""
     s, t = plan.source_signature, plan.target_signature
-    t_s = float(plan.source.ssp_fwhm or s.thickness_mm)
+    t_s = plan.source_ssp_mm
     noise = bool(noise_level_differs(plan))
     if plan.texture == "clean":
         noise = noise or (s.noise_hu is not None)

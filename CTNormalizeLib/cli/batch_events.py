@@ -62,8 +62,8 @@ class CaseProgress:
             if self._bar is not None:
                 from tqdm import tqdm
 
-                self._bar.set_postfix_str("" if eta is None else f"about {tqdm.format_interval(eta)} left",
-                                          refresh=False)
+                left = "" if eta is None or done >= total else f"about {tqdm.format_interval(eta)} left"
+                self._bar.set_postfix_str(left, refresh=False)
                 self._bar.update(1)
         elif kind == "retry":
             self._line(f"{event['case']}: {event['error']}; retrying once")
@@ -83,6 +83,11 @@ class CaseProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def cases_text(n: int) -> str:
+    """``"1 case"``, ``"3 cases"``."""
+    return f"{n} case{'' if n == 1 else 's'}"
 
 
 def summarize(records: list) -> dict:

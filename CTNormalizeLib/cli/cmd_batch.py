@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import BadInputError
-from .batch_events import CaseProgress, exit_code, summarize
+from .batch_events import CaseProgress, cases_text, exit_code, summarize
 from .events import EventStream, default_progress_mode, run_with_events
 
 NAME = "batch"
@@ -163,7 +163,7 @@ def _run_cases(args, mode: str, cases: list, out: Path) -> int:
         sys.stdout.write(dumps({"event": "done", "output": str(out.resolve()), "summary": summary,
                                 "files": written}) + "\n")
     else:
-        print(f"{summary['cases']} case{'' if summary['cases'] == 1 else 's'}: {summary['done']} done, {summary['skipped']} skipped, "
+        print(f"{cases_text(summary['cases'])}: {summary['done']} done, {summary['skipped']} skipped, "
               f"{summary['failed']} failed" + (f" ({', '.join(summary['failed_cases'])})" if summary["failed"] else "")
               + f". Wrote {', '.join(written.values())}")
     return exit_code(records)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import BadInputError
-from .batch_events import CaseProgress, exit_code, summarize
+from .batch_events import CaseProgress, cases_text, exit_code, summarize
 from .events import EventStream, default_progress_mode, run_with_events
 
 NAME = "characterize"
@@ -46,8 +46,9 @@ def _run(args, mode: str, guard) -> int:
     from .cmd_batch import local_workers
     from .events import dumps
 
-    if not args.output.lower().endswith((".html", ".htm")):
-        raise BadInputError(f"The report is an HTML file; give a name ending in .html, not {args.output!r}.")
+    from ..io.outputs import check_html_name
+
+    check_html_name(args.output)
     cases = load_cases(args.cohort)
     # The report and the JSON are checked against the manifest and every case before any case is read,
     # and published together at the end (a cancel before that leaves both as they were). A cohort folder
@@ -82,6 +83,6 @@ def _run(args, mode: str, guard) -> int:
         sys.stdout.write(dumps({"event": "done", "output": str(Path(args.output).resolve()), "summary": summary})
                          + "\n")
     else:
-        print(f"{summary['cases']} case{'' if summary['cases'] == 1 else 's'}: {summary['done']} measured, {summary['failed']} failed. "
+        print(f"{cases_text(summary['cases'])}: {summary['done']} measured, {summary['failed']} failed. "
               f"Wrote {', '.join(written)}")
     return exit_code(records)

@@ -27,7 +27,8 @@ def add_arguments(p):
     p.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the folder holds several series")
     p.add_argument("--target", default=None,
                    help="target preset or spec the noise is compared with (default: emphysema-reference; for a "
-                        "CTNormalize output, the target of the run that made it)")
+                        "CTNormalize output, the target of the run that made it, whose slices its noise is "
+                        "read at)")
     p.add_argument("--allow-missing-slices", action="store_true",
                    help="DICOM: interpolate over unreadable or missing slices (named in a warning) instead of refusing")
 
@@ -113,6 +114,7 @@ class Comparison:
 
 def _comparison(meta: dict, target: str | None) -> Comparison:
     """By default the emphysema reference; for a CTNormalize output its run's target and noise."""
+    from ..contracts.report import SOURCE_TEXTURE
     from ..protocols import resolve_protocol
 
     spec = str(meta.get("ctnormalize_target") or "").strip()
@@ -121,7 +123,10 @@ def _comparison(meta: dict, target: str | None) -> Comparison:
         run_noise = float(meta["ctnormalize_target_noise_hu"]) if meta.get("ctnormalize_target_noise_hu") else None
     except (CTNormalizeError, ValueError):  # a header edited by hand: compare as with any scan
         run_target, run_noise = None, None
-    read_at = run_target.ssp_fwhm if run_target is not None else None
+    if meta.get("ctnormalize_texture") == SOURCE_TEXTURE:  # the run left the noise: the scan's own slices
+        run_noise, read_at = None, None
+    else:
+        read_at = run_target.ssp_fwhm if run_target is not None else None
     if target is not None:
         return Comparison(target, target, read_at_mm=read_at)
     if run_target is None:

@@ -104,7 +104,8 @@ def _read_inputs(args, timings: dict):
 def _run(args, events: EventStream, guard) -> int:
     from ..interruptible import call_interruptibly
     from ..io import write_volume
-    from ..io.dicom_write import check_output_dir, derivation_from_report, output_is_dicom, write_derived_series
+    from ..contracts.derivation import derivation_from_report
+    from ..io.dicom_write import check_output_dir, output_is_dicom, write_derived_series
     from ..io.outputs import volume_nbytes
     from ..io.write import check_output_type, check_volume_path, output_type
     from ..methods import get_method
@@ -165,7 +166,6 @@ def _run(args, events: EventStream, guard) -> int:
     out_vol = outcome.volume
     run_report = outcome.report(str(Path(args.input).resolve()), str(Path(out).resolve()))
     derivation = derivation_from_report(run_report)
-    out_vol.meta = derivation.output_meta(vol.meta, out_vol.spacing[0])
     if dicom_out:
         series = write_derived_series(out_vol, guard.stage(out), vol, derivation)
         for w in series.warnings:

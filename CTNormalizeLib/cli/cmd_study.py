@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import BadInputError
-from ..io.outputs import OutputGuard
+from ..io.outputs import OutputGuard, check_html_name
 
 NAME = "study"
 HELP = "blinded reader studies: create from a manifest, show progress, analyze answers"
@@ -66,8 +66,7 @@ def _analyze_guard(args):
     guard = OutputGuard(inputs=[study / S.STUDY_FILE, key] + _study_sources(key),
                         protected=[study / S.ANSWERS_DIR, study / S.ITEMS_DIR, key])
     if args.output:
-        if not str(args.output).lower().endswith((".html", ".htm")):
-            raise BadInputError(f"The report is an HTML file; give a name ending in .html, not {args.output!r}.")
+        check_html_name(args.output)
         guard.add(args.output, what="-o")
     guard.check()
     return guard
@@ -76,19 +75,21 @@ def _analyze_guard(args):
 def _study_sources(key_path) -> list:
     """The manifest and the scans a study was made from: those its key records, and every scan its
     manifest names while the manifest is there (none for an unreadable key: analyze reports that)."""
+    import csv
     import json
+    from pathlib import Path
 
     from ..errors import CTNormalizeError
 
     try:
-        key = json.loads(open(key_path, encoding="utf-8").read())
+        key = json.loads(Path(key_path).read_text(encoding="utf-8"))
         images = key.get("images") or {}
         sources = [key.get("manifest")] + [t.get("source") for t in images.values() if isinstance(t, dict)]
     except (OSError, ValueError, AttributeError):
         return []
     try:
         sources += _create_inputs(key["manifest"]) if key.get("manifest") else []
-    except (CTNormalizeError, OSError):
+    except (CTNormalizeError, OSError, ValueError, csv.Error):
         pass  # a manifest moved or edited since: the key's own list stands
     return sources
 

@@ -91,7 +91,7 @@ def main(argv=None, *, process: bool = False) -> int:
     """
     # SIGTERM/SIGINT become CancelledError, so every command removes its staged outputs. The process's
     # handlers are installed at its first step (importing the commands takes a second), so a cancel
-    # never ends in a traceback, and are not put back at the end (see below).
+    # never ends in a traceback; the process keeps them at the end (see below), an embedder gets its own back.
     try:
         with cancellation.on_signals(restore=not process):
             code = _main(argv)

@@ -201,7 +201,8 @@ def _after_warnings(sig: dict, kernel_tag: str) -> dict:
 def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> dict:
     from ..io import read_volume, write_volume
     from ..io.write import as_written, output_type
-    from ..io.dicom_write import derivation_from_report, write_derived_series
+    from ..contracts.derivation import derivation_from_report
+    from ..io.dicom_write import write_derived_series
     from ..io.validate import validate_ct
     from ..normalization import normalize
     from .measure import scan_signature
@@ -225,7 +226,6 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     run_report = outcome.report(case.input, str(out))
     derivation = derivation_from_report(run_report)
     out_vol = outcome.volume
-    out_vol.meta = derivation.output_meta(vol.meta, out_vol.spacing[0])
     clock.lap("normalize_s")
     warnings = list(outcome.warnings)
     if settings.output_format == "dicom":

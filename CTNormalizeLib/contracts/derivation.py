@@ -12,6 +12,8 @@ from .report import RESEARCH_NOTE, SOURCE_TEXTURE
 
 #: Input tags of the acquisition's dose that no longer describe an output whose noise was changed.
 DOSE_TAGS = ("Exposure", "XRayTubeCurrent", "ExposureTime", "CTDIvol")
+#: Input tags that name the input's series: a derived volume is another series.
+SERIES_TAGS = ("SeriesInstanceUID", "SeriesDescription")
 
 
 @dataclass
@@ -65,46 +67,60 @@ class Derivation:
         The source's when the method left the slices as they were; the target's when it made them
         thicker; and the source's again when it interpolated thick slices onto a finer grid, since
         that leaves them as thick as they were (``info`` would otherwise read their noise as that of
-        thin slices). The grid's spacing when neither protocol says.
+        thin slices). The grid's spacing when the protocols do not say.
         """
-        if not self.changed("thickness") and self.source_thickness:
-            return float(self.source_thickness)
+        if not self.changed("thickness"):
+            return float(self.source_thickness or z_spacing)
         if self.target_thickness and self.source_thickness:
             return max(float(self.target_thickness), float(self.source_thickness))
         return float(self.target_thickness or z_spacing)
 
+    def acquisition_tags(self, input_meta: dict) -> dict:
+        """The dose and acquisition-type tags of the output (both writers use these).
+
+        The input's dose tags (:data:`DOSE_TAGS`) while the method leaves the noise as it was; its
+        ``AcquisitionType`` while it leaves the slices, else ``SEQUENCED`` for a rectangular target
+        profile (read back as the axial scan it now resembles).
+        """
+        out = {}
+        if not self.changed("noise"):
+            out.update({k: input_meta[k] for k in DOSE_TAGS if input_meta.get(k) not in (None, "")})
+        if not self.changed("thickness"):
+            if input_meta.get("AcquisitionType"):
+                out["AcquisitionType"] = input_meta["AcquisitionType"]
+        elif self.target_profile == "rect":
+            out["AcquisitionType"] = "SEQUENCED"
+        return out
+
     def output_meta(self, input_meta: dict, z_spacing: float) -> dict:
         """The tags of the output volume (:attr:`~CTNormalizeLib.volume.Volume.meta`).
 
-        The input's tags, with the output's kernel (:meth:`kernel_tag`) and slice thickness
-        (:meth:`slice_thickness`); without the dose tags when the method changes the noise, and
-        without the helical and slice-spacing tags when it changes the slices (``AcquisitionType
-        SEQUENCED`` for a rectangular target profile, read back as the axial scan it resembles);
-        and the provenance keys (:data:`~CTNormalizeLib.volume.PROVENANCE_KEYS`): :attr:`label`,
-        the texture and the run's target
-        (:meth:`target_provenance`).
+        The input's tags without its series' identity (:data:`SERIES_TAGS`), with the output's
+        kernel (:meth:`kernel_tag`, written only when the method changed it or the input had a
+        kernel tag: a measured class is no tag), slice thickness (:meth:`slice_thickness`), dose and
+        acquisition tags (:meth:`acquisition_tags`), and the provenance keys
+        (:data:`~CTNormalizeLib.volume.PROVENANCE_KEYS`): :attr:`label`, the texture and the run's
+        target (:meth:`target_provenance`).
         """
-        drop = {"source_path", "warnings"}
-        if self.changed("noise"):
-            drop.update(DOSE_TAGS)
+        drop = {"source_path", "warnings", "AcquisitionType", *SERIES_TAGS, *DOSE_TAGS}
         if self.changed("thickness"):
-            drop.update(("SpacingBetweenSlices", "AcquisitionType", "SpiralPitchFactor"))
+            drop.update(("SpacingBetweenSlices", "SpiralPitchFactor"))
         meta = {k: v for k, v in input_meta.items() if k not in drop}
-        if self.changed("kernel") or "ConvolutionKernel" not in meta:
+        meta.update(self.acquisition_tags(input_meta))
+        if self.changed("kernel"):
             meta["ConvolutionKernel"] = self.kernel_tag()
         meta["SliceThickness"] = f"{self.slice_thickness(z_spacing):g}"
-        if self.changed("thickness") and self.target_profile == "rect":
-            meta["AcquisitionType"] = "SEQUENCED"
         meta["ctnormalize"] = self.label
         meta["ctnormalize_texture"] = self.texture or ""
         meta.update(self.target_provenance())
         return meta
 
     def target_provenance(self) -> dict:
-        """``ctnormalize_target`` (the run's target protocol, completed from the source) and
-        ``ctnormalize_target_noise_hu`` (the noise it set for it), which ``info`` compares with."""
+        """``ctnormalize_target`` (the run's target protocol, completed from the source) and, when the
+        method sets the noise, ``ctnormalize_target_noise_hu`` (the noise it set for it): what ``info``
+        compares the output with."""
         out = {"ctnormalize_target": self.target_spec}
-        if self.target_noise_hu is not None:
+        if self.target_noise_hu is not None and self.changed("noise"):
             out["ctnormalize_target_noise_hu"] = f"{float(self.target_noise_hu):.4g}"
         return out
 

@@ -49,7 +49,7 @@ def signature_why_not(covers: dict, plan) -> str | None:
     m50_t = t.transfer.mtf50 if math.isfinite(t.transfer.mtf50) else 3.0
     checks = [("source noise", s.noise_hu, src.get("noise_hu"), "HU"),
               ("source MTF50", m50_s, src.get("mtf50"), "c/mm"),
-              ("source thickness", plan.source.ssp_fwhm or s.thickness_mm, src.get("thickness"), "mm"),
+              ("source thickness", plan.source_ssp_mm, src.get("thickness"), "mm"),
               ("pixel size", s.pixel_mm, src.get("pixel_mm"), "mm"),
               ("target MTF50", m50_t, tgt.get("mtf50"), "c/mm"),
               ("target thickness", t.thickness_mm, tgt.get("thickness"), "mm")]

@@ -5,9 +5,12 @@ SOP Instance UIDs, ``ImageType DERIVED\\SECONDARY\\AXIAL`` and says how it was m
 ``DerivationDescription`` (method or model with its sha256, source and target protocols,
 engine version), ``DerivationCodeSequence``, ``SourceImageSequence`` (the input instances
 each slice was computed from; ``ImageComments`` says so on a slice interpolated where the input
-misses slices), ``ConvolutionKernel`` and ``SliceThickness`` of the target (the source's where
-the method leaves the kernel or the slices as they were) (and ``AcquisitionType SEQUENCED`` for a rectangular slice profile, which is how a reader
-tells it from a helical one). A private block (creator ``CTNormalize``, see
+misses slices), and the output's ``ConvolutionKernel``, ``SliceThickness``, dose and
+``AcquisitionType`` tags by the rules of :class:`~CTNormalizeLib.contracts.derivation.Derivation`
+(the target's kernel; the thicker of the two slice thicknesses, since interpolated slices stay
+as thick as the source's; the source's where the method leaves the kernel, the noise or the
+slices as they were; ``AcquisitionType SEQUENCED`` for a rectangular target profile, which is how
+a reader tells it from a helical one). A private block (creator ``CTNormalize``, see
 :data:`~CTNormalizeLib.io.dicom.PROVENANCE_PRIVATE`) holds the provenance keys that NRRD
 outputs carry in their header (:data:`~CTNormalizeLib.volume.PROVENANCE_KEYS`), so reading a
 derived series back gives the same provenance as reading a volume file.
@@ -35,7 +38,6 @@ import numpy as np
 
 from ..contracts.derivation import Derivation, derivation_from_report  # noqa: F401 - the writer's input
 from ..contracts.report import RESEARCH_NOTE
-from ..version import __version__
 from ..errors import BadInputError
 from ..volume import Volume
 from .atomic import atomic_output_dir
@@ -284,14 +286,16 @@ def _base_dataset(source_ds, volume: Volume, output: Volume, derivation: Derivat
     codes = _derivation_codes(derivation, z_changed)
     if codes:
         ds.DerivationCodeSequence = [_coded(c) for c in codes]
-    if source_ds is not None and "ConvolutionKernel" in source_ds and not derivation.changed("kernel"):
+    if derivation.changed("kernel"):
+        ds.ConvolutionKernel = derivation.kernel_tag()[:16]  # SH: 16 characters
+    elif source_ds is not None and "ConvolutionKernel" in source_ds:
         ds["ConvolutionKernel"] = source_ds["ConvolutionKernel"]  # the method left the kernel: the tag as read
-    else:
-        ds.ConvolutionKernel = derivation.kernel_tag()[:16]
+    elif volume.meta.get("ConvolutionKernel"):
+        ds.ConvolutionKernel = str(volume.meta["ConvolutionKernel"])[:16]
     ds.SliceThickness = f"{derivation.slice_thickness(output.spacing[0]):.6g}"
     ds.SpacingBetweenSlices = f"{float(output.spacing[0]):.6g}"
-    if derivation.target_profile == "rect":
-        ds.AcquisitionType = "SEQUENCED"  # read back as an axial scan's rectangular slices
+    for tag, value in derivation.acquisition_tags(volume.meta).items():  # dose, AcquisitionType
+        _set_text_tag(ds, tag, value)
     _add_provenance(ds, derivation)
     ds.ImageComments = comments[:10240]
     d = np.asarray(output.direction, dtype=np.float64).reshape(3, 3)
@@ -307,6 +311,18 @@ def _base_dataset(source_ds, volume: Volume, output: Volume, derivation: Derivat
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
     return ds
+
+
+def _set_text_tag(ds, keyword: str, text) -> None:
+    """Set ``keyword`` from a tag value read as text (``Volume.meta``), in its VR; skip one that does not parse."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    vr = dictionary_VR(tag_for_keyword(keyword))
+    try:
+        value = float(text) if vr in ("FD", "FL") else str(int(round(float(text)))) if vr == "IS" else str(text)
+    except (TypeError, ValueError):
+        return
+    setattr(ds, keyword, value)
 
 
 def _add_provenance(ds, derivation: Derivation) -> None:

@@ -387,6 +387,12 @@ def _mb(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
+def check_html_name(path: PathLike, what: str = "The report") -> None:
+    """Refuse an HTML report path without an ``.html``/``.htm`` name (a typo there could name an input)."""
+    if not str(path).lower().endswith((".html", ".htm")):
+        raise BadInputError(f"{what} is an HTML file; give a name ending in .html, not {str(path)!r}.")
+
+
 def check_regular_input(path: PathLike, what: str = "input") -> Path:
     """``path`` as a Path if it is an existing regular file or folder, else a clear BadInputError.
 

@@ -73,7 +73,7 @@ def plan_features(plan, frontend_lambda: float) -> list[float]:
     noise_in = None
     if s.noise_hu is not None:
         noise_in = s.noise_hu * frontend_noise_factor(s.transfer, t.transfer, frontend_lambda, s.pixel_mm)
-    t_s = float(plan.source.ssp_fwhm or s.thickness_mm)
+    t_s = plan.source_ssp_mm
     return signature_features(s.transfer, t.transfer, s.noise_hu, noise_in, s.pixel_mm, t_s, t.thickness_mm)
 
 

@@ -128,7 +128,7 @@ def _image_truth(blinded, used: set, design: str) -> dict:
     for cid, c, imgs in blinded:
         for v, img in imgs.items():
             if img in used:
-                t = {"case": c["case"], "blinded_case": cid, "variant": v, "source": str(c["images"][v])}
+                t = {"case": c["case"], "blinded_case": cid, "variant": v, "source": str(Path(c["images"][v]).resolve())}
                 if design == "protocol":
                     t["protocol"] = _protocol_truth(c["protocols"][v], f"Manifest line {c['line']}")
                 truth[img] = t

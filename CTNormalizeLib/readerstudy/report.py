@@ -56,7 +56,8 @@ def _by_variant(readers: list) -> dict:
                          fmt_fixed(v["auc"]), _ci(v.get("auc_ci")),
                          fmt_fixed((v.get("mann_whitney") or {}).get("p"), 4)])
     header = ["reader", "variant", "n variant", "n originals", "sensitivity", "AUC", "95% CI", "Mann–Whitney p"]
-    return {"header": header, "rows": rows}
+    n_variants = len({variant for _, m in readers for variant in (m.get("by_variant") or {})})
+    return {"header": header, "rows": rows, "n_variants": n_variants}  # one variant: the table above
 
 
 def _likert(readers: list) -> list:

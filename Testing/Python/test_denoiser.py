@@ -175,7 +175,7 @@ def test_the_denoiser_is_a_complete_row_running_the_chain(tiny_denoiser):
     assert res.result.model_sha256 == row.card["sha256"]
     assert not np.array_equal(res.volume.hu, vol.hu) and np.isfinite(res.volume.hu).all()
     assert row.card["sha256"] == json.loads((tiny_denoiser / "card.json").read_text())["sha256"]  # the tiny one ran
-    assert "ctn-denoise-v1" in res.volume.meta["CTNormalize"]
+    assert "ctn-denoise-v1" in res.volume.meta["ctnormalize"]
 
 
 def test_target_texture_calibrates_the_network_strength(tiny_denoiser):

@@ -57,3 +57,50 @@ def test_output_meta_of_a_method_that_only_sharpens_keeps_the_acquisition():
 def test_a_rectangular_target_reads_back_as_an_axial_scan():
     meta = _derivation(("kernel", "noise", "thickness"), target_profile="rect").output_meta(INPUT, 3.0)
     assert meta["AcquisitionType"] == "SEQUENCED"
+
+
+def test_a_derived_volume_is_another_series_and_keeps_only_tags_that_still_hold():
+    """The NRRD of an mtf_ratio run kept the input's SeriesInstanceUID; a method that leaves the kernel wrote
+    the measured class as if it were a tag; one that leaves the slices used the target's thickness."""
+    meta = _derivation(("kernel",)).output_meta({**INPUT, "SeriesInstanceUID": "1.2.3", "SeriesDescription": "x"},
+                                                1.0)
+    assert "SeriesInstanceUID" not in meta and "SeriesDescription" not in meta
+    untagged = {k: v for k, v in INPUT.items() if k != "ConvolutionKernel"}
+    assert "ConvolutionKernel" not in _derivation(("thickness",)).output_meta(untagged, 3.0)
+    no_source = _derivation(("kernel",), source_thickness=None, target_thickness=3.0)
+    assert no_source.slice_thickness(0.7) == pytest.approx(0.7)
+
+
+def test_the_dicom_series_and_the_volume_file_carry_the_same_tags(tmp_path):
+    """One rule for both writers: dose and acquisition tags kept while the method leaves noise and slices."""
+    import numpy as np
+
+    from CTNormalizeLib import Volume
+    from CTNormalizeLib.io import read_volume
+    from CTNormalizeLib.io.dicom_write import write_derived_series
+
+    vol = Volume(np.full((4, 32, 32), -1000.0, np.float32), (1.0, 0.7, 0.7),
+                 meta={**{k: v for k, v in INPUT.items() if k not in ("source_path", "warnings")}, "Modality": "CT"})
+    d = _derivation(("kernel",))
+    out = vol.with_array(vol.hu.copy())
+    out.meta = d.output_meta(vol.meta, 1.0)
+    write_derived_series(out, tmp_path / "dcm", vol, d)
+    back = read_volume(tmp_path / "dcm")
+    for tag in ("ConvolutionKernel", "SliceThickness", "Exposure", "CTDIvol", "AcquisitionType"):
+        assert float(back.meta[tag]) == float(out.meta[tag]) if tag in ("SliceThickness", "Exposure", "CTDIvol") \
+            else back.meta[tag] == out.meta[tag], tag
+    assert back.meta["ctnormalize_target"] == out.meta["ctnormalize_target"]
+
+
+def test_the_library_output_carries_the_same_tags_as_the_files(tmp_path):
+    """normalize() in Python tagged a thick -> thin output 1 mm thick under a 'CTNormalize' key of its own."""
+    import numpy as np
+
+    from CTNormalizeLib import Volume, normalize
+
+    rng = np.random.default_rng(0)
+    vol = Volume((rng.normal(0, 20, (6, 48, 48)) - 500).astype(np.float32), (5.0, 0.8, 0.8),
+                 meta={"Modality": "CT", "SliceThickness": "5"})
+    out = normalize(vol, "kernel=standard,thickness=5", "thickness=1", method="z_profile").volume
+    assert out.meta["SliceThickness"] == "5" and "CTNormalize" not in out.meta
+    assert out.meta["ctnormalize"].startswith("z_profile") and out.meta["ctnormalize_texture"] == "source"

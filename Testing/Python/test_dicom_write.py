@@ -203,22 +203,39 @@ def test_thick_to_thin_keeps_the_true_thickness_in_the_tags(normalized, tmp_path
     out, _ = normalized
     r = _run(["normalize", str(out / "out.nrrd"), "-o", str(tmp_path / "thin"), "--output-format", "dicom",
               "--target", "kernel=smooth,thickness=1", "--source", "kernel=B31f,thickness=5", "--method",
-              "classical", "--progress", "none"])
+              "classical", "--progress", "none", "--report", str(tmp_path / "run.json")])
     assert r.returncode == 0, r.stderr
     d = _series(tmp_path / "thin")[0]
     assert float(d.SliceThickness) == pytest.approx(5.0) and float(d.SpacingBetweenSlices) == pytest.approx(1.0)
-    # info reads the noise as that of the 1 mm slices the run set it for, not of the 5 mm its tag names
-    # info compares it with the run's target and the noise the run set for it, read as that of the 1 mm slices
-    # the run set it for, not of the 5 mm its tag names
+    # info compares it with the run's target and the noise the run set for it, read as that of the 1 mm
+    # slices the run set it for, not of the 5 mm its tag names
+    from CTNormalizeLib.cli.cmd_info import Comparison, _measure
+    from CTNormalizeLib.io import read_volume
+
+    run_noise = json.loads((tmp_path / "run.json").read_text())["plan"]["target_signature"]["noise_hu"]
     info = json.loads(_run(["info", str(tmp_path / "thin"), "--json"]).stdout)
     assert info["normalized_target"] == "kernel=smooth,thickness=1"
     noise = info["noise"]
     assert noise["target"] == "the target of the run that made it" and noise["noise_thickness_mm"] == 1.0
     assert noise["target_spec"] == "kernel=smooth,thickness=1" and info["signature"]["thickness_mm"] == 5.0
-    assert noise["target_noise_from"] == "run" and noise["target_noise_hu"] > 0
-    # the same target given by hand, without its dose ("the same dose"): the scan's own noise, 100 %
-    by_hand = json.loads(_run(["info", str(tmp_path / "thin"), "--json", "--target", "thickness=1"]).stdout)
-    assert by_hand["noise"]["noise_equivalent_dose"] == pytest.approx(1.0, abs=0.02)
+    assert noise["target_noise_from"] == "run" and noise["target_noise_hu"] == pytest.approx(run_noise, rel=1e-3)
+    vol = read_volume(tmp_path / "thin")
+    at = {mm: _measure(vol, Comparison("kernel=smooth,thickness=1", "x", run_noise, mm))[2]["noise_equivalent_dose"]
+          for mm in (1.0, None)}
+    assert at[1.0] == pytest.approx(noise["noise_equivalent_dose"]) and at[1.0] > 3 * at[None]  # 5 mm: a fifth
+
+
+def test_an_output_whose_noise_the_run_left_is_read_as_it_is(normalized, tmp_path):
+    """z_profile leaves the noise: its output carries no target noise, and info reads its noise at its own
+    slices (it claimed the run had set 16 HU and read the scan at 308 % of the dose)."""
+    out, _ = normalized
+    r = _run(["normalize", str(out / "out.nrrd"), "-o", str(tmp_path / "z.nrrd"), "--target", "thickness=1",
+              "--method", "z_profile", "--progress", "none"])
+    assert r.returncode == 0, r.stderr
+    info = json.loads(_run(["info", str(tmp_path / "z.nrrd"), "--json"]).stdout)
+    assert info["normalized_texture"] == "source" and info["noise"]["target_noise_from"] == "nominal"
+    assert info["noise"]["noise_thickness_mm"] == info["signature"]["thickness_mm"]
+    assert info["noise"]["noise_equivalent_dose"] == pytest.approx(1.0, abs=0.05)  # "the same dose": itself
 
 
 def test_a_rectangular_target_is_written_as_an_axial_series(normalized, tmp_path):
