@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..io.atomic import atomic_output
+from ..io.atomic import atomic_output, atomic_output_dir
 from ..models.registry import CARD, WEIGHTS, sha256_file
 
 LICENSE = "Apache-2.0 (weights and code); research use, not for diagnosis"
@@ -29,13 +29,24 @@ def write_package(module, out_dir, card: dict) -> Path:
     and ``intended_use`` default to research use, not for diagnosis.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    digest = save_weights(module, out / WEIGHTS)
     card = dict(card)
-    card["sha256"] = digest
     card.setdefault("license", LICENSE)
     card.setdefault("intended_use", INTENDED_USE)
     card.setdefault("format", 1)
-    with atomic_output(out / CARD) as tmp:
-        tmp.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    # the whole folder at once: an earlier package there stays whole until the new one is (weights and card)
+    with atomic_output_dir(out) as tmp:
+        card["sha256"] = save_weights(module, tmp / WEIGHTS)
+        (tmp / CARD).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return out
+
+
+def check_package_dir(package_dir, inputs) -> None:
+    """Refuse a package folder that is, holds or lies in one of the run's inputs (its bank, manifest,
+    the package it continues from): training never writes over what it reads."""
+    from ..io.outputs import OutputGuard
+
+    if package_dir is None:
+        return
+    guard = OutputGuard(inputs=inputs)
+    guard.add(package_dir, kind="dir", what="--package-dir")
+    guard.check()

@@ -12,7 +12,7 @@ from . import recipes
 from .data import SimSettings, load_bank, manifest_bank, save_bank, simulated_bank
 from .denoiser import RECIPE_OVERRIDES
 from .loop import train
-from .package import write_package
+from .package import check_package_dir, write_package
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,15 @@ RECIPES = {
 #: The learned blind denoisers (``ctn-denoise-v1``, ``-v2``, ``-v2b``): the classical chain's noise step, not whole
 #: normalizers.
 DENOISE_RECIPES = tuple(RECIPE_OVERRIDES)
+
+
+def _parent_package(recipe: str):
+    """The installed package a continued recipe starts from (an input of the run), or None."""
+    from .denoiser import _installed
+
+    name = (RECIPE_OVERRIDES.get(recipe) or {}).get("init_from")
+    parent = _installed(name) if name else None
+    return parent.path if parent is not None else None
 
 
 def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Optional[int] = None,
@@ -51,6 +60,7 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
 
         raise BadInputError(f"Unknown recipe {recipe!r}; known: {', '.join([*RECIPES, *DENOISE_RECIPES])}.")
     out = Path(out_dir)
+    check_package_dir(package_dir, [bank_path, manifest, truths_file, _parent_package(recipe)])
     if recipe in ("default", "unet") and str(device).strip().lower() != "cpu":
         from ..errors import BadInputError
 

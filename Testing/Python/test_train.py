@@ -168,3 +168,42 @@ def test_soft_ei_loss_zero_for_identical_and_grows_with_emphysema_difference():
     x = b.clone().requires_grad_(True)
     soft_ei_loss(x, a, threshold=0.1, tau=0.05).backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_training_never_writes_its_package_over_an_input(tmp_path, capsys):
+    """--package-dir the continued recipe's parent package (or a folder holding the bank) was written over
+    in place, weights first, card after."""
+    import shutil
+
+    from CTNormalizeLib.cli.main import main
+    from CTNormalizeLib.train.run import _parent_package
+    from CTNormalizeLib.train.package import write_package
+
+    parent = _parent_package("denoise-v2c")
+    assert parent is not None and parent.name == "ctn-denoise-v2b"
+    before = {p.name: p.read_bytes() for p in parent.iterdir()}
+    rc = main(["train", "--recipe", "denoise-v2c", "-o", str(tmp_path / "run"), "--steps", "1",
+               "--package-dir", str(parent)])
+    assert rc == 2 and "never overwrites its inputs" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in parent.iterdir()} == before
+    (tmp_path / "data").mkdir()
+    save_bank(_bank(), tmp_path / "data" / "bank.npz")
+    rc = main(["train", "--recipe", "default", "-o", str(tmp_path / "run2"), "--bank",
+               str(tmp_path / "data" / "bank.npz"), "--steps", "1", "--package-dir", str(tmp_path / "data")])
+    assert rc == 2 and (tmp_path / "data" / "bank.npz").is_file() and not (tmp_path / "run2").exists()
+
+    # a package folder is replaced whole: a failed write leaves the earlier package as it was
+    import torch
+
+    out = write_package(torch.nn.Linear(2, 2), tmp_path / "pkg", {"name": "x", "architecture": {}, "io": {},
+                                                                   "covers": {}})
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    class Broken(torch.nn.Module):
+        def state_dict(self, *a, **k):
+            raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError):
+        write_package(Broken(), out, {"name": "x", "architecture": {}, "io": {}, "covers": {}})
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old
+    shutil.rmtree(out)
