@@ -76,16 +76,15 @@ def _study_sources(key_path) -> list:
     """The manifest and the scans a study was made from: those its key records, and every scan its
     manifest names while the manifest is there (none for an unreadable key: analyze reports that)."""
     import csv
-    import json
-    from pathlib import Path
 
     from ..errors import CTNormalizeError
+    from ..readerstudy.storage import load_key
 
     try:
-        key = json.loads(Path(key_path).read_text(encoding="utf-8"))
+        key = load_key(None, key_path)
         images = key.get("images") or {}
         sources = [key.get("manifest")] + [t.get("source") for t in images.values() if isinstance(t, dict)]
-    except (OSError, ValueError, AttributeError):
+    except (CTNormalizeError, AttributeError):
         return []
     try:
         sources += _create_inputs(key["manifest"]) if key.get("manifest") else []

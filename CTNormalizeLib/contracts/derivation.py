@@ -55,11 +55,9 @@ class Derivation:
         return ",".join(parts)
 
     def kernel_tag(self) -> str:
-        """The ``ConvolutionKernel`` of the output: the target's kernel (name or class) when the
-        method changed the kernel, else the source's kernel class."""
-        if self.changed("kernel"):
-            return str(self.target_kernel_name or self.target_kernel or "")
-        return str(self.source_kernel or "")
+        """The ``ConvolutionKernel`` of an output whose kernel the method changed: the target's kernel
+        (name, else class). One it left keeps the input's tag (:meth:`output_meta`)."""
+        return str(self.target_kernel_name or self.target_kernel or "")
 
     def slice_thickness(self, z_spacing: float) -> float:
         """The ``SliceThickness`` of the output, in mm.

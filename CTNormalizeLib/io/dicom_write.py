@@ -36,7 +36,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..contracts.derivation import Derivation, derivation_from_report  # noqa: F401 - the writer's input
+from ..contracts.derivation import DOSE_TAGS, Derivation, derivation_from_report  # noqa: F401 - the writer's input
 from ..contracts.report import RESEARCH_NOTE
 from ..errors import BadInputError
 from ..volume import Volume
@@ -286,16 +286,16 @@ def _base_dataset(source_ds, volume: Volume, output: Volume, derivation: Derivat
     codes = _derivation_codes(derivation, z_changed)
     if codes:
         ds.DerivationCodeSequence = [_coded(c) for c in codes]
-    if derivation.changed("kernel"):
-        ds.ConvolutionKernel = derivation.kernel_tag()[:16]  # SH: 16 characters
-    elif source_ds is not None and "ConvolutionKernel" in source_ds:
+    tags = derivation.output_meta(volume.meta, output.spacing[0])  # the rule a volume file's tags follow
+    if not derivation.changed("kernel") and source_ds is not None and "ConvolutionKernel" in source_ds:
         ds["ConvolutionKernel"] = source_ds["ConvolutionKernel"]  # the method left the kernel: the tag as read
-    elif volume.meta.get("ConvolutionKernel"):
-        ds.ConvolutionKernel = str(volume.meta["ConvolutionKernel"])[:16]
-    ds.SliceThickness = f"{derivation.slice_thickness(output.spacing[0]):.6g}"
+    elif tags.get("ConvolutionKernel"):
+        ds.ConvolutionKernel = str(tags["ConvolutionKernel"])[:16]  # SH: 16 characters
+    ds.SliceThickness = tags["SliceThickness"]
     ds.SpacingBetweenSlices = f"{float(output.spacing[0]):.6g}"
-    for tag, value in derivation.acquisition_tags(volume.meta).items():  # dose, AcquisitionType
-        _set_text_tag(ds, tag, value)
+    for tag in (*DOSE_TAGS, "AcquisitionType"):
+        if tags.get(tag):
+            _set_text_tag(ds, tag, tags[tag])
     _add_provenance(ds, derivation)
     ds.ImageComments = comments[:10240]
     d = np.asarray(output.direction, dtype=np.float64).reshape(3, 3)
