@@ -48,6 +48,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))  # choose_residual_by_risk (its note in the card)
 
 SEEDS = (40, 41, 42, 43)
 PAIRS = {  # kind -> (source, target) protocols of the "classes" validation set
@@ -76,18 +77,20 @@ VALIDATION_SETS = ("randomized", "classes")
 FLIPS = (1, 2, 4)
 #: what each doubling of the flips must add to the best pooled gap closed to be taken
 FLIP_GAIN = 0.005
+#: card chain fields another script writes, kept when this one rewrites the chain
+KEPT_CHAIN_FIELDS = ("nlm_residual_choice", "residual_choice_validation")
 #: bootstrap resamples of the cases for the standard error of a difference in pooled gap closed
 BOOTSTRAP = 2000
 
 
-def _cache_path(which: str) -> Path:
+def _cache_path(which: str, seeds=None) -> Path:
     """The cached validation scans; the name changes with their settings, so edits never read stale scans."""
     import hashlib
 
     from CTNormalizeLib.simulate import SIMULATOR_VERSION
     from CTNormalizeLib.simulate.phantom import PHANTOM_VERSION
 
-    common = [CACHE_FORMAT, which, SEEDS, TRUTH, SIMULATOR_VERSION, PHANTOM_VERSION]
+    common = [CACHE_FORMAT, which, tuple(SEEDS if seeds is None else seeds), TRUTH, SIMULATOR_VERSION, PHANTOM_VERSION]
     settings = common + ([PAIRS] if which == "classes" else
                          [RANDOM_PER_KIND, RANDOM_DOSE, RANDOM_DOSE_GAIN, RANDOM_TARGETS, RANDOM_VIEWS, RANDOM_SEED_BASE])
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -100,13 +103,13 @@ def _truth(seed: int):
     return make_phantom(seed, shape=TRUTH["shape"], spacing=TRUTH["spacing"], emphysema=TRUTH["emphysema"]).volume
 
 
-def _class_scans(arrays: dict, labels: list) -> None:
+def _class_scans(arrays: dict, labels: list, seeds=None) -> None:
     """The "classes" set: the engine's kernel classes and doses, tagged as the simulator tags them."""
     from CTNormalizeLib.protocols import parse_spec
     from CTNormalizeLib.simulate.scanner import simulate_scan
 
     pairs = [(kind, s, t) for kind, ps in PAIRS.items() for s, t in ps]
-    for seed in SEEDS:
+    for seed in (SEEDS if seeds is None else seeds):
         truth = _truth(seed)
         for i, (kind, s, t) in enumerate(pairs):
             k = f"{seed}_{i}"
@@ -117,7 +120,7 @@ def _class_scans(arrays: dict, labels: list) -> None:
             labels.append([k, kind, s, t])
 
 
-def _random_scans(arrays: dict, labels: list) -> None:
+def _random_scans(arrays: dict, labels: list, seeds=None) -> None:
     """The "randomized" set: sources from scanners the engine has no class for (domain-randomized filter,
     dose, electronic noise, tube-current modulation, views; :mod:`CTNormalizeLib.simulate.randomized`),
     untagged, so the request names only the target. Kernel changes go to a kernel class at full dose;
@@ -134,7 +137,7 @@ def _random_scans(arrays: dict, labels: list) -> None:
     from CTNormalizeLib.simulate.randomized import draw_physics
     from CTNormalizeLib.simulate.scanner import simulate_scan
 
-    for seed in SEEDS:
+    for seed in (SEEDS if seeds is None else seeds):
         truth = _truth(seed)
         rng = np.random.default_rng(RANDOM_SEED_BASE + seed)
         g = ParallelGeometry(*truth.hu.shape[1:], *truth.spacing[1:])
@@ -165,9 +168,10 @@ def _random_scans(arrays: dict, labels: list) -> None:
                 i += 1
 
 
-def validation_cases(which: str = "randomized", cache: Path | None = None) -> list:
-    """``(kind, source spec, target spec, source, target, replicate)`` for every validation case (cached)."""
-    cache = cache or _cache_path(which)
+def validation_cases(which: str = "randomized", cache: Path | None = None, seeds=None) -> list:
+    """``(kind, source spec, target spec, source, target, replicate)`` for every validation case (cached);
+    ``seeds``: the phantoms (default :data:`SEEDS`; another set gives fresh scans of the same recipe)."""
+    cache = cache or _cache_path(which, seeds)
     from CTNormalizeLib.io.atomic import atomic_output
     from CTNormalizeLib.volume import Volume
 
@@ -178,7 +182,7 @@ def validation_cases(which: str = "randomized", cache: Path | None = None) -> li
             cache.unlink()
     if not cache.is_file():
         arrays, labels = {}, []
-        (_class_scans if which == "classes" else _random_scans)(arrays, labels)
+        (_class_scans if which == "classes" else _random_scans)(arrays, labels, seeds)
         arrays["labels"] = np.asarray(json.dumps(labels))
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(cache) as tmp:
@@ -427,12 +431,16 @@ def main(argv=None) -> int:
     if not args.dry_run:
         path = Path(args.package) / "card.json"
         card = json.loads(path.read_text(encoding="utf-8"))
-        card["chain"] = record
+        # what scripts/choose_residual_by_risk.py decided stays (it is measured with the blend it keeps)
+        card["chain"] = {**{k: v for k, v in (card.get("chain") or {}).items() if k in KEPT_CHAIN_FIELDS}, **record}
         note = "; its clean texture averages the network with calibrated NLM (chain.nlm_blend)"
         flip_note = "; its clean texture averages the network over flips of its input (chain.flips)"
         base = card.get("description", "").split(note)[0].split(flip_note)[0]
         card["description"] = base + (note if any(chosen.values()) else "") + (
             flip_note if any(f > 1 for f in flips.values()) else "")
+        from choose_residual_by_risk import describe  # its note on the per-scan residual stays with its setting
+
+        card = describe(card)
         atomic_write_text(path, json.dumps(card, indent=2) + "\n")
         print(f"-> {path}")
     return 0

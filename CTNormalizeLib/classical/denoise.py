@@ -337,6 +337,19 @@ def _blend_with_nlm(state, out, method, weight, sigma, residual, post, progress)
     return out, {**info, "nlm_box": [y0, y1, x0, x1]}
 
 
+def _residual_for_this_scan(state, method, weight, sigma, post, options):
+    """The blend's NLM residual chosen for this scan by ``options["nlm_residual_chooser"]`` (handed down where
+    the card's ``chain.nlm_residual_choice`` says so: :func:`.blend_risk.choose_residual`): the choice as a
+    dict, a note why the card's residual stays, or None."""
+    chooser = options.get("nlm_residual_chooser")
+    if chooser is None or method.region is None:
+        return None
+    try:
+        return chooser(state, method, weight, sigma, post).as_dict()
+    except ValueError as exc:  # an empty region or no body on the probe: the card's residual
+        return f"the card's residual kept: {exc}"
+
+
 def denoise_step(state, plan, progress=None, post=None, options: dict | None = None) -> None:
     """The chain's noise step on ``state``: calibrated NLM down to the target's noise or to ``clean``.
 
@@ -347,7 +360,8 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
     denoiser (``options["denoise_method"]``, a :class:`StackDenoiser`) is told the whole
     measured noise instead, and with ``options["nlm_blend"] = w`` (clean texture only) its
     output is averaged with calibrated NLM's, ``(1 - w) net + w NLM``, where NLM leaves
-    ``options["nlm_blend_residual"]`` of the noise (default :data:`CLEAN_RESIDUAL`, the clean chain's).
+    ``options["nlm_blend_residual"]`` of the noise (default :data:`CLEAN_RESIDUAL`, the clean chain's),
+    or, with ``options["nlm_residual_chooser"]``, the residual it picks for this scan (:mod:`.blend_risk`).
     """
     from .state import predicted_noise
 
@@ -390,10 +404,16 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         # the package's, chosen on validation scans; see scripts/choose_nlm_blend.py).
         rest = (lambda st, f: progress(st, 0.5 + 0.5 * f)) if progress is not None else None  # noqa: E731
         residual = float(options.get("nlm_blend_residual", CLEAN_RESIDUAL))
+        choice, chosen = _residual_for_this_scan(state, method, weight, sigma, post, options), ""
+        if isinstance(choice, dict):
+            residual = choice["residual"]
+            chosen = (f", chosen for this scan among {'/'.join(f'{r:.0%}' for r in choice['candidates'])} "
+                      "by Stein's unbiased risk estimate")
         out, binfo = _blend_with_nlm(state, out, method, weight, sigma, residual, post, rest)
-        info["nlm_blend"] = {**binfo, "nlm_residual": residual}
+        info["nlm_blend"] = {**binfo, "nlm_residual": residual,
+                             **({"residual_choice": choice} if choice is not None else {})}
         if binfo["weight"] > 0:
-            why += f"; averaged with calibrated NLM (weight {weight:g}, leaving {residual:.0%} of the noise)"
+            why += f"; averaged with calibrated NLM (weight {weight:g}, leaving {residual:.0%} of the noise{chosen})"
     cal = info.get("calibration") or {}
     if learned and cal and cal["measured_after"] > 1.1 * cal["wanted"]:
         why += (f"; at the measured noise the network leaves {cal['measured_after']:.1f} HU of calibration noise, "

@@ -75,9 +75,15 @@ def format_text(info: dict) -> str:
         names = {"kernel_change": "kernel change", "noise_only": "dose only"}
         if m.get("nlm_blend"):
             res = per_kind(m.get("nlm_residual") or {})
+            per_scan = {k for k, v in per_kind(m.get("nlm_residual_choice") or {}).items() if v == "risk"}
+
+            def leaves(k):
+                if k in per_scan:
+                    return ", NLM's residual picked for each scan (Stein's unbiased risk estimate)"
+                return f", NLM leaving {float(res[k]):.0%} of the noise" if k in res else ""
+
             extra.append("clean texture: the network averaged with NLM (chosen on validation scans), NLM's share: "
-                         + "; ".join(f"{names.get(k, k)} {float(v):g}"
-                                     + (f", NLM leaving {float(res[k]):.0%} of the noise" if k in res else "")
+                         + "; ".join(f"{names.get(k, k)} {float(v):g}{leaves(k)}"
                                      for k, v in sorted(per_kind(m["nlm_blend"]).items())))
         flips = _flips(m, kinds)
         if any(v != 1 for v in flips.values()):

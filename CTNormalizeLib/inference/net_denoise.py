@@ -9,7 +9,8 @@ the plan's measured source signature, and :func:`run_chain` runs the classical c
 (denoise -> MTF ratio -> slice profile -> texture) with it in place of non-local means. A card
 with ``chain.nlm_blend`` (weights per kind of pair, chosen on validation scans) has the clean
 texture average the network's output with calibrated NLM's (leaving ``chain.nlm_residual`` of
-the noise, also per kind); one with ``chain.flips`` (per kind: 1, 2 or 4) has the clean texture
+the noise, also per kind, or picked for each scan where ``chain.nlm_residual_choice`` says
+``risk``: :mod:`~CTNormalizeLib.classical.blend_risk`); one with ``chain.flips`` (per kind: 1, 2 or 4) has the clean texture
 average the network over that many in-plane flips of its input (:data:`FLIP_VIEWS`).
 """
 
@@ -192,6 +193,22 @@ def nlm_residual(card: dict, kind: str) -> float:
     return _card_fraction(card, "nlm_residual", kind, CLEAN_RESIDUAL, open_interval=True)
 
 
+#: ``chain.nlm_residual_choice`` values: the card's residual, or one picked per scan (:mod:`~CTNormalizeLib.classical.blend_risk`)
+RESIDUAL_CHOICES = ("card", "risk")
+
+
+def residual_by_risk(card: dict, kind: str) -> bool:
+    """Whether the blend's NLM residual is picked per scan for a ``kind`` of pair (card ``chain.nlm_residual_choice``
+    ``"risk"``) rather than read from ``chain.nlm_residual`` (``"card"``, the default)."""
+    from ..errors import BadInputError
+
+    value = _chain_value(card, "nlm_residual_choice", kind, "card")
+    if value not in RESIDUAL_CHOICES:
+        raise BadInputError(f"Model card {card.get('name')!r}: chain.nlm_residual_choice for {kind} must be one of "
+                            f"{', '.join(RESIDUAL_CHOICES)}, not {value!r}.")
+    return value == "risk"
+
+
 def _is_flip_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value in FLIP_VIEWS
 
@@ -210,6 +227,7 @@ def network_flips(card: dict, kind: str) -> int:
 def run_chain(package, volume, plan, progress=None):
     """The classical chain on ``volume`` with ``package`` as its denoiser; a :class:`MethodResult`."""
     from ..classical import chain
+    from ..classical.blend_risk import choose_residual
     from ..signature.signature import pair_kind
     from .device import resolve_device
 
@@ -222,7 +240,8 @@ def run_chain(package, volume, plan, progress=None):
     flips = flips if plan.texture == "clean" else 1
     den = stack_denoiser(package, sig.transfer, float(volume.spacing[1]), dev, flips=flips)
     options = {"denoise_method": den, "label": package.name, "nlm_blend": nlm_blend(package.card, kind),
-               "nlm_blend_residual": nlm_residual(package.card, kind)}
+               "nlm_blend_residual": nlm_residual(package.card, kind),
+               "nlm_residual_chooser": choose_residual if residual_by_risk(package.card, kind) else None}
     res = chain.run(volume, plan, progress, options=options)
     res.model_sha256 = package.sha256
     res.device = dev

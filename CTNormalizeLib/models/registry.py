@@ -194,6 +194,7 @@ class ModelPackage:
             "nlm_blend": (c.get("chain") or {}).get("nlm_blend"),
             "nlm_residual": (c.get("chain") or {}).get("nlm_residual"),
             "flips": (c.get("chain") or {}).get("flips"),
+            "nlm_residual_choice": (c.get("chain") or {}).get("nlm_residual_choice"),
         }
 
 

@@ -317,6 +317,11 @@ def test_models_listing_says_what_the_denoiser_is(tiny_denoiser):
     card_path.write_text(json.dumps(card))
     text = format_text(collect())
     assert "kernel change 0.3, NLM leaving 20% of the noise; dose only 0.3, NLM leaving 20%" in text
+    card["chain"] = {"nlm_blend": 0.3, "nlm_residual": 0.2, "nlm_residual_choice": {"noise_only": "risk"}}
+    card_path.write_text(json.dumps(card))
+    text = format_text(collect())
+    assert ("kernel change 0.3, NLM leaving 20% of the noise; dose only 0.3, NLM's residual picked for each scan"
+            in text)
 
 
 def test_the_gpu_pack_keeps_whole_volumes_within_budget_and_never_overwrites_the_bank(tmp_path):
@@ -678,6 +683,35 @@ def test_the_cards_nlm_residual_sets_how_much_noise_the_blends_nlm_leaves(tiny_d
     clean = chest((6, 64, 64))
     # a lighter NLM leaves more of the noise: the output is further from the noise-free image
     assert np.std((runs[0.5] - clean)[inner]) > np.std((runs[0.15] - clean)[inner]) + 1.0
+
+
+def test_the_chain_uses_and_records_the_residual_chosen_for_the_scan(tiny_denoiser):
+    """chain.nlm_residual_choice risk: the blend's NLM leaves the residual picked for this scan (classical.blend_risk),
+    and the step records the choice and every candidate's estimated error; card: the card's residual."""
+    import dataclasses
+
+    from CTNormalizeLib.inference.net_denoise import run_chain
+    from CTNormalizeLib.models.registry import read_package
+    from CTNormalizeLib.plan import make_plan
+    from CTNormalizeLib.volume import Volume
+
+    vol = Volume(chest((6, 64, 64)) + np.random.default_rng(5).normal(0, 40, (6, 64, 64)).astype(np.float32),
+                 (2.0, 0.8, 0.8))
+    plan = make_plan(vol, "kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2",
+                     method="classical", device="cpu", texture="clean")
+    pkg = read_package(tiny_denoiser)
+    steps = {}
+    for way in ("card", "risk"):
+        chain = {"nlm_blend": 0.5, "nlm_residual": 0.45, "nlm_residual_choice": way}
+        res = run_chain(dataclasses.replace(pkg, card=dict(pkg.card, chain=chain)), vol, plan)
+        steps[way] = next(s for s in res.steps if s["method"] == "denoise")
+    assert "residual_choice" not in steps["card"]["parameters"]["nlm_blend"]
+    assert steps["card"]["parameters"]["nlm_blend"]["nlm_residual"] == 0.45
+    blend = steps["risk"]["parameters"]["nlm_blend"]
+    choice = blend["residual_choice"]
+    assert blend["nlm_residual"] == choice["residual"] and choice["residual"] in choice["candidates"]
+    assert choice["weight"] == 0.5 and min(choice["risk_hu2"].values()) == choice["risk_hu2"][f"{choice['residual']:g}"]
+    assert "Stein's unbiased risk estimate" in steps["risk"]["note"]
 
 
 def test_a_blend_without_a_region_is_everywhere_and_an_empty_region_blends_nothing():
