@@ -282,6 +282,22 @@ def pooled_gap(closed: list, gaps: list) -> float:
     return float(np.sum(closed) / np.sum(gaps))
 
 
+def read_denoiser(path: str):
+    """The denoiser package at ``path``, or None after saying on stderr why it cannot be used."""
+    from CTNormalizeLib.errors import BadInputError
+    from CTNormalizeLib.models.registry import read_package
+
+    try:
+        pkg = read_package(Path(path))
+    except (BadInputError, OSError, ValueError) as exc:
+        print(f"Cannot read the package {path}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return None
+    if pkg.card.get("role") != "denoiser":
+        print(f"{path} is not a denoiser package (card role).", file=sys.stderr)
+        return None
+    return pkg
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("package", help="the denoiser package folder whose card gets chain.nlm_blend and nlm_residual")
@@ -301,19 +317,11 @@ def main(argv=None) -> int:
     from CTNormalizeLib.evaluate.agreement import gap_closed
     from CTNormalizeLib.inference.net_denoise import run_chain, stack_denoiser
     from CTNormalizeLib.io.atomic import atomic_write_text
-    from CTNormalizeLib.models.registry import read_package
     from CTNormalizeLib.plan import make_plan
     from CTNormalizeLib.signature.signature import pair_kind
 
-    from CTNormalizeLib.errors import BadInputError
-
-    try:
-        pkg = read_package(Path(args.package))
-    except (BadInputError, OSError, ValueError) as exc:
-        print(f"Cannot read the package {args.package}: {getattr(exc, 'message', exc)}", file=sys.stderr)
-        return 2
-    if pkg.card.get("role") != "denoiser":
-        print(f"{args.package} is not a denoiser package (card role).", file=sys.stderr)
+    pkg = read_denoiser(args.package)
+    if pkg is None:
         return 2
     t0 = time.perf_counter()
     grid = [(f, r, w) for f in FLIPS for r in RESIDUALS for w in WEIGHTS]
@@ -438,11 +446,9 @@ def main(argv=None) -> int:
         base = card.get("description", "").split(note)[0].split(flip_note)[0]
         card["description"] = base + (note if any(chosen.values()) else "") + (
             flip_note if any(f > 1 for f in flips.values()) else "")
-        from choose_residual_by_risk import describe  # its note on the per-scan residual stays with its setting
+        from choose_residual_by_risk import publish_card  # with its note on the per-scan residual, which stays
 
-        card = describe(card)
-        atomic_write_text(path, json.dumps(card, indent=2) + "\n")
-        print(f"-> {path}")
+        publish_card(path, card)
     return 0
 
 

@@ -61,6 +61,14 @@ def describe(card: dict) -> dict:
     return dict(card, description=base + (NOTE if "risk" in choice.values() else ""))
 
 
+def publish_card(path: Path, card: dict) -> None:
+    """Write ``card`` (with :func:`describe`'s note) to ``path`` atomically, and say so."""
+    from CTNormalizeLib.io.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(describe(card), indent=2) + "\n")
+    print(f"-> {path}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("package", help="the denoiser package folder whose card gets chain.nlm_residual_choice")
@@ -68,23 +76,19 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default=",".join(map(str, FRESH_SEEDS)), help="validation phantom seeds (comma-separated)")
     args = ap.parse_args(argv)
 
-    from choose_nlm_blend import _l1, validation_cases
+    from choose_nlm_blend import _l1, read_denoiser, validation_cases
 
-    from CTNormalizeLib.errors import BadInputError
     from CTNormalizeLib.inference.net_denoise import run_chain
-    from CTNormalizeLib.io.atomic import atomic_write_text
-    from CTNormalizeLib.models.registry import read_package
     from CTNormalizeLib.plan import make_plan
     from CTNormalizeLib.signature.signature import pair_kind
 
     try:
-        pkg = read_package(Path(args.package))
         seeds = tuple(int(s) for s in args.seeds.split(","))
-    except (BadInputError, OSError, ValueError) as exc:
-        print(f"Cannot use {args.package} with seeds {args.seeds}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+    except ValueError:
+        print(f"--seeds must be whole numbers separated by commas, not {args.seeds!r}.", file=sys.stderr)
         return 2
-    if pkg.card.get("role") != "denoiser":
-        print(f"{args.package} is not a denoiser package (card role).", file=sys.stderr)
+    pkg = read_denoiser(args.package)
+    if pkg is None:
         return 2
     t0 = time.perf_counter()
     closed, gaps, rows = {}, {}, []
@@ -127,9 +131,7 @@ def main(argv=None) -> int:
         path = Path(args.package) / "card.json"
         card = json.loads(path.read_text(encoding="utf-8"))
         card["chain"] = {**(card.get("chain") or {}), **record}
-        card = describe(card)
-        atomic_write_text(path, json.dumps(card, indent=2) + "\n")
-        print(f"-> {path}")
+        publish_card(path, card)
     return 0
 
 

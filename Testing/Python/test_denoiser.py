@@ -659,19 +659,25 @@ def test_the_blend_runs_nlm_only_around_the_body_and_gives_what_whole_slices_giv
     assert 0 < step["parameters"]["nlm_blend"]["nlm_seconds"] <= step["seconds"]
 
 
-def test_the_cards_nlm_residual_sets_how_much_noise_the_blends_nlm_leaves(tiny_denoiser):
-    import dataclasses
-
-    from CTNormalizeLib.inference.net_denoise import run_chain
+def _noisy_chest_dose_plan(package_dir, seed):
+    """A small noisy chest, its clean-texture dose-only plan and the package at ``package_dir``."""
     from CTNormalizeLib.models.registry import read_package
     from CTNormalizeLib.plan import make_plan
     from CTNormalizeLib.volume import Volume
 
-    vol = Volume(chest((6, 64, 64)) + np.random.default_rng(3).normal(0, 40, (6, 64, 64)).astype(np.float32),
+    vol = Volume(chest((6, 64, 64)) + np.random.default_rng(seed).normal(0, 40, (6, 64, 64)).astype(np.float32),
                  (2.0, 0.8, 0.8))
     plan = make_plan(vol, "kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2",
                      method="classical", device="cpu", texture="clean")
-    pkg = read_package(tiny_denoiser)
+    return vol, plan, read_package(package_dir)
+
+
+def test_the_cards_nlm_residual_sets_how_much_noise_the_blends_nlm_leaves(tiny_denoiser):
+    import dataclasses
+
+    from CTNormalizeLib.inference.net_denoise import run_chain
+
+    vol, plan, pkg = _noisy_chest_dose_plan(tiny_denoiser, 3)
     runs = {}
     for r in (0.15, 0.5):
         card = dict(pkg.card, chain={"nlm_blend": {"noise_only": 1.0}, "nlm_residual": {"noise_only": r}})
@@ -691,15 +697,8 @@ def test_the_chain_uses_and_records_the_residual_chosen_for_the_scan(tiny_denois
     import dataclasses
 
     from CTNormalizeLib.inference.net_denoise import run_chain
-    from CTNormalizeLib.models.registry import read_package
-    from CTNormalizeLib.plan import make_plan
-    from CTNormalizeLib.volume import Volume
 
-    vol = Volume(chest((6, 64, 64)) + np.random.default_rng(5).normal(0, 40, (6, 64, 64)).astype(np.float32),
-                 (2.0, 0.8, 0.8))
-    plan = make_plan(vol, "kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2",
-                     method="classical", device="cpu", texture="clean")
-    pkg = read_package(tiny_denoiser)
+    vol, plan, pkg = _noisy_chest_dose_plan(tiny_denoiser, 5)
     steps = {}
     for way in ("card", "risk"):
         chain = {"nlm_blend": 0.5, "nlm_residual": 0.45, "nlm_residual_choice": way}
@@ -743,6 +742,48 @@ def test_pair_kind_lives_with_the_signatures():
     assert pair_kind(sharp, smooth) == "kernel_change"
     assert pair_kind(smooth, SimpleNamespace(transfer=class_transfer("smooth"))) == "noise_only"
     assert pair_kind(None, smooth) == "kernel_change"
+
+
+def test_choose_residual_by_risk_records_its_decision_and_keeps_the_blend(tiny_denoiser, monkeypatch, capsys):
+    """The script runs the package both ways per case, takes 'risk' for a kind only where its pooled gap
+    closed is higher, writes only with no --dry-run (the blend settings untouched), and refuses bad input."""
+    import importlib
+    import sys
+
+    from CTNormalizeLib.volume import Volume
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        blend = importlib.import_module("choose_nlm_blend")
+        mod = importlib.import_module("choose_residual_by_risk")
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    rng = np.random.default_rng(0)
+    clean = chest((4, 64, 64))
+
+    def noisy(sd):
+        return Volume(clean + rng.normal(0, sd, clean.shape).astype(np.float32), (2.0, 0.8, 0.8))
+
+    cases = [("noise_only", *blend.PAIRS["noise_only"][0], noisy(40), noisy(12), noisy(12)),
+             ("noise_only", *blend.PAIRS["noise_only"][0], noisy(30), noisy(10), noisy(10))]
+    monkeypatch.setattr(blend, "validation_cases", lambda which="randomized", seeds=None: cases)
+    card_path = tiny_denoiser / "card.json"
+    card = json.loads(card_path.read_text())
+    card["chain"] = {"nlm_blend": 0.5, "nlm_residual": 0.3}
+    card_path.write_text(json.dumps(card))
+    before = card_path.read_bytes()
+    assert mod.main([str(tiny_denoiser), "--dry-run"]) == 0
+    assert card_path.read_bytes() == before
+    assert mod.main([str(tiny_denoiser)]) == 0
+    chain = json.loads(card_path.read_text())["chain"]
+    figures = chain["residual_choice_validation"]["figures"]["noise_only"]
+    assert chain["nlm_residual_choice"] == {"noise_only": "risk" if figures["risk"] > figures["card"] else "card"}
+    assert figures["cases"] == 2 and chain["nlm_blend"] == 0.5 and chain["nlm_residual"] == 0.3
+    rows = chain["residual_choice_validation"]["cases"]
+    assert all(r["picked_residual"] in (0.15, 0.3) for r in rows)
+    assert mod.main([str(tiny_denoiser), "--seeds", "4x"]) == 2
+    assert mod.main([str(ROOT / "Resources" / "Models" / "ctn-conditioned-v3")]) == 2
+    assert "not a denoiser package" in capsys.readouterr().err
 
 
 def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denoiser, tmp_path, monkeypatch):
