@@ -48,7 +48,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))  # choose_residual_by_risk (its note in the card)
+sys.path.insert(0, str(ROOT / "scripts"))  # denoiser_card
 
 SEEDS = (40, 41, 42, 43)
 PAIRS = {  # kind -> (source, target) protocols of the "classes" validation set
@@ -282,22 +282,6 @@ def pooled_gap(closed: list, gaps: list) -> float:
     return float(np.sum(closed) / np.sum(gaps))
 
 
-def read_denoiser(path: str):
-    """The denoiser package at ``path``, or None after saying on stderr why it cannot be used."""
-    from CTNormalizeLib.errors import BadInputError
-    from CTNormalizeLib.models.registry import read_package
-
-    try:
-        pkg = read_package(Path(path))
-    except (BadInputError, OSError, ValueError) as exc:
-        print(f"Cannot read the package {path}: {getattr(exc, 'message', exc)}", file=sys.stderr)
-        return None
-    if pkg.card.get("role") != "denoiser":
-        print(f"{path} is not a denoiser package (card role).", file=sys.stderr)
-        return None
-    return pkg
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("package", help="the denoiser package folder whose card gets chain.nlm_blend and nlm_residual")
@@ -319,6 +303,8 @@ def main(argv=None) -> int:
     from CTNormalizeLib.io.atomic import atomic_write_text
     from CTNormalizeLib.plan import make_plan
     from CTNormalizeLib.signature.signature import pair_kind
+
+    from denoiser_card import publish_card, read_denoiser
 
     pkg = read_denoiser(args.package)
     if pkg is None:
@@ -439,15 +425,19 @@ def main(argv=None) -> int:
     if not args.dry_run:
         path = Path(args.package) / "card.json"
         card = json.loads(path.read_text(encoding="utf-8"))
-        # what scripts/choose_residual_by_risk.py decided stays (it is measured with the blend it keeps)
-        card["chain"] = {**{k: v for k, v in (card.get("chain") or {}).items() if k in KEPT_CHAIN_FIELDS}, **record}
+        # what scripts/choose_residual_by_risk.py decided stays only with the blend it was measured with
+        old = card.get("chain") or {}
+        kept = {k: v for k, v in old.items() if k in KEPT_CHAIN_FIELDS}
+        if kept and any(old.get(k) != record[k] for k in ("nlm_blend", "nlm_residual", "flips")):
+            print("The blend changed: the per-scan residual decision is dropped (rerun "
+                  "scripts/choose_residual_by_risk.py).")
+            kept = {}
+        card["chain"] = {**kept, **record}
         note = "; its clean texture averages the network with calibrated NLM (chain.nlm_blend)"
         flip_note = "; its clean texture averages the network over flips of its input (chain.flips)"
         base = card.get("description", "").split(note)[0].split(flip_note)[0]
         card["description"] = base + (note if any(chosen.values()) else "") + (
             flip_note if any(f > 1 for f in flips.values()) else "")
-        from choose_residual_by_risk import publish_card  # with its note on the per-scan residual, which stays
-
         publish_card(path, card)
     return 0
 

@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+#: the chain fields that make the blend a decision here was measured with
+BLEND_FIELDS = ("nlm_blend", "nlm_residual", "flips")
 #: phantoms of the fresh validation set (choose_nlm_blend.py uses 40-43; training 0-39; benchmarks >= 1000)
 FRESH_SEEDS = (44, 45, 46, 47)
 
@@ -51,24 +53,6 @@ def decide(closed: dict, gaps: list) -> tuple[str, dict]:
                                                   "difference_se": round(se, 4), "cases": len(gaps)}
 
 
-NOTE = "; its blend's NLM residual is picked for each scan where chain.nlm_residual_choice says risk"
-
-
-def describe(card: dict) -> dict:
-    """``card`` with its description saying whether any kind picks the residual per scan."""
-    choice = (card.get("chain") or {}).get("nlm_residual_choice") or {}
-    base = card.get("description", "").split(NOTE)[0]
-    return dict(card, description=base + (NOTE if "risk" in choice.values() else ""))
-
-
-def publish_card(path: Path, card: dict) -> None:
-    """Write ``card`` (with :func:`describe`'s note) to ``path`` atomically, and say so."""
-    from CTNormalizeLib.io.atomic import atomic_write_text
-
-    atomic_write_text(path, json.dumps(describe(card), indent=2) + "\n")
-    print(f"-> {path}")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("package", help="the denoiser package folder whose card gets chain.nlm_residual_choice")
@@ -76,7 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default=",".join(map(str, FRESH_SEEDS)), help="validation phantom seeds (comma-separated)")
     args = ap.parse_args(argv)
 
-    from choose_nlm_blend import _l1, read_denoiser, validation_cases
+    from choose_nlm_blend import _l1, validation_cases
+    from denoiser_card import publish_card, read_denoiser
 
     from CTNormalizeLib.inference.net_denoise import run_chain
     from CTNormalizeLib.plan import make_plan
@@ -130,7 +115,10 @@ def main(argv=None) -> int:
     if not args.dry_run:
         path = Path(args.package) / "card.json"
         card = json.loads(path.read_text(encoding="utf-8"))
-        card["chain"] = {**(card.get("chain") or {}), **record}
+        chain = card.get("chain") or {}
+        # the blend the decision was measured with: choose_nlm_blend.py drops the decision when it changes it
+        record["residual_choice_validation"]["blend"] = {k: chain.get(k) for k in BLEND_FIELDS}
+        card["chain"] = {**chain, **record}
         publish_card(path, card)
     return 0
 

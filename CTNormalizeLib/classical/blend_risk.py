@@ -22,12 +22,18 @@ engine's, the measured NPS, the true noise field), while the best *weight* moved
 with a 10 % error in the noise level: the continuous choice needs a noise model we cannot
 promise on a scanner we have not seen, the discrete one does not. No library computes
 SURE for a black-box denoiser with correlated noise, hence this module.
+
+Approximations: the body mask is taken from the noisy probe (Stein's lemma assumes a fixed
+one); the network recomputes its body region from the perturbed input, so a voxel at the skin
+that crosses its threshold becomes a jump divided by ``EPS`` (rare, at the body's edge only);
+the slice-profile step after the kernel step is not part of ``L``. For a dose-only pair there
+is no kernel step (``L`` is the identity).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,7 +63,7 @@ class ResidualChoice:
     risks: dict
     slices: tuple
     seconds: float
-    candidates: tuple = field(default=RESIDUALS)
+    candidates: tuple = RESIDUALS
 
     def as_dict(self) -> dict:
         return {"residual": self.residual, "weight": self.weight, "candidates": list(self.candidates),
@@ -87,7 +93,7 @@ def risk_terms(y, net0, net1, nlm0, nlm1, region, b, mask, post, eps: float = EP
     """
     L = post if post is not None else (lambda x: x)
     m = mask.astype(np.float32)
-    n = max(float(m.sum()), 1.0)
+    n = float(m.sum())
     Lb = L(b)
     la0, la1 = L(net0), L(net1)
     ln0, ln1 = L(net0 + region * (nlm0 - net0)), L(net1 + region * (nlm1 - net1))
@@ -120,7 +126,7 @@ def choose_residual(state, method, weight: float, sigma: float, post=None,
         The perturbation's seed (the choice is deterministic).
     """
     from ..imaging import body_mask
-    from .denoise import _calibrate, _stack_runner, denoise_volume
+    from .denoise import ResidualChoiceUnavailable, _calibrate, _stack_runner, denoise_volume
     from .noise_insertion import shaped_noise, std_map
 
     t0 = time.perf_counter()
@@ -132,10 +138,12 @@ def choose_residual(state, method, weight: float, sigma: float, post=None,
     region = np.broadcast_to(np.asarray(method.region(block), np.float32), block.shape)
     ys, xs = np.nonzero(region.any(axis=0))
     if ys.size == 0:
-        raise ValueError("the denoiser's region is empty")
+        raise ResidualChoiceUnavailable("the denoiser's region is empty on the probe")
     y0, y1 = max(0, int(ys.min()) - PROBE_MARGIN), min(ny, int(ys.max()) + 1 + PROBE_MARGIN)
     x0, x1 = max(0, int(xs.min()) - PROBE_MARGIN), min(nx, int(xs.max()) + 1 + PROBE_MARGIN)
     y = np.ascontiguousarray(block[:, y0:y1, x0:x1])
+    if not np.isfinite(y).all():
+        raise ResidualChoiceUnavailable("the probe has non-finite voxels")
     sp = state.spacing
     b = shaped_noise(y.shape, sp, state.transfer, seed=seed) * std_map(y, sp, sigma, None)
     ye = y + np.float32(EPS) * b
@@ -147,14 +155,17 @@ def choose_residual(state, method, weight: float, sigma: float, post=None,
     yc, bc, yec = y[core], b[core], ye[core]
     reg = np.ascontiguousarray(region[core, y0:y1, x0:x1])
     mask = body_mask(yc)
-    risks, terms = {}, {}
+    if not mask.any():
+        raise ResidualChoiceUnavailable("no body on the probe")
+    risks = {}
     for r in residuals:
         strength, alpha, *_ = _calibrate(sp, state.transfer, "nlm", sigma, sigma * r, post=post)
         nlm0, _ = denoise_volume(yc, sp, target_std=sigma * r, noise_std=sigma, method="nlm", strength=strength, alpha=alpha)
         nlm1, _ = denoise_volume(yec, sp, target_std=sigma * r, noise_std=sigma, method="nlm", strength=strength,
                                  alpha=alpha)
-        terms[r] = risk_terms(yc, net0, net1, nlm0, nlm1, reg, bc, mask, post)
-        risks[float(r)] = blend_risk(terms[r], weight)
+        risks[float(r)] = blend_risk(risk_terms(yc, net0, net1, nlm0, nlm1, reg, bc, mask, post), weight)
+    if not all(np.isfinite(v) for v in risks.values()):
+        raise ResidualChoiceUnavailable("the estimate is not finite")
     best = min(risks, key=risks.get)
     return ResidualChoice(residual=best, weight=float(weight), risks=risks, slices=(z0, z1),
                           seconds=time.perf_counter() - t0, candidates=tuple(float(r) for r in residuals))

@@ -337,6 +337,10 @@ def _blend_with_nlm(state, out, method, weight, sigma, residual, post, progress)
     return out, {**info, "nlm_box": [y0, y1, x0, x1]}
 
 
+class ResidualChoiceUnavailable(Exception):
+    """Raised by a residual chooser that cannot judge this scan (no body, non-finite voxels): the card's residual stays."""
+
+
 def _residual_for_this_scan(state, method, weight, sigma, post, options):
     """The blend's NLM residual chosen for this scan by ``options["nlm_residual_chooser"]`` (handed down where
     the card's ``chain.nlm_residual_choice`` says so: :func:`.blend_risk.choose_residual`): the choice as a
@@ -346,7 +350,7 @@ def _residual_for_this_scan(state, method, weight, sigma, post, options):
         return None
     try:
         return chooser(state, method, weight, sigma, post).as_dict()
-    except ValueError as exc:  # an empty region or no body on the probe: the card's residual
+    except ResidualChoiceUnavailable as exc:
         return f"the card's residual kept: {exc}"
 
 

@@ -340,9 +340,8 @@ def _installed(name: str):
     return next((p for p in list_models() if p.name == name), None)
 
 
-#: the chain settings a continued run starts from (its parent's), until scripts/choose_nlm_blend.py (and
-#: scripts/choose_residual_by_risk.py, for the per-scan residual) rechoose them
-CHAIN_SETTINGS = ("nlm_blend", "nlm_residual", "flips", "nlm_residual_choice")
+#: the chain settings a continued run starts from (its parent's), until scripts/choose_nlm_blend.py rechooses them
+CHAIN_SETTINGS = ("nlm_blend", "nlm_residual", "flips")
 
 
 def inherited_chain(name: Optional[str], arch: dict) -> Optional[dict]:

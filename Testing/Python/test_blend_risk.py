@@ -38,17 +38,19 @@ def _stand_in():
     return StackDenoiser("median", fn, region=region)
 
 
-def _true_errors(clean, noisy, method, weight, residuals, z0, z1, sigma):
-    """The mean squared error against the noise-free image, inside the body of the probe, of each blend."""
+def _true_errors(clean, noisy, method, weight, residuals, z0, z1, sigma, post=None):
+    """The mean squared error against the noise-free image (both through ``post``), inside the body of the
+    probe, of each blend."""
+    L = post or (lambda x: x)
     net = method.fn(noisy, sigma)
     reg = method.region(noisy)
     body = body_mask(noisy[z0:z1])
     out = {}
     for r in residuals:
-        s, a, *_ = _calibrate(SPACING, "standard", "nlm", sigma, sigma * r)
+        s, a, *_ = _calibrate(SPACING, "standard", "nlm", sigma, sigma * r, post=post)
         nlm, _ = denoise_volume(noisy, SPACING, target_std=sigma * r, noise_std=sigma, method="nlm", strength=s, alpha=a)
         blend = net + weight * reg * (nlm - net)
-        out[r] = float(np.mean(((blend - clean)[z0:z1])[body] ** 2))
+        out[r] = float(np.mean(((L(blend) - L(clean))[z0:z1])[body] ** 2))
     return out
 
 
@@ -82,6 +84,40 @@ def test_the_best_residual_differs_between_the_cases():
         assert sorted(t.values())[1] > 1.02 * min(t.values())  # a clear winner
         best.append(min(t, key=t.get))
     assert best[0] != best[1]
+
+
+def test_the_estimate_follows_the_error_through_a_sharpening_kernel_step():
+    """With the kernel conversion that follows (standard -> sharp, which amplifies what the blend leaves), the
+    estimate still matches the true error after it, and picks the truly best residual."""
+    from CTNormalizeLib.classical.mtf_ratio import convert_kernel, wiener_lambda
+
+    sigma, weight = 30.0, 0.5
+    clean, noisy = _scan(sigma)
+    post = lambda x: convert_kernel(x, SPACING, "standard", "sharp", lam=wiener_lambda(sigma))  # noqa: E731
+    method = _stand_in()
+    state = SimpleNamespace(hu=noisy, spacing=SPACING, transfer="standard", noise_hu=sigma)
+    choice = blend_risk.choose_residual(state, method, weight, sigma, post=post)
+    truth = _true_errors(clean, noisy, method, weight, choice.candidates, *choice.slices, sigma, post=post)
+    for r, est in choice.risks.items():
+        assert est == pytest.approx(truth[r], rel=0.10), (r, est, truth)
+    assert truth[choice.residual] <= 1.01 * min(truth.values()), (choice.risks, truth)
+
+
+def test_without_a_body_or_with_non_finite_voxels_the_cards_residual_stays():
+    """The chain asks the chooser and keeps the card's residual, saying why, where no estimate can be made."""
+    from CTNormalizeLib.classical.denoise import _residual_for_this_scan
+
+    rng = np.random.default_rng(3)
+    air = (np.full((6, 64, 64), -1000.0) + rng.normal(0, 20, (6, 64, 64))).astype(np.float32)
+    _, noisy = _scan(30.0)
+    nan = noisy.copy()
+    nan[3, 40, 40] = np.nan
+    options = {"nlm_residual_chooser": blend_risk.choose_residual}
+    for hu, why in ((air, "empty"), (nan, "non-finite")):
+        state = SimpleNamespace(hu=hu, spacing=SPACING, transfer="standard", noise_hu=30.0)
+        note = _residual_for_this_scan(state, _stand_in(), 0.5, 30.0, None, options)
+        assert isinstance(note, str) and note.startswith("the card's residual kept") and why in note
+    assert _residual_for_this_scan(state, _stand_in(), 0.5, 30.0, None, {}) is None  # no chooser: the card's
 
 
 def test_the_probe_is_the_middle_of_the_volume():
