@@ -6,6 +6,7 @@ against the noise-free image, and so pick the residual that is truly best; the c
 decides where it is used, and the chain records the choice.
 """
 
+import functools
 from types import SimpleNamespace
 
 import numpy as np
@@ -54,6 +55,13 @@ def _true_errors(clean, noisy, method, weight, residuals, z0, z1, sigma, post=No
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _case_truth(sigma, weight):
+    """The true errors of the candidates on the whole scan of a case (shared by the tests below)."""
+    clean, noisy = _scan(sigma)
+    return _true_errors(clean, noisy, _stand_in(), weight, blend_risk.RESIDUALS, 0, noisy.shape[0], sigma)
+
+
 #: (noise std, blend weight): at 30 HU a light NLM complements the median best, at 80 HU a strong one
 CASES = ((30.0, 0.5), (80.0, 0.6))
 
@@ -66,8 +74,8 @@ def test_the_estimate_matches_the_true_error_and_picks_the_best_residual(sigma, 
     method = _stand_in()
     state = SimpleNamespace(hu=noisy, spacing=SPACING, transfer="standard", noise_hu=sigma)
     choice = blend_risk.choose_residual(state, method, weight, sigma)
-    z0, z1 = choice.slices
-    truth = _true_errors(clean, noisy, method, weight, choice.candidates, z0, z1, sigma)
+    assert choice.slices == (0, noisy.shape[0]) and choice.candidates == blend_risk.RESIDUALS
+    truth = _case_truth(sigma, weight)
     for r, est in choice.risks.items():
         assert est == pytest.approx(truth[r], rel=0.10), (r, est, truth)
     assert truth[choice.residual] <= 1.01 * min(truth.values()), (choice.risks, truth)
@@ -79,8 +87,7 @@ def test_the_best_residual_differs_between_the_cases():
     """So the test above can tell a right choice from a wrong one: one fixed residual is not best for both."""
     best = []
     for sigma, weight in CASES:
-        clean, noisy = _scan(sigma)
-        t = _true_errors(clean, noisy, _stand_in(), weight, blend_risk.RESIDUALS, 0, noisy.shape[0], sigma)
+        t = _case_truth(sigma, weight)
         assert sorted(t.values())[1] > 1.02 * min(t.values())  # a clear winner
         best.append(min(t, key=t.get))
     assert best[0] != best[1]
