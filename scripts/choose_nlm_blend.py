@@ -303,6 +303,7 @@ def main(argv=None) -> int:
     from CTNormalizeLib.io.atomic import atomic_write_text
     from CTNormalizeLib.plan import make_plan
     from CTNormalizeLib.signature.signature import pair_kind
+    from CTNormalizeLib.train.denoiser import CHAIN_SETTINGS
 
     from denoiser_card import publish_card, read_denoiser
 
@@ -428,7 +429,7 @@ def main(argv=None) -> int:
         # what scripts/choose_residual_by_risk.py decided stays only with the blend it was measured with
         old = card.get("chain") or {}
         kept = {k: v for k, v in old.items() if k in KEPT_CHAIN_FIELDS}
-        if kept and any(old.get(k) != record[k] for k in ("nlm_blend", "nlm_residual", "flips")):
+        if kept and any(old.get(k) != record[k] for k in CHAIN_SETTINGS):
             print("The blend changed: the per-scan residual decision is dropped (rerun "
                   "scripts/choose_residual_by_risk.py).")
             kept = {}

@@ -31,8 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-#: the chain fields that make the blend a decision here was measured with
-BLEND_FIELDS = ("nlm_blend", "nlm_residual", "flips")
 #: phantoms of the fresh validation set (choose_nlm_blend.py uses 40-43; training 0-39; benchmarks >= 1000)
 FRESH_SEEDS = (44, 45, 46, 47)
 
@@ -66,6 +64,7 @@ def main(argv=None) -> int:
     from CTNormalizeLib.inference.net_denoise import run_chain
     from CTNormalizeLib.plan import make_plan
     from CTNormalizeLib.signature.signature import pair_kind
+    from CTNormalizeLib.train.denoiser import CHAIN_SETTINGS
 
     try:
         seeds = tuple(int(s) for s in args.seeds.split(","))
@@ -117,7 +116,7 @@ def main(argv=None) -> int:
         card = json.loads(path.read_text(encoding="utf-8"))
         chain = card.get("chain") or {}
         # the blend the decision was measured with: choose_nlm_blend.py drops the decision when it changes it
-        record["residual_choice_validation"]["blend"] = {k: chain.get(k) for k in BLEND_FIELDS}
+        record["residual_choice_validation"]["blend"] = {k: chain.get(k) for k in CHAIN_SETTINGS}
         card["chain"] = {**chain, **record}
         publish_card(path, card)
     return 0

@@ -55,7 +55,7 @@ class ResidualChoice:
 
     ``risks`` maps each residual to the estimated mean squared error (HU^2, after the kernel
     step, inside the body of the probe) of the blend at the card's weight; ``slices`` is the
-    probe's ``[z0, z1)``.
+    probe's ``[z0, z1)``; ``nlm_calibration`` NLM's ``(strength, alpha)`` at the picked residual.
     """
 
     residual: float
@@ -64,9 +64,12 @@ class ResidualChoice:
     slices: tuple
     seconds: float
     candidates: tuple = RESIDUALS
+    #: NLM's calibrated ``(strength, alpha)`` at the picked residual (the blend runs NLM with it, not calibrating again)
+    nlm_calibration: tuple = ()
 
     def as_dict(self) -> dict:
         return {"residual": self.residual, "weight": self.weight, "candidates": list(self.candidates),
+                "nlm_calibration": list(self.nlm_calibration),
                 "risk_hu2": {f"{r:g}": round(v, 2) for r, v in self.risks.items()},
                 "probe_slices": list(self.slices), "seconds": round(self.seconds, 3),
                 "rule": "Stein's unbiased risk estimate (Monte-Carlo, the engine's noise model)"}
@@ -85,23 +88,20 @@ def blend_risk(a: dict, weight: float) -> float:
     return (a["AA"] + 2 * w * a["AB"] + w * w * a["BB"] + 2 * ((1 - w) * a["Da"] + w * a["Dn"]) - a["trC"])
 
 
-def risk_terms(y, net0, net1, nlm0, nlm1, region, b, mask, post, eps: float = EPS) -> dict:
-    """The terms of the blend's SURE, per voxel of ``mask``.
+def risk_terms(ly, la0, la1, lb, ln0, ln1, mask, eps: float = EPS) -> dict:
+    """The terms of the blend's SURE, per voxel of ``mask``, from arrays already through ``L``.
 
-    ``net0``/``nlm0`` are the candidates on ``y``, ``net1``/``nlm1`` on ``y + eps b``;
-    ``region`` the blend's weight map; ``post`` the linear step that follows (or None).
+    ``la0``/``ln0`` are the network and the blend with one NLM on ``y`` (``ly``), ``la1``/``ln1`` the same
+    on ``y + eps b``, ``lb`` the perturbation ``b``. The network's, ``y``'s and ``b``'s terms are the same
+    for every candidate, so the caller puts them through ``L`` once.
     """
-    L = post if post is not None else (lambda x: x)
     m = mask.astype(np.float32)
     n = float(m.sum())
-    Lb = L(b)
-    la0, la1 = L(net0), L(net1)
-    ln0, ln1 = L(net0 + region * (nlm0 - net0)), L(net1 + region * (nlm1 - net1))
-    A = la0 - L(y)
+    A = la0 - ly
     B = ln0 - la0
     return {"AA": float(np.sum(m * A * A)) / n, "AB": float(np.sum(m * A * B)) / n, "BB": float(np.sum(m * B * B)) / n,
-            "Da": float(np.sum(Lb * m * (la1 - la0))) / (eps * n), "Dn": float(np.sum(Lb * m * (ln1 - ln0))) / (eps * n),
-            "trC": float(np.sum(m * Lb * Lb)) / n}
+            "Da": float(np.sum(lb * m * (la1 - la0))) / (eps * n), "Dn": float(np.sum(lb * m * (ln1 - ln0))) / (eps * n),
+            "trC": float(np.sum(m * lb * lb)) / n}
 
 
 def choose_residual(state, method, weight: float, sigma: float, post=None,
@@ -157,15 +157,20 @@ def choose_residual(state, method, weight: float, sigma: float, post=None,
     mask = body_mask(yc)
     if not mask.any():
         raise ResidualChoiceUnavailable("no body on the probe")
-    risks = {}
+    L = post if post is not None else (lambda x: x)
+    ly, la0, la1, lb = L(yc), L(net0), L(net1), L(bc)
+    risks, calibrations = {}, {}
     for r in residuals:
         strength, alpha, *_ = _calibrate(sp, state.transfer, "nlm", sigma, sigma * r, post=post)
+        calibrations[float(r)] = (strength, alpha)
         nlm0, _ = denoise_volume(yc, sp, target_std=sigma * r, noise_std=sigma, method="nlm", strength=strength, alpha=alpha)
         nlm1, _ = denoise_volume(yec, sp, target_std=sigma * r, noise_std=sigma, method="nlm", strength=strength,
                                  alpha=alpha)
-        risks[float(r)] = blend_risk(risk_terms(yc, net0, net1, nlm0, nlm1, reg, bc, mask, post), weight)
+        ln0, ln1 = L(net0 + reg * (nlm0 - net0)), L(net1 + reg * (nlm1 - net1))
+        risks[float(r)] = blend_risk(risk_terms(ly, la0, la1, lb, ln0, ln1, mask), weight)
     if not all(np.isfinite(v) for v in risks.values()):
         raise ResidualChoiceUnavailable("the estimate is not finite")
     best = min(risks, key=risks.get)
     return ResidualChoice(residual=best, weight=float(weight), risks=risks, slices=(z0, z1),
-                          seconds=time.perf_counter() - t0, candidates=tuple(float(r) for r in residuals))
+                          seconds=time.perf_counter() - t0, candidates=tuple(float(r) for r in residuals),
+                          nlm_calibration=calibrations[best])

@@ -302,8 +302,11 @@ def _region_parts(method: StackDenoiser, hu: np.ndarray, chunk: int = 16) -> lis
     return parts
 
 
-def _blend_with_nlm(state, out, method, weight, sigma, residual, post, progress):
+def _blend_with_nlm(state, out, method, weight, sigma, residual, post, progress, calibration=None):
     """``out + weight * region * (NLM - out)``: the learned denoiser's output averaged with calibrated NLM's.
+
+    ``calibration``: NLM's ``(strength, alpha)`` for this residual when already found (a per-scan choice
+    calibrated every candidate), else it is calibrated here.
 
     Without a region, everywhere. With one (the body), NLM runs only on the box around it (plus
     :data:`NLM_CROP_MARGIN`): the air the network keeps stays as it was, and NLM's time goes to
@@ -324,8 +327,10 @@ def _blend_with_nlm(state, out, method, weight, sigma, residual, post, progress)
         y1 = min(h, max(p[1] + p[3].shape[1] for p in parts) + NLM_CROP_MARGIN)
         x1 = min(wd, max(p[2] + p[3].shape[2] for p in parts) + NLM_CROP_MARGIN)
     t0 = time.perf_counter()
+    strength, alpha = calibration or (None, None)
     nlm, ninfo = denoise_volume(state.hu[:, y0:y1, x0:x1], state.spacing, target_std=sigma * residual,
-                                noise_std=sigma, method="nlm", kernel=state.transfer, post=post, progress=progress)
+                                noise_std=sigma, method="nlm", strength=strength, alpha=alpha, kernel=state.transfer,
+                                post=post, progress=progress)
     info = {"weight": weight, "nlm_strength": ninfo["strength"], "nlm_alpha": ninfo["blend"],
             "nlm_seconds": round(time.perf_counter() - t0, 3)}
     if parts is None:
@@ -408,12 +413,12 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         # the package's, chosen on validation scans; see scripts/choose_nlm_blend.py).
         rest = (lambda st, f: progress(st, 0.5 + 0.5 * f)) if progress is not None else None  # noqa: E731
         residual = float(options.get("nlm_blend_residual", CLEAN_RESIDUAL))
-        choice, chosen = _residual_for_this_scan(state, method, weight, sigma, post, options), ""
+        choice, chosen, calibration = _residual_for_this_scan(state, method, weight, sigma, post, options), "", None
         if isinstance(choice, dict):
-            residual = choice["residual"]
+            residual, calibration = choice["residual"], tuple(choice["nlm_calibration"])
             chosen = (f", chosen for this scan among {'/'.join(f'{r:.0%}' for r in choice['candidates'])} "
                       "by Stein's unbiased risk estimate")
-        out, binfo = _blend_with_nlm(state, out, method, weight, sigma, residual, post, rest)
+        out, binfo = _blend_with_nlm(state, out, method, weight, sigma, residual, post, rest, calibration)
         info["nlm_blend"] = {**binfo, "nlm_residual": residual,
                              **({"residual_choice": choice} if choice is not None else {})}
         if binfo["weight"] > 0:

@@ -340,7 +340,8 @@ def _installed(name: str):
     return next((p for p in list_models() if p.name == name), None)
 
 
-#: the chain settings a continued run starts from (its parent's), until scripts/choose_nlm_blend.py rechooses them
+#: the chain settings that make a denoiser's blend: a continued run starts from its parent's until
+#: scripts/choose_nlm_blend.py rechooses them, and a per-scan residual decision holds only with the blend it was measured with
 CHAIN_SETTINGS = ("nlm_blend", "nlm_residual", "flips")
 
 
