@@ -62,6 +62,8 @@ RANDOM_PER_KIND = 3
 RANDOM_DOSE = (0.04, 0.5)      # source dose (relative to the simulator's full dose)
 RANDOM_DOSE_GAIN = (4.0, 12.0)  # noise-only targets: the same scanner at this many times the dose (at most 1)
 RANDOM_TARGETS = ("kernel=smooth,dose=1,thickness=2", "kernel=standard,dose=1,thickness=2")
+#: kernel-change targets at every kernel class the presets ask for (lung-detail's sharp too: sharpening pairs)
+PRESET_KERNEL_TARGETS = RANDOM_TARGETS + ("kernel=sharp,dose=1,thickness=2",)
 RANDOM_VIEWS = (0.5, 1.0)      # fraction of the matched number of views
 RANDOM_SEED_BASE = 7000        # the physics of phantom seed s are drawn from default_rng(RANDOM_SEED_BASE + s)
 #: the validation truth: shape, spacing (mm) and emphysema fraction of each phantom
@@ -83,7 +85,7 @@ KEPT_CHAIN_FIELDS = ("nlm_residual_choice", "residual_choice_validation")
 BOOTSTRAP = 2000
 
 
-def _cache_path(which: str, seeds=None) -> Path:
+def _cache_path(which: str, seeds=None, targets=None) -> Path:
     """The cached validation scans; the name changes with their settings, so edits never read stale scans."""
     import hashlib
 
@@ -92,7 +94,8 @@ def _cache_path(which: str, seeds=None) -> Path:
 
     common = [CACHE_FORMAT, which, tuple(SEEDS if seeds is None else seeds), TRUTH, SIMULATOR_VERSION, PHANTOM_VERSION]
     settings = common + ([PAIRS] if which == "classes" else
-                         [RANDOM_PER_KIND, RANDOM_DOSE, RANDOM_DOSE_GAIN, RANDOM_TARGETS, RANDOM_VIEWS, RANDOM_SEED_BASE])
+                         [RANDOM_PER_KIND, RANDOM_DOSE, RANDOM_DOSE_GAIN, tuple(targets or RANDOM_TARGETS), RANDOM_VIEWS,
+                          RANDOM_SEED_BASE])
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return Path.home() / ".cache" / "ctnormalize" / "validation" / f"nlm_blend_cases_{key}.npz"
 
@@ -120,10 +123,11 @@ def _class_scans(arrays: dict, labels: list, seeds=None) -> None:
             labels.append([k, kind, s, t])
 
 
-def _random_scans(arrays: dict, labels: list, seeds=None) -> None:
+def _random_scans(arrays: dict, labels: list, seeds=None, targets=None) -> None:
     """The "randomized" set: sources from scanners the engine has no class for (domain-randomized filter,
     dose, electronic noise, tube-current modulation, views; :mod:`CTNormalizeLib.simulate.randomized`),
-    untagged, so the request names only the target. Kernel changes go to a kernel class at full dose;
+    untagged, so the request names only the target. Kernel changes go to a kernel class at full dose
+    (drawn from ``targets``, default :data:`RANDOM_TARGETS`);
     noise-only targets are the same scanner at a higher dose, and the request names only the dose.
     Neither the NLM step (set on the kernel classes) nor the network (trained on noise fields, no
     projector) was tuned on such scans.
@@ -154,7 +158,7 @@ def _random_scans(arrays: dict, labels: list, seeds=None) -> None:
                                    transfer=w)
                 arrays[f"{k}_src"], arrays[f"{k}_sp"] = sv.hu, np.asarray(sv.spacing)
                 if kind == "kernel_change":
-                    t = str(rng.choice(RANDOM_TARGETS))
+                    t = str(rng.choice(targets or RANDOM_TARGETS))
                     reps = [simulate_scan(truth, parse_spec(t), seed=int(rng.integers(2 ** 31)), detector=det,
                                           projections=proj).hu for _ in range(2)]
                 else:
@@ -168,10 +172,11 @@ def _random_scans(arrays: dict, labels: list, seeds=None) -> None:
                 i += 1
 
 
-def validation_cases(which: str = "randomized", cache: Path | None = None, seeds=None) -> list:
+def validation_cases(which: str = "randomized", cache: Path | None = None, seeds=None, targets=None) -> list:
     """``(kind, source spec, target spec, source, target, replicate)`` for every validation case (cached);
-    ``seeds``: the phantoms (default :data:`SEEDS`; another set gives fresh scans of the same recipe)."""
-    cache = cache or _cache_path(which, seeds)
+    ``seeds``: the phantoms (default :data:`SEEDS`; another set gives fresh scans of the same recipe);
+    ``targets``: the randomized set's kernel-change targets (default :data:`RANDOM_TARGETS`)."""
+    cache = cache or _cache_path(which, seeds, targets)
     from CTNormalizeLib.io.atomic import atomic_output
     from CTNormalizeLib.volume import Volume
 
@@ -182,7 +187,10 @@ def validation_cases(which: str = "randomized", cache: Path | None = None, seeds
             cache.unlink()
     if not cache.is_file():
         arrays, labels = {}, []
-        (_class_scans if which == "classes" else _random_scans)(arrays, labels, seeds)
+        if which == "classes":
+            _class_scans(arrays, labels, seeds)
+        else:
+            _random_scans(arrays, labels, seeds, targets)
         arrays["labels"] = np.asarray(json.dumps(labels))
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(cache) as tmp:

@@ -14,6 +14,9 @@ the package both ways on **fresh** validation scans of our own simulator (the ra
 recipe of ``choose_nlm_blend.py`` on phantom seeds 44-47 by default: the card's blend was
 chosen on seeds 40-43, where it has the winner's advantage) and takes ``risk`` for a kind of
 pair only where its pooled L1 gap closed beats the card's (a rule fixed before its first run).
+``--kinds`` decides only some kinds and keeps the card's decision for the others (each kind's
+record says on which seeds and targets it was made); ``--targets presets`` adds kernel changes to
+the sharp kernel (lung-detail's: sharpening pairs) to the recipe's smooth and standard targets.
 Writes ``chain.nlm_residual_choice`` and ``chain.residual_choice_validation`` (atomically);
 the independent simulator's held-out cases are never used.
 """
@@ -33,6 +36,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 #: phantoms of the fresh validation set (choose_nlm_blend.py uses 40-43; training 0-39; benchmarks >= 1000)
 FRESH_SEEDS = (44, 45, 46, 47)
+#: ``--targets``: the kernel-change targets of the validation scans (names of choose_nlm_blend.py's tuples)
+TARGET_SETS = {"smoothing": "RANDOM_TARGETS", "presets": "PRESET_KERNEL_TARGETS"}
+KINDS = ("kernel_change", "noise_only")
+RULE = ("per kind, the residual picked for each scan (Stein's unbiased risk estimate) only where its pooled L1 gap "
+        "closed beats the card's residual on fresh validation scans")
 
 
 def with_choice(pkg, choice: str):
@@ -51,13 +59,32 @@ def decide(closed: dict, gaps: list) -> tuple[str, dict]:
                                                   "difference_se": round(se, 4), "cases": len(gaps)}
 
 
+def merged_chain(chain: dict, decided: dict, blend: dict) -> dict:
+    """``chain`` with the kinds in ``decided`` ({kind: {"choice", "seeds", "targets", "figures", "cases"}}) set;
+    another kind's earlier decision stays only if it was measured with the same ``blend`` (weights, residuals,
+    flips), since a decision measured with another blend says nothing about this one."""
+    before = chain.get("residual_choice_validation") or {}
+    kept = {k: v for k, v in (before.get("kinds") or {}).items() if k not in decided} if before.get("blend") == blend else {}
+    kinds = {**kept, **{k: {f: v for f, v in d.items() if f != "choice"} for k, d in decided.items()}}
+    old_choice = chain.get("nlm_residual_choice") or {}
+    choice = {**{k: old_choice[k] for k in kept if isinstance(old_choice, dict) and k in old_choice},
+              **{k: d["choice"] for k, d in decided.items()}}
+    record = {"rule": RULE, "script": "scripts/choose_residual_by_risk.py", "blend": blend, "kinds": kinds}
+    return {**chain, "nlm_residual_choice": choice, "residual_choice_validation": record}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("package", help="the denoiser package folder whose card gets chain.nlm_residual_choice")
     ap.add_argument("--dry-run", action="store_true", help="print the decision, leave the card alone")
     ap.add_argument("--seeds", default=",".join(map(str, FRESH_SEEDS)), help="validation phantom seeds (comma-separated)")
+    ap.add_argument("--targets", choices=sorted(TARGET_SETS), default="smoothing",
+                    help="kernel-change targets: smooth and standard (smoothing), or also sharp (presets)")
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    help="the kinds of pair to decide (comma-separated); the card's decision for the others stays")
     args = ap.parse_args(argv)
 
+    import choose_nlm_blend
     from choose_nlm_blend import _l1, validation_cases
     from denoiser_card import publish_card, read_denoiser
 
@@ -71,15 +98,22 @@ def main(argv=None) -> int:
     except ValueError:
         print(f"--seeds must be whole numbers separated by commas, not {args.seeds!r}.", file=sys.stderr)
         return 2
+    kinds = tuple(k.strip() for k in args.kinds.split(","))
+    if not kinds or any(k not in KINDS for k in kinds):
+        print(f"--kinds must name some of {', '.join(KINDS)}, not {args.kinds!r}.", file=sys.stderr)
+        return 2
+    targets = getattr(choose_nlm_blend, TARGET_SETS[args.targets])
     pkg = read_denoiser(args.package)
     if pkg is None:
         return 2
     t0 = time.perf_counter()
     closed, gaps, rows = {}, {}, []
     ways = {"card": with_choice(pkg, "card"), "risk": with_choice(pkg, "risk")}
-    for meant, s, t, src, tgt, rep in validation_cases("randomized", seeds=seeds):
+    for meant, s, t, src, tgt, rep in validation_cases("randomized", seeds=seeds, targets=targets):
         plan = make_plan(src, s, t, method="classical", device="cpu", texture="clean")
         kind = pair_kind(plan.source_signature, plan.target_signature)
+        if kind not in kinds:
+            continue
         outs, picked = {}, None
         for way, p in ways.items():
             res = run_chain(p, src, plan)
@@ -99,25 +133,19 @@ def main(argv=None) -> int:
                      "l1_card": round(l1["card"], 3), "l1_risk": round(l1["risk"], 3), "picked_residual": residual})
         print(f"{kind:13s} {s} -> {t}: L1 card {l1['card']:.3f}, risk {l1['risk']:.3f} (residual {residual}), "
               f"source {l1_src:.2f}, replicate {l1_rep:.2f}", flush=True)
-    choice, figures = {}, {}
+    decided = {}
     for kind in closed:
-        choice[kind], figures[kind] = decide(closed[kind], gaps[kind])
-        print(f"{kind}: pooled gap closed card {figures[kind]['card']}, risk {figures[kind]['risk']} "
-              f"(se of the difference {figures[kind]['difference_se']}) -> {choice[kind]}")
-    record = {"nlm_residual_choice": choice,
-              "residual_choice_validation": {
-                  "rule": "per kind, the residual picked for each scan (Stein's unbiased risk estimate) only where its "
-                          "pooled L1 gap closed beats the card's residual on fresh validation scans",
-                  "seeds": list(seeds), "figures": figures, "cases": rows,
-                  "script": "scripts/choose_residual_by_risk.py"}}
-    print(json.dumps(record["nlm_residual_choice"]), f"in {time.perf_counter() - t0:.0f} s")
+        choice, figures = decide(closed[kind], gaps[kind])
+        decided[kind] = {"choice": choice, "seeds": list(seeds), "targets": list(targets), "figures": figures,
+                         "cases": [r for r in rows if r["kind"] == kind]}
+        print(f"{kind}: pooled gap closed card {figures['card']}, risk {figures['risk']} "
+              f"(se of the difference {figures['difference_se']}) -> {choice}")
+    print(json.dumps({k: d["choice"] for k, d in decided.items()}), f"in {time.perf_counter() - t0:.0f} s")
     if not args.dry_run:
         path = Path(args.package) / "card.json"
         card = json.loads(path.read_text(encoding="utf-8"))
-        chain = card.get("chain") or {}
-        # the blend the decision was measured with: choose_nlm_blend.py drops the decision when it changes it
-        record["residual_choice_validation"]["blend"] = {k: chain.get(k) for k in CHAIN_SETTINGS}
-        card["chain"] = {**chain, **record}
+        card["chain"] = merged_chain(card.get("chain") or {}, decided, {k: (card.get("chain") or {}).get(k)
+                                                                         for k in CHAIN_SETTINGS})
         publish_card(path, card)
     return 0
 

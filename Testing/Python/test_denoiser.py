@@ -766,7 +766,7 @@ def test_choose_residual_by_risk_records_its_decision_and_keeps_the_blend(tiny_d
         return Volume(clean + rng.normal(0, sd, clean.shape).astype(np.float32), (2.0, 0.8, 0.8))
 
     cases = [("noise_only", *blend.PAIRS["noise_only"][0], noisy(40), noisy(12), noisy(12))]
-    monkeypatch.setattr(blend, "validation_cases", lambda which="randomized", seeds=None: cases)
+    monkeypatch.setattr(blend, "validation_cases", lambda which="randomized", seeds=None, targets=None: cases)
     card_path = tiny_denoiser / "card.json"
     card = json.loads(card_path.read_text())
     card["chain"] = {"nlm_blend": 0.5, "nlm_residual": 0.3}
@@ -776,17 +776,38 @@ def test_choose_residual_by_risk_records_its_decision_and_keeps_the_blend(tiny_d
     assert card_path.read_bytes() == before
     assert mod.main([str(tiny_denoiser)]) == 0
     chain = json.loads(card_path.read_text())["chain"]
-    figures = chain["residual_choice_validation"]["figures"]["noise_only"]
+    record = chain["residual_choice_validation"]["kinds"]["noise_only"]
+    figures = record["figures"]
     assert chain["nlm_residual_choice"]["noise_only"] in ("risk", "card")
     if figures["risk"] != figures["card"]:  # (the figures are rounded to 4 decimals; the decision is not)
         assert chain["nlm_residual_choice"] == {"noise_only": "risk" if figures["risk"] > figures["card"] else "card"}
     assert chain["residual_choice_validation"]["blend"] == {"nlm_blend": 0.5, "nlm_residual": 0.3, "flips": None}
     assert figures["cases"] == 1 and chain["nlm_blend"] == 0.5 and chain["nlm_residual"] == 0.3
-    rows = chain["residual_choice_validation"]["cases"]
-    assert all(r["picked_residual"] in (0.15, 0.3) for r in rows)
+    assert record["seeds"] == list(mod.FRESH_SEEDS) and record["targets"] == list(blend.RANDOM_TARGETS)
+    assert all(r["picked_residual"] in (0.15, 0.3) for r in record["cases"])
     assert mod.main([str(tiny_denoiser), "--seeds", "4x"]) == 2
+    assert mod.main([str(tiny_denoiser), "--kinds", "dose_only"]) == 2
     assert mod.main([str(ROOT / "Resources" / "Models" / "ctn-conditioned-v3")]) == 2
     assert "not a denoiser package" in capsys.readouterr().err
+
+
+def test_choose_residual_by_risk_keeps_another_kinds_decision_only_with_the_same_blend(monkeypatch):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    mod = importlib.import_module("choose_residual_by_risk")
+    blend = {"nlm_blend": 0.5, "nlm_residual": 0.3, "flips": None}
+    earlier = mod.merged_chain({"nlm_blend": 0.5}, {"noise_only": {"choice": "risk", "seeds": [44], "targets": ["a"],
+                                                                   "figures": {}, "cases": []}}, blend)
+    assert earlier["nlm_residual_choice"] == {"noise_only": "risk"} and earlier["nlm_blend"] == 0.5
+    later = {"kernel_change": {"choice": "card", "seeds": [48], "targets": ["a", "b"], "figures": {}, "cases": []}}
+    both = mod.merged_chain(earlier, later, blend)
+    assert both["nlm_residual_choice"] == {"noise_only": "risk", "kernel_change": "card"}
+    assert both["residual_choice_validation"]["kinds"]["noise_only"]["seeds"] == [44]
+    assert both["residual_choice_validation"]["kinds"]["kernel_change"]["targets"] == ["a", "b"]
+    moved = mod.merged_chain(earlier, later, dict(blend, nlm_blend=0.6))  # measured with another blend: dropped
+    assert moved["nlm_residual_choice"] == {"kernel_change": "card"}
+    assert set(moved["residual_choice_validation"]["kinds"]) == {"kernel_change"}
 
 
 def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denoiser, tmp_path, monkeypatch):
