@@ -130,7 +130,8 @@ def main(argv=None) -> int:
             closed.setdefault(kind, {}).setdefault(way, []).append(l1_src - l1[way])
         residual = picked.get("residual") if isinstance(picked, dict) else None
         rows.append({"kind": kind, "source": s, "target": t, "gap_hu": round(l1_src - l1_rep, 3),
-                     "l1_card": round(l1["card"], 3), "l1_risk": round(l1["risk"], 3), "picked_residual": residual})
+                     "l1_card": round(l1["card"], 3), "l1_risk": round(l1["risk"], 3), "picked_residual": residual,
+                     **({"not_picked": picked} if isinstance(picked, str) else {})})
         print(f"{kind:13s} {s} -> {t}: L1 card {l1['card']:.3f}, risk {l1['risk']:.3f} (residual {residual}), "
               f"source {l1_src:.2f}, replicate {l1_rep:.2f}", flush=True)
     decided = {}

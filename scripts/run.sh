@@ -30,7 +30,8 @@ case "$cmd" in
     exec "$VENV/bin/ctnormalize" demo -o "${1:-demo-out}" ;;
   test)
     export MPLBACKEND=Agg
-    exec "$PY" -m pytest -q "$@" ;;
+    # the slowest tests listed at the end: the suite must stay under ~15 min on 2 cores
+    exec "$PY" -m pytest -q --durations=15 "$@" ;;
   *)
     echo "usage: $0 demo [OUTDIR] | test [pytest args]" >&2
     exit 2 ;;

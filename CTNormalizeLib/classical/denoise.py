@@ -346,13 +346,17 @@ class ResidualChoiceUnavailable(Exception):
     """Raised by a residual chooser that cannot judge this scan (no body, non-finite voxels): the card's residual stays."""
 
 
-def _residual_for_this_scan(state, method, weight, sigma, post, options):
+def _residual_for_this_scan(state, plan, method, weight, sigma, post, options):
     """The blend's NLM residual chosen for this scan by ``options["nlm_residual_chooser"]`` (handed down where
     the card's ``chain.nlm_residual_choice`` says so: :func:`.blend_risk.choose_residual`): the choice as a
     dict, a note why the card's residual stays, or None."""
+    from .blend_risk import NOISE_LEVEL_UNTRUSTED, noise_level_trusted
+
     chooser = options.get("nlm_residual_chooser")
     if chooser is None or method.region is None:
         return None
+    if not noise_level_trusted(plan.source_signature):
+        return f"the card's residual kept: {NOISE_LEVEL_UNTRUSTED}"
     try:
         return chooser(state, method, weight, sigma, post).as_dict()
     except ResidualChoiceUnavailable as exc:
@@ -413,7 +417,7 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         # the package's, chosen on validation scans; see scripts/choose_nlm_blend.py).
         rest = (lambda st, f: progress(st, 0.5 + 0.5 * f)) if progress is not None else None  # noqa: E731
         residual = float(options.get("nlm_blend_residual", CLEAN_RESIDUAL))
-        choice, chosen, calibration = _residual_for_this_scan(state, method, weight, sigma, post, options), "", None
+        choice, chosen, calibration = _residual_for_this_scan(state, plan, method, weight, sigma, post, options), "", None
         if isinstance(choice, dict):
             residual, calibration = choice["residual"], tuple(choice["nlm_calibration"])
             chosen = (f", chosen for this scan among {'/'.join(f'{r:.0%}' for r in choice['candidates'])} "

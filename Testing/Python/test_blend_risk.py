@@ -120,11 +120,33 @@ def test_without_a_body_or_with_non_finite_voxels_the_cards_residual_stays():
     nan = noisy.copy()
     nan[3, 40, 40] = np.nan
     options = {"nlm_residual_chooser": blend_risk.choose_residual}
+    plan = _plan_measured_in({"fat": 29.0, "muscle": 31.0, "soft": 30.0})
     for hu, why in ((air, "empty"), (nan, "non-finite")):
         state = SimpleNamespace(hu=hu, spacing=SPACING, transfer="standard", noise_hu=30.0)
-        note = _residual_for_this_scan(state, _stand_in(), 0.5, 30.0, None, options)
+        note = _residual_for_this_scan(state, plan, _stand_in(), 0.5, 30.0, None, options)
         assert isinstance(note, str) and note.startswith("the card's residual kept") and why in note
-    assert _residual_for_this_scan(state, _stand_in(), 0.5, 30.0, None, {}) is None  # no chooser: the card's
+    assert _residual_for_this_scan(state, plan, _stand_in(), 0.5, 30.0, None, {}) is None  # no chooser: the card's
+
+
+def _plan_measured_in(regions: dict):
+    return SimpleNamespace(source_signature=SimpleNamespace(noise_by_region=regions))
+
+
+def test_a_noise_level_measured_in_mixed_soft_tissue_keeps_the_cards_residual(monkeypatch):
+    """The estimate scales with the assumed noise: measured without fat or muscle (mixed soft tissue, twice the
+    true noise on a small benchmark phantom) the chooser is not asked, and the step says why."""
+    from CTNormalizeLib.classical.denoise import _residual_for_this_scan
+
+    _, noisy = _scan(30.0)
+    state = SimpleNamespace(hu=noisy, spacing=SPACING, transfer="standard", noise_hu=30.0)
+    asked = []
+    options = {"nlm_residual_chooser": lambda *a: asked.append(a) or (_ for _ in ()).throw(AssertionError("asked"))}
+    mixed = _plan_measured_in({"fat": None, "muscle": None, "soft": 56.7, "air": 24.4})
+    note = _residual_for_this_scan(state, mixed, _stand_in(), 0.5, 30.0, None, options)
+    assert note.startswith("the card's residual kept") and "fat or muscle" in note and not asked
+    for regions in ({"fat": 29.0, "muscle": None}, {"fat": None, "muscle": 31.0}):
+        assert blend_risk.noise_level_trusted(_plan_measured_in(regions).source_signature)
+    assert not blend_risk.noise_level_trusted(SimpleNamespace(noise_by_region={}))
 
 
 def test_the_probe_is_the_middle_of_the_volume():

@@ -699,6 +699,11 @@ def test_the_chain_uses_and_records_the_residual_chosen_for_the_scan(tiny_denois
     from CTNormalizeLib.inference.net_denoise import run_chain
 
     vol, plan, pkg = _noisy_chest_dose_plan(tiny_denoiser, 5)
+    # this small chest has no fat or muscle region to measure its noise in; the chooser is asked only where
+    # one was found (test_blend_risk), so the plan says its (uniform) noise was measured in muscle
+    sig = plan.source_signature
+    plan = dataclasses.replace(plan, source_signature=dataclasses.replace(
+        sig, noise_by_region={**sig.noise_by_region, "muscle": sig.noise_hu}))
     steps, outs = {}, {}
     for way in ("card", "risk"):
         chain = {"nlm_blend": 0.5, "nlm_residual": 0.45, "nlm_residual_choice": way}
@@ -767,6 +772,8 @@ def test_choose_residual_by_risk_records_its_decision_and_keeps_the_blend(tiny_d
 
     cases = [("noise_only", *blend.PAIRS["noise_only"][0], noisy(40), noisy(12), noisy(12))]
     monkeypatch.setattr(blend, "validation_cases", lambda which="randomized", seeds=None, targets=None: cases)
+    # this small chest has no fat or muscle to measure its noise in (the chooser would not be asked)
+    monkeypatch.setattr("CTNormalizeLib.classical.blend_risk.noise_level_trusted", lambda signature: True)
     card_path = tiny_denoiser / "card.json"
     card = json.loads(card_path.read_text())
     card["chain"] = {"nlm_blend": 0.5, "nlm_residual": 0.3}
