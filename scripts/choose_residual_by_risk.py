@@ -60,17 +60,46 @@ def decide(closed: dict, gaps: list) -> tuple[str, dict]:
 
 
 def merged_chain(chain: dict, decided: dict, blend: dict) -> dict:
-    """``chain`` with the kinds in ``decided`` ({kind: {"choice", "seeds", "targets", "figures", "cases"}}) set;
-    another kind's earlier decision stays only if it was measured with the same ``blend`` (weights, residuals,
-    flips), since a decision measured with another blend says nothing about this one."""
-    before = chain.get("residual_choice_validation") or {}
-    kept = {k: v for k, v in (before.get("kinds") or {}).items() if k not in decided} if before.get("blend") == blend else {}
-    kinds = {**kept, **{k: {f: v for f, v in d.items() if f != "choice"} for k, d in decided.items()}}
-    old_choice = chain.get("nlm_residual_choice") or {}
-    choice = {**{k: old_choice[k] for k in kept if isinstance(old_choice, dict) and k in old_choice},
-              **{k: d["choice"] for k, d in decided.items()}}
+    """``chain`` with the kinds in ``decided`` ({kind: {"choice", "seeds", "targets", "figures", "cases"}}) set.
+
+    Another kind's earlier decision stays only if it was measured with the same ``blend`` (weights,
+    residuals, flips): a decision measured with another blend says nothing about this one (it is dropped,
+    and said on stderr). A kind decided again keeps its earlier record under ``superseded``.
+    """
+    from CTNormalizeLib.inference.net_denoise import chain_value
+
+    before = per_kind_record(chain.get("residual_choice_validation") or {})
+    same_blend = before.get("blend") == blend
+    old = before.get("kinds") or {}
+    kept = {k: v for k, v in old.items() if k not in decided} if same_blend else {}
+    for k in sorted(set(old) - set(decided) - set(kept)):
+        print(f"{k}: its per-scan decision was measured with another blend; dropped (decide it again)", file=sys.stderr)
+    def was(kind):  # the card's decision for a kind so far (one value may stand for every kind)
+        return chain_value({"chain": chain}, "nlm_residual_choice", kind, "card")
+
+    kinds = dict(kept)
+    for k, d in decided.items():
+        record = {f: v for f, v in d.items() if f != "choice"}
+        if same_blend and k in old:
+            earlier = {f: v for f, v in old[k].items() if f != "superseded"}
+            record["superseded"] = [*old[k].get("superseded", []), {**earlier, "choice": was(k)}]
+        kinds[k] = record
+    choice = {**{k: was(k) for k in kept}, **{k: d["choice"] for k, d in decided.items()}}
     record = {"rule": RULE, "script": "scripts/choose_residual_by_risk.py", "blend": blend, "kinds": kinds}
     return {**chain, "nlm_residual_choice": choice, "residual_choice_validation": record}
+
+
+def per_kind_record(record: dict) -> dict:
+    """A ``residual_choice_validation`` record in the per-kind form (``kinds``); the first one, written
+    before ``--kinds`` existed, held one set of seeds with figures and cases per kind (smoothing targets)."""
+    if not record or "kinds" in record or "figures" not in record:
+        return record
+    from choose_nlm_blend import RANDOM_TARGETS
+
+    kinds = {k: {"seeds": record.get("seeds"), "targets": list(RANDOM_TARGETS), "figures": f,
+                 "cases": [r for r in record.get("cases", []) if r.get("kind") == k]}
+             for k, f in record["figures"].items()}
+    return {**{f: v for f, v in record.items() if f not in ("seeds", "figures", "cases")}, "kinds": kinds}
 
 
 def main(argv=None) -> int:
@@ -134,6 +163,8 @@ def main(argv=None) -> int:
                      **({"not_picked": picked} if isinstance(picked, str) else {})})
         print(f"{kind:13s} {s} -> {t}: L1 card {l1['card']:.3f}, risk {l1['risk']:.3f} (residual {residual}), "
               f"source {l1_src:.2f}, replicate {l1_rep:.2f}", flush=True)
+    for kind in sorted(set(kinds) - set(closed)):
+        print(f"{kind}: no validation case of this kind; its decision is left as it was", file=sys.stderr)
     decided = {}
     for kind in closed:
         choice, figures = decide(closed[kind], gaps[kind])

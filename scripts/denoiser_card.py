@@ -34,8 +34,9 @@ def read_denoiser(path: str):
 def describe(card: dict) -> dict:
     """``card`` with its description saying whether any kind picks the residual per scan."""
     choice = (card.get("chain") or {}).get("nlm_residual_choice") or {}
+    per_scan = "risk" in (choice.values() if isinstance(choice, dict) else [choice])  # one value = every kind
     base = card.get("description", "").split(NOTE)[0]
-    return dict(card, description=base + (NOTE if "risk" in choice.values() else ""))
+    return dict(card, description=base + (NOTE if per_scan else ""))
 
 
 def publish_card(path: Path, card: dict) -> None:

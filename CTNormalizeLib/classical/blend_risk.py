@@ -57,8 +57,8 @@ PROBE_MARGIN = 24
 
 
 #: why the card's residual stays where the noise level cannot be trusted (:func:`noise_level_trusted`)
-NOISE_LEVEL_UNTRUSTED = ("the source's noise was measured in mixed soft tissue (no fat or muscle region), whose "
-                         "texture raises it, and the per-scan estimate depends on the noise level")
+NOISE_LEVEL_UNTRUSTED = ("the source's noise was not measured in fat or muscle (no such region; mixed soft tissue "
+                         "or air stood in), and the per-scan estimate depends on the noise level")
 
 
 def noise_level_trusted(signature) -> bool:

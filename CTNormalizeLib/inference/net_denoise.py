@@ -154,7 +154,7 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu", flip
     return StackDenoiser(name, fn, chunk=16 if k else 8, halo=k, region=region, views=flips)
 
 
-def _chain_value(card: dict, field: str, kind: str, default):
+def chain_value(card: dict, field: str, kind: str, default):
     """``card["chain"][field][kind]``, or its one value for every kind, or ``default`` (unchecked)."""
     v = (card.get("chain") or {}).get(field)
     if v is None:
@@ -163,10 +163,10 @@ def _chain_value(card: dict, field: str, kind: str, default):
 
 
 def _card_fraction(card: dict, field: str, kind: str, default: float, open_interval: bool = False) -> float:
-    """:func:`_chain_value` range-checked to [0, 1] (or (0, 1))."""
+    """:func:`chain_value` range-checked to [0, 1] (or (0, 1))."""
     from ..errors import BadInputError
 
-    raw = _chain_value(card, field, kind, default)
+    raw = chain_value(card, field, kind, default)
     try:
         value = float(raw)
     except (TypeError, ValueError):
@@ -202,7 +202,7 @@ def residual_by_risk(card: dict, kind: str) -> bool:
     ``"risk"``) rather than read from ``chain.nlm_residual`` (``"card"``, the default)."""
     from ..errors import BadInputError
 
-    value = _chain_value(card, "nlm_residual_choice", kind, "card")
+    value = chain_value(card, "nlm_residual_choice", kind, "card")
     if value not in RESIDUAL_CHOICES:
         raise BadInputError(f"Model card {card.get('name')!r}: chain.nlm_residual_choice for {kind} must be one of "
                             f"{', '.join(RESIDUAL_CHOICES)}, not {value!r}.")
@@ -217,7 +217,7 @@ def network_flips(card: dict, kind: str) -> int:
     """How many flips of its input the network is averaged over for a ``kind`` of pair (card ``chain.flips``; 1 if none)."""
     from ..errors import BadInputError
 
-    value = _chain_value(card, "flips", kind, 1)
+    value = chain_value(card, "flips", kind, 1)
     if not _is_flip_count(value):
         raise BadInputError(f"Model card {card.get('name')!r}: chain.flips for {kind} must be one of "
                             f"{', '.join(map(str, FLIP_VIEWS))}, not {value!r}.")

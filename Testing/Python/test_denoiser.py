@@ -815,6 +815,38 @@ def test_choose_residual_by_risk_keeps_another_kinds_decision_only_with_the_same
     moved = mod.merged_chain(earlier, later, dict(blend, nlm_blend=0.6))  # measured with another blend: dropped
     assert moved["nlm_residual_choice"] == {"kernel_change": "card"}
     assert set(moved["residual_choice_validation"]["kinds"]) == {"kernel_change"}
+    # deciding a kind again keeps what it replaces
+    again = mod.merged_chain(both, {"kernel_change": dict(later["kernel_change"], choice="risk", seeds=[52])}, blend)
+    record = again["residual_choice_validation"]["kinds"]["kernel_change"]
+    assert again["nlm_residual_choice"]["kernel_change"] == "risk" and record["seeds"] == [52]
+    assert record["superseded"] == [{"seeds": [48], "targets": ["a", "b"], "figures": {}, "cases": [], "choice": "card"}]
+    # the first record's flat form (one set of seeds, figures and cases per kind), and one choice for every kind
+    flat = {"nlm_residual_choice": "risk", "residual_choice_validation": {
+        "blend": blend, "seeds": [44], "figures": {"noise_only": {"risk": 0.7}, "kernel_change": {"risk": 0.8}},
+        "cases": [{"kind": "noise_only", "l1_card": 1.0}, {"kind": "kernel_change", "l1_card": 2.0}]}}
+    upgraded = mod.merged_chain(flat, later, blend)
+    kinds = upgraded["residual_choice_validation"]["kinds"]
+    assert upgraded["nlm_residual_choice"] == {"noise_only": "risk", "kernel_change": "card"}
+    assert kinds["noise_only"]["seeds"] == [44] and kinds["noise_only"]["cases"] == [{"kind": "noise_only", "l1_card": 1.0}]
+    assert kinds["kernel_change"]["superseded"][0]["choice"] == "risk"
+
+
+def test_choose_residual_by_risk_hands_the_target_set_to_the_validation_recipe(tiny_denoiser, monkeypatch):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    blend = importlib.import_module("choose_nlm_blend")
+    mod = importlib.import_module("choose_residual_by_risk")
+    asked = []
+    monkeypatch.setattr(blend, "validation_cases", lambda which="randomized", seeds=None, targets=None:
+                        asked.append((seeds, targets)) or [])
+    assert mod.main([str(tiny_denoiser), "--dry-run", "--targets", "presets", "--seeds", "48,49"]) == 0
+    assert mod.main([str(tiny_denoiser), "--dry-run"]) == 0
+    assert asked == [((48, 49), blend.PRESET_KERNEL_TARGETS), (mod.FRESH_SEEDS, blend.RANDOM_TARGETS)]
+    assert "kernel=sharp,dose=1,thickness=2" in blend.PRESET_KERNEL_TARGETS
+    # the cached scans are keyed by their targets; the default set keeps its key
+    assert blend._cache_path("randomized", (48,), blend.PRESET_KERNEL_TARGETS) != blend._cache_path("randomized", (48,))
+    assert blend._cache_path("randomized", (48,), blend.RANDOM_TARGETS) == blend._cache_path("randomized", (48,))
 
 
 def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denoiser, tmp_path, monkeypatch):
