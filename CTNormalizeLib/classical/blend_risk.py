@@ -26,7 +26,7 @@ SURE for a black-box denoiser with correlated noise, hence this module.
 **It needs the noise level.** The estimate scales with the assumed noise (an overestimate
 of it inflates the divergence and noise terms, and the estimate then favours the heavier
 NLM); it is used only where the source's noise was measured in fat or muscle
-(:func:`noise_level_trusted`). Measured in mixed soft tissue, whose texture raises it (a small
+(``Signature.noise_from_tissue``; the chain asks, :func:`.denoise._residual_for_this_scan`). Measured in mixed soft tissue, whose texture raises it (a small
 field of view, a phantom without fat), it was twice the true noise on a benchmark phantom
 (56.7 vs 28.2 HU), and the estimate picked the residual whose true error was 46 % higher.
 
@@ -54,18 +54,6 @@ EPS = 0.05
 PROBE_SLICES = 8
 #: in-plane margin (pixels) around the network's region on the probe (beyond NLM's reach and the kernel step's spread)
 PROBE_MARGIN = 24
-
-
-#: why the card's residual stays where the noise level cannot be trusted (:func:`noise_level_trusted`)
-NOISE_LEVEL_UNTRUSTED = ("the source's noise was not measured in fat or muscle (no such region; mixed soft tissue "
-                         "or air stood in), and the per-scan estimate depends on the noise level")
-
-
-def noise_level_trusted(signature) -> bool:
-    """Whether the source's noise level was measured where it is uniform tissue (fat or muscle): the risk
-    estimate's noise model is only as good as that level (see the module docstring)."""
-    regions = getattr(signature, "noise_by_region", None) or {}
-    return regions.get("fat") is not None or regions.get("muscle") is not None
 
 
 @dataclass

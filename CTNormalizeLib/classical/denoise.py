@@ -350,13 +350,12 @@ def _residual_for_this_scan(state, plan, method, weight, sigma, post, options):
     """The blend's NLM residual chosen for this scan by ``options["nlm_residual_chooser"]`` (handed down where
     the card's ``chain.nlm_residual_choice`` says so: :func:`.blend_risk.choose_residual`): the choice as a
     dict, a note why the card's residual stays, or None."""
-    from .blend_risk import NOISE_LEVEL_UNTRUSTED, noise_level_trusted
-
     chooser = options.get("nlm_residual_chooser")
     if chooser is None or method.region is None:
         return None
-    if not noise_level_trusted(plan.source_signature):
-        return f"the card's residual kept: {NOISE_LEVEL_UNTRUSTED}"
+    if not plan.source_signature.noise_from_tissue:  # the estimate scales with the noise level it is told
+        return ("the card's residual kept: the source's noise was not measured in fat or muscle (no such region; "
+                "mixed soft tissue or air stood in), and the per-scan estimate depends on the noise level")
     try:
         return chooser(state, method, weight, sigma, post).as_dict()
     except ResidualChoiceUnavailable as exc:

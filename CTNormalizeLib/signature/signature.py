@@ -71,6 +71,12 @@ class Signature:
         """Whether the transfer was read from the image's noise texture (not a kernel class's nominal curve)."""
         return getattr(self.sources.get("transfer"), "source", None) == "image"
 
+    @property
+    def noise_from_tissue(self) -> bool:
+        """Whether ``noise_hu`` was measured in fat or muscle (uniform tissue), not in a stand-in (mixed soft
+        tissue, whose texture raises it; air or lung, scaled)."""
+        return self.noise_by_region.get("fat") is not None or self.noise_by_region.get("muscle") is not None
+
     def with_noise(self, noise_hu: float, source: FieldSource) -> "Signature":
         return replace(self, noise_hu=float(noise_hu), sources={**self.sources, "noise_hu": source})
 

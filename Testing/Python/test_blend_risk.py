@@ -129,7 +129,9 @@ def test_without_a_body_or_with_non_finite_voxels_the_cards_residual_stays():
 
 
 def _plan_measured_in(regions: dict):
-    return SimpleNamespace(source_signature=SimpleNamespace(noise_by_region=regions))
+    from CTNormalizeLib.signature.signature import Signature
+
+    return SimpleNamespace(source_signature=Signature("measured", 0.8, 2.0, 2.0, None, noise_by_region=regions))
 
 
 def test_a_noise_level_measured_in_mixed_soft_tissue_keeps_the_cards_residual(monkeypatch):
@@ -145,8 +147,8 @@ def test_a_noise_level_measured_in_mixed_soft_tissue_keeps_the_cards_residual(mo
     note = _residual_for_this_scan(state, mixed, _stand_in(), 0.5, 30.0, None, options)
     assert note.startswith("the card's residual kept") and "fat or muscle" in note and not asked
     for regions in ({"fat": 29.0, "muscle": None}, {"fat": None, "muscle": 31.0}):
-        assert blend_risk.noise_level_trusted(_plan_measured_in(regions).source_signature)
-    assert not blend_risk.noise_level_trusted(SimpleNamespace(noise_by_region={}))
+        assert _plan_measured_in(regions).source_signature.noise_from_tissue
+    assert not _plan_measured_in({}).source_signature.noise_from_tissue
 
 
 def test_the_probe_is_the_middle_of_the_volume():

@@ -773,7 +773,7 @@ def test_choose_residual_by_risk_records_its_decision_and_keeps_the_blend(tiny_d
     cases = [("noise_only", *blend.PAIRS["noise_only"][0], noisy(40), noisy(12), noisy(12))]
     monkeypatch.setattr(blend, "validation_cases", lambda which="randomized", seeds=None, targets=None: cases)
     # this small chest has no fat or muscle to measure its noise in (the chooser would not be asked)
-    monkeypatch.setattr("CTNormalizeLib.classical.blend_risk.noise_level_trusted", lambda signature: True)
+    monkeypatch.setattr("CTNormalizeLib.signature.signature.Signature.noise_from_tissue", property(lambda self: True))
     card_path = tiny_denoiser / "card.json"
     card = json.loads(card_path.read_text())
     card["chain"] = {"nlm_blend": 0.5, "nlm_residual": 0.3}
