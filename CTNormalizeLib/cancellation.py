@@ -18,6 +18,7 @@ from .errors import CancelledError
 _reason: list = []
 _published: list = []
 _publishing: list = []
+_holding: list = []
 _depth: list = []
 
 
@@ -32,8 +33,20 @@ def request(signum, frame=None):
     """Signal handler: record the cancel and raise :class:`CancelledError`, unless the outputs are
     being published or are published (then only record it)."""
     _reason[:] = [f"Cancelled by {signal.Signals(signum).name}."]
-    if not _published and not _publishing:
+    if not _published and not _publishing and not _holding:
         raise CancelledError(_reason[0])
+
+
+@contextlib.contextmanager
+def holding():
+    """Inside the block a signal is recorded, not raised: the run is removing what it staged (a failed or
+    cancelled run), and a second Ctrl-C there would leave half of it. A cancel recorded meanwhile stays
+    pending after the block (:func:`pending`), so the run still ends as cancelled."""
+    _holding.append(True)
+    try:
+        yield
+    finally:
+        _holding.pop()
 
 
 @contextlib.contextmanager

@@ -146,8 +146,9 @@ def run_with_events(events: EventStream, work: Callable, oom_hint: str = "") -> 
     guard = OutputGuard()
 
     def fail(code: str, message: str, exit_code: int) -> int:
-        guard.abort()
-        events.error(code, guard.public(message))
+        with cancellation.holding():  # a second Ctrl-C now would only print the error twice
+            guard.abort()
+            events.error(code, guard.public(message))
         return exit_code
 
     try:

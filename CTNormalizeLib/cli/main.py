@@ -144,7 +144,8 @@ def _main(argv=None) -> int:
     try:
         return int(args._run(args) or 0)
     except CTNormalizeError as exc:
-        return _report(cancellation.as_cancel(exc), _json_result(args))
+        with cancellation.holding():  # a second Ctrl-C now would only print the refusal twice
+            return _report(cancellation.as_cancel(exc), _json_result(args))
     except KeyboardInterrupt:
         print("ctnormalize: cancelled", file=sys.stderr)
         return 130

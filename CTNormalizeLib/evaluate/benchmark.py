@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -26,15 +25,15 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..errors import BadInputError, NoModelError
+from ..errors import BadInputError
 from ..imaging.zgrid import fractional_index, slice_positions
 from ..io.jsonfile import write_json
 from ..protocols import Protocol
 from ..volume import Volume
 from . import agreement, cases as cases_mod
+from .method_runs import run_methods
 from .paired import METRICS, evaluate_methods, floor_table
 
-log = logging.getLogger(__name__)
 
 MethodFn = Callable[..., Volume]
 WILCOXON_METRICS = ("l1_body_hu", "ssim_axial", "nps_similarity", "edge_width_error_mm", "ei_error_pt")
@@ -190,23 +189,11 @@ def run_benchmark(size: str = "default", methods: Optional[list] = None, progres
 
 
 def _run_methods(methods, src, sprot, tprot, reference, case_name):
-    """Every method on one source scan: ``(outputs, {"timings_s", "errors", "skipped"})``.
-
-    A method that fails is recorded as an error, one that does not cover the pair
-    (:class:`NoModelError`) as skipped; neither stops the benchmark.
-    """
-    outputs, timings, errors, skipped = {}, {}, {}, {}
-    for m in methods:
-        t0 = time.perf_counter()
-        try:
-            outputs[m.name] = m.fn(src, sprot, tprot, reference=reference)
-        except NoModelError as exc:  # a model that does not cover this pair: not a failure
-            skipped[m.name] = exc.message
-        except Exception as exc:  # noqa: BLE001 - a failing method is a result, not a crash
-            errors[m.name] = f"{type(exc).__name__}: {exc}"
-            log.warning("method %s failed on %s: %s", m.name, case_name, exc)
-        timings[m.name] = round(time.perf_counter() - t0, 3)
-    return outputs, {"timings_s": timings, "errors": errors, "skipped": skipped}
+    """Every method on one source scan (:func:`.method_runs.run_methods`): ``(outputs, {"timings_s", "errors",
+    "skipped"})``."""
+    runs = run_methods(methods, src, sprot, tprot, reference, case_name)
+    return runs.outputs, {"timings_s": {k: round(v, 3) for k, v in runs.seconds.items()}, "errors": runs.errors,
+                          "skipped": runs.skipped}
 
 
 def _collect_features(features: dict, feats: dict) -> None:

@@ -21,7 +21,6 @@ Nothing here trains or tunes anything: the methods run with their shipped defaul
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from pathlib import Path
@@ -29,12 +28,12 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import BadInputError, NoModelError
+from ..errors import BadInputError
 from ..protocols import parse_spec
 from .agreement import gap_closed
 from .independent_sim import cases as hcases
+from .method_runs import run_methods
 
-log = logging.getLogger(__name__)
 
 NOISE_FREE = "noise-free target"
 TARGET_MODES = ("explicit", "like")
@@ -92,18 +91,10 @@ def run_case(case: "hcases.HeldOutCase", methods: list, keep_arrays: bool = Fals
         ref = hcases.reference_scan(case.spec.target, case.target.shape[1], case.target.spacing[1])
     if target_mode == "like":
         tprot = ref
-    outputs, timings, cpu, errors, skipped = {}, {}, {}, {}, {}
-    for m in methods:
-        t0, c0 = time.perf_counter(), time.process_time()
-        try:
-            outputs[m.name] = m.fn(case.source, sprot, tprot, reference=ref)
-        except NoModelError as exc:  # a model that does not cover this pair: not a failure
-            skipped[m.name] = exc.message
-        except Exception as exc:  # noqa: BLE001 - a failing method is a result, not a crash
-            errors[m.name] = f"{type(exc).__name__}: {exc}"
-            log.warning("method %s failed on %s: %s", m.name, case.name, exc)
-        timings[m.name] = round(time.perf_counter() - t0, 2)
-        cpu[m.name] = round(time.process_time() - c0, 2)  # all threads; wall time depends on the machine's load
+    runs = run_methods(methods, case.source, sprot, tprot, ref, case.name)
+    outputs, errors, skipped = runs.outputs, runs.errors, runs.skipped
+    timings = {k: round(v, 2) for k, v in runs.seconds.items()}
+    cpu = {k: round(v, 2) for k, v in runs.cpu_seconds.items()}  # all threads; wall time depends on the load
     ev = evaluate_methods(case.target, case.source, {**outputs, NOISE_FREE: case.target_noise_free},
                           case.replicate, lung=case.lung, with_features=False, keep_arrays=keep_arrays)
     values = ev["values"]

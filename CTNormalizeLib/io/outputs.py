@@ -333,10 +333,12 @@ class OutputGuard:
         return [o.path for o in todo]
 
     def abort(self):
-        """Remove the staging folders and the folders this run created; targets stay as they were."""
+        """Remove the staging folders and the folders this run created; targets stay as they were (a signal
+        meanwhile is recorded, not raised: :func:`CTNormalizeLib.cancellation.holding`)."""
         for o in self._outputs:
             o.staged = None
-        self._cleanup(success=False)
+        with cancellation.holding():
+            self._cleanup(success=False)
 
     def _cleanup(self, success: bool):
         for stage_dir in self._stages.values():

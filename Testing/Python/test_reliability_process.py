@@ -197,6 +197,112 @@ def test_cancel_leaves_no_staging(tmp_path):
     assert list(tmp_path.iterdir()) == [] and not leftovers(tmp_path)
 
 
+def test_a_second_ctrl_c_while_a_cancelled_run_removes_its_staging_leaves_nothing(tmp_path, monkeypatch):
+    """An impatient second Ctrl-C arrived while the first one's cleanup removed the staged outputs: its
+    CancelledError interrupted the removal and left a half-removed staging folder beside the output."""
+    from CTNormalizeLib import cancellation
+    from CTNormalizeLib.errors import CancelledError
+    from CTNormalizeLib.io import outputs
+
+    real = outputs._remove
+    seen = []
+
+    def remove_with_ctrl_c(path):
+        signal.raise_signal(signal.SIGINT)  # the handler runs here, in the main thread
+        seen.append(path)
+        real(path)
+
+    monkeypatch.setattr(outputs, "_remove", remove_with_ctrl_c)
+    guard = outputs.OutputGuard()
+    out = guard.add(tmp_path / "new" / "o.json")
+    guard.check()
+    with pytest.raises(CancelledError), cancellation.on_signals():
+        with guard:
+            guard.stage(out).write_text("{}")
+            signal.raise_signal(signal.SIGINT)
+    assert seen, "the guard no longer removes its staging through outputs._remove: move the test's Ctrl-C"
+    assert list(tmp_path.iterdir()) == [] and not leftovers(tmp_path)
+    assert cancellation.reason() == "Cancelled by SIGINT."
+
+
+def test_a_second_ctrl_c_while_the_cancel_is_reported_prints_it_once(tmp_path, capsys, monkeypatch):
+    """The second Ctrl-C of an impatient user arrived while the first cancel's error was being written: it
+    raised again from there and the process printed 'error [CANCELLED]' twice."""
+    from CTNormalizeLib.cli import events
+    from CTNormalizeLib.cli.main import main
+
+    real_error = events.EventStream.error
+
+    def error_with_ctrl_c(self, code, message):
+        real_error(self, code, message)
+        signal.raise_signal(signal.SIGINT)  # just after the error was written
+
+    def execute_with_ctrl_c(*a, **kw):
+        signal.raise_signal(signal.SIGINT)
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(events.EventStream, "error", error_with_ctrl_c)
+    monkeypatch.setattr("CTNormalizeLib.normalization.execute", execute_with_ctrl_c)
+    ct, args = _normalize_args(tmp_path)
+    before = snapshot(ct)
+    code = main([*args, "-o", str(tmp_path / "out.nrrd")])
+    err = capsys.readouterr().err
+    assert code == 130 and err.count("Cancelled by SIGINT") == 1, err
+    assert snapshot(ct) == before and not leftovers(tmp_path) and not (tmp_path / "out.nrrd").exists()
+    # a command that raises its refusal (no event stream): the same, through the command line's own report
+    import CTNormalizeLib.cli.main as cli_main
+
+    real_report = cli_main._report
+
+    def report_with_ctrl_c(exc, as_json=False):
+        code = real_report(exc, as_json)
+        signal.raise_signal(signal.SIGINT)
+        return code
+
+    def protocols_with_ctrl_c(args):
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(cli_main, "_report", report_with_ctrl_c)
+    monkeypatch.setattr("CTNormalizeLib.cli.cmd_protocols.run", protocols_with_ctrl_c)
+    code = main(["protocols"])
+    err = capsys.readouterr().err
+    assert code == 130 and err.count("Cancelled by SIGINT") == 1, err
+
+
+def test_a_ctrl_c_during_a_benchmark_method_ends_the_benchmark():
+    """Both benchmarks record a failing method as a result and go on (evaluate.method_runs); a Ctrl-C while a
+    method ran was recorded as that method's error, and the benchmark went on to the next one."""
+    from types import SimpleNamespace
+
+    from CTNormalizeLib import cancellation
+    from CTNormalizeLib.errors import CancelledError
+    from CTNormalizeLib.evaluate.method_runs import run_methods
+
+    def cancelled(*a, **kw):
+        signal.raise_signal(signal.SIGINT)  # the handler raises CancelledError; a library may wrap it:
+        raise AssertionError("not reached")
+
+    def wrapped(*a, **kw):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except BaseException as exc:
+            raise RuntimeError("a library's own error") from exc
+
+    def broken(*a, **kw):
+        raise ValueError("a bug in this method")
+
+    later = []
+    with cancellation.on_signals():
+        runs = run_methods([SimpleNamespace(name="broken", fn=broken)], None, None, None, None, "case")
+        assert runs.errors == {"broken": "ValueError: a bug in this method"} and not runs.outputs
+        for fn in (cancelled, wrapped):
+            cancellation.reset()
+            with pytest.raises(CancelledError, match="SIGINT"):
+                run_methods([SimpleNamespace(name="c", fn=fn), SimpleNamespace(name="next", fn=lambda *a, **kw: later.append(1))],
+                            None, None, None, None, "case")
+    assert later == [], "the benchmark went on after the cancel"
+
+
 def _normalize_args(tmp_path, *extra):
     ct = write_image(tmp_path / "in.nrrd", chest())
     return ct, ["normalize", str(ct), "--source", "kernel=sharp,dose=0.5,thickness=2",
