@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from reliability import REPO, check_case, chest, leftovers, snapshot, write_image
@@ -301,6 +302,29 @@ def test_a_ctrl_c_during_a_benchmark_method_ends_the_benchmark():
                 run_methods([SimpleNamespace(name="c", fn=fn), SimpleNamespace(name="next", fn=lambda *a, **kw: later.append(1))],
                             None, None, None, None, "case")
     assert later == [], "the benchmark went on after the cancel"
+
+
+def test_a_ctrl_c_during_a_training_runs_classical_comparison_ends_it(monkeypatch):
+    """Validation after training runs classical methods beside the model and records one that fails; a Ctrl-C
+    inside one was recorded as its failure and the validation went on."""
+    from types import SimpleNamespace
+
+    from CTNormalizeLib import cancellation
+    from CTNormalizeLib.errors import CancelledError
+    from CTNormalizeLib.train import validate
+
+    scan = SimpleNamespace(hu=np.zeros((2, 8, 8), np.float32))
+    monkeypatch.setattr("CTNormalizeLib.simulate.simulate_pair", lambda *a, **kw: (scan, scan, scan))
+    monkeypatch.setattr("CTNormalizeLib.simulate.phantom.make_phantom", lambda *a, **kw: SimpleNamespace(volume=scan))
+    monkeypatch.setattr("CTNormalizeLib.inference.run_model", lambda *a, **kw: SimpleNamespace(volume=scan))
+    monkeypatch.setattr("CTNormalizeLib.normalization.normalize",
+                        lambda *a, **kw: signal.raise_signal(signal.SIGINT))
+    monkeypatch.setattr("CTNormalizeLib.evaluate.paired.evaluate_methods",
+                        lambda *a, **kw: (_ for _ in ()).throw(AssertionError("went on after the cancel")))
+    package = SimpleNamespace(name="m", covers=lambda s, t: True)
+    with cancellation.on_signals(), pytest.raises(CancelledError, match="SIGINT"):
+        validate.validate_package(package, seeds=(1000,), sources=("kernel=sharp,dose=0.25,thickness=2",),
+                                  classical=["classical"])
 
 
 def _normalize_args(tmp_path, *extra):
