@@ -25,10 +25,11 @@ SURE for a black-box denoiser with correlated noise, hence this module.
 
 **It needs the noise level.** The estimate scales with the assumed noise (an overestimate
 of it inflates the divergence and noise terms, and the estimate then favours the heavier
-NLM); it is used only where the source's noise was measured in fat or muscle
-(``Signature.noise_from_tissue``; the chain asks, :func:`.denoise._residual_for_this_scan`). Measured in mixed soft tissue, whose texture raises it (a small
-field of view, a phantom without fat), it was twice the true noise on a benchmark phantom
-(56.7 vs 28.2 HU), and the estimate picked the residual whose true error was 46 % higher.
+NLM); the chain asks for it only where the source's noise was measured in fat or muscle
+(``Signature.noise_from_tissue``, checked in :func:`.denoise._residual_for_this_scan`).
+Measured in mixed soft tissue, whose texture raises it (a small field of view, a phantom
+without fat), it was twice the true noise on a benchmark phantom (56.7 vs 28.2 HU), and the
+estimate picked the residual whose true error was 46 % higher.
 
 Approximations: the body mask is taken from the noisy probe (Stein's lemma assumes a fixed
 one); the network recomputes its body region from the perturbed input, so a voxel at the skin

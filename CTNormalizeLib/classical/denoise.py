@@ -416,7 +416,8 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         # the package's, chosen on validation scans; see scripts/choose_nlm_blend.py).
         rest = (lambda st, f: progress(st, 0.5 + 0.5 * f)) if progress is not None else None  # noqa: E731
         residual = float(options.get("nlm_blend_residual", CLEAN_RESIDUAL))
-        choice, chosen, calibration = _residual_for_this_scan(state, plan, method, weight, sigma, post, options), "", None
+        choice = _residual_for_this_scan(state, plan, method, weight, sigma, post, options)
+        chosen, calibration = "", None
         if isinstance(choice, dict):
             residual, calibration = choice["residual"], tuple(choice["nlm_calibration"])
             chosen = (f", chosen for this scan among {'/'.join(f'{r:.0%}' for r in choice['candidates'])} "
