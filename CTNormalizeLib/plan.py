@@ -18,7 +18,8 @@ from .protocols import FieldSource, Protocol, parse_spec, resolve_protocol
 from .protocols.detect import protocol_from_tags
 from .signature import Signature, measure_signature
 from .signature.reference import noise_between
-from .signature.target import noise_equivalent_dose, nominal_target, reference_target
+from .signature.target import (noise_equivalent_dose, noise_equivalent_dose_words, nominal_target,
+                               reference_target)
 from .volume import Volume
 
 TEXTURES = ("clean", "target")
@@ -125,14 +126,8 @@ class Plan:
             text += f", target noise {t:.1f} HU{at(tt)}"
         ned = self.noise_equivalent_dose
         if ned is not None:
-            text += f"; the source is as noisy as the target protocol at {_fmt_ratio(ned)} of its dose"
-            if differ:
-                text += " (thickness taken into account)"
+            text += "; " + noise_equivalent_dose_words(ned)
         return text
-
-
-def _fmt_ratio(x: float) -> str:
-    return f"{100 * x:.0f} %" if x < 10 else f"{x:.0f}x"
 
 
 def _user_protocol(source) -> Optional[Protocol]:

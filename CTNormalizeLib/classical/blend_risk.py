@@ -76,10 +76,13 @@ class ResidualChoice:
     nlm_calibration: tuple = ()
 
     def as_dict(self) -> dict:
+        strength, alpha = self.nlm_calibration
         return {"residual": self.residual, "weight": self.weight, "candidates": list(self.candidates),
-                "nlm_calibration": list(self.nlm_calibration),
+                "nlm_calibration": {"strength": strength, "alpha": alpha},
                 "risk_hu2": {f"{r:g}": round(v, 2) for r, v in self.risks.items()},
-                "probe_slices": list(self.slices), "seconds": round(self.seconds, 3),
+                "probe_slices": {"first": self.slices[0], "last": self.slices[1] - 1,
+                                 "count": self.slices[1] - self.slices[0]},
+                "seconds": round(self.seconds, 3),
                 "rule": "Stein's unbiased risk estimate (Monte-Carlo, the engine's noise model)"}
 
 

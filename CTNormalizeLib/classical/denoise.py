@@ -419,9 +419,11 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         choice = _residual_for_this_scan(state, plan, method, weight, sigma, post, options)
         chosen, calibration = "", None
         if isinstance(choice, dict):
-            residual, calibration = choice["residual"], tuple(choice["nlm_calibration"])
+            choice["card_residual"] = residual  # what the card would have left (the fallback)
+            cal = choice["nlm_calibration"]
+            residual, calibration = choice["residual"], (cal["strength"], cal["alpha"])
             chosen = (f", chosen for this scan among {'/'.join(f'{r:.0%}' for r in choice['candidates'])} "
-                      "by Stein's unbiased risk estimate")
+                      f"by Stein's unbiased risk estimate; the card's {choice['card_residual']:.0%} otherwise")
         out, binfo = _blend_with_nlm(state, out, method, weight, sigma, residual, post, rest, calibration)
         info["nlm_blend"] = {**binfo, "nlm_residual": residual,
                              **({"residual_choice": choice} if choice is not None else {})}

@@ -215,6 +215,8 @@ def format_text(info: dict) -> str:
 
 
 def _signature_lines(sig, noise) -> list:
+    from ..signature.target import noise_equivalent_dose_words
+
     if not sig:
         return []
     src = sig["sources"]
@@ -246,8 +248,7 @@ def _signature_lines(sig, noise) -> list:
             f"{noise['target']} ({noise['target_spec']})"
         from_run = " (as the run set it)" if noise.get("target_noise_from") == "run" else ""
         lines.append(f"  vs target   {target}: target noise "
-                     f"{noise['target_noise_hu']:.1f} HU{from_run}; this scan is as noisy as the target protocol at "
-                     f"{100 * ned:.0f} % of its dose")
+                     f"{noise['target_noise_hu']:.1f} HU{from_run}; {noise_equivalent_dose_words(ned, 'this scan')}")
         at = noise.get("noise_thickness_mm")
         if at and sig.get("thickness_mm") and abs(at - sig["thickness_mm"]) > 1e-3:
             lines.append(f"              (its noise read as that of the {at:.3g} mm slices its run made it for; "

@@ -118,6 +118,15 @@ def noise_equivalent_dose(source_sig: Signature, target_sig: Signature) -> Optio
     return float((at_source / source_sig.noise_hu) ** 2)
 
 
+def noise_equivalent_dose_words(ned: float, subject: str = "the source") -> str:
+    """:func:`noise_equivalent_dose` in words. The comparison is made through the source's kernel and slices,
+    so a smooth or thick source can read as a low dose of a sharp or thin target protocol while its own noise
+    in HU is lower than the target's; the sentence says so."""
+    share = f"{100 * ned:.0f} %" if ned < 10 else f"{ned:.0f}x"
+    return (f"{subject} is as noisy as the target protocol at {share} of its dose "
+            f"(compared through {subject}'s kernel and slice thickness)")
+
+
 def reference_target(ref_sig: Signature, source_sig: Signature) -> Signature:
     """A reference scan's measured signature as the target, on the source's pixel grid.
 
