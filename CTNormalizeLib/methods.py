@@ -106,6 +106,8 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
     -------
     (name, reason, warnings)
     """
+    from .signature.signature import KIND_NAMES
+
     table = method_table() if table is None else table
     cands, skipped = [], []
     for m in table.values():
@@ -132,7 +134,7 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
             parts.append(f"in-distribution {i:.3f}")
         return f"{m.name} ({', '.join(parts) or 'not benchmarked'})"
 
-    reason = (f"best measured L1 gap closed ({kind.replace('_', ' ')} pairs, {texture} texture) among the methods "
+    reason = (f"best measured L1 gap closed ({KIND_NAMES[kind]} pairs, {texture} texture) among the methods "
               "that cover "
               "this pair: " + "; ".join(fmt(m) for m in cands))
     asked = (getattr(getattr(plan, "source", None), "kernel", None), getattr(getattr(plan, "target", None), "kernel", None))
@@ -144,7 +146,7 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
         except AttributeError:
             how = ""
         reason = (f"a {asked[0]} -> {asked[1]} kernel change was asked for, but the source's measured transfer "
-                  f"already matches the target's{how}, so the pair counts as noise only; " + reason)
+                  f"already matches the target's{how}, so the pair counts as dose only; " + reason)
     warnings = []
     if skipped:
         warnings.append({"code": "METHODS_NOT_COVERING", "message": "Not considered: " + "; ".join(skipped)})

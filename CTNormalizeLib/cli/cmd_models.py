@@ -60,6 +60,8 @@ def _flips(m: dict, kinds) -> dict:
 
 
 def format_text(info: dict) -> str:
+    from ..signature.signature import KIND_NAMES
+
     if not info["models"]:
         return "No model packages installed (looked in " + ", ".join(info["dirs"]) + ")."
     lines = []
@@ -72,7 +74,7 @@ def format_text(info: dict) -> str:
             extra.append(f"sees {m['context']} slice{'s' if m['context'] != 1 else ''}")
         kinds = ("kernel_change", "noise_only")
         per_kind = lambda v: v if isinstance(v, dict) else {k: v for k in kinds}  # noqa: E731 - one number = all
-        names = {"kernel_change": "kernel change", "noise_only": "dose only"}
+        names = KIND_NAMES
         if m.get("nlm_blend"):
             res = per_kind(m.get("nlm_residual") or {})
             per_scan = {k for k, v in per_kind(m.get("nlm_residual_choice") or {}).items() if v == "risk"}

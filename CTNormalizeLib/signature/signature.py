@@ -106,6 +106,10 @@ class Signature:
             details=dict(d.get("details", {})), warnings=tuple(d.get("warnings", ())))
 
 
+#: the kinds of pair (:func:`pair_kind`) as users read them (README, ``ctnormalize models``, ``auto``'s reason):
+#: a pair whose kernel stays is a change of dose, or of thickness only
+KIND_NAMES = {"kernel_change": "kernel change", "noise_only": "dose only"}
+
 #: A pair "changes the kernel" when the target's MTF50 differs from the source's by more than this ratio.
 KERNEL_CHANGE_RATIO = 1.1
 
