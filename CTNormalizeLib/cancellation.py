@@ -40,8 +40,9 @@ def request(signum, frame=None):
 @contextlib.contextmanager
 def holding():
     """Inside the block a signal is recorded, not raised: the run is removing what it staged (a failed or
-    cancelled run), and a second Ctrl-C there would leave half of it. A cancel recorded meanwhile stays
-    pending after the block (:func:`pending`), so the run still ends as cancelled."""
+    cancelled run) or reporting why, and a second Ctrl-C there would leave half of it or report twice. A
+    cancel recorded meanwhile stays recorded (:func:`pending`): a run that was going to end well ends as
+    cancelled (:func:`CTNormalizeLib.cli.main.main`), one that was failing ends with its error."""
     _holding.append(True)
     try:
         yield
@@ -81,6 +82,13 @@ def pending() -> bool:
     is the cancel's, whatever its type: a library may wrap the handler's exception (pydicom's writer
     adds its traceback; a C extension being imported turns it into ImportError)."""
     return bool(_reason) and not _published and not _publishing
+
+
+def pending_here() -> bool:
+    """:func:`pending`, inside a block that turns signals into cancels (:func:`on_signals`). What code that
+    records a failure and goes on (the benchmarks' methods) asks: a cancel left from an earlier run in the
+    same process must not turn a later failure into a cancel."""
+    return bool(_depth) and pending()
 
 
 def as_cancel(exc: BaseException) -> BaseException:

@@ -420,8 +420,8 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         chosen, calibration = "", None
         if isinstance(choice, dict):
             choice["card_residual"] = residual  # what the card would have left (the fallback)
-            cal = choice["nlm_calibration"]
-            residual, calibration = choice["residual"], (cal["strength"], cal["alpha"])
+            cal = choice["nlm_calibration"]  # None: the blend calibrates NLM itself
+            residual, calibration = choice["residual"], (cal["strength"], cal["alpha"]) if cal else None
             chosen = (f", chosen for this scan among {'/'.join(f'{r:.0%}' for r in choice['candidates'])} "
                       f"by Stein's unbiased risk estimate; the card's {choice['card_residual']:.0%} otherwise")
         out, binfo = _blend_with_nlm(state, out, method, weight, sigma, residual, post, rest, calibration)

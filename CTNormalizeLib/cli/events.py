@@ -158,16 +158,17 @@ def run_with_events(events: EventStream, work: Callable, oom_hint: str = "") -> 
         guard.abort()
         raise
     except Exception as exc:  # noqa: BLE001 - the protocol wants every failure as an event
-        if cancellation.pending():  # whatever a library wrapped the cancel in
-            exc = cancellation.as_cancel(exc)
-        elif isinstance(exc, MemoryError):
-            exc = ResourceExhaustedError(f"Out of host memory. {oom_hint}".strip())
-        elif isinstance(exc, OSError):
-            exc = from_os_error(exc)
-        elif not isinstance(exc, CTNormalizeError):
-            traceback.print_exc(file=sys.stderr)
-            return fail("INTERNAL", f"Internal error: {type(exc).__name__}: {exc}", 1)
-        return fail(exc.code, exc.message, exc.exit_code)
+        with cancellation.holding():  # a second Ctrl-C must not cut the error event short
+            if cancellation.pending():  # whatever a library wrapped the cancel in
+                exc = cancellation.as_cancel(exc)
+            elif isinstance(exc, MemoryError):
+                exc = ResourceExhaustedError(f"Out of host memory. {oom_hint}".strip())
+            elif isinstance(exc, OSError):
+                exc = from_os_error(exc)
+            elif not isinstance(exc, CTNormalizeError):
+                traceback.print_exc(file=sys.stderr)
+                return fail("INTERNAL", f"Internal error: {type(exc).__name__}: {exc}", 1)
+            return fail(exc.code, exc.message, exc.exit_code)
     finally:
         guard.abort()  # after a commit there is nothing left to remove
 

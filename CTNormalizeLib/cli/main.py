@@ -95,6 +95,8 @@ def main(argv=None, *, process: bool = False) -> int:
     try:
         with cancellation.on_signals(restore=not process):
             code = _main(argv)
+            if code == 0 and cancellation.pending():  # recorded while the run tidied up (cancellation.holding)
+                raise CancelledError(cancellation.reason())
             late = cancellation.late_cancel()
             if process:
                 # The run is over: a signal now only ends its shutdown sooner (it is ignored, since

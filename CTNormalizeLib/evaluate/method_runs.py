@@ -39,7 +39,7 @@ def run_methods(methods, source, sprot, tprot, reference, case_name: str) -> Met
         except NoModelError as exc:
             runs.skipped[m.name] = exc.message
         except Exception as exc:  # noqa: BLE001 - a failing method is a result, not a crash
-            if cancellation.pending():
+            if cancellation.pending_here():
                 raise cancellation.as_cancel(exc) from exc
             runs.errors[m.name] = f"{type(exc).__name__}: {exc}"
             log.warning("method %s failed on %s: %s", m.name, case_name, exc)

@@ -56,7 +56,7 @@ def validate_package(package, seeds=VALIDATION_SEEDS, sources=VALIDATION_SOURCES
                     try:
                         outputs[name] = normalize(s_scan, src, tgt, method=name).volume
                     except Exception as exc:  # noqa: BLE001 - a failing method is a result
-                        if cancellation.pending():  # a Ctrl-C, not the method's failure
+                        if cancellation.pending_here():  # a Ctrl-C, not the method's failure
                             raise cancellation.as_cancel(exc) from exc
                         log.warning("classical %s failed: %s", name, exc)
                 ev = evaluate_methods(t_scan, s_scan, outputs, rep, with_features=False)

@@ -302,6 +302,29 @@ def test_a_ctrl_c_during_a_benchmark_method_ends_the_benchmark():
                 run_methods([SimpleNamespace(name="c", fn=fn), SimpleNamespace(name="next", fn=lambda *a, **kw: later.append(1))],
                             None, None, None, None, "case")
     assert later == [], "the benchmark went on after the cancel"
+    # outside a run (a library call after a cancelled run in the same process), a failure stays a failure
+    with pytest.raises(CancelledError), cancellation.on_signals():
+        signal.raise_signal(signal.SIGINT)
+    assert cancellation.pending()  # what the cancelled run left behind
+    runs = run_methods([SimpleNamespace(name="broken", fn=broken)], None, None, None, None, "case")
+    assert runs.errors == {"broken": "ValueError: a bug in this method"}
+    cancellation.reset()
+
+
+def test_a_ctrl_c_while_a_finished_run_tidies_up_still_cancels_it(monkeypatch, capsys):
+    """A signal recorded (not raised) while a run tidied up must not let it end as a success."""
+    from CTNormalizeLib import cancellation
+    from CTNormalizeLib.cli.main import main
+
+    def protocols_then_ctrl_c_while_tidying(args):
+        with cancellation.holding():
+            signal.raise_signal(signal.SIGINT)
+        return 0
+
+    monkeypatch.setattr("CTNormalizeLib.cli.cmd_protocols.run", protocols_then_ctrl_c_while_tidying)
+    code = main(["protocols"])
+    err = capsys.readouterr().err
+    assert code == 130 and err.count("Cancelled by SIGINT") == 1, err
 
 
 def test_a_ctrl_c_during_a_training_runs_classical_comparison_ends_it(monkeypatch):
