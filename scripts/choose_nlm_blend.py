@@ -64,6 +64,8 @@ RANDOM_DOSE_GAIN = (4.0, 12.0)  # noise-only targets: the same scanner at this m
 RANDOM_TARGETS = ("kernel=smooth,dose=1,thickness=2", "kernel=standard,dose=1,thickness=2")
 #: kernel-change targets at every kernel class the presets ask for (lung-detail's sharp too: sharpening pairs)
 PRESET_KERNEL_TARGETS = RANDOM_TARGETS + ("kernel=sharp,dose=1,thickness=2",)
+#: ``--targets``: the randomized set's kernel-change targets by name
+TARGET_SETS = {"smoothing": RANDOM_TARGETS, "presets": PRESET_KERNEL_TARGETS}
 RANDOM_VIEWS = (0.5, 1.0)      # fraction of the matched number of views
 RANDOM_SEED_BASE = 7000        # the physics of phantom seed s are drawn from default_rng(RANDOM_SEED_BASE + s)
 #: the validation truth: shape, spacing (mm) and emphysema fraction of each phantom
@@ -208,9 +210,9 @@ def validation_cases(which: str = "randomized", cache: Path | None = None, seeds
     return out
 
 
-def _described(which: str, counts: dict) -> str:
+def _described(which: str, counts: dict, seeds=SEEDS, targets=RANDOM_TARGETS) -> str:
     """What the weights were chosen on, for the card."""
-    head = (f"validation scans of the project's simulator (phantom seeds {SEEDS[0]}-{SEEDS[-1]}, "
+    head = (f"validation scans of the project's simulator (phantom seeds {', '.join(map(str, seeds))}, "
             f"{' x '.join(map(str, TRUTH['shape']))} truth at {' x '.join(f'{v:g}' for v in TRUTH['spacing'])} mm, "
             "2 mm slices)")
     n = ", ".join(f"{k}: {c} cases" for k, c in counts.items())
@@ -219,7 +221,7 @@ def _described(which: str, counts: dict) -> str:
     else:
         body = (f"sources from domain-randomized scanners (random filter, dose {RANDOM_DOSE[0]:g}-{RANDOM_DOSE[1]:g}, "
                 "electronic noise, tube-current modulation, 50-100 % of the views), untagged but for the thickness; "
-                f"kernel changes to {' or '.join(RANDOM_TARGETS)}, noise-only to the same scanner at "
+                f"kernel changes to {' or '.join(targets)}, noise-only to the same scanner at "
                 f"{RANDOM_DOSE_GAIN[0]:g}-{RANDOM_DOSE_GAIN[1]:g} x the dose; neither denoiser was tuned on such scans")
     return f"{head}: {body}; kinds as the measured signatures make them ({n}); never the independent simulator's held-out cases"
 
@@ -298,7 +300,18 @@ def main(argv=None) -> int:
     ap.add_argument("--validation", choices=VALIDATION_SETS, default="randomized",
                     help="randomized: scanners with domain-randomized physics (default; neither denoiser was tuned "
                          "on them); classes: the engine's kernel classes")
+    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)),
+                    help="validation phantom seeds (comma-separated; others give fresh scans of the same recipe)")
+    ap.add_argument("--targets", choices=sorted(TARGET_SETS), default="smoothing",
+                    help="randomized set's kernel-change targets: smooth and standard (smoothing), or also sharp "
+                         "(presets)")
     args = ap.parse_args(argv)
+    try:
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+    except ValueError:
+        print(f"--seeds must be whole numbers separated by commas, not {args.seeds!r}.", file=sys.stderr)
+        return 2
+    targets = TARGET_SETS[args.targets]
 
     import dataclasses
 
@@ -325,7 +338,7 @@ def main(argv=None) -> int:
     ratios = {kind: {rw: [] for rw in grid} for kind in PAIRS}  # per-case gap closed (recorded, not chosen on)
     checks = {}  # one case per kind: the blended chain is checked on each
     per_case = []
-    for meant, s, t, src, tgt, rep in validation_cases(args.validation):
+    for meant, s, t, src, tgt, rep in validation_cases(args.validation, seeds=seeds, targets=targets):
         plan = make_plan(src, s, t, method="classical", device="cpu", texture="clean")
         # the chain picks the weight by the kind its plan sees (measured signatures), so the table does too
         kind = pair_kind(plan.source_signature, plan.target_signature)
@@ -413,7 +426,7 @@ def main(argv=None) -> int:
                                              "weight": frw[2], "best": round(pooled[kind][top[kind][f]], 4),
                                              "best_residual": top[kind][f][1], "best_weight": top[kind][f][2]}
                                     for f, frw in b.items()} for kind, b in best_at.items()},
-        "chosen_on": _described(args.validation, {k: len(v[grid[0]]) for k, v in table.items()}),
+        "chosen_on": _described(args.validation, {k: len(v[grid[0]]) for k, v in table.items()}, seeds, targets),
         "validation_set": args.validation,
         "metric": "pooled L1 gap closed in the body: sum over the cases of (L1 source - L1 output) / sum of "
                   "(L1 source - L1 replicate) (each case counts by the HU it has to close)",

@@ -36,8 +36,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 #: phantoms of the fresh validation set (choose_nlm_blend.py uses 40-43; training 0-39; benchmarks >= 1000)
 FRESH_SEEDS = (44, 45, 46, 47)
-#: ``--targets``: the kernel-change targets of the validation scans (names of choose_nlm_blend.py's tuples)
-TARGET_SETS = {"smoothing": "RANDOM_TARGETS", "presets": "PRESET_KERNEL_TARGETS"}
 KINDS = ("kernel_change", "noise_only")
 RULE = ("per kind, the residual picked for each scan (Stein's unbiased risk estimate) only where its pooled L1 gap "
         "closed beats the card's residual on fresh validation scans")
@@ -103,17 +101,18 @@ def per_kind_record(record: dict) -> dict:
 
 
 def main(argv=None) -> int:
+    import choose_nlm_blend
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("package", help="the denoiser package folder whose card gets chain.nlm_residual_choice")
     ap.add_argument("--dry-run", action="store_true", help="print the decision, leave the card alone")
     ap.add_argument("--seeds", default=",".join(map(str, FRESH_SEEDS)), help="validation phantom seeds (comma-separated)")
-    ap.add_argument("--targets", choices=sorted(TARGET_SETS), default="smoothing",
+    ap.add_argument("--targets", choices=sorted(choose_nlm_blend.TARGET_SETS), default="smoothing",
                     help="kernel-change targets: smooth and standard (smoothing), or also sharp (presets)")
     ap.add_argument("--kinds", default=",".join(KINDS),
                     help="the kinds of pair to decide (comma-separated); the card's decision for the others stays")
     args = ap.parse_args(argv)
 
-    import choose_nlm_blend
     from choose_nlm_blend import _l1, validation_cases
     from denoiser_card import publish_card, read_denoiser
 
@@ -131,7 +130,7 @@ def main(argv=None) -> int:
     if not kinds or any(k not in KINDS for k in kinds):
         print(f"--kinds must name some of {', '.join(KINDS)}, not {args.kinds!r}.", file=sys.stderr)
         return 2
-    targets = getattr(choose_nlm_blend, TARGET_SETS[args.targets])
+    targets = choose_nlm_blend.TARGET_SETS[args.targets]
     pkg = read_denoiser(args.package)
     if pkg is None:
         return 2

@@ -866,7 +866,9 @@ def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denois
     cases = [("noise_only", *mod.PAIRS["noise_only"][0], noisy(40), noisy(12), noisy(12)),
              ("noise_only", *mod.PAIRS["noise_only"][0], noisy(15), noisy(12), noisy(12)),  # a small gap
              ("kernel_change", *mod.PAIRS["kernel_change"][0], noisy(40), noisy(5), noisy(5))]
-    monkeypatch.setattr(mod, "validation_cases", lambda which="randomized": cases)
+    asked = []
+    monkeypatch.setattr(mod, "validation_cases", lambda which="randomized", seeds=None, targets=None:
+                        asked.append((seeds, targets)) or cases)
     monkeypatch.setattr(mod, "WEIGHTS", (0.0, 0.5))
     monkeypatch.setattr(mod, "RESIDUALS", (0.15, 0.4))
     card_path = tiny_denoiser / "card.json"
@@ -877,8 +879,10 @@ def test_choose_nlm_blend_records_the_validated_weight_and_only_then(tiny_denois
     before = card_path.read_bytes()
     assert mod.main([str(tiny_denoiser), "--dry-run"]) == 0
     assert card_path.read_bytes() == before
-    assert mod.main([str(tiny_denoiser)]) == 0
+    assert mod.main([str(tiny_denoiser), "--seeds", "52,53", "--targets", "presets"]) == 0
+    assert asked == [(mod.SEEDS, mod.RANDOM_TARGETS), ((52, 53), mod.PRESET_KERNEL_TARGETS)]
     card = json.loads(card_path.read_text())
+    assert "seeds 52, 53" in card["chain"]["chosen_on"] and "kernel=sharp" in card["chain"]["chosen_on"]
     assert "nlm_residual_choice" not in card["chain"] and "residual_choice_validation" not in card["chain"]
     assert set(card["chain"]["nlm_blend"]) == {"noise_only", "kernel_change"}
     assert all(w in (0.0, 0.5) for w in card["chain"]["nlm_blend"].values())
