@@ -210,6 +210,25 @@ def validation_cases(which: str = "randomized", cache: Path | None = None, seeds
     return out
 
 
+def add_validation_arguments(ap, default_seeds) -> None:
+    """``--seeds`` and ``--targets`` of the validation recipe (both decision scripts take them)."""
+    ap.add_argument("--seeds", default=",".join(map(str, default_seeds)),
+                    help="validation phantom seeds (comma-separated; others give fresh scans of the same recipe)")
+    ap.add_argument("--targets", choices=sorted(TARGET_SETS), default="smoothing",
+                    help="randomized set's kernel-change targets: smooth and standard (smoothing), or also sharp "
+                         "(presets)")
+
+
+def validation_settings(args):
+    """``(seeds, targets)`` from :func:`add_validation_arguments`' options, or None after saying on stderr why not."""
+    try:
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+    except ValueError:
+        print(f"--seeds must be whole numbers separated by commas, not {args.seeds!r}.", file=sys.stderr)
+        return None
+    return seeds, TARGET_SETS[args.targets]
+
+
 def _described(which: str, counts: dict, seeds=SEEDS, targets=RANDOM_TARGETS) -> str:
     """What the weights were chosen on, for the card."""
     head = (f"validation scans of the project's simulator (phantom seeds {', '.join(map(str, seeds))}, "
@@ -300,18 +319,12 @@ def main(argv=None) -> int:
     ap.add_argument("--validation", choices=VALIDATION_SETS, default="randomized",
                     help="randomized: scanners with domain-randomized physics (default; neither denoiser was tuned "
                          "on them); classes: the engine's kernel classes")
-    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)),
-                    help="validation phantom seeds (comma-separated; others give fresh scans of the same recipe)")
-    ap.add_argument("--targets", choices=sorted(TARGET_SETS), default="smoothing",
-                    help="randomized set's kernel-change targets: smooth and standard (smoothing), or also sharp "
-                         "(presets)")
+    add_validation_arguments(ap, SEEDS)
     args = ap.parse_args(argv)
-    try:
-        seeds = tuple(int(x) for x in args.seeds.split(","))
-    except ValueError:
-        print(f"--seeds must be whole numbers separated by commas, not {args.seeds!r}.", file=sys.stderr)
+    settings = validation_settings(args)
+    if settings is None:
         return 2
-    targets = TARGET_SETS[args.targets]
+    seeds, targets = settings
 
     import dataclasses
 

@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 #: phantoms of the fresh validation set (choose_nlm_blend.py uses 40-43; training 0-39; benchmarks >= 1000)
 FRESH_SEEDS = (44, 45, 46, 47)
-KINDS = ("kernel_change", "noise_only")
 RULE = ("per kind, the residual picked for each scan (Stein's unbiased risk estimate) only where its pooled L1 gap "
         "closed beats the card's residual on fresh validation scans")
 
@@ -103,13 +102,13 @@ def per_kind_record(record: dict) -> dict:
 def main(argv=None) -> int:
     import choose_nlm_blend
 
+    from CTNormalizeLib.signature.signature import KIND_NAMES
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("package", help="the denoiser package folder whose card gets chain.nlm_residual_choice")
     ap.add_argument("--dry-run", action="store_true", help="print the decision, leave the card alone")
-    ap.add_argument("--seeds", default=",".join(map(str, FRESH_SEEDS)), help="validation phantom seeds (comma-separated)")
-    ap.add_argument("--targets", choices=sorted(choose_nlm_blend.TARGET_SETS), default="smoothing",
-                    help="kernel-change targets: smooth and standard (smoothing), or also sharp (presets)")
-    ap.add_argument("--kinds", default=",".join(KINDS),
+    choose_nlm_blend.add_validation_arguments(ap, FRESH_SEEDS)
+    ap.add_argument("--kinds", default=",".join(KIND_NAMES),
                     help="the kinds of pair to decide (comma-separated); the card's decision for the others stays")
     args = ap.parse_args(argv)
 
@@ -121,16 +120,14 @@ def main(argv=None) -> int:
     from CTNormalizeLib.signature.signature import pair_kind
     from CTNormalizeLib.train.denoiser import CHAIN_SETTINGS
 
-    try:
-        seeds = tuple(int(s) for s in args.seeds.split(","))
-    except ValueError:
-        print(f"--seeds must be whole numbers separated by commas, not {args.seeds!r}.", file=sys.stderr)
+    settings = choose_nlm_blend.validation_settings(args)
+    if settings is None:
         return 2
+    seeds, targets = settings
     kinds = tuple(k.strip() for k in args.kinds.split(","))
-    if not kinds or any(k not in KINDS for k in kinds):
-        print(f"--kinds must name some of {', '.join(KINDS)}, not {args.kinds!r}.", file=sys.stderr)
+    if not kinds or any(k not in KIND_NAMES for k in kinds):
+        print(f"--kinds must name some of {', '.join(KIND_NAMES)}, not {args.kinds!r}.", file=sys.stderr)
         return 2
-    targets = choose_nlm_blend.TARGET_SETS[args.targets]
     pkg = read_denoiser(args.package)
     if pkg is None:
         return 2

@@ -72,9 +72,8 @@ def format_text(info: dict) -> str:
         extra = []
         if m.get("context"):
             extra.append(f"sees {m['context']} slice{'s' if m['context'] != 1 else ''}")
-        kinds = ("kernel_change", "noise_only")
+        kinds = tuple(KIND_NAMES)
         per_kind = lambda v: v if isinstance(v, dict) else {k: v for k in kinds}  # noqa: E731 - one number = all
-        names = KIND_NAMES
         if m.get("nlm_blend"):
             res = per_kind(m.get("nlm_residual") or {})
             per_scan = {k for k, v in per_kind(m.get("nlm_residual_choice") or {}).items() if v == "risk"}
@@ -85,13 +84,13 @@ def format_text(info: dict) -> str:
                 return f", NLM leaving {float(res[k]):.0%} of the noise" if k in res else ""
 
             extra.append("clean texture: the network averaged with NLM (chosen on validation scans), NLM's share: "
-                         + "; ".join(f"{names.get(k, k)} {float(v):g}{leaves(k)}"
+                         + "; ".join(f"{KIND_NAMES.get(k, k)} {float(v):g}{leaves(k)}"
                                      for k, v in sorted(per_kind(m["nlm_blend"]).items())))
         flips = _flips(m, kinds)
         if any(v != 1 for v in flips.values()):
             extra.append("clean texture: the network averaged over n flipped copies of its input, n network passes "
                          "(chosen on validation scans): "
-                         + ", ".join(f"{names.get(k, k)} {v}" for k, v in flips.items()))
+                         + ", ".join(f"{KIND_NAMES.get(k, k)} {v}" for k, v in flips.items()))
         if extra:
             lines.append("  " + "; ".join(extra))
         lines.append(f"  covers: {m['coverage']}")
