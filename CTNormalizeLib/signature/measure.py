@@ -220,34 +220,37 @@ def _thickness(tags: Optional[Protocol], zres, spacing_z: float):
 
 
 def _noise(noise, nps, transfer, pixel, warnings):
+    """``(noise_hu, source, air_to_tissue, region)``: the first region that has noise to measure, in the order of
+    trust (:data:`.signature.NOISE_REGIONS`), with its warning when it is a stand-in for fat or muscle."""
     tissue = noise.tissue()
     air = noise.std.get("air")
     ratio = (air / tissue) if (air and tissue) else None
     if tissue is not None:
         n = noise.tissue_voxels
         conf = 0.9 * min(1.0, math.sqrt(n / 20000.0))
-        return tissue, FieldSource("image", round(conf, 3), f"soft-tissue noise in {n} voxels"), ratio
+        return tissue, FieldSource("image", round(conf, 3), f"soft-tissue noise in {n} voxels"), ratio, "tissue"
     soft = noise.std.get("soft")
     if soft is not None:
         warnings.append({"code": "NOISE_FROM_SOFT_TISSUE",
                          "message": "No fat or muscle region large enough; the noise is measured in any soft "
                                     "tissue (-200..200 HU), whose texture may raise it."})
         return soft, FieldSource("image", 0.5, f"soft-tissue (-200..200 HU) noise in {noise.voxels['soft']} voxels"), \
-            ((air / soft) if air else None)
+            ((air / soft) if air else None), "soft"
     if air is not None:
         warnings.append({"code": "NOISE_FROM_AIR",
                          "message": "No soft tissue large enough to measure noise in; the body's noise is "
                                     f"estimated from air outside the body (x{1 / TYPICAL_AIR_TO_TISSUE:g})."})
-        return air / TYPICAL_AIR_TO_TISSUE, FieldSource("image", 0.4, "air noise outside the body, scaled"), None
+        return air / TYPICAL_AIR_TO_TISSUE, FieldSource("image", 0.4, "air noise outside the body, scaled"), None, "air"
     if nps is not None:
-        return nps.std, FieldSource("image", 0.3, f"{nps.region} ROI noise"), None
+        return nps.std, FieldSource("image", 0.3, f"{nps.region} ROI noise"), None, "roi"
     lung = noise.std.get("lung")
     if lung is not None:
         warnings.append({"code": "NOISE_FROM_LUNG",
                          "message": "The noise could only be measured in the lungs, whose texture raises it; "
                                     "treat the noise level as an upper bound."})
-        return lung, FieldSource("image", 0.2, f"lung noise in {noise.voxels['lung']} voxels (texture included)"), None
-    return None, FieldSource("unknown", 0.0, "no uniform region to measure noise in"), None
+        return lung, FieldSource("image", 0.2, f"lung noise in {noise.voxels['lung']} voxels (texture included)"), None, \
+            "lung"
+    return None, FieldSource("unknown", 0.0, "no uniform region to measure noise in"), None, None
 
 
 def measure_signature(volume: Volume, tags: Optional[Protocol] = None, max_slices: int = 16,
@@ -284,7 +287,7 @@ def measure_signature(volume: Volume, tags: Optional[Protocol] = None, max_slice
                         f"closest class to the {'measured' if t_src.source == 'image' else t_src.source} transfer")
     _compare_kernel(tags, kernel, t_src, warnings)
     noise = corrected(residual_noise(hu, regions), transfer, pixel)
-    noise_hu, n_src, ratio = _noise(noise, nps, transfer, pixel, warnings)
+    noise_hu, n_src, ratio, noise_region = _noise(noise, nps, transfer, pixel, warnings)
     masks = {r.z: r.air for r in regions if r.z + 1 < hu.shape[0]}
     zres = z_resolution(hu, spacing, masks)
     details["z"] = {"rho": None if zres.rho is None else round(zres.rho, 3), "thickness_mm": zres.thickness_mm,
@@ -307,7 +310,8 @@ def measure_signature(volume: Volume, tags: Optional[Protocol] = None, max_slice
     return Signature(
         origin="measured", pixel_mm=pixel, spacing_mm=spacing[0], thickness_mm=thickness, transfer=transfer,
         noise_hu=noise_hu, kernel=kernel, wed_mm=wed, fov_mm=field_of_view(hu.shape, spacing), sources=sources,
-        noise_by_region={k: v for k, v in noise.std.items()}, air_to_tissue=ratio, details=details,
+        noise_by_region={k: v for k, v in noise.std.items()}, noise_region=noise_region, air_to_tissue=ratio,
+        details=details,
         warnings=tuple(warnings))
 
 
@@ -320,5 +324,5 @@ def measure_noise_hu(hu: np.ndarray, spacing, transfer, max_slices: int = 8) -> 
     regions = slice_regions(hu, spacing, max_slices=max_slices)
     pixel = float(math.sqrt(spacing[1] * spacing[2]))
     noise = corrected(residual_noise(hu, regions), transfer, pixel)
-    value, _, _ = _noise(noise, None, transfer, pixel, [])
+    value = _noise(noise, None, transfer, pixel, [])[0]
     return value

@@ -35,6 +35,8 @@ class Signature:
         Field name -> :class:`~CTNormalizeLib.protocols.protocol.FieldSource`.
     noise_by_region : dict
         ``{"air"|"fat"|"muscle"|"lung"|"soft": std HU or None}`` ("soft": any -200..200 HU).
+    noise_region : str or None
+        Where ``noise_hu`` was measured (:data:`NOISE_REGIONS`); None when it was not measured here.
     air_to_tissue : float or None
         Noise in air outside the body relative to soft tissue (patient attenuation).
     details : dict
@@ -54,6 +56,7 @@ class Signature:
     fov_mm: Optional[float] = None
     sources: dict = field(default_factory=dict, compare=False, hash=False)
     noise_by_region: dict = field(default_factory=dict, compare=False, hash=False)
+    noise_region: Optional[str] = field(default=None, compare=False, hash=False)
     air_to_tissue: Optional[float] = None
     details: dict = field(default_factory=dict, compare=False, hash=False)
     warnings: tuple = ()
@@ -75,7 +78,7 @@ class Signature:
     def noise_from_tissue(self) -> bool:
         """Whether ``noise_hu`` was measured in fat or muscle (uniform tissue), not in a stand-in (mixed soft
         tissue, whose texture raises it; air or lung, scaled)."""
-        return self.noise_by_region.get("fat") is not None or self.noise_by_region.get("muscle") is not None
+        return self.noise_region == "tissue"
 
     def with_noise(self, noise_hu: float, source: FieldSource) -> "Signature":
         return replace(self, noise_hu=float(noise_hu), sources={**self.sources, "noise_hu": source})
@@ -91,6 +94,7 @@ class Signature:
             "sources": {k: {"source": v.source, "confidence": v.confidence, "detail": v.detail}
                         for k, v in self.sources.items()},
             "noise_by_region": {k: r(v, 3) for k, v in self.noise_by_region.items()},
+            "noise_region": self.noise_region,
             "air_to_tissue": r(self.air_to_tissue, 3), "details": self.details,
             "warnings": [dict(w) for w in self.warnings],
         }
@@ -102,9 +106,15 @@ class Signature:
             thickness_mm=float(d["thickness_mm"]), transfer=Transfer.from_dict(d["transfer"]),
             noise_hu=d.get("noise_hu"), kernel=d.get("kernel"), wed_mm=d.get("wed_mm"), fov_mm=d.get("fov_mm"),
             sources={k: FieldSource(**v) for k, v in d.get("sources", {}).items()},
-            noise_by_region=dict(d.get("noise_by_region", {})), air_to_tissue=d.get("air_to_tissue"),
+            noise_by_region=dict(d.get("noise_by_region", {})), noise_region=d.get("noise_region"),
+            air_to_tissue=d.get("air_to_tissue"),
             details=dict(d.get("details", {})), warnings=tuple(d.get("warnings", ())))
 
+
+#: where a measured noise level comes from, in the order of trust: fat and muscle (uniform tissue), any soft
+#: tissue (-200..200 HU, its texture raises the figure), air outside the body (scaled), a uniform ROI's NPS,
+#: the lungs (an upper bound)
+NOISE_REGIONS = ("tissue", "soft", "air", "roi", "lung")
 
 #: the kinds of pair (:func:`pair_kind`) as users read them (README, ``ctnormalize models``, ``auto``'s reason):
 #: a pair whose kernel stays is a change of dose, or of thickness only

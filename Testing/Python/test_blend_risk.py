@@ -120,7 +120,7 @@ def test_without_a_body_or_with_non_finite_voxels_the_cards_residual_stays():
     nan = noisy.copy()
     nan[3, 40, 40] = np.nan
     options = {"nlm_residual_chooser": blend_risk.choose_residual}
-    plan = _plan_measured_in({"fat": 29.0, "muscle": 31.0, "soft": 30.0})
+    plan = _plan_measured_in("tissue")
     for hu, why in ((air, "empty"), (nan, "non-finite")):
         state = SimpleNamespace(hu=hu, spacing=SPACING, transfer="standard", noise_hu=30.0)
         note = _residual_for_this_scan(state, plan, _stand_in(), 0.5, 30.0, None, options)
@@ -128,10 +128,10 @@ def test_without_a_body_or_with_non_finite_voxels_the_cards_residual_stays():
     assert _residual_for_this_scan(state, plan, _stand_in(), 0.5, 30.0, None, {}) is None  # no chooser: the card's
 
 
-def _plan_measured_in(regions: dict):
+def _plan_measured_in(region):
     from CTNormalizeLib.signature.signature import Signature
 
-    return SimpleNamespace(source_signature=Signature("measured", 0.8, 2.0, 2.0, None, noise_by_region=regions))
+    return SimpleNamespace(source_signature=Signature("measured", 0.8, 2.0, 2.0, None, noise_region=region))
 
 
 def test_a_noise_level_measured_in_mixed_soft_tissue_keeps_the_cards_residual(monkeypatch):
@@ -143,12 +143,12 @@ def test_a_noise_level_measured_in_mixed_soft_tissue_keeps_the_cards_residual(mo
     state = SimpleNamespace(hu=noisy, spacing=SPACING, transfer="standard", noise_hu=30.0)
     asked = []
     options = {"nlm_residual_chooser": lambda *a: asked.append(a) or (_ for _ in ()).throw(AssertionError("asked"))}
-    mixed = _plan_measured_in({"fat": None, "muscle": None, "soft": 56.7, "air": 24.4})
+    mixed = _plan_measured_in("soft")
     note = _residual_for_this_scan(state, mixed, _stand_in(), 0.5, 30.0, None, options)
     assert note.startswith("the card's residual kept") and "fat or muscle" in note and not asked
-    for regions in ({"fat": 29.0, "muscle": None}, {"fat": None, "muscle": 31.0}):
-        assert _plan_measured_in(regions).source_signature.noise_from_tissue
-    assert not _plan_measured_in({}).source_signature.noise_from_tissue
+    assert _plan_measured_in("tissue").source_signature.noise_from_tissue
+    for region in ("soft", "air", "roi", "lung", None):
+        assert not _plan_measured_in(region).source_signature.noise_from_tissue
 
 
 def test_the_probe_is_the_middle_of_the_volume():

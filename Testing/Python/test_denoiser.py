@@ -700,10 +700,8 @@ def test_the_chain_uses_and_records_the_residual_chosen_for_the_scan(tiny_denois
 
     vol, plan, pkg = _noisy_chest_dose_plan(tiny_denoiser, 5)
     # this small chest has no fat or muscle region to measure its noise in; the chooser is asked only where
-    # one was found (test_blend_risk), so the plan says its (uniform) noise was measured in muscle
-    sig = plan.source_signature
-    plan = dataclasses.replace(plan, source_signature=dataclasses.replace(
-        sig, noise_by_region={**sig.noise_by_region, "muscle": sig.noise_hu}))
+    # one was found (test_blend_risk), so the plan says its (uniform) noise was measured in fat or muscle
+    plan = dataclasses.replace(plan, source_signature=dataclasses.replace(plan.source_signature, noise_region="tissue"))
     steps, outs = {}, {}
     for way in ("card", "risk"):
         chain = {"nlm_blend": 0.5, "nlm_residual": 0.45, "nlm_residual_choice": way}

@@ -81,6 +81,23 @@ def test_noise_std_in_hu_whatever_the_kernel(kernel, sigma):
     assert sig.sources["noise_hu"].source == "image"
 
 
+def test_the_signature_says_where_its_noise_was_measured():
+    """Fat and muscle are the trusted regions; a body of other soft tissue (here 150 HU) is a stand-in, and the
+    signature says so (what the per-scan blend choice asks, ``Signature.noise_from_tissue``)."""
+    from CTNormalizeLib.signature.signature import NOISE_REGIONS
+
+    sig = measure_signature(noisy(class_transfer("standard"), 20.0, seed=1))
+    assert sig.noise_region == "tissue" and sig.noise_from_tissue
+    assert sig.to_dict()["noise_region"] == "tissue"
+    hu = body_phantom()
+    hu[(hu > -200) & (hu < 100)] = 150.0
+    noise = shaped_noise(hu.shape, (1.0, PX, PX), class_transfer("standard"), seed=1)
+    sig = measure_signature(Volume(hu + np.float32(20.0) * noise, (1.0, PX, PX)))
+    assert sig.noise_region == "soft" and sig.noise_region in NOISE_REGIONS and not sig.noise_from_tissue
+    assert "NOISE_FROM_SOFT_TISSUE" in [w["code"] for w in sig.warnings]
+    assert sig.noise_hu == pytest.approx(20.0, rel=0.15)
+
+
 @pytest.mark.parametrize("kernel", KERNEL_CLASSES)
 def test_kernel_class_from_noise_texture(kernel):
     sig = measure_signature(noisy(class_transfer(kernel), 20.0, seed=2))
