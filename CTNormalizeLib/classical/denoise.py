@@ -320,7 +320,7 @@ def _blend_with_nlm(state, out, method, weight, sigma, residual, post, progress,
     elif not parts:
         if progress is not None:
             progress("denoise", 1.0)
-        return out, {"weight": 0.0, "note": "the denoiser's region is empty: nothing to blend"}
+        return out, {"nlm_weight": 0.0, "note": "the denoiser's region is empty: nothing to blend"}
     else:
         y0 = max(0, min(p[1] for p in parts) - NLM_CROP_MARGIN)
         x0 = max(0, min(p[2] for p in parts) - NLM_CROP_MARGIN)
@@ -331,7 +331,7 @@ def _blend_with_nlm(state, out, method, weight, sigma, residual, post, progress,
     nlm, ninfo = denoise_volume(state.hu[:, y0:y1, x0:x1], state.spacing, target_std=sigma * residual,
                                 noise_std=sigma, method="nlm", strength=strength, alpha=alpha, kernel=state.transfer,
                                 post=post, progress=progress)
-    info = {"weight": weight, "nlm_strength": ninfo["strength"], "nlm_alpha": ninfo["blend"],
+    info = {"nlm_weight": weight, "nlm_strength": ninfo["strength"], "nlm_output_weight": ninfo["blend"],
             "nlm_seconds": round(time.perf_counter() - t0, 3)}
     if parts is None:
         return (1.0 - weight) * out + w * nlm, info
@@ -404,7 +404,7 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         ratio = want / pred
         why = f"target texture: noise {pred:.1f} -> {want:.1f} HU after the kernel and thickness steps"
     if ratio >= 1.0 - MIN_REDUCTION:
-        state.record("denoise", False, {"ratio": ratio}, "the noise is already at or below the target's")
+        state.record("denoise", False, {"noise_left_fraction": ratio}, "the noise is already at or below the target's")
         return
     weight = float(options.get("nlm_blend", 0.0)) if learned and plan.texture == "clean" else 0.0
     part = (lambda st, f: progress(st, (1.0 - 0.5 * (weight > 0)) * f)) if progress is not None else None  # noqa: E731
@@ -427,7 +427,7 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         out, binfo = _blend_with_nlm(state, out, method, weight, sigma, residual, post, rest, calibration)
         info["nlm_blend"] = {**binfo, "nlm_residual": residual,
                              **({"residual_choice": choice} if choice is not None else {})}
-        if binfo["weight"] > 0:
+        if binfo["nlm_weight"] > 0:
             why += f"; averaged with calibrated NLM (weight {weight:g}, leaving {residual:.0%} of the noise{chosen})"
     cal = info.get("calibration") or {}
     if learned and cal and cal["measured_after"] > 1.1 * cal["wanted"]:
@@ -435,8 +435,22 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
                 f"above the wanted {cal['wanted']:.1f} HU (it is never told more noise than measured)")
     state.hu = out.astype(np.float32, copy=False)
     state.noise_hu = sigma * ratio
-    state.record("denoise", True, {"ratio": ratio, **info},
+    state.record("denoise", True, _step_parameters(ratio, info),
                  f"{why}; {info.get('method')} strength {info.get('strength', 0):.3g} HU")
+
+
+def _step_parameters(ratio: float, info: dict) -> dict:
+    """The noise step's parameters in the run report, named for a reader (``denoise_volume``'s ``ratio`` and
+    ``blend`` read as contradictions beside the NLM blend's weight and residual).
+
+    ``noise_left_fraction``: the fraction of the measured noise the step leaves (for a learned denoiser on the
+    clean texture, the fraction booked for the steps after it: the network is told the whole noise);
+    ``output_weight``: the denoiser's output against the input (1: the output alone); ``nlm_blend`` (learned,
+    clean texture): ``nlm_weight`` of calibrated NLM in the average with the network, NLM leaving
+    ``nlm_residual`` of the noise, ``nlm_output_weight`` NLM's own output against its input.
+    """
+    rest = {k: v for k, v in info.items() if k not in ("ratio", "blend")}
+    return {"noise_left_fraction": ratio, **rest, "output_weight": info.get("blend")}
 
 
 def run(volume, plan, progress=None, reference=None, options: dict | None = None):

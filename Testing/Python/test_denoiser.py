@@ -621,7 +621,12 @@ def test_the_clean_texture_averages_the_network_with_nlm_as_the_card_says(tiny_d
     np.testing.assert_array_equal(res.volume.hu[outside], net[outside])  # air the network keeps stays kept
     assert not np.allclose(nlm[outside], net[outside])  # (where NLM alone would have changed it)
     step = next(s for s in res.steps if s.get("step") == "denoise" or s.get("method") == "denoise")
-    assert step["parameters"]["nlm_blend"]["weight"] == 0.3
+    params = step["parameters"]
+    assert params["nlm_blend"]["nlm_weight"] == 0.3
+    # named for a reader: no bare ratio/blend/weight beside the NLM blend's own figures
+    assert params["output_weight"] == 1.0 and params["noise_left_fraction"] == pytest.approx(0.15)
+    assert not {"ratio", "blend"} & set(params) and "weight" not in params["nlm_blend"]
+    assert {"nlm_residual", "nlm_output_weight", "nlm_strength"} <= set(params["nlm_blend"])
     tplan = make_plan(vol, "kernel=standard,dose=0.1,thickness=2", "kernel=standard,dose=1,thickness=2",
                       method="classical", device="cpu", texture="target")
     a = chain.run(vol, tplan, options={"denoise_method": den}).volume.hu
@@ -735,14 +740,14 @@ def test_a_blend_without_a_region_is_everywhere_and_an_empty_region_blends_nothi
     state = SimpleNamespace(hu=hu, spacing=(2.0, 0.8, 0.8), transfer="standard")
     net = np.zeros_like(hu)
     whole, info = _blend_with_nlm(state, net.copy(), StackDenoiser("z", lambda st, s: st), 0.25, 30.0, 0.15, None, None)
-    assert info["weight"] == 0.25 and "nlm_box" not in info
+    assert info["nlm_weight"] == 0.25 and "nlm_box" not in info
     nlm = whole / 0.25  # (1 - w) * 0 + w * NLM
     assert np.abs(nlm - hu).mean() > 1.0 and np.abs(nlm - hu).mean() < 30.0  # NLM ran on every voxel
     seen = []
     none = StackDenoiser("z", lambda st, s: st, region=lambda st: np.zeros(st.shape[1:], np.float32))
     out, info = _blend_with_nlm(state, net.copy(), none, 0.25, 30.0, 0.15, None, lambda st, f: seen.append(f))
     np.testing.assert_array_equal(out, net)
-    assert info["weight"] == 0.0 and "empty" in info["note"] and seen[-1] == 1.0
+    assert info["nlm_weight"] == 0.0 and "empty" in info["note"] and seen[-1] == 1.0
 
 
 def test_pair_kind_lives_with_the_signatures():
