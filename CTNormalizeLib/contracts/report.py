@@ -44,9 +44,10 @@ class RunReport:
         The voxel type the output file stores: ``int16`` (whole HU; a DICOM series too) or
         ``float32``; None when no file was written (a library call).
     changes : list of str
-        What the method changes of the scan (``kernel``, ``noise``, ``thickness``); an aspect it
-        leaves alone keeps the source's (the DICOM writer labels the output so). Empty in reports
-        written before this field.
+        The aspects the method makes the target's (``kernel``, ``noise``, ``thickness``): the output
+        carries the target's value of each, whether or not this scan needed a step for it (``steps``
+        say what ran: a step with nothing to do is ``done: false``). An aspect not listed keeps the
+        source's (the DICOM writer labels the output so). Empty in reports written before this field.
     """
 
     engine_version: str
