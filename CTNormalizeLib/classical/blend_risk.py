@@ -76,8 +76,8 @@ class ResidualChoice:
     nlm_calibration: tuple = ()
 
     def as_dict(self) -> dict:
-        cal = dict(zip(("strength", "alpha"), self.nlm_calibration)) or None
-        return {"residual": self.residual, "weight": self.weight, "candidates": list(self.candidates),
+        cal = dict(zip(("strength", "nlm_output_weight"), self.nlm_calibration)) or None
+        return {"residual": self.residual, "nlm_weight": self.weight, "candidates": list(self.candidates),
                 "nlm_calibration": cal,
                 "risk_hu2": {f"{r:g}": round(v, 2) for r, v in self.risks.items()},
                 "probe_slices": {"first": self.slices[0], "last": self.slices[1] - 1,

@@ -404,7 +404,7 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         ratio = want / pred
         why = f"target texture: noise {pred:.1f} -> {want:.1f} HU after the kernel and thickness steps"
     if ratio >= 1.0 - MIN_REDUCTION:
-        state.record("denoise", False, {"noise_left_fraction": ratio}, "the noise is already at or below the target's")
+        state.record("denoise", False, {"wanted_noise_fraction": ratio}, "the noise is already at or below the target's")
         return
     weight = float(options.get("nlm_blend", 0.0)) if learned and plan.texture == "clean" else 0.0
     part = (lambda st, f: progress(st, (1.0 - 0.5 * (weight > 0)) * f)) if progress is not None else None  # noqa: E731
@@ -421,7 +421,7 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         if isinstance(choice, dict):
             choice["card_residual"] = residual  # what the card would have left (the fallback)
             cal = choice["nlm_calibration"]  # None: the blend calibrates NLM itself
-            residual, calibration = choice["residual"], (cal["strength"], cal["alpha"]) if cal else None
+            residual, calibration = choice["residual"], (cal["strength"], cal["nlm_output_weight"]) if cal else None
             chosen = (f", chosen for this scan among {'/'.join(f'{r:.0%}' for r in choice['candidates'])} "
                       f"by Stein's unbiased risk estimate; the card's {choice['card_residual']:.0%} otherwise")
         out, binfo = _blend_with_nlm(state, out, method, weight, sigma, residual, post, rest, calibration)

@@ -44,10 +44,12 @@ class RunReport:
         The voxel type the output file stores: ``int16`` (whole HU; a DICOM series too) or
         ``float32``; None when no file was written (a library call).
     changes : list of str
-        The aspects the method makes the target's (``kernel``, ``noise``, ``thickness``): the output
-        carries the target's value of each, whether or not this scan needed a step for it (``steps``
-        say what ran: a step with nothing to do is ``done: false``). An aspect not listed keeps the
-        source's (the DICOM writer labels the output so). Empty in reports written before this field.
+        The aspects the method normalizes towards the target (its method row's ``changes``: ``kernel``,
+        ``noise``, ``thickness``, ``histogram``); the output is labelled with the target's value of
+        each whether or not a step ran for it (``steps`` say what ran: a step with nothing to do, or
+        that could not run, is ``done: false``; the ``clean`` texture leaves less noise than the
+        target's). An aspect not listed keeps the source's (the DICOM writer labels the output so).
+        Empty in reports written before this field.
     """
 
     engine_version: str

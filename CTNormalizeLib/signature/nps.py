@@ -217,7 +217,8 @@ def radial_profile(nps2d_shifted: np.ndarray, pixel_mm: float) -> tuple[np.ndarr
 
 
 #: ROIs a scan's NPS is read from at most, shared by the slices read (16 slices x 24 ROIs): a scan of few
-#: slices (a reference scan of 4) is read from as many ROIs as a long one. With 24 per slice whatever the
+#: slices (a reference scan of 4) takes up to 96 per slice, as many in all as a long scan where its slices
+#: offer that many candidates (else all of them; a share is not passed on). With 24 per slice whatever the
 #: count, a 4-slice reference's kernel rested on 96 ROIs, and its MTF50 moved by its sampling error
 #: (sd 0.010-0.0125 c/mm over ROI seeds): a reference-scan target's gap closed went 0.96 -> 0.94 when an
 #: unrelated change to the air region reshuffled the draw.
@@ -264,7 +265,7 @@ def measure_nps(hu: np.ndarray, spacing, regions: Optional[list[SliceRegions]] =
     if regions is None:
         regions = slice_regions(hu, spacing, max_slices=max_slices)
     rng = np.random.default_rng(seed)
-    per_slice = max_rois_per_slice or rois_per_slice(len(regions))
+    per_slice = rois_per_slice(len(regions)) if max_rois_per_slice is None else int(max_rois_per_slice)
     basis = _detrend_basis(n)
     pinv = np.linalg.pinv(basis)
     acc = np.zeros((n, n))

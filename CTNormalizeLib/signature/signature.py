@@ -106,9 +106,15 @@ class Signature:
             thickness_mm=float(d["thickness_mm"]), transfer=Transfer.from_dict(d["transfer"]),
             noise_hu=d.get("noise_hu"), kernel=d.get("kernel"), wed_mm=d.get("wed_mm"), fov_mm=d.get("fov_mm"),
             sources={k: FieldSource(**v) for k, v in d.get("sources", {}).items()},
-            noise_by_region=dict(d.get("noise_by_region", {})), noise_region=d.get("noise_region"),
+            noise_by_region=dict(d.get("noise_by_region", {})), noise_region=d.get("noise_region", _region_of_old(d)),
             air_to_tissue=d.get("air_to_tissue"),
             details=dict(d.get("details", {})), warnings=tuple(d.get("warnings", ())))
+
+
+def _region_of_old(d: dict) -> Optional[str]:
+    """``noise_region`` of a signature dict written before the field: fat or muscle measured -> tissue."""
+    by = d.get("noise_by_region") or {}
+    return "tissue" if any(by.get(r) is not None for r in ("fat", "muscle")) else None
 
 
 #: where a measured noise level comes from, in the order of trust: fat and muscle (uniform tissue), any soft

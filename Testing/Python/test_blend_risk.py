@@ -80,7 +80,7 @@ def test_the_estimate_matches_the_true_error_and_picks_the_best_residual(sigma, 
         assert est == pytest.approx(truth[r], rel=0.10), (r, est, truth)
     assert truth[choice.residual] <= 1.01 * min(truth.values()), (choice.risks, truth)
     d = choice.as_dict()
-    assert d["residual"] == choice.residual and d["weight"] == weight and len(d["risk_hu2"]) == len(blend_risk.RESIDUALS)
+    assert d["residual"] == choice.residual and d["nlm_weight"] == weight and len(d["risk_hu2"]) == len(blend_risk.RESIDUALS)
 
 
 def test_the_best_residual_differs_between_the_cases():

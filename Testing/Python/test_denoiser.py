@@ -718,11 +718,11 @@ def test_the_chain_uses_and_records_the_residual_chosen_for_the_scan(tiny_denois
     blend = steps["risk"]["parameters"]["nlm_blend"]
     choice = blend["residual_choice"]
     assert blend["nlm_residual"] == choice["residual"] and choice["residual"] in choice["candidates"]
-    assert choice["weight"] == 0.5 and min(choice["risk_hu2"].values()) == choice["risk_hu2"][f"{choice['residual']:g}"]
+    assert choice["nlm_weight"] == 0.5 and min(choice["risk_hu2"].values()) == choice["risk_hu2"][f"{choice['residual']:g}"]
     assert choice["card_residual"] == 0.45 and "the card's 45% otherwise" in steps["risk"]["note"]
     probe = choice["probe_slices"]
     assert probe["count"] == probe["last"] - probe["first"] + 1 == min(8, vol.hu.shape[0])
-    assert set(choice["nlm_calibration"]) == {"strength", "alpha"}
+    assert set(choice["nlm_calibration"]) == {"strength", "nlm_output_weight"}
     assert "Stein's unbiased risk estimate" in steps["risk"]["note"]
     # the output is the card's blend at the picked residual
     chain = {"nlm_blend": 0.5, "nlm_residual": choice["residual"], "nlm_residual_choice": "card"}
