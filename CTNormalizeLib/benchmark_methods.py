@@ -124,3 +124,26 @@ def bm4d_methods(nps_fn=None) -> list[MethodProvider]:
 def heldout_methods(textures=("clean",)) -> list[MethodProvider]:
     """The held-out-physics benchmark's methods: every classical row and installed model, plus BM4D when installed."""
     return default_methods(textures) + bm4d_methods()
+
+
+def select_methods(methods: list, names: str) -> list:
+    """The benchmark rows ``names`` (comma-separated) asks for, in its order.
+
+    A method's name (``model:x`` or ``x``) selects it in every texture built (``x`` and ``x[target]``:
+    ``--textures clean,target --methods x`` runs both); ``x[target]`` selects that texture only.
+    Unknown names are a :class:`BadInputError` that lists the known ones.
+    """
+    def short(name):
+        return name.split(":", 1)[-1]
+
+    want = [w.strip() for w in names.split(",") if w.strip()]
+    out, missing = [], []
+    for w in want:
+        hits = [m for m in methods if w in (m.name, short(m.name))
+                or ("[" not in w and w in (m.name.split("[")[0], short(m.name.split("[")[0])))]
+        if not hits:
+            missing.append(w)
+        out += [m for m in hits if m not in out]
+    if missing:
+        raise BadInputError(f"Unknown method(s) {', '.join(missing)}; known: {', '.join(m.name for m in methods)}.")
+    return out

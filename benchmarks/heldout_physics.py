@@ -25,14 +25,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from CTNormalizeLib.benchmark_methods import heldout_methods  # noqa: E402
+from CTNormalizeLib.benchmark_methods import heldout_methods, select_methods  # noqa: E402
+from CTNormalizeLib.errors import BadInputError  # noqa: E402
 from CTNormalizeLib.evaluate import heldout_benchmark as hb  # noqa: E402
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", choices=("tiny", "default", "native", "full"), default="default")
-    ap.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated method names (default: all); a name runs in every texture of --textures, "
+                         "NAME[target] in that texture only")
     ap.add_argument("--out-dir", default="benchmarks/results")
     ap.add_argument("--textures", default="clean,target",
                     help="textures for the complete methods (the chain and models), comma-separated")
@@ -48,15 +51,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     methods = heldout_methods(tuple(t.strip() for t in args.textures.split(",") if t.strip()))
     if args.methods:
-        known = {m.name: m for m in methods}
-        known.update({m.name.split(":", 1)[-1]: m for m in methods})
-        want = [w.strip() for w in args.methods.split(",") if w.strip()]
-        missing = [w for w in want if w not in known]
-        if missing:
-            print(f"Unknown method(s) {', '.join(missing)}; known: {', '.join(m.name for m in methods)}",
-                  file=sys.stderr)
+        try:
+            methods = select_methods(methods, args.methods)
+        except BadInputError as exc:
+            print(exc, file=sys.stderr)
             return 2
-        methods = [known[w] for w in want]
     res = hb.run_heldout(args.size, methods, source_mode="auto" if args.source_auto else "explicit",
                          target_mode="like" if args.target_like else "explicit", name_profile=args.name_profile,
                          progress=lambda st, f: print(f"{st}: {f:.0%}", file=sys.stderr))

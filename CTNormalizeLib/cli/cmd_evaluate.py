@@ -52,7 +52,8 @@ def add_arguments(p):
     b.add_argument("--no-heldout", action="store_true",
                    help="skip the held-out-physics column (the independent simulator's cases)")
     b.add_argument("--methods", default=None,
-                   help="comma-separated method names (e.g. classical:classical,classical:mtf_ratio); default: all")
+                   help="comma-separated method names (e.g. classical:classical,classical:mtf_ratio); default: all. "
+                        "A name runs in every texture of --textures, NAME[target] in that texture only")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (nothing else)")
     p.add_argument("--report", help="write a self-contained HTML report here")
 
@@ -193,13 +194,9 @@ def _run_benchmark(args) -> int:
             raise BadInputError("--bm4d needs the optional bm4d package: pip install bm4d (non-commercial licence).")
         methods += bm4d_methods()
     if args.methods:
-        want = [m.strip() for m in args.methods.split(",") if m.strip()]
-        known = {m.name: m for m in methods}
-        known.update({m.name.split(":", 1)[-1]: m for m in methods})
-        missing = [w for w in want if w not in known]
-        if missing:
-            raise BadInputError(f"Unknown method(s) {', '.join(missing)}; known: {', '.join(m.name for m in methods)}.")
-        methods = [known[w] for w in want]
+        from ..benchmark_methods import select_methods
+
+        methods = select_methods(methods, args.methods)
     from ..io.outputs import OutputGuard
 
     guard = OutputGuard(inputs=[args.lpips_weights])
