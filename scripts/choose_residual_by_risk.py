@@ -153,10 +153,11 @@ def main(argv=None) -> int:
         gaps.setdefault(kind, []).append(l1_src - l1_rep)
         for way in ways:
             closed.setdefault(kind, {}).setdefault(way, []).append(l1_src - l1[way])
-        residual = picked.get("residual") if isinstance(picked, dict) else None
+        kept = (picked or {}).get("kept_card_because")
+        residual = None if picked is None or kept else picked.get("residual")
         rows.append({"kind": kind, "source": s, "target": t, "gap_hu": round(l1_src - l1_rep, 3),
                      "l1_card": round(l1["card"], 3), "l1_risk": round(l1["risk"], 3), "picked_residual": residual,
-                     **({"not_picked": picked} if isinstance(picked, str) else {})})
+                     **({"not_picked": kept} if kept else {})})
         print(f"{kind:13s} {s} -> {t}: L1 card {l1['card']:.3f}, risk {l1['risk']:.3f} (residual {residual}), "
               f"source {l1_src:.2f}, replicate {l1_rep:.2f}", flush=True)
     for kind in sorted(set(kinds) - set(closed)):

@@ -424,6 +424,9 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
             residual, calibration = choice["residual"], (cal["strength"], cal["nlm_output_weight"]) if cal else None
             chosen = (f", chosen for this scan among {'/'.join(f'{r:.0%}' for r in choice['candidates'])} "
                       f"by Stein's unbiased risk estimate; the card's {choice['card_residual']:.0%} otherwise")
+        elif isinstance(choice, str):
+            # one shape in the report: the residual used, and why the per-scan choice was not made
+            choice, chosen = {"residual": residual, "card_residual": residual, "kept_card_because": choice}, f"; {choice}"
         out, binfo = _blend_with_nlm(state, out, method, weight, sigma, residual, post, rest, calibration)
         info["nlm_blend"] = {**binfo, "nlm_residual": residual,
                              **({"residual_choice": choice} if choice is not None else {})}

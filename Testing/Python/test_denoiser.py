@@ -704,8 +704,16 @@ def test_the_chain_uses_and_records_the_residual_chosen_for_the_scan(tiny_denois
     from CTNormalizeLib.inference.net_denoise import run_chain
 
     vol, plan, pkg = _noisy_chest_dose_plan(tiny_denoiser, 5)
-    # this small chest has no fat or muscle region to measure its noise in; the chooser is asked only where
-    # one was found (test_blend_risk), so the plan says its (uniform) noise was measured in fat or muscle
+    # this small chest has no fat or muscle region to measure its noise in: the card's residual stays, and the
+    # report says why in the same shape as a choice (the residual used, the card's, and the reason)
+    risk = {"nlm_blend": 0.5, "nlm_residual": 0.45, "nlm_residual_choice": "risk"}
+    kept = next(s for s in run_chain(dataclasses.replace(pkg, card=dict(pkg.card, chain=risk)), vol, plan).steps
+                if s["method"] == "denoise")
+    why = kept["parameters"]["nlm_blend"]["residual_choice"]
+    assert why["residual"] == why["card_residual"] == kept["parameters"]["nlm_blend"]["nlm_residual"] == 0.45
+    assert "fat or muscle" in why["kept_card_because"] and "fat or muscle" in kept["note"]
+    # the chooser is asked only where such a region was found (test_blend_risk), so the plan says its
+    # (uniform) noise was measured in fat or muscle
     plan = dataclasses.replace(plan, source_signature=dataclasses.replace(plan.source_signature, noise_region="tissue"))
     steps, outs = {}, {}
     for way in ("card", "risk"):
