@@ -346,20 +346,26 @@ class ResidualChoiceUnavailable(Exception):
     """Raised by a residual chooser that cannot judge this scan (no body, non-finite voxels): the card's residual stays."""
 
 
-def _residual_for_this_scan(state, plan, method, weight, sigma, post, options):
+def _residual_for_this_scan(state, plan, method, weight, sigma, post, options, card_residual):
     """The blend's NLM residual chosen for this scan by ``options["nlm_residual_chooser"]`` (handed down where
-    the card's ``chain.nlm_residual_choice`` says so: :func:`.blend_risk.choose_residual`): the choice as a
-    dict, a note why the card's residual stays, or None."""
+    the card's ``chain.nlm_residual_choice`` says so: :func:`.blend_risk.choose_residual`), as the report
+    records it: the choice with ``card_residual`` (the fallback), or, where no choice could be made, the card's
+    residual with ``kept_card_because``; None without a chooser."""
     chooser = options.get("nlm_residual_chooser")
     if chooser is None or method.region is None:
         return None
+
+    def kept(why: str) -> dict:
+        return {"residual": card_residual, "card_residual": card_residual,
+                "kept_card_because": f"the card's residual kept: {why}"}
+
     if not plan.source_signature.noise_from_tissue:  # the estimate scales with the noise level it is told
-        return ("the card's residual kept: the source's noise was not measured in fat or muscle (no such region; "
-                "mixed soft tissue or air stood in), and the per-scan estimate depends on the noise level")
+        return kept("the source's noise was not measured in fat or muscle (no such region; mixed soft tissue or "
+                    "air stood in), and the per-scan estimate depends on the noise level")
     try:
-        return chooser(state, method, weight, sigma, post).as_dict()
+        return {**chooser(state, method, weight, sigma, post).as_dict(), "card_residual": card_residual}
     except ResidualChoiceUnavailable as exc:
-        return f"the card's residual kept: {exc}"
+        return kept(str(exc))
 
 
 def denoise_step(state, plan, progress=None, post=None, options: dict | None = None) -> None:
@@ -416,17 +422,15 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         # the package's, chosen on validation scans; see scripts/choose_nlm_blend.py).
         rest = (lambda st, f: progress(st, 0.5 + 0.5 * f)) if progress is not None else None  # noqa: E731
         residual = float(options.get("nlm_blend_residual", CLEAN_RESIDUAL))
-        choice = _residual_for_this_scan(state, plan, method, weight, sigma, post, options)
+        choice = _residual_for_this_scan(state, plan, method, weight, sigma, post, options, residual)
         chosen, calibration = "", None
-        if isinstance(choice, dict):
-            choice["card_residual"] = residual  # what the card would have left (the fallback)
+        if choice is not None and "kept_card_because" in choice:
+            chosen = f"; {choice['kept_card_because']}"
+        elif choice is not None:
             cal = choice["nlm_calibration"]  # None: the blend calibrates NLM itself
             residual, calibration = choice["residual"], (cal["strength"], cal["nlm_output_weight"]) if cal else None
             chosen = (f", chosen for this scan among {'/'.join(f'{r:.0%}' for r in choice['candidates'])} "
                       f"by Stein's unbiased risk estimate; the card's {choice['card_residual']:.0%} otherwise")
-        elif isinstance(choice, str):
-            # one shape in the report: the residual used, and why the per-scan choice was not made
-            choice, chosen = {"residual": residual, "card_residual": residual, "kept_card_because": choice}, f"; {choice}"
         out, binfo = _blend_with_nlm(state, out, method, weight, sigma, residual, post, rest, calibration)
         info["nlm_blend"] = {**binfo, "nlm_residual": residual,
                              **({"residual_choice": choice} if choice is not None else {})}

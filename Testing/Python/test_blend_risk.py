@@ -123,9 +123,11 @@ def test_without_a_body_or_with_non_finite_voxels_the_cards_residual_stays():
     plan = _plan_measured_in("tissue")
     for hu, why in ((air, "empty"), (nan, "non-finite")):
         state = SimpleNamespace(hu=hu, spacing=SPACING, transfer="standard", noise_hu=30.0)
-        note = _residual_for_this_scan(state, plan, _stand_in(), 0.5, 30.0, None, options)
+        kept = _residual_for_this_scan(state, plan, _stand_in(), 0.5, 30.0, None, options, 0.3)
+        note = kept["kept_card_because"]
         assert isinstance(note, str) and note.startswith("the card's residual kept") and why in note
-    assert _residual_for_this_scan(state, plan, _stand_in(), 0.5, 30.0, None, {}) is None  # no chooser: the card's
+        assert kept["residual"] == kept["card_residual"] == 0.3
+    assert _residual_for_this_scan(state, plan, _stand_in(), 0.5, 30.0, None, {}, 0.3) is None  # no chooser: the card's
 
 
 def _plan_measured_in(region):
@@ -144,7 +146,7 @@ def test_a_noise_level_measured_in_mixed_soft_tissue_keeps_the_cards_residual(mo
     asked = []
     options = {"nlm_residual_chooser": lambda *a: asked.append(a) or (_ for _ in ()).throw(AssertionError("asked"))}
     mixed = _plan_measured_in("soft")
-    note = _residual_for_this_scan(state, mixed, _stand_in(), 0.5, 30.0, None, options)
+    note = _residual_for_this_scan(state, mixed, _stand_in(), 0.5, 30.0, None, options, 0.3)["kept_card_because"]
     assert note.startswith("the card's residual kept") and "fat or muscle" in note and not asked
     assert _plan_measured_in("tissue").source_signature.noise_from_tissue
     for region in ("soft", "air", "roi", "lung", None):
