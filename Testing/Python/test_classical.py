@@ -17,7 +17,7 @@ from CTNormalizeLib.classical import (
     normalize_bands,
     target_slice_count,
 )
-from CTNormalizeLib.classical.mtf_ratio import MIN_LAMBDA, mtf_ratio_transfer, wiener_lambda
+from CTNormalizeLib.classical.mtf_ratio import MIN_LAMBDA, SIGNAL_SCALE_HU, mtf_ratio_transfer, wiener_lambda
 from CTNormalizeLib.classical.synthetic import disk_phantom, scan
 from CTNormalizeLib.methods import method_table
 from CTNormalizeLib.normalization import normalize
@@ -55,16 +55,35 @@ def test_mtf_ratio_round_trip_noise_free(truth):
 
 
 def test_wiener_lambda_is_the_squared_noise_to_signal_ratio():
-    assert wiener_lambda(20.0) == pytest.approx(0.04, rel=1e-12)
-    assert wiener_lambda(50.0) == pytest.approx(0.25, rel=1e-12)
+    s = SIGNAL_SCALE_HU
+    assert wiener_lambda(20.0) == pytest.approx((20.0 / s) ** 2, rel=1e-12)
+    assert wiener_lambda(0.5 * s) == pytest.approx(0.25, rel=1e-12)
     assert wiener_lambda(30.0, signal_scale=60.0) == pytest.approx(0.25, rel=1e-12)
-    assert MIN_LAMBDA == 1e-3 and wiener_lambda(1.0) == MIN_LAMBDA  # (0.01)^2 is below the floor
-    assert wiener_lambda(None) == wiener_lambda(float("nan")) == pytest.approx(0.04, rel=1e-12)  # 20 HU default
+    assert MIN_LAMBDA == 1e-3 and wiener_lambda(0.01 * s) == MIN_LAMBDA  # (0.01)^2 is below the floor
+    assert wiener_lambda(None) == wiener_lambda(float("nan")) == pytest.approx((20.0 / s) ** 2, rel=1e-12)  # 20 HU
+
+
+def test_wiener_signal_scale_is_the_validated_choice(monkeypatch):
+    """The constant is the one scripts/choose_wiener_signal.py chose, as recorded in the classical card, and
+    wiener_lambda reads it when called (the script sets each candidate on the module)."""
+    import json
+
+    from CTNormalizeLib.classical import mtf_ratio
+    from CTNormalizeLib.resources import resources_dir
+
+    card = json.loads((resources_dir() / "Methods" / "classical.json").read_text(encoding="utf-8"))
+    record = card["validation"]["wiener_signal_hu"]
+    assert SIGNAL_SCALE_HU == record["chosen_hu"] and SIGNAL_SCALE_HU in record["candidates_hu"]
+    scores = record["figures"]["pooled_gap_closed"]
+    assert record["chosen_hu"] in (record["was_hu"], record["figures"]["best"])
+    assert max(scores.values()) == scores[f"{record['figures']['best']:g}"]
+    monkeypatch.setattr(mtf_ratio, "SIGNAL_SCALE_HU", 50.0)
+    assert wiener_lambda(25.0) == pytest.approx(0.25, rel=1e-12)
 
 
 def test_convert_kernel_takes_lambda_from_the_noise(truth):
     x = truth[:2]
-    by_noise = convert_kernel(x, SP, "smooth", "very-sharp", noise_std=30.0)
+    by_noise = convert_kernel(x, SP, "smooth", "very-sharp", noise_std=0.3 * SIGNAL_SCALE_HU)
     np.testing.assert_array_equal(by_noise, convert_kernel(x, SP, "smooth", "very-sharp", lam=0.09))
     assert not np.allclose(by_noise, convert_kernel(x, SP, "smooth", "very-sharp", lam=0.3), atol=1.0)
 
