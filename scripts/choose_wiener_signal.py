@@ -71,7 +71,7 @@ def main(argv=None) -> int:
 
     from CTNormalizeLib.classical import chain, mtf_ratio
     from CTNormalizeLib.inference.net_denoise import run_chain
-    from CTNormalizeLib.io.atomic import atomic_output
+    from CTNormalizeLib.io.atomic import atomic_write_text
     from CTNormalizeLib.models.registry import read_package
     from CTNormalizeLib.plan import make_plan
     from CTNormalizeLib.signature.signature import pair_kind
@@ -133,8 +133,7 @@ def main(argv=None) -> int:
     if not args.dry_run:
         card = json.loads(CARD.read_text(encoding="utf-8"))
         card.setdefault("validation", {})["wiener_signal_hu"] = record
-        with atomic_output(CARD) as tmp:
-            Path(tmp).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(CARD, json.dumps(card, indent=2) + "\n")
         print(f"wrote the record into {CARD.relative_to(ROOT)}; set SIGNAL_SCALE_HU = {chosen:g} in "
               "CTNormalizeLib/classical/mtf_ratio.py if it changed")
     return 0

@@ -137,7 +137,7 @@ def choose_residual(state, method, weight: float, sigma: float, post=None,
         The perturbation's seed (the choice is deterministic).
     """
     from ..imaging import body_mask
-    from .denoise import ResidualChoiceUnavailable, _calibrate, _stack_runner, denoise_volume
+    from .denoise import ResidualChoiceUnavailable, calibrate_strength, stack_runner, denoise_volume
     from .noise_insertion import shaped_noise, std_map
 
     t0 = time.perf_counter()
@@ -158,7 +158,7 @@ def choose_residual(state, method, weight: float, sigma: float, post=None,
     sp = state.spacing
     b = shaped_noise(y.shape, sp, state.transfer, seed=seed) * std_map(y, sp, sigma, None)
     ye = y + np.float32(EPS) * b
-    run = _stack_runner(method)
+    run = stack_runner(method)
     core = slice(z0 - za, z1 - za)
     # both network runs on the same crop: the divergence is a difference quotient (1 / EPS = 20 times any
     # inconsistency), so the whole-volume output cannot stand in for the unperturbed run
@@ -172,7 +172,7 @@ def choose_residual(state, method, weight: float, sigma: float, post=None,
     ly, la0, la1, lb = L(yc), L(net0), L(net1), L(bc)
     risks, calibrations = {}, {}
     for r in residuals:
-        strength, alpha, *_ = _calibrate(sp, state.transfer, "nlm", sigma, sigma * r, post=post)
+        strength, alpha, *_ = calibrate_strength(sp, state.transfer, "nlm", sigma, sigma * r, post=post)
         calibrations[float(r)] = (strength, alpha)
         nlm0, _ = denoise_volume(yc, sp, target_std=sigma * r, noise_std=sigma, method="nlm", strength=strength, alpha=alpha)
         nlm1, _ = denoise_volume(yec, sp, target_std=sigma * r, noise_std=sigma, method="nlm", strength=strength,

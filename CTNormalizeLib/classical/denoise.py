@@ -3,7 +3,7 @@
 Quantum noise std scales as ``1/sqrt(dose)``, so raising a scan from dose ``d_s`` to
 ``d_t`` means lowering its noise std by ``sqrt(d_s/d_t)``. The denoiser's strength (the
 non-local-means ``h``, or a Gaussian's sigma) is not an analytic function of the noise
-it removes, so it is calibrated (:func:`_calibrate`) on a synthetic patch of pure noise
+it removes, so it is calibrated (:func:`calibrate_strength`) on a synthetic patch of pure noise
 with the source kernel's texture and the measured noise level, optionally measured after
 the kernel conversion that follows. Then every slice is denoised (2D NLM from
 scikit-image, in threads: it releases the GIL). BM3D-class denoisers would do better but
@@ -83,7 +83,7 @@ class StackDenoiser:
     views: int = 1
 
 
-def _stack_runner(method):
+def stack_runner(method):
     """``run(stack, strength) -> stack`` for a method name or a :class:`StackDenoiser`."""
     if isinstance(method, StackDenoiser):
         return lambda stack, s: np.asarray(method.fn(stack, float(s)), np.float32)
@@ -118,7 +118,7 @@ def _whole(x, spacing):
     return m, window
 
 
-def _calibrate(spacing, kernel, method, noise_std, target_std, iterations=9, post=None):
+def calibrate_strength(spacing, kernel, method, noise_std, target_std, iterations=9, post=None):
     """Strength and blend weight that bring FBP-like noise from ``noise_std`` to ``target_std``.
 
     Calibrated on a synthetic patch of pure noise with the source kernel's texture and
@@ -151,7 +151,7 @@ def _calibrate(spacing, kernel, method, noise_std, target_std, iterations=9, pos
     if isinstance(method, StackDenoiser):
         # a learned denoiser told more noise than was measured smooths real structure (bone, vessels)
         hi = float(noise_std)
-    stack_run = _stack_runner(method)
+    stack_run = stack_runner(method)
     run = lambda s: stack_run(sample, s)  # noqa: E731
     den_hi = run(hi)
     got = _m(den_hi)
@@ -237,7 +237,7 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
     if isinstance(method, StackDenoiser):
         info["flips"] = int(method.views)
     if strength is None:
-        strength, alpha, base, reached, want = _calibrate(spacing, kernel or "standard", method, float(noise_std),
+        strength, alpha, base, reached, want = calibrate_strength(spacing, kernel or "standard", method, float(noise_std),
                                                           float(target_std), post=post)
         info["calibration"] = {"measured_before": base, "measured_after": reached, "wanted": want}
     elif alpha is None:
@@ -252,7 +252,7 @@ def denoise_volume(hu: np.ndarray, spacing, target_std: float | None = None, red
         return d if alpha >= 1.0 else x + a * (d - x)
 
     if isinstance(method, StackDenoiser):
-        run = _stack_runner(method)
+        run = stack_runner(method)
         for z0 in range(0, nz, method.chunk):
             z1 = min(nz, z0 + method.chunk)
             za, zb = max(0, z0 - method.halo), min(nz, z1 + method.halo)

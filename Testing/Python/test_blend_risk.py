@@ -14,7 +14,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from CTNormalizeLib.classical import blend_risk
-from CTNormalizeLib.classical.denoise import StackDenoiser, _calibrate, denoise_volume
+from CTNormalizeLib.classical.denoise import StackDenoiser, calibrate_strength, denoise_volume
 from CTNormalizeLib.classical.noise_insertion import shaped_noise, std_map
 from CTNormalizeLib.imaging import body_mask
 from reliability import chest
@@ -48,7 +48,7 @@ def _true_errors(clean, noisy, method, weight, residuals, z0, z1, sigma, post=No
     body = body_mask(noisy[z0:z1])
     out = {}
     for r in residuals:
-        s, a, *_ = _calibrate(SPACING, "standard", "nlm", sigma, sigma * r, post=post)
+        s, a, *_ = calibrate_strength(SPACING, "standard", "nlm", sigma, sigma * r, post=post)
         nlm, _ = denoise_volume(noisy, SPACING, target_std=sigma * r, noise_std=sigma, method="nlm", strength=s, alpha=a)
         blend = net + weight * reg * (nlm - net)
         out[r] = float(np.mean(((L(blend) - L(clean))[z0:z1])[body] ** 2))
