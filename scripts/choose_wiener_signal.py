@@ -1,4 +1,4 @@
-"""Choose the kernel step's Wiener prior (the structure contrast it assumes) on validation scans.
+"""Choose the clean chain's Wiener prior (the structure contrast its kernel step assumes) on validation scans.
 
 Usage (from the repository root)::
 
@@ -6,9 +6,11 @@ Usage (from the repository root)::
     .venv/bin/python scripts/choose_wiener_signal.py --dry-run
 
 Where the kernel step sharpens, the MTF ratio is Wiener-regularized with
-``lambda = (noise / SIGNAL_SCALE_HU)^2`` (:func:`CTNormalizeLib.classical.mtf_ratio.wiener_lambda`):
-the larger the structure contrast assumed, the more the step trusts the pixels and amplifies
-what noise the denoiser left. This script runs every kernel-change case of the randomized
+``lambda = (noise / prior)^2`` (:func:`CTNormalizeLib.classical.mtf_ratio.wiener_lambda`): the
+larger the structure contrast assumed, the more the step trusts the pixels and amplifies what
+noise the denoiser left. In the chain's clean texture (denoise, then the kernel step) the prior is
+:data:`~CTNormalizeLib.classical.mtf_ratio.CLEAN_CHAIN_SIGNAL_SCALE_HU`, chosen here; the target
+texture and the ``mtf_ratio`` method alone keep ``SIGNAL_SCALE_HU`` (their noise is kept, not error). This script runs every kernel-change case of the randomized
 validation recipe (``choose_nlm_blend.py``: domain-randomized untagged sources of our own
 simulator, phantom seeds never used for training) with each candidate contrast, through the
 classical chain and through the shipped default denoiser's chain (:data:`DENOISER`, clean
@@ -17,7 +19,7 @@ body. The best is taken unless it beats the current value by no more than one bo
 standard error of the difference (a rule fixed before the first run). The cases whose target
 is sharper than the source's measured transfer (MTF50) are reported too, not used to decide.
 
-The constant lives in code (:data:`CTNormalizeLib.classical.mtf_ratio.SIGNAL_SCALE_HU`); the
+The constant lives in code (:data:`CTNormalizeLib.classical.mtf_ratio.CLEAN_CHAIN_SIGNAL_SCALE_HU`); the
 script writes its record (candidates, figures, cases, choice) into the classical method's card
 ``Resources/Methods/classical.json`` under ``validation.wiener_signal_hu`` (atomically), and a
 test holds the constant to the recorded choice. The independent simulator's held-out cases are
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
         return 2
     seeds, targets = settings
     pkg = read_package(ROOT / "Resources" / "Models" / DENOISER)
-    current = float(mtf_ratio.SIGNAL_SCALE_HU)
+    current = float(mtf_ratio.CLEAN_CHAIN_SIGNAL_SCALE_HU)
     if current not in CANDIDATES_HU:
         print(f"The current value {current:g} HU is not among the candidates {CANDIDATES_HU}.", file=sys.stderr)
         return 2
@@ -95,7 +97,7 @@ def main(argv=None) -> int:
                 continue
             outs = {}
             for c in CANDIDATES_HU:
-                mtf_ratio.SIGNAL_SCALE_HU = c
+                mtf_ratio.CLEAN_CHAIN_SIGNAL_SCALE_HU = c
                 outs[("classical", c)] = chain.run(src, plan).volume
                 outs[(DENOISER, c)] = run_chain(pkg, src, plan).volume
             named = {f"{m}@{c:g}": v for (m, c), v in outs.items()}
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
                               f"{(l1_src - l1[f'{DENOISER}@{c:g}']) / (l1_src - l1_rep):.3f}" for c in CANDIDATES_HU),
                   flush=True)
     finally:
-        mtf_ratio.SIGNAL_SCALE_HU = current
+        mtf_ratio.CLEAN_CHAIN_SIGNAL_SCALE_HU = current
     if not gaps:
         print("No kernel-change validation case: nothing decided.", file=sys.stderr)
         return 1
@@ -134,7 +136,7 @@ def main(argv=None) -> int:
         card = json.loads(CARD.read_text(encoding="utf-8"))
         card.setdefault("validation", {})["wiener_signal_hu"] = record
         atomic_write_text(CARD, json.dumps(card, indent=2) + "\n")
-        print(f"wrote the record into {CARD.relative_to(ROOT)}; set SIGNAL_SCALE_HU = {chosen:g} in "
+        print(f"wrote the record into {CARD.relative_to(ROOT)}; set CLEAN_CHAIN_SIGNAL_SCALE_HU = {chosen:g} in "
               "CTNormalizeLib/classical/mtf_ratio.py if it changed")
     return 0
 

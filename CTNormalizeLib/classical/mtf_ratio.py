@@ -17,12 +17,22 @@ import numpy as np
 from ..signature.kernel_class import as_transfer
 from ._fft import filter_slices
 
-#: The structure contrast the Wiener prior assumes (HU). Chosen on validation scans of our simulator among
-#: 100 (the first value, never validated), 70, 50, 35 and 25 by scripts/choose_wiener_signal.py, whose record
-#: is in Resources/Methods/classical.json (validation.wiener_signal_hu): a denoiser leaves more, and more
-#: structured, error than the noise it books, and fine structure has less contrast than 100 HU.
-SIGNAL_SCALE_HU = 35.0
+#: The structure contrast the Wiener prior assumes (HU) where the noise in the image is noise the output
+#: keeps: the ``mtf_ratio`` method alone, and the chain's target texture (whose noise should become the
+#: target's texture, so only a cap against blow-up is wanted). Not validated.
+SIGNAL_SCALE_HU = 100.0
+#: The prior of the chain's clean texture (denoise -> kernel step: the noise left is error to keep down).
+#: Chosen on validation scans of our simulator among 100 (the value before), 70, 50, 35 and 25 by
+#: scripts/choose_wiener_signal.py, whose record is in Resources/Methods/classical.json
+#: (validation.wiener_signal_hu): a denoiser leaves more, and more structured, error than the noise it
+#: books, and fine structure has less contrast than 100 HU.
+CLEAN_CHAIN_SIGNAL_SCALE_HU = 35.0
 MIN_LAMBDA = 1e-3
+
+
+def chain_signal_scale(texture: str) -> float:
+    """The Wiener prior (HU) of the chain's kernel step for ``texture`` (read when called)."""
+    return CLEAN_CHAIN_SIGNAL_SCALE_HU if texture == "clean" else SIGNAL_SCALE_HU
 
 
 def wiener_lambda(noise_std: float | None, signal_scale: float | None = None) -> float:
@@ -144,9 +154,9 @@ def kernel_step(state, plan, progress=None, options: dict | None = None) -> None
         state.record("mtf_ratio", False, {"source": src.to_dict(), "target": tgt.to_dict()},
                      "the source already has the target's in-plane transfer")
         return
-    lam = (options or {}).get("wiener_lambda")
+    lam, prior = (options or {}).get("wiener_lambda"), (options or {}).get("wiener_signal_hu") or SIGNAL_SCALE_HU
     if lam is None:
-        lam = wiener_lambda(state.noise_hu)
+        lam = wiener_lambda(state.noise_hu, prior)
     plain, envelope = mtf_ratio_transfer(src, tgt, lam), class_gain_envelope(lam)
 
     def transfer(f):
@@ -170,6 +180,7 @@ def kernel_step(state, plan, progress=None, options: dict | None = None) -> None
         state.noise_hu *= band_noise_factor(tgt, px) / band_noise_factor(src, px)
     state.transfer = tgt
     state.record("mtf_ratio", True, {"source": src.to_dict(), "target": tgt.to_dict(), "wiener_lambda": lam,
+                                     "wiener_signal_hu": prior,
                                      "noise_hu": state.noise_hu, "gain_capped": capped},
                  "per-slice 2D filter MTF_target/MTF_source (measured source transfer), Wiener-regularized "
                  "where it sharpens")

@@ -80,10 +80,13 @@ def same_transfer(a, b, nyquist: float, tol: float = 0.02) -> bool:
 def predicted_noise(plan, noise_hu: Optional[float] = None) -> Optional[float]:
     """The source's noise after the kernel and thickness change alone (no denoising), HU.
 
-    Thin -> thick averages noise down by ``sqrt(t_s/t_t)``; thick -> thin interpolates
-    and leaves it; the kernel changes it by the ratio of noise bands.
+    Thin -> thick averages noise down by ``sqrt(t_s/t_t)``; thick -> thin's partial z
+    deconvolution lifts it and its interpolation lowers it
+    (:func:`~.thickness.thick_to_thin_noise_gain`, about 1.13x for 5 -> 1 mm); the kernel
+    changes it by the ratio of noise bands.
     """
     from ..signature.reference import noise_between
+    from .thickness import thick_to_thin_noise_gain
 
     s, t = plan.source_signature, plan.target_signature
     n = s.noise_hu if noise_hu is None else noise_hu
@@ -91,7 +94,8 @@ def predicted_noise(plan, noise_hu: Optional[float] = None) -> Optional[float]:
         return None
     t_s = plan.source_ssp_mm
     t_eff = max(t.thickness_mm, t_s)
-    return noise_between(n, s.transfer, t.transfer, s.pixel_mm, t_s, t_eff)
+    gain = thick_to_thin_noise_gain(s.spacing_mm, t_s, t.thickness_mm, t.spacing_mm)
+    return gain * noise_between(n, s.transfer, t.transfer, s.pixel_mm, t_s, t_eff)
 
 
 def noise_level_differs(plan) -> Optional[bool]:

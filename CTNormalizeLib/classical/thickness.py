@@ -192,6 +192,48 @@ Z_RESTORE_LAMBDA = 0.03
 #: Thick -> thin: how far (in noise sigmas) an output voxel may leave the range of the source slices around it.
 LIMIT_SIGMAS = 3.0
 
+def thick_to_thin_noise_gain(source_spacing: float, source_thickness: float, target_thickness: float,
+                             target_spacing: float | None = None, restore_lambda: float = Z_RESTORE_LAMBDA,
+                             n_slices: int = 48) -> float:
+    """How thick -> thin (:func:`z_operator`) changes the noise std: the partial z deconvolution lifts it,
+    the spline between source slices lowers it.
+
+    The source's noise is modelled as white along z before its slice profile (a Gaussian of FWHM
+    ``source_thickness``), so neighbouring slices are correlated as that profile's autocorrelation
+    (``exp(-dz^2 / (4 sigma^2))``); the gain is the RMS over the output slices (away from the ends) of
+    ``sqrt(diag(W C W^T))``. The same model gives thin -> thick's ``sqrt(t_s / t_t)`` (to 0.2 %).
+    Measured on lung2 (5 mm -> 1 mm, classical chain): 1.16; this model 1.13.
+
+    Parameters
+    ----------
+    source_spacing, source_thickness : float
+        Source z spacing and slice thickness (SSP FWHM), mm.
+    target_thickness : float
+        Target thickness (mm), below the source's.
+    target_spacing : float, optional
+        Target z spacing (mm); default ``target_thickness``.
+    restore_lambda : float
+        The z step's deconvolution term (:data:`Z_RESTORE_LAMBDA`).
+    n_slices : int
+        Source slices of the operator the gain is read on.
+
+    Returns
+    -------
+    float
+        Output noise std / source noise std (1.0 when the target is not thinner).
+    """
+    if not target_thickness < source_thickness:
+        return 1.0
+    s_out = float(target_spacing or target_thickness)
+    w = z_operator(n_slices, source_spacing, source_thickness, target_thickness, s_out, restore_lambda=restore_lambda)
+    z = np.arange(n_slices) * float(source_spacing)
+    sigma = float(source_thickness) * FWHM_TO_SIGMA
+    cov = np.exp(-(z[:, None] - z[None, :]) ** 2 / (4.0 * sigma**2))
+    m = w.shape[0]
+    var = np.einsum("ij,jk,ik->i", w, cov, w)[m // 8: m - m // 8]
+    return float(np.sqrt(np.mean(var)))
+
+
 _NOTES = {"thin_to_thick": "slice profile modelled as a Gaussian whose FWHM is the thickness (as a helical scan's), "
                            "widened (exact for that model) and sampled on the target grid; for a target whose slices "
                            "are rectangular (axial scans) give profile=rect with its thickness, else the output averages "
@@ -224,6 +266,8 @@ def z_step(state, plan, progress=None, options: dict | None = None) -> None:
     state.warnings.extend(r.warnings)
     if state.noise_hu is not None and t_t > t_s:
         state.noise_hu *= float(np.sqrt(t_s / t_t))
+    elif state.noise_hu is not None and t_t < t_s:
+        state.noise_hu *= thick_to_thin_noise_gain(sp[0], t_s, t_t, s_t, restore_lambda=lam)
     state.hu, state.spacing, state.thickness = r.hu, (r.z_spacing, sp[1], sp[2]), t_t
     state.record("z_profile", True, r.info, _NOTES[r.info["kind"]])
 

@@ -55,17 +55,18 @@ def test_mtf_ratio_round_trip_noise_free(truth):
 
 
 def test_wiener_lambda_is_the_squared_noise_to_signal_ratio():
-    s = SIGNAL_SCALE_HU
-    assert wiener_lambda(20.0) == pytest.approx((20.0 / s) ** 2, rel=1e-12)
-    assert wiener_lambda(0.5 * s) == pytest.approx(0.25, rel=1e-12)
+    assert SIGNAL_SCALE_HU == 100.0
+    assert wiener_lambda(20.0) == pytest.approx(0.04, rel=1e-12)
+    assert wiener_lambda(50.0) == pytest.approx(0.25, rel=1e-12)
     assert wiener_lambda(30.0, signal_scale=60.0) == pytest.approx(0.25, rel=1e-12)
-    assert MIN_LAMBDA == 1e-3 and wiener_lambda(0.01 * s) == MIN_LAMBDA  # (0.01)^2 is below the floor
-    assert wiener_lambda(None) == wiener_lambda(float("nan")) == pytest.approx((20.0 / s) ** 2, rel=1e-12)  # 20 HU
+    assert MIN_LAMBDA == 1e-3 and wiener_lambda(1.0) == MIN_LAMBDA  # (0.01)^2 is below the floor
+    assert wiener_lambda(None) == wiener_lambda(float("nan")) == pytest.approx(0.04, rel=1e-12)  # 20 HU default
 
 
-def test_wiener_signal_scale_is_the_validated_choice(monkeypatch):
-    """The constant is the one scripts/choose_wiener_signal.py chose, as recorded in the classical card, and
-    wiener_lambda reads it when called (the script sets each candidate on the module)."""
+def test_clean_chain_wiener_prior_is_the_validated_choice(monkeypatch):
+    """The clean chain's prior is the one scripts/choose_wiener_signal.py chose, as recorded in the classical
+    card, read when the chain runs (the script sets each candidate on the module); the target texture keeps
+    the general prior (its noise is kept, so only a cap against blow-up)."""
     import json
 
     from CTNormalizeLib.classical import mtf_ratio
@@ -73,17 +74,34 @@ def test_wiener_signal_scale_is_the_validated_choice(monkeypatch):
 
     card = json.loads((resources_dir() / "Methods" / "classical.json").read_text(encoding="utf-8"))
     record = card["validation"]["wiener_signal_hu"]
-    assert SIGNAL_SCALE_HU == record["chosen_hu"] and SIGNAL_SCALE_HU in record["candidates_hu"]
+    chosen = mtf_ratio.CLEAN_CHAIN_SIGNAL_SCALE_HU
+    assert chosen == record["chosen_hu"] and chosen in record["candidates_hu"]
     scores = record["figures"]["pooled_gap_closed"]
     assert record["chosen_hu"] in (record["was_hu"], record["figures"]["best"])
     assert max(scores.values()) == scores[f"{record['figures']['best']:g}"]
-    monkeypatch.setattr(mtf_ratio, "SIGNAL_SCALE_HU", 50.0)
-    assert wiener_lambda(25.0) == pytest.approx(0.25, rel=1e-12)
+    assert mtf_ratio.chain_signal_scale("clean") == chosen
+    assert mtf_ratio.chain_signal_scale("target") == SIGNAL_SCALE_HU
+    monkeypatch.setattr(mtf_ratio, "CLEAN_CHAIN_SIGNAL_SCALE_HU", 50.0)
+    assert mtf_ratio.chain_signal_scale("clean") == 50.0
+
+
+def test_the_chain_kernel_step_uses_the_texture_prior(truth):
+    """smooth -> sharp on a noisy scan: the clean chain's kernel step is regularized with the clean prior, the
+    target texture's with the general one, as the run report records."""
+    from CTNormalizeLib.classical import mtf_ratio
+
+    hu, sp = scan(truth, SP, "smooth", 0.25, 2.0, seed=3)
+    vol = Volume(hu, sp, meta={"Modality": "CT"})
+    for texture in ("clean", "target"):
+        out = normalize(vol, "kernel=smooth,dose=0.25,thickness=2", "kernel=sharp,dose=0.25,thickness=2",
+                        method="classical", texture=texture)
+        step = next(s for s in out.report().steps if s["method"] == "mtf_ratio")
+        assert step["parameters"]["wiener_signal_hu"] == mtf_ratio.chain_signal_scale(texture)
 
 
 def test_convert_kernel_takes_lambda_from_the_noise(truth):
     x = truth[:2]
-    by_noise = convert_kernel(x, SP, "smooth", "very-sharp", noise_std=0.3 * SIGNAL_SCALE_HU)
+    by_noise = convert_kernel(x, SP, "smooth", "very-sharp", noise_std=30.0)
     np.testing.assert_array_equal(by_noise, convert_kernel(x, SP, "smooth", "very-sharp", lam=0.09))
     assert not np.allclose(by_noise, convert_kernel(x, SP, "smooth", "very-sharp", lam=0.3), atol=1.0)
 
@@ -366,3 +384,43 @@ def test_a_within_class_harmonization_that_moves_coarse_contrast_says_so(pyradio
                      kernel_from="labels")
     assert not within(kept) and not [s for s in kept.result.steps if s["method"] == "mtf_ratio" and s["done"]]
     assert not within(normalize(binned(1), target="kernel=smooth", method="mtf_ratio"))
+
+
+def test_thick_to_thin_noise_gain_is_what_the_z_step_does_to_noise():
+    """Noise made as the scanner makes it (white along z, then a 5 mm Gaussian slice profile, sampled every
+    5 mm) taken to 1 mm by the z step: its std grows by the predicted gain (> 1: the partial deconvolution
+    lifts more than the spline lowers); thin -> thick and equal thickness predict no thick -> thin gain."""
+    from CTNormalizeLib.classical.thickness import Z_RESTORE_LAMBDA, change_thickness, thick_to_thin_noise_gain
+
+    noise, sp = scan(np.zeros((240, 48, 48), np.float32), (0.5, 0.8, 0.8), "standard", 1.0, 5.0, 5.0, seed=3)
+    out = change_thickness(noise, sp, 5.0, 1.0, 1.0, restore_lambda=Z_RESTORE_LAMBDA).hu
+    n = out.shape[0]
+    measured = float(np.std(out[n // 8: n - n // 8]) / np.std(noise[3:-3]))
+    predicted = thick_to_thin_noise_gain(5.0, 5.0, 1.0, 1.0)
+    assert predicted > 1.05
+    assert measured == pytest.approx(predicted, rel=0.04)
+    assert thick_to_thin_noise_gain(1.0, 1.0, 3.0) == thick_to_thin_noise_gain(2.0, 2.0, 2.0) == 1.0
+
+
+def test_thick_to_thin_noise_is_booked_and_predicted_with_the_gain():
+    """The target texture's denoising aims at the noise after the kernel and z steps: for 5 mm -> 1 mm the
+    prediction includes the z step's gain, and the z step books it (lung2, classical chain: the output's
+    noise was 16 % above the target's without it, 5 % with it)."""
+    from types import SimpleNamespace
+
+    from CTNormalizeLib.classical.state import predicted_noise
+    from CTNormalizeLib.classical.thickness import thick_to_thin_noise_gain, z_step
+    from CTNormalizeLib.plan import make_plan
+
+    gain = thick_to_thin_noise_gain(5.0, 5.0, 1.0, 1.0)
+    assert gain > 1.05
+    truth = disk_phantom((120, 96, 96), (0.5, 0.8, 0.8), seed=4)
+    hu, sp = scan(truth, (0.5, 0.8, 0.8), "standard", 0.25, 5.0, 5.0, seed=5)
+    plan = make_plan(Volume(hu, sp, meta={"Modality": "CT"}), "kernel=standard,dose=0.25,thickness=5",
+                     "kernel=standard,dose=1,thickness=1", method="classical", texture="target")
+    sigma = plan.source_signature.noise_hu
+    assert predicted_noise(plan) == pytest.approx(gain * sigma, rel=0.02)  # same kernel: the z step alone
+    state = SimpleNamespace(hu=hu.copy(), spacing=sp, thickness=5.0, noise_hu=10.0, warnings=[], steps=[])
+    state.record = lambda step, done, params, note, st=state: st.steps.append(params)  # noqa: E731
+    z_step(state, SimpleNamespace(target_signature=SimpleNamespace(thickness_mm=1.0, spacing_mm=1.0)))
+    assert state.noise_hu == pytest.approx(10.0 * gain, rel=1e-9)
