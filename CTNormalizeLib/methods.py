@@ -83,11 +83,31 @@ def pair_kind(plan) -> str:
     return _kind(getattr(plan, "source_signature", None), getattr(plan, "target_signature", None))
 
 
-def _score(m: Method, kind: Optional[str] = None, texture: str = "clean") -> tuple:
+def kernel_direction(plan) -> Optional[str]:
+    """``sharpening`` or ``smoothing`` for a kernel change (by the signatures' MTF50), else None."""
+    if pair_kind(plan) != "kernel_change":
+        return None
+    try:
+        s50, t50 = plan.source_signature.transfer.mtf50, plan.target_signature.transfer.mtf50
+    except AttributeError:
+        return None
+    return "sharpening" if t50 > s50 else "smoothing"
+
+
+def heldout_applies(m: Method, direction: Optional[str]) -> bool:
+    """Whether ``m``'s held-out kernel-change figures were measured on pairs of ``direction`` (the card's
+    ``selection.heldout_kernel_change_directions``; a card that does not say is taken at its word)."""
+    covered = ((m.card or {}).get("selection") or {}).get("heldout_kernel_change_directions")
+    return direction is None or covered is None or direction in covered
+
+
+def _score(m: Method, kind: Optional[str] = None, texture: str = "clean", direction: Optional[str] = None) -> tuple:
     f = (m.figures.get(SELECTION_METRIC_TARGET) if texture == "target" else None) or m.figures.get(SELECTION_METRIC, {})
-    held = f.get(HELDOUT_COLUMN.get(kind, ""))
-    if held is None:
-        held = f.get("heldout_physics")
+    held = None
+    if heldout_applies(m, direction):
+        held = f.get(HELDOUT_COLUMN.get(kind, ""))
+        if held is None:
+            held = f.get("heldout_physics")
     ind = f.get("in_distribution")
     return (held if held is not None else -1e9, ind if ind is not None else -1e9)
 
@@ -100,7 +120,9 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
     a card has no figure for that kind), then the in-distribution one, both measured in the
     plan's texture (``l1_gap_closed_target`` for ``target``; a card without them is ranked
     by its clean figures); methods never benchmarked rank last; ties go to the method
-    without torch.
+    without torch. A kernel change in a direction the card's held-out cases do not cover
+    (:func:`heldout_applies`: e.g. sharpening, where they all smooth) is ranked by the
+    in-distribution figures alone: a method that smooths well need not sharpen well.
 
     Returns
     -------
@@ -121,12 +143,13 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
     if not cands:
         raise BadInputError("No method can normalize this protocol pair: " + "; ".join(skipped))
     kind = pair_kind(plan)
+    direction = kernel_direction(plan)
     texture = getattr(plan, "texture", "clean")
-    cands.sort(key=lambda m: (_score(m, kind, texture), not m.needs_torch), reverse=True)
+    cands.sort(key=lambda m: (_score(m, kind, texture, direction), not m.needs_torch), reverse=True)
     best = cands[0]
 
     def fmt(m):
-        h, i = _score(m, kind, texture)
+        h, i = _score(m, kind, texture, direction)
         parts = []
         if h > -1e9:
             parts.append(f"held-out physics {h:.3f}")
@@ -137,6 +160,10 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
     reason = (f"best measured L1 gap closed ({KIND_NAMES[kind]} pairs, {texture} texture) among the methods "
               "that cover "
               "this pair: " + "; ".join(fmt(m) for m in cands))
+    uncovered = [m.name for m in cands if not heldout_applies(m, direction)]
+    if uncovered:
+        reason = (f"this kernel change is {direction}, and the held-out kernel changes of {', '.join(uncovered)} were "
+                  f"none {direction}, so those rank by their in-distribution figures alone; " + reason)
     asked = (getattr(getattr(plan, "source", None), "kernel", None), getattr(getattr(plan, "target", None), "kernel", None))
     if kind == "noise_only" and all(asked) and asked[0] != asked[1]:
         try:

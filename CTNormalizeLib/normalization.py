@@ -125,6 +125,14 @@ def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: 
         t1 = time.perf_counter()
         result.qc = _qc(volume, result, plan)
         timings["qc_s"] = round(time.perf_counter() - t1, 3)
+    if with_qc and plan.texture == "target" and row.texture in (None, "target") and "kernel" in row.changes:
+        from .signature.readback import kernel_not_reached_warning
+
+        t1 = time.perf_counter()
+        warning = kernel_not_reached_warning(result.volume, plan.target_signature, plan.method)
+        if warning is not None:
+            result.warnings.append(warning)
+        timings["kernel_check_s"] = round(time.perf_counter() - t1, 3)
     outcome = NormalizeOutcome(result.volume, plan, result, timings)
     from .contracts.derivation import derivation_from_report
 

@@ -17,6 +17,9 @@ benchmark JSON files, so every figure in a card is one a benchmark measured::
   it (nominal source and target kernels equal), see :func:`CTNormalizeLib.methods.pair_kind`.
   ``l1_gap_closed_target``: the same columns for the ``target`` texture (``auto`` ranks a
   ``--texture target`` request by them).
+* ``selection.heldout_kernel_change_directions``: ``smoothing`` / ``sharpening``, the directions
+  of the held-out cases that change the kernel; ``auto`` ranks a pair in another direction by
+  the in-distribution column alone (:func:`CTNormalizeLib.methods.heldout_applies`).
 * ``metrics``: the card's method next to the classical chain and BM4D, both textures,
   both columns (L1 body and lung gap closed, emphysema-index error, Dice, NPS similarity,
   radiomics CCC), and a one-line ``summary`` that ``ctnormalize models`` and the Slicer
@@ -133,6 +136,19 @@ def heldout_rows(cases: list) -> dict:
     return {label: {k: _r(statistics.median(v)) for k, v in d.items()} for label, d in vals.items()}
 
 
+def kernel_change_directions(cases: list) -> list:
+    """``smoothing`` / ``sharpening``: the directions of the held-out cases that change the kernel (by the
+    nominal kernels' MTF50), which ``auto`` needs to know the kernel-change column applies to a pair."""
+    from CTNormalizeLib.signature.kernel_class import as_transfer
+
+    out = set()
+    for case in cases:
+        s, t = _kernel(case["source_spec"]), _kernel(case["target_spec"])
+        if s != t:
+            out.add("sharpening" if as_transfer(t).mtf50 > as_transfer(s).mtf50 else "smoothing")
+    return sorted(out)
+
+
 def _columns(ind_row: dict, held_row: dict) -> dict:
     """The ranked columns of one label: in distribution, held-out (all cases, per kind of pair)."""
     return {"in_distribution": ind_row.get("l1_body_gap"), "heldout_physics": held_row.get("l1_body_gap"),
@@ -206,6 +222,8 @@ def main(argv=None) -> int:
             "benchmark": f"in_distribution: {qsrc_m}; heldout_physics: {hsrc}; L1 gap closed in the body, "
                          "clean texture (l1_gap_closed) and target texture (l1_gap_closed_target)",
             "figures": {"l1_gap_closed": _columns(ind.get(label, {}), h)},
+            "heldout_kernel_change_directions": kernel_change_directions(
+                [c for c in cases if label in c.get("rows", {})]),
         }
         tl = f"{label}[target]"
         if tl in ind or tl in held:

@@ -209,6 +209,34 @@ def test_auto_ranks_by_the_figures_of_the_pairs_kind(scans):
         unregister("toy-noise-best")
 
 
+def test_auto_ranks_an_uncovered_kernel_direction_by_in_distribution_figures(scans):
+    """Held-out kernel changes that all smooth say nothing of sharpening: for a sharpening pair, methods whose
+    card says so rank by their in-distribution figures (a card that does not say is taken at its word)."""
+    from dataclasses import replace as dc_replace
+
+    from CTNormalizeLib.methods import heldout_applies, kernel_direction
+
+    src, _, _ = scans
+    smooth = make_plan(src, "kernel=standard", "kernel=smooth,dose=1,thickness=1", method="classical",
+                       kernel_from="labels")
+    sharp = make_plan(src, "kernel=standard", "kernel=very-sharp,dose=1,thickness=1", method="classical",
+                      kernel_from="labels")
+    assert (kernel_direction(smooth), kernel_direction(sharp)) == ("smoothing", "sharpening")
+    run = lambda v, p, pr=None, ref=None: MethodResult(v)  # noqa: E731
+    card = {"selection": {"heldout_kernel_change_directions": ["smoothing"]}}
+    held_best = Method("toy-smooths-well", "classical", "toy", ("kernel", "noise", "thickness"), run=run, card=card,
+                       figures={"l1_gap_closed": {"heldout_physics_kernel_change": 0.999, "in_distribution": 0.5}})
+    ind_best = Method("toy-all-round", "classical", "toy", ("kernel", "noise", "thickness"), run=run, card=card,
+                      figures={"l1_gap_closed": {"heldout_physics_kernel_change": 0.998, "in_distribution": 0.997}})
+    assert heldout_applies(held_best, "smoothing") and not heldout_applies(held_best, "sharpening")
+    table = {m.name: m for m in (held_best, ind_best)}
+    assert choose_auto(smooth, table)[0] == "toy-smooths-well"
+    name, reason, _ = choose_auto(sharp, table)
+    assert name == "toy-all-round" and "sharpening" in reason and "toy-smooths-well" in reason
+    silent = {m.name: dc_replace(m, card={}) for m in table.values()}
+    assert choose_auto(sharp, silent)[0] == "toy-smooths-well"
+
+
 def test_auto_ranks_a_target_texture_request_by_target_texture_figures(scans):
     """The best clean estimate is not always the best method for the target texture: each
     texture is ranked by its own figures (a card without target figures by its clean ones)."""
