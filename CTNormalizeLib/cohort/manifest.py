@@ -92,14 +92,19 @@ def read_manifest(path, segments_column: str = "segments") -> list:
     p = Path(path)
     if not p.is_file():
         raise BadInputError(f"Manifest not found: {p}")
-    with open(p, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        cols = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in ("case", "input") if c not in cols]
-        if missing:
-            raise BadInputError(f"Manifest {p} needs the columns case,input; missing: {', '.join(missing)} "
-                                f"(columns found: {', '.join(cols) or 'none'}).")
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            cols = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in ("case", "input") if c not in cols]
+            if missing:
+                raise BadInputError(f"Manifest {p} needs the columns case,input; missing: {', '.join(missing)} "
+                                    f"(columns found: {', '.join(cols) or 'none'}).")
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except UnicodeDecodeError:
+        raise BadInputError(f"{p} is not a manifest (a CSV text file with the columns case,input): it is not text, "
+                            "perhaps a scan. A cohort command reads a manifest or a folder of CTs; for one scan use "
+                            f"`ctnormalize info {p}`, or put it in a folder of its own.") from None
     base = p.parent.resolve()
     cases, seen = [], set()
     for i, row in enumerate(rows, start=2):

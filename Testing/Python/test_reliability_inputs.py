@@ -331,3 +331,15 @@ def test_report_on_a_cohort_table_points_to_the_cohort_report(capsys, tmp_path):
     out = tmp_path / "r.html"
     code, _, err = cli(capsys, "report", table, "-o", out)
     check_case(code, err, 2, ["Cannot read benchmark result", "cohort.html"], before, [tmp_path], absent=[out])
+
+
+@pytest.mark.parametrize("command", ["characterize", "batch"])
+def test_a_scan_given_as_a_cohort_is_refused_with_the_way_out(capsys, tmp_path, ct, command):
+    """`ctnormalize characterize scan.nrrd` (one scan where a cohort is read) crashed reading the scan as a
+    manifest CSV (an internal UnicodeDecodeError); now a bad-input exit naming `info` and a folder."""
+    before = snapshot(ct)
+    out = tmp_path / "out"
+    args = [command, ct, "-o", out / "c.html"] if command == "characterize" else \
+        [command, ct, "-o", out, "--target", "kernel=smooth"]
+    code, _, err = cli(capsys, *args)
+    check_case(code, err, 2, ["not a manifest", "ctnormalize info"], before, [tmp_path], absent=[out])
