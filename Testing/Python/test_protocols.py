@@ -231,3 +231,23 @@ def test_a_key_given_twice_is_refused(spec):
 
     with pytest.raises(BadInputError, match="given twice"):
         parse_spec(spec)
+
+
+@pytest.mark.parametrize("name, cls", [("B30f", "standard"), ("b30f", "standard"), ("Br40d", "standard"),
+                                       ("Br40 d 3", "standard"), ("I70h", "very-sharp"), ("Qr36d", "standard"),
+                                       ("B45", "sharp"), ("B10s", "smooth"), ("B90u", "very-sharp")])
+def test_siemens_names_map_by_their_number(name, cls):
+    from CTNormalizeLib.protocols import kernel_class
+
+    assert kernel_class(name) == cls
+
+
+@pytest.mark.parametrize("name", ["B99x", "Br99", "B05f", "B30x", "B30fx"])
+def test_made_up_siemens_names_are_refused(name):
+    """A number outside Siemens' 10-90 or a suffix Siemens does not use is not read as a kernel (B99x was
+    accepted as very-sharp, silently)."""
+    from CTNormalizeLib.errors import BadInputError
+    from CTNormalizeLib.protocols import kernel_class
+
+    with pytest.raises(BadInputError, match="Unknown kernel"):
+        kernel_class(name)
