@@ -157,7 +157,9 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
             parts.append(f"in-distribution {i:.3f}")
         return f"{m.name} ({', '.join(parts) or 'not benchmarked'})"
 
-    reason = (f"best measured L1 gap closed ({KIND_NAMES[kind]} pairs, {texture} texture) among the methods "
+    # "dose only" (the cards' name for the held-out column) would misname a same-kernel pair that changes thickness
+    pairs = "same-kernel (dose or thickness)" if kind == "noise_only" else KIND_NAMES[kind]
+    reason = (f"best measured L1 gap closed ({pairs} pairs, {texture} texture) among the methods "
               "that cover "
               "this pair: " + "; ".join(fmt(m) for m in cands))
     uncovered = [m.name for m in cands if not heldout_applies(m, direction)]
@@ -173,7 +175,7 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
         except AttributeError:
             how = ""
         reason = (f"a {asked[0]} -> {asked[1]} kernel change was asked for, but the source's measured transfer "
-                  f"already matches the target's{how}, so the pair counts as dose only; " + reason)
+                  f"already matches the target's{how}, so the pair counts as same-kernel; " + reason)
     warnings = []
     if skipped:
         warnings.append({"code": "METHODS_NOT_COVERING", "message": "Not considered: " + "; ".join(skipped)})

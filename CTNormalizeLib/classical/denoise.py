@@ -435,7 +435,8 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         info["nlm_blend"] = {**binfo, "nlm_residual": residual,
                              **({"residual_choice": choice} if choice is not None else {})}
         if binfo["nlm_weight"] > 0:
-            why += f"; averaged with calibrated NLM (weight {weight:g}, leaving {residual:.0%} of the noise{chosen})"
+            why += (f"; averaged with calibrated NLM (weight {weight:g}; NLM alone leaves {residual:.0%} of the "
+                    f"noise{chosen})")
     cal = info.get("calibration") or {}
     if learned and cal and cal["measured_after"] > 1.1 * cal["wanted"]:
         why += (f"; at the measured noise the network leaves {cal['measured_after']:.1f} HU of calibration noise, "

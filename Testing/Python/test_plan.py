@@ -203,7 +203,7 @@ def test_auto_ranks_by_the_figures_of_the_pairs_kind(scans):
         name, reason, _ = choose_auto(kernel_plan)
         assert name == "toy-kernel-best" and "kernel change pairs" in reason
         name, reason, _ = choose_auto(dose_plan)
-        assert name == "toy-noise-best" and "dose only pairs" in reason
+        assert name == "toy-noise-best" and "same-kernel (dose or thickness) pairs" in reason
     finally:
         unregister("toy-kernel-best")
         unregister("toy-noise-best")
