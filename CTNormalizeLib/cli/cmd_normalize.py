@@ -52,7 +52,8 @@ def add_arguments(p):
     target = p.add_argument_group("target (one of --target / --target-like)")
     target.add_argument("--target", default=None,
                         help="target preset name (see 'ctnormalize protocols') or spec, e.g. "
-                             "kernel=smooth,dose=1,thickness=1; fields left open stay as in the source")
+                             "kernel=smooth,dose=1,thickness=1 (fields left open stay as in the source), or a "
+                             "preset with overrides, e.g. emphysema-reference,thickness=5")
     target.add_argument("--target-like", default=None, metavar="REF",
                         help="a reference CT: make the input look like this scan's protocol (its measured "
                              "kernel, noise and thickness); --target may then set thickness/spacing")

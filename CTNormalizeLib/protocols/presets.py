@@ -34,11 +34,15 @@ def load_presets() -> dict[str, Preset]:
 
 
 def resolve_protocol(text: str) -> Protocol:
-    """A preset name or a spec string, as a :class:`Protocol`."""
+    """A preset name, a spec string, or a preset with overrides (``emphysema-reference,thickness=5``: the
+    preset with the fields the spec sets taken from it), as a :class:`Protocol`."""
     presets = load_presets()
     key = str(text).strip()
     if key in presets:
         return presets[key].protocol
+    head, _, rest = key.partition(",")
+    if head.strip() in presets and rest.strip():
+        return presets[head.strip()].protocol.merged(parse_spec(rest))
     if "=" not in key:
         raise BadInputError(
             f"{key!r} is neither a preset nor a spec like 'kernel=smooth,dose=1,thickness=1'. "

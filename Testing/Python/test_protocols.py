@@ -251,3 +251,17 @@ def test_made_up_siemens_names_are_refused(name):
 
     with pytest.raises(BadInputError, match="Unknown kernel"):
         kernel_class(name)
+
+
+def test_a_preset_takes_overrides():
+    """``emphysema-reference,thickness=5``: the preset's kernel and dose, the user's thickness (a 5 mm scan
+    harmonized in kernel and dose without being made 1 mm thick); a bad override is refused."""
+    from CTNormalizeLib.errors import BadInputError
+    from CTNormalizeLib.protocols import resolve_protocol
+
+    base = resolve_protocol("emphysema-reference")
+    p = resolve_protocol("emphysema-reference, thickness=5")
+    assert (p.kernel, p.dose, p.thickness) == (base.kernel, base.dose, 5.0)
+    assert p.sources["thickness"].source == "user" and p.sources["kernel"].source == "preset"
+    with pytest.raises(BadInputError, match="Unknown protocol key"):
+        resolve_protocol("emphysema-reference,foo=1")
