@@ -84,14 +84,16 @@ def pair_kind(plan) -> str:
 
 
 def kernel_direction(plan) -> Optional[str]:
-    """``sharpening`` or ``smoothing`` for a kernel change (by the signatures' MTF50), else None."""
+    """``sharpening`` or ``smoothing`` for a kernel change (by the signatures' MTF50,
+    :func:`~CTNormalizeLib.signature.signature.kernel_direction`), else None."""
+    from .signature.signature import kernel_direction as by_mtf50
+
     if pair_kind(plan) != "kernel_change":
         return None
     try:
-        s50, t50 = plan.source_signature.transfer.mtf50, plan.target_signature.transfer.mtf50
+        return by_mtf50(plan.source_signature.transfer.mtf50, plan.target_signature.transfer.mtf50)
     except AttributeError:
         return None
-    return "sharpening" if t50 > s50 else "smoothing"
 
 
 def heldout_applies(m: Method, direction: Optional[str]) -> bool:
@@ -120,9 +122,10 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
     a card has no figure for that kind), then the in-distribution one, both measured in the
     plan's texture (``l1_gap_closed_target`` for ``target``; a card without them is ranked
     by its clean figures); methods never benchmarked rank last; ties go to the method
-    without torch. A kernel change in a direction the card's held-out cases do not cover
-    (:func:`heldout_applies`: e.g. sharpening, where they all smooth) is ranked by the
-    in-distribution figures alone: a method that smooths well need not sharpen well.
+    without torch. For a kernel change in a direction a card's held-out cases do not cover
+    (:func:`heldout_applies`: e.g. sharpening, where they all smooth) that card's held-out
+    figure does not count: it ranks below the methods whose held-out figures apply, and among
+    such methods by the in-distribution figure (a method that smooths well need not sharpen well).
 
     Returns
     -------
@@ -164,8 +167,8 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
               "this pair: " + "; ".join(fmt(m) for m in cands))
     uncovered = [m.name for m in cands if not heldout_applies(m, direction)]
     if uncovered:
-        reason = (f"this kernel change is {direction}, and the held-out kernel changes of {', '.join(uncovered)} were "
-                  f"none {direction}, so those rank by their in-distribution figures alone; " + reason)
+        reason = (f"this kernel change is {direction}, and none of the held-out kernel changes of "
+                  f"{', '.join(uncovered)} is, so their held-out figures do not count; " + reason)
     asked = (getattr(getattr(plan, "source", None), "kernel", None), getattr(getattr(plan, "target", None), "kernel", None))
     if kind == "noise_only" and all(asked) and asked[0] != asked[1]:
         try:

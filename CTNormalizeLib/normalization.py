@@ -125,7 +125,7 @@ def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: 
         t1 = time.perf_counter()
         result.qc = _qc(volume, result, plan)
         timings["qc_s"] = round(time.perf_counter() - t1, 3)
-    if with_qc and plan.texture == "target" and row.texture in (None, "target") and "kernel" in row.changes:
+    if with_qc and (row.texture or plan.texture) == "target" and "kernel" in row.changes:
         from .signature.readback import kernel_not_reached_warning
 
         t1 = time.perf_counter()

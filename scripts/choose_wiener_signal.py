@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     from CTNormalizeLib.io.atomic import atomic_write_text
     from CTNormalizeLib.models.registry import read_package
     from CTNormalizeLib.plan import make_plan
-    from CTNormalizeLib.signature.signature import pair_kind
+    from CTNormalizeLib.signature.signature import kernel_direction, pair_kind
 
     settings = choose_nlm_blend.validation_settings(args)
     if settings is None:
@@ -108,7 +108,8 @@ def main(argv=None) -> int:
             gaps.append(l1_src - l1_rep)
             for (m, c) in outs:
                 closed[m][c].append(l1_src - l1[f"{m}@{c:g}"])
-            sharper = plan.target_signature.transfer.mtf50 > plan.source_signature.transfer.mtf50
+            sharper = kernel_direction(plan.source_signature.transfer.mtf50,
+                                       plan.target_signature.transfer.mtf50) == "sharpening"
             rows.append({"source": s, "target": t, "sharpening": bool(sharper), "gap_hu": round(l1_src - l1_rep, 3),
                          "l1": {k: round(v, 3) for k, v in l1.items()}})
             print(f"{'sharpen' if sharper else 'smooth '} {s} -> {t}: gap {l1_src - l1_rep:.2f} HU; "

@@ -140,12 +140,13 @@ def kernel_change_directions(cases: list) -> list:
     """``smoothing`` / ``sharpening``: the directions of the held-out cases that change the kernel (by the
     nominal kernels' MTF50), which ``auto`` needs to know the kernel-change column applies to a pair."""
     from CTNormalizeLib.signature.kernel_class import as_transfer
+    from CTNormalizeLib.signature.signature import kernel_direction
 
     out = set()
     for case in cases:
         s, t = _kernel(case["source_spec"]), _kernel(case["target_spec"])
-        if s != t:
-            out.add("sharpening" if as_transfer(t).mtf50 > as_transfer(s).mtf50 else "smoothing")
+        if s and t and s != t:
+            out.add(kernel_direction(as_transfer(s).mtf50, as_transfer(t).mtf50))
     return sorted(out)
 
 
@@ -222,9 +223,10 @@ def main(argv=None) -> int:
             "benchmark": f"in_distribution: {qsrc_m}; heldout_physics: {hsrc}; L1 gap closed in the body, "
                          "clean texture (l1_gap_closed) and target texture (l1_gap_closed_target)",
             "figures": {"l1_gap_closed": _columns(ind.get(label, {}), h)},
-            "heldout_kernel_change_directions": kernel_change_directions(
-                [c for c in cases if label in c.get("rows", {})]),
         }
+        if h.get("l1_body_gap_kernel_change") is not None:  # only where held-out kernel changes were measured
+            card["selection"]["heldout_kernel_change_directions"] = kernel_change_directions(
+                [c for c in cases if label in c.get("rows", {})])
         tl = f"{label}[target]"
         if tl in ind or tl in held:
             card["selection"]["figures"]["l1_gap_closed_target"] = _columns(ind.get(tl, {}), held.get(tl, {}))

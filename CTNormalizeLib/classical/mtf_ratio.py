@@ -22,10 +22,9 @@ from ._fft import filter_slices
 #: target's texture, so only a cap against blow-up is wanted). Not validated.
 SIGNAL_SCALE_HU = 100.0
 #: The prior of the chain's clean texture (denoise -> kernel step: the noise left is error to keep down).
-#: Chosen on validation scans of our simulator among 100 (the value before), 70, 50, 35 and 25 by
-#: scripts/choose_wiener_signal.py, whose record is in Resources/Methods/classical.json
-#: (validation.wiener_signal_hu): a denoiser leaves more, and more structured, error than the noise it
-#: books, and fine structure has less contrast than 100 HU.
+#: Chosen on validation scans of our simulator by scripts/choose_wiener_signal.py (its candidates, figures
+#: and rule are recorded in Resources/Methods/classical.json, validation.wiener_signal_hu): a denoiser
+#: leaves more, and more structured, error than the noise it books, and fine structure has less contrast.
 CLEAN_CHAIN_SIGNAL_SCALE_HU = 35.0
 MIN_LAMBDA = 1e-3
 
@@ -154,8 +153,10 @@ def kernel_step(state, plan, progress=None, options: dict | None = None) -> None
         state.record("mtf_ratio", False, {"source": src.to_dict(), "target": tgt.to_dict()},
                      "the source already has the target's in-plane transfer")
         return
-    lam, prior = (options or {}).get("wiener_lambda"), (options or {}).get("wiener_signal_hu") or SIGNAL_SCALE_HU
-    if lam is None:
+    lam, prior = (options or {}).get("wiener_lambda"), None
+    if lam is None:  # the prior matters only where lambda is not given
+        prior = (options or {}).get("wiener_signal_hu")
+        prior = SIGNAL_SCALE_HU if prior is None else float(prior)
         lam = wiener_lambda(state.noise_hu, prior)
     plain, envelope = mtf_ratio_transfer(src, tgt, lam), class_gain_envelope(lam)
 

@@ -82,7 +82,7 @@ def predicted_noise(plan, noise_hu: Optional[float] = None) -> Optional[float]:
 
     Thin -> thick averages noise down by ``sqrt(t_s/t_t)``; thick -> thin's partial z
     deconvolution lifts it and its interpolation lowers it
-    (:func:`~.thickness.thick_to_thin_noise_gain`, about 1.13x for 5 -> 1 mm); the kernel
+    (:func:`~.thickness.thick_to_thin_noise_gain`); the kernel
     changes it by the ratio of noise bands.
     """
     from ..signature.reference import noise_between

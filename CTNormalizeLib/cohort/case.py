@@ -185,9 +185,14 @@ def run_case(case: Case, settings: BatchSettings, outdir: str, run_id: str = "")
     return {**base, "status": "failed", "error": error, "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _after_warnings(sig: dict, kernel_tag: str) -> dict:
+def _after_warnings(sig: dict, kernel_tag: str, case_warnings: list) -> dict:
     """The normalized scan's signature, its kernel check said of the output (tagged with the kernel
-    the method made, :meth:`~CTNormalizeLib.contracts.derivation.Derivation.kernel_tag`)."""
+    the method made, :meth:`~CTNormalizeLib.contracts.derivation.Derivation.kernel_tag`); dropped where
+    the run's own read-back (``OUTPUT_KERNEL_NOT_REACHED`` in ``case_warnings``) already said it."""
+    from ..signature.readback import KERNEL_NOT_REACHED
+
+    if any(w.get("code") == KERNEL_NOT_REACHED for w in case_warnings):
+        sig["warnings"] = [w for w in sig.get("warnings", []) if w.get("code") != "KERNEL_TAG_DISAGREES"]
     for w in sig.get("warnings", []):
         if w.get("code") == "KERNEL_TAG_DISAGREES" and sig.get("kernel_class_pixels"):
             w["code"] = "OUTPUT_KERNEL_DIFFERS"
@@ -244,7 +249,7 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     rec.update(output=str(out), method=plan.method, source_spec=plan.source.spec(), target_spec=plan.target.spec(),
                warnings=warnings, report=run_report.to_dict())
     clock.lap("write_s")
-    rec["after"] = (_after_warnings(scan_signature(out_vol), out_vol.meta.get("ConvolutionKernel", ""))
+    rec["after"] = (_after_warnings(scan_signature(out_vol), out_vol.meta.get("ConvolutionKernel", ""), warnings)
                     if settings.measure else None)
     clock.lap("signature_after_s")
     if settings.emphysema:

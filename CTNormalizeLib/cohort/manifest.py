@@ -104,7 +104,8 @@ def read_manifest(path, segments_column: str = "segments") -> list:
     except UnicodeDecodeError:
         raise BadInputError(f"{p} is not a manifest (a CSV text file with the columns case,input): it is not text, "
                             "perhaps a scan. A cohort command reads a manifest or a folder of CTs; for one scan use "
-                            f"`ctnormalize info {p}`, or put it in a folder of its own.") from None
+                            f"`ctnormalize info {p}` or `ctnormalize normalize {p} ...`, or put it in a folder of "
+                            "its own.") from None
     base = p.parent.resolve()
     cases, seen = [], set()
     for i, row in enumerate(rows, start=2):

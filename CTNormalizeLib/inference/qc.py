@@ -144,9 +144,9 @@ def qc_warnings(qc: dict, lim: dict) -> list[dict]:
                              f"Median HU in {name} moved by {d:+.1f} HU (limit {lim['hu_drift']:g} HU)."})
     cf = qc["changed_fraction"]
     if cf is not None and cf > lim["changed_fraction"]:
-        shown = f"{100 * cf:.1f}" if round(100 * cf, 1) > round(100 * lim["changed_fraction"], 1) else f"{100 * cf:.2f}"
+        digits = 1 if round(100 * cf, 1) > round(100 * lim["changed_fraction"], 1) else 3  # never "5.0% (limit 5.0%)"
         warnings.append({"code": "QC_LARGE_CHANGE", "message":
-                         f"{shown}% of non-lung body voxels changed by more than {lim['change_hu']:g} HU "
+                         f"{100 * cf:.{digits}f}% of non-lung body voxels changed by more than {lim['change_hu']:g} HU "
                          "(compared after an in-plane Gaussian smoothing of both, so noise hardly counts; "
-                         f"limit {100 * lim['changed_fraction']:.1f}%)."})
+                         f"limit {100 * lim['changed_fraction']:.{digits}f}%)."})
     return warnings

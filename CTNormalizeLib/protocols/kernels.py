@@ -99,10 +99,11 @@ VENDOR_KERNELS = {
     "FC86": "very-sharp",
 }
 
-# Siemens: B (classic body), Br/Bl/Bf/Bv (ADMIRE-era body, lung, ...), I (iterative), Hr/Qr; numbers 10-90,
-# resolution suffixes f (fast), s (standard), h (high), u (ultra-high), d (ADMIRE-era).
+# Siemens: B (classic body), Br/Bl/Bf/Bv (ADMIRE-era body, lung, ...), I (iterative), Hr/Qr; numbers 10-99
+# (photon-counting scanners name kernels up to the high 90s), resolution suffixes f (fast), s (standard),
+# h (high), u (ultra-high), d (ADMIRE-era).
 _SIEMENS = re.compile(r"^(B|BR|BL|BF|BV|I|HR|QR)(\d{2})([FSHUD])?$")
-SIEMENS_NUMBERS = (10, 90)
+SIEMENS_NUMBERS = (10, 99)
 SIEMENS_EXAMPLES = ("B10f", "B20f", "B30f", "B31f", "B45f", "B50f", "B60f", "B70f", "B80f",
                     "Br36", "Br40", "Br44", "Br54", "Br59", "Br64", "Bl57", "Bl64",
                     "I26f", "I30f", "I31f", "I50f", "I70f")
@@ -160,7 +161,7 @@ def kernel_class(name: str) -> str:
     hint = f" Did you mean {' or '.join(repr(c) for c in close[:3])}?" if close else ""
     raise BadInputError(
         f"Unknown kernel {raw!r}.{hint} Known classes: {', '.join(KERNEL_CLASSES)}; "
-        f"vendor names: {', '.join(sorted(VENDOR_KERNELS))}; Siemens B/Br/Bl/Bf/Bv/I/Hr/Qr + 10-90 + f/s/h/u/d "
+        f"vendor names: {', '.join(sorted(VENDOR_KERNELS))}; Siemens B/Br/Bl/Bf/Bv/I/Hr/Qr + 10-99 + f/s/h/u/d "
         f"(e.g. {', '.join(SIEMENS_EXAMPLES[:6])})."
     )
 

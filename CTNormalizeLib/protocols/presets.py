@@ -43,6 +43,10 @@ def resolve_protocol(text: str) -> Protocol:
     head, _, rest = key.partition(",")
     if head.strip() in presets and rest.strip():
         return presets[head.strip()].protocol.merged(parse_spec(rest))
+    late = [part.strip() for part in key.split(",")[1:] if part.strip() in presets]
+    if late:
+        raise BadInputError(f"In {key!r} the preset {late[0]!r} is not first: write it first, then the fields it "
+                            f"overrides (e.g. '{late[0]},thickness=5').")
     if "=" not in key:
         raise BadInputError(
             f"{key!r} is neither a preset nor a spec like 'kernel=smooth,dose=1,thickness=1'. "

@@ -130,6 +130,12 @@ KIND_NAMES = {"kernel_change": "kernel change", "noise_only": "dose only"}
 KERNEL_CHANGE_RATIO = 1.1
 
 
+def kernel_direction(source_mtf50: float, target_mtf50: float) -> str:
+    """``sharpening`` when the target's MTF50 is above the source's, else ``smoothing`` (the one definition
+    ``auto``, the cards' held-out record and the decision scripts use)."""
+    return "sharpening" if target_mtf50 > source_mtf50 else "smoothing"
+
+
 def pair_kind(source: Optional["Signature"], target: Optional["Signature"]) -> str:
     """``kernel_change`` when the target's in-plane transfer differs from the source's, else ``noise_only``.
 

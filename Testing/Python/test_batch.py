@@ -263,10 +263,14 @@ def test_the_outputs_kernel_check_speaks_of_the_output():
     sig = {"kernel_class_pixels": "standard", "warnings": [
         {"code": "KERNEL_TAG_DISAGREES", "message": "... run `ctnormalize normalize` with --kernel-from labels"},
         {"code": "OTHER", "message": "kept"}]}
-    out = _after_warnings(sig, SimpleNamespace(kernel="sharp", kernel_name=None))
+    out = _after_warnings(json.loads(json.dumps(sig)), SimpleNamespace(kernel="sharp", kernel_name=None), [])
     assert out["warnings"][0]["code"] == "OUTPUT_KERNEL_DIFFERS" and "--kernel-from" not in out["warnings"][0]["message"]
     assert "standard" in out["warnings"][0]["message"] and "sharp" in out["warnings"][0]["message"]
     assert out["warnings"][1] == {"code": "OTHER", "message": "kept"}
+    # the run's own read-back of a target-texture output said it already: once is enough
+    said = [{"code": "OUTPUT_KERNEL_NOT_REACHED", "message": "..."}]
+    out = _after_warnings(json.loads(json.dumps(sig)), SimpleNamespace(kernel="sharp", kernel_name=None), said)
+    assert [w["code"] for w in out["warnings"]] == ["OTHER"]
 
 
 def test_batch_settings_refuse_float32_for_dicom():

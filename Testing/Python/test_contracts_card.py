@@ -32,6 +32,10 @@ def test_shipped_cards_are_valid(folder):
     (lambda c: c["io"].__setitem__("frontend", "magic"), "io.frontend"),
     (lambda c: c["covers"].__setitem__("conditioning", "signature"), "signature-conditioned"),
     (lambda c: c.__setitem__("selection", {"figures": {"l1_gap_closed": {"in_distribution": "high"}}}), "selection"),
+    (lambda c: c.__setitem__("selection", {"figures": {}, "heldout_kernel_change_directions": ["up"]}),
+     "heldout_kernel_change_directions"),
+    (lambda c: c.__setitem__("selection", {"figures": {}, "heldout_kernel_change_directions": [["smoothing"]]}),
+     "heldout_kernel_change_directions"),
 ])
 def test_damaged_card_is_refused(tmp_path, damage, expected):
     src = SHIPPED[0]

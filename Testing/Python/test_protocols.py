@@ -235,16 +235,17 @@ def test_a_key_given_twice_is_refused(spec):
 
 @pytest.mark.parametrize("name, cls", [("B30f", "standard"), ("b30f", "standard"), ("Br40d", "standard"),
                                        ("Br40 d 3", "standard"), ("I70h", "very-sharp"), ("Qr36d", "standard"),
-                                       ("B45", "sharp"), ("B10s", "smooth"), ("B90u", "very-sharp")])
+                                       ("B45", "sharp"), ("B10s", "smooth"), ("B90u", "very-sharp"),
+                                       ("Br98", "very-sharp")])
 def test_siemens_names_map_by_their_number(name, cls):
     from CTNormalizeLib.protocols import kernel_class
 
     assert kernel_class(name) == cls
 
 
-@pytest.mark.parametrize("name", ["B99x", "Br99", "B05f", "B30x", "B30fx"])
+@pytest.mark.parametrize("name", ["B99x", "B05f", "B30x", "B30fx", "Br100"])
 def test_made_up_siemens_names_are_refused(name):
-    """A number outside Siemens' 10-90 or a suffix Siemens does not use is not read as a kernel (B99x was
+    """A number outside Siemens' 10-99 or a suffix Siemens does not use is not read as a kernel (B99x was
     accepted as very-sharp, silently)."""
     from CTNormalizeLib.errors import BadInputError
     from CTNormalizeLib.protocols import kernel_class
@@ -265,3 +266,5 @@ def test_a_preset_takes_overrides():
     assert p.sources["thickness"].source == "user" and p.sources["kernel"].source == "preset"
     with pytest.raises(BadInputError, match="Unknown protocol key"):
         resolve_protocol("emphysema-reference,foo=1")
+    with pytest.raises(BadInputError, match="not first"):
+        resolve_protocol("thickness=5,emphysema-reference")
