@@ -56,22 +56,26 @@ def dask_client(workers: Optional[int] = None, scheduler: Optional[str] = None):
         return
     # Our events say what happened to each case; the cluster's own INFO/WARNING lines would
     # only repeat it on stderr.
+    from .worker_signals import spawned_ignoring_sigint
+
     quiet = logging.getLogger("distributed")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-            # Loopback only; the scheduler's HTTP server on a free port (8787 may be taken).
-            cluster = LocalCluster(n_workers=max(1, int(workers or 1)), threads_per_worker=1, processes=True,
-                                   host="127.0.0.1", dashboard_address=None,
-                                   scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                                   silence_logs=logging.ERROR, preload=[f"{__package__}.worker_signals"])
-        client = Client(cluster)
-        try:
-            yield client
-        finally:
-            client.close()
-            cluster.close()
+        # the wrapper stays while the cluster lives: a worker the nanny restarts starts through it too
+        with spawned_ignoring_sigint():
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                # Loopback only; the scheduler's HTTP server on a free port (8787 may be taken).
+                cluster = LocalCluster(n_workers=max(1, int(workers or 1)), threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None,
+                                       scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                       silence_logs=logging.ERROR, preload=[f"{__package__}.worker_signals"])
+            client = Client(cluster)
+            try:
+                yield client
+            finally:
+                client.close()
+                cluster.close()
     finally:
         quiet.setLevel(level)
 

@@ -426,3 +426,25 @@ def test_the_terminal_bar_shows_the_same_eta(capsys):
     p.close()
     err = capsys.readouterr().err
     assert "about 00:45 left" in err and "<" not in err.splitlines()[-1], err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the SIGINT wrapper is a POSIX shell script")
+def test_spawned_workers_start_ignoring_sigint():
+    """Inside spawned_ignoring_sigint a spawned process ignores SIGINT from its start (a Ctrl-C while a
+    batch's workers import printed their tracebacks); outside, the executable is restored."""
+    import multiprocessing
+    import signal
+
+    from CTNormalizeLib.cohort.worker_signals import spawned_ignoring_sigint
+
+    ctx = multiprocessing.get_context("spawn")
+
+    def exit_code_after_sigint():
+        p = ctx.Process(target=signal.raise_signal, args=(signal.SIGINT,))
+        p.start()
+        p.join(120)
+        return p.exitcode
+
+    with spawned_ignoring_sigint():
+        assert exit_code_after_sigint() == 0
+    assert exit_code_after_sigint() != 0
