@@ -167,8 +167,9 @@ def choose_auto(plan, table: Optional[dict] = None) -> tuple[str, str, list]:
               "this pair: " + "; ".join(fmt(m) for m in cands))
     uncovered = [m.name for m in cands if not heldout_applies(m, direction)]
     if uncovered:
-        reason = (f"this kernel change is {direction}, and none of the held-out kernel changes of "
-                  f"{', '.join(uncovered)} is, so their held-out figures do not count; " + reason)
+        whose = "any method's" if len(uncovered) == len(cands) else f"those of {', '.join(uncovered)}"
+        reason = (f"this kernel change is {direction} and none of {whose} held-out kernel changes is, so those "
+                  "held-out figures do not count; " + reason)
     asked = (getattr(getattr(plan, "source", None), "kernel", None), getattr(getattr(plan, "target", None), "kernel", None))
     if kind == "noise_only" and all(asked) and asked[0] != asked[1]:
         try:
