@@ -18,10 +18,21 @@ register(Method(
     name="denoise", kind="classical",
     summary="non-local means calibrated from the measured noise down to the target's noise (dose only)",
     changes=("noise",), run=denoise.run))
+def z_profile_run(volume, plan, progress=None, reference=None, options: dict | None = None):
+    """The ``z_profile`` method: the slice-profile step alone (here, not in :mod:`.thickness`, which the
+    chain's state imports for the z step's noise gain)."""
+    from .state import finish, partial_warning, start
+
+    state = start(volume, plan)
+    thickness.z_step(state, plan, progress, options=options)
+    partial_warning(state, plan, "z_profile", ("thickness",))
+    return finish(volume, state, plan, "z_profile")
+
+
 register(Method(
     name="z_profile", kind="classical",
     summary="slice-thickness and z-spacing change through the slice-sensitivity profile (exact thin -> thick)",
-    changes=("thickness",), run=thickness.run))
+    changes=("thickness",), run=z_profile_run))
 register(Method(
     name="histogram_match", kind="classical",
     summary="HU histogram in the body matched to a reference volume of the target protocol",

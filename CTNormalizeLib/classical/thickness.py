@@ -270,13 +270,3 @@ def z_step(state, plan, progress=None, options: dict | None = None) -> None:
         state.noise_hu *= thick_to_thin_noise_gain(sp[0], t_s, t_t, s_t, restore_lambda=lam)
     state.hu, state.spacing, state.thickness = r.hu, (r.z_spacing, sp[1], sp[2]), t_t
     state.record("z_profile", True, r.info, _NOTES[r.info["kind"]])
-
-
-def run(volume, plan, progress=None, reference=None, options: dict | None = None):
-    """The ``z_profile`` method: the slice-profile step alone."""
-    from .state import finish, partial_warning, start
-
-    state = start(volume, plan)
-    z_step(state, plan, progress, options=options)
-    partial_warning(state, plan, "z_profile", ("thickness",))
-    return finish(volume, state, plan, "z_profile")

@@ -438,6 +438,8 @@ def test_spawned_workers_start_ignoring_sigint():
     from CTNormalizeLib.cohort.worker_signals import spawned_ignoring_sigint
 
     ctx = multiprocessing.get_context("spawn")
+    # a shell runs a background job with SIGINT ignored, and children inherit that: start from Python's default
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def exit_code_after_sigint():
         p = ctx.Process(target=signal.raise_signal, args=(signal.SIGINT,))
@@ -445,6 +447,9 @@ def test_spawned_workers_start_ignoring_sigint():
         p.join(120)
         return p.exitcode
 
-    with spawned_ignoring_sigint():
-        assert exit_code_after_sigint() == 0
-    assert exit_code_after_sigint() != 0
+    try:
+        with spawned_ignoring_sigint():
+            assert exit_code_after_sigint() == 0
+        assert exit_code_after_sigint() != 0
+    finally:
+        signal.signal(signal.SIGINT, before)
