@@ -403,7 +403,7 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
         ratio = float(options.get("clean_residual", CLEAN_RESIDUAL))
         why = f"clean texture: leave {ratio:.0%} of the noise"
     else:
-        pred, want = predicted_noise(plan, sigma), plan.target_signature.noise_hu
+        pred, want = predicted_noise(plan, sigma, options.get("z_restore_lambda")), plan.target_signature.noise_hu
         if pred is None or want is None:
             state.record("denoise", False, {}, "target noise unknown")
             return

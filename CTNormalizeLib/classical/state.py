@@ -77,7 +77,7 @@ def same_transfer(a, b, nyquist: float, tol: float = 0.02) -> bool:
     return float(np.max(np.abs(a(f) - b(f)))) <= tol
 
 
-def predicted_noise(plan, noise_hu: Optional[float] = None) -> Optional[float]:
+def predicted_noise(plan, noise_hu: Optional[float] = None, z_restore_lambda: Optional[float] = None) -> Optional[float]:
     """The source's noise after the kernel and thickness change alone (no denoising), HU.
 
     Thin -> thick averages noise down by ``sqrt(t_s/t_t)``; thick -> thin's partial z
@@ -94,7 +94,8 @@ def predicted_noise(plan, noise_hu: Optional[float] = None) -> Optional[float]:
         return None
     t_s = plan.source_ssp_mm
     t_eff = max(t.thickness_mm, t_s)
-    gain = thick_to_thin_noise_gain(s.spacing_mm, t_s, t.thickness_mm, t.spacing_mm)
+    z_lam = {} if z_restore_lambda is None else {"restore_lambda": z_restore_lambda}  # as the z step will run
+    gain = thick_to_thin_noise_gain(s.spacing_mm, t_s, t.thickness_mm, t.spacing_mm, **z_lam)
     return gain * noise_between(n, s.transfer, t.transfer, s.pixel_mm, t_s, t_eff)
 
 

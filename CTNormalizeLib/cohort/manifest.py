@@ -80,6 +80,12 @@ def _resolve(base: Path, text: Optional[str]) -> Optional[str]:
     return str((p if p.is_absolute() else base / p).resolve())
 
 
+def _not_a_manifest(p: Path, why: str) -> BadInputError:
+    return BadInputError(f"{p} is not a manifest (a CSV text file with the columns case,input): {why}. A cohort "
+                         "command reads a manifest or a folder of CTs; for one scan use "
+                         f"`ctnormalize info {p}` or `ctnormalize normalize {p} ...`, or put it in a folder of its own.")
+
+
 def read_manifest(path, segments_column: str = "segments") -> list:
     """The cases of a manifest CSV.
 
@@ -92,6 +98,8 @@ def read_manifest(path, segments_column: str = "segments") -> list:
     p = Path(path)
     if not p.is_file():
         raise BadInputError(f"Manifest not found: {p}")
+    if any(p.name.lower().endswith(x) for x in (*VOLUME_SUFFIXES, ".dcm")):
+        raise _not_a_manifest(p, "its name is a scan's")
     try:
         with open(p, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -102,10 +110,7 @@ def read_manifest(path, segments_column: str = "segments") -> list:
                                     f"(columns found: {', '.join(cols) or 'none'}).")
             rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
     except UnicodeDecodeError:
-        raise BadInputError(f"{p} is not a manifest (a CSV text file with the columns case,input): it is not text, "
-                            "perhaps a scan. A cohort command reads a manifest or a folder of CTs; for one scan use "
-                            f"`ctnormalize info {p}` or `ctnormalize normalize {p} ...`, or put it in a folder of "
-                            "its own.") from None
+        raise _not_a_manifest(p, "it is not text, perhaps a scan") from None
     base = p.parent.resolve()
     cases, seen = [], set()
     for i, row in enumerate(rows, start=2):

@@ -420,6 +420,8 @@ def test_thick_to_thin_noise_is_booked_and_predicted_with_the_gain():
                      "kernel=standard,dose=1,thickness=1", method="classical", texture="target")
     sigma = plan.source_signature.noise_hu
     assert predicted_noise(plan) == pytest.approx(gain * sigma, rel=0.02)  # same kernel: the z step alone
+    weak = thick_to_thin_noise_gain(5.0, 5.0, 1.0, 1.0, restore_lambda=1.0)  # the z step's option, if given
+    assert weak < gain and predicted_noise(plan, z_restore_lambda=1.0) == pytest.approx(weak * sigma, rel=0.02)
     state = SimpleNamespace(hu=hu.copy(), spacing=sp, thickness=5.0, noise_hu=10.0, warnings=[], steps=[])
     state.record = lambda step, done, params, note, st=state: st.steps.append(params)  # noqa: E731
     z_step(state, SimpleNamespace(target_signature=SimpleNamespace(thickness_mm=1.0, spacing_mm=1.0)))

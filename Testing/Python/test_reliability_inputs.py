@@ -334,9 +334,13 @@ def test_report_on_a_cohort_table_points_to_the_cohort_report(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["characterize", "batch"])
-def test_a_scan_given_as_a_cohort_is_refused_with_the_way_out(capsys, tmp_path, ct, command):
+@pytest.mark.parametrize("header", ["binary", "text"])
+def test_a_scan_given_as_a_cohort_is_refused_with_the_way_out(capsys, tmp_path, ct, command, header):
     """`ctnormalize characterize scan.nrrd` (one scan where a cohort is read) crashed reading the scan as a
-    manifest CSV (an internal UnicodeDecodeError); now a bad-input exit naming `info` and a folder."""
+    manifest CSV (an internal UnicodeDecodeError); now a bad-input exit naming `info` and a folder. A scan
+    with a text header (.mhd) read as a CSV without the columns case,input; now the same message."""
+    if header == "text":
+        ct = write_image(tmp_path / "in.mhd", chest())
     before = snapshot(ct)
     out = tmp_path / "out"
     args = [command, ct, "-o", out / "c.html"] if command == "characterize" else \
