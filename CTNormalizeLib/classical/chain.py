@@ -25,14 +25,13 @@ from .state import differences, finish, start, sub_progress
 
 def run(volume, plan, progress=None, reference=None, options: dict | None = None):
     """Run the chain on ``volume`` as ``plan`` says; returns a :class:`~CTNormalizeLib.method_rows.MethodResult`."""
-    options = {"wiener_signal_hu": mtf_ratio.chain_signal_scale(plan.texture), **(options or {})}
+    options = mtf_ratio.with_chain_prior(options, plan.texture)
     state = start(volume, plan)
     diff = differences(plan)
     post = None
     if diff["kernel"]:
         src, tgt = state.transfer, plan.target_signature.transfer
-        lam = options.get("wiener_lambda")
-        lam_post = mtf_ratio.wiener_lambda(state.noise_hu, options["wiener_signal_hu"]) if lam is None else lam
+        lam_post = mtf_ratio.step_lambda(state.noise_hu, options)[0]
 
         def post(x):  # the kernel step that follows: calibrate the noise where it ends up
             return mtf_ratio.convert_kernel(x, state.spacing, src, tgt, lam=lam_post)

@@ -227,8 +227,8 @@ def _predicted_reference(state, plan, mask, options):
     sub = ChainState(hu=state.hu[zs], spacing=state.spacing, transfer=state.transfer, noise_hu=state.noise_hu,
                      thickness=state.thickness)
     src, tgt = sub.transfer, plan.target_signature.transfer
-    options = {"wiener_signal_hu": mtf_ratio.chain_signal_scale(plan.texture), **(options or {})}
-    lam = mtf_ratio.wiener_lambda(sub.noise_hu, options["wiener_signal_hu"])
+    options = mtf_ratio.with_chain_prior(options, plan.texture)
+    lam = mtf_ratio.step_lambda(sub.noise_hu, options)[0]
     post = (lambda x: mtf_ratio.convert_kernel(x, sub.spacing, src, tgt, lam=lam))
     denoise.denoise_step(sub, plan, post=post, options=options)
     mtf_ratio.kernel_step(sub, plan, options=options)

@@ -34,6 +34,22 @@ def chain_signal_scale(texture: str) -> float:
     return CLEAN_CHAIN_SIGNAL_SCALE_HU if texture == "clean" else SIGNAL_SCALE_HU
 
 
+def with_chain_prior(options: dict | None, texture: str) -> dict:
+    """``options`` with the chain's prior for ``texture`` as ``wiener_signal_hu`` (unless it sets one)."""
+    return {"wiener_signal_hu": chain_signal_scale(texture), **(options or {})}
+
+
+def step_lambda(noise_hu: float | None, options: dict | None) -> tuple[float, float | None]:
+    """``(lambda, prior)`` of a kernel step: ``options["wiener_lambda"]`` where given (prior None), else from
+    ``noise_hu`` and the prior ``options["wiener_signal_hu"]`` (default :data:`SIGNAL_SCALE_HU`)."""
+    lam = (options or {}).get("wiener_lambda")
+    if lam is not None:
+        return lam, None
+    prior = (options or {}).get("wiener_signal_hu")
+    prior = SIGNAL_SCALE_HU if prior is None else float(prior)
+    return wiener_lambda(noise_hu, prior), prior
+
+
 def wiener_lambda(noise_std: float | None, signal_scale: float | None = None) -> float:
     """Regularization ``lambda`` from the image noise (HU std): ``(noise/signal_scale)^2``, at least 1e-3
     (``signal_scale`` default :data:`SIGNAL_SCALE_HU`, read when called)."""
@@ -153,11 +169,7 @@ def kernel_step(state, plan, progress=None, options: dict | None = None) -> None
         state.record("mtf_ratio", False, {"source": src.to_dict(), "target": tgt.to_dict()},
                      "the source already has the target's in-plane transfer")
         return
-    lam, prior = (options or {}).get("wiener_lambda"), None
-    if lam is None:  # the prior matters only where lambda is not given
-        prior = (options or {}).get("wiener_signal_hu")
-        prior = SIGNAL_SCALE_HU if prior is None else float(prior)
-        lam = wiener_lambda(state.noise_hu, prior)
+    lam, prior = step_lambda(state.noise_hu, options)
     plain, envelope = mtf_ratio_transfer(src, tgt, lam), class_gain_envelope(lam)
 
     def transfer(f):

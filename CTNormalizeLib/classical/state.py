@@ -86,7 +86,7 @@ def predicted_noise(plan, noise_hu: Optional[float] = None, z_restore_lambda: Op
     changes it by the ratio of noise bands.
     """
     from ..signature.reference import noise_between
-    from .thickness import thick_to_thin_noise_gain
+    from .thickness import Z_RESTORE_LAMBDA, thick_to_thin_noise_gain
 
     s, t = plan.source_signature, plan.target_signature
     n = s.noise_hu if noise_hu is None else noise_hu
@@ -94,8 +94,8 @@ def predicted_noise(plan, noise_hu: Optional[float] = None, z_restore_lambda: Op
         return None
     t_s = plan.source_ssp_mm
     t_eff = max(t.thickness_mm, t_s)
-    z_lam = {} if z_restore_lambda is None else {"restore_lambda": z_restore_lambda}  # as the z step will run
-    gain = thick_to_thin_noise_gain(s.spacing_mm, t_s, t.thickness_mm, t.spacing_mm, **z_lam)
+    gain = thick_to_thin_noise_gain(s.spacing_mm, t_s, t.thickness_mm, t.spacing_mm,  # as the z step will run
+                                    restore_lambda=Z_RESTORE_LAMBDA if z_restore_lambda is None else z_restore_lambda)
     return gain * noise_between(n, s.transfer, t.transfer, s.pixel_mm, t_s, t_eff)
 
 

@@ -72,7 +72,6 @@ def card_problems(card) -> list[str]:
                     out.append(f"selection.figures.{metric} must map columns to numbers or null")
         dirs = sel.get("heldout_kernel_change_directions") if isinstance(sel, dict) else None
         if dirs is not None and (not isinstance(dirs, list)
-                                 or not all(d in ("smoothing", "sharpening") for d in dirs if isinstance(d, str))
-                                 or not all(isinstance(d, str) for d in dirs)):
+                                 or not all(isinstance(d, str) and d in ("smoothing", "sharpening") for d in dirs)):
             out.append("selection.heldout_kernel_change_directions must be a list of 'smoothing' and 'sharpening'")
     return out
