@@ -28,7 +28,15 @@ from .transfer import Transfer
 #: too few samples there, and the ROI detrend and window blur the lowest frequencies.
 MIN_BIN_COUNT = 4
 MIN_FREQ_BINS = 3
-BOUNDS = ([0.05, 1.0, 0.0], [3.0, 12.0, 2.0])
+#: ``(f50, p, boost)`` lower and upper bounds. ``p >= 2``: the transfer of a blur whose point-spread
+#: function has a finite variance is ``1 - c f^2`` near 0, and clinical apodization windows are flat
+#: there; ``p < 2`` is a cusp at 0, which the fit chose where the air's NPS held low-frequency power
+#: that FBP noise does not make (a real CT used as a truth keeps its own scanner's smooth-kernel noise;
+#: iterative reconstruction and structured air do the like). Such a fit (lung1 at full dose, read
+#: as p = 1.0-1.5) made a conversion to a smoother kernel amplify the anatomy below 0.15 c/mm and
+#: left it further from the target than the source was (L1 10.4 vs 7.3 HU; 3.9 with p >= 2).
+P_MIN = 2.0
+BOUNDS = ([0.05, P_MIN, 0.0], [3.0, 12.0, 2.0])
 
 
 @dataclass
