@@ -18,10 +18,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..signature.kernel_class import as_transfer
+from ..signature.measure import TYPICAL_AIR_TO_TISSUE
 from ._fft import filter_slices
 from ..imaging import body_mask
 
-TYPICAL_AIR_TO_TISSUE = 0.5
 BLEND_MM = 3.0
 
 

@@ -30,11 +30,12 @@ MIN_BIN_COUNT = 4
 MIN_FREQ_BINS = 3
 #: ``(f50, p, boost)`` lower and upper bounds. ``p >= 2``: the transfer of a blur whose point-spread
 #: function has a finite variance is ``1 - c f^2`` near 0, and clinical apodization windows are flat
-#: there; ``p < 2`` is a cusp at 0, which the fit chose where the air's NPS held low-frequency power
-#: that FBP noise does not make (a real CT used as a truth keeps its own scanner's smooth-kernel noise;
-#: iterative reconstruction and structured air do the like). Such a fit (lung1 at full dose, read
-#: as p = 1.0-1.5) made a conversion to a smoother kernel amplify the anatomy below 0.15 c/mm and
-#: left it further from the target than the source was (L1 10.4 vs 7.3 HU; 3.9 with p >= 2).
+#: there; ``p < 2`` is a cusp at 0. The fit chose one where the air's NPS was not one ``|f| W^2`` curve
+#: (a real CT used as a truth keeps its own scanner's smooth-kernel noise under the simulated one;
+#: iterative reconstruction and structured air do the like), and p traded off against the lift even on
+#: plain FBP noise. Such a fit (lung2 at full dose read as p = 1.0, lung1 as 1.15-1.8) made a conversion
+#: to a smoother kernel amplify the anatomy below 0.15 c/mm and left it further from the target than the
+#: source was (lung1 standard -> smooth: L1 10.4 vs 7.3 HU; 3.9 with p >= 2).
 P_MIN = 2.0
 BOUNDS = ([0.05, P_MIN, 0.0], [3.0, 12.0, 2.0])
 

@@ -39,6 +39,13 @@ GOOD_FIT_CONFIDENCE = 0.3
 #: ROI side (mm) tried in air when the standard 24 mm ROIs do not fit.
 SMALL_ROI_MM = 12.0
 TYPICAL_AIR_TO_TISSUE = 0.5
+#: The body's noise is at most 1 / MIN_AIR_TO_TISSUE times the air's outside it: every pixel, in air or
+#: in the body, is crossed by rays through the whole body, and the body's centre by them alone. For a
+#: water cylinder of 30-40 cm without a bowtie, the variance at the centre over that at the edge,
+#: exp(mu D) over the angular mean of exp(mu D cos t), is ~3-3.5 (noise 1.7-1.9 x); a bowtie lowers it.
+#: Texture can only raise a soft-tissue stand-in's reading (9x on a benchmark phantom without fat or
+#: muscle: 32.8 HU read, 3.5 true, air 2.7), so the stand-in is capped there.
+MIN_AIR_TO_TISSUE = 0.5
 #: The noise correlation of neighbouring slices sets the thickness only above this many spacings.
 OVERLAP_TRUSTED = 1.25
 
@@ -231,10 +238,21 @@ def _noise(noise, nps, transfer, pixel, warnings):
         return tissue, FieldSource("image", round(conf, 3), f"soft-tissue noise in {n} voxels"), ratio, "tissue"
     soft = noise.std.get("soft")
     if soft is not None:
+        n = noise.voxels["soft"]
+        if air and soft > air / MIN_AIR_TO_TISSUE:
+            cap = air / MIN_AIR_TO_TISSUE
+            warnings.append({"code": "NOISE_FROM_SOFT_TISSUE",
+                             "message": f"No fat or muscle region large enough; any soft tissue (-200..200 HU) read "
+                                        f"{soft:.1f} HU, more than the body's noise can be next to the air's "
+                                        f"({air:.1f} HU): its texture raised it. The noise is taken as "
+                                        f"{cap:.1f} HU ({1 / MIN_AIR_TO_TISSUE:g} x the air's), an upper bound: denoising "
+                                        "and the target texture's noise follow it."})
+            return cap, FieldSource("image", 0.4, f"soft-tissue noise in {n} voxels ({soft:.1f} HU, texture) capped "
+                                                  f"at {1 / MIN_AIR_TO_TISSUE:g} x the air's"), MIN_AIR_TO_TISSUE, "soft"
         warnings.append({"code": "NOISE_FROM_SOFT_TISSUE",
                          "message": "No fat or muscle region large enough; the noise is measured in any soft "
                                     "tissue (-200..200 HU), whose texture may raise it."})
-        return soft, FieldSource("image", 0.5, f"soft-tissue (-200..200 HU) noise in {noise.voxels['soft']} voxels"), \
+        return soft, FieldSource("image", 0.5, f"soft-tissue (-200..200 HU) noise in {n} voxels"), \
             ((air / soft) if air else None), "soft"
     if air is not None:
         warnings.append({"code": "NOISE_FROM_AIR",
