@@ -76,8 +76,7 @@ def main(argv=None) -> int:
                              "mtf50_nominal": round(nominal, 4), "noise_hu": round(sig.noise_hu or 0, 2)})
                 print(f"{seed} {spacing[1]} {k:10s} {d:4} -> {sig.kernel}", file=sys.stderr, flush=True)
     hits = [r["detected"] == r["kernel"] for r in rows]
-    confusion = {k: {j: sum(1 for r in rows if r["kernel"] == k and r["detected"] == j) for j in KERNEL_CLASSES}
-                 for k in KERNEL_CLASSES}
+    confusion = confusion_matrix(rows, "kernel")
     report = {
         "benchmark": "kernel_detection", "simulator": "engine simulator (finufft parallel beam)",
         "scans": len(rows), "accuracy": round(float(np.mean(hits)), 4), "confusion": confusion,
@@ -106,6 +105,14 @@ def main(argv=None) -> int:
     return 0
 
 
+def confusion_matrix(rows, true_key: str) -> dict:
+    """``{true class: {detected class: count}}`` over ``rows`` (the true class under ``true_key``)."""
+    from CTNormalizeLib.protocols import KERNEL_CLASSES
+
+    return {k: {j: sum(1 for r in rows if r[true_key] == k and r["detected"] == j) for j in KERNEL_CLASSES}
+            for k in KERNEL_CLASSES}
+
+
 #: lung1 slabs (6 slices of 5 mm each) for the real-anatomy section
 LUNG1_SLABS = (10, 30)
 
@@ -119,19 +126,16 @@ def real_anatomy_section(doses) -> dict:
     not depend on the dose: the MTF50 at full dose over the one at the lowest dose is reported (median
     of the ratios, and median of their absolute logs). One noise seed per slab.
     """
-    import SimpleITK as sitk
-
-    from CTNormalizeLib import Volume, testdata
+    from CTNormalizeLib import Volume, read_volume, testdata
     from CTNormalizeLib.protocols import KERNEL_CLASSES, Protocol
     from CTNormalizeLib.signature import class_transfer, measure_signature
     from CTNormalizeLib.simulate import project_truth, simulate_scan
 
-    img = sitk.ReadImage(str(testdata.pyradiomics_case("lung1")[0]))
-    hu = sitk.GetArrayFromImage(img).astype(np.float32)
-    spacing = tuple(reversed(img.GetSpacing()))
+    lung1 = read_volume(testdata.pyradiomics_case("lung1")[0])
+    spacing = lung1.spacing
     rows = []
     for z0 in LUNG1_SLABS:
-        truth = Volume(hu[z0:z0 + 6], spacing, meta={"Modality": "CT"})
+        truth = Volume(lung1.hu[z0:z0 + 6], spacing, meta={"Modality": "CT"})
         proj = project_truth(truth)
         for k in KERNEL_CLASSES:
             for d in doses:
@@ -145,16 +149,15 @@ def real_anatomy_section(doses) -> dict:
                              "mtf50_nominal": round(class_transfer(k).mtf50, 4), "p": round(sig.transfer.p, 3)})
                 print(f"lung1 z{z0} {k:10s} {d:4} -> {sig.kernel}", file=sys.stderr, flush=True)
     lo, hi = min(doses), max(doses)
-    ratios = [a["mtf50_measured"] / b["mtf50_measured"] for a in rows for b in rows
-              if a["slab"] == b["slab"] and a["kernel"] == b["kernel"] and a["dose"] == hi and b["dose"] == lo
-              and a["mtf50_measured"] and b["mtf50_measured"]]
+    read = {(r["slab"], r["kernel"], r["dose"]): r["mtf50_measured"] for r in rows}
+    ratios = [read[s, k, hi] / read[s, k, lo] for s in LUNG1_SLABS for k in KERNEL_CLASSES
+              if read[s, k, hi] and read[s, k, lo]]
     return {"truth": f"pyradiomics lung1 (real CT, training data), slabs z{LUNG1_SLABS[0]}:+6 and z{LUNG1_SLABS[1]}:+6",
             "scans": len(rows), "accuracy": round(float(np.mean([r["detected"] == r["kernel"] for r in rows])), 4),
             "mtf50_full_over_lowest_dose_median": round(float(np.median(ratios)), 4) if ratios else None,
             "mtf50_full_over_lowest_dose_abs_log_median": round(float(np.median(np.abs(np.log(ratios)))), 4)
             if ratios else None,
-            "confusion": {k: {j: sum(1 for r in rows if r["kernel"] == k and r["detected"] == j) for j in KERNEL_CLASSES}
-                          for k in KERNEL_CLASSES},
+            "confusion": confusion_matrix(rows, "kernel"),
             "rows": rows}
 
 
@@ -163,7 +166,6 @@ def independent_section(doses) -> dict:
     from CTNormalizeLib import Volume
     from CTNormalizeLib.evaluate.independent_sim.cases import classification_cases
     from CTNormalizeLib.evaluate.independent_sim.physics import filter_mtf50, kernel_class_for_mtf50, noise_transfer
-    from CTNormalizeLib.protocols import KERNEL_CLASSES
     from CTNormalizeLib.signature import measure_signature
 
     rows = []
@@ -190,8 +192,7 @@ def independent_section(doses) -> dict:
             # what the pixels' noise can show: the transfer that shaped the noise (no forward-projection blur)
             "mtf50_abs_log_error_vs_noise_transfer_median": round(float(np.median(errs_noise)), 4) if errs_noise else None,
             "accuracy_vs_noise_transfer_class": round(float(np.mean([r["detected"] == r["noise_class"] for r in rows])), 4),
-            "confusion": {k: {j: sum(1 for r in rows if r["true_class"] == k and r["detected"] == j)
-                              for j in KERNEL_CLASSES} for k in KERNEL_CLASSES},
+            "confusion": confusion_matrix(rows, "true_class"),
             "rows": rows}
 
 
