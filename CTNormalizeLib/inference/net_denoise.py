@@ -155,11 +155,24 @@ def stack_denoiser(package, transfer, pixel_mm: float, device: str = "cpu", flip
 
 
 def chain_value(card: dict, field: str, kind: str, default):
-    """``card["chain"][field][kind]``, or its one value for every kind, or ``default`` (unchecked)."""
+    """``card["chain"][field][kind]``, or its one value for every kind, or ``default``.
+
+    The value itself is the caller's to check; a per-kind mapping whose keys are not kinds of pair
+    (a misspelt ``"noise-only"``) is refused here, so a setting is never silently replaced by the default.
+    """
+    from ..errors import BadInputError
+    from ..signature.signature import KIND_NAMES
+
     v = (card.get("chain") or {}).get(field)
     if v is None:
         return default
-    return v.get(kind, default) if isinstance(v, dict) else v
+    if not isinstance(v, dict):
+        return v
+    unknown = sorted(str(k) for k in v if k not in KIND_NAMES)
+    if unknown:
+        raise BadInputError(f"Model card {card.get('name')!r}: chain.{field} has {', '.join(map(repr, unknown))}, "
+                            f"which is not a kind of pair (one of {', '.join(KIND_NAMES)}).")
+    return v.get(kind, default)
 
 
 def _card_fraction(card: dict, field: str, kind: str, default: float, open_interval: bool = False) -> float:

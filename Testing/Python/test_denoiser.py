@@ -518,7 +518,7 @@ def test_flip_averaging_is_the_mean_of_the_flipped_views_and_read_per_kind(tiny_
     import torch
 
     from CTNormalizeLib.errors import BadInputError
-    from CTNormalizeLib.inference.net_denoise import network_flips, run_chain, stack_denoiser
+    from CTNormalizeLib.inference.net_denoise import network_flips, nlm_blend, run_chain, stack_denoiser
     from CTNormalizeLib.models.registry import read_package
     from CTNormalizeLib.plan import make_plan
     from CTNormalizeLib.volume import Volume
@@ -573,6 +573,10 @@ def test_flip_averaging_is_the_mean_of_the_flipped_views_and_read_per_kind(tiny_
     for bad in (3, 0, "2", True, 2.5, None, [2], {}):
         with pytest.raises(BadInputError, match="chain.flips"):
             network_flips({"name": "x", "chain": {"flips": {"noise_only": bad}}}, "noise_only")
+    # a misspelt kind would otherwise fall back to the default setting without a word
+    for field, read in (("flips", network_flips), ("nlm_blend", nlm_blend)):
+        with pytest.raises(BadInputError, match=f"chain.{field} has 'noise-only'"):
+            read({"name": "x", "chain": {field: {"noise-only": 2, "kernel_change": 1}}}, "kernel_change")
 
     vol = Volume(chest((6, 64, 64)) + np.random.default_rng(1).normal(0, 40, (6, 64, 64)).astype(np.float32),
                  (2.0, 0.8, 0.8))
