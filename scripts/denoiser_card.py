@@ -7,7 +7,6 @@ the description always says what the card's chain does.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -40,8 +39,8 @@ def describe(card: dict) -> dict:
 
 
 def publish_card(path: Path, card: dict) -> None:
-    """Write ``card`` (with :func:`describe`'s note) to ``path`` atomically, and say so."""
-    from CTNormalizeLib.io.atomic import atomic_write_text
+    """Write ``card`` (with :func:`describe`'s note) to ``path`` atomically, checked against the card contract, and say so."""
+    from CTNormalizeLib.models.registry import write_card
 
-    atomic_write_text(path, json.dumps(describe(card), indent=2) + "\n")
+    write_card(path, describe(card))
     print(f"-> {path}")

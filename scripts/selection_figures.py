@@ -191,6 +191,10 @@ def main(argv=None) -> int:
                          "leaves their cards, measured on more runs, as they are")
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
+    from CTNormalizeLib.errors import BadInputError
+    from CTNormalizeLib.io.atomic import atomic_write_json
+    from CTNormalizeLib.models.registry import write_card
+
     q = merged_quality(args.quality)
     ind = in_distribution_rows(q)
     cases, hsrc = merged_cases(args.heldout) if args.heldout else ([], "none")
@@ -244,9 +248,12 @@ def main(argv=None) -> int:
         print(f"{name}: {card['selection']['figures']['l1_gap_closed']}\n  {card['metrics']['summary']}\n"
               f"  -> {path.relative_to(ROOT)}")
         if not args.dry_run:
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-            tmp.replace(path)
+            # a model card is checked against the contract the registry reads it with
+            try:
+                write_card(path, card) if path.parent.parent == MODELS_DIR else atomic_write_json(path, card)
+            except BadInputError as exc:
+                print(exc.message, file=sys.stderr)
+                return 2
     return 0
 
 

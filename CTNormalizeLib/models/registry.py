@@ -198,6 +198,21 @@ class ModelPackage:
         }
 
 
+def write_card(path: Path, card: dict) -> Path:
+    """Publish ``card`` as the model card at ``path`` (a package's ``card.json``) atomically.
+
+    Raises :class:`BadInputError` without touching ``path`` when the card breaks the contract
+    (:func:`~CTNormalizeLib.contracts.card.card_problems`): the registry would refuse the package.
+    """
+    from ..contracts.card import card_problems
+    from ..io.atomic import atomic_write_json
+
+    problems = card_problems(card)
+    if problems:
+        raise BadInputError(f"Not writing {path}: not a valid model card: {'; '.join(problems)}.")
+    return atomic_write_json(path, card)
+
+
 def read_package(path: Path) -> ModelPackage:
     """Read one package folder; raises :class:`BadInputError` when its card is unusable."""
     path = Path(path)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..io.atomic import atomic_output, atomic_output_dir
-from ..models.registry import CARD, WEIGHTS, sha256_file
+from ..models.registry import CARD, WEIGHTS, sha256_file, write_card
 
 LICENSE = "Apache-2.0 (weights and code); research use, not for diagnosis"
 INTENDED_USE = "research use, not for diagnosis"
@@ -36,7 +35,7 @@ def write_package(module, out_dir, card: dict) -> Path:
     # the whole folder at once: an earlier package there stays whole until the new one is (weights and card)
     with atomic_output_dir(out) as tmp:
         card["sha256"] = save_weights(module, tmp / WEIGHTS)
-        (tmp / CARD).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        write_card(tmp / CARD, card)  # a card the registry would refuse is an error here, not a package
     return out
 
 

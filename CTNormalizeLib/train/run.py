@@ -126,8 +126,9 @@ def run_training(recipe: str, out_dir, bank_path=None, manifest=None, steps: Opt
         card["validation"] = {"held_out_seeds": [1500], "note": "phantom seeds >= 1000, never trained on",
                               "median": val["median"]}
         from ..io.atomic import atomic_write_text
+        from ..models.registry import write_card
 
-        atomic_write_text(pkg_dir / "card.json", json.dumps(card, indent=2) + "\n")
+        write_card(pkg_dir / "card.json", card)
         atomic_write_text(out / "validation.json", json.dumps(val, indent=1))
     return pkg_dir
 

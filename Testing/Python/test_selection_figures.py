@@ -56,9 +56,15 @@ def test_only_writes_the_named_card(tmp_path, monkeypatch):
     (tmp_path / "Models" / "new").mkdir(parents=True)
     old = {"name": "classical", "selection": {"figures": {"l1_gap_closed": {"in_distribution": 0.744}}}}
     (tmp_path / "Methods" / "classical.json").write_text(json.dumps(old))
+    shipped = json.loads((Path(__file__).resolve().parents[2] / "Resources" / "Models" / "ctn-denoise-v2c"
+                          / "card.json").read_text())
     (tmp_path / "Models" / "new" / "card.json").write_text(json.dumps({"name": "new"}))
     q = tmp_path / "q.json"
     q.write_text(json.dumps(_quality(["classical:classical", "model:new"], 0.9)))
+    # a model card the registry would refuse is not published (and says why)
+    assert sf.main(["--quality", str(q), "--only", "new"]) == 2
+    assert json.loads((tmp_path / "Models" / "new" / "card.json").read_text()) == {"name": "new"}
+    (tmp_path / "Models" / "new" / "card.json").write_text(json.dumps(dict(shipped, name="new")))
     assert sf.main(["--quality", str(q), "--only", "new"]) == 0
     assert json.loads((tmp_path / "Methods" / "classical.json").read_text()) == old
     new = json.loads((tmp_path / "Models" / "new" / "card.json").read_text())

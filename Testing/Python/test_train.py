@@ -195,8 +195,11 @@ def test_training_never_writes_its_package_over_an_input(tmp_path, capsys):
     # a package folder is replaced whole: a failed write leaves the earlier package as it was
     import torch
 
-    out = write_package(torch.nn.Linear(2, 2), tmp_path / "pkg", {"name": "x", "architecture": {}, "io": {},
-                                                                   "covers": {}})
+    from CTNormalizeLib.errors import BadInputError
+
+    card = {"name": "x", "architecture": {"name": "x"}, "covers": {}, "training_data": {},
+            "io": {"hu_window": [-1000, 1000], "scale": {"offset": 0, "divisor": 1}, "context": 1}}
+    out = write_package(torch.nn.Linear(2, 2), tmp_path / "pkg", card)
     old = {p.name: p.read_bytes() for p in out.iterdir()}
 
     class Broken(torch.nn.Module):
@@ -204,6 +207,9 @@ def test_training_never_writes_its_package_over_an_input(tmp_path, capsys):
             raise RuntimeError("disk gone")
 
     with pytest.raises(RuntimeError):
-        write_package(Broken(), out, {"name": "x", "architecture": {}, "io": {}, "covers": {}})
+        write_package(Broken(), out, card)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old
+    with pytest.raises(BadInputError, match="training_data"):  # a card the registry would refuse
+        write_package(torch.nn.Linear(2, 2), out, {k: v for k, v in card.items() if k != "training_data"})
     assert {p.name: p.read_bytes() for p in out.iterdir()} == old
     shutil.rmtree(out)
