@@ -11,9 +11,7 @@ Order and why:
 3. **z_profile** to the target's thickness and spacing (exact thin -> thick; thick -> thin
    is interpolation and says so).
 4. **noise insertion** (``target`` texture only) where the output is quieter than the
-   target, e.g. a full-dose source normalized to a low-dose target, or thick -> thin, where
-   step 1 removes the noise as for ``clean`` (interpolated, it would be shared by neighbouring
-   slices) and the target's is inserted here.
+   target, e.g. a full-dose source normalized to a low-dose target.
 
 Each step is skipped, and says so, when the source already matches the target in it.
 """
@@ -38,8 +36,7 @@ def run(volume, plan, progress=None, reference=None, options: dict | None = None
         def post(x):  # the kernel step that follows: calibrate the noise where it ends up
             return mtf_ratio.convert_kernel(x, state.spacing, src, tgt, lam=lam_post)
 
-    denoise.denoise_step(state, plan, sub_progress(progress, 0.0, 0.7), post=post, options=options,
-                         z_step_follows=True)
+    denoise.denoise_step(state, plan, sub_progress(progress, 0.0, 0.7), post=post, options=options)
     mtf_ratio.kernel_step(state, plan, sub_progress(progress, 0.7, 0.85), options=options)
     thickness.z_step(state, plan, sub_progress(progress, 0.85, 0.97), options=options)
     noise_insertion.texture_step(state, plan)

@@ -368,8 +368,7 @@ def _residual_for_this_scan(state, plan, method, weight, sigma, post, options, c
         return kept(str(exc))
 
 
-def denoise_step(state, plan, progress=None, post=None, options: dict | None = None,
-                 z_step_follows: bool = False) -> None:
+def denoise_step(state, plan, progress=None, post=None, options: dict | None = None) -> None:
     """The chain's noise step on ``state``: calibrated NLM down to the target's noise or to ``clean``.
 
     ``target`` texture: the noise after the kernel and thickness steps should equal the
@@ -381,13 +380,8 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
     output is averaged with calibrated NLM's, ``(1 - w) net + w NLM``, where NLM leaves
     ``options["nlm_blend_residual"]`` of the noise (default :data:`CLEAN_RESIDUAL`, the clean chain's),
     or, with ``options["nlm_residual_chooser"]``, the residual it picks for this scan (:mod:`.blend_risk`).
-
-    ``z_step_follows`` (the chain): where the z step will interpolate slices between the source's
-    (:func:`~.thickness.stretches_noise_along_z`), the ``target`` texture removes the noise as ``clean``
-    does; the target's noise, independent from slice to slice, is inserted after the z step.
     """
     from .state import predicted_noise
-    from .thickness import stretches_noise_along_z
 
     options = options or {}
     sigma = state.noise_hu
@@ -400,17 +394,14 @@ def denoise_step(state, plan, progress=None, post=None, options: dict | None = N
     method = options.get("denoise_method", "auto")
     strength = options.get("denoise_strength")
     learned = isinstance(method, StackDenoiser)
-    stretched = plan.texture == "target" and z_step_follows and stretches_noise_along_z(plan)
-    texture = ("target texture, thick -> thin (the source's noise would be stretched along z; the target's is "
-               "inserted after the z step)" if stretched else "clean texture")
-    if (plan.texture == "clean" or stretched) and learned:
+    if plan.texture == "clean" and learned:
         # a learned denoiser's best estimate of the clean image: told the whole measured noise. What
         # it leaves is unknown; CLEAN_RESIDUAL is booked for the steps after it (the sharpening limit)
         ratio, strength = CLEAN_RESIDUAL, float(sigma) if strength is None else strength
-        why = f"{texture}: {method.name} told the measured noise {sigma:.1f} HU"
-    elif plan.texture == "clean" or stretched:
+        why = f"clean texture: {method.name} told the measured noise {sigma:.1f} HU"
+    elif plan.texture == "clean":
         ratio = float(options.get("clean_residual", CLEAN_RESIDUAL))
-        why = f"{texture}: leave {ratio:.0%} of the noise"
+        why = f"clean texture: leave {ratio:.0%} of the noise"
     else:
         pred, want = predicted_noise(plan, sigma, options.get("z_restore_lambda")), plan.target_signature.noise_hu
         if pred is None or want is None:

@@ -244,21 +244,6 @@ _NOTES = {"thin_to_thick": "slice profile modelled as a Gaussian whose FWHM is t
           "same_thickness": "resampled onto the target z spacing"}
 
 
-#: output slices closer than this fraction of the source's spacing are interpolated between the source's
-INTERPOLATED_SPACING = 0.8
-
-
-def stretches_noise_along_z(plan) -> bool:
-    """Whether the z step interpolates new slices between the source's (thick -> thin, a finer grid).
-
-    The source's noise carried through such a step is shared by neighbouring output slices
-    (its correlation along z is the thick slice's, ~0.9 for 5 -> 1 mm), which no scan at the
-    target's thickness has: its texture cannot be the target's, whatever its level.
-    """
-    s, t = plan.source_signature.spacing_mm, plan.target_signature.spacing_mm
-    return bool(s and t and t < INTERPOLATED_SPACING * s)
-
-
 def z_step(state, plan, progress=None, options: dict | None = None) -> None:
     """The chain's slice-profile step on ``state``: source thickness/spacing -> the target's."""
     t_s, sp = state.thickness, state.spacing
