@@ -40,6 +40,9 @@ def run(volume, plan, progress=None, reference=None, options: dict | None = None
     mtf_ratio.kernel_step(state, plan, sub_progress(progress, 0.7, 0.85), options=options)
     thickness.z_step(state, plan, sub_progress(progress, 0.85, 0.97), options=options)
     noise_insertion.texture_step(state, plan)
+    shared = thickness.shared_noise_warning(plan)
+    if shared:
+        state.warnings.append(shared)
     return finish(volume, state, plan, options.get("label", "classical"))
 
 

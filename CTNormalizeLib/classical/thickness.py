@@ -244,6 +244,30 @@ _NOTES = {"thin_to_thick": "slice profile modelled as a Gaussian whose FWHM is t
           "same_thickness": "resampled onto the target z spacing"}
 
 
+#: output slices closer than this fraction of the source's spacing are interpolated between the source's
+INTERPOLATED_SPACING = 0.8
+NOISE_SHARED_ALONG_Z = "NOISE_SHARED_ALONG_Z"
+
+
+def shared_noise_warning(plan) -> dict | None:
+    """The ``target`` texture's warning where the z step interpolates slices between the source's, else None.
+
+    The noise the chain keeps is the source's, carried through the interpolation: neighbouring output
+    slices share it (correlation ~0.9 for 5 -> 1 mm, where a 1 mm scan's slices are nearly
+    independent). Its level is the target's, so the emphysema index and in-plane features follow
+    the target; 3D texture features read as a thicker scan. Removing that noise and inserting the
+    target's instead was measured worse for the emphysema index (docs/ARCHITECTURE.md): denoising
+    also removes the small low-attenuation areas the thick slices kept.
+    """
+    s, t = plan.source_signature.spacing_mm, plan.target_signature.spacing_mm
+    if plan.texture != "target" or not (s and t and t < INTERPOLATED_SPACING * s):
+        return None
+    return {"code": NOISE_SHARED_ALONG_Z,
+            "message": (f"Target texture, {s:.3g} -> {t:.3g} mm slices: the output's noise is the source's, interpolated, "
+                        "so neighbouring slices share it as in the thicker scan. The noise level is the target's "
+                        "(emphysema index, in-plane texture); 3D texture features read as a thicker scan.")}
+
+
 def z_step(state, plan, progress=None, options: dict | None = None) -> None:
     """The chain's slice-profile step on ``state``: source thickness/spacing -> the target's."""
     t_s, sp = state.thickness, state.spacing

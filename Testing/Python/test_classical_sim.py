@@ -87,3 +87,22 @@ def test_auto_closes_gap_on_simulated_pair(truth):
     l_src, l_out, l_rep = _l1(base, tgt.hu), _l1(out.hu, tgt.hu), _l1(rep.hu, tgt.hu)
     gap = (l_src - l_out) / (l_src - l_rep)
     assert gap > 0.6, (l_src, l_out, l_rep)
+
+
+def test_target_texture_thick_to_thin_says_its_noise_is_shared_along_z(truth):
+    """4 mm -> 1 mm, target texture: the output's noise is the source's, interpolated (neighbouring slices share it,
+    measured in the air as ``info`` reads the slice profile); the run says so. Clean texture and thin -> thick do not."""
+    from CTNormalizeLib.classical.thickness import NOISE_SHARED_ALONG_Z
+    from CTNormalizeLib.signature import measure_signature
+    from CTNormalizeLib.simulate import simulate_pair
+
+    S = parse_spec("kernel=standard,dose=0.25,thickness=4")
+    T = parse_spec("kernel=standard,dose=0.5,thickness=1")
+    src, tgt, _ = simulate_pair(truth, S, T, seed=3)
+    res = normalize(src, S, T, method="classical", texture="target")
+    rho = {name: measure_signature(v).details["z"]["rho"] for name, v in (("target", tgt), ("output", res.volume))}
+    assert rho["output"] > rho["target"] + 0.2, rho  # what the warning is about
+    codes = lambda r: {w["code"] for w in r.warnings}  # noqa: E731
+    assert NOISE_SHARED_ALONG_Z in codes(res)
+    assert NOISE_SHARED_ALONG_Z not in codes(normalize(src, S, T, method="classical", texture="clean"))
+    assert NOISE_SHARED_ALONG_Z not in codes(normalize(tgt, T, S, method="classical", texture="target"))
