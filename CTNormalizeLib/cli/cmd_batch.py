@@ -132,6 +132,7 @@ def _run_cases(args, mode: str, cases: list, out: Path) -> int:
     from .. import cancellation
     from ..cohort.report import write_cohort_html
     from ..cohort.tables import write_tables
+    from ..io.write import header_loss_warning
     from .events import dumps
 
     workers = None if args.scheduler else local_workers(args, len(cases))
@@ -158,6 +159,9 @@ def _run_cases(args, mode: str, cases: list, out: Path) -> int:
                     "output format": args.output_format, "output type": args.output_type,
                     "workers": args.scheduler or workers, "threads per worker": threads}
             written["cohort"] = str(write_cohort_html(out / "cohort.html", records, after=True, settings=info))
+    nifti = header_loss_warning(f"case.{args.output_format}")
+    if nifti:  # once for the cohort, not once per case
+        EventStream(mode).warning(nifti["code"], nifti["message"])
     summary = summarize(records)
     if mode == "json":
         sys.stdout.write(dumps({"event": "done", "output": str(out.resolve()), "summary": summary,

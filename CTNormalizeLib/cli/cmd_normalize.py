@@ -108,7 +108,7 @@ def _run(args, events: EventStream, guard) -> int:
     from ..contracts.derivation import derivation_from_report
     from ..io.dicom_write import check_output_dir, output_is_dicom, write_derived_series
     from ..io.outputs import volume_nbytes
-    from ..io.write import check_output_type, check_volume_path, output_type
+    from ..io.write import check_output_type, check_volume_path, header_loss_warning, output_type
     from ..methods import get_method
     from ..normalization import execute, method_reference
     from ..plan import make_plan
@@ -174,8 +174,9 @@ def _run(args, events: EventStream, guard) -> int:
         dtype = "int16"  # a derived series always stores int16 (whole HU when they fit, else with a slope)
     else:
         dtype, warning = output_type(out_vol.hu, args.output_type)
-        if warning:
-            events.warning(warning["code"], warning["message"])
+        for w in (warning, header_loss_warning(out)):
+            if w:
+                events.warning(w["code"], w["message"])
         write_volume(out_vol, guard.stage(out), dtype=dtype, write_tags=True)  # the output's tags (Derivation.output_meta)
     timings["write_s"] = round(time.perf_counter() - t, 3)
     outcome.timings = {**timings, **outcome.timings}
@@ -193,6 +194,8 @@ def _run(args, events: EventStream, guard) -> int:
             stored = "whole HU, DICOM" if series.rescale_slope == 1.0 else "DICOM, int16 with a rescale slope"
         else:
             stored = "whole HU, int16" if dtype == "int16" else "float32"
-        print(f"Wrote {out} ({stored}; {plan.method}; {plan.summary()}; "
+        print(f"Wrote {out} ({stored}; {plan.method}, {plan.texture} texture; {plan.summary()}; "
               f"{plan.noise_summary()})")
+        if plan.requested_method == "auto":
+            print(f"  method {plan.method}: {plan.method_reason}")
     return 0

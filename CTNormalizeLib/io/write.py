@@ -82,6 +82,22 @@ def check_output_type(requested: str, dicom: bool, other_formats: str) -> None:
                             f"(leave --output-type out, or {other_formats}).")
 
 
+NIFTI_DROPS_PROVENANCE = "NIFTI_DROPS_PROVENANCE"
+
+
+def header_loss_warning(path) -> Optional[dict]:
+    """A warning when ``path`` is a NIfTI file, which keeps no header text: a normalized output's provenance
+    (``ctnormalize``, its texture, the target's tags) is not stored with it; None for NRRD and MHA."""
+    name = str(path).lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return None
+    return {"code": NIFTI_DROPS_PROVENANCE,
+            "message": ("NIfTI keeps no header text: this output will not say that CTNormalize made it, with which "
+                        "texture or for which protocol, so `info`, `emphysema` and `radiomics` cannot warn about it "
+                        "later (a clean-texture output measured as a scan). Write .nrrd or .mha to keep that; "
+                        "--report keeps the run's record beside it.")}
+
+
 def output_type(hu: np.ndarray, requested: str = DEFAULT_OUTPUT_TYPE) -> tuple[str, Optional[dict]]:
     """The type to write a normalized volume as, and a warning when the request cannot be met.
 

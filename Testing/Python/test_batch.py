@@ -369,6 +369,7 @@ def test_a_folder_batch_leaves_out_its_own_and_earlier_outputs(tmp_path):
     assert r.returncode == 0, r.stderr
     started = json.loads(r.stdout.splitlines()[0])
     assert started["event"] == "started" and started["cases"] == 1
+    assert "NIFTI_DROPS_PROVENANCE" not in r.stdout
 
 
 def test_ctrl_c_cancels_a_two_worker_batch_without_worker_tracebacks(tmp_path):
@@ -453,3 +454,17 @@ def test_spawned_workers_start_ignoring_sigint():
         assert exit_code_after_sigint() != 0
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_nifti_batch_says_once_that_the_outputs_keep_no_provenance(tmp_path):
+    src = tmp_path / "scans"
+    src.mkdir()
+    for name in ("a.nrrd", "b.nrrd"):
+        _write(src / name, chest(BATCH_SHAPE))
+    r = _run(["batch", "--input-dir", str(src), "-o", str(tmp_path / "out"), "--target", TARGET,
+              "--method", "mtf_ratio", "--workers", "1", "--no-report", "--progress", "json",
+              "--output-format", "nii.gz"])
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert events[0]["event"] == "started" and events[-1]["event"] == "done"
+    assert [e["code"] for e in events if e["event"] == "warning"].count("NIFTI_DROPS_PROVENANCE") == 1

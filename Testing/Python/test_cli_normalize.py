@@ -75,9 +75,15 @@ def test_bar_mode_prints_no_json(small_ct, tmp_path):
     r = _run(["normalize", str(small_ct), "-o", str(tmp_path / "o.nii.gz"), "--source", SRC,
               "--target", "kernel=standard", "--progress", "none"])
     assert r.returncode == 0, r.stderr
-    assert "Wrote" in r.stdout
+    assert "Wrote" in r.stdout and "clean texture" in r.stdout
+    assert "method " in r.stdout  # auto says what it took, and why, without --progress json
+    # NIfTI keeps no header text: the run says the provenance is not stored with the output
+    assert "NIFTI_DROPS_PROVENANCE" in r.stderr
     # kernel-only target keeps the source dose and thickness
     assert sitk.ReadImage(str(tmp_path / "o.nii.gz")).GetSpacing()[2] == pytest.approx(2.0)
+    r = _run(["normalize", str(small_ct), "-o", str(tmp_path / "o.nrrd"), "--source", SRC,
+              "--target", "kernel=standard", "--progress", "none"])
+    assert r.returncode == 0 and "NIFTI_DROPS_PROVENANCE" not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize(
