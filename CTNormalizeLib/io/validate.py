@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import BadInputError, NotCTError
@@ -73,10 +75,15 @@ def validate_ct(volume: Volume, check_values: bool = True) -> None:
         raise BadInputError(f"Needs a 3D volume, got an array with {hu.ndim} dimensions {hu.shape}.")
     nz, ny, nx = hu.shape
     if nz < 2:
-        raise BadInputError(
-            f"Needs a 3D volume, got {nz} slice ({nx} x {ny} pixels). "
-            "For a DICOM series, pass the folder that holds all its slices."
-        )
+        src = volume.meta.get("source_path")
+        if volume.meta.get("source_format") != "DICOM":
+            hint = "A 2D image cannot be normalized: CTNormalize needs the scan's slices as one 3D volume."
+        elif src and Path(src).is_dir():
+            hint = (f"The folder {src} holds one slice of this series: the other slices are missing "
+                    "(copy the whole series into it).")
+        else:
+            hint = "For a DICOM series, pass the folder that holds all its slices."
+        raise BadInputError(f"Needs a 3D volume, got {nz} slice ({nx} x {ny} pixels). {hint}")
     if ny < 2 or nx < 2:
         raise BadInputError(f"Needs a 3D volume, got size {nx} x {ny} x {nz} (x, y, z).")
     sp = np.asarray(volume.spacing, dtype=float)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,9 +119,14 @@ def test_ct_small_hu_matches_pydicom(ct_small_path):
     assert "CTDIvol" not in vol.meta  # absent tags are absent keys
 
 
-def test_ct_small_is_refused_as_2d(ct_small_path):
-    with pytest.raises(BadInputError, match="3D volume, got 1 slice"):
+def test_ct_small_is_refused_as_2d(ct_small_path, tmp_path):
+    with pytest.raises(BadInputError, match="3D volume, got 1 slice.*folder that holds all its slices"):
         read_volume(ct_small_path)
+    folder = tmp_path / "series"
+    folder.mkdir()
+    shutil.copy(ct_small_path, folder / "CT_small.dcm")
+    with pytest.raises(BadInputError, match="holds one slice of this series: the other slices are missing"):
+        read_volume(folder)  # the folder was given: the message does not ask for it
 
 
 def test_lung1_reads_as_hu(lung1_path):
@@ -432,7 +438,7 @@ def test_empty_folder(tmp_path):
 def test_2d_image_file(tmp_path):
     img = sitk.GetImageFromArray(chest_slice(32).astype(np.float32))
     sitk.WriteImage(img, str(tmp_path / "s.nrrd"))
-    with pytest.raises(BadInputError, match="got 1 slice"):
+    with pytest.raises(BadInputError, match="got 1 slice.*A 2D image cannot be normalized"):
         read_volume(tmp_path / "s.nrrd")
 
 
