@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -37,19 +38,26 @@ def resolve_protocol(text: str) -> Protocol:
     """A preset name, a spec string, or a preset with overrides (``emphysema-reference,thickness=5``: the
     preset with the fields the spec sets taken from it), as a :class:`Protocol`."""
     presets = load_presets()
+    by_lower = {name.lower(): name for name in presets}  # preset names are lower case; typed ones may not be
+
+    def preset(name: str):
+        return presets.get(by_lower.get(name.strip().lower(), ""))
+
     key = str(text).strip()
-    if key in presets:
-        return presets[key].protocol
+    if preset(key):
+        return preset(key).protocol
     head, _, rest = key.partition(",")
-    if head.strip() in presets and rest.strip():
-        return presets[head.strip()].protocol.merged(parse_spec(rest))
-    late = [part.strip() for part in key.split(",")[1:] if part.strip() in presets]
+    if preset(head) and rest.strip():
+        return preset(head).protocol.merged(parse_spec(rest))
+    late = [part.strip() for part in key.split(",")[1:] if preset(part)]
     if late:
         raise BadInputError(f"In {key!r} the preset {late[0]!r} is not first: write it first, then the fields it "
                             f"overrides (e.g. '{late[0]},thickness=5').")
-    if "=" not in key:
+    if "=" not in head:
+        close = difflib.get_close_matches(head.strip().lower(), list(presets), n=2, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise BadInputError(
-            f"{key!r} is neither a preset nor a spec like 'kernel=smooth,dose=1,thickness=1'. "
+            f"{key!r} is neither a preset nor a spec like 'kernel=smooth,dose=1,thickness=1'.{hint} "
             f"Presets: {', '.join(presets)}."
         )
     return parse_spec(key)

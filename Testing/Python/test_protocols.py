@@ -117,6 +117,14 @@ def test_unknown_preset_lists_presets():
     with pytest.raises(BadInputError) as info:
         resolve_protocol("emphysema")
     assert "emphysema-reference" in info.value.message
+    for typo in ("emphysema-refrence", "emphysema-refrence,thickness=5"):
+        with pytest.raises(BadInputError, match="Did you mean 'emphysema-reference'"):
+            resolve_protocol(typo)
+
+
+def test_preset_names_are_read_whatever_their_case():
+    assert resolve_protocol("Emphysema-Reference") == resolve_protocol("emphysema-reference")
+    assert resolve_protocol("EMPHYSEMA-REFERENCE,thickness=5").thickness == 5
 
 
 # ----------------------------------------------------------------------------- vendor names
