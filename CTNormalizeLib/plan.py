@@ -211,7 +211,7 @@ def _target_from_reference(ref: Volume, source_sig: Signature) -> tuple[Protocol
     src = {k: FieldSource("reference", v.confidence, f"{v.detail} (measured on {label})")
            for k, v in ref_prot.sources.items() if k in ("kernel", "thickness", "kernel_name", "profile")}
     prot = Protocol(kernel=ref_prot.kernel, kernel_name=ref_prot.kernel_name, thickness=ref_prot.thickness,
-                    spacing=ref_prot.thickness, profile=ref_prot.profile, sources=src)
+                    spacing=ref_sig.spacing_mm, profile=ref_prot.profile, sources=src)
     return prot, sig
 
 

@@ -200,6 +200,7 @@ def format_text(info: dict) -> str:
     lines.append("Validation: " + ("ok, a 3D CT in HU" if v["ok"] else f"{v['code']}: {v['message']}"))
     p = info["protocol"]
     lines.append(f"Protocol:   {p['spec'] or '(nothing detected)'}")
+    lines.append(f"  {'(field)':<12}{'(value)':<12}{'(from)':<8}{'(conf)':<8}(why)")
     for name in ("kernel", "kernel_name", "dose", "mas", "ctdivol", "thickness", "profile", "spacing"):
         src = p["sources"].get(name)
         if src is None and p.get(name) is None:
@@ -207,7 +208,7 @@ def format_text(info: dict) -> str:
         src = src or {"source": "-", "confidence": 0.0, "detail": ""}
         value = p.get(name) if name != "profile" else p.get(name) or "gaussian"  # None: helical, Gaussian
         lines.append(f"  {name:<12}{_fmt(value):<12}{src['source']:<8}"
-                     f"{src['confidence']:<6.2f}{src['detail']}")
+                     f"{src['confidence']:<8.2f}{src['detail']}")
     lines += _signature_lines(info.get("signature"), info.get("noise"))
     for w in info["warnings"]:
         lines.append(f"Warning [{w.get('code')}]: {w.get('message')}")
@@ -223,7 +224,7 @@ def _signature_lines(sig, noise) -> list:
     tr = sig["transfer"]
     m50 = "above Nyquist" if tr["mtf50"] is None else f"{tr['mtf50']:.3g} c/mm"
     lines = ["Measured signature (from the pixels; tags are priors):",
-             f"  kernel      {sig['kernel']:<12}{src['kernel']['source']:<8}{src['kernel']['confidence']:<6.2f}"
+             f"  kernel      {sig['kernel']:<12}{src['kernel']['source']:<8}{src['kernel']['confidence']:<8.2f}"
              + (src["transfer"]["detail"] if "MTF50" in src["transfer"]["detail"]
                 else f"MTF50 {m50} ({src['transfer']['detail']})")]
     edge = sig["details"].get("edge")

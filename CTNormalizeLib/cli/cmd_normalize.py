@@ -17,7 +17,7 @@ DESCRIPTION = (
     "reference scan (--target-like). The source's kernel and noise are measured from the pixels (DICOM tags "
     "are priors; --source overrides). With --progress json, stdout carries one JSON event per line (started, "
     "progress, warning, done, error) and nothing else. Exit codes: 0 ok, 2 bad input, 3 no model for the "
-    "protocol pair, 4 out of memory, 130 cancelled, 1 internal error."
+    "protocol pair, 4 resources exhausted (memory, disk), 130 cancelled, 141 stdout closed early, 1 internal error."
 )
 
 STEPS = ("read", "plan", "normalize", "write")

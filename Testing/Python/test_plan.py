@@ -136,6 +136,11 @@ def test_target_like_reference_scan(scans):
     base = change_thickness(src.hu, src.spacing, 2.0, 2.0, 1.0).hu[:n]
     l1_src = np.abs(base - ref2.hu[:n])[body].mean()
     assert l1_out < 0.6 * l1_src, (l1_out, l1_src)
+    # a reference whose slices are thicker than their spacing: the plan's target spacing is the one the output gets
+    overlapping = Volume(ref.hu, ref.spacing, meta={"Modality": "CT", "SliceThickness": "2"})
+    plan = make_plan(src, None, target_like=overlapping, method="classical")
+    assert plan.target.thickness == 2.0 and plan.target.spacing == plan.target_signature.spacing_mm == 1.0
+    assert "spacing=1," in plan.target.spec() + ","
 
 
 def test_a_target_like_scan_is_the_reference_of_histogram_matching(scans):
