@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+import numpy as np
+
 from .version import __version__
 from .contracts.report import RunReport
 from .method_rows import MethodResult
@@ -193,17 +195,40 @@ def _qc(inp: Volume, result: MethodResult, plan: Plan) -> dict:
     """QC figures for outputs whose method measured none (the classical chain, also with a learned
     denoiser), measured as for learned models (no tiles, so no seams).
 
-    The input is put on the output's z grid (slice profile + linear interpolation) first.
+    The input is put on the output's z grid (slice profile + linear interpolation) first. On a
+    finer grid (thick -> thin) only the output slices at the source's slice positions are compared:
+    the ones between are made by the z step's interpolation, and a linearly interpolated input
+    is no reference for them (lung1 5 -> 1 mm: 6.0 % of the body "changed" with them, 1.2 % without).
     """
     from .inference.masks import body_mask
     from .inference.qc import measure_qc
     from .inference.zgrid import resample_z
 
     out = result.volume
-    t_s = plan.source_ssp_mm
-    inp_hu = resample_z(inp.hu, inp.spacing[0], out.spacing[0], t_s, plan.target_signature.thickness_mm)
-    n = min(inp_hu.shape[0], out.shape[0])
-    step = max(1, n // 32)
-    qc, warnings = measure_qc(inp_hu[:n], out.hu[:n], body_mask(inp_hu[:n]), slice_step=step)
+    s_in, s_out = float(inp.spacing[0]), float(out.spacing[0])
+    shared = _shared_slices(inp.shape[0], s_in, out.shape[0], s_out) if s_out < s_in else None
+    if shared is not None:
+        inp_hu, out_hu = inp.hu[shared[0]], out.hu[shared[1]]
+        where = "the output slices at the source's slice positions (those between are interpolated)"
+    else:
+        t_s = plan.source_ssp_mm
+        inp_hu = resample_z(inp.hu, s_in, s_out, t_s, plan.target_signature.thickness_mm)
+        n = min(inp_hu.shape[0], out.shape[0])
+        inp_hu, out_hu = inp_hu[:n], out.hu[:n]
+        where = "every output slice, against the input on the output's grid"
+    step = max(1, inp_hu.shape[0] // 32)
+    qc, warnings = measure_qc(inp_hu, out_hu, body_mask(inp_hu), slice_step=step)
+    qc["compared_slices"] = where
     result.warnings.extend(warnings)
     return qc
+
+
+def _shared_slices(n_in: int, s_in: float, n_out: int, s_out: float):
+    """``(input indices, output indices)`` of the slices both z grids (same first slice) hold, or None
+    when fewer than two coincide."""
+    k = np.arange(n_out)
+    j = k * s_out / s_in
+    hit = (np.abs(j - np.round(j)) < 1e-3) & (np.round(j) < n_in)
+    if hit.sum() < 2:
+        return None
+    return np.round(j[hit]).astype(int), k[hit]

@@ -418,3 +418,42 @@ def test_every_thick_to_thin_output_says_it_is_interpolated(scans):
         assert [w["code"] for w in classical].count("THICK_TO_THIN_INTERPOLATION") == 1
     finally:
         unregister("toy-thin")
+
+
+def test_thick_to_thin_qc_compares_the_slices_the_source_has(scans):
+    """QC of a finer z grid compares the output slices at the source's positions (those between are made by
+    interpolation, and a linearly interpolated input is no reference for them): a faithful interpolation passes,
+    a change of the anatomy on those slices is still caught."""
+    from dataclasses import replace as dc_replace
+
+    from CTNormalizeLib.normalization import _shared_slices, execute
+    from scipy.interpolate import CubicSpline
+
+    assert _shared_slices(4, 5.0, 16, 1.0)[0].tolist() == [0, 1, 2, 3]
+    assert _shared_slices(4, 5.0, 16, 1.0)[1].tolist() == [0, 5, 10, 15]
+    assert _shared_slices(3, 3.0, 5, 2.0)[1].tolist() == [0, 3]
+    assert _shared_slices(2, 5.0, 3, 2.0) is None  # one shared slice: nothing to compare on
+
+    src, _, _ = scans  # 2 mm slices
+
+    def spline(v, shift):
+        def run(v, p, pr=None, ref=None):  # cubic, where the QC's reference interpolates linearly
+            z = np.arange(v.shape[0]) * v.spacing[0]
+            out = v.with_array(CubicSpline(z, v.hu, axis=0)(np.arange(2 * v.shape[0] - 1) * v.spacing[0] / 2)
+                               .astype(np.float32) + np.float32(shift) * (v.hu[:1] > -500))
+            out.spacing = (v.spacing[0] / 2, v.spacing[1], v.spacing[2])
+            return MethodResult(out)
+        return run
+
+    register(Method("toy-spline", "learned", "cubic z interpolation", ("thickness",), run=spline(src, 0.0)))
+    register(Method("toy-shift", "learned", "cubic z interpolation + 100 HU", ("thickness",), run=spline(src, 100.0)))
+    try:
+        plan = make_plan(src, "kernel=sharp,dose=0.25,thickness=2", "thickness=1", method="z_profile")
+        faithful = execute(dc_replace(plan, method="toy-spline"), src)
+        assert "source's slice positions" in faithful.result.qc["compared_slices"]
+        assert faithful.result.qc["changed_fraction"] == 0.0
+        shifted = execute(dc_replace(plan, method="toy-shift"), src)
+        assert "QC_LARGE_CHANGE" in {w["code"] for w in shifted.warnings}
+    finally:
+        unregister("toy-spline")
+        unregister("toy-shift")
