@@ -101,6 +101,7 @@ def run(args) -> int:
     from ..io.outputs import OutputGuard, volume_nbytes
     from ..quantify import emphysema_dice, emphysema_index, load_lung_mask
     from ..quantify._io import read_volume, write_mask
+    from ..quantify.coverage import z_extent_warning
     from ..volume import volume_grid_differences
 
     inputs = [Path(p) for p in args.inputs]
@@ -137,6 +138,7 @@ def run(args) -> int:
                 first, first_vol = res, vol
             else:
                 differences = volume_grid_differences(vol, first_vol)
+                row.warnings += z_extent_warning(first_vol, vol, "This CT", "the first")
                 if differences:
                     row.warnings.append(_no_dice_warning(differences))
                 else:

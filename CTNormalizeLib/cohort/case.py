@@ -210,6 +210,7 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     from ..io.dicom_write import write_derived_series
     from ..io.validate import validate_ct
     from ..normalization import normalize
+    from ..quantify.coverage import z_extent_warning
     from .measure import scan_signature
 
     if not Path(case.input).exists():
@@ -255,7 +256,7 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     if settings.emphysema:
         rec["emphysema"] = {name: _emphysema(v, name, settings.threshold, warnings)
                             for name, v in (("original", vol), ("normalized", out_vol))}
-        warnings += _z_extent_warning(vol, out_vol)
+        warnings += z_extent_warning(vol, out_vol)
         clock.lap("emphysema_s")
     if settings.radiomics:
         rec["radiomics"] = _radiomics(settings, vol, out_vol, segments)
@@ -277,19 +278,6 @@ def _emphysema(vol, name: str, threshold: float, warnings: list) -> Optional[dic
     except NoLungsError as exc:
         warnings.append({"code": exc.code, "message": f"{name}: {exc.message}"})
         return None
-
-
-def _z_extent_warning(vol, out_vol) -> list:
-    """A warning when the two scans cover different lengths along z (slices x spacing): thick -> thin
-    slices run from the first slice's centre to the last one's, so the lung volumes differ by that much
-    before any normalization effect."""
-    before, after = vol.shape[0] * vol.spacing[0], out_vol.shape[0] * out_vol.spacing[0]
-    if abs(after - before) <= 0.02 * before:
-        return []
-    return [{"code": "Z_EXTENT_DIFFERS",
-             "message": f"The normalized scan covers {after:.4g} mm along z, the original {before:.4g} mm "
-                        f"({100 * (after / before - 1):+.1f} %): volumes (lung volume, its thirds) differ by about "
-                        "that much before any normalization effect; compare fractions (LAA %, Perc15)."}]
 
 
 class _Clock:

@@ -80,6 +80,17 @@ def test_no_dice_on_another_grid(chest, tmp_path):
     assert p.returncode == 0 and "NO_DICE_OTHER_GRID" in p.stdout and "Dice vs first" not in p.stdout
 
 
+def test_a_ct_covering_less_z_than_the_first_is_named(chest, tmp_path):
+    """Lung volumes of two CTs compare only over the same z length (a thick -> thin output covers a slice less)."""
+    vol, _, path, _ = chest
+    shorter = _save(vol.with_array(vol.hu[2:-2]), tmp_path / "shorter.nrrd")
+    d = json.loads(_cli(path, shorter, path, "--json").stdout)["results"]
+    codes = [[w["code"] for w in r["warnings"]] for r in d]
+    assert "Z_EXTENT_DIFFERS" in codes[1] and "Z_EXTENT_DIFFERS" not in codes[0] + codes[2]
+    (w,) = [w for w in d[1]["warnings"] if w["code"] == "Z_EXTENT_DIFFERS"]
+    assert "This CT covers 84 mm along z, the first 96 mm (-12.5 %)" in w["message"]
+
+
 def test_table_with_user_mask_and_threshold(chest):
     vol, truth, path, d = chest
     mask = _save(vol, d / "lungs.nrrd", truth["lungs"].astype(np.uint8))
