@@ -207,3 +207,16 @@ class scratch_nodes:
             if self.scene.IsNodePresent(node):
                 self.scene.RemoveNode(node)
         return False
+
+
+def node_ids(scene) -> set:
+    """The IDs of the nodes now in ``scene``."""
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def remove_nodes_added_since(scene, before: set) -> None:
+    """Remove the nodes added to ``scene`` since :func:`node_ids` gave ``before`` (an import that failed halfway)."""
+    for node_id in node_ids(scene) - before:
+        node = scene.GetNodeByID(node_id)
+        if node is not None and scene.IsNodePresent(node):
+            scene.RemoveNode(node)

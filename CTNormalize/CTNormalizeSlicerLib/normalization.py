@@ -104,6 +104,9 @@ class NormalizationMixin:
             raise ValueError("Select a target protocol (preset or spec) or a reference scan to look like.")
         if outputNode is not None and outputNode is inputNode:
             raise ValueError("The output volume must differ from the input: CTNormalize never overwrites its input.")
+        if outputNode is not None and outputNode is targetLikeNode:
+            raise ValueError("The output volume must differ from the reference scan: CTNormalize never overwrites "
+                             "its inputs.")
         if device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}.")
         if self.runs.live("normalize"):
@@ -128,10 +131,11 @@ class NormalizationMixin:
         label = choices.target_label(target, None if targetLikeNode is None else targetLikeNode.GetName())
 
         def on_event(run, event):
-            if event.get("event") == "import":
-                self._importNormalized(run, outputNode, label)
+            # the panel hears of the import before it happens: the import ends the run (its "done" comes last)
             if onEvent is not None:
                 onEvent(run, event)
+            if event.get("event") == "import":
+                self._importNormalized(run, outputNode, label)
 
         run = EngineRun(args, env=engine.engine_environment(device, self.modelsDirectory), cwd=engine.engine_package_parent(),
                         on_event=on_event, on_finished=onFinished, cleanup=lambda: process.remove_dir(tmp))
@@ -144,8 +148,16 @@ class NormalizationMixin:
         return run
 
     def _importNormalized(self, run: EngineRun, outputNode, target: str):
+        """Load the engine's output into ``outputNode`` (or a new node) with its provenance.
+
+        The report is checked before any node is touched, and a node made here is removed again
+        when loading fails: a failed import leaves no volume without provenance in the scene.
+        """
+        from CTNormalizeLib.contracts.report import RunReport
+
         scene = self.scene
         inputNode = run.inputNode
+        created = None
         try:
             if not self.runs.is_current(run):
                 raise RuntimeError("The scene was closed during the run; the result was discarded.")
@@ -155,14 +167,18 @@ class NormalizationMixin:
             path = done.get("output")
             if not path or not os.path.isfile(path):
                 raise RuntimeError(f"The engine reported success but wrote no output ({path}).")
+            report = dict(done.get("report") or {})
+            try:
+                RunReport.from_dict(report)
+            except (TypeError, KeyError, ValueError) as exc:
+                raise RuntimeError(f"the engine's run report is not readable by this module ({exc})") from None
             if outputNode is not None and not scene.IsNodePresent(outputNode):
                 outputNode = None  # the chosen output was deleted meanwhile: make a new one
             if outputNode is None:
-                outputNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
-                                                     choices.output_name(inputNode, target))
+                outputNode = created = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
+                                                               choices.output_name(inputNode, target))
             nodes.read_volume(path, outputNode)
             nodes.adopt_geometry(outputNode, inputNode)
-            report = dict(done.get("report") or {})
             nodes.set_provenance(outputNode, report, extra={"runId": run.id, "inputName": inputNode.GetName(),
                                                             "targetName": target})
             nodes.place_next_to(outputNode, inputNode)
@@ -170,6 +186,8 @@ class NormalizationMixin:
             run.report = report
         except Exception as exc:
             log.exception("CTNormalize: importing the result failed")
+            if created is not None and scene.IsNodePresent(created):
+                scene.RemoveNode(created)
             run.set_failed("IMPORT", f"Could not load the result: {exc}")
             return
         run.set_completed()

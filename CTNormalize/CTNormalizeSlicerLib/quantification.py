@@ -66,7 +66,11 @@ class QuantificationMixin:
 
     def _quantRun(self, kind, args, tmp, importer, onEvent, onFinished) -> EngineRun:
         def on_event(run, event):
+            # the panel hears of the import before it happens: the import ends the run (its "done" comes last)
+            if onEvent is not None:
+                onEvent(run, event)
             if event.get("event") == "import":
+                before = nodes.node_ids(self.scene)
                 try:
                     if not self.runs.is_current(run):
                         raise RuntimeError("The scene was closed during the run; the results were discarded.")
@@ -77,11 +81,10 @@ class QuantificationMixin:
                     importer(run, doc)
                 except Exception as exc:
                     log.exception("CTNormalize: importing quantification results failed")
+                    nodes.remove_nodes_added_since(self.scene, before)  # no half-made table or masks stay
                     run.set_failed("IMPORT", f"Could not read the results: {exc}")
                     return
                 run.set_completed()
-            if onEvent is not None:
-                onEvent(run, event)
 
         run = EngineRun(args, env=engine.engine_environment("cpu"), cwd=engine.engine_package_parent(),
                         on_event=on_event, on_finished=onFinished, cleanup=lambda: process.remove_dir(tmp))

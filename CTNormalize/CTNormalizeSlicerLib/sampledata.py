@@ -74,6 +74,7 @@ def register(icons_dir: Optional[str] = None) -> None:
     """Add both samples to the Sample Data module (call on ``startupCompleted``)."""
     import SampleData
     import slicer
+    from slicer.i18n import tr as _
 
     icons = Path(icons_dir) if icons_dir else None
 
@@ -82,7 +83,11 @@ def register(icons_dir: Optional[str] = None) -> None:
         return str(p) if p is not None and p.is_file() else None
 
     def generate(source=None):
-        with slicer.util.tryWithErrorDisplay("Could not make the simulated chest CT.", waitCursor=True):
+        from . import dependencies
+
+        with slicer.util.tryWithErrorDisplay(_("Could not make the simulated chest CT."), waitCursor=True):
+            # the engine's simulator runs in Slicer's Python here: its packages first (asked, as for a run)
+            dependencies.ensure([dependencies.ENGINE_REQUIREMENTS], requester="CTNormalize")
             node = load_simulated_chest()
             slicer.util.setSliceViewerLayers(background=node, fit=True)
 

@@ -223,6 +223,30 @@ def test_normalization_bad_target_shows_engine_message(mrml):
     assert not os.path.exists(run.tempDir)
 
 
+def test_a_failed_import_leaves_no_volume_and_the_panel_hears_of_it_first(mrml, monkeypatch):
+    """The import ends a run: the panel's "import" event comes before the run's end (the panel's "Loading the
+    result..." is then overwritten by "Done", not the other way round). An import that fails (here: a report
+    this module cannot read) removes the volume it made: nothing without provenance stays in the scene."""
+    from CTNormalizeLib.contracts.report import RunReport
+
+    node = _volume(mrml.scene)
+    seen = []
+    run = mrml.logic.startNormalization(node, TARGET, source=SOURCE, method="classical", device="cpu",
+                                        onEvent=lambda r, e: seen.append((e["event"], r.state)))
+    assert run.wait(timeout=240) is RunState.COMPLETED
+    assert ("import", RunState.IMPORT_RESULTS) in seen  # heard before the import ended the run
+    n_volumes = mrml.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+
+    def unreadable(d):
+        raise TypeError("missing 8 required positional arguments")
+
+    monkeypatch.setattr(RunReport, "from_dict", staticmethod(unreadable))
+    run = mrml.logic.startNormalization(node, TARGET, source=SOURCE, method="classical", device="cpu")
+    assert run.wait(timeout=240) is RunState.FAILED and run.error_code == "IMPORT"
+    assert "run report is not readable" in run.error_message
+    assert mrml.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == n_volumes
+
+
 def test_blocking_normalization_raises_with_engine_message(mrml):
     node = _volume(mrml.scene)
     with pytest.raises(RuntimeError, match="nosuchkernel"):
@@ -237,6 +261,9 @@ def test_bad_input_raises_before_launch(mrml):
         mrml.logic.startNormalization(node, "")
     with pytest.raises(ValueError):
         mrml.logic.startNormalization(node, TARGET, outputNode=node)
+    reference = _volume(mrml.scene, "reference")
+    with pytest.raises(ValueError, match="reference scan"):
+        mrml.logic.startNormalization(node, "", outputNode=reference, targetLikeNode=reference)
     with pytest.raises(ValueError):
         mrml.logic.startNormalization(node, TARGET, device="tpu")
 
@@ -488,6 +515,22 @@ def test_emphysema_with_lung_segment_and_mask_segments(mrml):
                  for i in range(mseg.GetSegmentation().GetNumberOfSegments())]
         assert names == ["Right lung", "Left lung", "Emphysema (< -950 HU)"], names
     assert seg.GetSegmentation().GetNumberOfSegments() == 2  # the user's segmentation is untouched
+
+
+def test_a_failed_emphysema_import_leaves_no_table_or_masks(mrml, monkeypatch):
+    """The table is made first, the mask segmentations after: when the import fails halfway, what it made goes."""
+    scene = mrml.scene
+    a = _volume(scene, "original")
+    b = _volume(scene, "normalized", arr=_phantom(seed=1))
+    before = nodes.node_ids(scene)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("segment import failed")
+
+    monkeypatch.setattr(mrml.logic, "_maskSegmentation", broken)
+    run = mrml.logic.startEmphysema(a, b, threshold=-950)
+    assert run.wait(timeout=240) is RunState.FAILED and run.error_code == "IMPORT"
+    assert nodes.node_ids(scene) == before
 
 
 def test_emphysema_when_normalized_volume_has_its_own_z_grid(mrml):

@@ -8,6 +8,7 @@ sample data; dependency installs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -371,6 +372,24 @@ def test_simulated_sample_loads_and_normalizes_on_the_defaults(mrml, sim_folder)
     run = mrml.logic.startNormalization(node, "emphysema-reference", device="cpu")  # every default
     assert run.wait(timeout=300) is RunState.COMPLETED, (run.error_code, run.error_message)
     assert json.loads(nodes.provenance(run.outputNode)["report"])["plan"]["source"]["kernel"] == "sharp"
+
+
+def test_the_simulated_sample_asks_for_the_engines_packages_first(mrml, sim_folder, monkeypatch):
+    """Sample Data runs the engine's simulator inside Slicer's Python, which lacks some of its packages
+    (pyyaml): the sample's loader makes sure of them, as Apply does, before the simulator is imported."""
+    registered, order = {}, []
+    fake_sampledata = types.SimpleNamespace(SampleDataLogic=types.SimpleNamespace(
+        registerCustomSampleDataSource=lambda **kw: registered.setdefault(kw["sampleName"], kw)))
+    monkeypatch.setitem(sys.modules, "SampleData", fake_sampledata)
+    monkeypatch.setitem(sys.modules, "slicer.i18n", types.SimpleNamespace(tr=lambda text: text))
+    monkeypatch.setattr(dependencies, "ensure", lambda sets, requester="": order.append(("ensure", sets)))
+    monkeypatch.setattr(sampledata, "load_simulated_chest",
+                        lambda *a, **k: order.append(("load",)) or _volume(mrml.scene))
+    monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda **kw: None)
+    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", lambda *a, **k: contextlib.nullcontext())  # needs Qt
+    sampledata.register()
+    registered[sampledata.SIMULATED_NAME]["customDownloader"]()
+    assert order[0] == ("ensure", [dependencies.ENGINE_REQUIREMENTS]) and order[1] == ("load",)
 
 
 def test_installs_pin_slicers_packages_and_stop_when_declined(monkeypatch):
