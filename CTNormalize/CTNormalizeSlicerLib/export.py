@@ -92,9 +92,12 @@ def _source_volume(input_node):
     return nodes.volume_for_engine(input_node, meta)
 
 
-def export_dicom(output_node, input_node, import_folder: Optional[Callable[[str], None]] = None) -> dict:
+def export_dicom(output_node, input_node=None, import_folder: Optional[Callable[[str], None]] = None) -> dict:
     """Write the normalized volume as a derived DICOM series of its input and import it.
 
+    The series takes the patient and study of the volume ``output_node`` was made from (its
+    node reference, :func:`nodes.input_of`); ``input_node``, when given (the panel's "Original"),
+    must be that volume: another scan would file the series under its patient.
     ``import_folder(path)`` adds the written files to the DICOM database (default: Slicer's
     ``DICOMUtils.importDicom`` with copying, so the temp folder can go). Returns
     ``{"series_instance_uid", "files", "warnings"}``.
@@ -105,8 +108,15 @@ def export_dicom(output_node, input_node, import_folder: Optional[Callable[[str]
     report = json.loads(nodes.provenance(output_node).get("report") or "{}")
     if not report:
         raise ValueError(f"'{output_node.GetName()}' was not made by CT Normalize (no run report).")
-    if input_node is None:
-        raise ValueError("The input volume of this result is no longer in the scene.")
+    made_from = nodes.input_of(output_node)
+    if made_from is None:
+        raise ValueError(f"The volume '{output_node.GetName()}' was made from is no longer in the scene: the "
+                         "DICOM series needs its patient and study.")
+    if input_node is not None and input_node is not made_from:
+        raise ValueError(f"'{output_node.GetName()}' was made from '{made_from.GetName()}', not from "
+                         f"'{input_node.GetName()}': its DICOM series would be filed under another scan's patient "
+                         "and study. Choose the volume it was made from as the original.")
+    input_node = made_from
     if import_folder is None:
         import_folder = _import_with_dicom_utils
     tmp = tempfile.mkdtemp(prefix="CTNormalize-dicom-")

@@ -12,6 +12,8 @@ import json
 from typing import Optional
 
 ATTRIBUTE_PREFIX = "CTNormalize."
+#: node reference role from a normalized volume to the volume it was made from (saved with the scene)
+INPUT_REFERENCE = "CTNormalizeInput"
 
 def lps_geometry(volume_node):
     """``(spacing_xyz, origin_lps, direction_lps_row_major)`` of a volume node, as ITK wants them."""
@@ -220,3 +222,13 @@ def remove_nodes_added_since(scene, before: set) -> None:
         node = scene.GetNodeByID(node_id)
         if node is not None and scene.IsNodePresent(node):
             scene.RemoveNode(node)
+
+
+def set_input_of(output_node, input_node) -> None:
+    """Record on ``output_node`` which volume it was made from (a node reference, kept in saved scenes)."""
+    output_node.SetNodeReferenceID(INPUT_REFERENCE, input_node.GetID() if input_node is not None else None)
+
+
+def input_of(output_node):
+    """The volume ``output_node`` was made from (:func:`set_input_of`), or None when it is not in the scene."""
+    return output_node.GetNodeReference(INPUT_REFERENCE)

@@ -179,6 +179,7 @@ class NormalizationMixin:
                                                                choices.output_name(inputNode, target))
             nodes.read_volume(path, outputNode)
             nodes.adopt_geometry(outputNode, inputNode)
+            nodes.set_input_of(outputNode, inputNode)
             nodes.set_provenance(outputNode, report, extra={"runId": run.id, "inputName": inputNode.GetName(),
                                                             "targetName": target})
             nodes.place_next_to(outputNode, inputNode)

@@ -361,6 +361,16 @@ def test_save_results_and_dicom_export_through_the_engine_writer(mrml, monkeypat
     assert calls["derivation"][0] == "derivation" and calls["derivation"][1].endswith("mtf_ratio")
     assert calls["out"].hu.shape == slicer.util.arrayFromVolume(run.outputNode).shape
     assert not os.path.exists(calls["folder"])  # the temp copy is gone once imported
+    # another scan chosen as the original would file the series under its patient: refused, nothing written
+    prior = _volume(scene, "patient B prior", arr=_phantom(z=8, seed=3))
+    calls.clear()
+    with pytest.raises(ValueError, match="was made from 'chest', not from 'patient B prior'"):
+        export.export_dicom(run.outputNode, prior, import_folder=imported.append)
+    assert not calls
+    assert nodes.input_of(run.outputNode) is node
+    scene.RemoveNode(node)
+    with pytest.raises(ValueError, match="no longer in the scene"):
+        export.export_dicom(run.outputNode, None, import_folder=imported.append)
 
 
 # -- sample data and dependencies ----------------------------------------------------------
