@@ -117,6 +117,7 @@ class CTNormalizeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Norma
 
     def cleanup(self) -> None:
         """Module reload or application exit: stop every run now (temp folders removed)."""
+        slicer.app.disconnect("aboutToQuit()", self.onAboutToQuit)  # a reloaded widget is not kept alive by it
         if self.logic is not None:
             self.logic.shutdown(_("Cancelled: the module was reloaded."))
             self.logic.stopWindowLevelSync()
@@ -163,9 +164,7 @@ class CTNormalizeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Norma
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
-            self.selectCombo(self.ui.targetComboBox, self._parameterNode.targetPreset)
-            self.selectCombo(self.ui.methodComboBox, self._parameterNode.method)
-            self.onTargetChanged(self.ui.targetComboBox.currentIndex)
+            self.selectSavedChoices()
             self.updateButtons()
 
     def updateButtons(self, caller=None, event=None) -> None:

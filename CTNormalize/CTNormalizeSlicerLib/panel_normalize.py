@@ -45,6 +45,32 @@ class NormalizePanel:
         return True
 
     def _fillChoicesFromEngine(self) -> None:
+        # refilling must not reset the parameter node's choices (clearing a combo selects its first item)
+        for combo in (self.ui.targetComboBox, self.ui.methodComboBox):
+            combo.blockSignals(True)
+        try:
+            self._fillCombos()
+        finally:
+            for combo in (self.ui.targetComboBox, self.ui.methodComboBox):
+                combo.blockSignals(False)
+        p = self._parameterNode
+        if p is not None:
+            self.selectSavedChoices()
+        self.fillModelsList()
+
+    def selectSavedChoices(self) -> None:
+        """Show the parameter node's target and method; a saved method no longer installed becomes Auto, and says so."""
+        p = self._parameterNode
+        if not self.selectCombo(self.ui.targetComboBox, p.targetPreset):
+            self.ui.targetComboBox.currentIndex = 0
+            self.onTargetChanged(0)
+        if not self.selectCombo(self.ui.methodComboBox, p.method):
+            self._log(_("The saved method {name} is not installed: Auto is used.").format(name=p.method))
+            p.method = "auto"
+            self.selectCombo(self.ui.methodComboBox, "auto")
+        self.onTargetChanged(self.ui.targetComboBox.currentIndex)
+
+    def _fillCombos(self) -> None:
         combo = self.ui.targetComboBox
         combo.clear()
         for name, (description, spec) in self.logic.presets().items():
@@ -63,7 +89,6 @@ class NormalizePanel:
         completer = qt.QCompleter(self.logic.kernelChoices(), self.ui.sourceKernelNameLineEdit)
         completer.caseSensitivity = qt.Qt.CaseInsensitive
         self.ui.sourceKernelNameLineEdit.setCompleter(completer)
-        self.fillModelsList()
 
     def fillModelsList(self) -> None:
         from .choices import model_tooltip
@@ -78,10 +103,12 @@ class NormalizePanel:
             lst.addItem(_("No learned models found; the classical methods are always available."))
 
     @staticmethod
-    def selectCombo(combo, data) -> None:
+    def selectCombo(combo, data) -> bool:
+        """Select the item holding ``data``; False (nothing changed) when there is none."""
         index = combo.findData(data)
         if index >= 0:
             combo.currentIndex = index
+        return index >= 0
 
     def onTargetChanged(self, index) -> None:
         name = self.ui.targetComboBox.itemData(index)
@@ -97,8 +124,11 @@ class NormalizePanel:
         self.ui.methodComboBox.toolTip = self.ui.methodComboBox.itemData(index, qt.Qt.ToolTipRole) or ""
 
     def onDeviceChanged(self, index) -> None:
-        if self._parameterNode is not None:
-            settings.set("device", self._parameterNode.device.value)
+        # this runs before the parameter node's own binding has read the combo: the choice is the index's
+        # (the binding lists the enum's members in order)
+        choices = list(DeviceChoice)
+        if self._parameterNode is not None and 0 <= index < len(choices):
+            settings.set("device", choices[index].value)
 
     def onModelsDirectoryButton(self) -> None:
         path = qt.QFileDialog.getExistingDirectory(None, _("Folder of your own models"),
@@ -186,7 +216,6 @@ class NormalizePanel:
             if self.ui.targetComboBox.count == 0:  # first use without the engine's packages
                 self.logic.ensureDependencies()
                 if self.fillChoices():
-                    self.selectCombo(self.ui.targetComboBox, p.targetPreset)
                     self.ui.statusLabel.text = _("Packages installed. Check the choices and press Apply.")
                 return
             source, target = self.sourceSpec(), self.target()

@@ -115,7 +115,7 @@ def _shims(work):
         return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 universal_newlines=True, cwd=cwd)
     slicer.util.launchConsoleProcess = launchConsoleProcess
-    slicer.app = types.SimpleNamespace(connect=lambda *a: None, temporaryPath=work, processEvents=app.processEvents,
+    slicer.app = types.SimpleNamespace(connect=lambda *a: None, disconnect=lambda *a: None, temporaryPath=work, processEvents=app.processEvents,
                                        applicationLogic=lambda: m.app)
     i18n = types.ModuleType("slicer.i18n")
     i18n.tr = lambda t: t
@@ -351,6 +351,13 @@ def _drive():
     ui.targetSpecLineEdit.setText("kernel=smooth,dose=1,thickness=3")
     ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("denoise"))
     ui.deviceComboBox.setCurrentIndex(ui.deviceComboBox.findText("CPU"))
+    from CTNormalizeSlicerLib import settings as panel_settings
+
+    check(panel_settings.get("device") == "cpu", f"device choice saved at once ({panel_settings.get('device')})")
+    # refilling the choices (another models folder) keeps the target and the method
+    w.onModelsDirectoryChanged()
+    check(p.targetPreset == "custom" and p.method == "denoise" and ui.methodComboBox.currentData() == "denoise",
+          f"choices kept when refilled ({p.targetPreset}, {p.method})")
     ui.applyButton.click()
     run = w._run
     check(not errors and run is not None and ui.applyButton.text() == "Cancel", f"Apply -> Cancel {errors}")
@@ -389,6 +396,13 @@ def _drive():
         check(getattr(ui, name).isEnabled(), f"{name} enabled with two volumes")
     ui.differenceButton.click()
     check(not errors and "Difference volume" in ui.statusLabel.text(), f"difference: {errors} {ui.statusLabel.text()}")
+    # a saved method that is no longer installed is not shown as Auto while still sent: it becomes Auto, said
+    p.method = "my-lab-model-v2"
+    w.selectSavedChoices()
+    check(p.method == "auto" and ui.methodComboBox.currentData() == "auto"
+          and "my-lab-model-v2 is not installed" in ui.logTextEdit.toPlainText(), f"missing method -> Auto ({p.method})")
+    ui.deviceComboBox.setCurrentIndex(ui.deviceComboBox.findText("Auto"))
+    check(panel_settings.get("device") == "auto", f"device Auto saved ({panel_settings.get('device')})")
     w.cleanup()
     print("FAILED" if check.failed else "ALL OK")
     sys.exit(1 if check.failed else 0)
