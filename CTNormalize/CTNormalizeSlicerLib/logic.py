@@ -60,25 +60,32 @@ class CompareMixin:
     def setWindowPreset(volumeNodes, preset: str):
         return views.apply_window(volumeNodes, preset)
 
+    @staticmethod
+    def _pairKey(kind: str, originalNode, normalizedNode) -> tuple:
+        # one derived node per pair: another pair's difference must not land in (and rename) this pair's node
+        return kind, originalNode.GetID() if originalNode else None, normalizedNode.GetID() if normalizedNode else None
+
     def differenceVolume(self, originalNode, normalizedNode):
-        """``normalized - original`` as a volume (updated in place on later calls)."""
-        self._derived["difference"] = compare.difference_volume(
-            self.scene, originalNode, normalizedNode, self._derived.get("difference"))
-        return self._derived["difference"]
+        """``normalized - original`` as a volume (updated in place on later calls for the same pair)."""
+        key = self._pairKey("difference", originalNode, normalizedNode)
+        self._derived[key] = compare.difference_volume(self.scene, originalNode, normalizedNode,
+                                                       self._derived.get(key))
+        return self._derived[key]
 
     def checkerboardVolume(self, originalNode, normalizedNode, squareMm: float = 20.0):
-        self._derived["checkerboard"] = compare.checkerboard_volume(
-            self.scene, originalNode, normalizedNode, squareMm, self._derived.get("checkerboard"))
-        return self._derived["checkerboard"]
+        key = self._pairKey("checkerboard", originalNode, normalizedNode)
+        self._derived[key] = compare.checkerboard_volume(self.scene, originalNode, normalizedNode, squareMm,
+                                                         self._derived.get(key))
+        return self._derived[key]
 
     def setFader(self, originalNode, normalizedNode, opacity: float):
         return compare.set_fader(self.scene, originalNode, normalizedNode, opacity)
 
     def histogramPlot(self, originalNode, normalizedNode) -> dict:
         """The lung HU histograms of both volumes as a plot chart node (``["chart"]``)."""
-        self._derived["histogram"] = compare.histogram_plot(self.scene, originalNode, normalizedNode,
-                                                            self._derived.get("histogram"))
-        return self._derived["histogram"]
+        key = self._pairKey("histogram", originalNode, normalizedNode)
+        self._derived[key] = compare.histogram_plot(self.scene, originalNode, normalizedNode, self._derived.get(key))
+        return self._derived[key]
 
     def showResults(self, tableNode=None, chartNode=None) -> int:
         """Show a results table / plot below the side-by-side views (a custom layout)."""

@@ -294,6 +294,12 @@ def test_difference_checkerboard_fader_and_synced_window(mrml):
     diff = mrml.logic.differenceVolume(a, b)
     assert np.all(slicer.util.arrayFromVolume(diff) == 7)
     assert mrml.logic.differenceVolume(a, b) is diff  # updated, not duplicated
+    # another pair gets its own node: A's difference is neither overwritten nor left under B's name
+    c = _volume(scene, "other")
+    d = _volume(scene, "other normalized", arr=slicer.util.arrayFromVolume(c).astype(np.float32) - 3)
+    other = mrml.logic.differenceVolume(c, d)
+    assert other is not diff and other.GetName() == "other normalized - other"
+    assert diff.GetName() == "normalized - original" and np.all(slicer.util.arrayFromVolume(diff) == 7)
     cb = slicer.util.arrayFromVolume(mrml.logic.checkerboardVolume(a, b, squareMm=8.0))
     va, vb = slicer.util.arrayFromVolume(a), slicer.util.arrayFromVolume(b)
     assert np.all((cb == va) | (cb == vb)) and (cb == va).any() and (cb == vb).any()
