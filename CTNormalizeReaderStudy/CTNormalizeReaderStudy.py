@@ -113,21 +113,26 @@ class CTNormalizeReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationM
     def onOpen(self):
         studyDir = self.ui.studyDirectoryButton.directory
         reader = self.ui.readerNameEdit.text.strip()
-        with slicer.util.tryWithErrorDisplay(_("Could not open the study."), waitCursor=True):
-            _ensurePackages()  # a protocol study needs pyyaml: ask now, not fail silently later
-            self.logic.openStudy(studyDir, reader)
-            settings = qt.QSettings()
-            settings.setValue(f"{SETTINGS_KEY}/studyDirectory", studyDir)
-            settings.setValue(f"{SETTINGS_KEY}/reader", reader)
-            self._fillChoices()
-            self._installShortcuts()
-        self.updateGUI()
+        try:  # Slicer's tryWithErrorDisplay shows the error, then raises it again: the panel follows either way
+            with slicer.util.tryWithErrorDisplay(_("Could not open the study."), waitCursor=True):
+                _ensurePackages()  # a protocol study needs pyyaml: ask now, not fail silently later
+                self.logic.openStudy(studyDir, reader)
+                settings = qt.QSettings()
+                settings.setValue(f"{SETTINGS_KEY}/studyDirectory", studyDir)
+                settings.setValue(f"{SETTINGS_KEY}/reader", reader)
+                self._fillChoices()
+                self._installShortcuts()
+        finally:
+            self.updateGUI()
 
     def onClose(self):
-        self.logic.saveWindowIfChanged()
-        self.logic.closeStudy()
-        self._removeShortcuts()
-        self.updateGUI()
+        try:  # a failed save keeps the study open (and says why), so the reader can try again
+            with slicer.util.tryWithErrorDisplay(_("Could not save the reading and close the study.")):
+                self.logic.saveWindowIfChanged()
+                self.logic.closeStudy()
+                self._removeShortcuts()
+        finally:
+            self.updateGUI()
 
     def onSceneEndClose(self, caller=None, event=None):
         if self.logic and self.logic.session:

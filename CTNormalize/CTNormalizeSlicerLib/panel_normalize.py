@@ -254,9 +254,15 @@ class NormalizePanel:
 
     def onNormalizationFinished(self, run) -> None:
         if run.state is RunState.COMPLETED:
+            from CTNormalizeLib.contracts.report import RunReport
+
+            report = RunReport.from_dict(run.report)  # checked when the result was imported
             self.ui.progressBar.value = 100
-            self.ui.statusLabel.text = _("Done in {s:.0f} s: {name}").format(s=run.elapsed_s, name=run.outputNode.GetName())
-            for key, value in sorted((run.report or {}).get("qc", {}).items()):
+            done = _("Done in {s:.0f} s: {name}").format(s=run.elapsed_s, name=run.outputNode.GetName())
+            if report.warnings:  # they are in the log above; the status line is what the eye reads
+                done += "  " + _("({n} warnings: see the log)").format(n=len(report.warnings))
+            self.ui.statusLabel.text = done
+            for key, value in sorted(report.qc.items()):
                 self._log(_("QC {key}: {value}").format(key=key, value=value))
             p = self._parameterNode
             if p is not None:

@@ -67,6 +67,7 @@ def _shims(work):
             yield
         except Exception as e:
             errors.append(f"{message} {e}")
+            raise  # as Slicer's does, after showing the error: code after the block does not run
 
     def loadUI(path):
         f = QtCore.QFile(path)
@@ -396,6 +397,20 @@ def _drive():
         check(getattr(ui, name).isEnabled(), f"{name} enabled with two volumes")
     ui.differenceButton.click()
     check(not errors and "Difference volume" in ui.statusLabel.text(), f"difference: {errors} {ui.statusLabel.text()}")
+    # a finished run's warnings reach the status line, not only the log
+    from CTNormalizeLib import Volume as EngineVolume
+    from CTNormalizeLib.normalization import normalize as engine_normalize
+    from CTNormalizeSlicerLib.process import RunState as PanelRunState
+
+    outcome = engine_normalize(EngineVolume(arr[:6].astype(np.float32), (2.0, 0.8, 0.8)), "kernel=sharp,dose=0.25,thickness=2",
+                               "kernel=smooth,dose=1,thickness=2", method="mtf_ratio")
+    report = outcome.report("in.nrrd", "out.nrrd").to_dict()
+    import types
+
+    finished = types.SimpleNamespace(state=PanelRunState.COMPLETED, elapsed_s=3.0, outputNode=ct, inputNode=ct,
+                                     report=dict(report, warnings=[{"code": "QC_SEAMS", "message": "x"}] * 2))
+    w.onNormalizationFinished(finished)
+    check(ui.statusLabel.text().endswith("(2 warnings: see the log)"), f"warnings on the status: {ui.statusLabel.text()}")
     # a saved method that is no longer installed is not shown as Auto while still sent: it becomes Auto, said
     p.method = "my-lab-model-v2"
     w.selectSavedChoices()

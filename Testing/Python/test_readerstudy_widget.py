@@ -80,6 +80,7 @@ def _drive():
             yield
         except Exception as e:
             errors.append(f"{message} {e}")
+            raise  # as Slicer's does, after showing the error
     def loadUI(path):
         f = QtCore.QFile(path); f.open(QtCore.QFile.ReadOnly)
         w = QUiLoader().load(f)
@@ -195,6 +196,21 @@ def _drive():
     line = json.loads(open(glob.glob(str(root / "protocol/answers/*.jsonl"))[0]).readline())
     check(line["protocol"] == "kernel=sharp,dose=0.25,thickness=2", line["protocol"])
     check(not errors, str(errors))
+    # a save that fails on Close keeps the study open, says why, and leaves the panel in step
+    save = w.logic.saveWindowIfChanged
+    def broken():
+        raise OSError("disk full")
+    w.logic.saveWindowIfChanged = broken
+    try:
+        w.onClose()
+    except OSError:
+        pass
+    check(w.logic.session is not None and ui.closeButton.isEnabled() and any("disk full" in e for e in errors),
+          f"failed close keeps the study open {errors}")
+    w.logic.saveWindowIfChanged = save
+    errors.clear()
+    w.onClose()
+    check(w.logic.session is None and ui.openButton.isEnabled() and not errors, f"close after the failure {errors}")
     print("FAILED" if check.failed else "ALL OK")
     sys.exit(1 if check.failed else 0)
 
