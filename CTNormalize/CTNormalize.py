@@ -34,21 +34,6 @@ from CTNormalizeSlicerLib.panel_normalize import NormalizePanel  # noqa: E402
 from CTNormalizeSlicerLib.panel_results import ResultsPanel  # noqa: E402
 from CTNormalizeSlicerLib.parameters import CTNormalizeParameterNode, DeviceChoice  # noqa: E402
 
-HELP = """
-<p>Translates a CT into how it would look under a target protocol (reconstruction kernel, dose,
-slice thickness), shows both side by side, and measures radiomics and the emphysema index on
-both. The work runs in the background: Slicer stays usable and every run can be cancelled.</p>
-<p><b>Research use only, not for diagnosis.</b> Results depend on the method; read the model
-cards (Settings and models) and the run report before using numbers in a study.</p>
-<p>Try it: <i>Sample Data → CTNormalize</i> has a simulated sharp-kernel low-dose chest CT (made on
-this computer) and CTChest. Select it as input and press Apply on the defaults.</p>
-<p>How to cite: cite the CTNormalize software with its version (shown in every result's
-<tt>CTNormalize.engineVersion</tt>) and the method or model with its sha256.</p>
-<p><a href="https://github.com/ctnormalize/CTNormalize/blob/main/docs/slicer.md">Documentation</a> ·
-<a href="https://github.com/ctnormalize/CTNormalize#install-in-3d-slicer">Installation</a> ·
-<a href="https://github.com/ctnormalize/CTNormalize/issues">Questions and bugs</a></p>
-"""
-
 
 class CTNormalize(ScriptedLoadableModule):
     """Module description shown in Slicer."""
@@ -59,7 +44,20 @@ class CTNormalize(ScriptedLoadableModule):
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
         self.parent.dependencies = []
         self.parent.contributors = ["CTNormalize contributors"]
-        self.parent.helpText = _(HELP)
+        # a literal inside _(): the translation extractor reads the call, not a variable
+        self.parent.helpText = _(
+            '<p>Translates a CT into how it would look under a target protocol (reconstruction kernel, dose,\n'
+            'slice thickness), shows both side by side, and measures radiomics and the emphysema index on\n'
+            'both. The work runs in the background: Slicer stays usable and every run can be cancelled.</p>\n'
+            '<p><b>Research use only, not for diagnosis.</b> Results depend on the method; read the model\n'
+            'cards (Settings and models) and the run report before using numbers in a study.</p>\n'
+            '<p>Try it: <i>Sample Data → CTNormalize</i> has a simulated sharp-kernel low-dose chest CT (made on\n'
+            'this computer) and CTChest. Select it as input and press Apply on the defaults.</p>\n'
+            "<p>How to cite: cite the CTNormalize software with its version (shown in every result's\n"
+            '<tt>CTNormalize.engineVersion</tt>) and the method or model with its sha256.</p>\n'
+            '<p><a href="https://github.com/ctnormalize/CTNormalize/blob/main/docs/slicer.md">Documentation</a> ·\n'
+            '<a href="https://github.com/ctnormalize/CTNormalize#install-in-3d-slicer">Installation</a> ·\n'
+            '<a href="https://github.com/ctnormalize/CTNormalize/issues">Questions and bugs</a></p>')
         self.parent.acknowledgementText = _(
             "Uses SimpleITK, pyradiomics, scipy, scikit-image and, for learned models, PyTorch and MONAI. "
             "Licensed under the Apache License 2.0.")
