@@ -163,11 +163,11 @@ class NormalizationMixin:
                 raise RuntimeError("The scene was closed during the run; the result was discarded.")
             if inputNode is None or not scene.IsNodePresent(inputNode):
                 raise RuntimeError("The input volume was removed from the scene during the run.")
-            done = run.done_event or {}
-            path = done.get("output")
+            done = run.done_event
+            path = done.output if done is not None else None
             if not path or not os.path.isfile(path):
                 raise RuntimeError(f"The engine reported success but wrote no output ({path}).")
-            report = dict(done.get("report") or {})
+            report = dict(done.report or {})
             try:
                 RunReport.from_dict(report)
             except (TypeError, KeyError, ValueError) as exc:

@@ -157,10 +157,12 @@ class EngineRun:
         self.state = RunState.IDLE
         self.proc = None
         self.returncode: Optional[int] = None
-        self.started_event: Optional[dict] = None
-        self.progress_event: Optional[dict] = None
-        self.done_event: Optional[dict] = None
-        self.error_event: Optional[dict] = None
+        # the engine's events as the typed records of CTNormalizeLib.contracts.events
+        self.started_event = None
+        self.progress_event = None
+        self.done_event = None
+        self.error_event = None
+        self.protocol_error: Optional[str] = None
         self.warnings: list[dict] = []
         self.log_lines: list[str] = []
         self.output_lines: list[str] = []
@@ -227,22 +229,32 @@ class EngineRun:
                 self.log_lines.append(line)
                 self._notify({"event": "log", "line": line})
             return
-        kind = event["event"]
+        from CTNormalizeLib.contracts.events import parse_event, to_dict
+
+        try:
+            typed = parse_event(event)
+        except ValueError as exc:
+            # not one of the engine's events: the engine and this module do not speak the same protocol
+            self.protocol_error = self.protocol_error or str(exc)
+            self.log_lines.append(line)
+            self._notify({"event": "log", "line": line})
+            return
+        kind = typed.event
         if kind == "started":
-            self.started_event = event
+            self.started_event = typed
             if self.state is RunState.STARTING:
                 self.state = RunState.IN_PROGRESS
         elif kind == "progress":
-            self.progress_event = event
+            self.progress_event = typed
             if self.state is RunState.STARTING:
                 self.state = RunState.IN_PROGRESS
         elif kind == "warning":
-            self.warnings.append({"code": event.get("code", ""), "message": event.get("message", "")})
+            self.warnings.append({"code": typed.code, "message": typed.message})
         elif kind == "done":
-            self.done_event = event
+            self.done_event = typed
         elif kind == "error":
-            self.error_event = event
-        self._notify(event)
+            self.error_event = typed
+        self._notify(to_dict(typed))
 
     def _handle_exit(self, code: int):
         self.returncode = code
@@ -251,6 +263,10 @@ class EngineRun:
             self.state = RunState.CANCELLED
             self.error_code = "CANCELLED"
             self.error_message = "Cancelled."
+            self._finish()
+        elif code == 0 and self.error_event is None and self.protocol_error is not None:
+            self._fail("PROTOCOL", f"The engine sent an event this module does not understand ({self.protocol_error}); "
+                                   "the engine and the module are from different versions: reinstall the extension.")
             self._finish()
         elif code == 0 and self.error_event is None:
             if self.auto_complete:
@@ -264,8 +280,7 @@ class EngineRun:
             self._finish()
         else:
             if self.error_event is not None:
-                self._fail(self.error_event.get("code", EXIT_CODES.get(code, "INTERNAL")),
-                           self.error_event.get("message", ""))
+                self._fail(self.error_event.code or EXIT_CODES.get(code, "INTERNAL"), self.error_event.message)
             else:
                 tail = "\n".join(self.log_lines[-5:])
                 self._fail(EXIT_CODES.get(code, "INTERNAL"),
@@ -366,17 +381,17 @@ class EngineRun:
         if self.state in (RunState.IMPORT_RESULTS, RunState.COMPLETED):
             return 1.0
         ev = self.progress_event
-        return float(ev.get("fraction") or 0.0) if ev else 0.0
+        return float(ev.fraction or 0.0) if ev else 0.0
 
     @property
     def stage(self) -> str:
         ev = self.progress_event
-        return str(ev.get("stage", "")) if ev else ""
+        return str(ev.stage) if ev else ""
 
     @property
     def eta_s(self) -> Optional[float]:
         ev = self.progress_event
-        return ev.get("eta_s") if ev else None
+        return ev.eta_s if ev else None
 
     @property
     def elapsed_s(self) -> float:

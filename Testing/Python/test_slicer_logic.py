@@ -572,7 +572,7 @@ def test_cancel_real_engine_run(mrml):
     assert state is RunState.CANCELLED
     assert time.monotonic() - t0 < 15
     assert run.returncode == 130, (run.returncode, run.log_lines[-5:])  # the engine's own cancel, not a kill
-    assert run.error_event is not None and run.error_event["code"] == "CANCELLED", run.error_event
+    assert run.error_event is not None and run.error_event.code == "CANCELLED", run.error_event
     assert run.outputNode is None
     assert mrml.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == n_volumes
     assert not os.path.exists(run.tempDir)

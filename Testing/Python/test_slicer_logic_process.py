@@ -73,7 +73,7 @@ def test_successful_run_goes_through_states(tmp_path):
     assert dict(seen)["progress"] is RunState.IN_PROGRESS
     assert run.stage == "denoise" and run.eta_s == 1.5 and run.fraction == 1.0
     assert run.warnings == [{"code": "NO_COVERING_MODEL", "message": "classical instead"}]
-    assert run.done_event["report"]["qc"] == {"ok": True}
+    assert run.done_event.report["qc"] == {"ok": True}
     assert "INFO a log line on stderr" in run.log_lines
     assert not finished and not cleaned  # waiting for the owner to import
     run.set_completed()
@@ -101,6 +101,19 @@ def test_error_event_gives_engine_message(tmp_path):
     assert cleaned == [1]
 
 
+def test_an_event_outside_the_contract_fails_the_run_with_a_reason(tmp_path):
+    """Events are read through CTNormalizeLib.contracts.events: one this module does not know (an engine of
+    another version) is a protocol error the run fails with, never keys guessed from a dict."""
+    args = _script(tmp_path, """
+        import json
+        print(json.dumps({"event": "started", "steps": 1, "device": "cpu", "method": "x", "new_key": 1}), flush=True)
+        print(json.dumps({"event": "done", "output": "/o", "report": {}}), flush=True)
+    """)
+    run = EngineRun(args).start()
+    assert run.wait(timeout=30) is RunState.FAILED and run.error_code == "PROTOCOL"
+    assert "new_key" in run.error_message and "different versions" in run.error_message
+
+
 def test_crash_without_event_reports_exit_code_and_log_tail(tmp_path):
     args = _script(tmp_path, "import sys\nprint('Traceback: boom', file=sys.stderr)\nsys.exit(4)\n")
     run = EngineRun(args).start()
@@ -123,10 +136,11 @@ _TREE = """
     import json, signal, subprocess, sys, time
     {handler}
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    print(json.dumps({{"event": "started", "steps": 1, "device": "cpu", "method": "x",
-                      "child": child.pid}}), flush=True)
+    print("CHILD", child.pid, flush=True)
+    print(json.dumps({{"event": "started", "steps": 1, "device": "cpu", "method": "x"}}), flush=True)
     for i in range(1200):
-        print(json.dumps({{"event": "progress", "stage": "work", "fraction": i / 1200, "eta_s": 99}}), flush=True)
+        print(json.dumps({{"event": "progress", "step": 1, "steps": 1, "stage": "work", "fraction": i / 1200,
+                          "eta_s": 99}}), flush=True)
         time.sleep(0.1)
 """
 
@@ -142,7 +156,7 @@ def test_cancel_kills_the_whole_tree(tmp_path, graceful):
     while run.poll() is not RunState.IN_PROGRESS or run.progress_event is None:
         assert time.monotonic() < deadline, run.output_lines
         time.sleep(0.05)
-    grandchild = run.started_event["child"]
+    grandchild = int(next(line.split()[1] for line in run.log_lines if line.startswith("CHILD")))
     assert psutil.pid_exists(grandchild)
     t0 = time.monotonic()
     run.cancel(timeout=1.0 if not graceful else 5.0)
@@ -323,7 +337,8 @@ def test_qt_poller_rearms_until_the_run_ends(tmp_path, monkeypatch):
     args = _script(tmp_path, """
         import json, time
         for i in range(3):
-            print(json.dumps({"event": "progress", "stage": "s", "fraction": i / 3, "eta_s": 1}), flush=True)
+            print(json.dumps({"event": "progress", "step": 1, "steps": 1, "stage": "s", "fraction": i / 3,
+                              "eta_s": 1}), flush=True)
             time.sleep(0.1)
     """)
     run = EngineRun(args, auto_complete=True).start()
@@ -345,7 +360,7 @@ def test_killed_by_the_system_is_not_reported_as_cancelled(tmp_path):
         pytest.skip("POSIX signals")
     args = _script(tmp_path, """
         import json, os, signal
-        print(json.dumps({"event": "started", "steps": 1}), flush=True)
+        print(json.dumps({"event": "started", "steps": 1, "device": "cpu", "method": "x"}), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     run = EngineRun(args).start()
@@ -361,7 +376,7 @@ def test_undecodable_bytes_do_not_end_the_reader(tmp_path):
     args = _script(tmp_path, """
         import json, sys
         sys.stdout.buffer.write(b"log line with odd bytes \\xff\\xfe \\xc3\\xa9\\n"); sys.stdout.flush()
-        print(json.dumps({"event": "progress", "stage": "x", "fraction": 0.5}), flush=True)
+        print(json.dumps({"event": "progress", "step": 1, "steps": 1, "stage": "x", "fraction": 0.5}), flush=True)
         print(json.dumps({"event": "done", "output": "/o", "report": {}}), flush=True)
     """)
 
@@ -371,7 +386,7 @@ def test_undecodable_bytes_do_not_end_the_reader(tmp_path):
 
     run = EngineRun(args, launcher=ascii_launcher).start()
     assert run.wait(timeout=30) is RunState.IMPORT_RESULTS, run.log_lines
-    assert run.done_event is not None and run.progress_event["fraction"] == 0.5
+    assert run.done_event is not None and run.progress_event.fraction == 0.5
     assert any("é" in line for line in run.log_lines)
 
 
@@ -395,7 +410,7 @@ def test_abandon_stops_the_tree_and_cleans_up_synchronously(tmp_path):
     (folder / "input.nrrd").write_text("x")
     args = _script(tmp_path, """
         import json, time
-        print(json.dumps({"event": "started", "steps": 1}), flush=True)
+        print(json.dumps({"event": "started", "steps": 1, "device": "cpu", "method": "x"}), flush=True)
         time.sleep(60)
     """)
     finished = []
