@@ -264,15 +264,17 @@ class NormalizePanel:
             self.ui.statusLabel.text = done
             for key, value in sorted(report.qc.items()):
                 self._log(_("QC {key}: {value}").format(key=key, value=value))
-            p = self._parameterNode
-            if p is not None:
-                p.compareOriginal, p.compareNormalized = run.inputNode, run.outputNode
+            # the pair to compare is set even when the user is in another module (no GUI parameter node then)
+            p = self._parameterNode or self.logic.getParameterNode()
+            p.compareOriginal, p.compareNormalized = run.inputNode, run.outputNode
+            if self._parameterNode is not None:
                 self.onCompareButton()
         elif run.state is RunState.CANCELLED:
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = run.error_message or _("Cancelled.")
         else:
             text = panel_message(run.error_code, run.error_message)
+            self.ui.progressBar.value = 0
             self.ui.statusLabel.text = _("Failed.")
             self._log(text)
             slicer.util.errorDisplay(text, windowTitle=_("CT Normalize"))

@@ -390,6 +390,7 @@ def _drive():
     ui.applyButton.click()
     wait(w._run)
     check(shown and "nosuchkernel" in shown[-1] and "--" not in shown[-1], f"error shown as: {shown}")
+    check(ui.progressBar.value() == 0, f"a failed run empties the progress bar ({ui.progressBar.value()})")
     # -- with two volumes the comparison tools are enabled
     p.compareOriginal, p.compareNormalized = ct, volume("chest 2", arr + 5)
     for name in ("compareButton", "differenceButton", "checkerboardButton", "histogramButton", "faderSlider",
@@ -411,6 +412,12 @@ def _drive():
                                      report=dict(report, warnings=[{"code": "QC_SEAMS", "message": "x"}] * 2))
     w.onNormalizationFinished(finished)
     check(ui.statusLabel.text().endswith("(2 warnings: see the log)"), f"warnings on the status: {ui.statusLabel.text()}")
+    # finished while the user is in another module (no GUI parameter node): the pair to compare is still set
+    w._parameterNode, gui_node = None, w._parameterNode
+    other = volume("other result", arr + 1)
+    w.onNormalizationFinished(types.SimpleNamespace(**{**vars(finished), "outputNode": other}))
+    w._parameterNode = gui_node
+    check(p.compareNormalized is other, "the result is set to compare after a run finished elsewhere")
     # a saved method that is no longer installed is not shown as Auto while still sent: it becomes Auto, said
     p.method = "my-lab-model-v2"
     w.selectSavedChoices()
