@@ -143,15 +143,18 @@ class CTNormalizeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Norma
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
+        # the saved device is read before the GUI is bound: binding rebuilds the device combo, whose
+        # index changes are saved as the user's choice
+        saved = settings.get("device")
+        node = self.logic.getParameterNode()
+        if saved in [c.value for c in DeviceChoice] and node.device is DeviceChoice.AUTO:
+            node.device = DeviceChoice(saved)
+        self.setParameterNode(node)
         p = self._parameterNode
         if not p.inputVolume:
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if first:
                 p.inputVolume = first
-        saved = settings.get("device")
-        if saved in [c.value for c in DeviceChoice] and p.device is DeviceChoice.AUTO:
-            p.device = DeviceChoice(saved)
 
     def setParameterNode(self, inputParameterNode: Optional[CTNormalizeParameterNode]) -> None:
         if self._parameterNode:

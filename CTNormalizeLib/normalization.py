@@ -206,13 +206,16 @@ def _qc(inp: Volume, result: MethodResult, plan: Plan) -> dict:
 
     out = result.volume
     s_in, s_out = float(inp.spacing[0]), float(out.spacing[0])
-    shared = _shared_slices(inp.shape[0], s_in, out.shape[0], s_out) if s_out < s_in else None
+    t_s, t_t = plan.source_ssp_mm, plan.target_signature.thickness_mm
+    # thick -> thin only: a thicker target on a finer grid (gapped slices, overlapping targets) is compared
+    # against the input widened to the target's profile, as before
+    thinner = t_t < t_s - 1e-6 and s_out < s_in
+    shared = _shared_slices(inp.shape[0], s_in, out.shape[0], s_out) if thinner else None
     if shared is not None:
         inp_hu, out_hu = inp.hu[shared[0]], out.hu[shared[1]]
         where = "the output slices at the source's slice positions (those between are interpolated)"
     else:
-        t_s = plan.source_ssp_mm
-        inp_hu = resample_z(inp.hu, s_in, s_out, t_s, plan.target_signature.thickness_mm)
+        inp_hu = resample_z(inp.hu, s_in, s_out, t_s, t_t)
         n = min(inp_hu.shape[0], out.shape[0])
         inp_hu, out_hu = inp_hu[:n], out.hu[:n]
         where = "every output slice, against the input on the output's grid"

@@ -73,7 +73,8 @@ def main(argv=None) -> int:
 
     from CTNormalizeLib.classical import chain, mtf_ratio
     from CTNormalizeLib.inference.net_denoise import run_chain
-    from CTNormalizeLib.io.atomic import atomic_write_json
+    from CTNormalizeLib.io.atomic import atomic_write_text
+    from CTNormalizeLib.io.jsonfile import dumps
     from CTNormalizeLib.models.registry import read_package
     from CTNormalizeLib.plan import make_plan
     from CTNormalizeLib.signature.signature import kernel_direction, pair_kind
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     if not args.dry_run:
         card = json.loads(CARD.read_text(encoding="utf-8"))
         card.setdefault("validation", {})["wiener_signal_hu"] = record
-        atomic_write_json(CARD, card)
+        atomic_write_text(CARD, dumps(card, indent=2) + "\n")
         print(f"wrote the record into {CARD.relative_to(ROOT)}; set CLEAN_CHAIN_SIGNAL_SCALE_HU = {chosen:g} in "
               "CTNormalizeLib/classical/mtf_ratio.py if it changed")
     return 0

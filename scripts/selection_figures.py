@@ -191,8 +191,9 @@ def main(argv=None) -> int:
                          "leaves their cards, measured on more runs, as they are")
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
-    from CTNormalizeLib.errors import BadInputError
-    from CTNormalizeLib.io.atomic import atomic_write_json
+    from CTNormalizeLib.contracts.card import card_problems
+    from CTNormalizeLib.io.atomic import atomic_write_text
+    from CTNormalizeLib.io.jsonfile import dumps
     from CTNormalizeLib.models.registry import write_card
 
     q = merged_quality(args.quality)
@@ -212,6 +213,7 @@ def main(argv=None) -> int:
         return 2
     qsrc = (" + ".join(f"{Path(f).parent.name}/{Path(f).name}" for f in args.quality) + " (benchmark version "
             f"{q.get('benchmark_version')}, size {q.get('size')}, {len(q.get('runs', []))} runs)")
+    updated = []
     for name in names:
         path = _card_path(name)
         if path is None:
@@ -247,13 +249,19 @@ def main(argv=None) -> int:
         }
         print(f"{name}: {card['selection']['figures']['l1_gap_closed']}\n  {card['metrics']['summary']}\n"
               f"  -> {path.relative_to(ROOT)}")
-        if not args.dry_run:
-            # a model card is checked against the contract the registry reads it with
-            try:
-                write_card(path, card) if path.parent.parent == MODELS_DIR else atomic_write_json(path, card)
-            except BadInputError as exc:
-                print(exc.message, file=sys.stderr)
-                return 2
+        updated.append((path, card))
+    # every model card is checked against the contract the registry reads it with before any card is written:
+    # a refused card does not leave the others half updated
+    refused = [f"{path.relative_to(ROOT)}: {'; '.join(card_problems(card))}" for path, card in updated
+               if path.parent.parent == MODELS_DIR and card_problems(card)]
+    if refused:
+        print("Not writing any card; these are not valid model cards:\n  " + "\n  ".join(refused), file=sys.stderr)
+        return 2
+    for path, card in [] if args.dry_run else updated:
+        if path.parent.parent == MODELS_DIR:
+            write_card(path, card)
+        else:
+            atomic_write_text(path, dumps(card, indent=2) + "\n")
     return 0
 
 

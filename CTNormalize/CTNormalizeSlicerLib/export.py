@@ -109,6 +109,9 @@ def export_dicom(output_node, input_node=None, import_folder: Optional[Callable[
     if not report:
         raise ValueError(f"'{output_node.GetName()}' was not made by CT Normalize (no run report).")
     made_from = nodes.input_of(output_node)
+    if made_from is None and input_node is not None and input_node.GetName() == \
+            nodes.provenance(output_node).get("inputName") and not output_node.GetNodeReferenceID(nodes.INPUT_REFERENCE):
+        made_from = input_node  # a result imported before the reference existed: its recorded input name must match
     if made_from is None:
         raise ValueError(f"The volume '{output_node.GetName()}' was made from is no longer in the scene: the "
                          "DICOM series needs its patient and study.")

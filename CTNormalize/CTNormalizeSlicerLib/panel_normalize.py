@@ -61,6 +61,8 @@ class NormalizePanel:
     def selectSavedChoices(self) -> None:
         """Show the parameter node's target and method; a saved method no longer installed becomes Auto, and says so."""
         p = self._parameterNode
+        if self.ui.methodComboBox.count == 0:  # the engine's packages are missing: nothing to choose among yet
+            return
         if not self.selectCombo(self.ui.targetComboBox, p.targetPreset):
             self.ui.targetComboBox.currentIndex = 0
             self.onTargetChanged(0)
@@ -69,6 +71,7 @@ class NormalizePanel:
             p.method = "auto"
             self.selectCombo(self.ui.methodComboBox, "auto")
         self.onTargetChanged(self.ui.targetComboBox.currentIndex)
+        self.onMethodChanged(self.ui.methodComboBox.currentIndex)  # its tooltip (the refill ran without signals)
 
     def _fillCombos(self) -> None:
         combo = self.ui.targetComboBox

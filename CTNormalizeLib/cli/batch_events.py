@@ -3,8 +3,9 @@
 JSON events (one object per line on stdout, nothing else there):
 ``{"event":"started","cases":N,"workers":W,"slots":S}`` (S: worker threads, cases run at once),
 ``{"event":"case","case":..,"status":"done|failed|skipped","seconds":..,"error":..,"done":k,"total":N}``,
-``{"event":"retry","case":..,"error":..}``, ``{"event":"progress","done":k,"total":N,"fraction":..,"eta_s":..}``
-and at the end ``{"event":"done","output":..,"summary":{...}}``.
+``{"event":"retry","case":..,"error":..}``, ``{"event":"progress","done":k,"total":N,"fraction":..,"eta_s":..}``,
+cohort-wide ``{"event":"warning","code":..,"message":..}`` (from ``cmd_batch``, before the end) and at the end
+``{"event":"done","output":..,"summary":{...}}``.
 """
 
 from __future__ import annotations

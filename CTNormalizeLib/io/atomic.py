@@ -211,25 +211,3 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Pat
     """Write ``text`` to ``path`` atomically; returns the path."""
     return atomic_write_bytes(path, text.encode(encoding))
 
-
-def atomic_write_json(path: PathLike, obj, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically, published only once the written file reads back equal to it.
-
-    For cards and records a person or the engine reads later: NaN or infinity (not JSON) is refused
-    before anything is written, and a file that does not read back as what was meant is never put in place.
-    """
-    import json
-
-    text = json.dumps(obj, indent=indent, allow_nan=False) + "\n"
-
-    def verify(tmp: Path):
-        if json.loads(tmp.read_text(encoding="utf-8")) != json.loads(text):
-            raise OSError(errno.EIO, "the written JSON does not read back as written", str(tmp))
-
-    data = text.encode("utf-8")
-    with atomic_output(path, verify=verify) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return Path(path)

@@ -199,18 +199,20 @@ class ModelPackage:
 
 
 def write_card(path: Path, card: dict) -> Path:
-    """Publish ``card`` as the model card at ``path`` (a package's ``card.json``) atomically.
+    """Publish ``card`` as the model card at ``path`` (a package's ``card.json``) atomically, as strict JSON
+    (:func:`~CTNormalizeLib.io.jsonfile.dumps`: NaN as null, numpy scalars as numbers).
 
     Raises :class:`BadInputError` without touching ``path`` when the card breaks the contract
     (:func:`~CTNormalizeLib.contracts.card.card_problems`): the registry would refuse the package.
     """
     from ..contracts.card import card_problems
-    from ..io.atomic import atomic_write_json
+    from ..io.atomic import atomic_write_text
+    from ..io.jsonfile import dumps
 
     problems = card_problems(card)
     if problems:
         raise BadInputError(f"Not writing {path}: not a valid model card: {'; '.join(problems)}.")
-    return atomic_write_json(path, card)
+    return atomic_write_text(path, dumps(card, indent=2) + "\n")
 
 
 def read_package(path: Path) -> ModelPackage:

@@ -53,7 +53,7 @@ def resolve_protocol(text: str) -> Protocol:
     if late:
         raise BadInputError(f"In {key!r} the preset {late[0]!r} is not first: write it first, then the fields it "
                             f"overrides (e.g. '{late[0]},thickness=5').")
-    if "=" not in head:
+    if head.strip() and "=" not in head:  # a spec may start with an empty part (",kernel=smooth")
         close = difflib.get_close_matches(head.strip().lower(), list(presets), n=2, cutoff=0.6)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise BadInputError(

@@ -24,8 +24,10 @@ def save_weights(module, path: Path) -> str:
 def write_package(module, out_dir, card: dict) -> Path:
     """Write weights and card into ``out_dir`` (created); the card's ``sha256`` is filled in.
 
-    ``card`` must hold at least ``name``, ``architecture``, ``io`` and ``covers``; ``license``
-    and ``intended_use`` default to research use, not for diagnosis.
+    ``card`` must pass the card contract (:func:`~CTNormalizeLib.contracts.card.card_problems`: ``name``,
+    ``architecture``, ``io`` with its window, scale and context, ``covers``, ``training_data``), else
+    :class:`~CTNormalizeLib.errors.BadInputError` and the folder stays as it was; ``license`` and ``intended_use`` default to
+    research use, not for diagnosis.
     """
     out = Path(out_dir)
     card = dict(card)

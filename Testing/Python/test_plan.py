@@ -454,6 +454,12 @@ def test_thick_to_thin_qc_compares_the_slices_the_source_has(scans):
         assert faithful.result.qc["changed_fraction"] == 0.0
         shifted = execute(dc_replace(plan, method="toy-shift"), src)
         assert "QC_LARGE_CHANGE" in {w["code"] for w in shifted.warnings}
+        # a thicker target on a finer grid (2 mm slices -> 4 mm every 1 mm) is no thick -> thin: the input is
+        # widened to the target's profile and every slice compared, as before
+        thicker = execute(make_plan(src, "kernel=sharp,dose=0.25,thickness=2", "thickness=4,spacing=1",
+                                    method="z_profile"), src)
+        assert "every output slice" in thicker.result.qc["compared_slices"]
+        assert "QC_LARGE_CHANGE" not in {w["code"] for w in thicker.warnings}
     finally:
         unregister("toy-spline")
         unregister("toy-shift")

@@ -125,6 +125,7 @@ def test_unknown_preset_lists_presets():
 def test_preset_names_are_read_whatever_their_case():
     assert resolve_protocol("Emphysema-Reference") == resolve_protocol("emphysema-reference")
     assert resolve_protocol("EMPHYSEMA-REFERENCE,thickness=5").thickness == 5
+    assert resolve_protocol(",kernel=smooth,dose=1").kernel == "smooth"  # an empty first part, as before
 
 
 # ----------------------------------------------------------------------------- vendor names

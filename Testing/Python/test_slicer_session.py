@@ -374,6 +374,12 @@ def test_save_results_and_dicom_export_through_the_engine_writer(mrml, monkeypat
         export.export_dicom(run.outputNode, prior, import_folder=imported.append)
     assert not calls
     assert nodes.input_of(run.outputNode) is node
+    # a result imported before the reference existed: the original is accepted when its name is the recorded one
+    run.outputNode.SetNodeReferenceID(nodes.INPUT_REFERENCE, None)
+    assert export.export_dicom(run.outputNode, node, import_folder=imported.append)["files"] == 12
+    with pytest.raises(ValueError, match="no longer in the scene"):
+        export.export_dicom(run.outputNode, prior, import_folder=imported.append)
+    nodes.set_input_of(run.outputNode, node)
     scene.RemoveNode(node)
     with pytest.raises(ValueError, match="no longer in the scene"):
         export.export_dicom(run.outputNode, None, import_folder=imported.append)
