@@ -215,3 +215,26 @@ def reference_file_name(node_name: str) -> str:
 
     stem = re.sub(r"[^A-Za-z0-9._ -]+", "_", node_name or "").strip(" .") or "reference"
     return f"{stem[:80]}.nrrd"
+
+
+#: target choices besides the presets: a typed spec, or a reference scan's measured protocol (--target-like)
+CUSTOM = "custom"
+LIKE = "like"
+
+
+def target_choice(preset: str, spec: str = "", like_node=None):
+    """``(target, reference)`` the engine gets for the panel's target choice.
+
+    ``preset``: a preset name, :data:`CUSTOM` (then ``spec`` is the target) or :data:`LIKE` (then the
+    target is ``like_node``'s measured protocol and the text is empty). ``ValueError`` when the choice
+    is incomplete, in words for the panel.
+    """
+    if preset == LIKE:
+        if like_node is None:
+            raise ValueError("Select the reference scan to look like.")
+        return "", like_node
+    if preset == CUSTOM:
+        if not str(spec or "").strip():
+            raise ValueError("Type the target protocol (e.g. kernel=smooth,dose=1,thickness=1) or choose a preset.")
+        return str(spec).strip(), None
+    return str(preset or "").strip(), None

@@ -162,6 +162,7 @@ class NormalizationLogic(NormalizationMixin, QuantificationMixin, CompareMixin):
     methods = staticmethod(choices.methods)
     protocolRows = staticmethod(choices.protocol_rows)
     sourceSpec = staticmethod(choices.source_spec)
+    targetChoice = staticmethod(choices.target_choice)
     outputName = staticmethod(choices.output_name)
     installedModels = staticmethod(choices.installed_models)
 

@@ -11,12 +11,10 @@ import slicer
 from slicer.i18n import tr as _
 
 from . import settings
+from .choices import CUSTOM, LIKE
 from .messages import panel_message
 from .parameters import DeviceChoice, KernelChoice
 from .process import QtPoller, RunState, format_eta
-
-CUSTOM = "custom"
-LIKE = "like"  # the target is a reference scan's measured protocol (--target-like)
 
 
 class NormalizePanel:
@@ -191,21 +189,10 @@ class NormalizePanel:
         kernel = p.sourceKernelName.strip() or ("" if p.sourceKernel is KernelChoice.DETECTED else p.sourceKernel.value)
         return self.logic.sourceSpec(kernel, p.sourceDose, p.sourceThickness, p.sourceProfile.value)
 
-    def target(self) -> str:
-        """The target preset or spec ("" when the target is a reference scan: :meth:`targetLike`)."""
+    def targetChoice(self):
+        """``(target, reference scan)`` of the panel's target choice (the Logic resolves it)."""
         p = self._parameterNode
-        if p.targetPreset == LIKE:
-            return ""
-        return p.targetSpec.strip() if p.targetPreset == CUSTOM else p.targetPreset
-
-    def targetLike(self):
-        """The reference scan to look like, or None when the target is a preset or spec."""
-        p = self._parameterNode
-        if p.targetPreset != LIKE:
-            return None
-        if p.targetLikeVolume is None:
-            raise ValueError(_("Select the reference scan to look like."))
-        return p.targetLikeVolume
+        return self.logic.targetChoice(p.targetPreset, p.targetSpec, p.targetLikeVolume)
 
     # -- normalization -----------------------------------------------------------------
     def onApplyButton(self) -> None:
@@ -221,9 +208,9 @@ class NormalizePanel:
                 if self.fillChoices():
                     self.ui.statusLabel.text = _("Packages installed. Check the choices and press Apply.")
                 return
-            source, target = self.sourceSpec(), self.target()
+            source = self.sourceSpec()
             self.logic.checkInput(p.inputVolume)  # a non-CT volume is refused before anything else
-            like = self.targetLike()
+            target, like = self.targetChoice()
             installModels = self.logic.modelPackagesToInstall(p.method, p.inputVolume, source, target, like)
             self.logic.ensureDependencies(models=installModels)
             if installModels and not self._accelerators.get("torch"):

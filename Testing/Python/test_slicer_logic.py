@@ -292,6 +292,20 @@ def test_source_spec_and_names(mrml):
     assert kernels[:4] == ["smooth", "standard", "sharp", "very-sharp"] and "B70f" in kernels
 
 
+def test_the_target_choice_is_resolved_by_the_logic(mrml):
+    """Preset, typed spec or reference scan: what the engine gets, resolved where a script can use it too."""
+    from CTNormalizeSlicerLib.choices import CUSTOM, LIKE
+
+    ref = _volume(mrml.scene, "reference")
+    assert mrml.logic.targetChoice("emphysema-reference", "ignored", ref) == ("emphysema-reference", None)
+    assert mrml.logic.targetChoice(CUSTOM, " kernel=smooth,dose=1 ", None) == ("kernel=smooth,dose=1", None)
+    assert mrml.logic.targetChoice(LIKE, "ignored", ref) == ("", ref)
+    with pytest.raises(ValueError, match="reference scan"):
+        mrml.logic.targetChoice(LIKE, "", None)
+    with pytest.raises(ValueError, match="Type the target protocol"):
+        mrml.logic.targetChoice(CUSTOM, "  ", None)
+
+
 def test_detect_source_protocol_from_node(mrml):
     node = _volume(mrml.scene)
     proto = mrml.logic.detectSourceProtocol(node)
