@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
+from .i18n import _
+
 log = logging.getLogger(__name__)
 
 #: Tooltips of the classical methods (the engine's CLASSICAL_METHODS names).
@@ -176,8 +178,8 @@ def source_spec(kernel: str = "", dose: float = 0.0, thickness: float = 0.0, pro
     if profile and not (thickness and thickness > 0):
         from CTNormalizeLib.errors import BadInputError
 
-        raise BadInputError("A slice profile needs the thickness it shapes: give the source thickness too "
-                            "(the DICOM SliceThickness, e.g. 3 mm).")
+        raise BadInputError(_("A slice profile needs the thickness it shapes: give the source thickness too "
+                              "(the DICOM SliceThickness, e.g. 3 mm)."))
     parts = []
     if kernel and kernel.strip().lower() not in ("", "auto"):
         parts.append(f"kernel={kernel.strip()}")
@@ -231,10 +233,10 @@ def target_choice(preset: str, spec: str = "", like_node=None):
     """
     if preset == LIKE:
         if like_node is None:
-            raise ValueError("Select the reference scan to look like.")
+            raise ValueError(_("Select the reference scan to look like."))
         return "", like_node
     if preset == CUSTOM:
         if not str(spec or "").strip():
-            raise ValueError("Type the target protocol (e.g. kernel=smooth,dose=1,thickness=1) or choose a preset.")
+            raise ValueError(_("Type the target protocol (e.g. kernel=smooth,dose=1,thickness=1) or choose a preset."))
         return str(spec).strip(), None
     return str(preset or "").strip(), None

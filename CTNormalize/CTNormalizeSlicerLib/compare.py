@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 
 from . import nodes, views
+from .i18n import _
 
 HISTOGRAM_RANGE = (-1100.0, -300.0)  # HU: lung parenchyma, emphysema and the air below it
 HISTOGRAM_BIN = 10.0  # HU
@@ -21,10 +22,10 @@ def _same_grid_arrays(original, normalized):
     import slicer
 
     if original is None or normalized is None:
-        raise ValueError("Select the original and the normalized volume.")
+        raise ValueError(_("Select the original and the normalized volume."))
     if not nodes.same_grid(original, normalized):
-        raise ValueError("The two volumes are on different grids (the slice thickness was changed), "
-                         "so they cannot be subtracted or interleaved voxel by voxel.")
+        raise ValueError(_("The two volumes are on different grids (the slice thickness was changed), "
+                           "so they cannot be subtracted or interleaved voxel by voxel."))
     return slicer.util.arrayFromVolume(original), slicer.util.arrayFromVolume(normalized)
 
 
@@ -65,8 +66,8 @@ def checkerboard_volume(scene, original, normalized, square_mm: float = 20.0, ex
     """In-plane squares of ``square_mm`` taken alternately from the original and the normalized volume."""
     a, b = _same_grid_arrays(original, normalized)
     if square_mm <= 0:
-        raise ValueError("The checkerboard square size must be positive.")
-    sx, sy, _ = original.GetSpacing()
+        raise ValueError(_("The checkerboard square size must be positive."))
+    sx, sy, _sz = original.GetSpacing()
     ny, nx = a.shape[1], a.shape[2]
     iy = (np.arange(ny) * sy // square_mm).astype(np.int64)
     ix = (np.arange(nx) * sx // square_mm).astype(np.int64)
@@ -83,7 +84,7 @@ def set_fader(scene, original, normalized, opacity: float, view: str = "Red"):
     """Show ``normalized`` over ``original`` in one slice view; ``opacity`` 0 = original, 1 = normalized."""
     comp = views.composite_node(scene, view)
     if comp is None:
-        raise RuntimeError(f"The slice view {view!r} does not exist in this layout.")
+        raise RuntimeError(_("The slice view {view} does not exist in this layout.").format(view=repr(view)))
     comp.SetBackgroundVolumeID(original.GetID())
     comp.SetForegroundVolumeID(normalized.GetID())
     comp.SetForegroundOpacity(float(min(max(opacity, 0.0), 1.0)))
@@ -106,7 +107,7 @@ def lung_histograms(original, normalized, bin_hu: float = HISTOGRAM_BIN, hu_rang
         hu = np.asarray(slicer.util.arrayFromVolume(node), dtype=np.float32)
         sx, sy, sz = node.GetSpacing()
         values = hu[lung_mask(hu, (sz, sy, sx))]
-        counts, _ = np.histogram(values, bins=edges)
+        counts, _edges = np.histogram(values, bins=edges)
         out[key] = 100.0 * counts / max(int(values.size), 1)
     return out
 

@@ -18,6 +18,8 @@ import sys
 import tempfile
 from typing import Iterable, Optional
 
+from .i18n import _
+
 #: import name -> pip requirement. Slicer 5.10+ bundles numpy, scipy, pydicom, SimpleITK, vtk
 #: and requests (SuperBuild/External_python-*.cmake): they are never listed, pip never touches them.
 ENGINE_REQUIREMENTS = {
@@ -81,13 +83,13 @@ def ensure_torch(ask: bool = True) -> None:
     try:
         import PyTorchUtils
     except ImportError:
-        raise DependencyError(
+        raise DependencyError(_(
             "PyTorch is needed for learned models. Install the 'PyTorch' extension from the Extensions Manager, "
-            "restart Slicer, and try again (or choose a classical method).") from None
+            "restart Slicer, and try again (or choose a classical method).")) from None
     torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=ask, torchVersionRequirement=TORCH_REQUIREMENT)
     if torch is None:
-        raise DependencyError("PyTorch was not installed, so the learned model cannot run. "
-                              "Choose a classical method, or press Apply again to install PyTorch.")
+        raise DependencyError(_("PyTorch was not installed, so the learned model cannot run. "
+                                "Choose a classical method, or press Apply again to install PyTorch."))
 
 
 def radiomics_extension_installed() -> bool:
@@ -101,17 +103,17 @@ def ensure_radiomics(requester: str = "CTNormalize") -> None:
     """pyradiomics from the SlicerRadiomics extension, else a wheel-only install; slicerio too."""
     if importlib.util.find_spec("radiomics") is None:
         if radiomics_extension_installed():
-            raise DependencyError("The SlicerRadiomics extension is installed but its pyradiomics cannot be "
-                                  "imported yet. Restart Slicer and try again.")
+            raise DependencyError(_("The SlicerRadiomics extension is installed but its pyradiomics cannot be "
+                                    "imported yet. Restart Slicer and try again."))
         try:
             ensure([{"radiomics": RADIOMICS_REQUIREMENTS["radiomics"]}], requester, extra_args=["--only-binary=:all:"])
         except DependencyError:
             raise
         except Exception:
-            raise DependencyError(
+            raise DependencyError(_(
                 "No ready-made pyradiomics package exists for this computer's Python, and CT Normalize does not "
                 "compile one. Install the 'SlicerRadiomics' extension from the Extensions Manager (it ships "
-                "pyradiomics), restart Slicer, and try again.") from None
+                "pyradiomics), restart Slicer, and try again.")) from None
     ensure([{"slicerio": RADIOMICS_REQUIREMENTS["slicerio"]}], requester)
 
 
@@ -147,10 +149,11 @@ def _packaging(slicer):
 
 
 def _install_5_10(slicer, needed: list, constraints: str, requester: str, extra_args: list) -> None:
-    text = (f"{requester} needs these Python packages, which are not installed yet:\n\n  " + "\n  ".join(needed)
-            + "\n\nInstall them now? This takes a minute or two. Slicer's own numpy, scipy and SimpleITK stay as they are.")
+    text = _("{requester} needs these Python packages, which are not installed yet:\n\n  {packages}\n\nInstall them "
+             "now? This takes a minute or two. Slicer's own numpy, scipy and SimpleITK stay as they are.").format(
+                 requester=requester, packages="\n  ".join(needed))
     if not slicer.util.confirmOkCancelDisplay(text, windowTitle=requester):
-        raise DependencyError("Installation declined: " + ", ".join(needed) + " are required.")
+        raise DependencyError(_("Installation declined: {packages} are required.").format(packages=", ".join(needed)))
     already = [n for n in needed if _import_name(n) in sys.modules]
     dialog = None
     try:

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from .i18n import _
+
 
 def engine_package_parent() -> str:
     """The folder that holds the ``CTNormalizeLib`` package.
@@ -24,7 +26,7 @@ def engine_package_parent() -> str:
     for candidate in (here.parent, here.parent.parent):
         if (candidate / "CTNormalizeLib" / "__init__.py").is_file():
             return str(candidate)
-    raise FileNotFoundError("The CTNormalizeLib engine package was not found next to the CTNormalize module.")
+    raise FileNotFoundError(_("The CTNormalizeLib engine package was not found next to the CTNormalize module."))
 
 
 def python_executable() -> str:

@@ -16,6 +16,7 @@ import tempfile
 from typing import Callable, Optional
 
 from . import nodes, tables, tags
+from .i18n import _
 
 
 def _safe(name: str) -> str:
@@ -64,7 +65,7 @@ def save_results(folder: str, table_nodes=(), output_node=None) -> list[str]:
             fh.write(report_html(output_node))
         written += [stem + ".json", stem + ".html"]
     if not written:
-        raise ValueError("There are no results to save yet.")
+        raise ValueError(_("There are no results to save yet."))
     return written
 
 
@@ -104,21 +105,22 @@ def export_dicom(output_node, input_node=None, import_folder: Optional[Callable[
     """
     writer = dicom_writer()
     if writer is None:
-        raise RuntimeError("This version of the CT Normalize engine cannot write DICOM yet.")
+        raise RuntimeError(_("This version of the CT Normalize engine cannot write DICOM yet."))
     report = json.loads(nodes.provenance(output_node).get("report") or "{}")
     if not report:
-        raise ValueError(f"'{output_node.GetName()}' was not made by CT Normalize (no run report).")
+        raise ValueError(_("'{name}' was not made by CT Normalize (no run report).").format(name=output_node.GetName()))
     made_from = nodes.input_of(output_node)
     if made_from is None and input_node is not None and input_node.GetName() == \
             nodes.provenance(output_node).get("inputName") and not output_node.GetNodeReferenceID(nodes.INPUT_REFERENCE):
         made_from = input_node  # a result imported before the reference existed: its recorded input name must match
     if made_from is None:
-        raise ValueError(f"The volume '{output_node.GetName()}' was made from is no longer in the scene: the "
-                         "DICOM series needs its patient and study.")
+        raise ValueError(_("The volume '{name}' was made from is no longer in the scene: the DICOM series needs its "
+                           "patient and study.").format(name=output_node.GetName()))
     if input_node is not None and input_node is not made_from:
-        raise ValueError(f"'{output_node.GetName()}' was made from '{made_from.GetName()}', not from "
-                         f"'{input_node.GetName()}': its DICOM series would be filed under another scan's patient "
-                         "and study. Choose the volume it was made from as the original.")
+        raise ValueError(_("'{name}' was made from '{source}', not from '{chosen}': its DICOM series would be filed "
+                           "under another scan's patient and study. Choose the volume it was made from as the "
+                           "original.").format(name=output_node.GetName(), source=made_from.GetName(),
+                                               chosen=input_node.GetName()))
     input_node = made_from
     if import_folder is None:
         import_folder = _import_with_dicom_utils

@@ -14,6 +14,7 @@ import tempfile
 from typing import Optional
 
 from . import choices, compare, settings, views
+from .i18n import _
 from .normalization import NormalizationMixin
 from .process import EngineRun
 from .quantification import QuantificationMixin, RadiomicsSettings  # noqa: F401 (part of the API)
@@ -34,7 +35,7 @@ class CompareMixin:
         follows on the other. Returns the slice composite nodes that were set.
         """
         if originalNode is None or normalizedNode is None:
-            raise ValueError("Select both the original and the normalized volume to compare.")
+            raise ValueError(_("Select both the original and the normalized volume to compare."))
         if layout == "grid":
             comps = views.show_grid(self.scene, originalNode, normalizedNode, window=window)
         elif layout == "sideBySide":

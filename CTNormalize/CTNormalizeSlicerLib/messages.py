@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import re
 
+from .i18n import _
+
 #: What to do, per error code, in the panel's terms.
 ADVICE = {
     "BAD_INPUT": "",
-    "NOT_CT": "CT Normalize works on CT scans in Hounsfield units only.",
-    "NO_MODEL": "No installed learned model covers this protocol pair. Choose 'Auto' or a classical method.",
-    "OOM": "The computer ran out of memory. Choose the CPU device, close other programs, or crop the volume.",
+    "NOT_CT": _("CT Normalize works on CT scans in Hounsfield units only."),
+    "NO_MODEL": _("No installed learned model covers this protocol pair. Choose 'Auto' or a classical method."),
+    "OOM": _("The computer ran out of memory. Choose the CPU device, close other programs, or crop the volume."),
     "KILLED": "",
-    "INTERNAL": "This is a bug in CT Normalize; the log box shows the details.",
+    "INTERNAL": _("This is a bug in CT Normalize; the log box shows the details."),
     "IMPORT": "",
     "CANCELLED": "",
+    "PROTOCOL": "",
 }
 #: Command-line option -> the panel field it corresponds to.
 OPTION_WORDS = {
@@ -53,15 +56,16 @@ def panel_message(code: str | None, message: str | None) -> str:
     text = (message or "").strip()
     m = _MISSING_SOURCE.search(text)
     if m:
-        return (f"The source {_fields(m.group(1)).lower()} could not be detected from the image or its DICOM "
-                f"tags. Set {_fields(m.group(1))} under 'Source protocol' and press Apply again.")
+        return _("The source {fields} could not be detected from the image or its DICOM tags. Set {Fields} under "
+                 "'Source protocol' and press Apply again.").format(fields=_fields(m.group(1)).lower(),
+                                                                   Fields=_fields(m.group(1)))
     text = _EXAMPLE.sub("", text)
     text = _SPEC.sub(lambda s: _spec_words(s.group(0)), text)
     text = _OPTION.sub(lambda o: OPTION_WORDS.get(o.group(0), "a setting"), text)
     text = re.sub(r"\s+([.,;])", r"\1", re.sub(r"\s{2,}", " ", text)).strip()
     advice = ADVICE.get(code, "")
     if not text:
-        return advice or "The engine failed."
+        return advice or _("The engine failed.")
     if advice and advice not in text:
         text = f"{text.rstrip('.')}. {advice}"
     return text

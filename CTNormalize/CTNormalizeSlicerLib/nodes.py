@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Optional
 
+from .i18n import _
+
 ATTRIBUTE_PREFIX = "CTNormalize."
 #: node reference role from a normalized volume to the volume it was made from (saved with the scene)
 INPUT_REFERENCE = "CTNormalizeInput"
@@ -39,7 +41,7 @@ def write_volume(volume_node, path: str, tags: Optional[dict] = None) -> str:
     import slicer
 
     if volume_node is None or volume_node.GetImageData() is None:
-        raise ValueError("The input volume has no image data.")
+        raise ValueError(_("The input volume has no image data."))
     from CTNormalizeLib.io.dicom import META_TAGS
 
     image = sitk.GetImageFromArray(slicer.util.arrayFromVolume(volume_node))
@@ -54,7 +56,8 @@ def write_volume(volume_node, path: str, tags: Optional[dict] = None) -> str:
     try:
         sitk.WriteImage(image, str(path), useCompression=False)
     except RuntimeError as exc:
-        raise RuntimeError(f"Could not write the volume {volume_node.GetName()!r} to {path}: {exc}") from None
+        raise RuntimeError(_("Could not write the volume {name} to {path}: {error}").format(
+            name=repr(volume_node.GetName()), path=path, error=exc)) from None
     return str(path)
 
 
@@ -66,7 +69,7 @@ def read_volume(path: str, volume_node) -> None:
     storage.SetFileName(str(path))
     storage.SetSingleFile(True)
     if not storage.ReadData(volume_node):
-        raise RuntimeError(f"Could not read the engine output {path}.")
+        raise RuntimeError(_("Could not read the engine output {path}.").format(path=path))
     if volume_node.GetDisplayNode() is None:
         volume_node.CreateDefaultDisplayNodes()
 

@@ -7,6 +7,7 @@ import os
 from typing import Callable, Optional
 
 from . import choices, dependencies, engine, nodes, process, tags
+from .i18n import _
 from .process import EngineRun, RunState
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class NormalizationMixin:
         came from.
         """
         if volumeNode is None or volumeNode.GetImageData() is None:
-            raise ValueError("Select an input volume with image data.")
+            raise ValueError(_("Select an input volume with image data."))
         from CTNormalizeLib.plan import resolve_source
 
         protocol, _signature = resolve_source(nodes.volume_for_engine(volumeNode, self.inputTags(volumeNode)), None)
@@ -98,19 +99,19 @@ class NormalizationMixin:
         once at the end. The temp folder is removed whatever happens.
         """
         if inputNode is None or inputNode.GetImageData() is None:
-            raise ValueError("Select an input volume with image data.")
+            raise ValueError(_("Select an input volume with image data."))
         target = str(target or "").strip()
         if not target and targetLikeNode is None:
-            raise ValueError("Select a target protocol (preset or spec) or a reference scan to look like.")
+            raise ValueError(_("Select a target protocol (preset or spec) or a reference scan to look like."))
         if outputNode is not None and outputNode is inputNode:
-            raise ValueError("The output volume must differ from the input: CTNormalize never overwrites its input.")
+            raise ValueError(_("The output volume must differ from the input: CTNormalize never overwrites its input."))
         if outputNode is not None and outputNode is targetLikeNode:
-            raise ValueError("The output volume must differ from the reference scan: CTNormalize never overwrites "
-                             "its inputs.")
+            raise ValueError(_("The output volume must differ from the reference scan: CTNormalize never "
+                               "overwrites its inputs."))
         if device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}.")
         if self.runs.live("normalize"):
-            raise RuntimeError("A normalization is already running; cancel it first.")
+            raise RuntimeError(_("A normalization is already running; cancel it first."))
         found = self.checkInput(inputNode)
         likeTags = None if targetLikeNode is None else self.checkInput(targetLikeNode, "reference")
         tmp = self.makeTempDir()
@@ -160,18 +161,19 @@ class NormalizationMixin:
         created = None
         try:
             if not self.runs.is_current(run):
-                raise RuntimeError("The scene was closed during the run; the result was discarded.")
+                raise RuntimeError(_("The scene was closed during the run; the result was discarded."))
             if inputNode is None or not scene.IsNodePresent(inputNode):
-                raise RuntimeError("The input volume was removed from the scene during the run.")
+                raise RuntimeError(_("The input volume was removed from the scene during the run."))
             done = run.done_event
             path = done.output if done is not None else None
             if not path or not os.path.isfile(path):
-                raise RuntimeError(f"The engine reported success but wrote no output ({path}).")
+                raise RuntimeError(_("The engine reported success but wrote no output ({path}).").format(path=path))
             report = dict(done.report or {})
             try:
                 RunReport.from_dict(report)
             except (TypeError, KeyError, ValueError) as exc:
-                raise RuntimeError(f"the engine's run report is not readable by this module ({exc})") from None
+                raise RuntimeError(_("the engine's run report is not readable by this module ({error})").format(
+                    error=exc)) from None
             if outputNode is not None and not scene.IsNodePresent(outputNode):
                 outputNode = None  # the chosen output was deleted meanwhile: make a new one
             if outputNode is None:
@@ -189,7 +191,7 @@ class NormalizationMixin:
             log.exception("CTNormalize: importing the result failed")
             if created is not None and scene.IsNodePresent(created):
                 scene.RemoveNode(created)
-            run.set_failed("IMPORT", f"Could not load the result: {exc}")
+            run.set_failed("IMPORT", _("Could not load the result: {error}").format(error=exc))
             return
         run.set_completed()
 
@@ -205,7 +207,8 @@ class NormalizationMixin:
             run.abandon("Timed out.")
             raise
         if run.state is not RunState.COMPLETED:
-            raise RuntimeError(f"Normalization {run.state.value}: [{run.error_code}] {run.error_message}")
+            raise RuntimeError(_("Normalization {state}: [{code}] {message}").format(
+                state=run.state.value, code=run.error_code, message=run.error_message))
         return run.outputNode
 
     def cancel(self, run: Optional[EngineRun] = None):

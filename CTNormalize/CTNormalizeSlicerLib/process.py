@@ -23,6 +23,7 @@ import time
 import uuid
 from typing import Callable, Optional
 
+from .i18n import _
 from .proctree import kill_process_tree
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 EXIT_CODES = {0: "OK", 1: "INTERNAL", 2: "BAD_INPUT", 3: "NO_MODEL", 4: "OOM", 130: "CANCELLED"}
 #: Exit statuses of a child killed by a signal it did not ask for (POSIX: -signal; a shell: 128 + signal).
 KILLED_BY_SYSTEM = {-9: "SIGKILL", 137: "SIGKILL", -6: "SIGABRT", 134: "SIGABRT", -11: "SIGSEGV", 139: "SIGSEGV"}
-KILLED_MESSAGE = ("The engine was stopped by the system ({signal}), for example because the computer ran out "
-                  "of memory. Try the CPU device, close other programs, or use a smaller volume.")
+KILLED_MESSAGE = _("The engine was stopped by the system ({signal}), for example because the computer ran out "
+                   "of memory. Try the CPU device, close other programs, or use a smaller volume.")
 
 
 class RunState(enum.Enum):
@@ -262,11 +263,12 @@ class EngineRun:
         if self.state is RunState.CANCEL_REQUESTED or code in (130, -15, -2):
             self.state = RunState.CANCELLED
             self.error_code = "CANCELLED"
-            self.error_message = "Cancelled."
+            self.error_message = _("Cancelled.")
             self._finish()
         elif code == 0 and self.error_event is None and self.protocol_error is not None:
-            self._fail("PROTOCOL", f"The engine sent an event this module does not understand ({self.protocol_error}); "
-                                   "the engine and the module are from different versions: reinstall the extension.")
+            self._fail("PROTOCOL", _("The engine sent an event this module does not understand ({error}); the engine "
+                                     "and the module are from different versions: reinstall the extension.").format(
+                                         error=self.protocol_error))
             self._finish()
         elif code == 0 and self.error_event is None:
             if self.auto_complete:
@@ -284,7 +286,8 @@ class EngineRun:
             else:
                 tail = "\n".join(self.log_lines[-5:])
                 self._fail(EXIT_CODES.get(code, "INTERNAL"),
-                           f"The engine stopped with exit code {code}." + (f"\n{tail}" if tail else ""))
+                           _("The engine stopped with exit code {code}.").format(code=code)
+                           + (f"\n{tail}" if tail else ""))
             self._finish()
 
     def _fail(self, code: str, message: str):
@@ -344,7 +347,7 @@ class EngineRun:
                 threading.Thread(target=kill_process_tree, args=(self.proc.pid, timeout),
                                  name="ctnormalize-cancel", daemon=True).start()
 
-    def abandon(self, reason: str = "Cancelled.", timeout: float = 5.0):
+    def abandon(self, reason: str = "", timeout: float = 5.0):
         """Stop the child now and finish the run synchronously (scene close, reload, exit).
 
         Unlike :meth:`cancel`, this waits for the process tree to end, removes the temp
@@ -356,7 +359,7 @@ class EngineRun:
             kill_process_tree(self.proc.pid, timeout=timeout)
         self.state = RunState.CANCELLED
         self.error_code = "CANCELLED"
-        self.error_message = reason
+        self.error_message = reason or _("Cancelled.")
         self.t_end = time.monotonic()
         self._finish()
 
@@ -372,7 +375,7 @@ class EngineRun:
             if state.finished or state is RunState.IMPORT_RESULTS:
                 return state
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"The engine did not finish within {timeout} s.")
+                raise TimeoutError(_("The engine did not finish within {seconds} s.").format(seconds=timeout))
             time.sleep(interval)
 
     # -- progress ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from . import engine, nodes, process, segments, tables, views
+from .i18n import _
 from .process import EngineRun
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,13 @@ class RadiomicsSettings:
         """A pyradiomics params file for these settings (the given file itself when set)."""
         if self.paramsFile:
             if not os.path.isfile(self.paramsFile):
-                raise ValueError(f"The radiomics parameter file {self.paramsFile} does not exist.")
+                raise ValueError(_("The radiomics parameter file {path} does not exist.").format(path=self.paramsFile))
             return self.paramsFile
         unknown = [c for c in self.featureClasses if c not in FEATURE_CLASSES]
         if unknown or not self.featureClasses:
-            raise ValueError(f"Choose feature classes among {', '.join(FEATURE_CLASSES)}.")
+            raise ValueError(_("Choose feature classes among {classes}.").format(classes=", ".join(FEATURE_CLASSES)))
         if self.binWidth <= 0:
-            raise ValueError("The bin width must be positive (in HU).")
+            raise ValueError(_("The bin width must be positive (in HU)."))
         import yaml
 
         from CTNormalizeLib.quantify.radiomics import default_params_path
@@ -73,16 +74,16 @@ class QuantificationMixin:
                 before = nodes.node_ids(self.scene)
                 try:
                     if not self.runs.is_current(run):
-                        raise RuntimeError("The scene was closed during the run; the results were discarded.")
+                        raise RuntimeError(_("The scene was closed during the run; the results were discarded."))
                     doc = process.parse_json_document(
                         [line for line in run.output_lines if process.parse_event_line(line) is None])
                     if doc is None:
-                        raise RuntimeError("The engine printed no result.\n" + "\n".join(run.log_lines[-5:]))
+                        raise RuntimeError(_("The engine printed no result.") + "\n" + "\n".join(run.log_lines[-5:]))
                     importer(run, doc)
                 except Exception as exc:
                     log.exception("CTNormalize: importing quantification results failed")
                     nodes.remove_nodes_added_since(self.scene, before)  # no half-made table or masks stay
-                    run.set_failed("IMPORT", f"Could not read the results: {exc}")
+                    run.set_failed("IMPORT", _("Could not read the results: {error}").format(error=exc))
                     return
                 run.set_completed()
 
@@ -95,9 +96,9 @@ class QuantificationMixin:
 
     def _checkPair(self, originalNode, normalizedNode):
         if originalNode is None or normalizedNode is None:
-            raise ValueError("Select the original and the normalized volume.")
+            raise ValueError(_("Select the original and the normalized volume."))
         if self.runs.live("radiomics") or self.runs.live("emphysema"):
-            raise RuntimeError("A measurement is already running; cancel it first.")
+            raise RuntimeError(_("A measurement is already running; cancel it first."))
 
     def startRadiomics(self, originalNode, normalizedNode, segmentationNode, segmentIds=None,
                        settings: Optional[RadiomicsSettings] = None, tableNode=None,
@@ -110,10 +111,10 @@ class QuantificationMixin:
         """
         self._checkPair(originalNode, normalizedNode)
         if segmentationNode is None:
-            raise ValueError("Select a segmentation.")
+            raise ValueError(_("Select a segmentation."))
         ids = segments.check_segment_ids(segmentationNode, segmentIds)
         if not ids:
-            raise ValueError("The segmentation has no segments.")
+            raise ValueError(_("The segmentation has no segments."))
         settings = settings or RadiomicsSettings()
         tmp = self.makeTempDir("CTNormalize-radiomics-")
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from .i18n import _
 from .nodes import scratch_nodes
 
 #: Terminology entries (vtkSegment.SetTerminology format: context~category~type~modifier~
@@ -39,7 +40,8 @@ def segment_ids_by_name(segmentation_node, names: Optional[Sequence[str]] = None
     by_name = {seg.GetSegment(i).GetName(): i for i in ids}
     missing = [n for n in names if n not in by_name]
     if missing:
-        raise ValueError(f"Segments not found in {segmentation_node.GetName()!r}: {', '.join(missing)}.")
+        raise ValueError(_("Segments not found in {name}: {missing}.").format(
+            name=repr(segmentation_node.GetName()), missing=", ".join(missing)))
     return [by_name[n] for n in names]
 
 
@@ -50,7 +52,8 @@ def check_segment_ids(segmentation_node, segment_ids: Optional[Sequence[str]]) -
         return ids
     missing = [s for s in segment_ids if s not in ids]
     if missing:
-        raise ValueError(f"{segmentation_node.GetName()!r} has no segment with ID {', '.join(missing)}.")
+        raise ValueError(_("{name} has no segment with ID {missing}.").format(
+            name=repr(segmentation_node.GetName()), missing=", ".join(missing)))
     return list(segment_ids)
 
 
@@ -65,7 +68,7 @@ def export_labelmap(segmentation_node, segment_ids: Sequence[str], reference_vol
     from .nodes import write_volume
 
     if not segment_ids:
-        raise ValueError("Choose at least one segment.")
+        raise ValueError(_("Choose at least one segment."))
     scene = segmentation_node.GetScene()
     with scratch_nodes(scene):
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "CTNormalize temp labelmap")
@@ -75,7 +78,7 @@ def export_labelmap(segmentation_node, segment_ids: Sequence[str], reference_vol
         ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
             segmentation_node, ids, labelmap, reference_volume)
         if not ok:
-            raise RuntimeError("Could not export the segments to a labelmap.")
+            raise RuntimeError(_("Could not export the segments to a labelmap."))
         write_volume(labelmap, path)
     seg = segmentation_node.GetSegmentation()
     return {k + 1: seg.GetSegment(sid).GetName() for k, sid in enumerate(segment_ids)}
@@ -103,7 +106,7 @@ def import_mask_as_segment(mask_path: str, segmentation_node, name: str, color=(
         ids.InsertNextValue(sid)
         if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
                 labelmap, segmentation_node, ids):
-            raise RuntimeError(f"Could not import the mask {mask_path} as a segment.")
+            raise RuntimeError(_("Could not import the mask {path} as a segment.").format(path=mask_path))
     if terminology:
         seg.GetSegment(sid).SetTerminology(terminology)
     return sid

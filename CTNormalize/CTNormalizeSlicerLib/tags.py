@@ -15,6 +15,8 @@ The tags travel to the engine as NRRD header keys named like ``CTNormalizeLib.io
 
 from __future__ import annotations
 
+from .i18n import _
+
 #: DICOM tags the engine's protocol detection reads (name -> "gggg,eeee" for ctkDICOMDatabase.fileValue).
 DICOM_TAGS = {
     "Modality": "0008,0060",
@@ -116,10 +118,10 @@ def check_ct(node, tags: dict, role: str = "input") -> None:
     from CTNormalizeLib.volume import Volume
 
     if node is None or node.GetImageData() is None:
-        raise NotCTVolumeError("Select an input volume with image data." if role == "input" else
-                               "Select a reference scan with image data.")
+        raise NotCTVolumeError(_("Select an input volume with image data.") if role == "input" else
+                               _("Select a reference scan with image data."))
     if node.IsA("vtkMRMLLabelMapVolumeNode"):
-        raise NotCTVolumeError(f"'{node.GetName()}' is a labelmap (a segmentation), not a CT scan.")
+        raise NotCTVolumeError(_("'{name}' is a labelmap (a segmentation), not a CT scan.").format(name=node.GetName()))
     arr = slicer.util.arrayFromVolume(node)
     step = max(1, int(arr.shape[0] // 64))  # ~64 slices are plenty to see air and the HU range
     sample = np.asarray(arr[::step], dtype=np.float32)
@@ -129,5 +131,6 @@ def check_ct(node, tags: dict, role: str = "input") -> None:
     try:
         validate_ct(vol)
     except (NotCTError, BadInputError) as exc:
-        what = "cannot be normalized" if role == "input" else "cannot be the reference scan"
-        raise NotCTVolumeError(f"'{node.GetName()}' {what}: {exc}") from None
+        what = (_("'{name}' cannot be normalized: {reason}") if role == "input" else
+                _("'{name}' cannot be the reference scan: {reason}"))
+        raise NotCTVolumeError(what.format(name=node.GetName(), reason=exc)) from None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
+from .i18n import _
+
 #: (window, level) in HU. Lung and bone are Slicer's own CT presets (VolumeDisplayPresets.json:
 #: CT-Lung 1400/-500, CT-Bone 1000/400); mediastinum is the usual soft-tissue chest window.
 WINDOW_PRESETS = {
@@ -51,7 +53,7 @@ def layout_node(scene):
     """The scene's layout node (created by the layout logic / layout manager)."""
     node = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
     if node is None:
-        raise RuntimeError("The scene has no layout node; views cannot be arranged.")
+        raise RuntimeError(_("The scene has no layout node; views cannot be arranged."))
     return node
 
 
@@ -71,7 +73,7 @@ def composite_node(scene, view_name: str):
 def _show(scene, view_name: str, volume_node, orientation: Optional[str]):
     comp = composite_node(scene, view_name)
     if comp is None:
-        raise RuntimeError(f"The slice view {view_name!r} does not exist in this layout.")
+        raise RuntimeError(_("The slice view {view} does not exist in this layout.").format(view=repr(view_name)))
     comp.SetBackgroundVolumeID(volume_node.GetID() if volume_node is not None else None)
     comp.SetForegroundVolumeID(None)
     comp.SetLabelVolumeID(None)

@@ -423,3 +423,23 @@ def test_abandon_stops_the_tree_and_cleans_up_synchronously(tmp_path):
     assert run.state is RunState.CANCELLED and finished == [run]
     assert not folder.exists()  # removed before abandon() returned
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_the_module_raises_user_messages_through_the_translation_function():
+    """Errors a dialog shows are user strings: a literal inside _() (CTNormalizeSlicerLib.i18n in the Logic), so
+    that Slicer's extractor finds them. Only programming errors (a wrong argument from code) stay as they are."""
+    import ast
+
+    programming = ("layout must be", "device must be one of", "This run was already started", "Unknown window preset",
+                   "orientation must be one of")
+    bare = []
+    for path in sorted((ROOT / "CTNormalize" / "CTNormalizeSlicerLib").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args):
+                continue
+            arg = node.exc.args[0]
+            if isinstance(arg, (ast.Constant, ast.JoinedStr, ast.BinOp)):
+                text = ast.unparse(arg)
+                if not any(p in text for p in programming) and not text.startswith("_("):
+                    bare.append(f"{path.name}:{node.lineno}: {text[:70]}")
+    assert not bare, "\n".join(bare)
