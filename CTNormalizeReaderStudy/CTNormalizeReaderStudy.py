@@ -188,7 +188,8 @@ class CTNormalizeReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationM
         with slicer.util.tryWithErrorDisplay(_("Could not save the answer."), waitCursor=False):
             line = self.logic.recordAnswer(answer)
             rev = line.get("revision", 0)
-            self.ui.statusLabel.text = _("Saved") + (f" ({_('revision')} {rev})" if rev else "") + "."
+            self.ui.statusLabel.text = (_("Saved (revision {revision}).").format(revision=rev) if rev else
+                                        _("Saved."))
         self.updateGUI()
 
     def onScore(self, k):

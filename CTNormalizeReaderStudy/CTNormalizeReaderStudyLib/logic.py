@@ -13,6 +13,12 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+try:  # Slicer's translation function; the string itself where slicer.i18n does not exist (slicer-core)
+    from slicer.i18n import tr as _
+except ImportError:
+    def _(text: str) -> str:
+        return text
+
 log = logging.getLogger(__name__)
 
 #: (window, level) in HU: Slicer's CT-Lung and CT-Bone presets, and the usual mediastinum window.
@@ -102,7 +108,7 @@ class ReaderStudyLogic:
         if not self.session:
             return ""
         s = self.session
-        return f"Item {s.index + 1} of {s.n} ({s.n_answered} answered)"
+        return _("Item {index} of {n} ({answered} answered)").format(index=s.index + 1, n=s.n, answered=s.n_answered)
 
     # -- loading -------------------------------------------------------------------------------
     def clearItem(self):
