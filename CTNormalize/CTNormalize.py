@@ -87,7 +87,6 @@ class CTNormalizeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Norma
         self._quantRun = None
         self._quantLabel = ""
         self._lastTable = None
-        self._resultTables = []
         self._pollers = []
         self._accelerators = {}
 
@@ -138,7 +137,7 @@ class CTNormalizeWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Norma
         self.setParameterNode(None)  # the logic itself stops the runs of the closing scene
 
     def onSceneEndClose(self, caller, event) -> None:
-        self._lastTable, self._resultTables = None, []
+        self._lastTable = None
         if self.parent.isEntered:
             self.initializeParameterNode()
 

@@ -80,7 +80,6 @@ class ResultsPanel:
         self.ui.quantProgressBar.visible = False
         if run.state is RunState.COMPLETED:
             self._lastTable = run.tableNode
-            self._resultTables = [t for t in self._resultTables if t is not run.tableNode] + [run.tableNode]
             self.ui.statusLabel.text = _("Results in table {name}").format(name=run.tableNode.GetName())
             self.logic.showResults(run.tableNode)
         elif run.state is RunState.CANCELLED:
@@ -97,8 +96,7 @@ class ResultsPanel:
         if not folder:
             return
         with slicer.util.tryWithErrorDisplay(_("Could not save the results."), waitCursor=True):
-            tables = [t for t in self._resultTables if t is not None and t.GetScene() is not None]
-            written = export.save_results(folder, tables, self._parameterNode.compareNormalized)
+            written = export.save_results(folder, self.logic.resultTables(), self._parameterNode.compareNormalized)
             self.ui.statusLabel.text = _("Saved {n} files to {folder}").format(n=len(written), folder=folder)
 
     def onExportDicomButton(self) -> None:
@@ -119,5 +117,5 @@ class ResultsPanel:
                                    (self.ui.emphysemaButton, "emphysema", _("Emphysema index on both volumes"))):
             button.text = _("Cancel") if kind == mine else idle
             button.enabled = (pair and not busy) or kind == mine
-        self.ui.saveResultsButton.enabled = bool(self._resultTables) or bool(p and p.compareNormalized)
+        self.ui.saveResultsButton.enabled = bool(self.logic.resultTables()) or bool(p and p.compareNormalized)
         self.ui.exportDicomButton.enabled = bool(pair and export.dicom_writer() is not None)

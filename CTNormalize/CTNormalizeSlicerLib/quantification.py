@@ -62,6 +62,10 @@ class RadiomicsSettings:
         return path
 
 
+#: node attribute of the tables the measurements made (what "Save results" writes; kept in saved scenes)
+RESULT_TABLE_ATTRIBUTE = "CTNormalize.resultTable"
+
+
 class QuantificationMixin:
     """``startRadiomics`` / ``startEmphysema`` (needs ``scene``, ``runs``, ``makeTempDir``, ``python``)."""
 
@@ -93,6 +97,14 @@ class QuantificationMixin:
         self.runs.watch(self.scene)
         self.runs.add(run, kind)
         return run
+
+    def resultTables(self) -> list:
+        """The radiomics and emphysema tables in the scene, in the order they were made (also after a scene
+        was saved and loaded again, or the module reloaded)."""
+        scene = self.scene
+        found = [scene.GetNthNodeByClass(i, "vtkMRMLTableNode")
+                 for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode"))]
+        return [t for t in found if t is not None and t.GetAttribute(RESULT_TABLE_ATTRIBUTE)]
 
     def _checkPair(self, originalNode, normalizedNode):
         if originalNode is None or normalizedNode is None:
@@ -140,6 +152,7 @@ class QuantificationMixin:
             table = run.tableNode if run.tableNode is not None and scene.IsNodePresent(run.tableNode) else \
                 scene.AddNewNodeByClass("vtkMRMLTableNode", f"Radiomics {originalNode.GetName()}")
             tables.radiomics_table(table, report, params_file=shownParams, segment_names=names)
+            table.SetAttribute(RESULT_TABLE_ATTRIBUTE, "radiomics")
             run.tableNode, run.result = table, report
 
         run = self._quantRun("radiomics", cmd, tmp, importer, onEvent, onFinished)
@@ -188,6 +201,7 @@ class QuantificationMixin:
             table = run.tableNode if run.tableNode is not None and scene.IsNodePresent(run.tableNode) else \
                 scene.AddNewNodeByClass("vtkMRMLTableNode", f"Emphysema {originalNode.GetName()}")
             tables.emphysema_table(table, res_o, res_n)
+            table.SetAttribute(RESULT_TABLE_ATTRIBUTE, "emphysema")
             run.tableNode, run.result = table, report
             if addMaskSegments:
                 run.maskSegmentationNodes = [

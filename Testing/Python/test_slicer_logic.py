@@ -529,6 +529,10 @@ def test_emphysema_with_lung_segment_and_mask_segments(mrml):
                  for i in range(mseg.GetSegmentation().GetNumberOfSegments())]
         assert names == ["Right lung", "Left lung", "Emphysema (< -950 HU)"], names
     assert seg.GetSegmentation().GetNumberOfSegments() == 2  # the user's segmentation is untouched
+    # "Save results" finds the table in the scene, also for a new logic (module reload, scene loaded again)
+    other_table = scene.AddNewNodeByClass("vtkMRMLTableNode", "a table of the user's")
+    assert NormalizationLogic(scene=scene).resultTables() == [run.tableNode]
+    assert other_table not in mrml.logic.resultTables()
 
 
 def test_a_failed_emphysema_import_leaves_no_table_or_masks(mrml, monkeypatch):
