@@ -17,14 +17,14 @@ log = logging.getLogger(__name__)
 
 #: Tooltips of the classical methods (the engine's CLASSICAL_METHODS names).
 CLASSICAL_TOOLTIPS = {
-    "auto": "The best learned model covering the protocol pair, else the classical pipeline.",
-    "mtf_ratio": "Kernel change by the ratio of target to source MTF in the frequency domain "
-                 "(regularised where the source MTF is small).",
-    "frequency_decomposition": "Splits the image into frequency bands and rescales each band "
-                               "toward the target kernel's response.",
-    "histogram_match": "Matches the HU histogram inside the body to a reference scan.",
-    "denoise": "Noise reduction toward a higher dose (edge-preserving), no kernel change.",
-    "z_profile": "Slice-thickness change by resampling with the target slice profile.",
+    "auto": _("The best learned model covering the protocol pair, else the classical pipeline."),
+    "mtf_ratio": _("Kernel change by the ratio of target to source MTF in the frequency domain "
+                   "(regularised where the source MTF is small)."),
+    "frequency_decomposition": _("Splits the image into frequency bands and rescales each band "
+                                 "toward the target kernel's response."),
+    "histogram_match": _("Matches the HU histogram inside the body to a reference scan."),
+    "denoise": _("Noise reduction toward a higher dose (edge-preserving), no kernel change."),
+    "z_profile": _("Slice-thickness change by resampling with the target slice profile."),
 }
 PROTOCOL_FIELDS = ("kernel", "dose", "thickness")
 
@@ -69,7 +69,7 @@ def _fallback_method_table() -> list[MethodRow]:
         from CTNormalizeLib.classical.pipeline import CLASSICAL_METHODS
     except ImportError:
         CLASSICAL_METHODS = [k for k in CLASSICAL_TOOLTIPS if k != "auto"]
-    rows = [MethodRow(n, "classical", CLASSICAL_TOOLTIPS.get(n, "Classical method"), n == "histogram_match")
+    rows = [MethodRow(n, "classical", CLASSICAL_TOOLTIPS.get(n, _("Classical method")), n == "histogram_match")
             for n in CLASSICAL_METHODS if n != "auto"]
     for package in installed_models():
         rows.append(MethodRow(package.name, "model", model_tooltip(package), False, True))
@@ -111,24 +111,24 @@ def installed_models(extra_dirs=None) -> list:
 def model_tooltip(package) -> str:
     """A learned model's card, in a few lines: coverage, architecture, metrics, sha256, use."""
     card = getattr(package, "card", {}) or {}
-    lines = [f"Learned model {getattr(package, 'name', '?')}"]
+    lines = [_("Learned model {name}").format(name=getattr(package, "name", "?"))]
     try:
-        lines.append("Covers: " + package.coverage_text())
+        lines.append(_("Covers: {coverage}").format(coverage=package.coverage_text()))
     except Exception:
         pass
     arch = (card.get("architecture") or {}).get("name")
     if arch:
-        lines.append(f"Architecture: {arch}")
+        lines.append(_("Architecture: {name}").format(name=arch))
     metrics = card.get("metrics") or {}
     if isinstance(metrics, dict) and metrics:
         shown = [f"{k}={v:.3g}" if isinstance(v, (int, float)) else f"{k}={v}"
                  for k, v in list(metrics.items())[:4] if not isinstance(v, (dict, list))]
         if shown:
-            lines.append("Benchmark: " + ", ".join(shown))
+            lines.append(_("Benchmark: {figures}").format(figures=", ".join(shown)))
     sha = card.get("sha256")
     if sha:
-        lines.append(f"Weights sha256: {sha[:16]}...")
-    lines.append(str(card.get("intended_use") or "Research use, not for diagnosis."))
+        lines.append(_("Weights sha256: {digest}...").format(digest=sha[:16]))
+    lines.append(str(card.get("intended_use") or _("Research use, not for diagnosis.")))
     return "\n".join(lines)
 
 
@@ -156,7 +156,7 @@ def protocol_rows(protocol) -> list[tuple[str, str, str, str]]:
         if field == "kernel" and getattr(protocol, "kernel_name", None):
             text = f"{protocol.kernel_name} ({value})"
         elif value is None:
-            text = "unknown"
+            text = _("unknown")
         elif isinstance(value, float):
             text = f"{value:g}"
         else:
