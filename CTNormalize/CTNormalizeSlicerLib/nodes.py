@@ -180,6 +180,23 @@ def volume_for_engine(volume_node, meta: Optional[dict] = None):
                   direction=direction, meta=dict(meta or {}))
 
 
+def node_ids(scene) -> set:
+    """The IDs of the nodes now in ``scene``."""
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def remove_nodes_added_since(scene, before: set, kept=frozenset()) -> None:
+    """Remove the nodes added to ``scene`` since :func:`node_ids` gave ``before``, but the IDs in ``kept``
+    (scratch work, an import that failed halfway)."""
+    new = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+    # data nodes first, so their display nodes are not re-created or left dangling
+    new = [n for n in new if n.GetID() not in before and n.GetID() not in kept]
+    new.sort(key=lambda n: n.IsA("vtkMRMLDisplayNode") or n.IsA("vtkMRMLStorageNode") or n.IsA("vtkMRMLColorNode"))
+    for node in new:
+        if scene.IsNodePresent(node):
+            scene.RemoveNode(node)
+
+
 class scratch_nodes:
     """Remove every node added to ``scene`` inside the ``with`` block, except those kept.
 
@@ -200,31 +217,12 @@ class scratch_nodes:
         return node
 
     def __enter__(self):
-        self._before = {self.scene.GetNthNode(i).GetID() for i in range(self.scene.GetNumberOfNodes())}
+        self._before = node_ids(self.scene)
         return self
 
     def __exit__(self, *exc):
-        new = [self.scene.GetNthNode(i) for i in range(self.scene.GetNumberOfNodes())]
-        # data nodes first, so their display nodes are not re-created or left dangling
-        new = [n for n in new if n.GetID() not in self._before and n.GetID() not in self.kept]
-        new.sort(key=lambda n: n.IsA("vtkMRMLDisplayNode") or n.IsA("vtkMRMLStorageNode") or n.IsA("vtkMRMLColorNode"))
-        for node in new:
-            if self.scene.IsNodePresent(node):
-                self.scene.RemoveNode(node)
+        remove_nodes_added_since(self.scene, self._before, self.kept)
         return False
-
-
-def node_ids(scene) -> set:
-    """The IDs of the nodes now in ``scene``."""
-    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
-
-
-def remove_nodes_added_since(scene, before: set) -> None:
-    """Remove the nodes added to ``scene`` since :func:`node_ids` gave ``before`` (an import that failed halfway)."""
-    for node_id in node_ids(scene) - before:
-        node = scene.GetNodeByID(node_id)
-        if node is not None and scene.IsNodePresent(node):
-            scene.RemoveNode(node)
 
 
 def set_input_of(output_node, input_node) -> None:

@@ -151,14 +151,14 @@ class NormalizationMixin:
     def _importNormalized(self, run: EngineRun, outputNode, target: str):
         """Load the engine's output into ``outputNode`` (or a new node) with its provenance.
 
-        The report is checked before any node is touched, and a node made here is removed again
+        The report is checked before any node is touched, and the nodes made here are removed again
         when loading fails: a failed import leaves no volume without provenance in the scene.
         """
         from CTNormalizeLib.contracts.report import RunReport
 
         scene = self.scene
         inputNode = run.inputNode
-        created = None
+        before = nodes.node_ids(scene)
         try:
             if not self.runs.is_current(run):
                 raise RuntimeError(_("The scene was closed during the run; the result was discarded."))
@@ -177,8 +177,7 @@ class NormalizationMixin:
             if outputNode is not None and not scene.IsNodePresent(outputNode):
                 outputNode = None  # the chosen output was deleted meanwhile: make a new one
             if outputNode is None:
-                outputNode = created = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
-                                                               choices.output_name(inputNode, target))
+                outputNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", choices.output_name(inputNode, target))
             nodes.read_volume(path, outputNode)
             nodes.adopt_geometry(outputNode, inputNode)
             nodes.set_input_of(outputNode, inputNode)
@@ -189,8 +188,7 @@ class NormalizationMixin:
             run.report = report
         except Exception as exc:
             log.exception("CTNormalize: importing the result failed")
-            if created is not None and scene.IsNodePresent(created):
-                scene.RemoveNode(created)
+            nodes.remove_nodes_added_since(scene, before)  # the volume and the display nodes made for it
             run.set_failed("IMPORT", _("Could not load the result: {error}").format(error=exc))
             return
         run.set_completed()

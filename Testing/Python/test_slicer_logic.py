@@ -245,6 +245,17 @@ def test_a_failed_import_leaves_no_volume_and_the_panel_hears_of_it_first(mrml, 
     assert run.wait(timeout=240) is RunState.FAILED and run.error_code == "IMPORT"
     assert "run report is not readable" in run.error_message
     assert mrml.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == n_volumes
+    # a failure after the volume was read (its display and storage nodes made too) leaves no node of it either
+    monkeypatch.undo()
+    before = nodes.node_ids(mrml.scene)
+
+    def broken(*a, **k):
+        raise RuntimeError("provenance failed")
+
+    monkeypatch.setattr(nodes, "set_provenance", broken)
+    run = mrml.logic.startNormalization(node, TARGET, source=SOURCE, method="classical", device="cpu")
+    assert run.wait(timeout=240) is RunState.FAILED and run.error_code == "IMPORT"
+    assert nodes.node_ids(mrml.scene) == before
 
 
 def test_blocking_normalization_raises_with_engine_message(mrml):
