@@ -31,6 +31,8 @@ READ_BACK_MAX_BYTES = 64 * 1024 * 1024
 _NO_SPACE_WORDS = ("No space left", "File too large", "Disk quota", "file size limit", "wrote only")
 
 _WRITABLE = {"NRRD": (".nrrd",), "NIfTI": (".nii", ".nii.gz"), "MetaImage": (".mha",)}
+#: the written formats whose header keeps the output's tags and provenance keys (NIfTI keeps none)
+TAGGED_FORMATS = ("NRRD", "MetaImage")
 _INT16 = (np.iinfo(np.int16).min, np.iinfo(np.int16).max)
 
 
@@ -86,10 +88,11 @@ NIFTI_DROPS_PROVENANCE = "NIFTI_DROPS_PROVENANCE"
 
 
 def header_loss_warning(path) -> Optional[dict]:
-    """A warning when ``path`` is a NIfTI file, which keeps no header text: a normalized output's provenance
-    (``ctnormalize``, its texture, the target's tags) is not stored with it; None for NRRD and MHA."""
-    name = str(path).lower()
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+    """A warning when ``path`` is a volume file whose header keeps no text (NIfTI): a normalized output's
+    provenance (``ctnormalize``, its texture, the target's tags) is not stored with it; None for the
+    :data:`TAGGED_FORMATS` and for what is not a volume file (a DICOM series folder)."""
+    fmt = file_format(path)
+    if fmt is None or fmt in TAGGED_FORMATS:
         return None
     return {"code": NIFTI_DROPS_PROVENANCE,
             "message": ("NIfTI keeps no header text: this output will not say that CTNormalize made it, with which "
@@ -210,7 +213,7 @@ def write_volume(volume: Volume, path, dtype: Optional[str] = "auto", compress: 
         data = _rounded_int16(hu) if out_dtype is np.int16 else hu
         return _write_nrrd_without_sitk(volume.with_array(data), p, out_dtype, bool(use_comp), write_tags)
     image = volume_to_image(volume, dtype=out_dtype, array=_rounded_int16(hu) if out_dtype is np.int16 else None)
-    if fmt in ("NRRD", "MetaImage"):
+    if fmt in TAGGED_FORMATS:
         names = list(META_TAGS) if write_tags else ["Modality"]
         for name in names + list(PROVENANCE_KEYS):
             v = volume.meta.get(name)
