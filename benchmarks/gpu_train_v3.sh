@@ -9,7 +9,9 @@
 # (procedural phantoms, default 96), CTN_V3_SIZE (phantom pixels, default 256), CTN_V3_SLICES (default 48),
 # CTN_V3_POOL (cases held at once, default 192), CTN_V3_WORKERS (simulation threads, default cores / 4),
 # CTN_V3_LUNG1_SLABS (default 4; read from .gpucheck/v3_lung1.npz when there, else from the pyradiomics cache),
-# CTN_V3_BATCH and CTN_V3_PATCH (default: the recipe's 256 and 64; smaller for a CPU try of the script).
+# CTN_V3_BATCH and CTN_V3_PATCH (default: the recipe's 256 and 64; smaller for a CPU try of the script),
+# CTN_TRAIN_DEADLINE (epoch seconds, e.g. $(( $(date +%s) + 420 ))): the training minutes are capped at what is left
+# of it once the truths are made and a step is timed, so a lease's setup time cannot push the run past its end.
 # Writes OUT_DIR/ctn-conditioned-v3-gpu/ (package) and OUT_DIR/gpu_train_v3.json; the shipped v3 is not touched.
 # A CPU try (minutes, not a model): CTN_CHECK_DEVICE=cpu CTN_TRAIN_MINUTES=0.5 CTN_V3_PHANTOMS=2 CTN_V3_SIZE=64
 #   CTN_V3_SLICES=16 CTN_V3_POOL=8 CTN_V3_LUNG1_SLABS=0 CTN_V3_BATCH=16 benchmarks/gpu_train_v3.sh /tmp/v3try
@@ -57,7 +59,8 @@ def main():
     overrides = {k: int(os.environ[f"CTN_V3_{k.upper()}"]) for k in ("batch", "patch") if os.environ.get(f"CTN_V3_{k.upper()}")}
     t0 = time.perf_counter()
     pkg = _train_v3_stream(out / "run_v3_gpu", None, minutes, 0, out / "ctn-conditioned-v3-gpu", None, dev, settings=st,
-                           overrides=overrides)
+                           overrides=overrides,
+                           deadline=float(os.environ["CTN_TRAIN_DEADLINE"]) if os.environ.get("CTN_TRAIN_DEADLINE") else None)
     wall = time.perf_counter() - t0
     card = json.loads((pkg / "card.json").read_text())
     r, td = card["recipe"], card["training_data"]

@@ -184,14 +184,21 @@ def _check_v3_stream_inputs(device: str, manifest, bank_path, truths_file, seed:
         lung1_truths(StreamSettings(seed=seed, lung1_file=str(truths_file)), None)  # missing or stale: refused now
 
 
+#: Seconds a deadline-capped stream run keeps for closing the workers and writing the package.
+PACKAGE_RESERVE_S = 20.0
+
+
 def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, progress, device: str,
-                     truths_file=None, settings=None, overrides: dict | None = None) -> Path:
+                     truths_file=None, settings=None, overrides: dict | None = None,
+                     deadline: float | None = None) -> Path:
     """v3's GPU recipe: pairs simulated on ``device`` while it trains (:mod:`.dr_stream`), no bank.
 
     With ``max_minutes`` and no ``steps`` the schedule is sized to the time: a 20-step probe
     times a step (simulation workers running), and the cosine schedule gets the steps that fit
-    in 95 % of the minutes. ``overrides`` replace entries of the GPU recipe's configuration
-    (a CPU try of the script runs a small batch).
+    in 95 % of the minutes. ``deadline`` (``time.time()`` seconds) caps the minutes at what is
+    left of a lease once the truths are made and the step is timed (setup's time varies with the
+    machine), keeping ``PACKAGE_RESERVE_S`` for the package. ``overrides`` replace entries of the
+    GPU recipe's configuration (a CPU try of the script runs a small batch).
     """
     import time
 
@@ -207,6 +214,10 @@ def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, prog
         probe = None
         if steps is None and max_minutes is not None:
             probe = _probe_step_seconds(recipes.v3_config(**over), stream, out / "probe", device)
+        if deadline is not None:
+            left = max((deadline - time.time() - PACKAGE_RESERVE_S) / 60.0, 0.05)
+            max_minutes = left if max_minutes is None else min(float(max_minutes), left)
+        if probe is not None:
             steps = max(20, int(0.95 * 60 * max_minutes / probe))
         cfg = recipes.v3_config(**over, **({"steps": int(steps)} if steps is not None else {}),
                                 **({"max_minutes": float(max_minutes)} if max_minutes is not None else {}))
