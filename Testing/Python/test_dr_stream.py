@@ -110,12 +110,31 @@ def test_a_case_is_measured_on_the_source_grid_and_resampled_to_the_target(monke
     assert n_src == len(slice_profile.output_positions(16, 0.5, t_s))
 
 
+def _pool(cases, capacity=None):
+    pool = dr_stream.PatchPool(capacity or len(cases), "cpu")
+    for c in cases:
+        pool.add(c)
+    return pool
+
+
 def test_the_pool_replaces_its_oldest_case():
-    s = object.__new__(DRStream)
-    s.settings, s.pool, s._next, s.cases_made = _tiny(pool=2), [], 0, 0
-    for name in "abc":
-        s._add(Case(name, None, None, []))
-    assert [c.truth for c in s.pool] == ["c", "b"] and s.cases_made == 3
+    vol = lambda v: torch.full((2, 4, 4), float(v))  # noqa: E731
+    pool = _pool([Case(name, vol(i), vol(i), [float(i)]) for i, name in enumerate("abc")], capacity=2)
+    assert [c.truth for c in pool] == ["c", "b"] and pool.added == 3
+    # the stacked slots follow: slot 0 now holds c's pixels and conditioning
+    x, y, c = pool.sample(np.random.default_rng(0), 16, 4, 1, -1100.0, 900.0, 0.0, 1.0)
+    assert set(torch.unique(c).tolist()) == {1.0, 2.0} and torch.equal(x[:, 0, 0, 0], c[:, 0])
+
+
+def test_cases_of_other_sizes_share_the_pool():
+    """A larger case grows the stacks; patches come only from a case's own slices and pixels."""
+    small = torch.full((2, 20, 20), 100.0)
+    big = torch.full((5, 40, 30), 200.0)
+    pool = _pool([Case("s", small, small, [1.0]), Case("b", big, big, [2.0])])
+    x, y, c = pool.sample(np.random.default_rng(1), 64, 16, 5, -1100.0, 900.0, 0.0, 1.0)
+    expect = torch.where(c[:, 0] == 1.0, 100.0, 200.0)
+    assert torch.equal(x.amin(dim=(1, 2, 3)), expect) and torch.equal(y.amax(dim=(1, 2, 3)), expect)  # no padding cut
+    assert set(c[:, 0].tolist()) == {1.0, 2.0}
 
 
 def test_batches_are_scaled_patches_of_the_pool(stream):
@@ -128,24 +147,39 @@ def test_batches_are_scaled_patches_of_the_pool(stream):
 
 def test_a_batch_pairs_each_label_with_its_own_input_slice():
     """Rotation, flip, position and the context's centre slice are the label's (input = target here)."""
-    s = object.__new__(DRStream)
-    s._errors, s.pool = [], []
     vol = torch.from_numpy(np.random.default_rng(0).normal(0, 200, (6, 40, 40)).astype(np.float32))
-    s.pool = [Case("c", vol, vol, [0.0])]
-    s._drain = lambda block=False: None
-    x, y, _ = s.sample(np.random.default_rng(3), 32, 16, 5, -1100.0, 900.0, 0.0, 1000.0)
+    pool = _pool([Case("c", vol, vol, [0.0])])
+    x, y, _ = pool.sample(np.random.default_rng(3), 32, 16, 5, -1100.0, 900.0, 0.0, 1000.0)
     assert torch.equal(x[:, 2], y[:, 0])
     assert not all(torch.equal(x[:, 0][i], x[:, 2][i]) for i in range(32))  # the neighbours are other slices
 
 
+def test_patches_are_cut_in_all_eight_orientations_of_the_volume():
+    """Each patch is some rotation / flip of the block at its place, and all eight occur; end slices repeat."""
+    vol = torch.arange(3 * 8 * 8, dtype=torch.float32).reshape(3, 8, 8)
+    pool = _pool([Case("c", vol, vol, [0.0])])
+    x, y, _ = pool.sample(np.random.default_rng(0), 200, 8, 3, -1e9, 1e9, 0.0, 1.0)
+    seen = set()
+    for xi in x:
+        k = int(xi[1].min()) // 64  # the centre slice the patch came from
+        for o in range(8):
+            m = torch.rot90(vol[k], o // 2, dims=(0, 1))
+            m = torch.flip(m, dims=(1,)) if o % 2 else m
+            if torch.equal(xi[1], m):
+                seen.add(o)
+                lo, hi = max(k - 1, 0), min(k + 1, 2)
+                assert torch.equal(xi[0], xi[1] + 64 * (lo - k)) and torch.equal(xi[2], xi[1] + 64 * (hi - k))
+                break
+        else:
+            pytest.fail("a patch that is no orientation of its slice")
+    assert seen == set(range(8))
+
+
 def test_mostly_air_patches_are_mostly_skipped():
-    s = object.__new__(DRStream)
-    s._errors, s._queue, s.pool = [], None, []
     body = torch.full((3, 32, 32), 0.0)
     air = torch.full((3, 32, 32), -1000.0)
-    s.pool = [Case("body", body, body, [0.0]), Case("air", air, air, [1.0])]
-    s._drain = lambda block=False: None
-    _, y, c = s.sample(np.random.default_rng(0), 400, 16, 3, -1100.0, 900.0, 0.0, 1000.0)
+    pool = _pool([Case("body", body, body, [0.0]), Case("air", air, air, [1.0])])
+    _, y, c = pool.sample(np.random.default_rng(0), 400, 16, 3, -1100.0, 900.0, 0.0, 1000.0)
     share_air = float((c[:, 0] == 1.0).float().mean())
     assert 0.05 < share_air < 0.3  # 15 % of the air candidates kept: ~13 % of the batch
 
@@ -155,16 +189,18 @@ def test_patches_larger_than_the_volumes_are_refused(stream):
         stream.sample(np.random.default_rng(0), 2, 128, 5, -1100.0, 900.0, 0.0, 1000.0)
 
 
-def test_a_failing_worker_stops_the_run_with_its_error(monkeypatch):
-    s = DRStream(_tiny(phantom_seeds=(1,)), "cpu")
-
-    def boom(rng):
-        raise ValueError("simulated failure")
-
-    monkeypatch.setattr(s, "make_case", boom)
-    with pytest.raises(RuntimeError, match="simulated failure"):
-        s.start()
-    s.close()
+def test_worker_processes_fill_the_pool_and_a_failing_one_stops_the_run():
+    st = _tiny(phantom_seeds=(1,), pool=3, min_pool=2)
+    with DRStream(st, "cpu") as s:  # one spawned worker simulating the phantom
+        assert len(s.pool) >= 2 and s.cases_made >= 2
+        case = s.pool[0]
+        assert case.truth == "phantom-1" and case.input_hu.shape[1:] == case.target_hu.shape[1:] == (64, 64)
+        x, _, _ = s.sample(np.random.default_rng(0), 4, 32, 5, -1100.0, 900.0, 0.0, 1000.0)
+        assert tuple(x.shape) == (4, 5, 32, 32)
+    assert s._procs == []  # closed: no worker left running
+    # a truth only the worker touches (its views given here) that cannot be scanned: the worker's error stops the run
+    with pytest.raises(RuntimeError, match="training-stream worker failed: AttributeError"):
+        DRStream(st, "cpu", truths=[("bad", "not a volume", 0.5)], views=[DEFAULT_SCANNER]).start()
 
 
 def test_held_out_phantoms_are_refused():
