@@ -90,7 +90,7 @@ def run_model(package, volume: Volume, source, target, device: str = "auto",
     plan : Plan, optional
         The run's plan: signature-conditioned models read its signatures.
     precision : {"auto", "fp32", "bf16", "fp16"}
-        The network's arithmetic: ``auto`` is bf16 (else fp16) on CUDA and fp32 elsewhere.
+        The network's arithmetic: ``auto`` is bf16 on CUDA (fp16 overflows in ctn-conditioned-v3) and fp32 elsewhere.
     pipeline : {"auto", "cpu", "resident"}
         ``auto``: the device-resident pipeline on a GPU, the CPU pipeline on the CPU;
         ``resident`` also on the CPU (tests, comparisons).

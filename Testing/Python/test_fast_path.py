@@ -308,3 +308,26 @@ def test_threaded_body_mask_is_the_shared_one():
     ref = body_mask(vol, threshold=-500.0, sigma=1.0, step=2)
     np.testing.assert_array_equal(masks.body_mask(vol), ref)
     assert not ref[3, 3:9, 3:9].any()
+
+
+def test_auto_precision_on_cuda_is_bf16_which_the_signature_model_runs_without_overflow():
+    """fp16 overflowed in every chunk of ctn-conditioned-v3 on an H200 (each chunk re-run in fp32); bf16 did not."""
+    import torch
+
+    from CTNormalizeLib.inference import run_model, tiling
+    from CTNormalizeLib.inference.methods import effective_protocols
+    from CTNormalizeLib.models.registry import list_models
+    from CTNormalizeLib.plan import make_plan
+
+    with pytest.warns(UserWarning):  # no CUDA here: torch disables the autocast, its type is still the choice
+        assert tiling.autocast_context("cuda", "auto").fast_dtype == torch.bfloat16
+    assert tiling.autocast_context("cuda", "fp16").fast_dtype == torch.float16
+    pkg = next(p for p in list_models() if p.name == "ctn-conditioned-v3")
+    vol = chest(nz=8, n=160, z_spacing=1.0)
+    plan = make_plan(vol, "kernel=sharp,dose=0.25,thickness=1", "kernel=smooth,dose=1,thickness=1",
+                     method="mtf_ratio", device="cpu")
+    src, tgt = effective_protocols(plan)
+    codes = {p: [w["code"] for w in run_model(pkg, vol, src, tgt, device="cpu", plan=plan, pipeline="resident",
+                                              precision=p).warnings] for p in ("fp16", "bf16")}
+    assert "REDUCED_PRECISION_OVERFLOW" in codes["fp16"]  # what the H200 run showed, emulated
+    assert "REDUCED_PRECISION_OVERFLOW" not in codes["bf16"]
