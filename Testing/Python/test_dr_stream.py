@@ -298,3 +298,46 @@ def test_the_gpu_script_runs_on_the_cpu(tmp_path):
     card = json.loads((tmp_path / "ctn-conditioned-v3-gpu" / "card.json").read_text())
     assert card["recipe"]["command"].endswith("batch=16, patch=48")
     assert (tmp_path / "ctn-conditioned-v3-gpu" / "model.safetensors").is_file()
+
+
+def test_a_deadline_caps_the_minutes_once_setup_and_the_probe_are_done(tmp_path, monkeypatch):
+    """A lease's end bounds the schedule: the steps fit in what is left of it, less the package's reserve."""
+    import time
+
+    from CTNormalizeLib.train import run as train_run
+
+    class FakeStream:
+        cases_made = 7
+
+        def __init__(self, settings, device):
+            time.sleep(0.2)  # setup, which a deadline must count
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def cases_per_second(self):
+            return 1.0
+
+    seen = {}
+
+    def fake_train(cfg, stream, out, **kw):
+        seen["cfg"] = cfg
+        return {"step": cfg.steps, "steps": cfg.steps, "stopped_early": False, "seconds": 1.0, "model": None}
+
+    monkeypatch.setattr(dr_stream, "DRStream", FakeStream)
+    monkeypatch.setattr(train_run, "_probe_step_seconds", lambda *a, **k: 0.05)
+    monkeypatch.setattr(train_run, "train", fake_train)
+    monkeypatch.setattr(train_run, "write_package", lambda model, d, card: seen.setdefault("card", card))
+    st = _tiny()
+    deadline = time.time() + train_run.PACKAGE_RESERVE_S + 60.0  # one minute of training left at most
+    train_run._train_v3_stream(tmp_path / "run", None, 6.0, 0, tmp_path / "pkg", None, "cpu", settings=st,
+                               deadline=deadline)
+    cfg = seen["cfg"]
+    assert 0.9 < cfg.max_minutes < 1.0  # capped: setup's time counted, the reserve kept
+    assert cfg.steps == int(0.95 * 60 * cfg.max_minutes / 0.05)
+    # without a deadline the minutes asked for stand
+    train_run._train_v3_stream(tmp_path / "run2", None, 6.0, 0, tmp_path / "pkg2", None, "cpu", settings=st)
+    assert seen["cfg"].max_minutes == 6.0 and seen["cfg"].steps == int(0.95 * 60 * 6.0 / 0.05)
