@@ -159,8 +159,9 @@ def _run_cases(args, mode: str, cases: list, out: Path) -> int:
                     "output format": args.output_format, "output type": args.output_type,
                     "workers": args.scheduler or workers, "threads per worker": threads}
             written["cohort"] = str(write_cohort_html(out / "cohort.html", records, after=True, settings=info))
-    nifti = header_loss_warning(f"case.{args.output_format}")
-    if nifti:  # once for the cohort, not once per case
+    outputs = [r["output"] for r in records if r.get("output")]
+    nifti = header_loss_warning(outputs[0]) if outputs else None
+    if nifti:  # once for the cohort (its outputs share one format), not once per case
         EventStream(mode).warning(nifti["code"], nifti["message"])
     summary = summarize(records)
     if mode == "json":

@@ -468,3 +468,11 @@ def test_a_nifti_batch_says_once_that_the_outputs_keep_no_provenance(tmp_path):
     events = [json.loads(line) for line in r.stdout.splitlines()]
     assert events[0]["event"] == "started" and events[-1]["event"] == "done"
     assert [e["code"] for e in events if e["event"] == "warning"].count("NIFTI_DROPS_PROVENANCE") == 1
+    # a cohort that wrote no output has no outputs to warn about
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.nrrd").write_bytes(b"NRRD0004\nnot a volume")
+    r = _run(["batch", "--input-dir", str(bad), "-o", str(tmp_path / "out2"), "--target", TARGET,
+              "--method", "mtf_ratio", "--workers", "1", "--no-report", "--progress", "json",
+              "--output-format", "nii.gz"])
+    assert r.returncode != 0 and '"failed"' in r.stdout and "NIFTI_DROPS_PROVENANCE" not in r.stdout, r.stdout
