@@ -41,6 +41,10 @@ def read_nrrd(path, meta_keys=()) -> Volume:
                   tuple(float(o) for o in origin), tuple(float(d) for d in direction.ravel()), meta)
 
 
+#: gzip level of NRRD files written without SimpleITK (SimpleITK's own writer's speed and size)
+NRRD_GZIP_LEVEL = 1
+
+
 def write_nrrd(volume: Volume, path, dtype=np.float32, compress: bool = True, meta: dict | None = None) -> Path:
     """Write ``volume`` (as ``dtype``) to ``path`` (not atomic: the caller writes a temp file)."""
     import nrrd
@@ -53,6 +57,9 @@ def write_nrrd(volume: Volume, path, dtype=np.float32, compress: bool = True, me
     # pynrrd writes its header as ASCII: escape the rest (a name like "Müller" in a tag or a file name)
     custom = {k: str(v).encode("ascii", "backslashreplace").decode("ascii") for k, v in (meta or {}).items()}
     header.update(custom)
+    # gzip level 1, as SimpleITK's writer: pynrrd's default 9 took 49.5 s for the 300-slice int16 chest
+    # (1: 2.9 s, the same 81 MB as SimpleITK's 2.5 s), which made the whole CLI on the SimpleITK-free GPU
+    # machine outlast its 65 s measurement
     nrrd.write(str(path), np.ascontiguousarray(volume.hu, dtype=dtype), header, index_order="C",
-               custom_field_map={k: "string" for k in custom})
+               custom_field_map={k: "string" for k in custom}, compression_level=NRRD_GZIP_LEVEL)
     return Path(path)

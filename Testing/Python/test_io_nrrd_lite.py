@@ -84,3 +84,16 @@ def test_lite_writer_escapes_non_ascii_header_values(tmp_path, monkeypatch):
     monkeypatch.undo()
     back = read_volume(tmp_path / "lite.nrrd", validate=False)
     assert back.meta["ctnormalize"] == "classical kernel=sharp -> kernel=smooth [like M\\xfcller_ref.nrrd]"
+
+
+def test_lite_writer_compresses_at_simpleitks_speed(tmp_path, monkeypatch):
+    """gzip at the fastest level, as SimpleITK: pynrrd's default (9) took 49.5 s for the 300-slice chest against
+    2.9 s (the same size as SimpleITK's file), which made the whole CLI on the SimpleITK-free GPU machine
+    outlast its measurement. The gzip stream says its level in its header (XFL 4: fastest, 2: slowest)."""
+    from CTNormalizeLib.io import write as write_mod
+
+    monkeypatch.setattr(write_mod, "sitk_available", lambda: False)
+    write_volume(_oblique(np.int16), tmp_path / "lite.nrrd", compress=True)
+    raw = (tmp_path / "lite.nrrd").read_bytes()
+    gz = raw[raw.index(b"\n\n") + 2:]
+    assert gz[:2] == b"\x1f\x8b" and gz[8] == 4
