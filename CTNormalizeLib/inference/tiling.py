@@ -56,7 +56,7 @@ def autocast_context(device: str, precision: str = "auto"):
     H200 (the 300-slice chest: five chunks, each re-run in fp32, so fp16 cost two passes) and
     on the CPU's emulation of it; bf16 has fp32's range, never overflowed there, and differs
     from fp32 by 0.29 HU on average (max 5.6 HU) on 32 chest slices, well inside the model's
-    own error. ``fp16`` stays available (smaller differences on networks that do not
+    own error (GPUs before Ampere, without bf16 arithmetic, get fp16). ``fp16`` stays available (smaller differences on networks that do not
     overflow: ctn-conditioned-v2 0.04 HU vs 0.3 HU; ``test_fast_path.py``); the resident
     pipeline re-runs any chunk whose reduced-precision output is not finite in fp32.
     ``fp32`` turns autocast off; ``bf16``/``fp16`` ask for that type on any device (on the
@@ -71,7 +71,20 @@ def autocast_context(device: str, precision: str = "auto"):
         return contextlib.nullcontext()
     if precision not in ("auto", "bf16", "fp16"):
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
-    return torch.autocast(dev_type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+    bf16 = precision == "bf16" or (precision == "auto" and _bf16_native(dev_type))
+    return torch.autocast(dev_type, dtype=torch.bfloat16 if bf16 else torch.float16)
+
+
+def _bf16_native(dev_type: str) -> bool:
+    """Whether ``auto`` may use bf16: not on a GPU older than Ampere (no bf16 arithmetic; fp16 there)."""
+    import torch
+
+    if dev_type != "cuda" or not torch.cuda.is_available():
+        return True
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch before the including_emulation argument
+        return bool(torch.cuda.is_bf16_supported())
 
 
 def roi_for(h: int, w: int, roi: int, multiple: int) -> tuple[int, int]:

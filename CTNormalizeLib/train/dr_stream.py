@@ -68,8 +68,8 @@ class Case:
     """One simulated pair on the device: the network's input and its noise-free target, both on the target z grid."""
 
     truth: str
-    input_hu: object  # tensor [n, ny, nx]
-    target_hu: object  # tensor [n, ny, nx]
+    input_hu: object  # [n, ny, nx]: arrays from a worker; in a PatchPool, views of its stacks on the device
+    target_hu: object  # [n, ny, nx]
     cond: list
     info: dict = field(default_factory=dict)
 
@@ -204,7 +204,14 @@ class PatchPool:
             store[slot, :n, :h, :w] = vol[:n, :h, :w]
         self._cond[slot] = cond
         self._shape[slot] = (n, h, w)
+        self._view(slot)
         self.added += 1
+
+    def _view(self, slot: int) -> None:
+        """The slot's case holds views of the stacks (its common slices), not a second copy of its pixels."""
+        n, h, w = (int(v) for v in self._shape[slot])
+        self.cases[slot].input_hu = self._inp[slot, :n, :h, :w]
+        self.cases[slot].target_hu = self._tgt[slot, :n, :h, :w]
 
     def _fit(self, n: int, h: int, w: int, features: int) -> None:
         """Grow the stacks (zero-padded) when a case is larger than every case before it."""
@@ -220,6 +227,9 @@ class PatchPool:
                     new[:, :have[0], :have[1], :have[2]] = old
                 grown.append(new)
             self._inp, self._tgt = grown
+            for slot in range(len(self.cases)):  # views of the old stacks would keep them alive
+                if self._shape[slot, 0]:
+                    self._view(slot)
         if self._cond is None:
             self._cond = torch.zeros((self.capacity, features), dtype=torch.float32, device=self.device)
 
@@ -304,6 +314,10 @@ def _orientation_maps(patch: int, device):
     return _MAPS[key]
 
 
+#: Seconds :meth:`DRStream.start` waits for the workers' first ``min_pool`` cases.
+START_TIMEOUT_S = 600.0
+
+
 class DRStream:
     """Cases simulated on ``device`` by worker processes; ``sample`` has :class:`.dr_data.DRBank`'s interface.
 
@@ -314,8 +328,9 @@ class DRStream:
         Where scans are simulated and batches are returned (``cuda`` for the GPU recipe).
     truths : list, optional
         ``(name, Volume, native thickness)``; default :func:`stream_truths`. Worker ``k`` of ``W``
-        simulates truths ``k, k + W, ...``; each truth's views are drawn here, its projections
-        made where it is first simulated.
+        simulates truths ``k, k + W, ...`` (so the pool's mix of truths follows the workers'
+        speeds; round-robin shares mix phantoms and lung1 slabs alike); each truth's views are
+        drawn here, its projections made where it is first simulated.
     """
 
     def __init__(self, settings: StreamSettings, device: str = "cpu", truths: Optional[list] = None,
@@ -395,8 +410,12 @@ class DRStream:
                                   [self._views[i] for i in share], k, threads, self._queue, self._stop))
             p.start()
             self._procs.append(p)
+        give_up = time.monotonic() + START_TIMEOUT_S
         try:
             while len(self.pool) < min(self.settings.min_pool, self.settings.pool):
+                if time.monotonic() > give_up:
+                    raise RuntimeError(f"The training stream's workers made {len(self.pool)} cases in "
+                                       f"{START_TIMEOUT_S:g} s; {self.settings.min_pool} are needed to start.")
                 self._drain(block=True)
         except BaseException:
             self.close()  # no worker keeps simulating for a run that did not start
@@ -406,6 +425,10 @@ class DRStream:
     def _drain(self, block: bool = False) -> None:
         if self._queue is None:
             return
+        dead = [p for p in self._procs if p.exitcode not in (None, 0)]
+        if dead:  # killed (out of memory, a signal) before it could report: the pool would go stale
+            raise RuntimeError(f"A training-stream worker ({dead[0].name}) ended with exit code {dead[0].exitcode} "
+                               "without reporting an error.")
         while True:
             try:
                 msg = self._queue.get(timeout=1.0) if block else self._queue.get_nowait()
@@ -434,7 +457,10 @@ class DRStream:
         for p in self._procs:
             if p.is_alive():
                 p.terminate()
-            p.join(timeout=5)
+                p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+            p.join()
         self._queue.cancel_join_thread()
         self._procs, self._queue, self._stop = [], None, None
 
@@ -461,17 +487,21 @@ class DRStream:
 
 def _worker_main(settings, device, truths, views, k, threads, out, stop) -> None:
     """A worker process: simulate cases from ``truths`` until ``stop``; send them (as arrays) or the error."""
+    import multiprocessing
+
     import torch
 
     torch.set_num_threads(threads)
+    parent = multiprocessing.parent_process()
+    running = lambda: not stop.is_set() and (parent is None or parent.is_alive())  # noqa: E731
     try:
         sim = DRStream(settings, device, truths=truths, views=views)
         rng = np.random.default_rng([settings.seed, 781, k])
-        while not stop.is_set():
+        while running():
             case = sim.make_case(rng)
             msg = ("case", case.truth, case.input_hu.cpu().numpy(), case.target_hu.cpu().numpy(),
                    list(case.cond), case.info)
-            while not stop.is_set():
+            while running():
                 try:
                     out.put(msg, timeout=0.5)
                     break

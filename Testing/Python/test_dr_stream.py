@@ -154,6 +154,22 @@ def test_a_batch_pairs_each_label_with_its_own_input_slice():
     assert not all(torch.equal(x[:, 0][i], x[:, 2][i]) for i in range(32))  # the neighbours are other slices
 
 
+def test_inputs_come_from_the_inputs_and_labels_from_the_labels():
+    vol = torch.from_numpy(np.random.default_rng(1).normal(0, 100, (4, 24, 24)).astype(np.float32))
+    pool = _pool([Case("c", vol + 300.0, vol, [0.0])])
+    x, y, _ = pool.sample(np.random.default_rng(2), 16, 8, 3, -1e9, 1e9, 0.0, 1.0)
+    assert torch.allclose(x[:, 1], y[:, 0] + 300.0)
+
+
+def test_case_pixels_are_views_of_the_pool_not_copies():
+    small = torch.zeros((2, 8, 8))
+    pool = _pool([Case("a", small, small + 1, [0.0])], capacity=2)
+    pool.add(Case("b", torch.zeros((3, 16, 16)), torch.zeros((3, 16, 16)), [1.0]))  # grows the stacks
+    a = pool[0]
+    assert a.input_hu.shape == (2, 8, 8) and a.input_hu.data_ptr() == pool._inp[0].data_ptr()
+    assert float(a.target_hu.mean()) == 1.0 and a.target_hu.data_ptr() == pool._tgt[0].data_ptr()
+
+
 def test_patches_are_cut_in_all_eight_orientations_of_the_volume():
     """Each patch is some rotation / flip of the block at its place, and all eight occur; end slices repeat."""
     vol = torch.arange(3 * 8 * 8, dtype=torch.float32).reshape(3, 8, 8)
@@ -198,6 +214,15 @@ def test_worker_processes_fill_the_pool_and_a_failing_one_stops_the_run():
         x, _, _ = s.sample(np.random.default_rng(0), 4, 32, 5, -1100.0, 900.0, 0.0, 1000.0)
         assert tuple(x.shape) == (4, 5, 32, 32)
     assert s._procs == []  # closed: no worker left running
+    # a worker killed without a word (out of memory, a signal) stops the run instead of leaving the pool stale
+    s = DRStream(st, "cpu").start()
+    try:
+        s._procs[0].kill()
+        s._procs[0].join()
+        with pytest.raises(RuntimeError, match="exit code"):
+            s.sample(np.random.default_rng(0), 4, 32, 5, -1100.0, 900.0, 0.0, 1000.0)
+    finally:
+        s.close()
     # a truth only the worker touches (its views given here) that cannot be scanned: the worker's error stops the run
     with pytest.raises(RuntimeError, match="training-stream worker failed: AttributeError"):
         DRStream(st, "cpu", truths=[("bad", "not a volume", 0.5)], views=[DEFAULT_SCANNER]).start()
@@ -286,7 +311,7 @@ def test_the_gpu_script_runs_on_the_cpu(tmp_path):
     """benchmarks/gpu_train_v3.sh end to end, tiny, on torch's CPU device (its phantoms in spawned processes)."""
     env = dict(os.environ, CTN_CHECK_DEVICE="cpu", CTN_TRAIN_MINUTES="0.05", CTN_V3_PHANTOMS="2",
                CTN_V3_SIZE="64", CTN_V3_SLICES="16", CTN_V3_POOL="4", CTN_V3_LUNG1_SLABS="0", CTN_V3_WORKERS="1",
-               CTN_V3_BATCH="16", CTN_V3_PATCH="48")
+               CTN_V3_BATCH="16", CTN_V3_PATCH="48", CTN_V3_WIDTH="16")
     env.pop("PYTHON", None)  # the checkout's .venv is found by itself
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_train_v3.sh"), "out"], capture_output=True,
                        text=True, env=env, timeout=900, cwd=tmp_path)  # OUT_DIR relative to where it is called
@@ -296,7 +321,8 @@ def test_the_gpu_script_runs_on_the_cpu(tmp_path):
     assert res["device"] == "cpu" and res["steps_done"] >= 1 and res["cases_made"] >= 4
     assert (res["batch"], res["patch"]) == (16, 48)  # the CPU try's overrides reach the recipe, and its card
     card = json.loads((tmp_path / "ctn-conditioned-v3-gpu" / "card.json").read_text())
-    assert card["recipe"]["command"].endswith("batch=16, patch=48")
+    assert card["recipe"]["command"].endswith("batch=16, patch=48") and "arch=" in card["recipe"]["command"]
+    assert card["architecture"]["params"]["width"] == 16 and card["architecture"]["params"]["blocks"] == 6
     assert (tmp_path / "ctn-conditioned-v3-gpu" / "model.safetensors").is_file()
 
 
