@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All GPU checks of the fast path in one run (<= 4 minutes), one JSON out.
+# All GPU checks of the fast path in one run (<= 4 minutes, or CTN_CHECK_TIMEOUT seconds), one JSON out.
 # For a machine with PyTorch + CUDA and Python 3.12 but no SimpleITK, MONAI or finufft, and no
 # network: run benchmarks/pack_gpu_check.sh where there is network first, carry .gpucheck/ along.
 #   benchmarks/gpu_check.sh [OUT_DIR]      (default: $OUT, else benchmarks/results)
@@ -28,6 +28,6 @@ for m in ("SimpleITK", "monai", "finufft", "nrrd"):
         missing.append(m)
 print("not importable here:", missing)
 PY
-timeout 235 "$PY" benchmarks/speed.py --device "$DEVICE" --input .gpucheck/lung1_int16.npz \
+timeout "${CTN_CHECK_TIMEOUT:-235}" "$PY" benchmarks/speed.py --device "$DEVICE" --input .gpucheck/lung1_int16.npz \
     --child-timeout 120 --out "$OUT_DIR/gpu_check.json" ${CTN_CHECK_ARGS:-}
 echo "wrote $OUT_DIR/gpu_check.json"

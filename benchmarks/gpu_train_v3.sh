@@ -7,9 +7,10 @@
 #   .venv/bin/python when there, else python3)
 # Environment: CTN_TRAIN_MINUTES (training time, default 6), CTN_CHECK_DEVICE (default cuda), CTN_V3_PHANTOMS
 # (procedural phantoms, default 96), CTN_V3_SIZE (phantom pixels, default 256), CTN_V3_SLICES (default 48),
-# CTN_V3_POOL (cases held at once, default 192), CTN_V3_WORKERS (simulation threads, default cores / 4),
+# CTN_V3_POOL (cases held at once, default 192), CTN_V3_WORKERS (simulation processes, default cores / 3, 1 to 6),
 # CTN_V3_LUNG1_SLABS (default 4; read from .gpucheck/v3_lung1.npz when there, else from the pyradiomics cache),
 # CTN_V3_BATCH and CTN_V3_PATCH (default: the recipe's 256 and 64; smaller for a CPU try of the script),
+# CTN_V3_WIDTH and CTN_V3_BLOCKS (the network's channels and blocks; default v3's 48 and 6),
 # CTN_TRAIN_DEADLINE (epoch seconds, e.g. $(( $(date +%s) + 420 ))): the training minutes are capped at what is left
 # of it once the truths are made and a step is timed, so a lease's setup time cannot push the run past its end.
 # Writes OUT_DIR/ctn-conditioned-v3-gpu/ (package) and OUT_DIR/gpu_train_v3.json; the shipped v3 is not touched.
@@ -57,6 +58,11 @@ def main():
                         lung1_file=str(truths) if truths.is_file() else None)
     st.min_pool = min(st.min_pool, st.pool)
     overrides = {k: int(os.environ[f"CTN_V3_{k.upper()}"]) for k in ("batch", "patch") if os.environ.get(f"CTN_V3_{k.upper()}")}
+    sized = {k: int(os.environ[f"CTN_V3_{k.upper()}"]) for k in ("width", "blocks") if os.environ.get(f"CTN_V3_{k.upper()}")}
+    if sized:  # another size of the same network (a larger one is what more GPU samples did not replace)
+        from CTNormalizeLib.train.recipes import v3_config
+        base = v3_config().arch
+        overrides["arch"] = {"name": base["name"], "params": {**base["params"], **sized}}
     t0 = time.perf_counter()
     pkg = _train_v3_stream(out / "run_v3_gpu", None, minutes, 0, out / "ctn-conditioned-v3-gpu", None, dev, settings=st,
                            overrides=overrides,
