@@ -373,9 +373,19 @@ def chain_from_card(card: dict) -> Optional[dict]:
                     "another setting beats them by more than one standard error on its validation scans)"}
 
 
-def _n_targets(bank_path) -> int:
+def _bank_index(bank_path) -> dict:
     with np.load(bank_path, allow_pickle=False) as z:
-        return int(json.loads(bytes(z["index_json"]).decode())["targets"])
+        return json.loads(bytes(z["index_json"]).decode())
+
+
+def _clean_text(bank_path) -> str:
+    """What the bank's clean volumes are: its own ``clean_source`` (a bank made on a GPU), else the v3 bank's."""
+    index = _bank_index(bank_path)
+    if index.get("clean_source"):
+        return f"{index['clean_source']} ({Path(bank_path).name})"
+    return (f"noise-free target scans of the domain-randomized bank ({Path(bank_path).name}, {int(index['targets'])} "
+            "volumes; the v3 bank: 40 procedural phantoms, seeds 0-39, and 4 lung1 slabs through random kernels, "
+            "0.6-1.3 mm pixels)")
 
 
 def _bank_record(bank_path) -> dict:
@@ -412,16 +422,17 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
         "covers": {"conditioning": "measured noise", "noise_hu": [cfg.ranges.sigma_hu[0], cfg.ranges.sigma_hu[1]]},
         "priority": 0,
         "training_data": {
-            "clean": f"noise-free target scans of the domain-randomized bank ({Path(bank_path).name}, "
-                     f"{_n_targets(bank_path)} volumes; the v3 bank: 40 procedural phantoms, seeds 0-39, and 4 lung1 "
-                     "slabs through random kernels, 0.6-1.3 mm pixels)",
+            "clean": _clean_text(bank_path),
             "noise": "CTNormalizeLib/train/noise_fields.py, drawn afresh per sample",
             "noise_ranges": cfg.ranges.to_dict(),
             "held_out": "phantom seeds >= 1000 and lung2 never used; the sinogram simulators are not used for noise",
         },
         "recipe": {
-            "command": f"ctnormalize train --recipe {cfg.recipe} -o RUN --bank RUN_V3/bank_dr.npz --steps {cfg.steps} "
-                       f"--seed {cfg.seed}" + ("" if device == "cpu" else f" --device {device}"),
+            "command": (f"ctnormalize train --recipe {cfg.recipe} -o RUN --bank RUN_V3/bank_dr.npz --steps {cfg.steps} "
+                        f"--seed {cfg.seed}" + ("" if device == "cpu" else f" --device {device}"))
+            if not _bank_index(bank_path).get("clean_source") else
+            f"CTN_BANK=stream CTN_RECIPE={cfg.recipe} benchmarks/gpu_train_denoise.sh (the clean scans simulated on "
+            f"the device first; {cfg.steps} steps, seed {cfg.seed})",
             "starts_from": cfg.init_from,
             "starts_from_sha256": starts_from_sha256 if cfg.init_from else None,
             "bank": _bank_record(bank_path),

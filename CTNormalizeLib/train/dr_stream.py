@@ -314,6 +314,52 @@ def _orientation_maps(patch: int, device):
     return _MAPS[key]
 
 
+def write_clean_bank(settings: StreamSettings, device: str, path, per_truth: int = 2) -> Path:
+    """Noise-free target scans of the stream's truths, simulated on ``device``, as a bank the denoise recipe reads.
+
+    The denoise recipe reads only a bank's ``target_*`` volumes (:func:`.denoiser.clean_slices`);
+    on a GPU machine these are made here in seconds (each truth projected once, ``per_truth``
+    targets drawn as :mod:`.dr_data` draws them, reconstructed without noise) instead of
+    building and carrying the CPU bank. ``index_json`` says what the volumes are (``clean_source``,
+    which the denoiser's card quotes).
+    """
+    import json
+
+    import torch
+
+    from ..io.atomic import atomic_output
+    from ..protocols import Protocol
+    from ..simulate import DEFAULT_SCANNER
+    from ..simulate.torch_scanner import project_volume, reconstruct_scan
+
+    truths = stream_truths(settings)
+    rng = np.random.default_rng([settings.seed, 782])
+    arrays = {}
+    for name, truth, native in truths:
+        det = draw_views(rng, settings, truth, replace(DEFAULT_SCANNER, views=None))
+        dproj = project_volume(truth, det, device)
+        for _ in range(per_truth):
+            _, w_t, t_t = draw_target(rng, settings, native)
+            with torch.no_grad():
+                tgt = reconstruct_scan(truth, dproj, Protocol(kernel="standard", dose=1.0, thickness=t_t),
+                                       transfer=w_t, noise=False)
+            arrays[f"target_{len(arrays)}"] = tgt.cpu().numpy().astype(np.float32)
+        del dproj
+    n_ph = sum(1 for n, _, _ in truths if n.startswith("phantom"))
+    seeds = [s for s in settings.phantom_seeds]
+    what = (f"{len(arrays)} noise-free target scans simulated on {device} by the torch scanner "
+            f"(CTNormalizeLib/train/dr_stream.py write_clean_bank): {n_ph} procedural phantoms (seeds "
+            f"{min(seeds)}-{max(seeds)}, {settings.phantom_slices} x {settings.phantom_size}^2, pixel "
+            f"{settings.pixel_range[0]:g}-{settings.pixel_range[1]:g} mm) and {len(truths) - n_ph} lung1 slabs, "
+            f"{per_truth} random target kernels and thicknesses each")
+    index = {"targets": len(arrays), "clean_source": what, "settings": settings.to_dict()}
+    arrays["index_json"] = np.frombuffer(json.dumps(index).encode(), np.uint8)
+    with atomic_output(Path(path)) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return Path(path)
+
+
 #: Seconds :meth:`DRStream.start` waits for the workers' first ``min_pool`` cases.
 START_TIMEOUT_S = 600.0
 

@@ -367,3 +367,29 @@ def test_a_deadline_caps_the_minutes_once_setup_and_the_probe_are_done(tmp_path,
     # without a deadline the minutes asked for stand
     train_run._train_v3_stream(tmp_path / "run2", None, 6.0, 0, tmp_path / "pkg2", None, "cpu", settings=st)
     assert seen["cfg"].max_minutes == 6.0 and seen["cfg"].steps == int(0.95 * 60 * 6.0 / 0.05)
+
+
+def test_the_denoise_gpu_script_simulates_its_clean_scans_when_asked(tmp_path):
+    """benchmarks/gpu_train_denoise.sh with CTN_BANK=stream on torch's CPU device: no CPU bank to build or carry."""
+    env = dict(os.environ, CTN_CHECK_DEVICE="cpu", CTN_TRAIN_MINUTES="0.03", CTN_BANK="stream", CTN_V3_PHANTOMS="2",
+               CTN_V3_SIZE="128", CTN_V3_SLICES="16", CTN_V3_LUNG1_SLABS="0", CTN_BATCH="4")
+    env.pop("PYTHON", None)
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_train_denoise.sh"), str(tmp_path / "out")],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "out" / "gpu_train_denoise.json").read_text())
+    assert res["steps_done"] >= 1 and res["bank"].endswith("clean_stream.npz") and res["bank_s"] > 0
+    assert not (tmp_path / "out" / "clean_stream.npz").exists()  # the bank stays off what comes back
+    card = json.loads((Path(res["package"]) / "card.json").read_text())
+    assert card["training_data"]["clean"].startswith("4 noise-free target scans simulated on cpu")
+    assert "CTN_BANK=stream" in card["recipe"]["command"] and card["recipe"]["bank"]["file"] == "clean_stream.npz"
+
+
+def test_a_clean_bank_is_what_the_denoiser_reads(tmp_path):
+    from CTNormalizeLib.train.denoiser import clean_slices
+
+    st = _tiny(phantom_seeds=(1,))
+    path = dr_stream.write_clean_bank(st, "cpu", tmp_path / "b.npz", per_truth=2)
+    vols = clean_slices(path)
+    assert len(vols) == 2 and all(v.dtype == np.float32 and v.shape[1:] == (64, 64) for v in vols)
+    assert all(float(v.std()) > 0 for v in vols) and not np.array_equal(vols[0], vols[1])  # two targets drawn
