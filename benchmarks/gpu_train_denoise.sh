@@ -10,7 +10,7 @@
 # CTN_V3_PHANTOMS / CTN_V3_SIZE / CTN_V3_SLICES / CTN_V3_LUNG1_SLABS as in gpu_train_v3.sh: no CPU bank to build or
 # carry), CTN_RECIPE (denoise, the
 # default, denoise-v2: starts from the checkout's ctn-denoise-v1, denoise-v2b: from its ctn-denoise-v2, or denoise-v2c: from its ctn-denoise-v2b). Writes OUT_DIR/<name>-gpu/ (package) and
-# OUT_DIR/gpu_train_denoise.json (steps, samples/s, time); the CPU recipe's package is not touched. Python: $PYTHON,
+# OUT_DIR/gpu_train_denoise.json (steps, samples/s, time) and OUT_DIR/log.csv (the loss curve); the CPU recipe's package is not touched. Python: $PYTHON,
 # else .venv/bin/python when there, else python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,8 +87,10 @@ def main():
     del model, opt
     cfg = DenoiseConfig(steps=steps, **over)
     t0 = time.perf_counter()
-    pkg = train_denoiser(cfg, bank, out / "run_denoise_gpu", resume=False, max_seconds=minutes * 60 * 1.1,
+    run = Path(os.environ["CTN_WORK"]) / "run_denoise_gpu"  # checkpoints stay off what a lease brings back
+    pkg = train_denoiser(cfg, bank, run, resume=False, max_seconds=minutes * 60 * 1.1,
                          package_dir=out / f"{cfg.name}-gpu", device=dev)
+    (out / "log.csv").write_bytes((run / "log.csv").read_bytes())
     wall = time.perf_counter() - t0
     card = json.loads((pkg / "card.json").read_text())
     res = {"device": dev if on_cpu else f"{dev}: {torch.cuda.get_device_name(torch.device(dev))}", "torch": torch.__version__,

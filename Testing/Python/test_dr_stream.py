@@ -379,7 +379,8 @@ def test_the_denoise_gpu_script_simulates_its_clean_scans_when_asked(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "out" / "gpu_train_denoise.json").read_text())
     assert res["steps_done"] >= 1 and res["bank"].endswith("clean_stream.npz") and res["bank_s"] > 0
-    assert not (tmp_path / "out" / "clean_stream.npz").exists()  # the bank stays off what comes back
+    # what comes back from a lease: the package, the JSON and the loss curve; not the bank, not the checkpoints
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ctn-denoise-v1-gpu", "gpu_train_denoise.json", "log.csv"]
     card = json.loads((Path(res["package"]) / "card.json").read_text())
     assert card["training_data"]["clean"].startswith("4 noise-free target scans simulated on cpu")
     assert "CTN_BANK=stream" in card["recipe"]["command"] and card["recipe"]["bank"]["file"] == "clean_stream.npz"
