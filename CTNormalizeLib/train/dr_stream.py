@@ -345,13 +345,13 @@ def write_clean_bank(settings: StreamSettings, device: str, path, per_truth: int
                                        transfer=w_t, noise=False)
             arrays[f"target_{len(arrays)}"] = tgt.cpu().numpy().astype(np.float32)
         del dproj
-    n_ph = sum(1 for n, _, _ in truths if n.startswith("phantom"))
-    seeds = [s for s in settings.phantom_seeds]
+    seeds = list(settings.phantom_seeds)
+    phantoms = (f"{len(seeds)} procedural phantoms (seeds {min(seeds)}-{max(seeds)}, {settings.phantom_slices} x "
+                f"{settings.phantom_size}^2, pixel {settings.pixel_range[0]:g}-{settings.pixel_range[1]:g} mm)"
+                if seeds else "no procedural phantoms")
     what = (f"{len(arrays)} noise-free target scans simulated on {device} by the torch scanner "
-            f"(CTNormalizeLib/train/dr_stream.py write_clean_bank): {n_ph} procedural phantoms (seeds "
-            f"{min(seeds)}-{max(seeds)}, {settings.phantom_slices} x {settings.phantom_size}^2, pixel "
-            f"{settings.pixel_range[0]:g}-{settings.pixel_range[1]:g} mm) and {len(truths) - n_ph} lung1 slabs, "
-            f"{per_truth} random target kernels and thicknesses each")
+            f"(CTNormalizeLib/train/dr_stream.py write_clean_bank): {phantoms} and {len(truths) - len(seeds)} lung1 "
+            f"slabs, {per_truth} random target kernels and thicknesses each")
     index = {"targets": len(arrays), "clean_source": what, "settings": settings.to_dict()}
     arrays["index_json"] = np.frombuffer(json.dumps(index).encode(), np.uint8)
     with atomic_output(Path(path)) as tmp:
