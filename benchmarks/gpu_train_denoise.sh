@@ -4,17 +4,27 @@
 # the v3 bank is, run  scripts/pack_denoise_bank.py RUN_V3/bank_dr.npz .gpucheck/denoise_clean.npz
 # (<= 40 MB) and carry .gpucheck/ along (safetensors' wheel in .gpucheck/wheels if that machine lacks it).
 #   benchmarks/gpu_train_denoise.sh [OUT_DIR]     (default: $OUT, else benchmarks/results)
-# Environment: CTN_TRAIN_MINUTES (training time, default 7), CTN_CHECK_DEVICE (default cuda),
+# Environment: CTN_TRAIN_MINUTES (training time, default 7), CTN_TRAIN_DEADLINE (epoch seconds: the minutes are capped
+# at what is left of it once the bank is made and a step is timed, less 20 s for the package), CTN_CHECK_DEVICE (default cuda),
 # CTN_BATCH (default the GPU recipe's 256), CTN_BANK (default .gpucheck/denoise_clean.npz; "stream": the clean scans
 # are simulated on the device first, from the procedural phantoms and .gpucheck/v3_lung1.npz's slabs, with
-# CTN_V3_PHANTOMS / CTN_V3_SIZE / CTN_V3_SLICES / CTN_V3_LUNG1_SLABS as in gpu_train_v3.sh: no CPU bank to build or
+# CTN_V3_PHANTOMS / CTN_V3_SIZE / CTN_V3_SLICES / CTN_V3_LUNG1_SLABS as in gpu_train_v3.sh, the slabs' pack at
+# CTN_V3_LUNG1_PACK (default .gpucheck/v3_lung1.npz): no CPU bank to build or
 # carry), CTN_RECIPE (denoise, the
 # default, denoise-v2: starts from the checkout's ctn-denoise-v1, denoise-v2b: from its ctn-denoise-v2, or denoise-v2c: from its ctn-denoise-v2b). Writes OUT_DIR/<name>-gpu/ (package) and
 # OUT_DIR/gpu_train_denoise.json (steps, samples/s, time) and OUT_DIR/log.csv (the loss curve); the CPU recipe's package is not touched. Python: $PYTHON,
 # else .venv/bin/python when there, else python3.
 set -euo pipefail
+OUT_DIR=${1:-${OUT:-}}
+[ -n "$OUT_DIR" ] && OUT_DIR=$(mkdir -p "$OUT_DIR" && cd "$OUT_DIR" && pwd)  # relative to where it is called
 cd "$(dirname "$0")/.."
-OUT_DIR=${1:-${OUT:-benchmarks/results}}
+OUT_DIR=${OUT_DIR:-$PWD/benchmarks/results}
+export CTN_V3_LUNG1_PACK=${CTN_V3_LUNG1_PACK:-.gpucheck/v3_lung1.npz}
+if [ "${CTN_BANK:-}" = stream ] && [ "${CTN_V3_LUNG1_SLABS:-4}" != 0 ] && [ ! -f "$CTN_V3_LUNG1_PACK" ]; then
+  echo "CTN_BANK=stream reads the lung1 slabs from $CTN_V3_LUNG1_PACK (scripts/pack_v3_truths.py makes it; carry" \
+       ".gpucheck), or set CTN_V3_LUNG1_SLABS=0: the GPU machine has no SimpleITK to read lung1 itself." >&2
+  exit 2
+fi
 if [ -x .venv/bin/python ]; then DEFAULT_PY=.venv/bin/python; else DEFAULT_PY=python3; fi
 PY=${PYTHON:-$DEFAULT_PY}
 mkdir -p "$OUT_DIR"
@@ -44,7 +54,7 @@ def clean_bank(out: Path, dev: str):
         return Path(name), 0.0
     from CTNormalizeLib.train.dr_stream import StreamSettings, write_clean_bank
 
-    truths = Path(".gpucheck/v3_lung1.npz")
+    truths = Path(os.environ["CTN_V3_LUNG1_PACK"])
     st = StreamSettings(phantom_seeds=tuple(range(int(os.environ.get("CTN_V3_PHANTOMS", "96")))),
                         lung1_slabs=int(os.environ.get("CTN_V3_LUNG1_SLABS", "4")),
                         phantom_size=int(os.environ.get("CTN_V3_SIZE", "256")),
@@ -83,6 +93,8 @@ def main():
     if not on_cpu:
         torch.cuda.synchronize()
     per_step = (time.perf_counter() - t) / n
+    if os.environ.get("CTN_TRAIN_DEADLINE"):  # a lease's end: what the bank and the probe left of it
+        minutes = min(minutes, max((float(os.environ["CTN_TRAIN_DEADLINE"]) - time.time() - 20.0) / 60.0, 0.05))
     steps = max(10, int(0.95 * minutes * 60 / per_step))
     del model, opt
     cfg = DenoiseConfig(steps=steps, **over)
@@ -98,7 +110,7 @@ def main():
            "samples_per_s_probe": round(cfg.batch / per_step, 1), "steps_planned": steps,
            "steps_done": card["recipe"]["steps_done"], "train_wall_s": round(wall, 1),
            "samples_seen": card["recipe"]["steps_done"] * cfg.batch, "package": str(pkg),
-           "bank": str(bank), "bank_s": round(bank_s, 1)}
+           "bank": str(bank), "bank_s": round(bank_s, 1), "minutes": round(minutes, 3)}
     (out / "gpu_train_denoise.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res))
 

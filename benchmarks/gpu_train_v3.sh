@@ -13,7 +13,8 @@
 # CTN_V3_WIDTH and CTN_V3_BLOCKS (the network's channels and blocks; default v3's 48 and 6),
 # CTN_TRAIN_DEADLINE (epoch seconds, e.g. $(( $(date +%s) + 420 ))): the training minutes are capped at what is left
 # of it once the truths are made and a step is timed, so a lease's setup time cannot push the run past its end.
-# Writes OUT_DIR/ctn-conditioned-v3-gpu/ (package) and OUT_DIR/gpu_train_v3.json; the shipped v3 is not touched.
+# Writes OUT_DIR/ctn-conditioned-v3-gpu/ (package; -wWIDTHbBLOCKS appended for another size) and
+# OUT_DIR/gpu_train_v3.json; the shipped v3 is not touched.
 # A CPU try (minutes, not a model): CTN_CHECK_DEVICE=cpu CTN_TRAIN_MINUTES=0.5 CTN_V3_PHANTOMS=2 CTN_V3_SIZE=64
 #   CTN_V3_SLICES=16 CTN_V3_POOL=8 CTN_V3_LUNG1_SLABS=0 CTN_V3_BATCH=16 benchmarks/gpu_train_v3.sh /tmp/v3try
 set -euo pipefail
@@ -63,8 +64,11 @@ def main():
         from CTNormalizeLib.train.recipes import v3_config
         base = v3_config().arch
         overrides["arch"] = {"name": base["name"], "params": {**base["params"], **sized}}
+        params = overrides["arch"]["params"]  # its own name: installing it must not replace the shipped package
+        overrides["name"] = f"ctn-conditioned-v3-gpu-w{params['width']}b{params['blocks']}"
     t0 = time.perf_counter()
-    pkg = _train_v3_stream(out / "run_v3_gpu", None, minutes, 0, out / "ctn-conditioned-v3-gpu", None, dev, settings=st,
+    pkg = _train_v3_stream(out / "run_v3_gpu", None, minutes, 0, out / overrides.get("name", "ctn-conditioned-v3-gpu"),
+                           None, dev, settings=st,
                            overrides=overrides,
                            deadline=float(os.environ["CTN_TRAIN_DEADLINE"]) if os.environ.get("CTN_TRAIN_DEADLINE") else None)
     wall = time.perf_counter() - t0

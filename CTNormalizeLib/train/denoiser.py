@@ -423,6 +423,7 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
         "priority": 0,
         "training_data": {
             "clean": _clean_text(bank_path),
+            **({"clean_settings": _bank_index(bank_path)["settings"]} if "settings" in _bank_index(bank_path) else {}),
             "noise": "CTNormalizeLib/train/noise_fields.py, drawn afresh per sample",
             "noise_ranges": cfg.ranges.to_dict(),
             "held_out": "phantom seeds >= 1000 and lung2 never used; the sinogram simulators are not used for noise",
@@ -443,8 +444,9 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
             "gpu_recipe": {"command": f"ctnormalize train --recipe {cfg.recipe} -o RUN --bank RUN_V3/bank_dr.npz "
                                       f"--seed {cfg.seed} --device cuda",
                            "overrides": GPU_OVERRIDES,
-                           "status": "prepared and tested on torch's CPU device (noise fields within 10 % of the "
-                                     "numpy reference's NPS); never run on a GPU"},
+                           "status": (f"this package was trained by it on {device}" if device not in ("cpu", "mps")
+                                      else "prepared and tested on torch's CPU device (noise fields within 10 % of "
+                                           "the numpy reference's NPS); never run on a GPU")},
         },
         "training": {"torch": torch.__version__, "python": platform.python_version(), "device": device},
         "metrics": {},

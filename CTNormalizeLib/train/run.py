@@ -205,7 +205,7 @@ def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, prog
     from .dr_stream import DRStream, StreamSettings
 
     st = settings if isinstance(settings, StreamSettings) else StreamSettings(seed=seed, lung1_file=truths_file)
-    over = dict(recipes.V3_GPU_OVERRIDES, **(overrides or {}), seed=seed, name=recipes.V3_GPU_NAME)
+    over = {**recipes.V3_GPU_OVERRIDES, "seed": seed, "name": recipes.V3_GPU_NAME, **(overrides or {})}
     t0 = time.perf_counter()
     stream = DRStream(st, device)  # a missing or stale lung1 pack is refused here, before OUT is made
     setup_s = time.perf_counter() - t0

@@ -320,10 +320,12 @@ def test_the_gpu_script_runs_on_the_cpu(tmp_path):
     tmp_path = tmp_path / "out"
     assert res["device"] == "cpu" and res["steps_done"] >= 1 and res["cases_made"] >= 4
     assert (res["batch"], res["patch"]) == (16, 48)  # the CPU try's overrides reach the recipe, and its card
-    card = json.loads((tmp_path / "ctn-conditioned-v3-gpu" / "card.json").read_text())
-    assert card["recipe"]["command"].endswith("batch=16, patch=48") and "arch=" in card["recipe"]["command"]
+    pkg = tmp_path / "ctn-conditioned-v3-gpu-w16b6"  # another size, another name: the shipped package stays
+    card = json.loads((pkg / "card.json").read_text())
+    assert card["name"] == pkg.name and not (tmp_path / "ctn-conditioned-v3-gpu").exists()
+    assert "batch=16" in card["recipe"]["command"] and "patch=48" in card["recipe"]["command"] and "arch=" in card["recipe"]["command"]
     assert card["architecture"]["params"]["width"] == 16 and card["architecture"]["params"]["blocks"] == 6
-    assert (tmp_path / "ctn-conditioned-v3-gpu" / "model.safetensors").is_file()
+    assert (pkg / "model.safetensors").is_file()
 
 
 def test_a_deadline_caps_the_minutes_once_setup_and_the_probe_are_done(tmp_path, monkeypatch):
@@ -371,19 +373,29 @@ def test_a_deadline_caps_the_minutes_once_setup_and_the_probe_are_done(tmp_path,
 
 def test_the_denoise_gpu_script_simulates_its_clean_scans_when_asked(tmp_path):
     """benchmarks/gpu_train_denoise.sh with CTN_BANK=stream on torch's CPU device: no CPU bank to build or carry."""
-    env = dict(os.environ, CTN_CHECK_DEVICE="cpu", CTN_TRAIN_MINUTES="0.03", CTN_BANK="stream", CTN_V3_PHANTOMS="2",
-               CTN_V3_SIZE="128", CTN_V3_SLICES="16", CTN_V3_LUNG1_SLABS="0", CTN_BATCH="4")
+    import time
+
+    env = dict(os.environ, CTN_CHECK_DEVICE="cpu", CTN_TRAIN_MINUTES="5", CTN_BANK="stream", CTN_V3_PHANTOMS="2",
+               CTN_V3_SIZE="128", CTN_V3_SLICES="16", CTN_V3_LUNG1_SLABS="0", CTN_BATCH="4",
+               CTN_TRAIN_DEADLINE=str(time.time() + 25))  # a lease about to end: the 5 minutes shrink to what is left
     env.pop("PYTHON", None)
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_train_denoise.sh"), str(tmp_path / "out")],
                        capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "out" / "gpu_train_denoise.json").read_text())
     assert res["steps_done"] >= 1 and res["bank"].endswith("clean_stream.npz") and res["bank_s"] > 0
+    assert res["minutes"] < 0.5
     # what comes back from a lease: the package, the JSON and the loss curve; not the bank, not the checkpoints
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ctn-denoise-v1-gpu", "gpu_train_denoise.json", "log.csv"]
     card = json.loads((Path(res["package"]) / "card.json").read_text())
     assert card["training_data"]["clean"].startswith("4 noise-free target scans simulated on cpu")
     assert "CTN_BANK=stream" in card["recipe"]["command"] and card["recipe"]["bank"]["file"] == "clean_stream.npz"
+    assert card["training_data"]["clean_settings"]["phantom_size"] == 128
+    # lung1 slabs asked for but not packed: refused before anything runs (that machine cannot read lung1 itself)
+    env.update(CTN_V3_LUNG1_SLABS="4", CTN_V3_LUNG1_PACK=str(tmp_path / "missing.npz"))
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_train_denoise.sh"), str(tmp_path / "out2")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "pack_v3_truths.py" in r.stderr and not (tmp_path / "out2" / "log.csv").exists()
 
 
 def test_a_clean_bank_is_what_the_denoiser_reads(tmp_path):
