@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU lease's work in one call: v3's GPU recipe (benchmarks/gpu_train_v3.sh), then the fast path's speed
 # check (benchmarks/gpu_check.sh) in the time left, with what comes back kept to a few files in OUT_DIR:
-#   train.log, gpu_train_v3.json, log.csv (the loss curve), pkg/card.json, pkg/model.safetensors,
+#   train.log, gpu_train_v3.json, log.csv (the loss curve), pkg/card.json, pkg/model.safetensors (the card names the
+#   package),
 #   check.log and gpu_check.json (when the check had time). Exits non-zero when the training or the check failed.
 # Carry .gpucheck/ (benchmarks/pack_gpu_check.sh). Usage: benchmarks/gpu_lease.sh [OUT_DIR]  (default $OUT)
 # Environment: CTN_LEASE_S (seconds the whole script may take, default 570), CTN_TRAIN_SHARE_S (seconds from the
@@ -19,7 +20,8 @@ CTN_TRAIN_DEADLINE=$((T0 + ${CTN_TRAIN_SHARE_S:-400})) CTN_TRAIN_MINUTES=${CTN_T
   timeout $((LEASE - 20)) benchmarks/gpu_train_v3.sh "$WORK" 2>&1 | tee -a "$OUT_DIR/train.log"
 TRAIN_RC=${PIPESTATUS[0]}
 CHECK_RC=0
-cp "$WORK"/ctn-conditioned-v3-gpu/card.json "$WORK"/ctn-conditioned-v3-gpu/model.safetensors "$OUT_DIR/pkg/" || true
+PKG=$(ls -d "$WORK"/ctn-conditioned-v3-gpu* 2>/dev/null | head -n 1)  # -wWIDTHbBLOCKS for another size
+cp "$PKG"/card.json "$PKG"/model.safetensors "$OUT_DIR/pkg/" || true
 cp "$WORK"/gpu_train_v3.json "$WORK"/run_v3_gpu/log.csv "$OUT_DIR/" || true
 LEFT=$((T0 + LEASE - $(date +%s)))
 echo "speed check: ${LEFT} s left" | tee "$OUT_DIR/check.log"

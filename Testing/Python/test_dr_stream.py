@@ -406,3 +406,23 @@ def test_a_clean_bank_is_what_the_denoiser_reads(tmp_path):
     vols = clean_slices(path)
     assert len(vols) == 2 and all(v.dtype == np.float32 and v.shape[1:] == (64, 64) for v in vols)
     assert all(float(v.std()) > 0 for v in vols) and not np.array_equal(vols[0], vols[1])  # two targets drawn
+
+
+def test_the_lease_script_brings_back_the_package_and_fails_when_training_fails(tmp_path):
+    """benchmarks/gpu_lease.sh on torch's CPU device: a few files back, the package named by its card; no time is
+    left for the speed check here, and a failed training makes the whole call fail."""
+    env = dict(os.environ, CTN_CHECK_DEVICE="cpu", CTN_V3_PHANTOMS="2", CTN_V3_SIZE="64", CTN_V3_SLICES="16",
+               CTN_V3_POOL="4", CTN_V3_LUNG1_SLABS="0", CTN_V3_WORKERS="1", CTN_V3_BATCH="8", CTN_V3_WIDTH="16",
+               CTN_TRAIN_SHARE_S="60", CTN_LEASE_S="100")
+    env.pop("PYTHON", None)
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_lease.sh"), str(tmp_path / "out")], capture_output=True,
+                       text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:]
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
+        "card.json", "check.log", "gpu_train_v3.json", "log.csv", "model.safetensors", "train.log"]
+    assert json.loads((out / "pkg" / "card.json").read_text())["name"] == "ctn-conditioned-v3-gpu-w16b6"
+    env["CTN_V3_PATCH"] = "512"  # larger than the phantoms: the training stops with an error
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_lease.sh"), str(tmp_path / "bad")], capture_output=True,
+                       text=True, env=env, timeout=600)
+    assert r.returncode != 0 and "training exit 0" not in r.stdout
