@@ -314,6 +314,21 @@ def _orientation_maps(patch: int, device):
     return _MAPS[key]
 
 
+def _noise_free_target(truth, dproj, settings, native: float, rng):
+    """A target drawn as :mod:`.dr_data` draws it and its noise-free scan from ``dproj`` (on their device):
+    ``(target name, transfer, thickness, scan)``."""
+    import torch
+
+    from ..protocols import Protocol
+    from ..simulate.torch_scanner import reconstruct_scan
+
+    tname, w_t, t_t = draw_target(rng, settings, native)
+    with torch.no_grad():
+        tgt = reconstruct_scan(truth, dproj, Protocol(kernel="standard", dose=1.0, thickness=t_t),
+                               transfer=w_t, noise=False)
+    return tname, w_t, t_t, tgt
+
+
 def write_clean_bank(settings: StreamSettings, device: str, path, per_truth: int = 2) -> Path:
     """Noise-free target scans of the stream's truths, simulated on ``device``, as a bank the denoise recipe reads.
 
@@ -325,26 +340,19 @@ def write_clean_bank(settings: StreamSettings, device: str, path, per_truth: int
     """
     import json
 
-    import torch
-
     from ..io.atomic import atomic_output
-    from ..protocols import Protocol
     from ..simulate import DEFAULT_SCANNER
-    from ..simulate.torch_scanner import project_volume, reconstruct_scan
+    from ..simulate.torch_scanner import project_volume
 
     truths = stream_truths(settings)
     rng = np.random.default_rng([settings.seed, 782])
     arrays = {}
     for name, truth, native in truths:
-        det = draw_views(rng, settings, truth, replace(DEFAULT_SCANNER, views=None))
-        dproj = project_volume(truth, det, device)
+        dproj = project_volume(truth, draw_views(rng, settings, truth, replace(DEFAULT_SCANNER, views=None)), device)
         for _ in range(per_truth):
-            _, w_t, t_t = draw_target(rng, settings, native)
-            with torch.no_grad():
-                tgt = reconstruct_scan(truth, dproj, Protocol(kernel="standard", dose=1.0, thickness=t_t),
-                                       transfer=w_t, noise=False)
+            tgt = _noise_free_target(truth, dproj, settings, native, rng)[3]
             arrays[f"target_{len(arrays)}"] = tgt.cpu().numpy().astype(np.float32)
-        del dproj
+        del dproj  # one truth's projections on the device at a time
     seeds = list(settings.phantom_seeds)
     phantoms = (f"{len(seeds)} procedural phantoms (seeds {min(seeds)}-{max(seeds)}, {settings.phantom_slices} x "
                 f"{settings.phantom_size}^2, pixel {settings.pixel_range[0]:g}-{settings.pixel_range[1]:g} mm)"
@@ -413,7 +421,8 @@ class DRStream:
         return self._projections[i]
 
     def make_case(self, rng: np.random.Generator) -> Case:
-        """Simulate one pair on the device (the input's signature is measured on the CPU)."""
+        """Simulate one pair on the device (the input's signature is measured on the CPU, where the input
+        stays: a worker sends it on as it is, a :class:`PatchPool` moves it to its device)."""
         import torch
 
         from ..protocols import Protocol
@@ -422,17 +431,15 @@ class DRStream:
         i = int(rng.integers(len(self.truths_list)))
         name, truth, native = self.truths_list[i]
         dproj = self._projection(i)
-        tname, w_t, t_t = draw_target(rng, self.settings, native)
+        tname, w_t, t_t, tgt = _noise_free_target(truth, dproj, self.settings, native, rng)
         phys, t_s = draw_source(rng, self.settings, native, t_t)
         with torch.no_grad():
-            tgt = reconstruct_scan(truth, dproj, Protocol(kernel="standard", dose=1.0, thickness=t_t),
-                                   transfer=w_t, noise=False)
             src = reconstruct_scan(truth, dproj, Protocol(kernel="standard", dose=phys.dose, thickness=t_s),
                                    seed=int(rng.integers(2 ** 31)), transfer=phys.transfer(float(min(truth.spacing[1:]))),
                                    det=phys.detector(dproj.projections.detector))
         spacing = (t_s, float(truth.spacing[1]), float(truth.spacing[2]))
         inp, cond, sig = network_pair(src.cpu().numpy(), spacing, t_s, t_t, w_t, self.settings.frontend_lambda)
-        return Case(name, torch.from_numpy(inp).to(self.device), tgt, cond, pair_info(phys, tname, t_s, t_t, sig))
+        return Case(name, inp, tgt, cond, pair_info(phys, tname, t_s, t_t, sig))
 
     def fill(self, n: int, rng: Optional[np.random.Generator] = None) -> None:
         """Make ``n`` cases in this process (tests, and a run without workers)."""
@@ -545,8 +552,7 @@ def _worker_main(settings, device, truths, views, k, threads, out, stop) -> None
         rng = np.random.default_rng([settings.seed, 781, k])
         while running():
             case = sim.make_case(rng)
-            msg = ("case", case.truth, case.input_hu.cpu().numpy(), case.target_hu.cpu().numpy(),
-                   list(case.cond), case.info)
+            msg = ("case", case.truth, case.input_hu, case.target_hu.cpu().numpy(), list(case.cond), case.info)
             while running():
                 try:
                     out.put(msg, timeout=0.5)
