@@ -46,6 +46,7 @@ import torch
 from CTNormalizeLib.models import build_model
 from CTNormalizeLib.train.denoiser import (GPU_OVERRIDES, RECIPE_OVERRIDES, DenoiseConfig, clean_slices,
                                            make_batch_torch, train_denoiser, train_step)
+from CTNormalizeLib.train.run import minutes_before
 
 def clean_bank(out: Path, dev: str):
     """The bank to read and the seconds it took: CTN_BANK, or with CTN_BANK=stream one simulated here."""
@@ -93,10 +94,10 @@ def main():
     if not on_cpu:
         torch.cuda.synchronize()
     per_step = (time.perf_counter() - t) / n
-    if os.environ.get("CTN_TRAIN_DEADLINE"):  # a lease's end: what the bank and the probe left of it
-        minutes = min(minutes, max((float(os.environ["CTN_TRAIN_DEADLINE"]) - time.time() - 20.0) / 60.0, 0.05))
+    deadline = os.environ.get("CTN_TRAIN_DEADLINE")  # a lease's end: what the bank and the probe left of it
+    minutes = minutes_before(float(deadline) if deadline else None, minutes)
     steps = max(10, int(0.95 * minutes * 60 / per_step))
-    del model, opt
+    del model, opt, vols  # train_denoiser reads the bank itself
     cfg = DenoiseConfig(steps=steps, **over)
     t0 = time.perf_counter()
     run = Path(os.environ["CTN_WORK"]) / "run_denoise_gpu"  # checkpoints stay off what a lease brings back

@@ -378,9 +378,8 @@ def _bank_index(bank_path) -> dict:
         return json.loads(bytes(z["index_json"]).decode())
 
 
-def _clean_text(bank_path) -> str:
+def _clean_text(bank_path, index: dict) -> str:
     """What the bank's clean volumes are: its own ``clean_source`` (a bank made on a GPU), else the v3 bank's."""
-    index = _bank_index(bank_path)
     if index.get("clean_source"):
         return f"{index['clean_source']} ({Path(bank_path).name})"
     return (f"noise-free target scans of the domain-randomized bank ({Path(bank_path).name}, {int(index['targets'])} "
@@ -403,6 +402,7 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
 
     ctx = int(cfg.context)
     chain = inherited_chain(cfg.init_from, cfg.arch)
+    index = _bank_index(bank_path)
     z_text = ("slice by slice; the chain's z_profile step changes thickness" if ctx == 1 else
               f"sees each slice with its {ctx - 1} nearest neighbours (mirrored at the ends; a one-slice scan "
               "is its own neighbour); "
@@ -422,8 +422,8 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
         "covers": {"conditioning": "measured noise", "noise_hu": [cfg.ranges.sigma_hu[0], cfg.ranges.sigma_hu[1]]},
         "priority": 0,
         "training_data": {
-            "clean": _clean_text(bank_path),
-            **({"clean_settings": _bank_index(bank_path)["settings"]} if "settings" in _bank_index(bank_path) else {}),
+            "clean": _clean_text(bank_path, index),
+            **({"clean_settings": index["settings"]} if "settings" in index else {}),
             "noise": "CTNormalizeLib/train/noise_fields.py, drawn afresh per sample",
             "noise_ranges": cfg.ranges.to_dict(),
             "held_out": "phantom seeds >= 1000 and lung2 never used; the sinogram simulators are not used for noise",
@@ -431,7 +431,7 @@ def denoiser_card(cfg: DenoiseConfig, bank_path, train_s: float, steps_done: Opt
         "recipe": {
             "command": (f"ctnormalize train --recipe {cfg.recipe} -o RUN --bank RUN_V3/bank_dr.npz --steps {cfg.steps} "
                         f"--seed {cfg.seed}" + ("" if device == "cpu" else f" --device {device}"))
-            if not _bank_index(bank_path).get("clean_source") else
+            if not index.get("clean_source") else
             f"CTN_BANK=stream CTN_RECIPE={cfg.recipe} benchmarks/gpu_train_denoise.sh (the clean scans simulated on "
             f"the device first; {cfg.steps} steps, seed {cfg.seed})",
             "starts_from": cfg.init_from,

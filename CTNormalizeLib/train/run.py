@@ -184,8 +184,19 @@ def _check_v3_stream_inputs(device: str, manifest, bank_path, truths_file, seed:
         lung1_truths(StreamSettings(seed=seed, lung1_file=str(truths_file)), None)  # missing or stale: refused now
 
 
-#: Seconds a deadline-capped stream run keeps for closing the workers and writing the package.
+#: Seconds a deadline-capped run keeps for closing its workers and writing the package.
 PACKAGE_RESERVE_S = 20.0
+
+
+def minutes_before(deadline: float | None, minutes: float | None) -> float | None:
+    """``minutes`` capped at what is left before ``deadline`` (``time.time()`` seconds) less
+    :data:`PACKAGE_RESERVE_S`, at least 0.05; ``minutes`` itself without a deadline."""
+    import time
+
+    if deadline is None:
+        return minutes
+    left = max((deadline - time.time() - PACKAGE_RESERVE_S) / 60.0, 0.05)
+    return left if minutes is None else min(float(minutes), left)
 
 
 def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, progress, device: str,
@@ -214,9 +225,7 @@ def _train_v3_stream(out: Path, steps, max_minutes, seed: int, package_dir, prog
         probe = None
         if steps is None and max_minutes is not None:
             probe = _probe_step_seconds(recipes.v3_config(**over), stream, out / "probe", device)
-        if deadline is not None:
-            left = max((deadline - time.time() - PACKAGE_RESERVE_S) / 60.0, 0.05)
-            max_minutes = left if max_minutes is None else min(float(max_minutes), left)
+        max_minutes = minutes_before(deadline, max_minutes)
         if probe is not None:
             steps = max(20, int(0.95 * 60 * max_minutes / probe))
         cfg = recipes.v3_config(**over, **({"steps": int(steps)} if steps is not None else {}),
