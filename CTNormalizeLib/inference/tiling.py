@@ -56,9 +56,10 @@ def autocast_context(device: str, precision: str = "auto"):
     H200 (the 300-slice chest: five chunks, each re-run in fp32, so fp16 cost two passes) and
     on the CPU's emulation of it; bf16 has fp32's range, never overflowed there, and differs
     from fp32 by 0.29 HU on average (max 5.6 HU) on 32 chest slices, well inside the model's
-    own error (GPUs before Ampere, without bf16 arithmetic, get fp16). ``fp16`` stays available (smaller differences on networks that do not
-    overflow: ctn-conditioned-v2 0.04 HU vs 0.3 HU; ``test_fast_path.py``); the resident
-    pipeline re-runs any chunk whose reduced-precision output is not finite in fp32.
+    own error (GPUs before Ampere, without bf16 arithmetic, get fp16). ``fp16`` stays
+    available (smaller differences on networks that do not overflow: ctn-conditioned-v2
+    0.04 HU vs 0.3 HU; ``test_fast_path.py``); the resident pipeline re-runs any chunk whose
+    reduced-precision output is not finite in fp32.
     ``fp32`` turns autocast off; ``bf16``/``fp16`` ask for that type on any device (on the
     CPU: oneDNN's bf16/fp16, how a GPU's reduced precision is emulated in the tests).
     """
