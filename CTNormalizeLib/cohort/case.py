@@ -223,16 +223,21 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     rec: dict = {"input_warnings": vol.meta.get("warnings", []), "timings": clock.times}
     clock.lap("read_s")
     segments = _check_segments(case, vol) if settings.radiomics else None  # before the work they would waste
-    rec["before"] = scan_signature(vol) if settings.measure else None
-    clock.lap("signature_before_s")
-    outcome = normalize(vol, case.source or settings.source, settings.target, method=settings.method,
+    source = case.source or settings.source
+    outcome = normalize(vol, source, settings.target, method=settings.method,
                         device=settings.device, texture=settings.texture)
     plan = outcome.plan
+    clock.lap("normalize_s")
+    # without a source protocol from the user the plan measured the input with its tags as the only
+    # priors, as the cohort's figures do: its signature is the one the tables report
+    tags_only = source is None or str(source).strip().lower() in ("", "auto")
+    rec["before"] = (scan_signature(vol, measured=plan.source_signature if tags_only else None)
+                     if settings.measure else None)
+    clock.lap("signature_before_s")
     out = output_path(outdir, case, settings)
     run_report = outcome.report(case.input, str(out))
     derivation = derivation_from_report(run_report)
     out_vol = outcome.volume
-    clock.lap("normalize_s")
     warnings = list(outcome.warnings)
     if settings.output_format == "dicom":
         written = write_derived_series(out_vol, out, vol, derivation)

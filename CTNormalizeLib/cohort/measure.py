@@ -20,7 +20,7 @@ def _text(meta: dict, key: str) -> Optional[str]:
     return v or None
 
 
-def scan_signature(volume: Volume, edge: bool = True) -> dict:
+def scan_signature(volume: Volume, edge: bool = True, measured=None) -> dict:
     """What one scan looks like: scanner and kernel tags, the measured kernel, noise, NPS.
 
     Parameters
@@ -28,6 +28,9 @@ def scan_signature(volume: Volume, edge: bool = True) -> dict:
     volume : Volume
     edge : bool
         Also measure the edge MTF at the body outline (a cross-check; off is faster).
+    measured : Signature, optional
+        This volume's signature already measured with its tags as the only priors (a plan's
+        source signature when the user gave no source protocol): used instead of measuring again.
 
     Returns
     -------
@@ -45,7 +48,7 @@ def scan_signature(volume: Volume, edge: bool = True) -> dict:
 
     meta = volume.meta
     tags = protocol_from_tags(meta, float(volume.spacing[0]))
-    sig = measure_signature(volume, tags=tags, with_edge=edge)
+    sig = measured if measured is not None else measure_signature(volume, tags=tags, with_edge=edge)
     k_src = sig.sources.get("kernel")
     t_src = sig.sources.get("thickness_mm")
     nps = sig.details.get("nps") or {}

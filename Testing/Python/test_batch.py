@@ -254,6 +254,43 @@ def test_case_outputs_are_whole_hu_and_measured_as_written(tmp_path):
     assert sitk.ReadImage(str(case_mod.output_path(out, c, f))).GetPixelID() == sitk.sitkFloat32
 
 
+def test_a_case_without_a_source_protocol_measures_its_input_once(tmp_path, monkeypatch):
+    """The plan's source signature (tags as the only priors) is the cohort's "before": the input is not
+    measured a second time, and the figures are those a separate measurement gives. With a source
+    protocol from the user (other priors) the cohort measures the input itself."""
+    from CTNormalizeLib import signature as sig_pkg
+    from CTNormalizeLib.cohort import measure as measure_mod
+    from CTNormalizeLib.cohort.case import BatchSettings, run_case
+    from CTNormalizeLib.cohort.manifest import Case
+    from CTNormalizeLib.io import read_volume
+
+    ct = _write(tmp_path / "ct.nrrd", chest(BATCH_SHAPE, seed=2))
+    measured_shapes = []
+    real = sig_pkg.measure_signature
+
+    def counting(volume, *args, **kwargs):
+        measured_shapes.append(tuple(volume.shape))
+        return real(volume, *args, **kwargs)
+
+    import CTNormalizeLib.plan as plan_mod
+
+    monkeypatch.setattr(plan_mod, "measure_signature", counting)
+    monkeypatch.setattr(sig_pkg, "measure_signature", counting)
+    s = BatchSettings(target=TARGET, method="mtf_ratio", measure=True)
+    rec = run_case(Case("c1", str(ct), "c1"), s, str(tmp_path / "out"))
+    assert rec["status"] == "done"
+    assert measured_shapes.count(BATCH_SHAPE) == 2  # the input once (the plan), the output once
+    monkeypatch.setattr(sig_pkg, "measure_signature", real)
+    alone = measure_mod.scan_signature(read_volume(str(ct)))
+    assert json.loads(json.dumps(alone, default=float)) == json.loads(json.dumps(rec["before"], default=float))
+
+    measured_shapes.clear()
+    monkeypatch.setattr(sig_pkg, "measure_signature", counting)
+    c2 = Case("c2", str(ct), "c2", source="kernel=sharp,dose=0.5,thickness=2")
+    assert run_case(c2, s, str(tmp_path / "out2"))["status"] == "done"
+    assert measured_shapes.count(BATCH_SHAPE) == 3  # the plan's (the user's priors), the cohort's, the output's
+
+
 def test_the_outputs_kernel_check_speaks_of_the_output():
     """After normalizing, a kernel mismatch is the output's, not advice to rerun with --kernel-from labels."""
     from types import SimpleNamespace
