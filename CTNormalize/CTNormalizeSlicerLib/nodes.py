@@ -103,17 +103,14 @@ def adopt_geometry(output_node, input_node) -> None:
         output_node.SetIJKToRASMatrix(m)
 
 
-def set_provenance(node, report: dict, extra: Optional[dict] = None) -> dict:
+def set_provenance(node, rr, extra: Optional[dict] = None) -> dict:
     """Store the run's provenance as ``CTNormalize.*`` node attributes; returns what was set.
 
-    ``report`` is the engine's run report (:class:`CTNormalizeLib.contracts.report.RunReport`).
+    ``rr`` is the engine's run report (:class:`CTNormalizeLib.contracts.report.RunReport`).
     Keys: engineVersion, method, methodReason, modelSha256, device, texture, sourceProtocol,
     targetProtocol, protocolPair, noise, sourceProvenance (JSON), qc (JSON), warnings (JSON),
     report (JSON), plus ``extra``.
     """
-    from CTNormalizeLib.contracts.report import RunReport
-
-    rr = RunReport.from_dict(report)
     attrs = {
         "engineVersion": rr.engine_version,
         "method": rr.method,
@@ -128,7 +125,7 @@ def set_provenance(node, report: dict, extra: Optional[dict] = None) -> dict:
         "sourceProvenance": json.dumps(rr.plan.get("source", {}).get("sources", {}), sort_keys=True),
         "qc": json.dumps(rr.qc, sort_keys=True),
         "warnings": json.dumps(rr.warnings),
-        "report": json.dumps(report, sort_keys=True, default=str),
+        "report": json.dumps(rr.to_dict(), sort_keys=True, default=str),
     }
     attrs.update({k: str(v) for k, v in (extra or {}).items()})
     for key, value in attrs.items():

@@ -140,7 +140,7 @@ class NormalizationMixin:
 
         run = EngineRun(args, env=engine.engine_environment(device, self.modelsDirectory), cwd=engine.engine_package_parent(),
                         on_event=on_event, on_finished=onFinished, cleanup=lambda: process.remove_dir(tmp))
-        run.tempDir, run.outputNode, run.inputNode, run.report = tmp, None, inputNode, {}
+        run.tempDir, run.outputNode, run.inputNode, run.report = tmp, None, inputNode, None
         run.inputTags = found
         self.runs.watch(self.scene)
         self.runs.add(run, "normalize")
@@ -168,9 +168,8 @@ class NormalizationMixin:
             path = done.output if done is not None else None
             if not path or not os.path.isfile(path):
                 raise RuntimeError(_("The engine reported success but wrote no output ({path}).").format(path=path))
-            report = dict(done.report or {})
             try:
-                RunReport.from_dict(report)
+                report = RunReport.from_dict(dict(done.report or {}))  # parsed here once; the run keeps it
             except (TypeError, KeyError, ValueError) as exc:
                 raise RuntimeError(_("the engine's run report is not readable by this module ({error})").format(
                     error=exc)) from None

@@ -244,9 +244,7 @@ class NormalizePanel:
 
     def onNormalizationFinished(self, run) -> None:
         if run.state is RunState.COMPLETED:
-            from CTNormalizeLib.contracts.report import RunReport
-
-            report = RunReport.from_dict(run.report)  # checked when the result was imported
+            report = run.report  # the RunReport parsed when the result was imported
             self.ui.progressBar.value = 100
             done = _("Done in {s:.0f} s: {name}").format(s=run.elapsed_s, name=run.outputNode.GetName())
             if report.warnings:  # they are in the log above; the status line is what the eye reads

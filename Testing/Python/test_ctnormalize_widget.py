@@ -405,11 +405,12 @@ def _drive():
 
     outcome = engine_normalize(EngineVolume(arr[:6].astype(np.float32), (2.0, 0.8, 0.8)), "kernel=sharp,dose=0.25,thickness=2",
                                "kernel=smooth,dose=1,thickness=2", method="mtf_ratio")
-    report = outcome.report("in.nrrd", "out.nrrd").to_dict()
+    import dataclasses
     import types
 
+    report = dataclasses.replace(outcome.report("in.nrrd", "out.nrrd"), warnings=[{"code": "QC_SEAMS", "message": "x"}] * 2)
     finished = types.SimpleNamespace(state=PanelRunState.COMPLETED, elapsed_s=3.0, outputNode=ct, inputNode=ct,
-                                     report=dict(report, warnings=[{"code": "QC_SEAMS", "message": "x"}] * 2))
+                                     report=report)
     w.onNormalizationFinished(finished)
     check(ui.statusLabel.text().endswith("(2 warnings: see the log)"), f"warnings on the status: {ui.statusLabel.text()}")
     # finished while the user is in another module (no GUI parameter node): the pair to compare is still set
