@@ -304,6 +304,9 @@ def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = 
         warnings.extend(tgt_sig.warnings)
         label = target if isinstance(target, str) else tgt.spec()
     _check_output_slices(volume, float(tgt_sig.spacing_mm))
+    from .quantify.coverage import output_extent_warning
+
+    warnings.extend(output_extent_warning(volume.shape[0], float(volume.spacing[0]), float(tgt_sig.spacing_mm)))
     ned = noise_equivalent_dose(src_sig, tgt_sig)
     draft = Plan(src, tgt, src_sig, tgt_sig, method="", method_reason="", requested_method=method,
                  texture=texture, noise_equivalent_dose=ned, target_label=str(label))

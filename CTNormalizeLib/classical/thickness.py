@@ -263,7 +263,8 @@ def shared_noise_warning(plan) -> dict | None:
     if plan.texture != "target" or not (s and t and t < INTERPOLATED_SPACING * s):
         return None
     return {"code": NOISE_SHARED_ALONG_Z,
-            "message": (f"Target texture, {s:.3g} -> {t:.3g} mm slices: the output's noise is the source's, interpolated, "
+            "message": (f"Target texture, slices {s:.3g} mm apart -> {t:.3g} mm apart: the output's noise is the "
+                        "source's, interpolated, "
                         "so neighbouring slices share it as in the thicker scan. The noise level is the target's "
                         "(emphysema index, in-plane texture); 3D texture features read as a thicker scan.")}
 

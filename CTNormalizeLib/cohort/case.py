@@ -261,7 +261,8 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     if settings.emphysema:
         rec["emphysema"] = {name: _emphysema(v, name, settings.threshold, warnings)
                             for name, v in (("original", vol), ("normalized", out_vol))}
-        warnings += z_extent_warning(vol, out_vol)
+        if not any(w.get("code") == "Z_EXTENT_DIFFERS" for w in warnings):  # the plan's says it already
+            warnings += z_extent_warning(vol, out_vol)
         clock.lap("emphysema_s")
     if settings.radiomics:
         rec["radiomics"] = _radiomics(settings, vol, out_vol, segments)

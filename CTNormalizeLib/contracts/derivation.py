@@ -37,6 +37,8 @@ class Derivation:
     target_profile: Optional[str] = None
     changes: tuple = ()
     target_noise_hu: Optional[float] = None
+    #: the source's thickness was read from the pixels (no SliceThickness tag, not given by the user)
+    source_thickness_measured: bool = False
     summary: Optional[str] = None
 
     def changed(self, aspect: str) -> bool:
@@ -59,19 +61,24 @@ class Derivation:
         (name, else class). One it left keeps the input's tag (:meth:`output_meta`)."""
         return str(self.target_kernel_name or self.target_kernel or "")
 
-    def slice_thickness(self, z_spacing: float) -> float:
-        """The ``SliceThickness`` of the output, in mm.
+    def slice_thickness(self, z_spacing: float) -> Optional[float]:
+        """The ``SliceThickness`` of the output, in mm, or None where it would only repeat an estimate.
 
         The source's when the method left the slices as they were; the target's when it made them
         thicker; and the source's again when it interpolated thick slices onto a finer grid, since
         that leaves them as thick as they were (``info`` would otherwise read their noise as that of
-        thin slices). The grid's spacing when the protocols do not say.
+        thin slices). The grid's spacing when the protocols do not say. Where the value would be the
+        source's and that was read from the pixels, None: an estimate is no tag (a reader of the
+        output would take it as the scanner's), as with the kernel class.
         """
         if not self.changed("thickness"):
-            return float(self.source_thickness or z_spacing)
-        if self.target_thickness and self.source_thickness:
-            return max(float(self.target_thickness), float(self.source_thickness))
-        return float(self.target_thickness or z_spacing)
+            value, sources = float(self.source_thickness or z_spacing), True
+        elif self.target_thickness and self.source_thickness:
+            value = max(float(self.target_thickness), float(self.source_thickness))
+            sources = float(self.source_thickness) > float(self.target_thickness)
+        else:
+            value, sources = float(self.target_thickness or z_spacing), False
+        return None if sources and self.source_thickness_measured else value
 
     def acquisition_tags(self, input_meta: dict) -> dict:
         """The dose and acquisition-type tags of the output (both writers use these).
@@ -107,7 +114,10 @@ class Derivation:
         meta.update(self.acquisition_tags(input_meta))
         if self.changed("kernel"):
             meta["ConvolutionKernel"] = self.kernel_tag()
-        meta["SliceThickness"] = f"{self.slice_thickness(z_spacing):g}"
+        thickness = self.slice_thickness(z_spacing)
+        meta.pop("SliceThickness", None)
+        if thickness is not None:
+            meta["SliceThickness"] = f"{thickness:g}"
         meta["ctnormalize"] = self.label
         meta["ctnormalize_texture"] = self.texture or ""
         meta.update(self.target_provenance())
@@ -158,6 +168,7 @@ def derivation_from_report(report) -> Derivation:
         texture=d.get("texture") or plan.get("texture"), noise_equivalent_dose=plan.get("noise_equivalent_dose"),
         target_profile=tgt.get("profile"), changes=tuple(d.get("changes") or ()),
         target_noise_hu=(plan.get("target_signature") or {}).get("noise_hu"), summary=plan.get("summary"),
+        source_thickness_measured=((src.get("sources") or {}).get("thickness") or {}).get("source") == "image",
     )
 
 

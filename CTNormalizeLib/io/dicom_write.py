@@ -291,7 +291,7 @@ def _base_dataset(source_ds, volume: Volume, output: Volume, derivation: Derivat
         ds["ConvolutionKernel"] = source_ds["ConvolutionKernel"]  # the method left the kernel: the tag as read
     elif tags.get("ConvolutionKernel"):
         ds.ConvolutionKernel = str(tags["ConvolutionKernel"])[:16]  # SH: 16 characters
-    ds.SliceThickness = tags["SliceThickness"]
+    ds.SliceThickness = tags.get("SliceThickness", "")  # type 2: empty where only an estimate is known
     ds.SpacingBetweenSlices = f"{float(output.spacing[0]):.6g}"
     for tag in (*DOSE_TAGS, "AcquisitionType"):
         if tags.get(tag):

@@ -27,6 +27,36 @@ def test_slice_thickness(source, target, changed, expected):
     assert d.slice_thickness(0.7) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("changes, source, target, expected", [
+    ((), 6.4, None, None),                   # slices left as they were: the estimate is not written
+    (("thickness",), 6.4, 2.0, None),        # thick -> thin keeps the (estimated) source thickness: not written
+    (("thickness",), 1.3, 3.0, 3.0),         # thicker slices: the target's, written
+])
+def test_a_thickness_read_from_the_pixels_is_no_tag(changes, source, target, expected):
+    """An untagged scan's thickness estimated from its pixels (6.4 mm for a 5 mm scan with correlated noise)
+    became the output's SliceThickness tag, which `info` then read back at full confidence as the scanner's."""
+    d = Derivation(**{**_derivation(changes or ("kernel",), source, target).__dict__,
+                      "source_thickness_measured": True})
+    if not changes:
+        d = Derivation(**{**d.__dict__, "changes": ("kernel",)})
+    assert d.slice_thickness(1.0) == (None if expected is None else pytest.approx(expected))
+    meta = d.output_meta({**INPUT, "SliceThickness": "6.4"}, 1.0)
+    assert meta.get("SliceThickness") == (None if expected is None else f"{expected:g}")
+    told = Derivation(**{**d.__dict__, "source_thickness_measured": False})  # a tag or the user's value
+    assert told.slice_thickness(1.0) is not None
+
+
+def test_the_report_says_where_the_source_thickness_came_from():
+    from CTNormalizeLib.contracts.derivation import derivation_from_report
+
+    def report(source):
+        return {"plan": {"source": {"thickness": 6.4, "sources": {"thickness": {"source": source}}}, "target": {}}}
+
+    assert derivation_from_report(report("image")).source_thickness_measured
+    assert not derivation_from_report(report("tag")).source_thickness_measured
+    assert not derivation_from_report(report("user")).source_thickness_measured
+
+
 def test_output_meta_of_a_full_conversion():
     d = _derivation(("kernel", "noise", "thickness"))
     meta = d.output_meta(INPUT, 3.0)

@@ -463,3 +463,20 @@ def test_thick_to_thin_qc_compares_the_slices_the_source_has(scans):
     finally:
         unregister("toy-spline")
         unregister("toy-shift")
+
+
+def test_the_plan_says_when_the_output_will_cover_less_along_z(scans):
+    """Thick -> thin output runs from the centre of the first input slice to the last one's: on a short crop
+    (8 x 5 mm -> 36 x 1 mm) a tenth of it, which only `emphysema` and `radiomics` used to notice afterwards."""
+    from CTNormalizeLib.quantify.coverage import output_extent_warning
+
+    (w,) = output_extent_warning(8, 5.0, 1.0)
+    assert w["code"] == "Z_EXTENT_DIFFERS" and "36 mm" in w["message"] and "40 mm" in w["message"]
+    assert "-10.0 %" in w["message"]
+    assert output_extent_warning(61, 5.0, 1.0) == []  # a whole 305 mm scan: 1.3 %, within the tolerance
+    assert output_extent_warning(8, 5.0, 5.0) == []
+    src, _, _ = scans  # 2 mm slices of a 12 mm phantom
+    thin = make_plan(src, None, "emphysema-reference", method="classical")
+    assert "Z_EXTENT_DIFFERS" in [w["code"] for w in thin.warnings]
+    same = make_plan(src, None, "kernel=smooth", method="classical")
+    assert "Z_EXTENT_DIFFERS" not in [w["code"] for w in same.warnings]
