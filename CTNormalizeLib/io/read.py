@@ -54,7 +54,20 @@ def read_image(path) -> sitk.Image:
         with dicom._quiet_itk():
             return call_interruptibly(reader.Execute)
     except RuntimeError as exc:
-        raise BadInputError(f"Cannot read {p}: {str(exc).strip().splitlines()[-1]}") from None
+        raise _unreadable(p, exc, file_format(p)) from None
+
+
+def _unreadable(p: Path, exc: Exception, fmt: Optional[str]) -> BadInputError:
+    """The sentence for a file SimpleITK could not read: its last line, without ITK's prefix."""
+    lines = str(exc).strip().splitlines()
+    reason = next((line for line in reversed(lines) if line.strip()), "unknown error").strip()
+    if fmt is not None and "Unable to determine ImageIO reader" in reason:
+        # no reader recognised the contents: listing the format its name already has would only confuse
+        return BadInputError(f"Cannot read {p}: its name says {fmt}, but its contents are not {fmt} "
+                             "(another kind of file renamed, or a damaged one).")
+    reason = reason.removeprefix("sitk::ERROR:").strip()
+    known = "NRRD (.nrrd), NIfTI (.nii, .nii.gz), MetaImage (.mha, .mhd), DICOM (file or series folder)"
+    return BadInputError(f"Cannot read {p}: {reason} (readable formats: {known}).")
 
 
 def _read_file(p: Path) -> Volume:
@@ -82,10 +95,7 @@ def _read_file(p: Path) -> Volume:
                 return dicom.read_dicom_file(p)
             except BadInputError:
                 pass
-        reason = str(exc).strip().splitlines()
-        reason = next((line for line in reversed(reason) if line.strip()), "unknown error")
-        known = "NRRD (.nrrd), NIfTI (.nii, .nii.gz), MetaImage (.mha, .mhd), DICOM (file or series folder)"
-        raise BadInputError(f"Cannot read {p}: {reason.strip()} (readable formats: {known}).") from None
+        raise _unreadable(p, exc, fmt) from None
     keys = set(image.GetMetaDataKeys())
     if {"0008|0060", "0028|0010"} & keys:  # DICOM without preamble or extension
         return dicom.read_dicom_file(p)

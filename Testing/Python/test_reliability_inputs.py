@@ -89,6 +89,18 @@ def test_a_device_is_refused(capsys, tmp_path):
     check_case(code, err, 2, ["not a file or folder", "character device"], {}, [tmp_path], absent=[tmp_path / "o.nrrd"])
 
 
+@pytest.mark.parametrize("name", ["fake.nrrd", "fake.nii.gz", "fake.mha"])
+def test_another_kind_of_file_renamed_is_refused_in_words(capsys, tmp_path, name):
+    """A text file named .nrrd got ITK's 'sitk::ERROR: Unable to determine ImageIO reader', followed by a
+    list of readable formats that named NRRD: the sentence now says the contents are not what the name says."""
+    fake = tmp_path / name
+    fake.write_text("patient notes, not an image\n" * 20)
+    before = snapshot(fake)
+    code, _, err = cli(capsys, "normalize", fake, "-o", tmp_path / "o.nrrd", *FAST)
+    check_case(code, err, 2, ["its name says", "contents are not"], before, [tmp_path], absent=[tmp_path / "o.nrrd"])
+    assert "sitk::ERROR" not in err and "ImageIO" not in err
+
+
 def test_a_fifo_is_refused(tmp_path):
     """In a child process with a timeout: opening a FIFO would block forever."""
     fifo = tmp_path / "pipe.nrrd"
