@@ -109,6 +109,31 @@ def _warn_thick_to_thin(plan: Plan, volume: Volume, result) -> None:
         result.warnings.append(thick_to_thin_warning(t_s, t_t))
 
 
+#: CT stores nothing below this (air is -1000 HU; scanners store -1024 as their floor)
+HU_FLOOR = -1024.0
+
+
+def _clip_to_floor(volume: Volume, output: Volume) -> float:
+    """Raise output voxels below the lower of the input's minimum and :data:`HU_FLOOR` to it, in place;
+    returns the fraction raised.
+
+    Sharpening overshoot at air edges and noise added for the target texture can go below anything a
+    scanner stores (-1127 HU on a lung2 crop): values no target scan holds, which a radiomics minimum or
+    a low percentile would read. An input that stores lower values (padding outside the field of view)
+    keeps them.
+    """
+    floor = np.float32(min(float(np.min(volume.hu)), HU_FLOOR))
+    hu = output.hu
+    if not np.issubdtype(hu.dtype, np.floating):
+        return 0.0
+    low = int(np.count_nonzero(hu < floor))
+    if low and hu.flags.writeable:  # voxels below the input's minimum are none of the input's: no view of it changes
+        np.maximum(hu, floor, out=hu)
+    elif low:
+        output.hu = np.maximum(hu, floor)
+    return round(low / max(1, hu.size), 6)
+
+
 def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: Optional[Volume] = None,
             with_qc: bool = True) -> NormalizeOutcome:
     """Run ``plan``'s method on ``volume`` (the plan made for this volume)."""
@@ -118,6 +143,7 @@ def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: 
     row = get_method(plan.method)
     result = row.run(volume, plan, progress, reference)
     timings = {"normalize_s": round(time.perf_counter() - t0, 3)}
+    below_floor = _clip_to_floor(volume, result.volume)
     _warn_thick_to_thin(plan, volume, result)
     if row.texture and row.texture != plan.texture:
         result.warnings.append({"code": "TEXTURE_OF_THE_METHOD",
@@ -127,6 +153,8 @@ def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: 
         t1 = time.perf_counter()
         result.qc = _qc(volume, result, plan)
         timings["qc_s"] = round(time.perf_counter() - t1, 3)
+    if with_qc:
+        result.qc["below_floor_fraction"] = below_floor
     if with_qc and (row.texture or plan.texture) == "target" and "kernel" in row.changes:
         from .signature.readback import kernel_not_reached_warning
 

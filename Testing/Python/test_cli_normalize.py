@@ -236,3 +236,29 @@ def test_a_partial_method_says_why_the_noise_differs_when_no_dose_was_asked(smal
     (w,) = [w for w in normalize(vol, source=SRC, target="kernel=smooth,dose=1", method="mtf_ratio").warnings
             if w["code"] == "PARTIAL_NORMALIZATION"]
     assert "noise level" in w["message"] and "clean texture" not in w["message"]
+
+
+def test_no_output_voxel_is_below_what_a_scanner_stores(tmp_path):
+    """Sharpening overshoot at air edges went below -1024 HU (-1127 on a lung2 crop): values no target scan
+    holds, which a radiomics minimum reads. The output is floored at the lower of the input's minimum and
+    -1024 HU; an input that stores lower values (padding) keeps them."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).parent))
+    from reliability import chest
+
+    from CTNormalizeLib import Volume
+    from CTNormalizeLib.normalization import HU_FLOOR, normalize
+
+    hu = np.maximum(chest((6, 96, 96), seed=3).astype(np.float32), -1024.0)  # a scanner's floor
+    vol = Volume(hu, (2.0, 0.8, 0.8), meta={"Modality": "CT"})
+    out = normalize(vol, source="kernel=smooth,dose=1,thickness=2", target="kernel=very-sharp,dose=1",
+                    method="mtf_ratio")
+    assert float(out.volume.hu.min()) >= HU_FLOOR
+    assert out.report().qc["below_floor_fraction"] > 0  # the sharpening did overshoot, and was floored
+    assert float(vol.hu.min()) == -1024.0  # the input is not changed
+    padded = hu.copy()
+    padded[:, :, :4] = -3024.0  # outside the field of view
+    out = normalize(Volume(padded, (2.0, 0.8, 0.8), meta={"Modality": "CT"}), source="kernel=smooth,dose=1,thickness=2",
+                    target="kernel=very-sharp,dose=1", method="mtf_ratio")
+    assert float(out.volume.hu.min()) >= -3024.0 and np.count_nonzero(out.volume.hu < -2000) > 0
