@@ -111,27 +111,45 @@ def _warn_thick_to_thin(plan: Plan, volume: Volume, result) -> None:
 
 #: CT stores nothing below this (air is -1000 HU; scanners store -1024 as their floor)
 HU_FLOOR = -1024.0
+#: an input minimum below HU_FLOOR held by at least this share of the voxels is pixel padding (a constant fill
+#: outside the field of view), not a measured value
+PADDING_SHARE = 0.005
+#: output voxels within this many HU of the padding value are padding (kept at it), the others are the scan's
+PADDING_MARGIN_HU = 50.0
 
 
-def _clip_to_floor(volume: Volume, output: Volume) -> float:
-    """Raise output voxels below the lower of the input's minimum and :data:`HU_FLOOR` to it, in place;
-    returns the fraction raised.
+def _floor_output(volume: Volume, output: Volume) -> float:
+    """Raise the output's voxels below what a scanner stores, in place; returns the fraction raised.
 
     Sharpening overshoot at air edges and noise added for the target texture can go below anything a
-    scanner stores (-1127 HU on a lung2 crop): values no target scan holds, which a radiomics minimum or
-    a low percentile would read. An input that stores lower values (padding outside the field of view)
-    keeps them.
+    scanner stores (-1127 HU on a lung2 crop): values no target scan holds, which a radiomics minimum or a
+    low percentile would read. The floor is :data:`HU_FLOOR`, or the input's minimum where that is lower
+    (a scan stored without a floor: its noise already goes below). Pixel padding (a constant fill far below,
+    e.g. -3024 HU outside the field of view) stays padding: voxels near it are kept at it, and the scan's
+    own voxels are floored at :data:`HU_FLOOR`.
     """
-    floor = np.float32(min(float(np.min(volume.hu)), HU_FLOOR))
     hu = output.hu
     if not np.issubdtype(hu.dtype, np.floating):
         return 0.0
-    low = int(np.count_nonzero(hu < floor))
-    if low and hu.flags.writeable:  # voxels below the input's minimum are none of the input's: no view of it changes
-        np.maximum(hu, floor, out=hu)
-    elif low:
-        output.hu = np.maximum(hu, floor)
-    return round(low / max(1, hu.size), 6)
+    lo = float(np.min(volume.hu))
+    padded = lo < HU_FLOOR - PADDING_MARGIN_HU and \
+        np.count_nonzero(volume.hu == lo) >= PADDING_SHARE * volume.hu.size
+    if padded:
+        low = (hu < HU_FLOOR) & (hu > lo + PADDING_MARGIN_HU)
+        n = int(np.count_nonzero(low) + np.count_nonzero(hu < lo))
+    else:
+        floor = min(lo, HU_FLOOR)
+        n = int(np.count_nonzero(hu < floor))
+    if not n:
+        return 0.0
+    if not hu.flags.writeable or np.may_share_memory(hu, volume.hu):
+        hu = output.hu = np.array(hu)  # never change the caller's input through a view of it
+    if padded:
+        hu[low] = HU_FLOOR
+        np.maximum(hu, np.float32(lo), out=hu)
+    else:
+        np.maximum(hu, np.float32(floor), out=hu)
+    return round(n / max(1, hu.size), 6)
 
 
 def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: Optional[Volume] = None,
@@ -143,7 +161,6 @@ def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: 
     row = get_method(plan.method)
     result = row.run(volume, plan, progress, reference)
     timings = {"normalize_s": round(time.perf_counter() - t0, 3)}
-    below_floor = _clip_to_floor(volume, result.volume)
     _warn_thick_to_thin(plan, volume, result)
     if row.texture and row.texture != plan.texture:
         result.warnings.append({"code": "TEXTURE_OF_THE_METHOD",
@@ -153,8 +170,6 @@ def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: 
         t1 = time.perf_counter()
         result.qc = _qc(volume, result, plan)
         timings["qc_s"] = round(time.perf_counter() - t1, 3)
-    if with_qc:
-        result.qc["below_floor_fraction"] = below_floor
     if with_qc and (row.texture or plan.texture) == "target" and "kernel" in row.changes:
         from .signature.readback import kernel_not_reached_warning
 
@@ -163,6 +178,10 @@ def execute(plan: Plan, volume: Volume, progress: ProgressFn = None, reference: 
         if warning is not None:
             result.warnings.append(warning)
         timings["kernel_check_s"] = round(time.perf_counter() - t1, 3)
+    # after QC and the kernel read-back, which judge what the method made; the file holds what a scanner stores
+    below_floor = _floor_output(volume, result.volume)
+    if with_qc:
+        result.qc["below_floor_fraction"] = below_floor
     outcome = NormalizeOutcome(result.volume, plan, result, timings)
     from .contracts.derivation import derivation_from_report
 

@@ -130,6 +130,12 @@ class Plan:
         return text
 
 
+def source_given(source) -> bool:
+    """Whether ``source`` (as :func:`make_plan` takes it) gives any protocol field, i.e. is not None, ``""`` or
+    ``"auto"``: without one the plan's source signature is measured with the tags as the only priors."""
+    return _user_protocol(source) is not None
+
+
 def _user_protocol(source) -> Optional[Protocol]:
     if source is None or (isinstance(source, str) and source.strip().lower() in ("", "auto")):
         return None
@@ -304,9 +310,6 @@ def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = 
         warnings.extend(tgt_sig.warnings)
         label = target if isinstance(target, str) else tgt.spec()
     _check_output_slices(volume, float(tgt_sig.spacing_mm))
-    from .quantify.coverage import output_extent_warning
-
-    warnings.extend(output_extent_warning(volume.shape[0], float(volume.spacing[0]), float(tgt_sig.spacing_mm)))
     ned = noise_equivalent_dose(src_sig, tgt_sig)
     draft = Plan(src, tgt, src_sig, tgt_sig, method="", method_reason="", requested_method=method,
                  texture=texture, noise_equivalent_dose=ned, target_label=str(label))
@@ -315,6 +318,10 @@ def make_plan(volume: Volume, source=None, target: Union[str, Protocol, None] = 
     from .methods import get_method
 
     row = get_method(name)
+    if "thickness" in row.changes:  # a method that keeps the input's slices keeps its z coverage
+        from .quantify.coverage import output_extent_warning
+
+        warnings.extend(output_extent_warning(volume.shape[0], float(volume.spacing[0]), float(tgt_sig.spacing_mm)))
     dev = _resolve_device(device) if row.needs_torch else "cpu"
     from .inference.device import device_name
 

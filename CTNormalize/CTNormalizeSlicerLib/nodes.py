@@ -103,10 +103,11 @@ def adopt_geometry(output_node, input_node) -> None:
         output_node.SetIJKToRASMatrix(m)
 
 
-def set_provenance(node, rr, extra: Optional[dict] = None) -> dict:
+def set_provenance(node, rr, extra: Optional[dict] = None, raw: Optional[dict] = None) -> dict:
     """Store the run's provenance as ``CTNormalize.*`` node attributes; returns what was set.
 
-    ``rr`` is the engine's run report (:class:`CTNormalizeLib.contracts.report.RunReport`).
+    ``rr`` is the engine's run report (:class:`CTNormalizeLib.contracts.report.RunReport`), ``raw`` the
+    dictionary it was read from (stored as the engine wrote it; ``rr.to_dict()`` when not given).
     Keys: engineVersion, method, methodReason, modelSha256, device, texture, sourceProtocol,
     targetProtocol, protocolPair, noise, sourceProvenance (JSON), qc (JSON), warnings (JSON),
     report (JSON), plus ``extra``.
@@ -125,7 +126,7 @@ def set_provenance(node, rr, extra: Optional[dict] = None) -> dict:
         "sourceProvenance": json.dumps(rr.plan.get("source", {}).get("sources", {}), sort_keys=True),
         "qc": json.dumps(rr.qc, sort_keys=True),
         "warnings": json.dumps(rr.warnings),
-        "report": json.dumps(rr.to_dict(), sort_keys=True, default=str),
+        "report": json.dumps(rr.to_dict() if raw is None else raw, sort_keys=True, default=str),
     }
     attrs.update({k: str(v) for k, v in (extra or {}).items()})
     for key, value in attrs.items():

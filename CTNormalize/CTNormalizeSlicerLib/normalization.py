@@ -168,8 +168,9 @@ class NormalizationMixin:
             path = done.output if done is not None else None
             if not path or not os.path.isfile(path):
                 raise RuntimeError(_("The engine reported success but wrote no output ({path}).").format(path=path))
+            raw = dict(done.report or {})
             try:
-                report = RunReport.from_dict(dict(done.report or {}))  # parsed here once; the run keeps it
+                report = RunReport.from_dict(raw)  # parsed here once; the run keeps it
             except (TypeError, KeyError, ValueError) as exc:
                 raise RuntimeError(_("the engine's run report is not readable by this module ({error})").format(
                     error=exc)) from None
@@ -181,7 +182,7 @@ class NormalizationMixin:
             nodes.adopt_geometry(outputNode, inputNode)
             nodes.set_input_of(outputNode, inputNode)
             nodes.set_provenance(outputNode, report, extra={"runId": run.id, "inputName": inputNode.GetName(),
-                                                            "targetName": target})
+                                                            "targetName": target}, raw=raw)
             nodes.place_next_to(outputNode, inputNode)
             run.outputNode = outputNode
             run.report = report

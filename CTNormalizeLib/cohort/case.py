@@ -210,7 +210,8 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     from ..io.dicom_write import write_derived_series
     from ..io.validate import validate_ct
     from ..normalization import normalize
-    from ..quantify.coverage import z_extent_warning
+    from ..plan import source_given
+    from ..quantify.coverage import Z_EXTENT_DIFFERS, z_extent_warning
     from .measure import scan_signature
 
     if not Path(case.input).exists():
@@ -230,8 +231,7 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     clock.lap("normalize_s")
     # without a source protocol from the user the plan measured the input with its tags as the only
     # priors, as the cohort's figures do: its signature is the one the tables report
-    tags_only = source is None or str(source).strip().lower() in ("", "auto")
-    rec["before"] = (scan_signature(vol, measured=plan.source_signature if tags_only else None)
+    rec["before"] = (scan_signature(vol, measured=None if source_given(source) else plan.source_signature)
                      if settings.measure else None)
     clock.lap("signature_before_s")
     out = output_path(outdir, case, settings)
@@ -261,7 +261,7 @@ def _normalize_and_measure(case: Case, settings: BatchSettings, outdir: str) -> 
     if settings.emphysema:
         rec["emphysema"] = {name: _emphysema(v, name, settings.threshold, warnings)
                             for name, v in (("original", vol), ("normalized", out_vol))}
-        if not any(w.get("code") == "Z_EXTENT_DIFFERS" for w in warnings):  # the plan's says it already
+        if not any(w.get("code") == Z_EXTENT_DIFFERS for w in warnings):  # the plan's says it already
             warnings += z_extent_warning(vol, out_vol)
         clock.lap("emphysema_s")
     if settings.radiomics:

@@ -9,7 +9,8 @@ misses slices), and the output's ``ConvolutionKernel``, ``SliceThickness``, dose
 ``AcquisitionType`` tags by the rules of :class:`~CTNormalizeLib.contracts.derivation.Derivation`
 (the target's kernel; the thicker of the two slice thicknesses, since interpolated slices stay
 as thick as the source's; the source's where the method leaves the kernel, the noise or the
-slices as they were; ``AcquisitionType SEQUENCED`` for a rectangular target profile, which is how
+slices as they were; ``SliceThickness`` empty (type 2) where that would be a thickness read from an
+untagged input's pixels; ``AcquisitionType SEQUENCED`` for a rectangular target profile, which is how
 a reader tells it from a helical one). A private block (creator ``CTNormalize``, see
 :data:`~CTNormalizeLib.io.dicom.PROVENANCE_PRIVATE`) holds the provenance keys that NRRD
 outputs carry in their header (:data:`~CTNormalizeLib.volume.PROVENANCE_KEYS`), so reading a

@@ -54,10 +54,16 @@ def read_image(path) -> sitk.Image:
         with dicom._quiet_itk():
             return call_interruptibly(reader.Execute)
     except RuntimeError as exc:
-        raise _unreadable(p, exc, file_format(p)) from None
+        raise _unreadable(p, exc, file_format(p), IMAGE_FILE_FORMATS) from None
 
 
-def _unreadable(p: Path, exc: Exception, fmt: Optional[str]) -> BadInputError:
+#: what :func:`read_image` reads (masks, labelmaps: one file)
+IMAGE_FILE_FORMATS = "NRRD (.nrrd), NIfTI (.nii, .nii.gz), MetaImage (.mha, .mhd)"
+#: what :func:`read_volume` reads (a CT)
+VOLUME_FORMATS = IMAGE_FILE_FORMATS + ", DICOM (file or series folder)"
+
+
+def _unreadable(p: Path, exc: Exception, fmt: Optional[str], known: str = VOLUME_FORMATS) -> BadInputError:
     """The sentence for a file SimpleITK could not read: its last line, without ITK's prefix."""
     lines = str(exc).strip().splitlines()
     reason = next((line for line in reversed(lines) if line.strip()), "unknown error").strip()
@@ -66,7 +72,6 @@ def _unreadable(p: Path, exc: Exception, fmt: Optional[str]) -> BadInputError:
         return BadInputError(f"Cannot read {p}: its name says {fmt}, but its contents are not {fmt} "
                              "(another kind of file renamed, or a damaged one).")
     reason = reason.removeprefix("sitk::ERROR:").strip()
-    known = "NRRD (.nrrd), NIfTI (.nii, .nii.gz), MetaImage (.mha, .mhd), DICOM (file or series folder)"
     return BadInputError(f"Cannot read {p}: {reason} (readable formats: {known}).")
 
 

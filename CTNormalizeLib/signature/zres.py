@@ -7,13 +7,13 @@ correlation of neighbouring slices is ``rho = exp(-s^2 / (4 sigma^2))``, ``sigma
 t / 2.3548``, so ``t = 2.3548 s / sqrt(-4 ln rho)``. Where slices do not overlap (``rho``
 near 0) the image only says ``t <~ 1.2 s``.
 
-Slices two apart check the reading: an overlap's correlation falls fast with the distance
-(``rho_2 = rho^4`` for a Gaussian SSP, about that for a helical triangle, 0 for rectangular
-slices overlapping at most twofold), so ``rho_2`` gives the same ``t`` as ``rho`` or less.
-Structures and artifacts that persist along z (streaks from the shoulders, adaptive z
-filtering of a few slices, the table) correlate neighbours too but fall slowly (``rho_2``
-near ``rho^2``: a 5 mm lung2 crop read 0.44 and 0.19, which a 6.5 mm Gaussian profile
-cannot give): such a reading is not taken as a thickness.
+Slices two apart check the reading: an overlap's correlation falls fast with the distance,
+to ``rho_2 = rho^4`` for a Gaussian SSP (about that for a helical triangle) and to
+``max(0, 2 rho - 1)`` for rectangular slices (their noise correlation falls linearly), the
+slowest of the profiles scanners make. Structures and artifacts that persist along z (streaks
+from the shoulders, adaptive z filtering of a few slices, the table) correlate neighbours too
+but fall slowly (``rho_2`` near ``rho^2``, which exceeds both: a 5 mm lung2 crop read 0.44
+and 0.19, where an overlap would give at most 0.04): such a reading is not taken as a thickness.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from scipy import ndimage as ndi
 
 FWHM_PER_SIGMA = 2.3548
 MIN_RHO = 0.08
-#: the thickness read from slices two apart may exceed the neighbours' reading by this factor (estimation
-#: error; an overlap gives the same thickness or less), else the correlation is not an overlap's
-MAX_LAG2_RATIO = 1.15
+#: slices two apart may correlate this much more than the slowest slice profile allows (:func:`lag2_bound`),
+#: for the estimation error, before the correlation is not taken as an overlap's
+LAG2_REL_MARGIN = 0.15
+LAG2_ABS_MARGIN = 0.02
 
 
 @dataclass
@@ -71,12 +72,19 @@ def z_resolution(hu: np.ndarray, spacing, masks: dict, window: int = 5) -> ZReso
     rho = min(rho, 0.995)
     t = _fwhm(rho, s)
     rho2 = _noise_correlation(hu, masks, 2, window)
-    if rho2 is not None and math.isfinite(rho2) and rho2 >= MIN_RHO / 2 and _fwhm(min(rho2, 0.995), 2 * s) > MAX_LAG2_RATIO * t:
+    bound = lag2_bound(rho)
+    if rho2 is not None and math.isfinite(rho2) and rho2 > (1.0 + LAG2_REL_MARGIN) * bound + LAG2_ABS_MARGIN:
         return ZResolution(rho, None, None, 0.5,
                            f"neighbouring-slice noise correlation {rho:.2f}, but {rho2:.2f} two slices apart where "
-                           f"overlapping slices would give about {rho ** 4:.2f}: structures or artifacts that persist "
+                           f"overlapping slices would give at most {bound:.2f}: structures or artifacts that persist "
                            "along z, not a slice profile")
     return ZResolution(rho, float(t), None, 0.7, f"neighbouring-slice noise correlation {rho:.2f}")
+
+
+def lag2_bound(rho: float) -> float:
+    """The most noise correlation that slices two apart keep when neighbours correlate ``rho`` through
+    overlapping slice profiles: ``rho^4`` (Gaussian) or ``2 rho - 1`` (rectangular), whichever is larger."""
+    return max(rho ** 4, 2.0 * rho - 1.0)
 
 
 def _fwhm(rho: float, distance: float) -> float:

@@ -240,8 +240,9 @@ def test_a_partial_method_says_why_the_noise_differs_when_no_dose_was_asked(smal
 
 def test_no_output_voxel_is_below_what_a_scanner_stores(tmp_path):
     """Sharpening overshoot at air edges went below -1024 HU (-1127 on a lung2 crop): values no target scan
-    holds, which a radiomics minimum reads. The output is floored at the lower of the input's minimum and
-    -1024 HU; an input that stores lower values (padding) keeps them."""
+    holds, which a radiomics minimum reads. The output is floored at -1024 HU (or at the input's minimum where
+    the input was stored without a floor); pixel padding far below (-3024 outside the field of view) stays
+    padding while the scan's own voxels are floored."""
     import sys as _sys
 
     _sys.path.insert(0, str(Path(__file__).parent))
@@ -250,15 +251,22 @@ def test_no_output_voxel_is_below_what_a_scanner_stores(tmp_path):
     from CTNormalizeLib import Volume
     from CTNormalizeLib.normalization import HU_FLOOR, normalize
 
-    hu = np.maximum(chest((6, 96, 96), seed=3).astype(np.float32), -1024.0)  # a scanner's floor
-    vol = Volume(hu, (2.0, 0.8, 0.8), meta={"Modality": "CT"})
-    out = normalize(vol, source="kernel=smooth,dose=1,thickness=2", target="kernel=very-sharp,dose=1",
-                    method="mtf_ratio")
-    assert float(out.volume.hu.min()) >= HU_FLOOR
-    assert out.report().qc["below_floor_fraction"] > 0  # the sharpening did overshoot, and was floored
-    assert float(vol.hu.min()) == -1024.0  # the input is not changed
-    padded = hu.copy()
-    padded[:, :, :4] = -3024.0  # outside the field of view
-    out = normalize(Volume(padded, (2.0, 0.8, 0.8), meta={"Modality": "CT"}), source="kernel=smooth,dose=1,thickness=2",
-                    target="kernel=very-sharp,dose=1", method="mtf_ratio")
-    assert float(out.volume.hu.min()) >= -3024.0 and np.count_nonzero(out.volume.hu < -2000) > 0
+    def sharpened(hu):
+        return normalize(Volume(hu, (2.0, 0.8, 0.8), meta={"Modality": "CT"}),
+                         source="kernel=smooth,dose=1,thickness=2", target="kernel=very-sharp,dose=1", method="mtf_ratio")
+
+    raw = chest((6, 96, 96), seed=3).astype(np.float32)
+    floored = np.maximum(raw, np.float32(HU_FLOOR))  # as a scanner stores it
+    kept = floored.copy()
+    out = sharpened(floored)
+    assert float(out.volume.hu.min()) == HU_FLOOR
+    assert out.report().qc["below_floor_fraction"] > 0.001  # the sharpening did overshoot, and was floored
+    assert np.array_equal(floored, kept)  # the input is not changed
+    loose = sharpened(raw)  # stored without a floor: the input's own minimum is the floor
+    assert float(loose.volume.hu.min()) >= float(raw.min()) and float(raw.min()) < HU_FLOOR - 20
+    padded = floored.copy()
+    padded[:, :, :10] = -3024.0  # outside the field of view: 10 % of the voxels
+    out = sharpened(padded).volume.hu
+    inside = out[:, :, 14:]
+    assert float(inside.min()) == HU_FLOOR  # the scan's voxels are floored as without padding
+    assert np.all(out[:, :, :5] <= -3024.0 + 50.0) and float(out.min()) >= -3024.0  # the padding stays padding

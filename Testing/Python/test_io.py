@@ -526,3 +526,20 @@ def test_hu_summary_min_and_max_are_of_every_voxel():
     assert (summary["min"], summary["max"]) == (-3024.0, 3071.0)
     hu[0, 0, 1] = np.inf
     assert hu_summary(hu)["max"] == 3071.0
+
+
+def test_an_unreadable_mask_is_not_told_that_a_dicom_folder_would_do(tmp_path):
+    """read_image (masks, labelmaps) reads one image file; its refusal listed 'DICOM (file or series folder)',
+    which it does not take."""
+    from CTNormalizeLib.errors import BadInputError
+    from CTNormalizeLib.io.read import read_image, read_volume
+
+    junk = tmp_path / "mask.dat"
+    junk.write_bytes(b"\x00\x01 not an image " * 50)
+    with pytest.raises(BadInputError) as mask_err:
+        read_image(junk)
+    assert "series folder" not in str(mask_err.value) and "MetaImage" in str(mask_err.value)
+    assert "sitk::ERROR" not in str(mask_err.value)
+    with pytest.raises(BadInputError) as ct_err:
+        read_volume(junk)
+    assert "series folder" in str(ct_err.value)  # a CT may be one

@@ -486,6 +486,10 @@ def _z_correlated_noise(shape, how: str, seed: int = 0) -> np.ndarray:
 
     rng = np.random.default_rng(seed)
     w = rng.normal(0.0, 10.0, shape).astype(np.float32)
+    if how.startswith("box"):  # rectangular slices n slices thick: rho_k = 1 - k / n (3: 0.67, 0.33)
+        from scipy.ndimage import uniform_filter1d
+
+        return uniform_filter1d(w, int(how[3:]), axis=0, mode="nearest")
     if how == "overlap":  # FWHM 2 slices -> sigma 2 / 2.3548: rho_1 = exp(-1 / (4 sigma^2)) = 0.707, rho_2 = rho_1^4
         return gaussian_filter1d(w, 2.0 / 2.3548, axis=0, mode="nearest", truncate=6.0)
     a = 0.45  # persistent along z: rho_k = a^k (0.45, 0.20), which no slice profile gives
@@ -507,3 +511,6 @@ def test_a_slowly_falling_z_correlation_is_not_read_as_thick_slices():
     persistent = z_resolution(_z_correlated_noise((16, 64, 64), "ar1"), (1.0, 1.0, 1.0), masks)
     assert persistent.rho == pytest.approx(0.45, abs=0.03)
     assert persistent.thickness_mm is None and "persist along z" in persistent.detail
+    for n in (3, 4):  # rectangular slices overlapping 3 and 4 times: their correlation falls linearly, not as rho^4
+        box = z_resolution(_z_correlated_noise((16, 64, 64), f"box{n}"), (1.0, 1.0, 1.0), masks)
+        assert box.rho == pytest.approx(1 - 1 / n, abs=0.04) and box.thickness_mm is not None, (n, box.detail)
