@@ -108,6 +108,16 @@ def _key_outside_readers_folders(key, study_dir) -> None:
                                 "keep the key outside the study folder, or at its top (the default).")
 
 
+def _no_key_there(key) -> None:
+    """Refuse a ``--key`` path that holds a file: it is the only record of some study's truth (a second
+    study created with the same --key replaced the first one's, which then could not be analyzed)."""
+    import os
+
+    if os.path.lexists(os.path.expanduser(str(key))):
+        raise BadInputError(f"The --key file {key} exists: it may be another study's key, the only record of its "
+                            "truth, and is never replaced. Give a new path, or move that file away first.")
+
+
 def _split(text):
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
@@ -124,6 +134,8 @@ def run(args) -> int:
             _key_outside_readers_folders(args.key, args.output)
             guard.add(args.key, what="--key")
         guard.check()
+        if args.key:
+            _no_key_there(args.key)  # after the guard: a key named like an input is refused as one
         summary = create.create_study(
             args.manifest, args.output, args.design, args.seed, per_reader=args.per_reader,
             readers=_split(args.readers), variants=_split(args.variants) or None,

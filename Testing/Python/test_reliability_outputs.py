@@ -265,6 +265,15 @@ def test_study_outputs_never_touch_the_study(capsys, tmp_path):
     code, _, err = cli(capsys, "study", "create", "--manifest", manifest, "--design", "single", "--seed", "1",
                        "-o", tmp_path / "s2", "--key", manifest)
     check_case(code, err, 2, "never overwrites its inputs", before, [tmp_path], absent=[tmp_path / "s2"])
+    # a key file that exists is some study's truth: never replaced (a second study with the same --key overwrote it)
+    key = tmp_path / "keys" / "k.json"
+    code, _, err = cli(capsys, "study", "create", "--manifest", manifest, "--design", "single", "--seed", "1",
+                       "-o", tmp_path / "s4", "--key", key)
+    assert code == 0, err
+    first = snapshot(key)
+    code, _, err = cli(capsys, "study", "create", "--manifest", manifest, "--design", "single", "--seed", "2",
+                       "-o", tmp_path / "s5", "--key", key)
+    check_case(code, err, 2, ["exists", "never replaced"], first, [tmp_path], absent=[tmp_path / "s5"])
     # the key unblinds the study: never in the folders readers see
     code, _, err = cli(capsys, "study", "create", "--manifest", manifest, "--design", "single", "--seed", "1",
                        "-o", tmp_path / "s3", "--key", tmp_path / "s3" / "items" / "k.json")
