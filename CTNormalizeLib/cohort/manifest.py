@@ -19,7 +19,8 @@ from ..errors import BadInputError
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 # Files under an input folder that are masks, not CTs.
-MASK_NAME = re.compile(r"(\.seg\.nrrd$)|((_|-)(label|labels|mask|seg|segmentation)(\.[a-z.]+)$)", re.IGNORECASE)
+MASK_NAME = re.compile(r"(\.seg\.nrrd$)|((_|-)(label|labels|mask|seg|segmentation)(\.[a-z.]+)$)"
+                       r"|(^(label|labels|mask|seg|segmentation)(_|-))", re.IGNORECASE)
 
 
 @dataclass
@@ -187,6 +188,7 @@ def find_inputs(folder, exclude=(), skip_case_outputs: bool = False) -> list:
 
 
 def load_cases(source, segments_column: str = "segments") -> list:
-    """Cases from a manifest CSV file or, for a folder, from :func:`find_inputs`."""
+    """Cases from a manifest CSV file or, for a folder, from :func:`find_inputs` (without earlier batches'
+    case folders: their scans are normalized outputs, not the cohort)."""
     p = Path(source)
-    return find_inputs(p) if p.is_dir() else read_manifest(p, segments_column)
+    return find_inputs(p, skip_case_outputs=True) if p.is_dir() else read_manifest(p, segments_column)

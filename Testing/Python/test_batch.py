@@ -208,6 +208,18 @@ def test_manifest_and_folder_rules(cohort, tmp_path):
     assert cases[0].segments == str((tmp_path / "seg.nrrd").resolve()) and cases[1].segments is None
     names = sorted(c.name for c in find_inputs(cohort))
     assert names == ["chest.nrrd", "corrupt.nrrd", "lung1"]
+    # masks named by a prefix, as `ctnormalize simulate` writes them (mask_lung.nrrd), are masks too
+    from CTNormalizeLib.cohort.manifest import _is_volume_file, load_cases
+
+    assert not any(_is_volume_file(Path(n)) for n in ("mask_lung.nrrd", "Label-1.nii.gz", "seg_tumour.mha"))
+    assert all(_is_volume_file(Path(n)) for n in ("masked_scan.nrrd", "labelled.nrrd", "chest.nrrd"))
+    # a folder given to characterize leaves out an earlier batch's case folders, as batch does
+    folder = tmp_path / "cohort2"
+    (folder / "out" / "cases" / "c1").mkdir(parents=True)
+    _write(folder / "scan.nrrd", chest(BATCH_SHAPE))
+    _write(folder / "out" / "cases" / "c1" / "normalized.nrrd", chest(BATCH_SHAPE))
+    (folder / "out" / "cases" / "c1" / "record.json").write_text("{}")
+    assert [c.name for c in load_cases(folder)] == ["scan.nrrd"]
     r = _run(["batch", "-o", str(tmp_path / "o"), "--target", TARGET])
     assert r.returncode == 2 and "manifest" in r.stderr
 
