@@ -194,7 +194,8 @@ def _run(args, events: EventStream, guard) -> int:
             stored = "whole HU, DICOM" if series.rescale_slope == 1.0 else "DICOM, int16 with a rescale slope"
         else:
             stored = "whole HU, int16" if dtype == "int16" else "float32"
-        print(f"Wrote {out} ({stored}; {plan.method}, {plan.texture} texture; {plan.summary()}; "
+        texture = outcome.texture  # the output's: a method that keeps the noise (mtf_ratio) gives "source"
+        print(f"Wrote {out} ({stored}; {plan.method}, {texture} texture; {plan.summary()}; "
               f"{plan.noise_summary()})")
         if plan.requested_method == "auto":
             print(f"  method {plan.method}: {plan.method_reason}")

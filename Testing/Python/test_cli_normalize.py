@@ -210,6 +210,10 @@ def test_a_kernel_only_output_is_marked_as_keeping_the_source_noise(small_ct, tm
     e = _run(["emphysema", str(out), "--json"])
     assert e.returncode == 0, e.stderr
     assert "CLEAN_TEXTURE_INPUT" not in e.stdout + e.stderr
+    # the line a terminal user reads says so too (it said "clean texture", the request's default)
+    r = _run(["normalize", str(small_ct), "-o", str(tmp_path / "k2.nrrd"), "--source", "kernel=smooth,dose=0.25,thickness=2",
+              "--target", "kernel=sharp", "--method", "mtf_ratio"])
+    assert r.returncode == 0 and "mtf_ratio, source texture" in r.stdout, r.stdout
 
 
 def test_frequency_decomposition_has_the_target_texture_whatever_was_asked(small_ct):
