@@ -76,7 +76,12 @@ def cohen_kappa(r1: Sequence, r2: Sequence, categories: Optional[Sequence] = Non
     denom = (w * exp).sum()
     if denom == 0:
         return None
-    return float(1.0 - (w * obs).sum() / denom)
+    return _clean(1.0 - (w * obs).sum() / denom)
+
+
+def _clean(x: float) -> float:
+    """``x`` without float dust: exact agreement-by-chance gave -2.2e-16, printed as "-0.000"."""
+    return float(round(float(x), 12)) + 0.0
 
 
 def fleiss_kappa(counts) -> Optional[float]:
@@ -96,7 +101,7 @@ def fleiss_kappa(counts) -> Optional[float]:
     p_e = (p_j ** 2).sum()
     if p_e >= 1.0:
         return None
-    return float((p_i.mean() - p_e) / (1.0 - p_e))
+    return _clean((p_i.mean() - p_e) / (1.0 - p_e))
 
 
 def agreement(ratings: dict, categories: Sequence) -> dict:

@@ -258,3 +258,13 @@ def test_pairwise_agreement_says_what_it_rests_on():
     ag = AN.agreement({"a": {1: 1, 2: 2}, "b": {1: 1, 2: 2}, "c": {3: 1}}, [1, 2])
     assert ag["n_subjects"] == 0 and ag["mean_pairwise_cohen_kappa_linear"] == 1.0
     assert ag["pairwise_kappa_reader_pairs"] == 1 and ag["pairwise_kappa_subjects_per_pair"] == 2.0
+
+
+def test_kappa_at_chance_is_zero_not_minus_zero():
+    """Agreement exactly at chance gave -2.2e-16, which the report printed as "-0.000"."""
+    from CTNormalizeLib.readerstudy.analysis import cohen_kappa
+
+    # no agreement, none expected: kappa 0 (the sum gave -2.2e-16 unweighted, 1.1e-16 quadratic on the next one)
+    for r1, r2, w in (([1, 1, 1, 1, 3, 1], [2, 2, 2, 5, 4, 5], None), ([2, 2, 5], [5, 2, 3], "quadratic")):
+        k = cohen_kappa(r1, r2, weights=w)
+        assert k == 0.0 and f"{k:.3f}" == "0.000", (w, k)
