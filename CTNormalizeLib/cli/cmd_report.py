@@ -34,7 +34,10 @@ def run(args) -> int:
         bench = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         hint = ""
-        if (path.parent / "cohort.html").is_file() or path.suffix.lower() == ".csv":
+        if path.is_dir() and (path / "cohort.html").is_file():  # a batch's output folder
+            hint = (f" It is a cohort run's folder: its report is {path / 'cohort.html'}; this command renders a "
+                    "benchmark's quality.json.")
+        elif (path.parent / "cohort.html").is_file() or path.suffix.lower() == ".csv":
             hint = (" A cohort run ('ctnormalize batch') writes its own report, cohort.html, next to its tables; "
                     "this command renders a benchmark's quality.json.")
         raise BadInputError(f"Cannot read benchmark result {path}: {exc}.{hint}") from None

@@ -343,6 +343,12 @@ def test_report_on_a_cohort_table_points_to_the_cohort_report(capsys, tmp_path):
     out = tmp_path / "r.html"
     code, _, err = cli(capsys, "report", table, "-o", out)
     check_case(code, err, 2, ["Cannot read benchmark result", "cohort.html"], before, [tmp_path], absent=[out])
+    # the batch's output folder itself (another natural guess) got "[Errno 21] Is a directory" alone
+    run = tmp_path / "b1"
+    run.mkdir()
+    (run / "cohort.html").write_text("<html></html>")
+    code, _, err = cli(capsys, "report", run, "-o", out)
+    check_case(code, err, 2, ["cohort run's folder", str(run / "cohort.html")], before, [tmp_path], absent=[out])
 
 
 @pytest.mark.parametrize("command", ["characterize", "batch"])
