@@ -38,11 +38,17 @@ def _spread_rows(records: list, after: bool) -> list:
     rows = []
     for r in spread_table(records, after):
         b, a = r["before"], r.get("after") or {}
+        key = "sd" if r.get("position") else "cv"  # a position on the HU scale: the SD of the means, in HU
+
+        def cell(s):
+            v = s.get(key)
+            return fmt(v) if v is None or key == "cv" else f"SD {fmt(v)} {r['unit']}".strip()
+
         cls = ""
-        if after and b.get("cv") is not None and a.get("cv") is not None:
-            cls = "good" if a["cv"] < b["cv"] else ("bad" if a["cv"] > b["cv"] else "")
+        if after and b.get(key) is not None and a.get(key) is not None:
+            cls = "good" if a[key] < b[key] else ("bad" if a[key] > b[key] else "")
         rows.append({"label": r["label"], "unit": r["unit"], "groups": b["groups"],
-                     "cv_before": fmt(b["cv"]), "cv_after": fmt(a.get("cv")), "cv_class": cls,
+                     "cv_before": cell(b), "cv_after": cell(a), "cv_class": cls,
                      "p_before": fmt(b["p"], 2), "p_after": fmt(a.get("p"), 2)})
     return rows
 

@@ -31,6 +31,9 @@ class Quantity:
     label: str
     unit: str
     get: Callable[[dict, str], list]
+    #: a position on the HU scale (Perc15, a mean HU), whose zero is arbitrary: its spread is the SD of the
+    #: group means in its unit, not a CV
+    position: bool = False
 
 
 def _sig(field: str):
@@ -64,9 +67,12 @@ def quantities(records: list) -> list:
            Quantity("mtf50", "noise-texture MTF50", "cycles/mm", _sig("mtf50"))]
     if any(r.get("emphysema") for r in records):
         out += [Quantity("laa_percent", "emphysema index LAA%", "%", _emph("laa_percent")),
-                Quantity("perc15_hu", "Perc15", "HU", _emph("perc15_hu"))]
+                Quantity("perc15_hu", "Perc15", "HU", _emph("perc15_hu"), position=True)]
     names = {row.get("feature") for r in records for row in (r.get("radiomics") or {}).get("rows", [])}
-    out += [Quantity(f, f.replace("original_", ""), "", _feature(f)) for f in KEY_FEATURES if f in names]
+    from ..quantify.radiomics import is_hu_position
+
+    out += [Quantity(f, f.replace("original_", ""), "HU" if is_hu_position(f) else "", _feature(f),
+                     position=is_hu_position(f)) for f in KEY_FEATURES if f in names]
     return out
 
 
@@ -80,21 +86,24 @@ def by_group(records: list, q: Quantity, side: str) -> dict:
     return dict(sorted(groups.items()))
 
 
-def spread(groups: dict) -> dict:
-    """Between-group spread: ``cv`` of the group means and the Kruskal-Wallis ``p``.
+def spread(groups: dict, position: bool = False) -> dict:
+    """Between-group spread: ``sd`` and ``cv`` of the group means and the Kruskal-Wallis ``p``.
 
-    ``cv`` is None with fewer than two groups or a zero overall mean; ``p`` is None with
-    fewer than two groups, a group of a single case (the test then has nothing to rank within
-    groups: k groups of one case each always give the same p) or when every value is the same.
+    ``sd`` and ``cv`` are None with fewer than two groups, ``cv`` also with a zero overall mean and
+    for a ``position`` on the HU scale (its zero is arbitrary: a CV of Perc15 or a mean HU says
+    nothing); ``p`` is None with fewer than two groups, a group of a single case (the test then has
+    nothing to rank within groups: k groups of one case each always give the same p) or when every
+    value is the same.
     """
     from scipy.stats import kruskal
 
     means = [float(np.mean(v)) for v in groups.values() if len(v)]
-    out = {"groups": len(means), "n": int(sum(len(v) for v in groups.values())), "cv": None, "p": None}
+    out = {"groups": len(means), "n": int(sum(len(v) for v in groups.values())), "sd": None, "cv": None, "p": None}
     if len(means) < 2:
         return out
+    out["sd"] = float(np.std(means, ddof=1))
     centre = abs(float(np.mean(means)))
-    if centre > 0:
+    if centre > 0 and not position:
         out["cv"] = float(np.std(means, ddof=1) / centre)
     values = [np.asarray(v, float) for v in groups.values() if len(v)]
     if min(len(v) for v in values) >= 2 and len({float(x) for v in values for x in v}) > 1:
@@ -109,9 +118,10 @@ def spread_table(records: list, after: bool = True) -> list:
     """One row per quantity: label, unit, ``before`` and (with ``after``) ``after`` spreads."""
     rows = []
     for q in quantities(records):
-        row = {"key": q.key, "label": q.label, "unit": q.unit, "before": spread(by_group(records, q, "before"))}
+        row = {"key": q.key, "label": q.label, "unit": q.unit, "position": q.position,
+               "before": spread(by_group(records, q, "before"), q.position)}
         if after:
-            row["after"] = spread(by_group(records, q, "after"))
+            row["after"] = spread(by_group(records, q, "after"), q.position)
         rows.append(row)
     return rows
 

@@ -237,6 +237,29 @@ def test_spread_numbers():
     # one case per group: no p (Kruskal-Wallis gave 0.32 for any three groups of one case)
     single = spread({"a": [1.0], "b": [5.0], "c": [9.0]})
     assert single["p"] is None and single["cv"] is not None
+    # a position on the HU scale (Perc15, a mean HU): a CV depends on where zero is, so the SD of the means stands in
+    perc15 = spread({"a": [-900.0, -910.0], "b": [-880.0, -890.0]}, position=True)
+    assert perc15["cv"] is None and perc15["sd"] == pytest.approx(np.std([-905.0, -885.0], ddof=1))
+
+
+def test_the_cohort_report_gives_hu_positions_an_sd_not_a_cv():
+    """cohort.html gave firstorder_Mean a 'CV of group means' (0.946 -> 0.902), which moves with the HU scale's zero."""
+    from CTNormalizeLib.cohort.report import _spread_rows
+
+    def rec(group, mean_before, mean_after, perc15):
+        rows = [{"feature": "original_firstorder_Mean", "original": mean_before, "normalized": mean_after},
+                {"feature": "original_firstorder_Entropy", "original": 3.0 + mean_before / 100, "normalized": 3.0}]
+        return {"case": group + str(mean_before), "group": group, "status": "done", "before": {}, "after": {},
+                "radiomics": {"rows": rows},
+                "emphysema": {"original": {"perc15_hu": perc15, "laa_percent": 5.0},
+                              "normalized": {"perc15_hu": perc15 + 5, "laa_percent": 4.0}}}
+
+    rows = {r["label"]: r for r in _spread_rows([rec("A", 40.0, 42.0, -910.0), rec("A", 44.0, 43.0, -905.0),
+                                                 rec("B", 60.0, 45.0, -880.0), rec("B", 64.0, 44.0, -885.0)], True)}
+    assert rows["firstorder_Mean"]["cv_before"].startswith("SD 14.1") and rows["firstorder_Mean"]["unit"] == "HU"
+    assert rows["Perc15"]["cv_before"].startswith("SD ") and rows["Perc15"]["cv_before"].endswith(" HU")
+    assert not rows["firstorder_Entropy"]["cv_before"].startswith("SD")  # a ratio-scale feature keeps its CV
+    assert rows["firstorder_Mean"]["cv_class"] == "good"  # the means drew together
 
 
 def test_case_outputs_are_whole_hu_and_measured_as_written(tmp_path):
