@@ -279,10 +279,10 @@ def _emphysema(vol, name: str, threshold: float, warnings: list) -> Optional[dic
     try:
         result = emphysema_index(vol, threshold=threshold)
         # the measurement's caveats (a clean-texture output reads low, airways not removed) reach the tables
-        warnings.extend({**w, "message": f"{name} emphysema: {w['message']}"} for w in result.warnings)
+        warnings.extend({**w, "message": f"{name} emphysema: {w['message']}", "scope": name} for w in result.warnings)
         return result.to_dict()
     except NoLungsError as exc:
-        warnings.append({"code": exc.code, "message": f"{name}: {exc.message}"})
+        warnings.append({"code": exc.code, "message": f"{name}: {exc.message}", "scope": name})
         return None
 
 

@@ -47,7 +47,10 @@ def batch_rows(records: list) -> tuple:
             "error": rec.get("error", ""), "seconds": rec.get("seconds"), "group": case_group(rec),
             "input": rec.get("input"), "method": rec.get("method"), "source_spec": rec.get("source_spec"),
             "target_spec": rec.get("target_spec"),
-            "warnings": ";".join(dict.fromkeys(w.get("code", "") for w in warnings)),
+            # a measurement's warning names the image it is about (normalized:CLEAN_TEXTURE_INPUT read as if the
+            # case's input were a clean-texture scan)
+            "warnings": ";".join(dict.fromkeys(f"{w['scope']}:{w.get('code', '')}" if w.get("scope")
+                                               else w.get("code", "") for w in warnings)),
             "input_sha256": rec.get("input_sha256"), "engine_version": rec.get("engine_version"),
         }
         for k, v in (rec.get("extra") or {}).items():

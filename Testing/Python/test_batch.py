@@ -393,6 +393,7 @@ def test_batch_emphysema_of_a_clean_output_carries_the_warning(tmp_path):
         write_tables(tmp_path / texture, [rec])
         rows[texture] = _rows(tmp_path / texture / "batch.csv")["c"]["warnings"]
     assert "CLEAN_TEXTURE_INPUT" in rows["clean"] and "CLEAN_TEXTURE_INPUT" not in rows["target"]
+    assert "normalized:CLEAN_TEXTURE_INPUT" in rows["clean"]  # it is about the normalized scan, not the input
 
 
 def test_batch_emphysema_says_when_the_z_extents_differ(tmp_path):
