@@ -61,6 +61,9 @@ def _check_request(design: str, out_dir: Path, readers, per_reader: bool) -> lis
     readers = [r.strip() for r in (readers or []) if r.strip()]
     if per_reader and not readers:
         raise BadInputError("A study randomized per reader needs the reader names (--readers NAME,NAME).")
+    if readers and not per_reader:
+        raise BadInputError("Reader names are used only by a study randomized per reader: add --per-reader, or leave "
+                            "--readers out (every reader of a shared order reads under any name).")
     if len(set(readers)) != len(readers):
         raise BadInputError(f"Reader names repeat: {readers}.")
     return readers

@@ -84,6 +84,8 @@ def test_manifest_errors(tmp_path, manifest):
         create_study(manifest, tmp_path / "s", "pair", 1, variants=["normalized", "source"])
     with pytest.raises(BadInputError, match="--readers"):
         create_study(manifest, tmp_path / "s", "single", 1, per_reader=True)
+    with pytest.raises(BadInputError, match="--per-reader"):  # names without a per-reader order were ignored silently
+        create_study(manifest, tmp_path / "s", "single", 1, readers=["ann", "bob"])
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(BadInputError, match="not an empty folder"):
@@ -112,7 +114,7 @@ def test_randomization_reproducible_from_seed(tmp_path, manifest):
 
 @pytest.mark.parametrize("per_reader", [False, True])
 def test_single_design_is_balanced(tmp_path, manifest, per_reader):
-    readers = ["r1", "r2", "r3", "r4"]
+    readers = ["r1", "r2", "r3", "r4"] if per_reader else None
     create_study(manifest, tmp_path / "s", "single", 3, per_reader=per_reader, readers=readers)
     key = _key(tmp_path / "s")
     truths = list(key["readers"].values()) if per_reader else [key["items"]]
