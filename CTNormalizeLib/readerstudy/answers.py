@@ -203,7 +203,8 @@ class ReaderSession:
         """
         k = self.index if k is None else k
         it = self.item(k)
-        clean = D.validate_answer(self.design, answer, views=list(it["views"]))
+        clean = D.validate_answer(self.design, answer, views=list(it["views"]),
+                                  choices=(self.study.get("questions") or {}).get("protocol"))
         previous = self.answers.get(it["id"])
         rec = {"item": it["id"], **clean, "reader": self.reader,
                "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),

@@ -154,8 +154,11 @@ def required_fields(design: str) -> tuple[str, ...]:
     return {"single": ("score",), "pair": ("original", "likert"), "protocol": ("protocol",)}[design]
 
 
-def validate_answer(design: str, answer: dict, views: Sequence[str] = ("A",)) -> dict:
+def validate_answer(design: str, answer: dict, views: Sequence[str] = ("A",), choices: Optional[dict] = None) -> dict:
     """Check a reader's answer for ``design`` and return its normalized form.
+
+    ``choices``: the protocol design's question (``study.json``'s ``questions["protocol"]``, with its kernel,
+    dose and thickness lists); a guess outside them is refused (it could only be scored wrong).
 
     Raises
     ------
@@ -201,6 +204,12 @@ def validate_answer(design: str, answer: dict, views: Sequence[str] = ("A",)) ->
     if missing:
         raise BadInputError(f"The protocol guess lacks {', '.join(missing)}; give kernel, dose and thickness.")
     guess = {"kernel": proto.kernel, "dose": float(proto.dose), "thickness": float(proto.thickness)}
+    for field, value in guess.items():
+        allowed = (choices or {}).get(field)
+        if allowed and not any(value == a if field == "kernel" else abs(float(a) - value) <= 1e-6 * max(1.0, value)
+                               for a in allowed):
+            raise BadInputError(f"The protocol guess's {field} {value if field == 'kernel' else f'{value:g}'} is not one "
+                                f"of this study's choices ({', '.join(str(a) if field == 'kernel' else f'{float(a):g}' for a in allowed)}).")
     return {"protocol": f"kernel={guess['kernel']},dose={guess['dose']:g},thickness={guess['thickness']:g}",
             "guess": guess}
 

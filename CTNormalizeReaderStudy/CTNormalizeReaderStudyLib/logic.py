@@ -227,7 +227,8 @@ class ReaderStudyLogic:
         from CTNormalizeLib.errors import BadInputError
 
         try:
-            rs.design.validate_answer(self.design, answer, views=list(self.session.item()["views"]))
+            rs.design.validate_answer(self.design, answer, views=list(self.session.item()["views"]),
+                                      choices=(self.session.study.get("questions") or {}).get("protocol"))
         except (BadInputError, ValueError, KeyError, TypeError):
             return False  # incomplete or out of range; a missing package (ImportError) is not swallowed
         return True

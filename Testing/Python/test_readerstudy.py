@@ -261,6 +261,11 @@ def test_pair_and_protocol_answers(tmp_path, manifest):
     from CTNormalizeLib.protocols import kernel_class
 
     assert rec["guess"] == {"kernel": kernel_class("B70f"), "dose": 0.25, "thickness": 2.0}
+    # a guess outside the study's choices was recorded, then could only be scored wrong
+    offered = q.study["questions"]["protocol"]
+    assert 0.37 not in offered["dose"]
+    with pytest.raises(BadInputError, match="not one of this study's choices"):
+        q.record({"protocol": {"kernel": offered["kernel"][0], "dose": 0.37, "thickness": offered["thickness"][0]}})
 
 
 def test_torn_last_line_is_skipped_and_repaired(tmp_path, manifest):
