@@ -162,6 +162,7 @@ def _item_truth(it: dict, image_truth: dict, design: str) -> dict:
 def _write_images(stage: Path, blinded, image_truth: dict, crop: bool, progress) -> tuple[int, list]:
     """Write the shown images of every case; returns ``(cases cropped, geometry warnings)``."""
     n_cropped, warnings = 0, []
+    clean: dict = {}  # variant -> cases whose shown image has the clean texture (CTNormalize's header says so)
     for k, (cid, c, imgs) in enumerate(blinded):
         if not any(img in image_truth for img in imgs.values()):
             continue
@@ -169,6 +170,9 @@ def _write_images(stage: Path, blinded, image_truth: dict, crop: bool, progress)
         # any reader sees share one extent.
         todo = sorted((img, v) for v, img in imgs.items())
         vols = [S.read_for_blinding(c["images"][v]) for _, v in todo]
+        for (img, v), vol in zip(todo, vols):
+            if img in image_truth and str(vol.meta.get("ctnormalize_texture", "")).strip() == "clean":
+                clean.setdefault(v, []).append(c["case"])
         if crop and (len({v.hu.shape for v in vols}) > 1 or len({v.origin for v in vols}) > 1):
             cropped = S.crop_to_common_extent(vols)
             if cropped is not None:
@@ -186,6 +190,11 @@ def _write_images(stage: Path, blinded, image_truth: dict, crop: bool, progress)
                 f"Case {c['case']}: the variants differ in size, spacing or position "
                 f"({'; '.join(_geo_text(v, g) for v, g in geos.items())}); "
                 f"a reader who inspects the geometry could tell them apart.")})
+    for v, cases in sorted(clean.items()):
+        warnings.append({"code": "CLEAN_TEXTURE_VARIANT", "message": (
+            f"Variant {v!r} has the clean texture in {len(cases)} case(s) ({', '.join(cases[:5])}"
+            f"{', ...' if len(cases) > 5 else ''}): its noise was removed, which readers recognise at a glance. "
+            "For a reader study make it with `ctnormalize normalize ... --texture target` (docs/readerstudy.md).")})
     return n_cropped, warnings
 
 

@@ -418,3 +418,18 @@ def test_blinded_images_share_one_value_range(tmp_path):
         back = read_volume(tmp_path / f"{name}.nrrd").hu
         ranges.append((float(back.min()), float(back.max()) if name == "b" else None))
     assert ranges[0][0] == ranges[1][0] == BLIND_RANGE_HU[0] and ranges[1][1] == BLIND_RANGE_HU[1]
+
+
+def test_a_clean_texture_variant_is_warned_at_creation(tmp_path):
+    """Readers recognise a clean-texture (denoised) image by its missing noise; the normalized variant's header says
+    which texture it has, and creating the study said nothing."""
+    data = tmp_path / "data"
+    manifest = make_manifest(data, n_cases=2, protocols=False)
+    for i in range(2):  # the normalized images as `normalize` writes them, with the default clean texture
+        path = data / f"normalized_PATIENT-{i:02d}.nrrd"
+        img = sitk.ReadImage(str(path))
+        img.SetMetaData("ctnormalize_texture", "clean")
+        sitk.WriteImage(img, str(path))
+    summary = create_study(manifest, tmp_path / "s", "pair", 1)  # the pair design shows both variants of every case
+    (w,) = [w for w in summary["warnings"] if w["code"] == "CLEAN_TEXTURE_VARIANT"]
+    assert "'normalized'" in w["message"] and "2 case(s)" in w["message"] and "--texture target" in w["message"]
