@@ -14,7 +14,7 @@ import datetime as _dt
 from pathlib import Path
 
 from .stats import fmt, quantities, spread_table
-from .tables import case_group
+from .tables import case_group, warning_codes
 
 
 def _join(values) -> str:
@@ -58,7 +58,8 @@ def _case_rows(records: list, after: bool) -> tuple:
     emph = after and any(r.get("emphysema") for r in records)
     header = ["case", "group", "status", "kernel class (pixels, before)"] + (["after"] if after else []) \
         + ["thickness (before)"] + (["after"] if after else []) + ["noise σ tissue (HU, before)"] \
-        + (["after"] if after else []) + (["LAA% before", "LAA% after"] if emph else []) + ["seconds", "error"]
+        + (["after"] if after else []) + (["LAA% before", "LAA% after"] if emph else []) \
+        + ["seconds", "warnings (— above: why)", "error"]
     rows = []
     for rec in records:
         b, a = rec.get("before") or {}, rec.get("after") or {}
@@ -69,7 +70,9 @@ def _case_rows(records: list, after: bool) -> tuple:
         row += [fmt(b.get("noise_tissue_hu"))] + ([fmt(a.get("noise_tissue_hu"))] if after else [])
         if emph:
             row += [fmt((e.get("original") or {}).get("laa_percent")), fmt((e.get("normalized") or {}).get("laa_percent"))]
-        row += [fmt(rec.get("seconds")), rec.get("error") or ""]
+        # the reasons behind a "—" (KERNEL_NOT_MEASURED, NO_LUNGS, ...) were only in the JSON records
+        said = list(b.get("warnings") or []) + list(rec.get("input_warnings") or []) + list(rec.get("warnings") or [])
+        row += [fmt(rec.get("seconds")), warning_codes(said).replace(";", "; "), rec.get("error") or ""]
         rows.append(row)
     return header, rows
 

@@ -13,6 +13,13 @@ EMPHYSEMA_REGIONS = ("lungs", "left", "right", "upper", "middle", "lower")
 EMPHYSEMA_MEASURES = ("laa_percent", "perc15_hu", "lung_volume_ml")
 
 
+def warning_codes(warnings) -> str:
+    """``CODE;CODE`` of a case's warnings, once each; a measurement's warning names the image it is about
+    (``normalized:CLEAN_TEXTURE_INPUT`` read as if the case's input were a clean-texture scan)."""
+    return ";".join(dict.fromkeys(f"{w['scope']}:{w.get('code', '')}" if w.get("scope") else w.get("code", "")
+                                  for w in warnings or []))
+
+
 def case_group(rec: dict) -> str:
     """The scanner/kernel group of a case: the manifest's ``group``, else vendor + kernel
     from the tags, else the kernel class read from the pixels, else ``unknown``."""
@@ -47,10 +54,7 @@ def batch_rows(records: list) -> tuple:
             "error": rec.get("error", ""), "seconds": rec.get("seconds"), "group": case_group(rec),
             "input": rec.get("input"), "method": rec.get("method"), "source_spec": rec.get("source_spec"),
             "target_spec": rec.get("target_spec"),
-            # a measurement's warning names the image it is about (normalized:CLEAN_TEXTURE_INPUT read as if the
-            # case's input were a clean-texture scan)
-            "warnings": ";".join(dict.fromkeys(f"{w['scope']}:{w.get('code', '')}" if w.get("scope")
-                                               else w.get("code", "") for w in warnings)),
+            "warnings": warning_codes(warnings),
             "input_sha256": rec.get("input_sha256"), "engine_version": rec.get("engine_version"),
         }
         for k, v in (rec.get("extra") or {}).items():

@@ -549,3 +549,18 @@ def test_a_nifti_batch_says_once_that_the_outputs_keep_no_provenance(tmp_path):
               "--method", "mtf_ratio", "--workers", "1", "--no-report", "--progress", "json",
               "--output-format", "nii.gz"])
     assert r.returncode != 0 and '"failed"' in r.stdout and "NIFTI_DROPS_PROVENANCE" not in r.stdout, r.stdout
+
+
+def test_the_cohort_reports_case_table_says_why_a_value_is_missing():
+    """characterize showed "—" for a kernel it could not read; the reason (KERNEL_NOT_MEASURED) was only in --json."""
+    from CTNormalizeLib.cohort.report import _case_rows
+
+    rec = {"case": "lung2", "group": "A", "status": "done", "seconds": 1.0,
+           "before": {"kernel_class_pixels": None, "warnings": [{"code": "KERNEL_NOT_MEASURED", "message": "..."}]},
+           "warnings": [{"code": "NO_LUNGS", "message": "...", "scope": "normalized"}]}
+    for after in (False, True):
+        header, (row,) = _case_rows([rec], after)
+        cells = dict(zip(header, row))
+        assert cells["kernel class (pixels, before)"] == "—"
+        said = cells["warnings (— above: why)"]
+        assert "KERNEL_NOT_MEASURED" in said and "normalized:NO_LUNGS" in said
