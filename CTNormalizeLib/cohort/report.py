@@ -66,7 +66,7 @@ def _case_rows(records: list, after: bool) -> tuple:
         e = rec.get("emphysema") or {}
         row = [rec.get("case"), case_group(rec), rec.get("status"), b.get("kernel_class_pixels") or "—"]
         row += [a.get("kernel_class_pixels") or "—"] if after else []
-        row += [fmt(b.get("thickness_mm"))] + ([fmt(a.get("thickness_mm"))] if after else [])
+        row += [_thickness(b)] + ([_thickness(a)] if after else [])
         row += [fmt(b.get("noise_tissue_hu"))] + ([fmt(a.get("noise_tissue_hu"))] if after else [])
         if emph:
             row += [fmt((e.get("original") or {}).get("laa_percent")), fmt((e.get("normalized") or {}).get("laa_percent"))]
@@ -75,6 +75,13 @@ def _case_rows(records: list, after: bool) -> tuple:
         row += [fmt(rec.get("seconds")), warning_codes(said).replace(";", "; "), rec.get("error") or ""]
         rows.append(row)
     return header, rows
+
+
+def _thickness(sig: dict) -> str:
+    """A scan's slice thickness and where it comes from (an output interpolated to thinner slices reads thicker
+    from its pixels than its target's tag would say: the two must be told apart)."""
+    value, source = sig.get("thickness_mm"), sig.get("thickness_source")
+    return fmt(value) if value is None or not source else f"{fmt(value)} ({'pixels' if source == 'image' else source})"
 
 
 METHOD_NOTES = (

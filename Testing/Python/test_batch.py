@@ -556,7 +556,9 @@ def test_the_cohort_reports_case_table_says_why_a_value_is_missing():
     from CTNormalizeLib.cohort.report import _case_rows
 
     rec = {"case": "lung2", "group": "A", "status": "done", "seconds": 1.0,
-           "before": {"kernel_class_pixels": None, "warnings": [{"code": "KERNEL_NOT_MEASURED", "message": "..."}]},
+           "before": {"kernel_class_pixels": None, "warnings": [{"code": "KERNEL_NOT_MEASURED", "message": "..."}],
+                      "thickness_mm": 5.0, "thickness_source": "tag"},
+           "after": {"thickness_mm": 3.61, "thickness_source": "image"},
            "warnings": [{"code": "NO_LUNGS", "message": "...", "scope": "normalized"}]}
     for after in (False, True):
         header, (row,) = _case_rows([rec], after)
@@ -564,3 +566,5 @@ def test_the_cohort_reports_case_table_says_why_a_value_is_missing():
         assert cells["kernel class (pixels, before)"] == "—"
         said = cells["warnings (— above: why)"]
         assert "KERNEL_NOT_MEASURED" in said and "normalized:NO_LUNGS" in said
+        assert cells["thickness (before)"] == "5 (tag)"  # where each thickness comes from: a tag, or the pixels
+        assert not after or row[header.index("thickness (before)") + 1] == "3.61 (pixels)"
