@@ -104,7 +104,7 @@ def spread(groups: dict, position: bool = False) -> dict:
     out["sd"] = float(np.std(means, ddof=1))
     centre = abs(float(np.mean(means)))
     if centre > 0 and not position:
-        out["cv"] = float(np.std(means, ddof=1) / centre)
+        out["cv"] = out["sd"] / centre
     values = [np.asarray(v, float) for v in groups.values() if len(v)]
     if min(len(v) for v in values) >= 2 and len({float(x) for v in values for x in v}) > 1:
         try:

@@ -72,13 +72,13 @@ class Derivation:
         output would take it as the scanner's), as with the kernel class.
         """
         if not self.changed("thickness"):
-            value, sources = float(self.source_thickness or z_spacing), True
+            value, the_sources = float(self.source_thickness or z_spacing), True
         elif self.target_thickness and self.source_thickness:
             value = max(float(self.target_thickness), float(self.source_thickness))
-            sources = float(self.source_thickness) > float(self.target_thickness)
+            the_sources = float(self.source_thickness) > float(self.target_thickness)
         else:
-            value, sources = float(self.target_thickness or z_spacing), False
-        return None if sources and self.source_thickness_measured else value
+            value, the_sources = float(self.target_thickness or z_spacing), False
+        return None if the_sources and self.source_thickness_measured else value
 
     def acquisition_tags(self, input_meta: dict) -> dict:
         """The dose and acquisition-type tags of the output (both writers use these).

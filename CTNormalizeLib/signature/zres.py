@@ -60,7 +60,15 @@ def z_resolution(hu: np.ndarray, spacing, masks: dict, window: int = 5) -> ZReso
         Local-mean window (pixels) of the high-pass residual.
     """
     s = float(spacing[0])
-    rho = _noise_correlation(hu, masks, 1, window)
+    cache: dict = {}
+
+    def residual(z: int) -> np.ndarray:  # a slice is the first of one pair and the second of up to two others
+        if z not in cache:
+            a = hu[z].astype(np.float32)
+            cache[z] = a - ndi.uniform_filter(a, window)
+        return cache[z]
+
+    rho = _noise_correlation(residual, hu.shape[0], masks, 1)
     if rho is None:
         return ZResolution(None, None, None, 0.0, "too few uniform voxels on neighbouring slices")
     if not math.isfinite(rho):
@@ -71,7 +79,7 @@ def z_resolution(hu: np.ndarray, spacing, masks: dict, window: int = 5) -> ZReso
                            f"thickness <~ {1.2 * s:.3g} mm")
     rho = min(rho, 0.995)
     t = _fwhm(rho, s)
-    rho2 = _noise_correlation(hu, masks, 2, window)
+    rho2 = _noise_correlation(residual, hu.shape[0], masks, 2)
     bound = lag2_bound(rho)
     if rho2 is not None and math.isfinite(rho2) and rho2 > (1.0 + LAG2_REL_MARGIN) * bound + LAG2_ABS_MARGIN:
         return ZResolution(rho, None, None, 0.5,
@@ -92,16 +100,14 @@ def _fwhm(rho: float, distance: float) -> float:
     return FWHM_PER_SIGMA * distance / math.sqrt(-4.0 * math.log(rho))
 
 
-def _noise_correlation(hu: np.ndarray, masks: dict, lag: int, window: int) -> Optional[float]:
-    """Correlation of the high-pass residual between slices ``z`` and ``z + lag`` in ``masks[z]`` (pooled over the
-    slices), or None with fewer than 2000 voxels."""
+def _noise_correlation(residual, n_slices: int, masks: dict, lag: int) -> Optional[float]:
+    """Correlation of the high-pass ``residual(z)`` between slices ``z`` and ``z + lag`` in ``masks[z]`` (pooled over
+    the slices), or None with fewer than 2000 voxels."""
     pairs = []
     for z, m in masks.items():
-        if z + lag >= hu.shape[0] or not m.any():
+        if z + lag >= n_slices or not m.any():
             continue
-        a = hu[z].astype(np.float32)
-        b = hu[z + lag].astype(np.float32)
-        pairs.append(((a - ndi.uniform_filter(a, window))[m], (b - ndi.uniform_filter(b, window))[m]))
+        pairs.append((residual(z)[m], residual(z + lag)[m]))
     if not pairs or sum(p[0].size for p in pairs) < 2000:
         return None
     return float(np.corrcoef(np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]))[0, 1])

@@ -138,10 +138,12 @@ def _slice_mix(cfg: DenoiseConfig, rng):
     return "mix", 0.0 if u < 0.5 else float(rng.uniform(0.0, cfg.z_corr_max))
 
 
-def _mixed(fields, rho: float):
-    """``context`` slices' noise from ``context + 1`` independent fields: correlation ``rho`` between slices."""
-    c = fields.shape[0] - 1
-    return (1.0 - rho) ** 0.5 * fields[:c] + rho ** 0.5 * fields[c:]
+def _mixed(fields, rho, axis: int = 0):
+    """``context`` slices' noise from ``context + 1`` independent fields along ``axis``: correlation ``rho`` between
+    slices (a number, or per sample an array that broadcasts against the fields, as in a batch)."""
+    c = fields.shape[axis] - 1
+    lead = (slice(None),) * axis
+    return (1.0 - rho) ** 0.5 * fields[lead + (slice(None, c),)] + rho ** 0.5 * fields[lead + (slice(c, None),)]
 
 
 def make_batch(cfg: DenoiseConfig, volumes: list, step: int):
@@ -198,9 +200,9 @@ def make_batch_torch(cfg: DenoiseConfig, volumes: list, step: int, device):
         per = cfg.context + 1
         f = noise_fields_torch([p for p in phys for _ in range(per)], cfg.patch, gen, device)
         f = f.view(cfg.batch, per, cfg.patch, cfg.patch) * s
-        # _mixed for the whole batch at once (a loop of per-sample device calls was ~770 small kernels a batch)
+        # the whole batch at once (a loop of per-sample device calls was ~770 small kernels a batch)
         rho = torch.tensor([r for _, r in mixes], dtype=f.dtype, device=f.device)[:, None, None, None]
-        n = (1.0 - rho).sqrt() * f[:, :cfg.context] + rho.sqrt() * f[:, cfg.context:]
+        n = _mixed(f, rho, axis=1)
         copy = torch.tensor([m == "copy" for m, _ in mixes], device=f.device)[:, None, None, None]
         c = torch.where(copy, c[:, k:k + 1].expand_as(c), c)
         n = torch.where(copy, n[:, k:k + 1].expand_as(n), n)
